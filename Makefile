@@ -1,0 +1,47 @@
+# A thin wrapper over CMake. `make test` and `make demo` set the machine up first.
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all build test test-unit test-asan test-tsan bench demo format clean
+
+all: build
+
+build:
+	@scripts/deps.sh build
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	cmake --build build -j $(JOBS)
+
+# Unit and integration tests, then the same built with ASan+UBSan, then the
+# concurrency tests built with TSan. Each ctest run prints its own summary.
+test: test-unit test-asan test-tsan
+
+test-unit:
+	@scripts/deps.sh test
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	cmake --build build -j $(JOBS)
+	scripts/ctest.sh build
+
+test-asan:
+	@scripts/deps.sh test
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DS3C_SANITIZE=address $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-asan -j $(JOBS)
+	scripts/ctest.sh build-asan
+
+test-tsan:
+	@scripts/deps.sh test
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DS3C_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+	scripts/ctest.sh build-tsan -L concurrency
+
+bench: build
+	@scripts/deps.sh bench
+	@for b in build/bin/bench-*; do echo "# $$b" >&2; $$b || exit 1; done
+
+demo: build
+	scripts/demo.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-tsan

@@ -1,0 +1,157 @@
+/* s3commit: a persistence stage that makes a transaction processor's commits durable in
+ * Amazon S3 (or any S3-compatible store) and acknowledges them strictly in order.
+ *
+ * Producers call s3c_submit() from any thread; one persistence thread owned by the stage
+ * batches commits into S3 objects and moves the durable watermark W (every seq <= W is
+ * durable). The library never prints and never exits: it logs through s3c_set_log().
+ *
+ * Errors: commands return 0 or a negative S3C_E* code; s3c_strerror() names it. */
+#ifndef S3COMMIT_H
+#define S3COMMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ------------------------------------------------------------------------ */
+
+enum {
+    S3C_OK = 0,
+    S3C_EINVAL = -1,     /* an argument or config value is wrong */
+    S3C_ENOMEM = -2,     /* out of memory */
+    S3C_ETOOBIG = -3,    /* commit larger than pipeline.max_commit_bytes */
+    S3C_ETIMEDOUT = -4,  /* the wait ran out before the condition held */
+    S3C_EAGAIN = -5,     /* try-variant: no room right now */
+    S3C_ECLOSED = -6,    /* the stage (or ring) is closed or closing */
+    S3C_EFAILED = -7,    /* the stage is failed: a batch could not be made durable */
+    S3C_EIO = -8,        /* an I/O or system call failed */
+    S3C_ECONFIG = -9,    /* the config file is missing, unreadable or invalid */
+    S3C_ES3 = -10,       /* S3 answered with a fatal error */
+    S3C_ENETWORK = -11,  /* the endpoint could not be reached */
+    S3C_EEXISTS = -12,   /* a conditional write found the key already there */
+    S3C_ECORRUPT = -13,  /* data read back failed a format or CRC check */
+};
+
+/* Words for an error code; never NULL. */
+const char *s3c_strerror(int err);
+
+/* ---- logging ----------------------------------------------------------------------- */
+
+enum s3c_log_level { S3C_LOG_ERROR = 0, S3C_LOG_WARN, S3C_LOG_INFO, S3C_LOG_DEBUG };
+
+/* msg is one logfmt line without a trailing newline ("event=... key=value ..."); it never
+ * contains a secret. The sink may be called from any library thread at once. */
+typedef void (*s3c_log_fn)(void *ctx, enum s3c_log_level level, const char *msg);
+
+/* Sets the process-wide sink and the most verbose level passed to it. NULL fn (the
+ * default) drops everything. Call before opening stages. */
+void s3c_set_log(s3c_log_fn fn, void *ctx, enum s3c_log_level max_level);
+
+/* A ready-made sink: writes "ts=... level=... <msg>\n" to stderr. */
+void s3c_log_stderr(void *ctx, enum s3c_log_level level, const char *msg);
+
+/* ---- configuration ----------------------------------------------------------------- */
+
+typedef struct s3c_config s3c_config;
+
+/* Parses and validates a JSON config (the format of docs/config.md). On error returns
+ * S3C_ECONFIG and writes one message naming the key path, what was expected and what was
+ * found into err (if errlen > 0). Credentials missing from the file are taken from the
+ * AWS environment and shared credentials file at load time. Caller frees with
+ * s3c_config_free(). */
+int s3c_config_load(const char *path, s3c_config **out, char *err, size_t errlen);
+int s3c_config_parse(const char *json, size_t len, s3c_config **out, char *err,
+                     size_t errlen);
+void s3c_config_free(s3c_config *cfg); /* NULL is a no-op */
+
+/* The effective config as pretty JSON, defaults filled in and secrets masked. Returns a
+ * malloc'd string the caller frees, or NULL on allocation failure. */
+char *s3c_config_dump(const s3c_config *cfg);
+
+/* Overrides s3.endpoint (for tools that start a mock on a port they learn late).
+ * Returns 0 or S3C_EINVAL. */
+int s3c_config_set_endpoint(s3c_config *cfg, const char *endpoint);
+
+/* ---- the stage --------------------------------------------------------------------- */
+
+typedef struct s3c_stage s3c_stage;
+
+/* Opens a stage: copies what it needs from cfg (cfg may be freed after), warms the
+ * connection pool and starts the persistence thread. Returns 0 and *out, or an error
+ * with a message in err. */
+int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t errlen);
+
+/* Submits one commit (copied before return). On success *seq is its sequence number:
+ * dense, starting at 1, in the order commits enter the pipeline. Blocks while the ring is
+ * full for at most timeout_ms (-1 = forever): S3C_ETIMEDOUT. S3C_ETOOBIG when len exceeds
+ * pipeline.max_commit_bytes; S3C_ECLOSED after close began; S3C_EFAILED once failed.
+ * Thread-safe: any number of producer threads. */
+int s3c_submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, uint64_t *seq);
+
+/* As s3c_submit, but never blocks: S3C_EAGAIN when the ring has no room now. */
+int s3c_try_submit(s3c_stage *st, const void *data, size_t len, uint64_t *seq);
+
+/* Waits until seq is durable (0), the stage failed at or before seq (S3C_EFAILED), the
+ * stage closed without making it durable (S3C_ECLOSED), or timeout_ms passed
+ * (S3C_ETIMEDOUT; -1 = forever). Thread-safe. */
+int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms);
+
+/* The durable watermark: every seq <= the value is durable. Thread-safe, lock-free. */
+uint64_t s3c_durable_seq(const s3c_stage *st);
+
+/* Durability events. Called on the persistence thread, in order, once each time the
+ * watermark moves (durable_seq is the new W) and once with err != 0 if the stage fails
+ * (durable_seq is then the last W). Must not block and must not call s3c_stage_close. */
+typedef void (*s3c_durable_fn)(void *ctx, uint64_t durable_seq, int err);
+
+/* Adds a subscriber (at most 16). Call before the first submit to see every event.
+ * Thread-safe. Returns 0, S3C_EINVAL (NULL fn) or S3C_ENOMEM (too many). */
+int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx);
+
+#define S3C_BATCH_HIST_BUCKETS 12 /* commits per batch: 1, 2-3, 4-7, ..., >= 2048 */
+
+struct s3c_stats {
+    uint64_t commits_submitted, bytes_submitted; /* accepted by s3c_submit */
+    uint64_t commits_durable, bytes_durable;     /* acknowledged */
+    uint64_t durable_seq;                        /* the watermark W */
+    uint64_t commits_pending, bytes_pending;     /* submitted, not yet durable */
+    uint64_t batches_sent;                       /* objects made durable */
+    uint64_t put_attempts;                       /* PUTs started, retries included */
+    uint64_t retries;                            /* PUTs re-sent after a failure */
+    uint64_t failures_retryable, failures_fatal; /* failed attempts by class */
+    uint64_t retry_budget_exhausted;             /* retries delayed by the shared budget */
+    uint32_t in_flight;                          /* PUTs on the wire now */
+    uint32_t failed;                             /* 1 once the stage is failed */
+    uint64_t batch_hist[S3C_BATCH_HIST_BUCKETS]; /* batches by commit count (log2) */
+    uint64_t ack_latency_us_sum, ack_latency_count; /* commit-to-durable latency */
+    uint64_t ack_latency_hist[24];               /* bucket i: < 2^i us (last: rest) */
+    uint64_t pool_opens, pool_closes, pool_reuses, pool_heartbeat_failures;
+    char last_error[256]; /* the last failure, as words ("" when none) */
+};
+
+/* A snapshot of the counters. Thread-safe; values are individually, not jointly, exact. */
+void s3c_stats_get(const s3c_stage *st, struct s3c_stats *out);
+
+struct s3c_close_report {
+    uint64_t durable_seq;      /* W when the stage stopped */
+    uint64_t last_seq;         /* the highest seq ever accepted */
+    uint64_t lost_first_seq;   /* first seq not made durable (0 when none) */
+    uint64_t lost_last_seq;    /* last seq not made durable (0 when none) */
+    int error;                 /* 0, S3C_ETIMEDOUT (drain ran out) or S3C_EFAILED */
+};
+
+/* Stops accepting commits, sends everything pending, drains what is in flight for at
+ * most persistence.shutdown_timeout_ms, stops the thread and frees the stage. Blocked
+ * producers and waiters get S3C_ECLOSED. Returns 0 when every accepted commit is durable,
+ * else the report's error; report (may be NULL) says exactly which seqs were not made
+ * durable. Call once, from a thread that is not a subscriber; NULL is a no-op. */
+int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* S3COMMIT_H */

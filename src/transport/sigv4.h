@@ -1,0 +1,54 @@
+/* AWS Signature Version 4 for S3 header authentication, on OpenSSL. Used by the client
+ * to sign and by s3commit-mock to verify, so both sides share one canonicalisation.
+ * Pure functions: no I/O, no allocation beyond the caller's buffers, thread-safe. */
+#ifndef S3C_SIGV4_H
+#define S3C_SIGV4_H
+
+#include <stddef.h>
+
+#define SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
+
+struct sigv4_header {
+    const char *name;  /* any case; canonicalised to lower case */
+    const char *value; /* trimmed and inner runs of spaces folded when canonicalised */
+};
+
+struct sigv4_request {
+    const char *method;       /* "PUT" */
+    const char *path;         /* the request path as sent on the wire, already
+                                 URI-encoded ("/bucket/a%20b"); S3 does not normalise it */
+    const char *query;        /* raw query string without '?', "" when none */
+    const struct sigv4_header *headers; /* the headers to sign (host and x-amz-* at least) */
+    size_t nheaders;
+    const char *payload_hash; /* hex SHA-256 of the body, or SIGV4_UNSIGNED_PAYLOAD */
+    const char *amz_date;     /* "YYYYMMDDTHHMMSSZ" */
+    const char *region;       /* "us-east-1" */
+    const char *service;      /* "s3" */
+    const char *access_key;
+    const char *secret_key;
+};
+
+/* Writes the canonical request (for debugging and tests). Returns its length, or -1 if
+ * out is too small. */
+int sigv4_canonical_request(const struct sigv4_request *r, char *out, size_t outlen);
+
+/* Writes the string to sign. Returns its length, or -1 if out is too small. */
+int sigv4_string_to_sign(const struct sigv4_request *r, char *out, size_t outlen);
+
+/* Computes the hex signature (64 chars + NUL into sig[65]). Returns 0 or -1. */
+int sigv4_signature(const struct sigv4_request *r, char sig[65]);
+
+/* Writes the whole Authorization header value:
+ * "AWS4-HMAC-SHA256 Credential=AK/20130524/us-east-1/s3/aws4_request,
+ *  SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature=..."
+ * Returns its length, or -1 if out is too small. */
+int sigv4_authorization(const struct sigv4_request *r, char *out, size_t outlen);
+
+/* Hex SHA-256 of a buffer (65 bytes with NUL); for x-amz-content-sha256. */
+void sigv4_sha256_hex(const void *data, size_t len, char hex[65]);
+
+/* URI-encodes s the way SigV4 wants (unreserved A-Z a-z 0-9 - _ . ~ kept; '/' kept when
+ * keep_slash). Returns the length written, or -1 if out is too small. */
+int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,118 @@
+/* S3 requests over libcurl's multi_socket_action API, driven from one epoll loop on one
+ * thread, with SigV4 signing, body checksums, timeouts and a warm connection pool.
+ * Single-threaded: every call except xport_wake() must come from the thread that calls
+ * xport_poll(). Completion callbacks run inside xport_poll() on that thread. */
+#ifndef S3C_TRANSPORT_H
+#define S3C_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "config/config.h"
+
+struct xport;
+
+enum xport_class {
+    XPORT_OK = 0,     /* 2xx */
+    XPORT_RETRYABLE,  /* 500/502/503/504, SlowDown, InternalError, RequestTimeout,
+                         connect/reset/timeout/low-speed errors */
+    XPORT_FATAL,      /* 403s, 404 NoSuchBucket, other 4xx, bad config */
+    XPORT_EXISTS,     /* 412 PreconditionFailed after If-None-Match / If-Match */
+    XPORT_NOT_FOUND,  /* 404 NoSuchKey on GET/HEAD (a fact, not a failure) */
+};
+
+struct xport_list_entry {
+    const char *key;
+    uint64_t size;
+    const char *etag;
+};
+
+/* What a finished request produced. Pointers are valid only during the callback. */
+struct xport_result {
+    enum xport_class cls;
+    long http_status;       /* 0 when no HTTP answer arrived */
+    int curl_code;          /* CURLE_* of the transfer (0 = completed) */
+    const char *s3_code;    /* S3 error Code ("" when none) */
+    const char *s3_message; /* S3 error Message ("" when none) */
+    const char *request_id; /* x-amz-request-id or the XML RequestId ("" when none) */
+    const char *etag;       /* ETag answered by PUT/HEAD/GET ("" when none) */
+    const char *error;      /* one line for logs: status, code, message or curl error */
+    uint64_t duration_us;   /* from start to completion */
+    /* GET: the body. HEAD: body_len is Content-Length. */
+    const void *body;
+    size_t body_len;
+    /* ListObjectsV2 */
+    const struct xport_list_entry *entries;
+    size_t nentries;
+    bool truncated;
+    const char *next_token; /* NextContinuationToken ("" when none) */
+};
+
+typedef void (*xport_done_fn)(void *ctx, const struct xport_result *res);
+
+/* Creates the transport from cfg->s3 and the pool knobs of cfg->persistence (copied),
+ * opens cfg->persistence.target_pool_size connections (warm-up HeadBucket requests, not
+ * waited for) and arms the heartbeat. Returns NULL with a message in err on failure. */
+struct xport *xport_new(const struct s3c_config *cfg, char *err, size_t errlen);
+void xport_free(struct xport *x); /* aborts transfers in flight without callbacks; NULL ok */
+
+struct xport_put {
+    const char *key;          /* object key, not encoded (the prefix included) */
+    const struct iovec *iov;  /* body spans; must stay valid and unchanged until done */
+    int iovcnt;
+    bool have_crc32c;         /* crc32c below is the CRC-32C of the whole body */
+    uint32_t crc32c;          /* saves a pass over the body when checksum is crc32c */
+    bool if_none_match;       /* send If-None-Match: * */
+    const char *if_match;     /* send If-Match: <etag> when not NULL */
+};
+
+/* Starts a PutObject. The body is streamed from iov without a staging copy; every call
+ * re-sends from the first byte. Returns 0 (done will be called exactly once) or a
+ * negative S3C_E* (done will never be called). */
+int xport_put(struct xport *x, const struct xport_put *put, xport_done_fn done, void *ctx);
+
+/* GetObject (first..last inclusive when last >= first, else the whole object). */
+int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last,
+              xport_done_fn done, void *ctx);
+int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx);
+int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx);
+/* ListObjectsV2 of the bucket: prefix, start_after, continuation token (each NULL or ""
+ * to leave out), max_keys (<= 0: S3's default 1000). */
+int xport_list(struct xport *x, const char *prefix, const char *start_after,
+               const char *token, int max_keys, xport_done_fn done, void *ctx);
+
+/* Waits at most timeout_ms (-1 = until something happens, 0 = do not wait) for socket
+ * events, libcurl timers, heartbeat timers, registered fds and xport_wake(); runs what is
+ * ready (completion callbacks included) and returns 0, or a negative S3C_E* if the loop
+ * itself failed. */
+int xport_poll(struct xport *x, int timeout_ms);
+
+/* Registers fd for readability on the loop; cb runs on the loop thread when readable
+ * (level-triggered: cb must drain it). Returns 0 or a negative S3C_E*. */
+int xport_watch_fd(struct xport *x, int fd, void (*cb)(void *ctx), void *ctx);
+
+/* Makes a blocked xport_poll() return. Async-signal-safe and callable from any thread. */
+void xport_wake(struct xport *x);
+
+/* Requests started and not yet completed. */
+int xport_in_flight(const struct xport *x);
+
+struct xport_stats {
+    uint64_t opens;              /* sockets opened */
+    uint64_t closes;             /* sockets closed */
+    uint64_t reuses;             /* requests that went over an existing connection */
+    uint64_t heartbeats;         /* heartbeat requests sent */
+    uint64_t heartbeat_failures; /* heartbeats that failed (connection replaced) */
+    uint64_t requests;           /* requests completed */
+    uint64_t bytes_sent, bytes_received;
+    int open_connections;        /* sockets open now */
+};
+void xport_stats_get(const struct xport *x, struct xport_stats *out);
+
+/* Convenience for tools and tests: runs xport_poll() until no request is in flight or
+ * timeout_ms passes. Returns 0 or S3C_ETIMEDOUT. */
+int xport_drain(struct xport *x, int timeout_ms);
+
+#endif
