@@ -10,14 +10,19 @@
 
 struct sigv4_header {
     const char *name;  /* any case; canonicalised to lower case */
-    const char *value; /* trimmed and inner runs of spaces folded when canonicalised */
+    const char *value; /* trimmed and inner runs of spaces folded when canonicalised;
+                          a name given twice is signed once, values joined by ',' */
 };
 
 struct sigv4_request {
     const char *method;       /* "PUT" */
     const char *path;         /* the request path as sent on the wire, already
-                                 URI-encoded ("/bucket/a%20b"); S3 does not normalise it */
-    const char *query;        /* raw query string without '?', "" when none */
+                                 URI-encoded ("/bucket/a%20b"); S3 does not normalise it
+                                 (no "." / ".." / "//" folding). %XX escapes are decoded
+                                 and every byte re-encoded the S3 way, so "/a$b" and
+                                 "/a%24b" both sign as "/a%24b" */
+    const char *query;        /* raw query string without '?', "" when none; each name and
+                                 value is canonicalised like path ('/' encoded), sorted */
     const struct sigv4_header *headers; /* the headers to sign (host and x-amz-* at least) */
     size_t nheaders;
     const char *payload_hash; /* hex SHA-256 of the body, or SIGV4_UNSIGNED_PAYLOAD */
@@ -50,5 +55,29 @@ void sigv4_sha256_hex(const void *data, size_t len, char hex[65]);
 /* URI-encodes s the way SigV4 wants (unreserved A-Z a-z 0-9 - _ . ~ kept; '/' kept when
  * keep_slash). Returns the length written, or -1 if out is too small. */
 int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char *out, size_t outlen);
+
+/* The derived key HMAC(HMAC(HMAC(HMAC("AWS4"+secret, date8), region), service),
+ * "aws4_request"), for callers that sign or verify many requests a day. Returns 0 or -1. */
+int sigv4_signing_key(const char *secret_key, const char *date8, const char *region,
+                      const char *service, unsigned char key[32]);
+
+/* sigv4_signature() with a key from sigv4_signing_key() (r->secret_key is not used). */
+int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char key[32],
+                             char sig[65]);
+
+/* The parts of an "AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=..."
+ * header, for verifiers (s3commit-mock). */
+struct sigv4_auth {
+    char access_key[128];
+    char date8[9];   /* "20130524" */
+    char region[64];
+    char service[32];
+    char signed_headers[1024]; /* "host;range;x-amz-content-sha256;x-amz-date" */
+    char signature[65];
+};
+
+/* Parses an Authorization header value. Returns 0, or -1 when it is not a well-formed
+ * AWS4-HMAC-SHA256 header (unknown algorithm, missing or oversized part). */
+int sigv4_parse_authorization(const char *value, struct sigv4_auth *a);
 
 #endif

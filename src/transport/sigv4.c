@@ -1,0 +1,552 @@
+/* AWS Signature Version 4 (header authentication) for S3, on OpenSSL's EVP and HMAC.
+ * The canonical request is streamed into SHA-256 so no size limit applies when signing;
+ * it must never allocate, print, or log a secret. */
+#include "transport/sigv4.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SIGV4_MAX_HEADERS 128
+#define SIGV4_MAX_PARAMS 128
+
+static const char hexdig[] = "0123456789abcdef";
+static const char HEXDIG[] = "0123456789ABCDEF";
+
+/* ---- output sink: a bounded buffer and/or a running SHA-256 ---- */
+
+struct sink {
+    char *buf;       /* NULL when only hashing */
+    size_t cap, len; /* len counts every byte even past cap (overflow check) */
+    EVP_MD_CTX *md;  /* NULL when only writing */
+};
+
+static void sink_put(struct sink *s, const char *p, size_t n)
+{
+    if (s->buf && s->len < s->cap) {
+        size_t room = s->cap - s->len;
+        memcpy(s->buf + s->len, p, n < room ? n : room);
+    }
+    if (s->md)
+        EVP_DigestUpdate(s->md, p, n);
+    s->len += n;
+}
+
+static void sink_putc(struct sink *s, char c)
+{
+    sink_put(s, &c, 1);
+}
+
+static void sink_puts(struct sink *s, const char *str)
+{
+    sink_put(s, str, strlen(str));
+}
+
+static bool is_unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.' || c == '~';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* ---- a byte iterator that yields the canonical (decoded then re-encoded) form of a span:
+ * "%xx" escapes are decoded first so that "a%20b", "a b" and "a%2a" canonicalise the same
+ * way S3 does (S3 signs the key it decoded, encoded with its own rules). ---- */
+
+struct enc_it {
+    const char *p, *end;
+    bool keep_slash;
+    char pend[3];
+    int npend, ipend;
+};
+
+static void enc_init(struct enc_it *it, const char *p, size_t n, bool keep_slash)
+{
+    it->p = p;
+    it->end = p + n;
+    it->keep_slash = keep_slash;
+    it->npend = it->ipend = 0;
+}
+
+/* Next canonical byte, or -1 at the end. */
+static int enc_next(struct enc_it *it)
+{
+    if (it->ipend < it->npend)
+        return (unsigned char)it->pend[it->ipend++];
+    if (it->p >= it->end)
+        return -1;
+    unsigned char c = (unsigned char)*it->p;
+    if (c == '%' && it->end - it->p >= 3 && hexval(it->p[1]) >= 0 && hexval(it->p[2]) >= 0) {
+        c = (unsigned char)(hexval(it->p[1]) << 4 | hexval(it->p[2]));
+        it->p += 3;
+    } else {
+        it->p++;
+    }
+    if (is_unreserved(c) || (c == '/' && it->keep_slash))
+        return c;
+    it->pend[0] = HEXDIG[c >> 4];
+    it->pend[1] = HEXDIG[c & 15];
+    it->npend = 2;
+    it->ipend = 0;
+    return '%';
+}
+
+static void sink_canon(struct sink *s, const char *p, size_t n, bool keep_slash)
+{
+    struct enc_it it;
+    int c;
+    char chunk[256];
+    size_t k = 0;
+
+    enc_init(&it, p, n, keep_slash);
+    while ((c = enc_next(&it)) >= 0) {
+        chunk[k++] = (char)c;
+        if (k == sizeof(chunk)) {
+            sink_put(s, chunk, k);
+            k = 0;
+        }
+    }
+    sink_put(s, chunk, k);
+}
+
+/* Compares the canonical forms of two spans. */
+static int canon_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+    struct enc_it ia, ib;
+    enc_init(&ia, a, an, false);
+    enc_init(&ib, b, bn, false);
+    for (;;) {
+        int ca = enc_next(&ia), cb = enc_next(&ib);
+        if (ca != cb)
+            return ca < cb ? -1 : 1; /* -1 (end) sorts first */
+        if (ca < 0)
+            return 0;
+    }
+}
+
+/* ---- query string ---- */
+
+struct qparam {
+    const char *name, *value;
+    size_t nlen, vlen;
+};
+
+static int qparam_cmp(const struct qparam *a, const struct qparam *b)
+{
+    int c = canon_cmp(a->name, a->nlen, b->name, b->nlen);
+    return c ? c : canon_cmp(a->value, a->vlen, b->value, b->vlen);
+}
+
+static int sink_query(struct sink *s, const char *q)
+{
+    struct qparam ps[SIGV4_MAX_PARAMS];
+    size_t n = 0;
+    const char *p = q ? q : "";
+
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > 0) {
+            const char *eq = memchr(p, '=', len);
+            if (n == SIGV4_MAX_PARAMS)
+                return -1;
+            ps[n].name = p;
+            ps[n].nlen = eq ? (size_t)(eq - p) : len;
+            ps[n].value = eq ? eq + 1 : p + len;
+            ps[n].vlen = eq ? len - ps[n].nlen - 1 : 0;
+            n++;
+        }
+        p += len;
+        if (*p == '&')
+            p++;
+    }
+    /* insertion sort: stable, and n is small */
+    for (size_t i = 1; i < n; i++) {
+        struct qparam t = ps[i];
+        size_t j = i;
+        while (j > 0 && qparam_cmp(&ps[j - 1], &t) > 0) {
+            ps[j] = ps[j - 1];
+            j--;
+        }
+        ps[j] = t;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            sink_putc(s, '&');
+        sink_canon(s, ps[i].name, ps[i].nlen, false);
+        sink_putc(s, '=');
+        sink_canon(s, ps[i].value, ps[i].vlen, false);
+    }
+    return 0;
+}
+
+/* ---- headers ---- */
+
+static int name_cmp(const char *a, const char *b)
+{
+    for (;; a++, b++) {
+        int ca = (unsigned char)*a, cb = (unsigned char)*b;
+        if (ca >= 'A' && ca <= 'Z')
+            ca += 32;
+        if (cb >= 'A' && cb <= 'Z')
+            cb += 32;
+        if (ca != cb || ca == 0)
+            return ca - cb;
+    }
+}
+
+/* Sorted header order (stable, so duplicate names keep their order). Returns the count
+ * or -1 when there are too many. */
+static int sorted_headers(const struct sigv4_request *r, size_t idx[SIGV4_MAX_HEADERS])
+{
+    size_t n = r->nheaders;
+    if (n > SIGV4_MAX_HEADERS)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = i;
+        while (j > 0 && name_cmp(r->headers[idx[j - 1]].name, r->headers[i].name) > 0) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = i;
+    }
+    return (int)n;
+}
+
+static void sink_lower(struct sink *s, const char *name)
+{
+    for (; *name; name++) {
+        char c = *name;
+        sink_putc(s, (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c);
+    }
+}
+
+/* Trimmed value with inner runs of blanks folded to one space. */
+static void sink_value(struct sink *s, const char *v)
+{
+    while (*v == ' ' || *v == '\t')
+        v++;
+    bool pending_space = false;
+    for (; *v; v++) {
+        if (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n') {
+            pending_space = true;
+            continue;
+        }
+        if (pending_space)
+            sink_putc(s, ' ');
+        pending_space = false;
+        sink_putc(s, *v);
+    }
+}
+
+static void sink_signed_headers(struct sink *s, const struct sigv4_request *r,
+                                const size_t *idx, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && name_cmp(r->headers[idx[i - 1]].name, r->headers[idx[i]].name) == 0)
+            continue;
+        if (i)
+            sink_putc(s, ';');
+        sink_lower(s, r->headers[idx[i]].name);
+    }
+}
+
+static int build_canonical(const struct sigv4_request *r, struct sink *s)
+{
+    size_t idx[SIGV4_MAX_HEADERS];
+    int n = sorted_headers(r, idx);
+    if (n < 0)
+        return -1;
+
+    sink_puts(s, r->method);
+    sink_putc(s, '\n');
+    const char *path = r->path && r->path[0] ? r->path : "/";
+    sink_canon(s, path, strlen(path), true);
+    sink_putc(s, '\n');
+    if (sink_query(s, r->query) < 0)
+        return -1;
+    sink_putc(s, '\n');
+    for (int i = 0; i < n; i++) {
+        const struct sigv4_header *h = &r->headers[idx[i]];
+        if (i > 0 && name_cmp(r->headers[idx[i - 1]].name, h->name) == 0) {
+            sink_putc(s, ','); /* a repeated header: values joined in the order sent */
+        } else {
+            if (i)
+                sink_putc(s, '\n');
+            sink_lower(s, h->name);
+            sink_putc(s, ':');
+        }
+        sink_value(s, h->value ? h->value : "");
+    }
+    sink_puts(s, "\n\n");
+    sink_signed_headers(s, r, idx, n);
+    sink_putc(s, '\n');
+    sink_puts(s, r->payload_hash ? r->payload_hash : SIGV4_UNSIGNED_PAYLOAD);
+    return 0;
+}
+
+static void to_hex(const unsigned char *in, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexdig[in[i] >> 4];
+        out[2 * i + 1] = hexdig[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int finish(struct sink *s, char *out, size_t outlen)
+{
+    if (s->len >= outlen)
+        return -1;
+    out[s->len] = '\0';
+    return (int)s->len;
+}
+
+int sigv4_canonical_request(const struct sigv4_request *r, char *out, size_t outlen)
+{
+    struct sink s = {.buf = out, .cap = outlen};
+    if (!out || build_canonical(r, &s) < 0)
+        return -1;
+    return finish(&s, out, outlen);
+}
+
+/* Hex SHA-256 of the canonical request, streamed. */
+static int canonical_hash(const struct sigv4_request *r, char hex[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int rc = -1;
+
+    if (!ctx)
+        return -1;
+    struct sink s = {.md = ctx};
+    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        goto out_free_ctx;
+    if (build_canonical(r, &s) < 0)
+        goto out_free_ctx;
+    if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32)
+        goto out_free_ctx;
+    to_hex(md, 32, hex);
+    rc = 0;
+out_free_ctx:
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
+static bool valid_date(const char *d)
+{
+    return d && strlen(d) == 16 && d[8] == 'T' && d[15] == 'Z';
+}
+
+int sigv4_string_to_sign(const struct sigv4_request *r, char *out, size_t outlen)
+{
+    char hex[65];
+    if (!valid_date(r->amz_date) || canonical_hash(r, hex) < 0)
+        return -1;
+    int n = snprintf(out, outlen, "AWS4-HMAC-SHA256\n%s\n%.8s/%s/%s/aws4_request\n%s",
+                     r->amz_date, r->amz_date, r->region, r->service, hex);
+    return (n < 0 || (size_t)n >= outlen) ? -1 : n;
+}
+
+int sigv4_signing_key(const char *secret_key, const char *date8, const char *region,
+                      const char *service, unsigned char key[32])
+{
+    char k0[256];
+    unsigned char a[32], b[32];
+    unsigned int len = 0;
+    int n = snprintf(k0, sizeof(k0), "AWS4%s", secret_key ? secret_key : "");
+    int rc = -1;
+
+    if (n < 0 || (size_t)n >= sizeof(k0) || !date8 || strlen(date8) < 8)
+        goto out_wipe;
+    if (!HMAC(EVP_sha256(), k0, n, (const unsigned char *)date8, 8, a, &len))
+        goto out_wipe;
+    if (!HMAC(EVP_sha256(), a, 32, (const unsigned char *)region, strlen(region), b, &len))
+        goto out_wipe;
+    if (!HMAC(EVP_sha256(), b, 32, (const unsigned char *)service, strlen(service), a, &len))
+        goto out_wipe;
+    if (!HMAC(EVP_sha256(), a, 32, (const unsigned char *)"aws4_request", 12, key, &len))
+        goto out_wipe;
+    rc = 0;
+out_wipe:
+    OPENSSL_cleanse(k0, sizeof(k0));
+    OPENSSL_cleanse(a, sizeof(a));
+    OPENSSL_cleanse(b, sizeof(b));
+    return rc;
+}
+
+int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char key[32],
+                             char sig[65])
+{
+    char sts[512];
+    unsigned char mac[32];
+    unsigned int len = 0;
+    int n = sigv4_string_to_sign(r, sts, sizeof(sts));
+    if (n < 0)
+        return -1;
+    if (!HMAC(EVP_sha256(), key, 32, (const unsigned char *)sts, (size_t)n, mac, &len))
+        return -1;
+    to_hex(mac, 32, sig);
+    return 0;
+}
+
+int sigv4_signature(const struct sigv4_request *r, char sig[65])
+{
+    unsigned char key[32];
+    int rc;
+    if (!valid_date(r->amz_date) ||
+        sigv4_signing_key(r->secret_key, r->amz_date, r->region, r->service, key) < 0)
+        return -1;
+    rc = sigv4_signature_with_key(r, key, sig);
+    OPENSSL_cleanse(key, sizeof(key));
+    return rc;
+}
+
+int sigv4_authorization(const struct sigv4_request *r, char *out, size_t outlen)
+{
+    char sig[65];
+    size_t idx[SIGV4_MAX_HEADERS];
+    int n = sorted_headers(r, idx);
+    if (n < 0 || sigv4_signature(r, sig) < 0)
+        return -1;
+
+    struct sink s = {.buf = out, .cap = outlen};
+    sink_puts(&s, "AWS4-HMAC-SHA256 Credential=");
+    sink_puts(&s, r->access_key);
+    sink_putc(&s, '/');
+    sink_put(&s, r->amz_date, 8);
+    sink_putc(&s, '/');
+    sink_puts(&s, r->region);
+    sink_putc(&s, '/');
+    sink_puts(&s, r->service);
+    sink_puts(&s, "/aws4_request, SignedHeaders=");
+    sink_signed_headers(&s, r, idx, n);
+    sink_puts(&s, ", Signature=");
+    sink_puts(&s, sig);
+    return finish(&s, out, outlen);
+}
+
+void sigv4_sha256_hex(const void *data, size_t len, char hex[65])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+        hex[0] = '\0';
+        return;
+    }
+    to_hex(md, 32, hex);
+}
+
+int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (is_unreserved(c) || (c == '/' && keep_slash)) {
+            if (o + 1 >= outlen)
+                return -1;
+            out[o++] = (char)c;
+        } else {
+            if (o + 3 >= outlen)
+                return -1;
+            out[o++] = '%';
+            out[o++] = HEXDIG[c >> 4];
+            out[o++] = HEXDIG[c & 15];
+        }
+    }
+    if (o >= outlen)
+        return -1;
+    out[o] = '\0';
+    return (int)o;
+}
+
+/* ---- parsing an Authorization header (for verifiers) ---- */
+
+static const char *skip_sp(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+static int copy_field(const char *p, size_t n, char *out, size_t cap)
+{
+    if (n == 0 || n >= cap)
+        return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+int sigv4_parse_authorization(const char *value, struct sigv4_auth *a)
+{
+    static const char alg[] = "AWS4-HMAC-SHA256";
+    bool have_cred = false, have_sh = false, have_sig = false;
+
+    memset(a, 0, sizeof(*a));
+    if (!value)
+        return -1;
+    const char *p = skip_sp(value);
+    if (strncmp(p, alg, sizeof(alg) - 1) != 0 || (p[sizeof(alg) - 1] != ' '))
+        return -1;
+    p += sizeof(alg) - 1;
+    while (*p) {
+        p = skip_sp(p);
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        const char *eq = strchr(p, '=');
+        if (!eq)
+            return -1;
+        const char *v = eq + 1;
+        size_t vlen = strcspn(v, ", \t");
+        size_t klen = (size_t)(eq - p);
+        if (klen == 10 && strncmp(p, "Credential", 10) == 0) {
+            /* AK/YYYYMMDD/region/service/aws4_request */
+            const char *f[5];
+            size_t fl[5];
+            const char *q = v, *end = v + vlen;
+            for (int i = 0; i < 5; i++) {
+                const char *sl = i < 4 ? memchr(q, '/', (size_t)(end - q)) : end;
+                if (!sl)
+                    return -1;
+                f[i] = q;
+                fl[i] = (size_t)(sl - q);
+                q = sl + 1;
+            }
+            if (copy_field(f[0], fl[0], a->access_key, sizeof(a->access_key)) ||
+                fl[1] != 8 || copy_field(f[1], fl[1], a->date8, sizeof(a->date8)) ||
+                copy_field(f[2], fl[2], a->region, sizeof(a->region)) ||
+                copy_field(f[3], fl[3], a->service, sizeof(a->service)) || fl[4] != 12 ||
+                strncmp(f[4], "aws4_request", 12) != 0)
+                return -1;
+            have_cred = true;
+        } else if (klen == 13 && strncmp(p, "SignedHeaders", 13) == 0) {
+            if (copy_field(v, vlen, a->signed_headers, sizeof(a->signed_headers)))
+                return -1;
+            have_sh = true;
+        } else if (klen == 9 && strncmp(p, "Signature", 9) == 0) {
+            if (vlen != 64 || copy_field(v, vlen, a->signature, sizeof(a->signature)))
+                return -1;
+            have_sig = true;
+        } else {
+            return -1;
+        }
+        p = v + vlen;
+    }
+    return (have_cred && have_sh && have_sig) ? 0 : -1;
+}
