@@ -1,0 +1,468 @@
+/* The commit ring (see ring.h). Producers claim with one CAS on a packed 64-bit word
+ * (position, seq, closed), fill, and publish through a per-seq availability array; the
+ * consumer never reads a record before its seq is published there, so stale bytes of an
+ * earlier lap can never look like a record. Producers sleep on a condition variable only
+ * when the ring is full; the consumer sleeps on an eventfd only when armed. */
+#include "pipeline/ring.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "s3commit.h"
+
+/* head = closed:1 | seq:29 | pos:34. The packed fields are the low bits of the full
+ * values; the full ones are rebuilt from the consumer's released position and seq, which
+ * are never more than a ring (resp. a ring's worth of records) behind. */
+#define POS_BITS 34
+#define SEQ_BITS 29
+#define POS_MASK ((UINT64_C(1) << POS_BITS) - 1)
+#define SEQ_MASK ((UINT64_C(1) << SEQ_BITS) - 1)
+#define CLOSED_BIT (UINT64_C(1) << 63)
+#define HEAD_POS(h) ((h)&POS_MASK)
+#define HEAD_SEQ(h) (((h) >> POS_BITS) & SEQ_MASK)
+
+#define WORD_BYTES 8                 /* the record's length word */
+#define PAD_FLAG (UINT64_C(1) << 32) /* in the length word: skip to the next lap */
+#define MIN_PAYLOAD 8                /* a record's payload area is at least this */
+#define RING_MIN_BYTES (4u << 10)
+#define RING_MAX_BYTES (UINT64_C(1) << 30)
+
+struct slot {
+    struct ring_batch b;
+    bool released;
+};
+
+struct ring {
+    /* Written by producers. */
+    _Alignas(64) _Atomic uint64_t head;
+
+    /* Written by the consumer on release, read by producers. */
+    _Alignas(64) _Atomic uint64_t tail_pos; /* every byte before it is free */
+    _Atomic uint64_t tail_seq;              /* every seq <= it is released */
+    _Atomic uint32_t waiters;               /* producers sleeping on cv */
+
+    /* Set by the consumer before it sleeps, cleared by the producer that wakes it. */
+    _Alignas(64) _Atomic uint64_t armed; /* 0, or the seq whose publish wakes */
+
+    /* Consumer-private. */
+    _Alignas(64) uint64_t scan_pos, scan_seq; /* next record to examine */
+    uint64_t read_pos, read_seq;              /* next record to acquire */
+    struct ring_ready ready;
+    struct slot *slots;
+    uint32_t slot_head, slot_tail; /* FIFO of held batches: [tail, head) */
+
+    /* Read-only after ring_new. */
+    _Alignas(64) unsigned char *buf;
+    uint64_t size, mask;
+    _Atomic uint32_t *avail; /* avail[seq & avail_mask] == (uint32_t)seq once published */
+    uint64_t avail_mask;
+    uint32_t prefix, max_commit, max_batches;
+    ring_release_fn on_release;
+    void *release_ctx;
+    int efd;
+    pthread_mutex_t mu; /* only for sleeping producers */
+    pthread_cond_t cv;
+};
+
+static inline uint64_t align8(uint64_t n)
+{
+    return (n + 7) & ~UINT64_C(7);
+}
+
+static inline uint64_t rec_bytes(const struct ring *r, uint32_t len)
+{
+    uint64_t p = align8(len);
+    return WORD_BYTES + r->prefix + (p < MIN_PAYLOAD ? MIN_PAYLOAD : p);
+}
+
+uint64_t ring_record_bytes(const struct ring *r, uint32_t len)
+{
+    return rec_bytes(r, len);
+}
+
+static inline uint64_t *word_at(const struct ring *r, uint64_t pos)
+{
+    return (uint64_t *)(void *)(r->buf + (pos & r->mask));
+}
+
+/* The full value whose low `mask` bits are `low`, given a full value `base` known to be
+ * at most the answer and less than a modulus behind it. */
+static inline uint64_t unpack(uint64_t base, uint64_t low, uint64_t mask)
+{
+    return base + ((low - base) & mask);
+}
+
+static bool is_pow2(uint64_t v)
+{
+    return v && !(v & (v - 1));
+}
+
+int ring_new(const struct ring_opts *o, struct ring **out)
+{
+    struct ring *r;
+    uint64_t min_rec, nav = 1;
+    pthread_condattr_t ca;
+
+    *out = NULL;
+    if (!is_pow2(o->bytes) || o->bytes < RING_MIN_BYTES || o->bytes > RING_MAX_BYTES ||
+        o->prefix_bytes % 8 || o->prefix_bytes > 64 || o->max_batches < 1 ||
+        o->max_batches > 65536)
+        return S3C_EINVAL;
+
+    r = aligned_alloc(64, sizeof(*r));
+    if (!r)
+        return S3C_ENOMEM;
+    memset(r, 0, sizeof(*r));
+    r->size = o->bytes;
+    r->mask = o->bytes - 1;
+    r->prefix = o->prefix_bytes;
+    r->max_commit = o->max_commit;
+    r->max_batches = o->max_batches;
+    r->on_release = o->on_release;
+    r->release_ctx = o->release_ctx;
+    if (rec_bytes(r, o->max_commit) > r->size / 2)
+        goto out_free_ring;
+
+    /* Enough availability slots for every record the ring can hold at once. */
+    min_rec = WORD_BYTES + r->prefix + MIN_PAYLOAD;
+    while (nav < r->size / min_rec + 1)
+        nav <<= 1;
+    r->avail_mask = nav - 1;
+
+    r->buf = aligned_alloc(4096, r->size);
+    r->avail = calloc(nav, sizeof(*r->avail));
+    r->slots = calloc(r->max_batches, sizeof(*r->slots));
+    if (!r->buf || !r->avail || !r->slots)
+        goto out_free_parts;
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->efd < 0)
+        goto out_free_parts;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    atomic_init(&r->head, 0);
+    atomic_init(&r->tail_pos, 0);
+    atomic_init(&r->tail_seq, 0);
+    r->scan_seq = r->read_seq = 1;
+    *out = r;
+    return 0;
+
+out_free_parts:
+    free(r->slots);
+    free(r->avail);
+    free(r->buf);
+    free(r);
+    return S3C_ENOMEM;
+out_free_ring:
+    free(r);
+    return S3C_EINVAL;
+}
+
+void ring_free(struct ring *r)
+{
+    if (!r)
+        return;
+    close(r->efd);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r->slots);
+    free(r->avail);
+    free(r->buf);
+    free(r);
+}
+
+/* One claim attempt loop without sleeping: 0, S3C_EAGAIN (full), S3C_ECLOSED. The tail
+ * is read before the head so the head's position is never behind the tail we compare it
+ * with; a full ring is only reported when a fresh look at the tail agrees. */
+static int claim_now(struct ring *r, uint32_t len, struct ring_claim *c)
+{
+    uint64_t rec = rec_bytes(r, len);
+    uint64_t tail = atomic_load(&r->tail_pos);
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+
+    for (;;) {
+        if (h & CLOSED_BIT)
+            return S3C_ECLOSED;
+        uint64_t pos = unpack(tail, HEAD_POS(h), POS_MASK);
+        uint64_t off = pos & r->mask, pad = 0;
+        if (off + rec > r->size)
+            pad = r->size - off; /* the record starts the next lap */
+        if (pos + pad + rec - tail > r->size) {
+            uint64_t t2 = atomic_load(&r->tail_pos);
+            if (t2 == tail)
+                return S3C_EAGAIN;
+            tail = t2;
+            h = atomic_load_explicit(&r->head, memory_order_relaxed);
+            continue;
+        }
+        uint64_t seq_low = (HEAD_SEQ(h) + 1) & SEQ_MASK;
+        uint64_t nh = (seq_low << POS_BITS) | ((pos + pad + rec) & POS_MASK);
+        if (atomic_compare_exchange_weak_explicit(&r->head, &h, nh, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            uint64_t base = atomic_load(&r->tail_seq);
+            c->seq = unpack(base, seq_low, SEQ_MASK);
+            c->pos_ = pos + pad;
+            c->pad_ = pad;
+            c->len = len;
+            c->prefix = r->buf + ((pos + pad) & r->mask) + WORD_BYTES;
+            c->data = (unsigned char *)c->prefix + r->prefix;
+            return 0;
+        }
+    }
+}
+
+int ring_try_claim_mp(struct ring *r, uint32_t len, struct ring_claim *c)
+{
+    if (len > r->max_commit)
+        return S3C_ETOOBIG;
+    return claim_now(r, len, c);
+}
+
+int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_claim *c)
+{
+    struct timespec deadline;
+    int rc;
+
+    if (len > r->max_commit)
+        return S3C_ETOOBIG;
+    rc = claim_now(r, len, c);
+    if (rc != S3C_EAGAIN)
+        return rc;
+    if (timeout_ms == 0)
+        return S3C_ETIMEDOUT;
+
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    /* Sleep until a release (or close) broadcasts. waiters is raised before the re-check
+     * and the consumer reads it after moving the tail (both seq_cst), so either we see
+     * the room or it sees us. */
+    /* The consumer may be waiting for a fuller batch: room comes only when it sends one. */
+    if (atomic_load(&r->armed) && atomic_exchange(&r->armed, 0)) {
+        uint64_t one = 1;
+        ssize_t n = write(r->efd, &one, sizeof(one));
+        (void)n;
+    }
+    pthread_mutex_lock(&r->mu);
+    atomic_fetch_add(&r->waiters, 1);
+    for (;;) {
+        rc = claim_now(r, len, c);
+        if (rc != S3C_EAGAIN)
+            break;
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&r->cv, &r->mu);
+        } else if (pthread_cond_timedwait(&r->cv, &r->mu, &deadline) == ETIMEDOUT) {
+            rc = claim_now(r, len, c);
+            if (rc == S3C_EAGAIN)
+                rc = S3C_ETIMEDOUT;
+            break;
+        }
+    }
+    atomic_fetch_sub(&r->waiters, 1);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void ring_publish_mp(struct ring *r, const struct ring_claim *c)
+{
+    if (c->pad_)
+        *word_at(r, c->pos_ - c->pad_) = PAD_FLAG;
+    *word_at(r, c->pos_) = c->len;
+    atomic_store_explicit(&r->avail[c->seq & r->avail_mask], (uint32_t)c->seq,
+                          memory_order_release);
+    /* The claim's CAS on head was a full barrier; ring_arm_sc looks at head after arming,
+     * so a consumer that missed this claim is seen armed here (see ring_arm_sc). */
+    uint64_t wake_at = atomic_load(&r->armed);
+    if (wake_at && c->seq >= wake_at && atomic_exchange(&r->armed, 0)) {
+        uint64_t one = 1;
+        ssize_t n = write(r->efd, &one, sizeof(one));
+        (void)n; /* EAGAIN means the counter is already non-zero: still readable */
+    }
+}
+
+static inline bool published(const struct ring *r, uint64_t seq)
+{
+    return atomic_load_explicit(&r->avail[seq & r->avail_mask], memory_order_acquire) ==
+           (uint32_t)seq;
+}
+
+struct ring_ready ring_poll_sc(struct ring *r, uint32_t max_count, uint64_t max_bytes)
+{
+    struct ring_ready *rd = &r->ready;
+
+    while (!rd->full) {
+        if (rd->count >= max_count) {
+            rd->full = true;
+            break;
+        }
+        if (!published(r, r->scan_seq))
+            break;
+        uint64_t pos = r->scan_pos, w = *word_at(r, pos);
+        if (w & PAD_FLAG) {
+            pos += r->size - (pos & r->mask);
+            w = *word_at(r, pos);
+        }
+        uint32_t len = (uint32_t)w;
+        if (rd->count > 0 && rd->bytes + len > max_bytes) {
+            rd->full = true;
+            break;
+        }
+        r->scan_pos = pos + rec_bytes(r, len);
+        r->scan_seq++;
+        rd->count++;
+        rd->bytes += len;
+        if (rd->bytes >= max_bytes)
+            rd->full = true;
+    }
+    return *rd;
+}
+
+bool ring_acquire_sc(struct ring *r, struct ring_batch *b)
+{
+    if (r->ready.count == 0 || r->slot_head - r->slot_tail >= r->max_batches)
+        return false;
+    uint32_t idx = r->slot_head % r->max_batches;
+    struct slot *s = &r->slots[idx];
+
+    s->b.first_seq = r->read_seq;
+    s->b.last_seq = r->scan_seq - 1;
+    s->b.count = r->ready.count;
+    s->b.bytes = r->ready.bytes;
+    s->b.start_ = r->read_pos;
+    s->b.end_ = r->scan_pos;
+    s->b.slot_ = idx;
+    s->released = false;
+    r->slot_head++;
+    r->read_pos = r->scan_pos;
+    r->read_seq = r->scan_seq;
+    memset(&r->ready, 0, sizeof(r->ready));
+    *b = s->b;
+    return true;
+}
+
+void ring_iter_init(const struct ring_batch *b, struct ring_iter *it)
+{
+    it->pos = b->start_;
+    it->end = b->end_;
+    it->seq = b->first_seq;
+}
+
+bool ring_iter_next(const struct ring *r, struct ring_iter *it, struct ring_rec *rec)
+{
+    uint64_t pos = it->pos;
+    if (pos >= it->end)
+        return false;
+    uint64_t w = *word_at(r, pos);
+    if (w & PAD_FLAG) {
+        pos += r->size - (pos & r->mask);
+        w = *word_at(r, pos);
+    }
+    rec->seq = it->seq++;
+    rec->len = (uint32_t)w;
+    rec->prefix = r->buf + (pos & r->mask) + WORD_BYTES;
+    rec->data = (unsigned char *)rec->prefix + r->prefix;
+    it->pos = pos + rec_bytes(r, rec->len);
+    return true;
+}
+
+void ring_release_sc(struct ring *r, const struct ring_batch *b)
+{
+    bool moved = false;
+
+    r->slots[b->slot_].released = true;
+    while (r->slot_tail != r->slot_head) {
+        struct slot *s = &r->slots[r->slot_tail % r->max_batches];
+        if (!s->released)
+            break;
+        if (r->on_release)
+            r->on_release(r->release_ctx, &s->b);
+        atomic_store(&r->tail_seq, s->b.last_seq);
+        atomic_store(&r->tail_pos, s->b.end_);
+        r->slot_tail++;
+        moved = true;
+    }
+    if (moved && atomic_load(&r->waiters) > 0) {
+        pthread_mutex_lock(&r->mu);
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+int ring_wait_fd(const struct ring *r)
+{
+    return r->efd;
+}
+
+bool ring_arm_sc(struct ring *r, uint32_t want)
+{
+    uint64_t wake_at = r->scan_seq + (want ? want - 1 : 0);
+
+    /* Dekker with the producers: arm, then look at head (both seq_cst). A claim of a seq
+     * >= wake_at that is not in head yet is ordered after our arming, so its producer,
+     * looking at `armed` after publishing, sees us and wakes us. One already in head may
+     * have looked before we armed: then do not sleep; its publish is moments away. */
+    atomic_store(&r->armed, wake_at);
+    uint64_t h = atomic_load(&r->head);
+    uint64_t claimed = unpack(r->scan_seq - 1, HEAD_SEQ(h), SEQ_MASK);
+    if ((h & CLOSED_BIT) || claimed >= wake_at) {
+        atomic_store(&r->armed, 0);
+        return false;
+    }
+    return true;
+}
+
+void ring_close(struct ring *r)
+{
+    uint64_t one = 1;
+    atomic_fetch_or(&r->head, CLOSED_BIT);
+    pthread_mutex_lock(&r->mu);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    ssize_t n = write(r->efd, &one, sizeof(one));
+    (void)n;
+}
+
+bool ring_is_closed(const struct ring *r)
+{
+    return atomic_load(&((struct ring *)r)->head) & CLOSED_BIT;
+}
+
+uint64_t ring_last_seq(const struct ring *r)
+{
+    struct ring *m = (struct ring *)r;
+    uint64_t base = atomic_load(&m->tail_seq);
+    uint64_t h = atomic_load(&m->head);
+    return unpack(base, HEAD_SEQ(h), SEQ_MASK);
+}
+
+bool ring_drained_sc(const struct ring *r)
+{
+    struct ring *m = (struct ring *)r;
+    uint64_t h = atomic_load(&m->head);
+    if (!(h & CLOSED_BIT))
+        return false;
+    return unpack(r->read_seq - 1, HEAD_SEQ(h), SEQ_MASK) == r->read_seq - 1;
+}
+
+uint64_t ring_used_bytes(const struct ring *r)
+{
+    struct ring *m = (struct ring *)r;
+    uint64_t tail = atomic_load(&m->tail_pos);
+    uint64_t h = atomic_load(&m->head);
+    return unpack(tail, HEAD_POS(h), POS_MASK) - tail;
+}
