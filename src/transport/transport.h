@@ -108,11 +108,34 @@ struct xport_stats {
     uint64_t requests;           /* requests completed */
     uint64_t bytes_sent, bytes_received;
     int open_connections;        /* sockets open now */
+    /* added */
+    int target_connections;      /* target_pool_size */
+    uint64_t refills;            /* fresh connections opened to replace or warm the pool */
+    uint64_t loop_waits;         /* epoll_wait calls (syscall cost per request) */
 };
 void xport_stats_get(const struct xport *x, struct xport_stats *out);
 
 /* Convenience for tools and tests: runs xport_poll() until no request is in flight or
  * timeout_ms passes. Returns 0 or S3C_ETIMEDOUT. */
 int xport_drain(struct xport *x, int timeout_ms);
+
+/* ---- helpers shared with the stage, tools and tests ------------------------------- */
+
+enum xport_op { XPORT_OP_PUT, XPORT_OP_GET, XPORT_OP_HEAD, XPORT_OP_HEAD_BUCKET, XPORT_OP_LIST };
+
+/* The class of an answer (DESIGN.md "Retries are per batch"): curl_code is the CURLE_* of
+ * the transfer, http_status 0 when no answer arrived, s3_code the XML Code ("" or NULL
+ * when none). Pure; any thread. */
+enum xport_class xport_classify(enum xport_op op, int curl_code, long http_status,
+                                const char *s3_code);
+const char *xport_class_name(enum xport_class cls); /* "ok", "retryable", ... */
+
+/* Stops watching an fd registered with xport_watch_fd(). Returns 0 or S3C_EINVAL. */
+int xport_unwatch_fd(struct xport *x, int fd);
+
+/* The URL a request for key (NULL: the bucket itself) with query ("" or NULL: none) is
+ * sent to, keys URI-encoded as S3 signs them. Returns the length or -1 if out is small. */
+int xport_url(const struct xport *x, const char *key, const char *query, char *out,
+              size_t outlen);
 
 #endif

@@ -1,0 +1,249 @@
+/* epoll + timerfd + eventfd behind evloop.h (the transport's only OS event seam, in the
+ * manner of Redis' ae_epoll.c). It must never print, exit, or block anywhere except in
+ * epoll_wait with the caller's timeout. */
+#include "transport/evloop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "s3commit.h"
+
+#define EVLOOP_MAX_EVENTS 64
+
+struct evloop {
+    int epfd;
+    struct evloop_watch timer_w; /* the timerfd */
+    struct evloop_watch wake_w;  /* the eventfd */
+    struct evloop_timer *timers; /* armed timers, sorted by deadline */
+    uint64_t timerfd_deadline;   /* what the timerfd is set to (0 = disarmed) */
+    /* The batch being dispatched, so evloop_watch_del() can drop stale entries. */
+    struct epoll_event evs[EVLOOP_MAX_EVENTS];
+    int cur_i, cur_n;
+    struct evloop_stats st;
+};
+
+static uint32_t to_epoll(unsigned events)
+{
+    return (events & EVLOOP_READ ? EPOLLIN : 0u) | (events & EVLOOP_WRITE ? EPOLLOUT : 0u);
+}
+
+static void on_timerfd(void *ctx, int fd, unsigned events);
+static void on_wakefd(void *ctx, int fd, unsigned events);
+
+struct evloop *evloop_new(void)
+{
+    struct evloop *ev = calloc(1, sizeof(*ev));
+    if (!ev)
+        return NULL;
+    ev->timer_w.fd = ev->wake_w.fd = -1;
+    ev->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (ev->epfd < 0)
+        goto out_free;
+    ev->timer_w.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (ev->timer_w.fd < 0)
+        goto out_close;
+    ev->wake_w.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ev->wake_w.fd < 0)
+        goto out_close;
+    ev->timer_w.cb = on_timerfd;
+    ev->timer_w.ctx = ev;
+    ev->wake_w.cb = on_wakefd;
+    ev->wake_w.ctx = ev;
+    if (evloop_watch_set(ev, &ev->timer_w, EVLOOP_READ) < 0 ||
+        evloop_watch_set(ev, &ev->wake_w, EVLOOP_READ) < 0)
+        goto out_close;
+    return ev;
+
+out_close: {
+    int e = errno;
+    if (ev->wake_w.fd >= 0)
+        close(ev->wake_w.fd);
+    if (ev->timer_w.fd >= 0)
+        close(ev->timer_w.fd);
+    if (ev->epfd >= 0)
+        close(ev->epfd);
+    errno = e;
+}
+out_free:
+    free(ev);
+    return NULL;
+}
+
+void evloop_free(struct evloop *ev)
+{
+    if (!ev)
+        return;
+    close(ev->wake_w.fd);
+    close(ev->timer_w.fd);
+    close(ev->epfd);
+    free(ev);
+}
+
+int evloop_watch_set(struct evloop *ev, struct evloop_watch *w, unsigned events)
+{
+    struct epoll_event e = {.events = to_epoll(events), .data.ptr = w};
+
+    if (events == 0) {
+        evloop_watch_del(ev, w);
+        return 0;
+    }
+    if (w->added && w->events == events)
+        return 0;
+    if (epoll_ctl(ev->epfd, w->added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd, &e) < 0) {
+        /* A reused fd number that epoll still knows (closed without DEL): re-add. */
+        if (errno == EEXIST && epoll_ctl(ev->epfd, EPOLL_CTL_MOD, w->fd, &e) == 0)
+            goto ok;
+        if (errno == ENOENT && epoll_ctl(ev->epfd, EPOLL_CTL_ADD, w->fd, &e) == 0)
+            goto ok;
+        return S3C_EIO;
+    }
+ok:
+    w->added = true;
+    w->events = events;
+    return 0;
+}
+
+void evloop_watch_del(struct evloop *ev, struct evloop_watch *w)
+{
+    if (w->added) {
+        /* The fd may already be closed (EBADF) or gone from the set: nothing to undo. */
+        (void)epoll_ctl(ev->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        w->added = false;
+        w->events = 0;
+    }
+    for (int i = ev->cur_i + 1; i < ev->cur_n; i++)
+        if (ev->evs[i].data.ptr == w)
+            ev->evs[i].data.ptr = NULL;
+}
+
+/* Points the timerfd at the earliest armed deadline (a syscall only when it changes). */
+static void timerfd_sync(struct evloop *ev)
+{
+    uint64_t want = ev->timers ? ev->timers->deadline_ns : 0;
+    if (want == ev->timerfd_deadline)
+        return;
+    struct itimerspec its = {0};
+    if (want) {
+        its.it_value.tv_sec = (time_t)(want / 1000000000u);
+        its.it_value.tv_nsec = (long)(want % 1000000000u);
+    }
+    ev->st.timer_arms++;
+    /* Cannot fail with valid arguments; xport_poll also checks deadlines on every pass. */
+    (void)timerfd_settime(ev->timer_w.fd, TFD_TIMER_ABSTIME, &its, NULL);
+    ev->timerfd_deadline = want;
+}
+
+static void timer_unlink(struct evloop *ev, struct evloop_timer *t)
+{
+    for (struct evloop_timer **p = &ev->timers; *p; p = &(*p)->next) {
+        if (*p == t) {
+            *p = t->next;
+            break;
+        }
+    }
+    t->next = NULL;
+    t->armed = false;
+}
+
+void evloop_timer_arm(struct evloop *ev, struct evloop_timer *t, uint64_t deadline_ns)
+{
+    if (t->armed)
+        timer_unlink(ev, t);
+    if (deadline_ns == 0)
+        deadline_ns = 1; /* 0 disarms a timerfd; 1 ns is "already due" */
+    t->deadline_ns = deadline_ns;
+    t->armed = true;
+    struct evloop_timer **p = &ev->timers;
+    while (*p && (*p)->deadline_ns <= deadline_ns)
+        p = &(*p)->next;
+    t->next = *p;
+    *p = t;
+    timerfd_sync(ev);
+}
+
+void evloop_timer_disarm(struct evloop *ev, struct evloop_timer *t)
+{
+    if (!t->armed)
+        return;
+    timer_unlink(ev, t);
+    timerfd_sync(ev);
+}
+
+/* Runs every timer due by now; a callback may arm timers, which run on a later pass
+ * when they are due (so a 0 ms re-arm cannot spin here forever). */
+static void run_timers(struct evloop *ev)
+{
+    uint64_t now = s3c__now_ns();
+    int budget = 64;
+    while (ev->timers && ev->timers->deadline_ns <= now && budget-- > 0) {
+        struct evloop_timer *t = ev->timers;
+        timer_unlink(ev, t);
+        t->cb(t->ctx);
+    }
+    timerfd_sync(ev);
+}
+
+static void on_timerfd(void *ctx, int fd, unsigned events)
+{
+    uint64_t n;
+    (void)events;
+    (void)ctx;
+    while (read(fd, &n, sizeof(n)) > 0) {
+    }
+}
+
+static void on_wakefd(void *ctx, int fd, unsigned events)
+{
+    struct evloop *ev = ctx;
+    uint64_t n;
+    (void)events;
+    if (read(fd, &n, sizeof(n)) > 0)
+        ev->st.wakes++;
+}
+
+int evloop_run_once(struct evloop *ev, int timeout_ms)
+{
+    /* A timer already due must not wait for the timerfd round trip. */
+    if (ev->timers && timeout_ms != 0 && ev->timers->deadline_ns <= s3c__now_ns())
+        timeout_ms = 0;
+    int n = epoll_wait(ev->epfd, ev->evs, EVLOOP_MAX_EVENTS, timeout_ms);
+    ev->st.waits++;
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;
+        return S3C_EIO;
+    }
+    ev->cur_n = n;
+    for (ev->cur_i = 0; ev->cur_i < n; ev->cur_i++) {
+        struct epoll_event *e = &ev->evs[ev->cur_i];
+        struct evloop_watch *w = e->data.ptr;
+        if (!w)
+            continue; /* deleted by an earlier callback in this batch */
+        unsigned bits = (e->events & EPOLLIN ? EVLOOP_READ : 0u) |
+                        (e->events & EPOLLOUT ? EVLOOP_WRITE : 0u) |
+                        (e->events & (EPOLLERR | EPOLLHUP) ? EVLOOP_ERROR : 0u);
+        w->cb(w->ctx, w->fd, bits);
+    }
+    ev->cur_i = ev->cur_n = 0;
+    run_timers(ev);
+    return 0;
+}
+
+void evloop_wake(struct evloop *ev)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: a wake is pending anyway. */
+    ssize_t r = write(ev->wake_w.fd, &one, sizeof(one));
+    (void)r;
+}
+
+void evloop_stats_get(const struct evloop *ev, struct evloop_stats *out)
+{
+    *out = ev->st;
+}
