@@ -1,0 +1,563 @@
+/* `s3commit run`: the stage as a process. Commits arrive framed (u32 LE length, bytes) on
+ * stdin or from clients of a Unix socket; durable watermarks go out as JSON lines. It
+ * never reports a seq durable before the stage's subscriber said so, and never exits 0
+ * while something it read is not durable. */
+#include "s3commit_cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "config/config.h"
+#include "frame.h"
+#include "tool.h"
+
+#define RUN_MAX_CLIENTS 256
+#define RUN_SUBMIT_SLICE_MS 100 /* a blocked submit wakes this often to see signals */
+
+/* One input stream: stdin, or one client of the Unix socket. */
+struct source {
+    int fd;                   /* input (and, for a client, replies) */
+    bool is_client;           /* replies with the seqs of its own commits */
+    bool in_done;             /* EOF, error or stop: nothing more is read */
+    struct frame_reader fr;
+    uint64_t *seqs;           /* a client's accepted seqs not yet reported durable */
+    size_t seq_head, seq_len, seq_cap;
+    char *out;                /* a client's unsent reply bytes */
+    size_t out_len, out_cap;
+    uint64_t commits;         /* commits accepted from this source */
+};
+
+struct run {
+    s3c_stage *st;
+    uint64_t max_commit;
+    int efd;                      /* eventfd: the subscriber saw the watermark move */
+    int sfd;                      /* signalfd: SIGTERM, SIGINT */
+    int lfd;                      /* listening Unix socket, or -1 */
+    const char *sock_path;
+    _Atomic uint64_t durable;     /* the newest W the subscriber saw */
+    _Atomic int stage_err;        /* the error the subscriber saw (0 = none) */
+    uint64_t printed;             /* the last W written to stdout */
+    uint64_t last_seq;            /* the highest seq accepted */
+    int signals;                  /* SIGTERM/SIGINT received */
+    bool input_error;             /* stdin framing or read error */
+    bool stdout_broken;
+    struct source *src[RUN_MAX_CLIENTS + 1];
+    int nsrc;
+};
+
+/* The subscriber: runs on the persistence thread, so it only stores and wakes. */
+static void run_on_durable(void *ctx, uint64_t durable_seq, int err)
+{
+    struct run *r = ctx;
+    uint64_t cur = atomic_load(&r->durable);
+    while (durable_seq > cur && !atomic_compare_exchange_weak(&r->durable, &cur, durable_seq))
+        ;
+    if (err)
+        atomic_store(&r->stage_err, err);
+    uint64_t one = 1;
+    ssize_t n = write(r->efd, &one, sizeof(one));
+    (void)n; /* the eventfd is non-blocking: a full counter still means "wake" */
+}
+
+static struct source *source_new(int fd, bool is_client, uint64_t max_commit)
+{
+    struct source *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->fd = fd;
+    s->is_client = is_client;
+    if (frame_reader_init(&s->fr, max_commit) < 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void source_free(struct source *s)
+{
+    if (!s)
+        return;
+    if (s->is_client && s->fd >= 0)
+        close(s->fd);
+    frame_reader_free(&s->fr);
+    free(s->seqs);
+    free(s->out);
+    free(s);
+}
+
+static int source_out_append(struct source *s, const char *line, size_t n)
+{
+    if (s->out_len + n > s->out_cap) {
+        size_t cap = s->out_cap ? s->out_cap * 2 : 4096;
+        while (cap < s->out_len + n)
+            cap *= 2;
+        char *nb = realloc(s->out, cap);
+        if (!nb)
+            return -ENOMEM;
+        s->out = nb;
+        s->out_cap = cap;
+    }
+    memcpy(s->out + s->out_len, line, n);
+    s->out_len += n;
+    return 0;
+}
+
+/* Writes what the client's socket takes now; drops the client's replies if it is gone. */
+static void source_flush(struct source *s)
+{
+    while (s->out_len > 0) {
+        ssize_t n = send(s->fd, s->out, s->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            s->out_len = 0; /* the client went away: nobody to tell */
+            s->in_done = true;
+            return;
+        }
+        memmove(s->out, s->out + n, s->out_len - (size_t)n);
+        s->out_len -= (size_t)n;
+    }
+}
+
+static int source_push_seq(struct source *s, uint64_t seq)
+{
+    if (s->seq_head > 0 && s->seq_len == s->seq_cap) {
+        memmove(s->seqs, s->seqs + s->seq_head, (s->seq_len - s->seq_head) * sizeof(uint64_t));
+        s->seq_len -= s->seq_head;
+        s->seq_head = 0;
+    }
+    if (s->seq_len == s->seq_cap) {
+        size_t cap = s->seq_cap ? s->seq_cap * 2 : 1024;
+        uint64_t *nb = realloc(s->seqs, cap * sizeof(uint64_t));
+        if (!nb)
+            return -ENOMEM;
+        s->seqs = nb;
+        s->seq_cap = cap;
+    }
+    s->seqs[s->seq_len++] = seq;
+    return 0;
+}
+
+/* Tells a client which of its commits became durable up to W. */
+static void source_report_durable(struct source *s, uint64_t w)
+{
+    char line[64];
+    while (s->seq_head < s->seq_len && s->seqs[s->seq_head] <= w) {
+        int n = snprintf(line, sizeof(line), "{\"durable_seq\":%" PRIu64 "}\n",
+                         s->seqs[s->seq_head]);
+        if (source_out_append(s, line, (size_t)n) < 0)
+            break;
+        s->seq_head++;
+    }
+    source_flush(s);
+}
+
+static void run_print_durable(struct run *r)
+{
+    uint64_t w = atomic_load(&r->durable);
+    if (w <= r->printed)
+        return;
+    r->printed = w;
+    if (!r->stdout_broken) {
+        if (printf("{\"durable_seq\":%" PRIu64 "}\n", w) < 0 || fflush(stdout) != 0) {
+            r->stdout_broken = true;
+            tool_error("stdout is closed; durable watermarks are no longer printed");
+        }
+    }
+    for (int i = 0; i < r->nsrc; i++)
+        if (r->src[i]->is_client)
+            source_report_durable(r->src[i], w);
+}
+
+static void run_on_signal(struct run *r)
+{
+    struct signalfd_siginfo si;
+    while (read(r->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        r->signals++;
+        S3C_LOG(S3C_LOG_INFO, "event=signal signal=%s action=%s",
+                     si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
+                     r->signals == 1 ? "drain" : "close_now");
+    }
+}
+
+/* Handles a watermark wake-up and signals without blocking (used while a submit waits). */
+static void run_service(struct run *r)
+{
+    uint64_t v;
+    while (read(r->efd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+        ;
+    run_on_signal(r);
+    run_print_durable(r);
+}
+
+static void source_reject(struct run *r, struct source *s, const char *msg)
+{
+    if (s->is_client) {
+        cJSON *o = cJSON_CreateObject();
+        char *line = NULL;
+        if (o && cJSON_AddStringToObject(o, "error", msg))
+            line = cJSON_PrintUnformatted(o);
+        if (line) {
+            source_out_append(s, line, strlen(line));
+            source_out_append(s, "\n", 1);
+        }
+        cJSON_free(line);
+        cJSON_Delete(o);
+        source_flush(s);
+        S3C_LOG(S3C_LOG_WARN, "event=client_input_error fd=%d msg=\"%s\"", s->fd, msg);
+    } else {
+        tool_error("stdin: %s", msg);
+        r->input_error = true;
+    }
+    s->in_done = true;
+}
+
+/* Submits every whole frame buffered in s. Returns false if the run must stop reading
+ * all input (the stage refused commits or a signal came while a submit waited). */
+static bool source_submit_frames(struct run *r, struct source *s)
+{
+    struct frame f;
+    char msg[256];
+    for (;;) {
+        enum frame_status fs = frame_next(&s->fr, &f);
+        if (fs == FRAME_NEED_MORE)
+            break;
+        if (fs == FRAME_TOO_BIG) {
+            snprintf(msg, sizeof(msg),
+                     "frame at byte offset %" PRIu64 " is %" PRIu32
+                     " bytes, over pipeline.max_commit_bytes (%" PRIu64
+                     "); raise it in the config or split the commit",
+                     f.offset, f.len, r->max_commit);
+            source_reject(r, s, msg);
+            return true;
+        }
+        uint64_t seq = 0;
+        int rc;
+        while ((rc = s3c_submit(r->st, f.data, f.len, RUN_SUBMIT_SLICE_MS, &seq)) ==
+               S3C_ETIMEDOUT) {
+            run_service(r);
+            if (r->signals > 0) {
+                tool_error("stopped by a signal while the commit ring was full: the frame at "
+                           "byte offset %" PRIu64 " and any after it were not submitted",
+                           f.offset);
+                r->input_error = true;
+                return false;
+            }
+        }
+        if (rc != 0) {
+            snprintf(msg, sizeof(msg), "frame at byte offset %" PRIu64 " was refused: %s",
+                     f.offset, s3c_strerror(rc));
+            source_reject(r, s, msg);
+            if (rc == S3C_ETOOBIG || rc == S3C_EINVAL)
+                return true;
+            r->input_error = true; /* the stage failed or closed: stop everything */
+            return false;
+        }
+        r->last_seq = seq;
+        s->commits++;
+        if (s->is_client && source_push_seq(s, seq) < 0) {
+            source_reject(r, s, "out of memory tracking this client's seqs");
+            return true;
+        }
+    }
+    return true;
+}
+
+/* Reads once from a readable source and submits what is whole. */
+static bool source_read(struct run *r, struct source *s)
+{
+    char msg[256];
+    ssize_t n = frame_reader_fill(&s->fr, s->fd);
+    if (n == -EAGAIN || n == -EINTR)
+        return true;
+    if (n < 0) {
+        snprintf(msg, sizeof(msg), "read failed: %s", strerror((int)-n));
+        source_reject(r, s, msg);
+        return !r->input_error;
+    }
+    if (!source_submit_frames(r, s))
+        return false;
+    if (n == 0 && !s->in_done) {
+        if (frame_reader_truncated(&s->fr, msg, sizeof(msg)))
+            source_reject(r, s, msg);
+        s->in_done = true;
+    }
+    return true;
+}
+
+static int run_listen(struct run *r, const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat stt;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        tool_error("--input unix:%s: the path is longer than %zu bytes", path,
+                   sizeof(sa.sun_path) - 1);
+        return -EINVAL;
+    }
+    strcpy(sa.sun_path, path);
+    if (stat(path, &stt) == 0 && S_ISSOCK(stt.st_mode))
+        unlink(path); /* a stale socket from an earlier run */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+        int e = errno;
+        tool_error("--input unix:%s: cannot listen: %s", path, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    r->lfd = fd;
+    r->sock_path = path;
+    S3C_LOG(S3C_LOG_INFO, "event=listening input=unix path=%s", path);
+    return 0;
+}
+
+static void run_accept(struct run *r)
+{
+    for (;;) {
+        int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        struct source *s = r->nsrc < RUN_MAX_CLIENTS ? source_new(fd, true, r->max_commit) : NULL;
+        if (!s) {
+            static const char busy[] = "{\"error\":\"too many clients\"}\n";
+            ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)n;
+            close(fd);
+            continue;
+        }
+        r->src[r->nsrc++] = s;
+        S3C_LOG(S3C_LOG_DEBUG, "event=client_connected fd=%d clients=%d", fd, r->nsrc);
+    }
+}
+
+/* Drops clients that are finished: input done, every seq reported, replies sent. */
+static void run_reap_clients(struct run *r)
+{
+    int j = 0;
+    for (int i = 0; i < r->nsrc; i++) {
+        struct source *s = r->src[i];
+        bool done = s->is_client && s->in_done && s->seq_head == s->seq_len && s->out_len == 0;
+        if (done) {
+            S3C_LOG(S3C_LOG_DEBUG, "event=client_done fd=%d commits=%" PRIu64, s->fd,
+                         s->commits);
+            source_free(s);
+        } else {
+            r->src[j++] = s;
+        }
+    }
+    r->nsrc = j;
+}
+
+static bool run_input_open(const struct run *r)
+{
+    if (r->lfd >= 0)
+        return true;
+    for (int i = 0; i < r->nsrc; i++)
+        if (!r->src[i]->in_done)
+            return true;
+    return false;
+}
+
+/* Reads and submits until the input ends, a signal arrives or the stage fails. */
+static void run_loop_input(struct run *r)
+{
+    struct pollfd pfd[RUN_MAX_CLIENTS + 4];
+    struct source *who[RUN_MAX_CLIENTS + 4];
+    while (r->signals == 0 && !r->input_error && atomic_load(&r->stage_err) == 0 &&
+           run_input_open(r)) {
+        int n = 0;
+        pfd[n++] = (struct pollfd){.fd = r->efd, .events = POLLIN};
+        pfd[n++] = (struct pollfd){.fd = r->sfd, .events = POLLIN};
+        if (r->lfd >= 0)
+            pfd[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
+        int first_src = n;
+        for (int i = 0; i < r->nsrc; i++) {
+            struct source *s = r->src[i];
+            short ev = (short)((s->in_done ? 0 : POLLIN) | (s->out_len ? POLLOUT : 0));
+            if (!ev)
+                continue;
+            who[n] = s;
+            pfd[n++] = (struct pollfd){.fd = s->fd, .events = ev};
+        }
+        if (poll(pfd, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            tool_error("poll failed: %s", strerror(errno));
+            r->input_error = true;
+            break;
+        }
+        run_service(r);
+        if (r->lfd >= 0 && (pfd[2].revents & POLLIN))
+            run_accept(r);
+        for (int i = first_src; i < n && r->signals == 0; i++) {
+            struct source *s = who[i];
+            if (pfd[i].revents & POLLOUT)
+                source_flush(s);
+            if (!s->in_done && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                if (!source_read(r, s))
+                    break;
+        }
+        run_reap_clients(r);
+    }
+}
+
+/* After the input ends: waits (printing) until everything accepted is durable, the stage
+ * fails, a further signal arrives or the drain time runs out. */
+static void run_loop_drain(struct run *r, int timeout_ms)
+{
+    int signals_at_start = r->signals;
+    uint64_t deadline = s3c__now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        run_service(r);
+        run_reap_clients(r);
+        bool replies_pending = false;
+        for (int i = 0; i < r->nsrc; i++)
+            if (r->src[i]->out_len)
+                replies_pending = true;
+        if (atomic_load(&r->durable) >= r->last_seq && !replies_pending)
+            return;
+        if (atomic_load(&r->stage_err) != 0 || r->signals > signals_at_start)
+            return;
+        uint64_t now = s3c__now_ms();
+        if (now >= deadline)
+            return;
+        struct pollfd pfd[2] = {{.fd = r->efd, .events = POLLIN},
+                                {.fd = r->sfd, .events = POLLIN}};
+        int wait = (int)(deadline - now);
+        poll(pfd, 2, wait > 200 ? 200 : wait);
+    }
+}
+
+int cmd_run(const char *config_path, const char *input)
+{
+    struct run r = {.efd = -1, .sfd = -1, .lfd = -1};
+    s3c_config *cfg = NULL;
+    char err[512] = "";
+    sigset_t mask;
+    int exit_code = TOOL_EXIT_FAIL;
+
+    if (tool_config_load(config_path, &cfg) != 0)
+        return TOOL_EXIT_USAGE;
+    tool_log_setup(cfg->log_level);
+    r.max_commit = (uint64_t)cfg->pipeline.max_commit_bytes;
+    int drain_ms = cfg->persistence.shutdown_timeout_ms;
+
+    /* Block the stop signals before any thread exists so they all arrive on the signalfd;
+     * SIGPIPE is ignored because a client may leave while we reply. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    r.sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    r.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r.sfd < 0 || r.efd < 0) {
+        tool_error("cannot create signalfd/eventfd: %s", strerror(errno));
+        goto out_close_fds;
+    }
+
+    if (strcmp(input, "stdin") == 0 || strcmp(input, "-") == 0) {
+        r.src[r.nsrc] = source_new(STDIN_FILENO, false, r.max_commit);
+        if (!r.src[r.nsrc]) {
+            tool_error("out of memory");
+            goto out_close_fds;
+        }
+        r.nsrc++;
+    } else if (strncmp(input, "unix:", 5) == 0 && input[5]) {
+        if (run_listen(&r, input + 5) < 0) {
+            exit_code = TOOL_EXIT_USAGE;
+            goto out_close_fds;
+        }
+    } else {
+        tool_error("--input %s: expected 'stdin' or 'unix:PATH'", input);
+        exit_code = TOOL_EXIT_USAGE;
+        goto out_close_fds;
+    }
+
+    int rc = s3c_stage_open(cfg, &r.st, err, sizeof(err));
+    if (rc != 0) {
+        tool_error("cannot open the stage: %s", err[0] ? err : s3c_strerror(rc));
+        goto out_free_sources;
+    }
+    s3c_config_free(cfg);
+    cfg = NULL;
+    if (s3c_subscribe(r.st, run_on_durable, &r) != 0) {
+        tool_error("cannot subscribe to durability events");
+        s3c_stage_close(r.st, NULL);
+        goto out_free_sources;
+    }
+    S3C_LOG(S3C_LOG_INFO, "event=run_started input=%s", input);
+
+    run_loop_input(&r);
+    if (r.lfd >= 0) {
+        close(r.lfd); /* stop taking clients; the ones connected still get their replies */
+        unlink(r.sock_path);
+        r.lfd = -1;
+    }
+    run_loop_drain(&r, drain_ms);
+
+    struct s3c_stats stats;
+    struct s3c_close_report rep = {0};
+    s3c_stats_get(r.st, &stats);
+    int close_rc = s3c_stage_close(r.st, &rep);
+    r.st = NULL;
+    run_service(&r); /* the last watermark the subscriber saw */
+    for (int i = 0; i < r.nsrc; i++)
+        if (r.src[i]->is_client)
+            source_flush(r.src[i]);
+
+    S3C_LOG(S3C_LOG_INFO,
+                 "event=run_stopped accepted=%" PRIu64 " durable_seq=%" PRIu64 " batches=%" PRIu64
+                 " retries=%" PRIu64,
+                 r.last_seq, rep.durable_seq, stats.batches_sent, stats.retries);
+    if (close_rc != 0 || rep.durable_seq < r.last_seq) {
+        if (rep.lost_first_seq)
+            tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
+                       " were lost (%s)%s%s",
+                       rep.lost_first_seq, rep.lost_last_seq, s3c_strerror(close_rc),
+                       stats.last_error[0] ? "; last error: " : "", stats.last_error);
+        else
+            tool_error("not everything was made durable: durable_seq %" PRIu64
+                       " of %" PRIu64 " accepted (%s)%s%s",
+                       rep.durable_seq, r.last_seq, s3c_strerror(close_rc),
+                       stats.last_error[0] ? "; last error: " : "", stats.last_error);
+        exit_code = TOOL_EXIT_FAIL;
+    } else {
+        exit_code = r.input_error ? TOOL_EXIT_FAIL : TOOL_EXIT_OK;
+    }
+
+out_free_sources:
+    for (int i = 0; i < r.nsrc; i++)
+        source_free(r.src[i]);
+    if (r.lfd >= 0) {
+        close(r.lfd);
+        unlink(r.sock_path);
+    }
+out_close_fds:
+    if (r.efd >= 0)
+        close(r.efd);
+    if (r.sfd >= 0)
+        close(r.sfd);
+    s3c_config_free(cfg);
+    return exit_code;
+}
