@@ -140,6 +140,7 @@ int ring_new(const struct ring_opts *o, struct ring **out)
     r->slots = calloc(r->max_batches, sizeof(*r->slots));
     if (!r->buf || !r->avail || !r->slots)
         goto out_free_parts;
+    memset(r->buf, 0, r->size); /* fault the pages in now, not on the producers' path */
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (r->efd < 0)
         goto out_free_parts;
