@@ -1,0 +1,245 @@
+/* The pool: its policy as pure bookkeeping (refill counts, backoff, heartbeat counts),
+ * then through the transport against s3commit-mock: warm at start, never more than
+ * target_pool_size connections under load (the mock counts them), a reset connection
+ * replaced, heartbeats over idle connections and their failures counted. */
+#include "config/config.h"
+#include "pool/pool.h"
+#include "transport/mockstats.h"
+
+#define MS 1000000ull
+
+static void policy(void)
+{
+    struct pool p;
+    pool_init(&p, 4, 1000);
+    ASSERT_EQ(pool_refill_count(&p, 0), 4); /* warm-up: all of them */
+    for (int i = 0; i < 4; i++)
+        pool_refill_started(&p);
+    ASSERT_EQ(pool_refill_count(&p, 0), 0); /* on their way: nothing more */
+    for (int i = 0; i < 4; i++) {
+        pool_on_start(&p);
+        pool_on_open(&p);
+        pool_refill_opened(&p);
+    }
+    ASSERT_EQ(pool_refill_count(&p, 0), 0);
+    ASSERT_EQ(pool_heartbeat_count(&p), 0); /* all busy */
+    for (int i = 0; i < 4; i++) {
+        pool_on_done(&p, false);
+        pool_refill_done(&p, true, true, 0);
+    }
+    ASSERT_EQ(p.open, 4);
+    ASSERT_EQ(pool_heartbeat_count(&p), 4); /* all idle */
+    pool_on_start(&p);
+    ASSERT_EQ(pool_heartbeat_count(&p), 3);
+    pool_on_done(&p, true);
+    ASSERT_UEQ(p.reuses, 1);
+
+    /* One dies: one refill. It fails to connect: back off, one probe at a time. */
+    pool_on_close(&p);
+    ASSERT_EQ(pool_refill_count(&p, 0), 1);
+    pool_refill_started(&p);
+    pool_on_start(&p);
+    pool_on_done(&p, false);
+    pool_refill_done(&p, false, false, 1000 * MS);
+    ASSERT_EQ(pool_refill_count(&p, 1000 * MS), 0);
+    ASSERT_UEQ(pool_refill_deadline(&p, 1000 * MS), 1100 * MS);
+    ASSERT_EQ(pool_refill_count(&p, 1100 * MS), 1);
+    pool_refill_started(&p);
+    pool_refill_done(&p, false, false, 1100 * MS);
+    ASSERT_UEQ(pool_refill_deadline(&p, 1100 * MS), 1300 * MS); /* doubled */
+    /* Many failures: the delay is capped at the heartbeat interval. */
+    for (int i = 0; i < 40; i++) {
+        pool_refill_started(&p);
+        pool_refill_done(&p, false, false, 5000 * MS);
+    }
+    ASSERT_UEQ(pool_refill_deadline(&p, 5000 * MS), 6000 * MS);
+    /* Three die while backing off: still one probe at a time. */
+    pool_on_close(&p);
+    pool_on_close(&p);
+    ASSERT_EQ(pool_refill_count(&p, 6000 * MS), 1);
+    pool_refill_started(&p);
+    ASSERT_EQ(pool_refill_count(&p, 6000 * MS), 0);
+    pool_on_open(&p);
+    pool_refill_opened(&p);
+    pool_refill_done(&p, true, true, 6001 * MS); /* success ends the backoff */
+    ASSERT_EQ(pool_refill_count(&p, 6001 * MS), 2);
+    ASSERT_UEQ(pool_refill_deadline(&p, 6001 * MS), 0);
+
+    pool_heartbeat_done(&p, true);
+    pool_heartbeat_done(&p, false);
+    ASSERT_UEQ(p.heartbeats, 2);
+    ASSERT_UEQ(p.heartbeat_failures, 1);
+}
+
+static struct s3c_config mkcfg(const struct mockproc *m, int pool, int hb_ms)
+{
+    struct s3c_config c;
+    cfg_defaults(&c);
+    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m->endpoint);
+    snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
+    c.persistence.max_in_flight_requests = pool;
+    c.persistence.target_pool_size = pool;
+    c.persistence.heartbeat_interval_ms = hb_ms;
+    c.s3.request_timeout_ms = 5000;
+    return c;
+}
+
+static int target_open;
+static bool pool_full(struct xport *x)
+{
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    return st.open_connections == target_open && xport_in_flight(x) == 0;
+}
+
+static int done_ok, done_other;
+static void count_done(void *ctx, const struct xport_result *r)
+{
+    (void)ctx;
+    if (r->cls == XPORT_OK)
+        done_ok++;
+    else
+        done_other++;
+}
+
+/* Warm at start; 64 PUTs at once over 4 connections; the mock sees at most 4. */
+static void never_more_than_target(void)
+{
+    struct mockproc m;
+    ASSERT_EQ(mockproc_start(&m, NULL), 0);
+    struct s3c_config c = mkcfg(&m, 4, 60000);
+    char err[256];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = 4;
+    ASSERT(poll_until(x, 3000, pool_full)); /* warm without any request of ours */
+    struct mock_counts mc = mock_conns(&m);
+    ASSERT_EQ(mc.open, 4 + 1); /* + this control connection */
+    ASSERT_EQ(mc.total, 4 + 1);
+
+    static unsigned char body[64][16384];
+    struct iovec iov[64];
+    char keys[64][32];
+    done_ok = done_other = 0;
+    for (int i = 0; i < 64; i++) {
+        memset(body[i], i, sizeof(body[i]));
+        iov[i] = (struct iovec){body[i], sizeof(body[i])};
+        snprintf(keys[i], sizeof(keys[i]), "load/%02d", i);
+        struct xport_put p = {.key = keys[i], .iov = &iov[i], .iovcnt = 1};
+        ASSERT_EQ(xport_put(x, &p, count_done, NULL), 0);
+    }
+    ASSERT_EQ(xport_in_flight(x), 64);
+    ASSERT_EQ(xport_drain(x, 20000), 0);
+    ASSERT_EQ(done_ok, 64);
+    ASSERT_EQ(done_other, 0);
+
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT_UEQ(st.opens, 4);
+    ASSERT_UEQ(st.closes, 0);
+    ASSERT_EQ(st.open_connections, 4);
+    ASSERT(st.reuses >= 64); /* every PUT went over a warm connection */
+    ASSERT_UEQ(st.bytes_sent, 64 * 16384);
+    mc = mock_conns(&m);
+    ASSERT_EQ(mc.open, 4 + 1);
+    ASSERT_EQ(mc.total, 4 + 2);    /* ours + the two control connections */
+    ASSERT(mc.peak <= 4 + 1);      /* never more than the pool (+ one control) */
+    ASSERT_EQ(mock_op_count(&m, "PutObject", 200), 64);
+    xport_free(x);
+    mockproc_stop(&m);
+}
+
+/* A connection reset by the server is closed and replaced, back to exactly target. */
+static void reset_connection_replaced(void)
+{
+    struct mockproc m;
+    ASSERT_EQ(mockproc_start(&m, NULL), 0);
+    struct s3c_config c = mkcfg(&m, 4, 60000);
+    char err[256];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = 4;
+    ASSERT(poll_until(x, 3000, pool_full));
+
+    mock_faults(&m, "{\"reset_rate\":1}");
+    struct iovec v = {"reset me", 8};
+    struct xport_put p = {.key = "r", .iov = &v, .iovcnt = 1};
+    done_ok = done_other = 0;
+    ASSERT_EQ(xport_put(x, &p, count_done, NULL), 0);
+    ASSERT_EQ(xport_drain(x, 5000), 0);
+    ASSERT_EQ(done_other, 1);
+    mock_faults(&m, "{\"reset_rate\":0}");
+
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT(st.closes >= 1);
+    ASSERT(poll_until(x, 3000, pool_full)); /* replaced */
+    xport_stats_get(x, &st);
+    ASSERT_EQ(st.open_connections, 4);
+    ASSERT_UEQ(st.opens, 4 + st.closes);
+    ASSERT(st.refills >= 5);
+    struct mock_counts mc = mock_conns(&m);
+    ASSERT_EQ(mc.open, 4 + 1);
+
+    /* And the replaced pool works. */
+    ASSERT_EQ(xport_put(x, &p, count_done, NULL), 0);
+    ASSERT_EQ(xport_drain(x, 5000), 0);
+    ASSERT_EQ(done_ok, 1);
+    xport_free(x);
+    mockproc_stop(&m);
+}
+
+/* Heartbeats go over idle connections every interval; failing ones are counted and the
+ * pool stays at target. */
+static void heartbeats(void)
+{
+    struct mockproc m;
+    ASSERT_EQ(mockproc_start(&m, NULL), 0);
+    struct s3c_config c = mkcfg(&m, 3, 200);
+    char err[256];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = 3;
+    ASSERT(poll_until(x, 3000, pool_full));
+    int heads0 = mock_op_count(&m, "HeadBucket", 200);
+    ASSERT_EQ(heads0, 3); /* the warm-up */
+    poll_for(x, 1100);    /* ~5 intervals */
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT(st.heartbeats >= 3 * 4);
+    ASSERT(st.heartbeats <= 3 * 6);
+    ASSERT_UEQ(st.heartbeat_failures, 0);
+    ASSERT_UEQ(st.opens, 3); /* heartbeats reuse the idle connections */
+    ASSERT_EQ(mock_op_count(&m, "HeadBucket", 200), heads0 + (int)st.heartbeats);
+
+    /* The server starts failing: heartbeats fail, are counted, and the pool stays. */
+    mock_faults(&m, "{\"error_rate\":1,\"error_status\":503}");
+    poll_for(x, 700);
+    mock_faults(&m, "{\"error_rate\":0}");
+    xport_stats_get(x, &st);
+    ASSERT(st.heartbeat_failures >= 3);
+    ASSERT(poll_until(x, 3000, pool_full));
+
+    /* The server resets every connection: the heartbeats find them dead, they are
+     * closed and replaced. */
+    uint64_t closes0 = st.closes;
+    mock_faults(&m, "{\"reset_rate\":1}");
+    poll_for(x, 500);
+    mock_faults(&m, "{\"reset_rate\":0}");
+    ASSERT(poll_until(x, 5000, pool_full));
+    xport_stats_get(x, &st);
+    ASSERT(st.closes > closes0);
+    ASSERT_EQ(st.open_connections, 3);
+    ASSERT_EQ(mock_conns(&m).open, 3 + 1);
+    xport_free(x);
+    mockproc_stop(&m);
+}
+
+int main(void)
+{
+    RUN(policy);
+    RUN(never_more_than_target);
+    RUN(reset_connection_replaced);
+    RUN(heartbeats);
+    return 0;
+}

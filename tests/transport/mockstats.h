@@ -1,0 +1,93 @@
+/* Helpers for transport and pool tests against s3commit-mock: read its counters from
+ * GET /_mock/stats, change its faults with PUT /_mock/faults, and wait on a transport. */
+#ifndef S3C_TEST_MOCKSTATS_H
+#define S3C_TEST_MOCKSTATS_H
+
+#include <cjson/cJSON.h>
+
+#include "common/clock.h"
+#include "support/mockproc.h"
+#include "test.h"
+#include "transport/transport.h"
+
+/* Connections the mock has open now / at most since start / accepted in total, and the
+ * count of one operation by status ("PutObject", 200; status 0 = every status). Each
+ * call is one control request on its own connection (counted by the mock too). */
+struct mock_counts {
+    int open, peak, total;
+};
+
+static inline cJSON *mock_stats_json(const struct mockproc *m)
+{
+    static char buf[65536];
+    int st = mockproc_http(m, "GET", "/_mock/stats", NULL, buf, sizeof(buf));
+    if (st != 200)
+        TEST_FAIL_("GET /_mock/stats answered %d", st);
+    const char *body = strstr(buf, "\r\n\r\n");
+    ASSERT(body != NULL);
+    cJSON *j = cJSON_Parse(body + 4);
+    if (!j)
+        TEST_FAIL_("GET /_mock/stats: not JSON: %s", body + 4);
+    return j;
+}
+
+static inline struct mock_counts mock_conns(const struct mockproc *m)
+{
+    cJSON *j = mock_stats_json(m);
+    cJSON *c = cJSON_GetObjectItem(j, "connections");
+    ASSERT(c != NULL);
+    struct mock_counts r = {
+        .open = cJSON_GetObjectItem(c, "open")->valueint,
+        .peak = cJSON_GetObjectItem(c, "peak")->valueint,
+        .total = cJSON_GetObjectItem(c, "total")->valueint,
+    };
+    cJSON_Delete(j);
+    return r;
+}
+
+static inline int mock_op_count(const struct mockproc *m, const char *op, int status)
+{
+    cJSON *j = mock_stats_json(m);
+    cJSON *o = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "ops"), op);
+    int n = 0;
+    if (o && status == 0) {
+        n = cJSON_GetObjectItem(o, "count")->valueint;
+    } else if (o) {
+        char k[8];
+        snprintf(k, sizeof(k), "%d", status);
+        cJSON *s = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "status"), k);
+        n = s ? s->valueint : 0;
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+static inline void mock_faults(const struct mockproc *m, const char *json)
+{
+    static char buf[8192];
+    int st = mockproc_http(m, "PUT", "/_mock/faults", json, buf, sizeof(buf));
+    if (st != 200 && st != 204)
+        TEST_FAIL_("PUT /_mock/faults %s answered %d: %s", json, st, buf);
+}
+
+/* Polls x for up to ms, until cond(x) holds; returns whether it did. */
+static inline bool poll_until(struct xport *x, int ms, bool (*cond)(struct xport *x))
+{
+    uint64_t end = s3c__now_ms() + (uint64_t)ms;
+    while (!cond(x)) {
+        if (s3c__now_ms() >= end)
+            return false;
+        ASSERT_EQ(xport_poll(x, 20), 0);
+    }
+    return true;
+}
+
+/* Polls x for ms regardless. */
+static inline void poll_for(struct xport *x, int ms)
+{
+    uint64_t end = s3c__now_ms() + (uint64_t)ms;
+    while (s3c__now_ms() < end)
+        ASSERT_EQ(xport_poll(x, 20), 0);
+}
+
+#endif
