@@ -1,0 +1,240 @@
+/* bench-transport: MB/s of PUTs (1 MiB, 8 in flight) through the transport against
+ * s3commit-mock --store none, and wrk driving the same server with the same body size and
+ * 8 connections in the same run, their ratio, and the transport's CPU seconds per GB.
+ * One JSON line. Load goes only to 127.0.0.1, bounded in time; children stopped by pid. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "config/config.h"
+#include "support/mockproc.h"
+#include "transport/transport.h"
+
+struct run {
+    struct xport *x;
+    struct iovec iov[4];
+    int iovcnt;
+    uint32_t crc;
+    uint64_t started, done_ok, failed;
+    uint64_t lat_us_sum;
+    bool stop;
+    char last_error[512];
+};
+
+static void start_one(struct run *r);
+
+static void on_done(void *ctx, const struct xport_result *res)
+{
+    struct run *r = ctx;
+    if (res->cls == XPORT_OK) {
+        r->done_ok++;
+        r->lat_us_sum += res->duration_us;
+    } else {
+        r->failed++;
+        snprintf(r->last_error, sizeof(r->last_error), "%s", res->error);
+    }
+    if (!r->stop)
+        start_one(r);
+}
+
+static void start_one(struct run *r)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "bench/%020llu.s3c", (unsigned long long)r->started);
+    struct xport_put p = {.key = key, .iov = r->iov, .iovcnt = r->iovcnt, .have_crc32c = true,
+                          .crc32c = r->crc};
+    if (xport_put(r->x, &p, on_done, r) == 0)
+        r->started++;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Runs wrk for seconds against url with the Lua script; returns its JSON line parsed. */
+static cJSON *run_wrk(const char *url, const char *script, int conns, int seconds,
+                      size_t body)
+{
+    int pfd[2];
+    char c_arg[16], d_arg[16], bodyenv[32];
+    if (pipe(pfd) < 0)
+        return NULL;
+    snprintf(c_arg, sizeof(c_arg), "%d", conns);
+    snprintf(d_arg, sizeof(d_arg), "%ds", seconds);
+    snprintf(bodyenv, sizeof(bodyenv), "%zu", body);
+    pid_t pid = fork();
+    if (pid < 0)
+        return NULL;
+    if (pid == 0) {
+        dup2(pfd[1], STDOUT_FILENO);
+        close(pfd[0]);
+        close(pfd[1]);
+        setenv("S3C_BODY_BYTES", bodyenv, 1);
+        execlp("wrk", "wrk", "-t", "2", "-c", c_arg, "-d", d_arg, "-s", script, url, (char *)NULL);
+        fprintf(stderr, "bench-transport: exec wrk: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(pfd[1]);
+    static char out[65536];
+    size_t got = 0;
+    uint64_t deadline = s3c__now_ms() + (uint64_t)(seconds + 10) * 1000;
+    for (;;) {
+        ssize_t n = read(pfd[0], out + got, sizeof(out) - 1 - got);
+        if (n <= 0 || got + (size_t)n >= sizeof(out) - 1)
+            break;
+        got += (size_t)n;
+        if (s3c__now_ms() > deadline)
+            break;
+    }
+    out[got] = '\0';
+    close(pfd[0]);
+    int status = 0;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (s3c__now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        usleep(10000);
+    }
+    const char *line = strstr(out, "{\"wrk_requests\"");
+    if (!line) {
+        fprintf(stderr, "bench-transport: no result line from wrk:\n%s\n", out);
+        return NULL;
+    }
+    return cJSON_Parse(line);
+}
+
+int main(int argc, char **argv)
+{
+    int seconds = 3, in_flight = 8;
+    size_t body = 1 << 20;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--seconds") == 0)
+            seconds = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--body-bytes") == 0)
+            body = (size_t)strtoull(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--in-flight") == 0)
+            in_flight = atoi(argv[i + 1]);
+    }
+    if (seconds < 1 || seconds > 30 || in_flight < 1 || in_flight > 64 || body < 1 ||
+        body > (64u << 20)) {
+        fprintf(stderr, "usage: bench-transport [--seconds 1..30] [--body-bytes N] "
+                        "[--in-flight 1..64]\n");
+        return 2;
+    }
+    char exe[4096], mockbin[4200], script[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return 1;
+    exe[n] = '\0';
+    snprintf(mockbin, sizeof(mockbin), "%s/s3commit-mock", dirname(exe));
+    if (!getenv("S3C_MOCK_BIN"))
+        setenv("S3C_MOCK_BIN", mockbin, 1);
+    char src[] = __FILE__;
+    snprintf(script, sizeof(script), "%s/bench_transport_put.lua", dirname(src));
+
+    struct mockproc m;
+    const char *args[] = {"--store", "none", NULL};
+    if (mockproc_start(&m, args) != 0)
+        return 1;
+
+    struct s3c_config c;
+    cfg_defaults(&c);
+    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m.endpoint);
+    snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
+    c.persistence.max_in_flight_requests = in_flight;
+    c.persistence.target_pool_size = in_flight;
+    char err[512];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    if (!x) {
+        fprintf(stderr, "bench-transport: %s\n", err);
+        mockproc_stop(&m);
+        return 1;
+    }
+
+    /* The body as 4 spans, as the stage hands it (header, records..., trailer). */
+    unsigned char *buf = malloc(body);
+    for (size_t i = 0; i < body; i++)
+        buf[i] = (unsigned char)(i * 31 + 7);
+    static struct run r;
+    r.x = x;
+    size_t q = body / 4;
+    r.iov[0] = (struct iovec){buf, q};
+    r.iov[1] = (struct iovec){buf + q, q};
+    r.iov[2] = (struct iovec){buf + 2 * q, q};
+    r.iov[3] = (struct iovec){buf + 3 * q, body - 3 * q};
+    r.iovcnt = 4;
+    r.crc = crc32c_update(0, buf, body);
+
+    /* Warm-up half a second (pool opened, caches hot), then measure. */
+    for (int i = 0; i < in_flight; i++)
+        start_one(&r);
+    uint64_t t_end = s3c__now_ms() + 500;
+    while (s3c__now_ms() < t_end)
+        xport_poll(x, 10);
+    uint64_t ok0 = r.done_ok, lat0 = r.lat_us_sum;
+    struct xport_stats st0, st1;
+    xport_stats_get(x, &st0);
+    double cpu0 = cpu_s();
+    uint64_t t0 = s3c__now_ns();
+    t_end = s3c__now_ms() + (uint64_t)seconds * 1000;
+    while (s3c__now_ms() < t_end)
+        xport_poll(x, 10);
+    uint64_t t1 = s3c__now_ns();
+    double cpu1 = cpu_s();
+    uint64_t ok = r.done_ok - ok0;
+    xport_stats_get(x, &st1);
+    r.stop = true;
+    xport_drain(x, 10000);
+    xport_free(x);
+
+    double secs = (double)(t1 - t0) / 1e9;
+    double bytes = (double)ok * (double)body;
+    double mbps = bytes / secs / 1e6;
+    double cpu_per_gb = bytes > 0 ? (cpu1 - cpu0) / (bytes / 1e9) : 0;
+
+    char url[128];
+    snprintf(url, sizeof(url), "%s/commits/wrk/object", m.endpoint);
+    cJSON *w = run_wrk(url, script, in_flight, seconds, body);
+    mockproc_stop(&m);
+    free(buf);
+
+    double wrk_mbps = 0;
+    long wrk_bad = -1;
+    if (w) {
+        double reqs = cJSON_GetObjectItem(w, "wrk_requests")->valuedouble;
+        double us = cJSON_GetObjectItem(w, "wrk_duration_us")->valuedouble;
+        wrk_bad = (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
+                         cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
+        wrk_mbps = us > 0 ? reqs * (double)body / (us / 1e6) / 1e6 : 0;
+    }
+    printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
+           "\"puts\":%llu,\"failed\":%llu,\"mb_per_s\":%.1f,\"wrk_mb_per_s\":%.1f,"
+           "\"ratio\":%.3f,\"cpu_s_per_gb\":%.3f,\"mean_put_ms\":%.2f,\"opens\":%llu,"
+           "\"loop_waits_per_put\":%.1f,\"wrk_errors\":%ld,\"checksum\":\"crc32c\","
+           "\"crc_precomputed\":true,\"mb\":\"1e6 bytes\"}\n",
+           body, in_flight, seconds, (unsigned long long)ok, (unsigned long long)r.failed,
+           mbps, wrk_mbps, wrk_mbps > 0 ? mbps / wrk_mbps : 0, cpu_per_gb,
+           ok ? (double)(r.lat_us_sum - lat0) / (double)ok / 1000.0 : 0,
+           (unsigned long long)st1.opens,
+           ok ? (double)(st1.loop_waits - st0.loop_waits) / (double)ok : 0, wrk_bad);
+    if (r.failed)
+        fprintf(stderr, "bench-transport: %llu PUTs failed, last: %s\n",
+                (unsigned long long)r.failed, r.last_error);
+    cJSON_Delete(w);
+    return 0;
+}
