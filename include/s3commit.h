@@ -114,7 +114,8 @@ int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx);
 #define S3C_BATCH_HIST_BUCKETS 12 /* commits per batch: 1, 2-3, 4-7, ..., >= 2048 */
 
 struct s3c_stats {
-    uint64_t commits_submitted, bytes_submitted; /* accepted by s3c_submit */
+    uint64_t commits_submitted;                  /* accepted by s3c_submit */
+    uint64_t bytes_submitted;                    /* of them, taken by the persistence thread */
     uint64_t commits_durable, bytes_durable;     /* acknowledged */
     uint64_t durable_seq;                        /* the watermark W */
     uint64_t commits_pending, bytes_pending;     /* submitted, not yet durable */
@@ -144,10 +145,17 @@ struct s3c_close_report {
 };
 
 /* Stops accepting commits, sends everything pending, drains what is in flight for at
- * most persistence.shutdown_timeout_ms, stops the thread and frees the stage. Blocked
- * producers and waiters get S3C_ECLOSED. Returns 0 when every accepted commit is durable,
+ * most persistence.shutdown_timeout_ms and stops the persistence thread. Blocked
+ * producers and waiters return S3C_ECLOSED (S3C_EFAILED once failed), and so does every
+ * later call; the stage stays allocated. Returns 0 when every accepted commit is durable,
  * else the report's error; report (may be NULL) says exactly which seqs were not made
- * durable. Call once, from a thread that is not a subscriber; NULL is a no-op. */
+ * durable. Thread-safe and idempotent (later calls return the same report); must not be
+ * called from a subscriber. */
+int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report);
+
+/* s3c_stage_drain (if not done yet), then frees the stage. No other thread may be inside,
+ * or later enter, an s3c_* call on it: a program with producer threads drains, joins
+ * them, then closes. NULL is a no-op. */
 int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report);
 
 #ifdef __cplusplus

@@ -443,6 +443,11 @@ bool ring_is_closed(const struct ring *r)
     return atomic_load(&((struct ring *)r)->head) & CLOSED_BIT;
 }
 
+bool ring_producers_waiting(const struct ring *r)
+{
+    return atomic_load_explicit(&((struct ring *)r)->waiters, memory_order_relaxed) > 0;
+}
+
 uint64_t ring_last_seq(const struct ring *r)
 {
     struct ring *m = (struct ring *)r;

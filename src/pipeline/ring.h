@@ -132,6 +132,10 @@ bool ring_is_closed(const struct ring *r);
 /* Consumer: true when the ring is closed and every claimed commit has been polled. */
 bool ring_drained_sc(const struct ring *r);
 
+/* True while some producer sleeps waiting for room: the consumer should send what it
+ * holds rather than wait for a fuller batch. */
+bool ring_producers_waiting(const struct ring *r);
+
 /* The highest seq claimed so far (0 when none). */
 uint64_t ring_last_seq(const struct ring *r);
 
