@@ -476,47 +476,104 @@ static int check_listen(const char *path, const char *v, char *err, size_t errle
 
 /* ---- parsing ----------------------------------------------------------------------- */
 
-/* Byte ranges of credential string values in the raw text, found without a parser so a
- * syntax-error snippet can avoid them even when the document does not parse. */
-static bool in_secret_value(const char *json, size_t len, size_t from, size_t to)
+static bool known_name(const char *s, size_t n)
 {
-    static const char *const names[] = {"\"secret_access_key\"", "\"session_token\"",
-                                        "\"access_key_id\""};
+    for (size_t i = 0; i < NSECTIONS; i++)
+        if (strlen(sections[i]) == n && memcmp(sections[i], s, n) == 0)
+            return true;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strlen(keys[i].name) == n && memcmp(keys[i].name, s, n) == 0)
+            return true;
+    return false;
+}
 
-    for (size_t k = 0; k < 3; k++) {
-        size_t nl = strlen(names[k]);
-        for (size_t i = 0; i + nl <= len; i++) {
-            size_t s, e;
-            if (memcmp(json + i, names[k], nl) != 0)
-                continue;
-            s = i + nl;
-            while (s < len && (json[s] == ' ' || json[s] == '\t' || json[s] == '\r' ||
-                               json[s] == '\n' || json[s] == ':'))
-                s++;
-            e = s;
-            if (e < len && json[e] == '"') {
-                e++;
-                while (e < len && json[e] != '"' && json[e] != '\n') {
-                    if (json[e] == '\\' && e + 1 < len)
-                        e++;
-                    e++;
-                }
-            }
-            /* the value, and to be safe the rest of its line */
-            while (e < len && json[e] != '\n')
-                e++;
-            if (from < e && to > i)
-                return true;
+static size_t string_end(const char *json, size_t len, size_t open_quote)
+{
+    size_t e = open_quote + 1;
+
+    while (e < len && json[e] != '"')
+        e += json[e] == '\\' ? 2 : 1;
+    return e < len ? e : len;
+}
+
+static bool is_literal(const char *s, size_t n)
+{
+    if ((n == 4 && memcmp(s, "true", 4) == 0) || (n == 4 && memcmp(s, "null", 4) == 0) ||
+        (n == 5 && memcmp(s, "false", 5) == 0))
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789+-.eE", s[i]))
+            return false;
+    return true;
+}
+
+/* The text of json[start, end) for a syntax-error message, with every string and bare
+ * word shown as "..." unless it is a known key name or a plain literal. A damaged file
+ * may hold a secret anywhere (its key name broken too), so nothing else is echoed. */
+static void redact_snippet(const char *json, size_t len, size_t start, size_t end, char *out,
+                           size_t cap)
+{
+    size_t i, o = 0, open = 0;
+    bool in_str = false;
+
+#define EMIT(p, n)                                                                         \
+    do {                                                                                   \
+        size_t n_ = (n);                                                                   \
+        if (o + n_ < cap) {                                                                \
+            memcpy(out + o, (p), n_);                                                      \
+            o += n_;                                                                       \
+        }                                                                                  \
+    } while (0)
+
+    for (i = 0; i < start; i++) {
+        if (in_str && json[i] == '\\')
+            i++;
+        else if (json[i] == '"') {
+            in_str = !in_str;
+            open = i;
         }
     }
-    return false;
+    i = start;
+    if (in_str) { /* the snippet begins inside a string */
+        size_t e = string_end(json, len, open);
+        if (known_name(json + open + 1, e - open - 1))
+            EMIT(json + start, (e < end ? e + 1 : end) - start);
+        else
+            EMIT(e < end ? "...\"" : "...", e < end ? 4 : 3);
+        i = e + 1;
+    }
+    while (i < end) {
+        char c = json[i];
+        if (c == '"') {
+            size_t e = string_end(json, len, i);
+            if (known_name(json + i + 1, e - i - 1))
+                EMIT(json + i, (e < end ? e + 1 : end) - i);
+            else
+                EMIT(e < end ? "\"...\"" : "\"...", e < end ? 5 : 4);
+            i = e + 1;
+        } else if (strchr("{}[],: \t\r", c)) {
+            EMIT(&c, 1);
+            i++;
+        } else {
+            size_t r = i;
+            while (r < len && !strchr("{}[],: \t\r\n\"", json[r]))
+                r++;
+            if (is_literal(json + i, r - i))
+                EMIT(json + i, (r < end ? r : end) - i);
+            else
+                EMIT("...", 3);
+            i = r;
+        }
+    }
+    out[o] = '\0';
+#undef EMIT
 }
 
 static int syntax_error(const char *file, const char *json, size_t len, size_t pos, char *err,
                         size_t errlen)
 {
     size_t line = 1, col = 1, end, start;
-    char near[80], snip[40];
+    char near[120], snip[64];
 
     if (pos > len)
         pos = len;
@@ -538,11 +595,8 @@ static int syntax_error(const char *file, const char *json, size_t len, size_t p
         end++;
     if (start == end) {
         snprintf(near, sizeof(near), "end of input");
-    } else if (in_secret_value(json, len, start, end)) {
-        snprintf(near, sizeof(near), "a credential value (not shown)");
     } else {
-        memcpy(snip, json + start, end - start);
-        snip[end - start] = '\0';
+        redact_snippet(json, len, start, end, snip, sizeof(snip));
         quote(near, sizeof(near), snip);
     }
     if (file)
