@@ -8,8 +8,7 @@
 #include "config/config.h"
 
 /* Writes "config: <message>" into err (if errlen > 0) and returns S3C_ECONFIG. */
-int cfg_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int cfg_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Fills cfg->s3 credentials and credentials_source from, in order: what the file set
  * (file_has_key / file_has_secret / file_has_token say which keys it named), the

@@ -67,37 +67,33 @@ static const struct key keys[] = {
     {"s3", "session_token", K_SECRET, F(s3.session_token), 0, 0, NULL, NULL},
     {"s3", "connect_timeout_ms", K_INT, F(s3.connect_timeout_ms), 1, 600000, NULL, NULL},
     {"s3", "request_timeout_ms", K_INT, F(s3.request_timeout_ms), 1, HOUR_MS, NULL, NULL},
-    {"s3", "low_speed_limit_bytes", K_INT, F(s3.low_speed_limit_bytes), 0, 1 << 30, NULL,
-     NULL},
+    {"s3", "low_speed_limit_bytes", K_INT, F(s3.low_speed_limit_bytes), 0, 1 << 30, NULL, NULL},
     {"s3", "low_speed_time_ms", K_INT, F(s3.low_speed_time_ms), 1000, HOUR_MS, NULL, NULL},
 
-    {"persistence", "batch_timeout_ms", K_INT, F(persistence.batch_timeout_ms), 1, 60000,
+    {"persistence", "batch_timeout_ms", K_INT, F(persistence.batch_timeout_ms), 1, 60000, NULL,
+     NULL},
+    {"persistence", "batch_size_threshold", K_INT, F(persistence.batch_size_threshold), 1, 1000000,
      NULL, NULL},
-    {"persistence", "batch_size_threshold", K_INT, F(persistence.batch_size_threshold), 1,
-     1000000, NULL, NULL},
     {"persistence", "batch_bytes_threshold", K_I64, F(persistence.batch_bytes_threshold), 1,
      5LL * 1024 * MIB, NULL, NULL},
-    {"persistence", "max_in_flight_requests", K_INT, F(persistence.max_in_flight_requests),
-     1, 1024, NULL, NULL},
-    {"persistence", "target_pool_size", K_INT, F(persistence.target_pool_size), 1, 2048,
+    {"persistence", "max_in_flight_requests", K_INT, F(persistence.max_in_flight_requests), 1, 1024,
      NULL, NULL},
-    {"persistence", "max_retry_attempts", K_INT, F(persistence.max_retry_attempts), 0, 100,
-     NULL, NULL},
-    {"persistence", "retry_base_delay_ms", K_INT, F(persistence.retry_base_delay_ms), 1,
-     600000, NULL, NULL},
-    {"persistence", "max_retry_delay_ms", K_INT, F(persistence.max_retry_delay_ms), 1,
-     HOUR_MS, NULL, NULL},
-    {"persistence", "retry_budget", K_INT, F(persistence.retry_budget), 0, 1000000, NULL,
+    {"persistence", "target_pool_size", K_INT, F(persistence.target_pool_size), 1, 2048, NULL,
      NULL},
+    {"persistence", "max_retry_attempts", K_INT, F(persistence.max_retry_attempts), 0, 100, NULL,
+     NULL},
+    {"persistence", "retry_base_delay_ms", K_INT, F(persistence.retry_base_delay_ms), 1, 600000,
+     NULL, NULL},
+    {"persistence", "max_retry_delay_ms", K_INT, F(persistence.max_retry_delay_ms), 1, HOUR_MS,
+     NULL, NULL},
+    {"persistence", "retry_budget", K_INT, F(persistence.retry_budget), 0, 1000000, NULL, NULL},
     {"persistence", "heartbeat_interval_ms", K_INT, F(persistence.heartbeat_interval_ms), 1,
      HOUR_MS, NULL, NULL},
-    {"persistence", "shutdown_timeout_ms", K_INT, F(persistence.shutdown_timeout_ms), 0,
-     HOUR_MS, NULL, NULL},
+    {"persistence", "shutdown_timeout_ms", K_INT, F(persistence.shutdown_timeout_ms), 0, HOUR_MS,
+     NULL, NULL},
 
-    {"pipeline", "ring_bytes", K_I64, F(pipeline.ring_bytes), 64 * 1024, 1024 * MIB, NULL,
-     NULL},
-    {"pipeline", "max_commit_bytes", K_I64, F(pipeline.max_commit_bytes), 1, 256 * MIB, NULL,
-     NULL},
+    {"pipeline", "ring_bytes", K_I64, F(pipeline.ring_bytes), 64 * 1024, 1024 * MIB, NULL, NULL},
+    {"pipeline", "max_commit_bytes", K_I64, F(pipeline.max_commit_bytes), 1, 256 * MIB, NULL, NULL},
 
     {"log", "level", K_ENUM, F(log_level), 0, 0, level_names, NULL},
 
@@ -230,8 +226,8 @@ static size_t edit_distance(const char *a, const char *b)
     for (size_t i = 1; i <= la; i++) {
         cur[0] = i;
         for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (tolower((unsigned char)a[i - 1]) !=
-                                        tolower((unsigned char)b[j - 1]));
+            size_t sub = prev[j - 1] +
+                         (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
             size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
             cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
         }
@@ -276,8 +272,8 @@ static void suggest(char *dst, size_t cap, const char *section, const char *name
                     if (same)
                         snprintf(cand, sizeof(cand), "%s", keys[i].name);
                     else
-                        snprintf(cand, sizeof(cand), "%s.%s (in section \"%s\")",
-                                 keys[i].section, keys[i].name, keys[i].section);
+                        snprintf(cand, sizeof(cand), "%s.%s (in section \"%s\")", keys[i].section,
+                                 keys[i].name, keys[i].section);
                 }
             }
         }
@@ -313,8 +309,7 @@ static int check_endpoint(const char *path, const char *v, char *err, size_t err
     else if (strncmp(v, "https://", 8) == 0)
         host = v + 8;
     else
-        return cfg_fail(err, errlen, "%s must start with http:// or https:// (got %s)", path,
-                        q);
+        return cfg_fail(err, errlen, "%s must start with http:// or https:// (got %s)", path, q);
     end = host + strcspn(host, "/?#");
     if (*end && strcmp(end, "/") != 0)
         return cfg_fail(err, errlen,
@@ -333,8 +328,7 @@ static int check_endpoint(const char *path, const char *v, char *err, size_t err
     if (*host == '[') {
         const char *rb = memchr(host, ']', (size_t)(end - host));
         if (!rb || rb == host + 1)
-            return cfg_fail(err, errlen, "%s has an unterminated [IPv6] host (got %s)", path,
-                            q);
+            return cfg_fail(err, errlen, "%s has an unterminated [IPv6] host (got %s)", path, q);
         port = rb + 1 < end && rb[1] == ':' ? rb + 2 : NULL;
         if (rb + 1 < end && rb[1] != ':')
             return cfg_fail(err, errlen, "%s has text after the [IPv6] host (got %s)", path, q);
@@ -350,8 +344,8 @@ static int check_endpoint(const char *path, const char *v, char *err, size_t err
         for (; p < end && isdigit((unsigned char)*p) && n <= 65535; p++)
             n = n * 10 + (*p - '0');
         if (p == port || p != end || n < 1 || n > 65535)
-            return cfg_fail(err, errlen, "%s has a port that is not in [1, 65535] (got %s)",
-                            path, q);
+            return cfg_fail(err, errlen, "%s has a port that is not in [1, 65535] (got %s)", path,
+                            q);
     }
     return 0;
 }
@@ -381,8 +375,8 @@ static int check_bucket(const char *path, const char *v, char *err, size_t errle
 
     quote(q, sizeof(q), v);
     if (n < 3 || n > 63)
-        return cfg_fail(err, errlen, "%s must be 3 to 63 characters long (got %s, %zu)", path,
-                        q, n);
+        return cfg_fail(err, errlen, "%s must be 3 to 63 characters long (got %s, %zu)", path, q,
+                        n);
     for (size_t i = 0; i < n; i++) {
         char c = v[i];
         if (!(islower((unsigned char)c) || isdigit((unsigned char)c) || c == '-' || c == '.'))
@@ -391,18 +385,16 @@ static int check_bucket(const char *path, const char *v, char *err, size_t errle
                             path, q);
     }
     if (!isalnum((unsigned char)v[0]) || !isalnum((unsigned char)v[n - 1]))
-        return cfg_fail(err, errlen, "%s must begin and end with a letter or digit (got %s)",
-                        path, q);
-    if (strstr(v, "..") || strstr(v, ".-") || strstr(v, "-."))
-        return cfg_fail(err, errlen, "%s must not hold \"..\", \".-\" or \"-.\" (got %s)", path,
+        return cfg_fail(err, errlen, "%s must begin and end with a letter or digit (got %s)", path,
                         q);
+    if (strstr(v, "..") || strstr(v, ".-") || strstr(v, "-."))
+        return cfg_fail(err, errlen, "%s must not hold \"..\", \".-\" or \"-.\" (got %s)", path, q);
     if (is_ipv4(v))
         return cfg_fail(err, errlen, "%s must not be an IP address (got %s)", path, q);
     if (strncmp(v, "xn--", 4) == 0 || strncmp(v, "sthree-", 7) == 0 ||
         (n > 8 && strcmp(v + n - 8, "-s3alias") == 0) ||
         (n > 7 && strcmp(v + n - 7, "--ol-s3") == 0))
-        return cfg_fail(err, errlen, "%s uses a prefix or suffix S3 reserves (got %s)", path,
-                        q);
+        return cfg_fail(err, errlen, "%s uses a prefix or suffix S3 reserves (got %s)", path, q);
     return 0;
 }
 
@@ -417,8 +409,8 @@ static int check_prefix(const char *path, const char *v, char *err, size_t errle
                         path, q);
     for (const char *p = v; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return cfg_fail(err, errlen, "%s must not contain control characters (got %s)",
-                            path, q);
+            return cfg_fail(err, errlen, "%s must not contain control characters (got %s)", path,
+                            q);
     return 0;
 }
 
@@ -457,11 +449,11 @@ static int check_listen(const char *path, const char *v, char *err, size_t errle
     colon = strrchr(v, ':');
     if (!colon || colon == v)
         return cfg_fail(err, errlen,
-                        "%s must be \"HOST:PORT\" (like \"127.0.0.1:9464\") or \"\" (got %s)",
-                        path, q);
+                        "%s must be \"HOST:PORT\" (like \"127.0.0.1:9464\") or \"\" (got %s)", path,
+                        q);
     if (v[0] == '[' ? colon[-1] != ']' : memchr(v, ':', (size_t)(colon - v)) != NULL)
-        return cfg_fail(err, errlen, "%s: an IPv6 host must be in brackets, \"[::1]:9464\" (got %s)",
-                        path, q);
+        return cfg_fail(err, errlen,
+                        "%s: an IPv6 host must be in brackets, \"[::1]:9464\" (got %s)", path, q);
     for (p = v; p < colon; p++)
         if (*p <= ' ' || *p >= 0x7f)
             return cfg_fail(err, errlen, "%s must not contain spaces or control bytes (got %s)",
@@ -469,8 +461,7 @@ static int check_listen(const char *path, const char *v, char *err, size_t errle
     for (p = colon + 1; isdigit((unsigned char)*p) && port <= 65535; p++)
         port = port * 10 + (*p - '0');
     if (p == colon + 1 || *p || port > 65535)
-        return cfg_fail(err, errlen, "%s has a port that is not in [0, 65535] (got %s)", path,
-                        q);
+        return cfg_fail(err, errlen, "%s has a port that is not in [0, 65535] (got %s)", path, q);
     return 0;
 }
 
@@ -516,13 +507,13 @@ static void redact_snippet(const char *json, size_t len, size_t start, size_t en
     size_t i, o = 0, open = 0;
     bool in_str = false;
 
-#define EMIT(p, n)                                                                         \
-    do {                                                                                   \
-        size_t n_ = (n);                                                                   \
-        if (o + n_ < cap) {                                                                \
-            memcpy(out + o, (p), n_);                                                      \
-            o += n_;                                                                       \
-        }                                                                                  \
+#define EMIT(p, n)                                                                                 \
+    do {                                                                                           \
+        size_t n_ = (n);                                                                           \
+        if (o + n_ < cap) {                                                                        \
+            memcpy(out + o, (p), n_);                                                              \
+            o += n_;                                                                               \
+        }                                                                                          \
     } while (0)
 
     for (i = 0; i < start; i++) {
@@ -600,8 +591,8 @@ static int syntax_error(const char *file, const char *json, size_t len, size_t p
         quote(near, sizeof(near), snip);
     }
     if (file)
-        return cfg_fail(err, errlen, "%s: line %zu: invalid JSON near %s (column %zu)", file,
-                        line, near, col);
+        return cfg_fail(err, errlen, "%s: line %zu: invalid JSON near %s (column %zu)", file, line,
+                        near, col);
     return cfg_fail(err, errlen, "line %zu: invalid JSON near %s (column %zu)", line, near, col);
 }
 
@@ -625,12 +616,12 @@ static int set_value(struct s3c_config *cfg, const struct key *k, const cJSON *v
         if (d < (double)k->min) {
             if (k->min == 1)
                 return cfg_fail(err, errlen, "%s must be > 0 (got %s)", path, got);
-            return cfg_fail(err, errlen, "%s must be >= %lld (got %s)", path,
-                            (long long)k->min, got);
+            return cfg_fail(err, errlen, "%s must be >= %lld (got %s)", path, (long long)k->min,
+                            got);
         }
         if (d > (double)k->max)
-            return cfg_fail(err, errlen, "%s must be <= %lld (got %s)", path,
-                            (long long)k->max, got);
+            return cfg_fail(err, errlen, "%s must be <= %lld (got %s)", path, (long long)k->max,
+                            got);
         if (k->kind == K_INT)
             *(int *)base = (int)d;
         else
@@ -817,8 +808,8 @@ static int parse_doc(const char *file, const char *json, size_t len, struct s3c_
                 suggest(hint, sizeof(hint), sec->string, item->string);
                 known_list(known, sizeof(known), sec->string);
                 if (hint[0])
-                    rc = cfg_fail(err, errlen, "unknown key %s.%.64s%s", sec->string,
-                                  item->string, hint);
+                    rc = cfg_fail(err, errlen, "unknown key %s.%.64s%s", sec->string, item->string,
+                                  hint);
                 else
                     rc = cfg_fail(err, errlen, "unknown key %s.%.64s (known in %s: %s)",
                                   sec->string, item->string, sec->string, known);
@@ -853,8 +844,8 @@ static int parse_doc(const char *file, const char *json, size_t len, struct s3c_
             if (!r || !*r)
                 continue;
             if (strlen(r) >= sizeof(cfg->s3.region)) {
-                rc = cfg_fail(err, errlen, "%s must be at most %zu bytes (got %zu bytes)",
-                              names[i], sizeof(cfg->s3.region) - 1, strlen(r));
+                rc = cfg_fail(err, errlen, "%s must be at most %zu bytes (got %zu bytes)", names[i],
+                              sizeof(cfg->s3.region) - 1, strlen(r));
                 goto out_free_tree;
             }
             if (check_region(names[i], r, err, errlen))
@@ -1048,9 +1039,15 @@ char *s3c_config_dump(const s3c_config *cfg)
                 goto out_free_tree;
         }
         switch (k->kind) {
-        case K_INT: v = cJSON_CreateNumber(*(const int *)base); break;
-        case K_I64: v = cJSON_CreateNumber((double)*(const int64_t *)base); break;
-        case K_BOOL: v = cJSON_CreateBool(*(const bool *)base); break;
+        case K_INT:
+            v = cJSON_CreateNumber(*(const int *)base);
+            break;
+        case K_I64:
+            v = cJSON_CreateNumber((double)*(const int64_t *)base);
+            break;
+        case K_BOOL:
+            v = cJSON_CreateBool(*(const bool *)base);
+            break;
         case K_ENUM: {
             int e = *(const int *)base, n = 0;
             while (k->choices[n])
@@ -1058,9 +1055,13 @@ char *s3c_config_dump(const s3c_config *cfg)
             v = cJSON_CreateString(e >= 0 && e < n ? k->choices[e] : "?");
             break;
         }
-        case K_SECRET: v = masked(k, base); break;
+        case K_SECRET:
+            v = masked(k, base);
+            break;
         case K_STR:
-        default: v = cJSON_CreateString(base); break;
+        default:
+            v = cJSON_CreateString(base);
+            break;
         }
         if (!v || !cJSON_AddItemToObject(sec, k->name, v)) {
             cJSON_Delete(v);

@@ -16,14 +16,14 @@ static int cred_copy(char *dst, size_t cap, const char *val, const char *where, 
     size_t n = strlen(val);
 
     if (n >= cap)
-        return cfg_fail(err, errlen, "%s must be at most %zu bytes (got %zu bytes)", where,
-                        cap - 1, n);
+        return cfg_fail(err, errlen, "%s must be at most %zu bytes (got %zu bytes)", where, cap - 1,
+                        n);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)val[i];
         if (c <= 0x20 || c >= 0x7f)
             return cfg_fail(err, errlen,
-                            "%s must be printable ASCII without spaces (byte %zu is 0x%02x)",
-                            where, i, c);
+                            "%s must be printable ASCII without spaces (byte %zu is 0x%02x)", where,
+                            i, c);
     }
     memcpy(dst, val, n + 1);
     return 0;
@@ -76,8 +76,7 @@ static int ini_read(const char *path, const char *profile, struct ini_creds *out
         if (*s == '[') {
             end = strchr(s, ']');
             if (!end) {
-                rc = cfg_fail(err, errlen, "%s: line %d: section header without ']'", path,
-                              lineno);
+                rc = cfg_fail(err, errlen, "%s: line %d: section header without ']'", path, lineno);
                 goto out_close;
             }
             *end = '\0';
@@ -163,22 +162,21 @@ static int from_shared_file(struct s3c_config *cfg, char *err, size_t errlen)
         rc = cfg_fail(err, errlen,
                       "%s: profile [%s] sets %s but not %s; set both aws_access_key_id and "
                       "aws_secret_access_key",
-                      path, profile,
-                      ic.has_key ? "aws_access_key_id" : "aws_secret_access_key",
+                      path, profile, ic.has_key ? "aws_access_key_id" : "aws_secret_access_key",
                       ic.has_key ? "aws_secret_access_key" : "aws_access_key_id");
         goto out_wipe;
     }
     if (!ic.has_key) {
         rc = cfg_fail(err, errlen,
-                      "%s: profile [%s] has no aws_access_key_id / aws_secret_access_key",
-                      path, profile);
+                      "%s: profile [%s] has no aws_access_key_id / aws_secret_access_key", path,
+                      profile);
         goto out_wipe;
     }
     memcpy(cfg->s3.access_key_id, ic.key, sizeof(ic.key));
     memcpy(cfg->s3.secret_access_key, ic.secret, sizeof(ic.secret));
     memcpy(cfg->s3.session_token, ic.token, sizeof(ic.token));
-    snprintf(cfg->s3.credentials_source, sizeof(cfg->s3.credentials_source),
-             "shared-file:%.40s", profile);
+    snprintf(cfg->s3.credentials_source, sizeof(cfg->s3.credentials_source), "shared-file:%.40s",
+             profile);
 out_wipe:
     explicit_bzero(&ic, sizeof(ic));
     return rc;

@@ -87,8 +87,7 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
             st->batches_sent);
     counter(&o, "s3commit_put_attempts_total", "PUT requests started, retries included.",
             st->put_attempts);
-    counter(&o, "s3commit_put_retries_total", "PUT requests re-sent after a failure.",
-            st->retries);
+    counter(&o, "s3commit_put_retries_total", "PUT requests re-sent after a failure.", st->retries);
     header(&o, "s3commit_put_failures_total", "counter", "Failed PUT attempts by class.");
     put(&o, "s3commit_put_failures_total{class=\"retryable\"} %" PRIu64 "\n",
         st->failures_retryable);

@@ -19,18 +19,18 @@
 #include "common/log.h"
 #include "metrics/metrics.h"
 
-#define REQ_MAX 8192          /* a request head larger than this gets 431 */
+#define REQ_MAX 8192           /* a request head larger than this gets 431 */
 #define CLIENT_TIMEOUT_MS 2000 /* a client silent or slow for this long is dropped */
 #define PAGE_MAX (64 * 1024)
 
 struct metrics_srv {
-    int lfd;        /* listening socket */
-    int stopfd;     /* eventfd: written by metrics_srv_stop() */
-    int port;       /* bound port */
+    int lfd;    /* listening socket */
+    int stopfd; /* eventfd: written by metrics_srv_stop() */
+    int port;   /* bound port */
     metrics_collect_fn collect;
     void *ctx;
     pthread_t thread;
-    char *page;     /* PAGE_MAX bytes: the rendered body */
+    char *page; /* PAGE_MAX bytes: the rendered body */
 };
 
 static int64_t now_ms(void)
@@ -278,8 +278,8 @@ struct metrics_srv *metrics_srv_start(const char *addr, metrics_collect_fn colle
     }
     freeaddrinfo(res);
     if (m->lfd < 0) {
-        snprintf(err, errlen, "metrics: cannot listen on %s: %s; pick another metrics.listen",
-                 addr, strerror(last_errno));
+        snprintf(err, errlen, "metrics: cannot listen on %s: %s; pick another metrics.listen", addr,
+                 strerror(last_errno));
         goto out_free;
     }
     if (getsockname(m->lfd, (struct sockaddr *)&ss, &sl) == 0)

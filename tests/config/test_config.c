@@ -21,9 +21,9 @@ static char errbuf[1024];
 
 static void clear_aws_env(void)
 {
-    const char *vars[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                          "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
-                          "AWS_SHARED_CREDENTIALS_FILE"};
+    const char *vars[] = {
+        "AWS_ACCESS_KEY_ID",  "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",          "AWS_REGION",
+        "AWS_DEFAULT_REGION", "AWS_PROFILE",           "AWS_SHARED_CREDENTIALS_FILE"};
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         unsetenv(vars[i]);
 }
@@ -180,8 +180,7 @@ static void test_full_file(void)
             TEST_FAIL_("got: %s\nwant prefix: %s", errbuf, want);
     }
 
-    ASSERT_EQ(s3c_config_load("/nonexistent/x.json", &cfg, errbuf, sizeof(errbuf)),
-              S3C_ECONFIG);
+    ASSERT_EQ(s3c_config_load("/nonexistent/x.json", &cfg, errbuf, sizeof(errbuf)), S3C_ECONFIG);
     ASSERT_STR_EQ(errbuf, "config: cannot read /nonexistent/x.json: No such file or directory");
     ASSERT(cfg == NULL);
 }
@@ -340,8 +339,7 @@ static void test_unknown_keys(void)
 {
     bad_in("persistence", "\"batch_timout_ms\":5",
            "unknown key persistence.batch_timout_ms; did you mean batch_timeout_ms?");
-    bad_in("persistence", "\"max_inflight_requests\":5",
-           "did you mean max_in_flight_requests?");
+    bad_in("persistence", "\"max_inflight_requests\":5", "did you mean max_in_flight_requests?");
     bad_in("s3", "\"batch_timeout_ms\":5",
            "unknown key s3.batch_timeout_ms; did you mean persistence.batch_timeout_ms");
     bad_in("s3", "\"endpiont\":\"http://x\"", "did you mean endpoint?");
@@ -359,7 +357,8 @@ static void test_unknown_keys(void)
 static void test_syntax(void)
 {
     bad("{\"s3\":{\"bucket\":\"commits\"}", "line 1: invalid JSON near ");
-    bad("{\n\"s3\":\n{\"bucket\": commits}}", "line 3: invalid JSON near \"\\\"bucket\\\": ...}}\" (column 12)");
+    bad("{\n\"s3\":\n{\"bucket\": commits}}",
+        "line 3: invalid JSON near \"\\\"bucket\\\": ...}}\" (column 12)");
     bad("{\"s3\":{\"bucket\":\"commits\"}} trailing", "line 1: invalid JSON near ");
     bad("", "line 1: invalid JSON near end of input");
     bad("{\"s3\":{\"bucket\":\"commits\"}}\n\n{}", "line 3: invalid JSON near \"{}\"");
@@ -505,10 +504,8 @@ static void test_dump(void)
     root = cJSON_Parse(dump);
     ASSERT(root != NULL);
     s3 = cJSON_GetObjectItemCaseSensitive(root, "s3");
-    ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(s3, "access_key_id")->valuestring,
-                  "AKIA****");
-    ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(s3, "secret_access_key")->valuestring,
-                  "****");
+    ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(s3, "access_key_id")->valuestring, "AKIA****");
+    ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(s3, "secret_access_key")->valuestring, "****");
     ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(s3, "session_token")->valuestring, "****");
     ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(s3, "credentials_source")->valuestring,
                   "config");
@@ -516,8 +513,8 @@ static void test_dump(void)
                   cJSON_GetObjectItemCaseSensitive(root, "persistence"), "batch_timeout_ms")
                   ->valueint,
               7);
-    ASSERT_EQ(cJSON_GetObjectItemCaseSensitive(
-                  cJSON_GetObjectItemCaseSensitive(root, "pipeline"), "ring_bytes")
+    ASSERT_EQ(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "pipeline"),
+                                               "ring_bytes")
                   ->valuedouble,
               67108864);
 
@@ -579,10 +576,19 @@ static void test_mutations(void)
         for (int e = 0; e < edits && len > 1; e++) {
             size_t at = (size_t)rand_r(&seed) % len;
             switch (rand_r(&seed) % 4) {
-            case 0: doc[at] = junk[rand_r(&seed) % (sizeof(junk) - 1)]; break;
-            case 1: memmove(doc + at, doc + at + 1, len - at); len--; break; /* delete */
-            case 2: len = at + 1; break;                                     /* truncate */
-            default: doc[at] = (char)(rand_r(&seed) & 0xff); break;
+            case 0:
+                doc[at] = junk[rand_r(&seed) % (sizeof(junk) - 1)];
+                break;
+            case 1:
+                memmove(doc + at, doc + at + 1, len - at);
+                len--;
+                break; /* delete */
+            case 2:
+                len = at + 1;
+                break; /* truncate */
+            default:
+                doc[at] = (char)(rand_r(&seed) & 0xff);
+                break;
             }
         }
         rc = s3c_config_parse(doc, len, &cfg, errbuf, sizeof(errbuf));

@@ -321,8 +321,8 @@ static void test_promtool(void)
         unlink(path);
         snprintf(path, sizeof(path), "/tmp/s3c-metrics-XXXXXX");
         if (rc != 0)
-            TEST_FAIL_("promtool check metrics rejected the page (round %d, status %d):\n%s",
-                       round, rc, buf);
+            TEST_FAIL_("promtool check metrics rejected the page (round %d, status %d):\n%s", round,
+                       rc, buf);
     }
 }
 
