@@ -46,8 +46,8 @@ static void sink_puts(struct sink *s, const char *str)
 
 static bool is_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '~';
 }
 
 static int hexval(char c)
@@ -251,8 +251,8 @@ static void sink_value(struct sink *s, const char *v)
     }
 }
 
-static void sink_signed_headers(struct sink *s, const struct sigv4_request *r,
-                                const size_t *idx, int n)
+static void sink_signed_headers(struct sink *s, const struct sigv4_request *r, const size_t *idx,
+                                int n)
 {
     for (int i = 0; i < n; i++) {
         if (i > 0 && name_cmp(r->headers[idx[i - 1]].name, r->headers[idx[i]].name) == 0)
@@ -356,8 +356,8 @@ int sigv4_string_to_sign(const struct sigv4_request *r, char *out, size_t outlen
     char hex[65];
     if (!valid_date(r->amz_date) || canonical_hash(r, hex) < 0)
         return -1;
-    int n = snprintf(out, outlen, "AWS4-HMAC-SHA256\n%s\n%.8s/%s/%s/aws4_request\n%s",
-                     r->amz_date, r->amz_date, r->region, r->service, hex);
+    int n = snprintf(out, outlen, "AWS4-HMAC-SHA256\n%s\n%.8s/%s/%s/aws4_request\n%s", r->amz_date,
+                     r->amz_date, r->region, r->service, hex);
     return (n < 0 || (size_t)n >= outlen) ? -1 : n;
 }
 
@@ -528,8 +528,8 @@ int sigv4_parse_authorization(const char *value, struct sigv4_auth *a)
                 fl[i] = (size_t)(sl - q);
                 q = sl + 1;
             }
-            if (copy_field(f[0], fl[0], a->access_key, sizeof(a->access_key)) ||
-                fl[1] != 8 || copy_field(f[1], fl[1], a->date8, sizeof(a->date8)) ||
+            if (copy_field(f[0], fl[0], a->access_key, sizeof(a->access_key)) || fl[1] != 8 ||
+                copy_field(f[1], fl[1], a->date8, sizeof(a->date8)) ||
                 copy_field(f[2], fl[2], a->region, sizeof(a->region)) ||
                 copy_field(f[3], fl[3], a->service, sizeof(a->service)) || fl[4] != 12 ||
                 strncmp(f[4], "aws4_request", 12) != 0)

@@ -281,8 +281,8 @@ static void test_small_buffers_refused(void)
 static void test_parse_refusals(void)
 {
     struct sigv4_auth a;
-    ASSERT_EQ(sigv4_parse_authorization("AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=", &a),
-              -1);
+    ASSERT_EQ(
+        sigv4_parse_authorization("AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=", &a), -1);
     ASSERT_EQ(sigv4_parse_authorization(
                   "AWS4-HMAC-SHA256 Credential=AK/20130524/us-east-1/s3/aws4_request, "
                   "SignedHeaders=host",

@@ -1,0 +1,867 @@
+/* The mock's HTTP/1.1 engine: one epoll loop per thread over a shared listening socket,
+ * libhttp-parser for requests, keep-alive and pipelining, 100-continue, per-connection
+ * timers for latency, bandwidth, slow close and request timeouts. It never blocks on one
+ * client (all sockets are non-blocking) and bounds each connection's memory: a fixed input
+ * buffer, bounded url and headers, and a body no larger than --max-object-bytes. */
+#include "mock.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IN_CAP (256 * 1024) /* per connection input buffer */
+#define OUT_HDR_CAP 8192
+#define MAX_EVENTS 256
+
+enum cstate {
+    C_READ,   /* reading (and parsing) requests */
+    C_WAIT,   /* an answer is ready, held back by latency */
+    C_WRITE,  /* writing an answer */
+    C_STALL,  /* a stalled request: reading and dropping, never answering */
+    C_LINGER, /* answered with Connection: close, closing later (slow_close) */
+};
+
+struct worker;
+
+struct conn {
+    int fd;
+    struct worker *w;
+    enum cstate state;
+    http_parser p;
+    char *in;
+    size_t in_len, in_off;
+    struct req *req;
+    struct resp resp;
+    int hmode;         /* 0 none, 1 in a header name, 2 in a value */
+    int cur;           /* header being built */
+    bool in_message;   /* a request has started and not yet been answered */
+    bool message_done; /* the parser paused after a complete request */
+    bool early_close;  /* answer now, before the body, then close */
+    bool reset_now;    /* the reset fault fired */
+    bool bad_431, bad_414;
+    bool close_after; /* close once the answer is written */
+    bool peer_closed;
+    char out_hdr[OUT_HDR_CAP];
+    size_t hlen, hoff;
+    const char *bptr;
+    size_t blen, boff;
+    uint32_t events; /* current epoll interest */
+    int64_t wake_at; /* monotonic ms; 0 = no timer */
+    int64_t last_io;
+    double bw, tokens; /* bandwidth limit and its token bucket */
+    int64_t tok_at;
+    struct conn *next, *prev;   /* all connections of the worker */
+    struct conn *tnext, *tprev; /* connections with a timer */
+    bool timed;
+};
+
+struct worker {
+    struct mock *m;
+    int id, epfd, lfd, evfd;
+    pthread_t th;
+    uint64_t seq;
+    struct conn *conns, *timed;
+    char date[64];
+    time_t date_t;
+    int64_t last_sweep;
+};
+
+static char listen_marker, stop_marker;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_events(struct conn *c, uint32_t ev)
+{
+    if (c->events == ev)
+        return;
+    struct epoll_event e = {.events = ev, .data.ptr = c};
+    epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &e);
+    c->events = ev;
+}
+
+static void timer_set(struct conn *c, int64_t at)
+{
+    struct worker *w = c->w;
+    c->wake_at = at;
+    if (!c->timed) {
+        c->tnext = w->timed;
+        c->tprev = NULL;
+        if (w->timed)
+            w->timed->tprev = c;
+        w->timed = c;
+        c->timed = true;
+    }
+}
+
+static void timer_clear(struct conn *c)
+{
+    struct worker *w = c->w;
+    c->wake_at = 0;
+    if (!c->timed)
+        return;
+    if (c->tprev)
+        c->tprev->tnext = c->tnext;
+    else
+        w->timed = c->tnext;
+    if (c->tnext)
+        c->tnext->tprev = c->tprev;
+    c->timed = false;
+}
+
+static void stat_status(struct mock *m, enum op op, int status)
+{
+    if (op >= OP_COUNT)
+        op = OP_BAD_REQUEST;
+    if (status < 0 || status >= 600)
+        status = 0;
+    stat_add(&m->stats.status[op][status], 1);
+}
+
+static void conn_close(struct conn *c, bool rst)
+{
+    struct worker *w = c->w;
+    if (rst) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    timer_clear(c);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s3_req_reset(c->req);
+    resp_reset(&c->resp);
+    free(c->req);
+    free(c->in);
+    free(c);
+    atomic_fetch_sub(&w->m->stats.conns_open, 1);
+}
+
+/* ---- bandwidth ---- */
+
+/* How many bytes may move now (SIZE_MAX when unlimited); arms a timer when none. */
+static size_t bw_allow(struct conn *c, size_t want)
+{
+    if (c->bw <= 0)
+        return want;
+    int64_t now = mono_ms();
+    c->tokens += c->bw * (double)(now - c->tok_at) / 1000.0;
+    c->tok_at = now;
+    double burst = c->bw / 10 > 1024 ? c->bw / 10 : 1024; /* 100 ms worth */
+    if (c->tokens > burst)
+        c->tokens = burst;
+    if (c->tokens < 1) {
+        int64_t wait = (int64_t)((1 - c->tokens) * 1000.0 / c->bw) + 1;
+        timer_set(c, now + wait);
+        stat_add(&c->w->m->stats.faults[F_BANDWIDTH], 1);
+        return 0;
+    }
+    return want < (size_t)c->tokens ? want : (size_t)c->tokens;
+}
+
+static void bw_used(struct conn *c, size_t n)
+{
+    if (c->bw > 0)
+        c->tokens -= (double)n;
+}
+
+/* ---- parser callbacks ---- */
+
+static struct conn *conn_of(http_parser *p)
+{
+    return p->data;
+}
+
+static void hput(struct conn *c, const char *p, size_t n)
+{
+    struct req *r = c->req;
+    if (r->hlen + n + 1 > sizeof(r->hbuf)) {
+        c->bad_431 = true;
+        return;
+    }
+    memcpy(r->hbuf + r->hlen, p, n);
+    r->hlen += n;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct conn *c = conn_of(p);
+    struct req *r = c->req;
+    s3_req_reset(r);
+    r->url_len = r->hlen = 0;
+    r->url[0] = '\0';
+    r->nh = 0;
+    r->has_cl = r->has_body = r->too_big = false;
+    r->content_length = r->body_bytes = 0;
+    r->op = OP_BAD_REQUEST;
+    r->keep_body = r->early = r->aws_chunked = r->expect_continue = false;
+    r->body_cap = 0;
+    r->bucket[0] = '\0';
+    r->klen = 0;
+    memset(&r->plan, 0, sizeof(r->plan));
+    c->hmode = 0;
+    c->cur = 0;
+    c->in_message = true;
+    c->bad_431 = c->bad_414 = false;
+    struct worker *w = c->w;
+    snprintf(r->request_id, sizeof(r->request_id), "%02X%014" PRIX64, (unsigned)w->id & 0xff,
+             (uint64_t)(++w->seq & 0xFFFFFFFFFFFFFFULL));
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    struct conn *c = conn_of(p);
+    struct req *r = c->req;
+    if (r->url_len + n + 1 > sizeof(r->url)) {
+        c->bad_414 = true;
+        return 0;
+    }
+    memcpy(r->url + r->url_len, at, n);
+    r->url_len += n;
+    r->url[r->url_len] = '\0';
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    struct conn *c = conn_of(p);
+    struct req *r = c->req;
+    if (c->hmode != 1) {
+        if (c->hmode == 2)
+            hput(c, "", 1);
+        if (r->nh >= REQ_MAX_HEADERS) {
+            c->bad_431 = true;
+            return 0;
+        }
+        c->cur = r->nh;
+        r->hname[c->cur] = r->hbuf + r->hlen;
+        r->hvalue[c->cur] = "";
+        c->hmode = 1;
+    }
+    hput(c, at, n);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    struct conn *c = conn_of(p);
+    struct req *r = c->req;
+    if (c->bad_431)
+        return 0;
+    if (c->hmode != 2) {
+        hput(c, "", 1);
+        r->hvalue[c->cur] = r->hbuf + r->hlen;
+        r->nh = c->cur + 1;
+        c->hmode = 2;
+    }
+    hput(c, at, n);
+    return 0;
+}
+
+static const char *find_hdr(const struct req *r, const char *name)
+{
+    for (int i = 0; i < r->nh; i++)
+        if (strcasecmp(r->hname[i], name) == 0)
+            return r->hvalue[i];
+    return NULL;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct conn *c = conn_of(p);
+    struct req *r = c->req;
+    struct mock *m = c->w->m;
+    if (c->hmode == 2)
+        hput(c, "", 1);
+    if (c->bad_431 || c->bad_414)
+        return -1; /* answered by the error path */
+    r->method = p->method;
+    r->keep_alive = http_should_keep_alive(p);
+    r->has_cl = find_hdr(r, "content-length") != NULL;
+    r->content_length = r->has_cl ? p->content_length : 0;
+    r->has_body = (p->flags & F_CHUNKED) || (r->has_cl && r->content_length > 0);
+    const char *ex = find_hdr(r, "expect");
+    r->expect_continue = ex && strcasecmp(ex, "100-continue") == 0 && r->has_body;
+
+    s3_begin(m, r, &c->resp);
+    if (r->plan.reset) {
+        c->reset_now = true;
+        stat_add(&m->stats.faults[F_RESET], 1);
+        return -1;
+    }
+    if (r->plan.bandwidth > 0) {
+        if (c->bw <= 0)
+            c->tok_at = mono_ms();
+        c->bw = r->plan.bandwidth;
+    } else {
+        c->bw = 0;
+    }
+    if (r->early) {
+        /* A refusal before the body: if the client waits for 100-continue or the body is
+         * large, answer now and close (the body is never read); else read and drop it. */
+        if (r->expect_continue || (p->flags & F_CHUNKED) || r->content_length > 1048576) {
+            c->early_close = true;
+            http_parser_pause(p, 1);
+        }
+        return 0;
+    }
+    if (r->expect_continue) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        ssize_t w = send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
+        if (w != (ssize_t)(sizeof(cont) - 1)) {
+            c->reset_now = true; /* cannot happen with an empty send buffer; give up */
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct conn *c = conn_of(p);
+    c->req->body_bytes += n;
+    if (!c->req->early)
+        s3_body(c->req, at, n);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct conn *c = conn_of(p);
+    c->message_done = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- answers ---- */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 431:
+        return "Request Header Fields Too Large";
+    case 414:
+        return "URI Too Long";
+    default:
+        return http_status_str((enum http_status)status);
+    }
+}
+
+static void refresh_date(struct worker *w)
+{
+    time_t now = time(NULL);
+    if (now == w->date_t)
+        return;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    w->date_t = now;
+}
+
+static bool conn_write(struct conn *c);
+
+/* Turns c->resp into bytes and starts sending (after the latency fault, if any).
+ * Returns false when the connection is gone. */
+static bool start_answer(struct conn *c)
+{
+    struct worker *w = c->w;
+    struct mock *m = w->m;
+    struct req *r = c->req;
+    struct resp *o = &c->resp;
+    uint64_t clen;
+
+    if (!r->keep_alive || c->early_close)
+        o->close = true;
+    if (r->plan.slow_close) {
+        o->close = true;
+        stat_add(&m->stats.faults[F_SLOW_CLOSE], 1);
+    }
+    if (o->blob) {
+        c->bptr = o->blob->data + o->blob_off;
+        c->blen = o->blob_len;
+    } else {
+        c->bptr = o->body.p;
+        c->blen = o->body.len;
+    }
+    clen = o->no_body ? o->announced_len : c->blen;
+    if (o->no_body)
+        c->blen = 0;
+    c->boff = 0;
+    refresh_date(w);
+    int n = snprintf(c->out_hdr, sizeof(c->out_hdr),
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: s3commit-mock\r\n"
+                     "x-amz-request-id: %s\r\nx-amz-id-2: %s\r\n%s",
+                     o->status, reason(o->status), w->date, r->request_id, r->request_id,
+                     o->head.p ? o->head.p : "");
+    if (n > 0 && (size_t)n < sizeof(c->out_hdr) && o->status != 204 && o->status != 304)
+        n += snprintf(c->out_hdr + n, sizeof(c->out_hdr) - (size_t)n,
+                      "Content-Length: %" PRIu64 "\r\n", clen);
+    if (n > 0 && (size_t)n < sizeof(c->out_hdr))
+        n += snprintf(c->out_hdr + n, sizeof(c->out_hdr) - (size_t)n, "%s\r\n",
+                      o->close ? "Connection: close\r\n" : "");
+    if (n <= 0 || (size_t)n >= sizeof(c->out_hdr)) {
+        n = snprintf(c->out_hdr, sizeof(c->out_hdr),
+                     "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n");
+        c->blen = 0;
+        o->close = true;
+    }
+    c->hlen = (size_t)n;
+    c->hoff = 0;
+    stat_status(m, r->op, o->status);
+    stat_add(&m->stats.requests, 1);
+    if (r->plan.delay_ms) {
+        stat_add(&m->stats.faults[F_LATENCY], 1);
+        c->state = C_WAIT;
+        set_events(c, 0);
+        timer_set(c, mono_ms() + r->plan.delay_ms);
+        return true;
+    }
+    c->state = C_WRITE;
+    return conn_write(c);
+}
+
+/* The parser stopped on an error: answer 400/414/431/501 and close. */
+static bool bad_request(struct conn *c, enum http_errno e)
+{
+    struct req *r = c->req;
+    struct resp *o = &c->resp;
+    resp_reset(o);
+    r->keep_alive = false;
+    r->op = OP_BAD_REQUEST;
+    memset(&r->plan, 0, sizeof(r->plan));
+    if (c->bad_431)
+        s3_error(o, 431, "RequestHeaderFieldsTooLarge",
+                 "Your request's headers exceed 16 KiB or 100 fields", NULL);
+    else if (c->bad_414)
+        s3_error(o, 414, "RequestURITooLong", "Your request URI exceeds 8 KiB", NULL);
+    else if (e == HPE_INVALID_METHOD)
+        s3_error(o, 501, "NotImplemented", "The request method is not implemented", NULL);
+    else if (e == HPE_HEADER_OVERFLOW)
+        s3_error(o, 431, "RequestHeaderFieldsTooLarge", "Your request's headers are too large",
+                 NULL);
+    else
+        s3_error(o, 400, "BadRequest", http_errno_description(e), NULL);
+    o->no_body = false;
+    snprintf(r->request_id, sizeof(r->request_id), "%016" PRIX64, ++c->w->seq);
+    return start_answer(c);
+}
+
+/* A whole request arrived (or an early refusal is ready). */
+static bool handle_message(struct conn *c)
+{
+    struct mock *m = c->w->m;
+    struct req *r = c->req;
+    if (!r->early)
+        s3_end(m, r, &c->resp);
+    if (r->plan.stall) {
+        stat_add(&m->stats.faults[F_STALL], 1);
+        stat_status(m, r->op, 0);
+        c->state = C_STALL;
+        return true;
+    }
+    if (r->plan.error)
+        stat_add(&m->stats.faults[F_ERROR], 1);
+    return start_answer(c);
+}
+
+/* Parses what is buffered up to the end of one request. Returns false when the
+ * connection is gone. */
+static bool process_input(struct conn *c)
+{
+    while (c->state == C_READ && c->in_off < c->in_len) {
+        size_t n = http_parser_execute(&c->p, &settings, c->in + c->in_off, c->in_len - c->in_off);
+        c->in_off += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
+        if (c->reset_now) {
+            stat_status(c->w->m, c->req->op, 0);
+            conn_close(c, true);
+            return false;
+        }
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->p, 0);
+            c->message_done = false;
+            return handle_message(c);
+        }
+        if (e != HPE_OK)
+            return bad_request(c, e);
+    }
+    return true;
+}
+
+/* Answers buffered (pipelined) requests one after another, without recursion. */
+static bool drive(struct conn *c)
+{
+    while (c->state == C_READ && c->in_off < c->in_len)
+        if (!process_input(c))
+            return false;
+    if (c->state == C_READ && c->in_off == c->in_len)
+        c->in_off = c->in_len = 0;
+    return true;
+}
+
+static bool answer_done(struct conn *c)
+{
+    struct req *r = c->req;
+    if (c->resp.close) {
+        if (r->plan.slow_close) {
+            c->state = C_LINGER;
+            set_events(c, EPOLLIN);
+            timer_set(c, mono_ms() + (r->plan.slow_close_ms ? r->plan.slow_close_ms : 1000));
+            return true;
+        }
+        shutdown(c->fd, SHUT_WR);
+        conn_close(c, false);
+        return false;
+    }
+    resp_reset(&c->resp);
+    s3_req_reset(r);
+    c->in_message = false;
+    c->early_close = false;
+    c->state = C_READ;
+    set_events(c, EPOLLIN);
+    return true;
+}
+
+static bool conn_write(struct conn *c)
+{
+    struct mock *m = c->w->m;
+    for (;;) {
+        size_t left = (c->hlen - c->hoff) + (c->blen - c->boff);
+        if (left == 0)
+            return answer_done(c);
+        size_t allow = bw_allow(c, left);
+        if (allow == 0) {
+            set_events(c, 0);
+            return true;
+        }
+        struct iovec iov[2];
+        int cnt = 0;
+        size_t h = c->hlen - c->hoff;
+        if (h) {
+            iov[cnt].iov_base = c->out_hdr + c->hoff;
+            iov[cnt].iov_len = h < allow ? h : allow;
+            allow -= iov[cnt].iov_len;
+            cnt++;
+        }
+        if (c->blen - c->boff && allow) {
+            size_t b = c->blen - c->boff;
+            iov[cnt].iov_base = (char *)c->bptr + c->boff;
+            iov[cnt].iov_len = b < allow ? b : allow;
+            cnt++;
+        }
+        ssize_t w = writev(c->fd, iov, cnt);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                set_events(c, EPOLLOUT);
+                return true;
+            }
+            if (errno == EINTR)
+                continue;
+            conn_close(c, false);
+            return false;
+        }
+        c->last_io = mono_ms();
+        bw_used(c, (size_t)w);
+        stat_add(&m->stats.bytes_out, (uint64_t)w);
+        size_t k = (size_t)w;
+        size_t hk = k < h ? k : h;
+        c->hoff += hk;
+        c->boff += k - hk;
+    }
+}
+
+/* Reads what the socket has. Returns false when the connection was closed. */
+static bool conn_read(struct conn *c)
+{
+    struct mock *m = c->w->m;
+    if (c->state == C_WRITE || c->state == C_WAIT)
+        return true; /* pipelined bytes wait in the kernel until the answer is out */
+    for (int rounds = 0; rounds < 16; rounds++) {
+        if (c->state == C_READ && c->in_len == IN_CAP) {
+            if (c->in_off == 0)
+                return true; /* full and unparsed: cannot happen (parser consumes all) */
+            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+            c->in_len -= c->in_off;
+            c->in_off = 0;
+        }
+        char *dst = c->in + c->in_len;
+        size_t room = IN_CAP - c->in_len;
+        if (c->state != C_READ) { /* stalled or lingering: read and drop */
+            dst = c->in;
+            room = IN_CAP;
+        }
+        size_t allow = bw_allow(c, room);
+        if (allow == 0) {
+            set_events(c, 0);
+            return true;
+        }
+        ssize_t n = read(c->fd, dst, allow);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return true;
+            conn_close(c, false);
+            return false;
+        }
+        if (n == 0) {
+            /* the peer is gone: a half-sent request is dropped, never stored */
+            if (c->state == C_READ && c->in_message)
+                stat_status(m, c->req->op, 0);
+            conn_close(c, false);
+            return false;
+        }
+        c->last_io = mono_ms();
+        bw_used(c, (size_t)n);
+        stat_add(&m->stats.bytes_in, (uint64_t)n);
+        if (c->state != C_READ)
+            continue;
+        c->in_len += (size_t)n;
+        if (!drive(c))
+            return false;
+        if (c->state != C_READ)
+            return true;
+        if ((size_t)n < allow)
+            return true;
+    }
+    return true;
+}
+
+static void conn_event(struct conn *c, uint32_t ev)
+{
+    if (ev & (EPOLLERR | EPOLLHUP)) {
+        if (c->state == C_READ && c->in_message)
+            stat_status(c->w->m, c->req->op, 0);
+        conn_close(c, false);
+        return;
+    }
+    if (c->state == C_WRITE && (ev & EPOLLOUT)) {
+        if (conn_write(c))
+            drive(c);
+        return;
+    }
+    if (ev & EPOLLIN)
+        conn_read(c);
+}
+
+static void conn_timer(struct conn *c)
+{
+    timer_clear(c);
+    switch (c->state) {
+    case C_WAIT:
+        c->state = C_WRITE;
+        if (conn_write(c))
+            drive(c);
+        break;
+    case C_WRITE:
+        if (conn_write(c))
+            drive(c);
+        break;
+    case C_LINGER:
+        conn_close(c, false);
+        break;
+    case C_READ:
+    case C_STALL:
+        set_events(c, EPOLLIN);
+        conn_read(c);
+        break;
+    }
+}
+
+static void accept_some(struct worker *w)
+{
+    struct mock *m = w->m;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        struct conn *c = calloc(1, sizeof(*c));
+        char *in = malloc(IN_CAP);
+        struct req *r = calloc(1, sizeof(*r));
+        if (!c || !in || !r) {
+            free(c);
+            free(in);
+            free(r);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->fd = fd;
+        c->w = w;
+        c->in = in;
+        c->req = r;
+        c->state = C_READ;
+        c->last_io = mono_ms();
+        http_parser_init(&c->p, HTTP_REQUEST);
+        c->p.data = c;
+        c->events = EPOLLIN;
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+            free(c);
+            free(in);
+            free(r);
+            close(fd);
+            continue;
+        }
+        c->next = w->conns;
+        if (w->conns)
+            w->conns->prev = c;
+        w->conns = c;
+        int64_t open = atomic_fetch_add(&m->stats.conns_open, 1) + 1;
+        int64_t peak = atomic_load(&m->stats.conns_peak);
+        while (open > peak && !atomic_compare_exchange_weak(&m->stats.conns_peak, &peak, open))
+            ;
+        stat_add(&m->stats.conns_total, 1);
+    }
+}
+
+/* Started requests idle longer than --request-timeout-ms answer 400 RequestTimeout. */
+static void sweep(struct worker *w, int64_t now)
+{
+    int limit = w->m->cfg.request_timeout_ms;
+    if (limit <= 0)
+        return;
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state != C_READ || !c->in_message || now - c->last_io < limit)
+            continue;
+        struct req *r = c->req;
+        resp_reset(&c->resp);
+        r->keep_alive = false;
+        r->early = true;
+        memset(&r->plan, 0, sizeof(r->plan));
+        s3_error(&c->resp, 400, "RequestTimeout",
+                 "Your socket connection to the server was not read from or written to within "
+                 "the timeout period.",
+                 r);
+        c->resp.no_body = false;
+        c->early_close = true;
+        start_answer(c);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct epoll_event evs[MAX_EVENTS];
+    while (!atomic_load(&w->m->stopping)) {
+        int64_t now = mono_ms();
+        int timeout = 1000;
+        for (struct conn *c = w->timed; c; c = c->tnext) {
+            int64_t d = c->wake_at - now;
+            if (d < timeout)
+                timeout = d < 0 ? 0 : (int)d;
+        }
+        int n = epoll_wait(w->epfd, evs, MAX_EVENTS, timeout);
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &listen_marker)
+                accept_some(w);
+            else if (p == &stop_marker)
+                break;
+            else
+                conn_event(p, evs[i].events);
+        }
+        now = mono_ms();
+        for (struct conn *c = w->timed, *next; c; c = next) {
+            next = c->tnext;
+            if (c->wake_at <= now)
+                conn_timer(c); /* may close c; next was taken before */
+        }
+        if (now - w->last_sweep >= 1000) {
+            w->last_sweep = now;
+            sweep(w, now);
+        }
+    }
+    while (w->conns)
+        conn_close(w->conns, false);
+    return NULL;
+}
+
+int server_run(struct mock *m, int listen_fd)
+{
+    int nt = m->cfg.threads > 0 ? m->cfg.threads : 1;
+    struct worker *ws = calloc((size_t)nt, sizeof(*ws));
+    int rc = 0;
+    if (!ws)
+        return -ENOMEM;
+    for (int i = 0; i < nt; i++) {
+        struct worker *w = &ws[i];
+        w->m = m;
+        w->id = i;
+        w->lfd = listen_fd;
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &listen_marker};
+        struct epoll_event se = {.events = EPOLLIN, .data.ptr = &stop_marker};
+        if (w->epfd < 0 || w->evfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, listen_fd, &le) < 0 ||
+            epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &se) < 0 ||
+            pthread_create(&w->th, NULL, worker_main, w) != 0) {
+            fprintf(stderr, "s3commit-mock: cannot start worker %d: %s\n", i, strerror(errno));
+            nt = i;
+            rc = -EIO;
+            atomic_store(&m->stopping, true);
+            break;
+        }
+    }
+    /* main thread: wait for SIGTERM/SIGINT (blocked in every thread) */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (rc == 0) {
+        int sig;
+        sigwait(&set, &sig);
+    }
+    atomic_store(&m->stopping, true);
+    for (int i = 0; i < nt; i++) {
+        uint64_t one = 1;
+        if (write(ws[i].evfd, &one, sizeof(one)) < 0)
+            perror("s3commit-mock: waking a worker");
+    }
+    for (int i = 0; i < nt; i++)
+        pthread_join(ws[i].th, NULL);
+    for (int i = 0; i < (int)(m->cfg.threads > 0 ? m->cfg.threads : 1); i++) {
+        if (ws[i].epfd > 0)
+            close(ws[i].epfd);
+        if (ws[i].evfd > 0)
+            close(ws[i].evfd);
+    }
+    free(ws);
+    return rc;
+}
