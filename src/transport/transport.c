@@ -1298,6 +1298,7 @@ void xport_stats_get(const struct xport *x, struct xport_stats *out)
     out->target_connections = x->pool.target;
     out->refills = x->refills;
     out->loop_waits = es.waits;
+    out->busy = x->pool.active;
 }
 
 int xport_drain(struct xport *x, int timeout_ms)

@@ -112,6 +112,7 @@ struct xport_stats {
     int target_connections;      /* target_pool_size */
     uint64_t refills;            /* fresh connections opened to replace or warm the pool */
     uint64_t loop_waits;         /* epoll_wait calls (syscall cost per request) */
+    int busy;                    /* requests in libcurl now, warm-ups and heartbeats too */
 };
 void xport_stats_get(const struct xport *x, struct xport_stats *out);
 

@@ -89,7 +89,7 @@ static bool pool_full(struct xport *x)
 {
     struct xport_stats st;
     xport_stats_get(x, &st);
-    return st.open_connections == target_open && xport_in_flight(x) == 0;
+    return st.open_connections == target_open && st.busy == 0;
 }
 
 static int done_ok, done_other;
@@ -106,7 +106,7 @@ static void count_done(void *ctx, const struct xport_result *r)
 static void never_more_than_target(void)
 {
     struct mockproc m;
-    ASSERT_EQ(mockproc_start(&m, NULL), 0);
+    ASSERT_EQ(test_mock_start(&m, NULL), 0);
     struct s3c_config c = mkcfg(&m, 4, 60000);
     char err[256];
     struct xport *x = xport_new(&c, err, sizeof(err));
@@ -146,14 +146,14 @@ static void never_more_than_target(void)
     ASSERT(mc.peak <= 4 + 1);      /* never more than the pool (+ one control) */
     ASSERT_EQ(mock_op_count(&m, "PutObject", 200), 64);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* A connection reset by the server is closed and replaced, back to exactly target. */
 static void reset_connection_replaced(void)
 {
     struct mockproc m;
-    ASSERT_EQ(mockproc_start(&m, NULL), 0);
+    ASSERT_EQ(test_mock_start(&m, NULL), 0);
     struct s3c_config c = mkcfg(&m, 4, 60000);
     char err[256];
     struct xport *x = xport_new(&c, err, sizeof(err));
@@ -186,7 +186,7 @@ static void reset_connection_replaced(void)
     ASSERT_EQ(xport_drain(x, 5000), 0);
     ASSERT_EQ(done_ok, 1);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* Heartbeats go over idle connections every interval; failing ones are counted and the
@@ -194,7 +194,7 @@ static void reset_connection_replaced(void)
 static void heartbeats(void)
 {
     struct mockproc m;
-    ASSERT_EQ(mockproc_start(&m, NULL), 0);
+    ASSERT_EQ(test_mock_start(&m, NULL), 0);
     struct s3c_config c = mkcfg(&m, 3, 200);
     char err[256];
     struct xport *x = xport_new(&c, err, sizeof(err));
@@ -232,7 +232,7 @@ static void heartbeats(void)
     ASSERT_EQ(st.open_connections, 3);
     ASSERT_EQ(mock_conns(&m).open, 3 + 1);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 int main(void)

@@ -4,6 +4,7 @@
 #define S3C_TEST_MOCKSTATS_H
 
 #include <cjson/cJSON.h>
+#include <signal.h>
 
 #include "common/clock.h"
 #include "support/mockproc.h"
@@ -68,6 +69,42 @@ static inline void mock_faults(const struct mockproc *m, const char *json)
     int st = mockproc_http(m, "PUT", "/_mock/faults", json, buf, sizeof(buf));
     if (st != 200 && st != 204)
         TEST_FAIL_("PUT /_mock/faults %s answered %d: %s", json, st, buf);
+}
+
+/* mockproc_start/stop that also kill the mock if the test aborts on a failed ASSERT, so
+ * no child outlives the test (and ctest does not wait for its open stdout). */
+static pid_t test_mock_pids[16];
+
+static void test_kill_mocks(int sig)
+{
+    for (int i = 0; i < 16; i++)
+        if (test_mock_pids[i] > 0)
+            kill(test_mock_pids[i], SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static inline int test_mock_start(struct mockproc *m, const char *const *args)
+{
+    int rc = mockproc_start(m, args);
+    if (rc != 0)
+        return rc;
+    signal(SIGABRT, test_kill_mocks);
+    for (int i = 0; i < 16; i++) {
+        if (test_mock_pids[i] == 0) {
+            test_mock_pids[i] = m->pid;
+            break;
+        }
+    }
+    return 0;
+}
+
+static inline void test_mock_stop(struct mockproc *m)
+{
+    for (int i = 0; i < 16; i++)
+        if (test_mock_pids[i] == m->pid)
+            test_mock_pids[i] = 0;
+    mockproc_stop(m);
 }
 
 /* Polls x for up to ms, until cond(x) holds; returns whether it did. */

@@ -109,7 +109,7 @@ static void md5_hex(const struct iovec *iov, int n, char out[33])
 static struct mockproc start_mock(const char *const *args)
 {
     struct mockproc m;
-    int rc = mockproc_start(&m, args);
+    int rc = test_mock_start(&m, args);
     if (rc != 0)
         TEST_FAIL_("mockproc_start: %d", rc);
     return m;
@@ -220,7 +220,7 @@ static void roundtrip_signed(void)
     ASSERT_EQ(xport_in_flight(x), 0);
 
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* Keys that need encoding, signed both ways; the mock checks each signature. */
@@ -259,7 +259,7 @@ static void encoded_keys(void)
     ASSERT_EQ(g.cls, XPORT_OK);
     ASSERT_EQ(g.nentries, 1);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* Every checksum header is sent right (the mock verifies each) and a wrong one is
@@ -309,7 +309,7 @@ static void checksums_and_signing(void)
     ASSERT_STR_EQ(g.s3_code, "BadDigest");
     ASSERT(strstr(g.error, "BadDigest") != NULL);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* Refused credentials are fatal and never show up in the error line. */
@@ -347,7 +347,7 @@ static void refused_credentials(void)
     ASSERT_EQ(g.cls, XPORT_FATAL);
     ASSERT_EQ(g.status, 403);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 
     /* ... and anonymous is accepted by a mock without credentials. */
     m = start_mock(NULL);
@@ -357,7 +357,7 @@ static void refused_credentials(void)
     if (g.cls != XPORT_OK)
         TEST_FAIL_("anonymous PUT: %s", g.error);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* If-None-Match / If-Match answers: exists (412) and not found. */
@@ -399,7 +399,7 @@ static void conditional_writes(void)
     WAIT(x, &g);
     ASSERT_EQ(g.cls, XPORT_NOT_FOUND);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* Retryable answers: 503 SlowDown, 500 InternalError, a stall cut by the timeout, a
@@ -471,13 +471,62 @@ static void answer_classes(void)
 
     /* Nothing listens any more: connection refused is retryable. */
     cfg_for(&c, &m, false);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
     x = open_x(&c);
     put_spans(x, "k", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
     ASSERT_EQ(g.curl_code, 7); /* CURLE_COULDNT_CONNECT */
     ASSERT(strstr(g.error, "PUT k:") != NULL);
     xport_free(x);
+}
+
+/* Virtual-host addressing: Host "commits.localhost:PORT" (libcurl resolves *.localhost
+ * to loopback; the mock takes the bucket from the Host header), signed. */
+static void virtual_host(void)
+{
+    struct mockproc m = start_mock(signed_args);
+    struct s3c_config c;
+    cfg_for(&c, &m, true);
+    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "http://localhost:%d", m.port);
+    c.s3.addressing = CFG_ADDR_VIRTUAL;
+    c.s3.payload_signing = CFG_SIGN_SIGNED;
+    struct xport *x = open_x(&c);
+    char url[256];
+    ASSERT(xport_url(x, "v/k 1", NULL, url, sizeof(url)) > 0);
+    char want[256];
+    snprintf(want, sizeof(want), "http://commits.localhost:%d/v/k%%201", m.port);
+    ASSERT_STR_EQ(url, want);
+    static struct got g;
+    struct iovec v = {"virtual", 7};
+    put_spans(x, "v/k 1", &v, 1, &g);
+    if (g.cls != XPORT_OK)
+        TEST_FAIL_("virtual-host PUT: %s", g.error);
+    memset(&g, 0, sizeof(g));
+    ASSERT_EQ(xport_get(x, "v/k 1", 1, 0, on_done, &g), 0);
+    WAIT(x, &g);
+    ASSERT_EQ(g.cls, XPORT_OK);
+    ASSERT_MEM_EQ(g.body, "virtual", 7);
+    memset(&g, 0, sizeof(g));
+    ASSERT_EQ(xport_list(x, "v/", NULL, NULL, 0, on_done, &g), 0);
+    WAIT(x, &g);
+    if (g.cls != XPORT_OK)
+        TEST_FAIL_("virtual-host LIST: %s", g.error);
+    ASSERT_EQ(g.nentries, 1);
+    ASSERT_STR_EQ(g.keys[0], "v/k 1");
+    memset(&g, 0, sizeof(g));
+    ASSERT_EQ(xport_head_bucket(x, on_done, &g), 0);
+    WAIT(x, &g);
+    ASSERT_EQ(g.cls, XPORT_OK);
+    xport_free(x);
+    /* The same object is there path-style too: one bucket, two addressings. */
+    cfg_for(&c, &m, true);
+    x = open_x(&c);
+    memset(&g, 0, sizeof(g));
+    ASSERT_EQ(xport_head(x, "v/k 1", on_done, &g), 0);
+    WAIT(x, &g);
+    ASSERT_EQ(g.cls, XPORT_OK);
+    xport_free(x);
+    test_mock_stop(&m);
 }
 
 /* Bad arguments fail at the call and the callback never runs. */
@@ -505,7 +554,7 @@ static void bad_arguments(void)
     poll_for(x, 100);
     ASSERT_EQ(g.calls, 0);
     xport_free(x);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 /* xport_free with requests in flight: no callback, no leak (ASan checks the latter). */
@@ -526,7 +575,7 @@ static void free_in_flight(void)
     ASSERT_EQ(xport_in_flight(x), 2);
     xport_free(x);
     ASSERT_EQ(g.calls, 0);
-    mockproc_stop(&m);
+    test_mock_stop(&m);
 }
 
 int main(void)
@@ -537,6 +586,7 @@ int main(void)
     RUN(refused_credentials);
     RUN(conditional_writes);
     RUN(answer_classes);
+    RUN(virtual_host);
     RUN(bad_arguments);
     RUN(free_in_flight);
     return 0;
