@@ -1,0 +1,592 @@
+/* The persistence stage against s3commit-mock (SigV4 checked): each batching trigger
+ * alone, out-of-order completions acknowledged in order, a batch failing twice then
+ * succeeding acknowledged once in place, exhausted retries failing the stage without
+ * acknowledging past the batch, written-but-500 re-sent to the same key, close draining,
+ * and close against a stalled server returning within its bound naming the lost seqs.
+ * Every object written is read back and decoded. */
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "s3commit.h"
+#include "stage/objfmt.h"
+#include "support/mockproc.h"
+#include "test.h"
+#include "transport/transport.h"
+
+#define AK "AKIDSTAGETEST0000001"
+#define SK "stage-test-secret-key-0123456789abcdef"
+
+static struct mockproc mock;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void start_mock(void)
+{
+    const char *args[] = {"--access-key", AK, "--secret-key", SK, NULL};
+    ASSERT_EQ(mockproc_start(&mock, args), 0);
+}
+
+static void set_faults(const char *json)
+{
+    char out[4096];
+    ASSERT_EQ(mockproc_http(&mock, "PUT", "/_mock/faults", json, out, sizeof(out)), 200);
+}
+
+/* PutObject answers with this status so far. */
+static int put_count(int status)
+{
+    static char out[1 << 16];
+    ASSERT_EQ(mockproc_http(&mock, "GET", "/_mock/stats", NULL, out, sizeof(out)), 200);
+    const char *body = strstr(out, "\r\n\r\n");
+    ASSERT(body);
+    cJSON *j = cJSON_Parse(body + 4);
+    ASSERT(j);
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    cJSON *n = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "ops"), "PutObject"),
+                            "status"),
+        code);
+    int v = cJSON_IsNumber(n) ? n->valueint : 0;
+    cJSON_Delete(j);
+    return v;
+}
+
+/* Lets the pool's warm-up finish before faults apply, so they hit PUTs only. */
+static void warm_then_faults(const char *json)
+{
+    sleep_ms(100);
+    set_faults(json);
+}
+
+static s3c_config *mkcfg(const char *persistence)
+{
+    char json[2048], err[512];
+    s3c_config *cfg = NULL;
+    snprintf(json, sizeof(json),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"t/\","
+             "\"region\":\"us-east-1\",\"access_key_id\":\"" AK "\","
+             "\"secret_access_key\":\"" SK "\"},"
+             "\"persistence\":{%s},"
+             "\"pipeline\":{\"ring_bytes\":1048576,\"max_commit_bytes\":65536}}",
+             mock.endpoint, persistence);
+    if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0)
+        TEST_FAIL_("config: %s", err);
+    return cfg;
+}
+
+static s3c_stage *open_stage(const char *persistence)
+{
+    s3c_config *cfg = mkcfg(persistence);
+    s3c_stage *st;
+    char err[512];
+    if (s3c_stage_open(cfg, &st, err, sizeof(err)) != 0)
+        TEST_FAIL_("open: %s", err);
+    s3c_config_free(cfg);
+    return st;
+}
+
+static uint64_t submit_n(s3c_stage *st, int n, size_t len)
+{
+    char buf[65536];
+    uint64_t seq = 0;
+    for (int i = 0; i < n; i++) {
+        memset(buf, 'a' + (i % 26), len);
+        ASSERT_EQ(s3c_submit(st, buf, len, 5000, &seq), 0);
+    }
+    return seq;
+}
+
+/* ---- reading the bucket back ------------------------------------------------------- */
+
+struct listing {
+    char keys[256][OBJ_KEY_MAX];
+    int n;
+    bool done;
+    const void *body;
+    size_t len;
+    char *copy;
+};
+
+static void on_list(void *ctx, const struct xport_result *r)
+{
+    struct listing *l = ctx;
+    ASSERT_EQ(r->cls, XPORT_OK);
+    for (size_t i = 0; i < r->nentries && l->n < 256; i++)
+        snprintf(l->keys[l->n++], OBJ_KEY_MAX, "%s", r->entries[i].key);
+    l->done = true;
+}
+
+static void on_get(void *ctx, const struct xport_result *r)
+{
+    struct listing *l = ctx;
+    ASSERT_EQ(r->cls, XPORT_OK);
+    l->copy = malloc(r->body_len + 1);
+    memcpy(l->copy, r->body, r->body_len);
+    l->len = r->body_len;
+    l->done = true;
+}
+
+/* Lists t/ and decodes every object: they must hold seqs 1..last, each once, in key
+ * order. Returns the number of objects; keys land in l. */
+static int read_back(struct listing *l, uint64_t last)
+{
+    s3c_config *cfg = mkcfg("");
+    char err[256];
+    struct xport *x = xport_new((const struct s3c_config *)cfg, err, sizeof(err));
+    ASSERT(x);
+    memset(l, 0, sizeof(*l));
+    ASSERT_EQ(xport_list(x, "t/", NULL, NULL, 1000, on_list, l), 0);
+    ASSERT_EQ(xport_drain(x, 5000), 0);
+    ASSERT(l->done);
+    uint64_t want = 1;
+    for (int i = 0; i < l->n; i++) {
+        struct listing g = {0};
+        ASSERT_EQ(xport_get(x, l->keys[i], 1, 0, on_get, &g), 0);
+        ASSERT_EQ(xport_drain(x, 5000), 0);
+        ASSERT(g.done);
+        struct obj_header h;
+        uint64_t e, f, la;
+        if (obj_decode(g.copy, g.len, &h, NULL, NULL, err, sizeof(err)) != 0)
+            TEST_FAIL_("%s: %s", l->keys[i], err);
+        ASSERT_EQ(obj_key_parse(l->keys[i], "t/", &e, &f, &la), 0);
+        ASSERT_UEQ(h.first_seq, f);
+        ASSERT_UEQ(h.last_seq, la);
+        ASSERT_UEQ(h.first_seq, want);
+        want = h.last_seq + 1;
+        free(g.copy);
+    }
+    ASSERT_UEQ(want - 1, last);
+    xport_free(x);
+    s3c_config_free(cfg);
+    return l->n;
+}
+
+static void key_range(const struct listing *l, int i, uint64_t *first, uint64_t *last)
+{
+    uint64_t e;
+    ASSERT_EQ(obj_key_parse(l->keys[i], "t/", &e, first, last), 0);
+}
+
+/* ---- subscribers ------------------------------------------------------------------- */
+
+struct events {
+    _Atomic uint64_t last;
+    _Atomic int calls, errors, backwards;
+};
+
+static void on_durable(void *ctx, uint64_t w, int err)
+{
+    struct events *ev = ctx;
+    if (err) {
+        atomic_fetch_add(&ev->errors, 1);
+        return;
+    }
+    if (w <= atomic_load(&ev->last))
+        atomic_fetch_add(&ev->backwards, 1); /* moved back or stood still: a double ack */
+    atomic_store(&ev->last, w);
+    atomic_fetch_add(&ev->calls, 1);
+}
+
+/* ---- the triggers --------------------------------------------------------------------- */
+
+/* Time: with a batch in flight (300 ms server latency), a trickle is sent as one batch
+ * batch_timeout_ms after the last send, not held until the reply. */
+static void trigger_time_with_trickle(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":60,\"batch_size_threshold\":1000,"
+                               "\"max_in_flight_requests\":4,\"target_pool_size\":4");
+    warm_then_faults("{\"latency_ms\":300}");
+    uint64_t t0 = s3c__now_ms();
+    submit_n(st, 1, 10); /* nothing in flight: sent at once */
+    sleep_ms(10);
+    submit_n(st, 1, 10);
+    sleep_ms(10);
+    uint64_t last = submit_n(st, 1, 10);
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    uint64_t took = s3c__now_ms() - t0;
+    ASSERT_LT(took, 550); /* ~60 + 300; holding for the first reply would be ~600+ */
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, 3), 2);
+    uint64_t f, la;
+    key_range(&l, 1, &f, &la);
+    ASSERT_UEQ(f, 2);
+    ASSERT_UEQ(la, 3);
+    mockproc_stop(&mock);
+}
+
+/* Count: batch_size_threshold commits make a batch at once, whatever the timer says. */
+static void trigger_count(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":10000,\"batch_size_threshold\":10,"
+                               "\"max_in_flight_requests\":4,\"target_pool_size\":4");
+    warm_then_faults("{\"latency_ms\":200}");
+    submit_n(st, 1, 10); /* sent alone: nothing was in flight */
+    sleep_ms(50);
+    uint64_t last = submit_n(st, 20, 10);
+    uint64_t t0 = s3c__now_ms();
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    ASSERT_LT(s3c__now_ms() - t0, 2000); /* far sooner than the 10 s timer */
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, 21), 3);
+    uint64_t f, la;
+    key_range(&l, 1, &f, &la);
+    ASSERT_UEQ(f, 2);
+    ASSERT_UEQ(la, 11);
+    key_range(&l, 2, &f, &la);
+    ASSERT_UEQ(f, 12);
+    ASSERT_UEQ(la, 21);
+    mockproc_stop(&mock);
+}
+
+/* Bytes: batch_bytes_threshold bytes make a batch; a commit that would pass it starts the
+ * next one. */
+static void trigger_bytes(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":10000,\"batch_size_threshold\":1000,"
+                               "\"batch_bytes_threshold\":1000,"
+                               "\"max_in_flight_requests\":4,\"target_pool_size\":4");
+    warm_then_faults("{\"latency_ms\":200}");
+    submit_n(st, 1, 300); /* sent alone: nothing was in flight */
+    sleep_ms(50);
+    uint64_t last = submit_n(st, 6, 300);
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, 7), 3); /* 1, then 2-4 and 5-7: three 300s fit in 1000 */
+    uint64_t f, la;
+    key_range(&l, 1, &f, &la);
+    ASSERT_UEQ(f, 2);
+    ASSERT_UEQ(la, 4);
+    mockproc_stop(&mock);
+}
+
+/* Flow control: at max_in_flight_requests the thread waits for a reply, whatever the
+ * timer says, so everything submitted meanwhile goes out as one batch. */
+static void trigger_flow_control(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":1000,"
+                               "\"max_in_flight_requests\":1,\"target_pool_size\":1");
+    warm_then_faults("{\"latency_ms\":250}");
+    submit_n(st, 1, 10);
+    for (int i = 0; i < 5; i++) {
+        sleep_ms(20); /* each 1 ms timer would fire between these */
+        submit_n(st, 1, 10);
+    }
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_LE(s.in_flight, 1);
+    ASSERT_EQ(s3c_wait_durable(st, 6, 5000), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, 6), 2);
+    uint64_t f, la;
+    key_range(&l, 1, &f, &la);
+    ASSERT_UEQ(f, 2);
+    ASSERT_UEQ(la, 6);
+    ASSERT_LE(put_count(200), 2);
+    mockproc_stop(&mock);
+}
+
+/* ---- ordered acknowledgement ------------------------------------------------------------ */
+
+/* The first batch is slow (800 ms), the next ones fast: they land first, yet the
+ * watermark stays at 0 until the first is durable, then jumps over all of them. */
+static void out_of_order_acked_in_order(void)
+{
+    start_mock();
+    struct events ev = {0};
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":5,"
+                               "\"max_in_flight_requests\":8,\"target_pool_size\":8");
+    warm_then_faults("{\"latency_ms\":800}");
+    ASSERT_EQ(s3c_subscribe(st, on_durable, &ev), 0);
+    submit_n(st, 5, 10); /* batch 1..5, slow */
+    sleep_ms(100);
+    set_faults("{\"latency_ms\":0}");
+    uint64_t last = submit_n(st, 20, 10); /* four fast batches */
+    sleep_ms(300);
+    ASSERT_GE(put_count(200), 4);        /* the later batches are stored ... */
+    ASSERT_UEQ(s3c_durable_seq(st), 0);  /* ... but nothing is acknowledged */
+    ASSERT_EQ(atomic_load(&ev.calls), 0);
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    ASSERT_UEQ(s3c_durable_seq(st), last);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    ASSERT_EQ(atomic_load(&ev.backwards), 0);
+    ASSERT_UEQ(atomic_load(&ev.last), last);
+    ASSERT_EQ(atomic_load(&ev.errors), 0);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, last), 5);
+    mockproc_stop(&mock);
+}
+
+/* Random latency on many batches in flight: acknowledgements never go backwards or
+ * repeat, and everything arrives. */
+static void jittered_many_in_flight(void)
+{
+    start_mock();
+    struct events ev = {0};
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":50,"
+                               "\"max_in_flight_requests\":8,\"target_pool_size\":16");
+    warm_then_faults("{\"latency_ms\":1,\"latency_jitter_ms\":40}");
+    ASSERT_EQ(s3c_subscribe(st, on_durable, &ev), 0);
+    uint64_t last = submit_n(st, 5000, 100);
+    ASSERT_EQ(s3c_wait_durable(st, last, 20000), 0);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_UEQ(s.commits_durable, last);
+    ASSERT_UEQ(s.bytes_durable, last * 100);
+    ASSERT_UEQ(s.ack_latency_count, last);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    ASSERT_EQ(atomic_load(&ev.backwards), 0);
+    ASSERT_UEQ(atomic_load(&ev.last), last);
+    struct listing l;
+    read_back(&l, last);
+    mockproc_stop(&mock);
+}
+
+/* ---- retries ------------------------------------------------------------------------------ */
+
+/* Fails twice (503), then succeeds: acknowledged once, in place, one object. */
+static void fails_twice_then_succeeds(void)
+{
+    start_mock();
+    struct events ev = {0};
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":5,\"max_retry_attempts\":3,"
+                               "\"retry_base_delay_ms\":150,\"max_in_flight_requests\":2,"
+                               "\"target_pool_size\":2");
+    warm_then_faults("{\"error_rate\":1,\"error_status\":503}");
+    ASSERT_EQ(s3c_subscribe(st, on_durable, &ev), 0);
+    uint64_t last = submit_n(st, 3, 10);
+    uint64_t t0 = s3c__now_ms();
+    while (put_count(503) < 2 && s3c__now_ms() - t0 < 5000)
+        sleep_ms(2);
+    set_faults("{\"error_rate\":0}");
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_UEQ(s.retries, 2);
+    ASSERT_UEQ(s.failures_retryable, 2);
+    ASSERT_UEQ(s.batches_sent, 1);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    ASSERT_EQ(atomic_load(&ev.calls), 1);
+    ASSERT_UEQ(atomic_load(&ev.last), last);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, last), 1);
+    mockproc_stop(&mock);
+}
+
+/* Retries run out: the stage fails, never acknowledges past the batch, refuses new
+ * commits, tells waiters and subscribers, and close names the lost seqs. */
+static void exhausted_retries_fail_stage(void)
+{
+    start_mock();
+    struct events ev = {0};
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":5,\"max_retry_attempts\":2,"
+                               "\"retry_base_delay_ms\":10,\"max_in_flight_requests\":2,"
+                               "\"target_pool_size\":2");
+    ASSERT_EQ(s3c_subscribe(st, on_durable, &ev), 0);
+    uint64_t good = submit_n(st, 4, 10);
+    ASSERT_EQ(s3c_wait_durable(st, good, 5000), 0);
+    set_faults("{\"error_rate\":1,\"error_status\":500}");
+    uint64_t last = submit_n(st, 1, 10); /* one batch, so attempts are countable */
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), S3C_EFAILED);
+    ASSERT_UEQ(s3c_durable_seq(st), good);
+    uint64_t seq;
+    ASSERT_EQ(s3c_submit(st, "x", 1, 100, &seq), S3C_EFAILED);
+    ASSERT_EQ(atomic_load(&ev.errors), 1);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_EQ(s.failed, 1);
+    ASSERT_UEQ(s.put_attempts, 1 + 3); /* the good batch, then 1 + 2 retries */
+    ASSERT_UEQ(s.retries, 2);
+    ASSERT(strstr(s.last_error, "InternalError") || strstr(s.last_error, "500"));
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), S3C_EFAILED);
+    ASSERT_UEQ(rep.durable_seq, good);
+    ASSERT_UEQ(rep.lost_first_seq, good + 1);
+    ASSERT_UEQ(rep.lost_last_seq, last);
+    mockproc_stop(&mock);
+}
+
+/* A 403 is not retried: one attempt, then failed. */
+static void wrong_secret_is_fatal(void)
+{
+    const char *args[] = {"--access-key", AK, "--secret-key", "another-secret", NULL};
+    ASSERT_EQ(mockproc_start(&mock, args), 0);
+    s3c_stage *st = open_stage("\"max_retry_attempts\":3,\"retry_base_delay_ms\":10");
+    uint64_t last = submit_n(st, 1, 10);
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), S3C_EFAILED);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_UEQ(s.put_attempts, 1);
+    ASSERT_UEQ(s.failures_fatal, 1);
+    ASSERT(strstr(s.last_error, "SignatureDoesNotMatch"));
+    ASSERT(!strstr(s.last_error, SK));
+    ASSERT_EQ(s3c_stage_close(st, NULL), S3C_EFAILED);
+    mockproc_stop(&mock);
+}
+
+/* Stored, then answered 500 (the ambiguous case): re-sent to the same key, one object. */
+static void written_error_resent_same_key(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":5,\"retry_base_delay_ms\":100,"
+                               "\"max_in_flight_requests\":1,\"target_pool_size\":1");
+    warm_then_faults("{\"written_error_rate\":1}");
+    uint64_t last = submit_n(st, 3, 10);
+    uint64_t t0 = s3c__now_ms();
+    while (put_count(500) < 1 && s3c__now_ms() - t0 < 5000)
+        sleep_ms(2);
+    set_faults("{\"written_error_rate\":0}");
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    ASSERT_EQ(put_count(500), 1);
+    ASSERT_EQ(put_count(200), 1);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, last), 1); /* one key, holding 1..3 */
+    mockproc_stop(&mock);
+}
+
+/* ---- close ------------------------------------------------------------------------------- */
+
+static void close_drains(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":50,\"batch_size_threshold\":200,"
+                               "\"max_in_flight_requests\":4,\"target_pool_size\":4");
+    warm_then_faults("{\"latency_ms\":30}");
+    uint64_t last = submit_n(st, 3000, 64);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), 0); /* close right away: it must send it all */
+    ASSERT_UEQ(rep.durable_seq, last);
+    ASSERT_UEQ(rep.last_seq, last);
+    ASSERT_UEQ(rep.lost_first_seq, 0);
+    struct listing l;
+    read_back(&l, last);
+    mockproc_stop(&mock);
+}
+
+static void close_against_stall_is_bounded(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":5,\"shutdown_timeout_ms\":700,"
+                               "\"max_in_flight_requests\":2,\"target_pool_size\":2");
+    uint64_t good = submit_n(st, 2, 10);
+    ASSERT_EQ(s3c_wait_durable(st, good, 5000), 0);
+    set_faults("{\"stall_rate\":1}");
+    uint64_t last = submit_n(st, 10, 10);
+    sleep_ms(50);
+    uint64_t t0 = s3c__now_ms();
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), S3C_ETIMEDOUT);
+    uint64_t took = s3c__now_ms() - t0;
+    ASSERT_GE(took, 650);
+    ASSERT_LT(took, 2000);
+    ASSERT_UEQ(rep.durable_seq, good);
+    ASSERT_UEQ(rep.lost_first_seq, good + 1);
+    ASSERT_UEQ(rep.lost_last_seq, last);
+    mockproc_stop(&mock);
+}
+
+/* ---- API edges -------------------------------------------------------------------------- */
+
+static void api_edges(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":5");
+    char big[65537];
+    uint64_t seq;
+    memset(big, 1, sizeof(big));
+    ASSERT_EQ(s3c_submit(st, big, sizeof(big), 100, &seq), S3C_ETOOBIG);
+    ASSERT_EQ(s3c_submit(st, big, 0, 100, &seq), 0); /* an empty commit is a commit */
+    ASSERT_UEQ(seq, 1);
+    ASSERT_EQ(s3c_try_submit(st, big, 100, &seq), 0);
+    ASSERT_UEQ(seq, 2);
+    ASSERT_EQ(s3c_wait_durable(st, 2, 5000), 0);
+    ASSERT_EQ(s3c_wait_durable(st, 3, 50), S3C_ETIMEDOUT);
+    ASSERT_EQ(s3c_subscribe(st, NULL, NULL), S3C_EINVAL);
+    ASSERT_EQ(s3c_stage_drain(st, NULL), 0);
+    ASSERT_EQ(s3c_submit(st, big, 10, 100, &seq), S3C_ECLOSED);
+    ASSERT_EQ(s3c_wait_durable(st, 3, 1000), S3C_ECLOSED);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    s3c_stage_close(NULL, NULL);
+    struct listing l;
+    read_back(&l, 2);
+    mockproc_stop(&mock);
+}
+
+/* Several producer threads and a waiter per commit batch, closed with drain-then-close. */
+struct prod {
+    s3c_stage *st;
+    int n;
+    uint64_t max_seq;
+};
+
+static void *producer(void *p)
+{
+    struct prod *a = p;
+    char buf[200];
+    for (int i = 0; i < a->n; i++) {
+        uint64_t seq;
+        memset(buf, i, sizeof(buf));
+        ASSERT_EQ(s3c_submit(a->st, buf, 50 + (size_t)(i % 150), -1, &seq), 0);
+        if (seq > a->max_seq)
+            a->max_seq = seq;
+        if (i % 500 == 0)
+            ASSERT_EQ(s3c_wait_durable(a->st, seq, 10000), 0);
+    }
+    return NULL;
+}
+
+static void producers_threads(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":2,\"batch_size_threshold\":300");
+    struct prod a[3] = {{st, 4000, 0}, {st, 4000, 0}, {st, 4000, 0}};
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, producer, &a[i]);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_drain(st, &rep), 0);
+    ASSERT_UEQ(rep.durable_seq, 12000);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    struct listing l;
+    read_back(&l, 12000);
+    mockproc_stop(&mock);
+}
+
+int main(void)
+{
+    unsetenv("AWS_PROFILE");
+    RUN(api_edges);
+    RUN(trigger_time_with_trickle);
+    RUN(trigger_count);
+    RUN(trigger_bytes);
+    RUN(trigger_flow_control);
+    RUN(out_of_order_acked_in_order);
+    RUN(jittered_many_in_flight);
+    RUN(fails_twice_then_succeeds);
+    RUN(exhausted_retries_fail_stage);
+    RUN(wrong_secret_is_fatal);
+    RUN(written_error_resent_same_key);
+    RUN(close_drains);
+    RUN(close_against_stall_is_bounded);
+    RUN(producers_threads);
+    return 0;
+}
