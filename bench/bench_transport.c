@@ -1,8 +1,9 @@
 /* bench-transport: MB/s of PUTs (1 MiB, 8 in flight) through the transport against
  * s3commit-mock --store none, and wrk driving the same server with the same body size and
  * 8 connections in the same run, their ratio, and the transport's CPU seconds per GB.
- * One JSON line. Load goes only to 127.0.0.1, bounded in time; children stopped by pid. */
+ * One JSON line per checksum mode (both sides send the same headers and bytes). Load goes only to 127.0.0.1, bounded in time; children stopped by pid. */
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 #include <errno.h>
 #include <libgen.h>
 #include <signal.h>
@@ -56,15 +57,19 @@ static void start_one(struct run *r)
         r->started++;
 }
 
+static double cpu_user_s;
+
 static double cpu_s(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
+    cpu_user_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+    return cpu_user_s + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 /* Runs wrk for seconds against url with the Lua script; returns its JSON line parsed. */
+static double wrk_cpu_s; /* user + system CPU of the last wrk run (wait4) */
+
 static cJSON *run_wrk(const char *url, const char *script, int conns, int seconds,
                       size_t body)
 {
@@ -102,20 +107,95 @@ static cJSON *run_wrk(const char *url, const char *script, int conns, int second
     out[got] = '\0';
     close(pfd[0]);
     int status = 0;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
+    struct rusage ru = {0};
+    while (wait4(pid, &status, WNOHANG, &ru) == 0) {
         if (s3c__now_ms() > deadline) {
             kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
+            wait4(pid, &status, 0, &ru);
             break;
         }
         usleep(10000);
     }
+    wrk_cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     const char *line = strstr(out, "{\"wrk_requests\"");
     if (!line) {
         fprintf(stderr, "bench-transport: no result line from wrk:\n%s\n", out);
         return NULL;
     }
     return cJSON_Parse(line);
+}
+
+struct result {
+    uint64_t puts, failed;
+    double mbps, cpu_per_gb, user_per_gb, mean_ms, waits_per_put;
+    uint64_t opens;
+};
+
+/* The transport phase: in_flight PUTs kept in flight for seconds after a 0.5 s warm-up. */
+static int run_transport(const struct mockproc *m, enum cfg_checksum sum, int in_flight,
+                         int seconds, unsigned char *buf, size_t body, struct result *out)
+{
+    struct s3c_config c;
+    cfg_defaults(&c);
+    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m->endpoint);
+    snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
+    c.s3.checksum = sum;
+    c.persistence.max_in_flight_requests = in_flight;
+    c.persistence.target_pool_size = in_flight;
+    char err[512];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    if (!x) {
+        fprintf(stderr, "bench-transport: %s\n", err);
+        return -1;
+    }
+    /* The body as 4 spans, as the stage hands it (header, records..., trailer). */
+    static struct run r;
+    memset(&r, 0, sizeof(r));
+    r.x = x;
+    size_t q = body / 4;
+    r.iov[0] = (struct iovec){buf, q};
+    r.iov[1] = (struct iovec){buf + q, q};
+    r.iov[2] = (struct iovec){buf + 2 * q, q};
+    r.iov[3] = (struct iovec){buf + 3 * q, body - 3 * q};
+    r.iovcnt = 4;
+    r.crc = crc32c_update(0, buf, body);
+
+    for (int i = 0; i < in_flight; i++)
+        start_one(&r);
+    uint64_t t_end = s3c__now_ms() + 500;
+    while (s3c__now_ms() < t_end)
+        xport_poll(x, 10);
+    uint64_t ok0 = r.done_ok, lat0 = r.lat_us_sum;
+    struct xport_stats st0, st1;
+    xport_stats_get(x, &st0);
+    double cpu0 = cpu_s(), user0 = cpu_user_s;
+    uint64_t t0 = s3c__now_ns();
+    t_end = s3c__now_ms() + (uint64_t)seconds * 1000;
+    while (s3c__now_ms() < t_end)
+        xport_poll(x, 10);
+    uint64_t t1 = s3c__now_ns();
+    double cpu1 = cpu_s(), user1 = cpu_user_s;
+    uint64_t ok = r.done_ok - ok0;
+    xport_stats_get(x, &st1);
+    r.stop = true;
+    xport_drain(x, 10000);
+    xport_free(x);
+
+    double secs = (double)(t1 - t0) / 1e9;
+    double bytes = (double)ok * (double)body;
+    out->puts = ok;
+    out->failed = r.failed;
+    out->mbps = bytes / secs / 1e6;
+    out->cpu_per_gb = bytes > 0 ? (cpu1 - cpu0) / (bytes / 1e9) : 0;
+    out->user_per_gb = bytes > 0 ? (user1 - user0) / (bytes / 1e9) : 0;
+    out->mean_ms = ok ? (double)(r.lat_us_sum - lat0) / (double)ok / 1000.0 : 0;
+    out->waits_per_put = ok ? (double)(st1.loop_waits - st0.loop_waits) / (double)ok : 0;
+    out->opens = st1.opens;
+    if (r.failed)
+        fprintf(stderr, "bench-transport: %llu PUTs failed, last: %s\n",
+                (unsigned long long)r.failed, r.last_error);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -130,9 +210,9 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--in-flight") == 0)
             in_flight = atoi(argv[i + 1]);
     }
-    if (seconds < 1 || seconds > 30 || in_flight < 1 || in_flight > 64 || body < 1 ||
+    if (seconds < 1 || seconds > 30 || in_flight < 1 || in_flight > 64 || body < 4 ||
         body > (64u << 20)) {
-        fprintf(stderr, "usage: bench-transport [--seconds 1..30] [--body-bytes N] "
+        fprintf(stderr, "usage: bench-transport [--seconds 1..30] [--body-bytes 4..64Mi] "
                         "[--in-flight 1..64]\n");
         return 2;
     }
@@ -147,94 +227,60 @@ int main(int argc, char **argv)
     char src[] = __FILE__;
     snprintf(script, sizeof(script), "%s/bench_transport_put.lua", dirname(src));
 
+    /* Both sides send the same bytes ('x', as the Lua script builds them). */
+    unsigned char *buf = malloc(body);
+    if (!buf)
+        return 1;
+    memset(buf, 'x', body);
+    uint32_t crc = crc32c_update(0, buf, body);
+    unsigned char be[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
+                           (unsigned char)(crc >> 8), (unsigned char)crc};
+    char crc_b64[16];
+    EVP_EncodeBlock((unsigned char *)crc_b64, be, 4);
+
     struct mockproc m;
     const char *args[] = {"--store", "none", NULL};
     if (mockproc_start(&m, args) != 0)
         return 1;
-
-    struct s3c_config c;
-    cfg_defaults(&c);
-    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m.endpoint);
-    snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
-    c.persistence.max_in_flight_requests = in_flight;
-    c.persistence.target_pool_size = in_flight;
-    char err[512];
-    struct xport *x = xport_new(&c, err, sizeof(err));
-    if (!x) {
-        fprintf(stderr, "bench-transport: %s\n", err);
-        mockproc_stop(&m);
-        return 1;
-    }
-
-    /* The body as 4 spans, as the stage hands it (header, records..., trailer). */
-    unsigned char *buf = malloc(body);
-    for (size_t i = 0; i < body; i++)
-        buf[i] = (unsigned char)(i * 31 + 7);
-    static struct run r;
-    r.x = x;
-    size_t q = body / 4;
-    r.iov[0] = (struct iovec){buf, q};
-    r.iov[1] = (struct iovec){buf + q, q};
-    r.iov[2] = (struct iovec){buf + 2 * q, q};
-    r.iov[3] = (struct iovec){buf + 3 * q, body - 3 * q};
-    r.iovcnt = 4;
-    r.crc = crc32c_update(0, buf, body);
-
-    /* Warm-up half a second (pool opened, caches hot), then measure. */
-    for (int i = 0; i < in_flight; i++)
-        start_one(&r);
-    uint64_t t_end = s3c__now_ms() + 500;
-    while (s3c__now_ms() < t_end)
-        xport_poll(x, 10);
-    uint64_t ok0 = r.done_ok, lat0 = r.lat_us_sum;
-    struct xport_stats st0, st1;
-    xport_stats_get(x, &st0);
-    double cpu0 = cpu_s();
-    uint64_t t0 = s3c__now_ns();
-    t_end = s3c__now_ms() + (uint64_t)seconds * 1000;
-    while (s3c__now_ms() < t_end)
-        xport_poll(x, 10);
-    uint64_t t1 = s3c__now_ns();
-    double cpu1 = cpu_s();
-    uint64_t ok = r.done_ok - ok0;
-    xport_stats_get(x, &st1);
-    r.stop = true;
-    xport_drain(x, 10000);
-    xport_free(x);
-
-    double secs = (double)(t1 - t0) / 1e9;
-    double bytes = (double)ok * (double)body;
-    double mbps = bytes / secs / 1e6;
-    double cpu_per_gb = bytes > 0 ? (cpu1 - cpu0) / (bytes / 1e9) : 0;
-
     char url[128];
     snprintf(url, sizeof(url), "%s/commits/wrk/object", m.endpoint);
-    cJSON *w = run_wrk(url, script, in_flight, seconds, body);
+
+    const struct {
+        enum cfg_checksum sum;
+        const char *name;
+    } modes[] = {{CFG_SUM_CRC32C, "crc32c"}, {CFG_SUM_NONE, "none"}};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        struct result res = {0};
+        if (run_transport(&m, modes[i].sum, in_flight, seconds, buf, body, &res) < 0) {
+            rc = 1;
+            break;
+        }
+        setenv("S3C_CRC32C_B64", modes[i].sum == CFG_SUM_CRC32C ? crc_b64 : "", 1);
+        cJSON *w = run_wrk(url, script, in_flight, seconds, body);
+        double wrk_mbps = 0, wrk_cpu_gb = 0;
+        long wrk_bad = -1;
+        if (w) {
+            double reqs = cJSON_GetObjectItem(w, "wrk_requests")->valuedouble;
+            double us = cJSON_GetObjectItem(w, "wrk_duration_us")->valuedouble;
+            wrk_bad = (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
+                             cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
+            wrk_mbps = us > 0 ? reqs * (double)body / (us / 1e6) / 1e6 : 0;
+            wrk_cpu_gb = reqs > 0 ? wrk_cpu_s / (reqs * (double)body / 1e9) : 0;
+        }
+        cJSON_Delete(w);
+        printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
+               "\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,\"mb_per_s\":%.1f,"
+               "\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"cpu_s_per_gb\":%.3f,\"user_cpu_s_per_gb\":%.3f,"
+               "\"mean_put_ms\":%.2f,\"opens\":%llu,\"loop_waits_per_put\":%.2f,"
+               "\"wrk_cpu_s_per_gb\":%.3f,\"wrk_threads\":2,\"wrk_errors\":%ld}\n",
+               body, in_flight, seconds, modes[i].name, (unsigned long long)res.puts,
+               (unsigned long long)res.failed, res.mbps, wrk_mbps,
+               wrk_mbps > 0 ? res.mbps / wrk_mbps : 0, res.cpu_per_gb, res.user_per_gb, res.mean_ms,
+               (unsigned long long)res.opens, res.waits_per_put, wrk_cpu_gb, wrk_bad);
+        fflush(stdout);
+    }
     mockproc_stop(&m);
     free(buf);
-
-    double wrk_mbps = 0;
-    long wrk_bad = -1;
-    if (w) {
-        double reqs = cJSON_GetObjectItem(w, "wrk_requests")->valuedouble;
-        double us = cJSON_GetObjectItem(w, "wrk_duration_us")->valuedouble;
-        wrk_bad = (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
-                         cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
-        wrk_mbps = us > 0 ? reqs * (double)body / (us / 1e6) / 1e6 : 0;
-    }
-    printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
-           "\"puts\":%llu,\"failed\":%llu,\"mb_per_s\":%.1f,\"wrk_mb_per_s\":%.1f,"
-           "\"ratio\":%.3f,\"cpu_s_per_gb\":%.3f,\"mean_put_ms\":%.2f,\"opens\":%llu,"
-           "\"loop_waits_per_put\":%.1f,\"wrk_errors\":%ld,\"checksum\":\"crc32c\","
-           "\"crc_precomputed\":true,\"mb\":\"1e6 bytes\"}\n",
-           body, in_flight, seconds, (unsigned long long)ok, (unsigned long long)r.failed,
-           mbps, wrk_mbps, wrk_mbps > 0 ? mbps / wrk_mbps : 0, cpu_per_gb,
-           ok ? (double)(r.lat_us_sum - lat0) / (double)ok / 1000.0 : 0,
-           (unsigned long long)st1.opens,
-           ok ? (double)(st1.loop_waits - st0.loop_waits) / (double)ok : 0, wrk_bad);
-    if (r.failed)
-        fprintf(stderr, "bench-transport: %llu PUTs failed, last: %s\n",
-                (unsigned long long)r.failed, r.last_error);
-    cJSON_Delete(w);
-    return 0;
+    return rc;
 }

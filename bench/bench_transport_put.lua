@@ -1,9 +1,15 @@
 -- wrk script for bench-transport: PUT bodies of $S3C_BODY_BYTES bytes (default 1 MiB) to
--- s3commit-mock (anonymous, --store none), then one JSON line with what wrk measured.
+-- s3commit-mock (anonymous, --store none), bytes all 'x' as in bench-transport, then one
+-- JSON line with what wrk measured.
 local size = tonumber(os.getenv("S3C_BODY_BYTES") or "1048576")
 wrk.method = "PUT"
 wrk.body = string.rep("x", size)
 wrk.headers["Content-Type"] = "application/octet-stream"
+-- The same checksum header the transport sends, so the server does the same work.
+local crc = os.getenv("S3C_CRC32C_B64")
+if crc and crc ~= "" then
+  wrk.headers["x-amz-checksum-crc32c"] = crc
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors

@@ -21,7 +21,7 @@ struct evloop {
     struct evloop_watch timer_w; /* the timerfd */
     struct evloop_watch wake_w;  /* the eventfd */
     struct evloop_timer *timers; /* armed timers, sorted by deadline */
-    uint64_t timerfd_deadline;   /* what the timerfd is set to (0 = disarmed) */
+    uint64_t timerfd_deadline;   /* when the timerfd fires (0 = disarmed or fired) */
     /* The batch being dispatched, so evloop_watch_del() can drop stale entries. */
     struct epoll_event evs[EVLOOP_MAX_EVENTS];
     int cur_i, cur_n;
@@ -122,19 +122,23 @@ void evloop_watch_del(struct evloop *ev, struct evloop_watch *w)
             ev->evs[i].data.ptr = NULL;
 }
 
-/* Points the timerfd at the earliest armed deadline (a syscall only when it changes). */
+/* Keeps the timerfd due no later than the earliest armed deadline. timerfd_settime is
+ * costly under virtualisation and libcurl moves its timer several times per request, so
+ * the timerfd is only moved earlier, never later: firing early costs one spurious wake,
+ * after which run_timers() re-syncs. A deadline already due needs no timerfd at all:
+ * evloop_run_once() polls without waiting when the first timer is due. */
 static void timerfd_sync(struct evloop *ev)
 {
     uint64_t want = ev->timers ? ev->timers->deadline_ns : 0;
-    if (want == ev->timerfd_deadline)
+    if (want == 0 || (ev->timerfd_deadline && want >= ev->timerfd_deadline))
+        return;
+    if (want <= s3c__now_ns())
         return;
     struct itimerspec its = {0};
-    if (want) {
-        its.it_value.tv_sec = (time_t)(want / 1000000000u);
-        its.it_value.tv_nsec = (long)(want % 1000000000u);
-    }
+    its.it_value.tv_sec = (time_t)(want / 1000000000u);
+    its.it_value.tv_nsec = (long)(want % 1000000000u);
     ev->st.timer_arms++;
-    /* Cannot fail with valid arguments; xport_poll also checks deadlines on every pass. */
+    /* Cannot fail with valid arguments; evloop_run_once also checks deadlines itself. */
     (void)timerfd_settime(ev->timer_w.fd, TFD_TIMER_ABSTIME, &its, NULL);
     ev->timerfd_deadline = want;
 }
@@ -191,11 +195,12 @@ static void run_timers(struct evloop *ev)
 
 static void on_timerfd(void *ctx, int fd, unsigned events)
 {
+    struct evloop *ev = ctx;
     uint64_t n;
     (void)events;
-    (void)ctx;
     while (read(fd, &n, sizeof(n)) > 0) {
     }
+    ev->timerfd_deadline = 0; /* it fired: one-shot, disarmed now */
 }
 
 static void on_wakefd(void *ctx, int fd, unsigned events)

@@ -33,7 +33,8 @@
 #define XREQ_LISTBODY_MAX (64u << 20)    /* a ListObjectsV2 page */
 #define XREQ_KEEP_BODY_CAP (4u << 20)    /* larger response buffers are freed after use */
 #define XPORT_KEY_MAX 1024               /* S3's limit on key length */
-#define XPORT_UPLOAD_BUFFER (512 * 1024) /* libcurl's upload buffer (max 2 MiB) */
+#define XPORT_UPLOAD_BUFFER (2 * 1024 * 1024) /* libcurl's upload buffer (its max): a   \
+                                               1 MiB body is one read and one send */
 
 /* hex SHA-256 of zero bytes: the payload hash of a request without a body */
 #define XPORT_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
