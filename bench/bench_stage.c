@@ -1,0 +1,282 @@
+/* bench-stage: the persistence stage end to end against s3commit-mock --store none on
+ * 127.0.0.1 (started and stopped by pid). Prints JSON lines: peak commits/s and MB/s
+ * acknowledged; p50/p99/p999 commit-to-durable latency at half of peak load beside the
+ * target (batch_timeout_ms + the server's p99 + 1 ms); and, with 20 ms of injected
+ * server latency, throughput at max_in_flight_requests 1, 4, 16, 64 beside Little's law
+ * (k x batch / 20 ms). Every run is bounded in time. Never run by make test. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "s3commit.h"
+#include "support/mockproc.h"
+#include "transport/transport.h"
+
+static struct mockproc mock;
+
+static void sleep_ns(uint64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+    nanosleep(&ts, NULL);
+}
+
+static void faults(const char *json)
+{
+    char out[4096];
+    if (mockproc_http(&mock, "PUT", "/_mock/faults", json, out, sizeof(out)) != 200) {
+        fprintf(stderr, "bench-stage: cannot set faults: %s\n", out);
+        exit(1);
+    }
+}
+
+static s3c_stage *open_stage(const char *persistence, long ring_bytes)
+{
+    char json[2048], err[512];
+    s3c_config *cfg;
+    s3c_stage *st;
+    snprintf(json, sizeof(json),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"bench/\"},"
+             "\"persistence\":{%s},\"pipeline\":{\"ring_bytes\":%ld}}",
+             mock.endpoint, persistence, ring_bytes);
+    if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0 ||
+        s3c_stage_open(cfg, &st, err, sizeof(err)) != 0) {
+        fprintf(stderr, "bench-stage: %s\n", err);
+        exit(1);
+    }
+    s3c_config_free(cfg);
+    sleep_ns(200000000); /* let the pool warm up */
+    return st;
+}
+
+/* ---- per-commit latency: submit time by the producer, durable time by the callback ---- */
+
+struct lat {
+    uint64_t *submit_ns, *durable_ns; /* indexed by seq */
+    uint64_t cap;
+    uint64_t last_w;                  /* persistence thread only */
+};
+
+static void on_durable(void *ctx, uint64_t w, int err)
+{
+    struct lat *l = ctx;
+    uint64_t now = s3c__now_ns();
+    if (err)
+        return;
+    for (uint64_t s = l->last_w + 1; s <= w && s < l->cap; s++)
+        l->durable_ns[s] = now;
+    l->last_w = w;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct prod {
+    s3c_stage *st;
+    size_t size;
+    uint64_t deadline_ns;
+    double rate;       /* commits/s; 0 = as fast as the ring takes them */
+    struct lat *lat;   /* NULL: no latency record */
+    uint64_t commits;
+};
+
+static void *producer(void *p)
+{
+    struct prod *a = p;
+    char buf[65536];
+    memset(buf, 0x42, sizeof(buf));
+    uint64_t start = s3c__now_ns(), next = start;
+    while (s3c__now_ns() < a->deadline_ns) {
+        int burst = 1000;
+        if (a->rate > 0) { /* paced in 1 ms slices */
+            burst = (int)(a->rate / 1000.0);
+            if (burst < 1)
+                burst = 1;
+            next += 1000000;
+            uint64_t now = s3c__now_ns();
+            if (next > now)
+                sleep_ns(next - now);
+        }
+        for (int i = 0; i < burst; i++) {
+            uint64_t t0 = s3c__now_ns(), seq;
+            if (s3c_submit(a->st, buf, a->size, 10000, &seq) != 0) {
+                fprintf(stderr, "bench-stage: submit failed\n");
+                exit(1);
+            }
+            if (a->lat && seq < a->lat->cap)
+                a->lat->submit_ns[seq] = t0;
+            a->commits++;
+        }
+    }
+    return NULL;
+}
+
+struct run {
+    double commits_per_s, mb_per_s, commits_per_put;
+    uint64_t commits, batches;
+};
+
+static struct run drive(s3c_stage *st, int producers, size_t size, double seconds, double rate,
+                        struct lat *lat)
+{
+    pthread_t t[8];
+    struct prod a[8];
+    uint64_t t0 = s3c__now_ns();
+    uint64_t deadline = t0 + (uint64_t)(seconds * 1e9);
+    for (int i = 0; i < producers; i++) {
+        a[i] = (struct prod){st, size, deadline, rate / producers, lat, 0};
+        pthread_create(&t[i], NULL, producer, &a[i]);
+    }
+    uint64_t total = 0;
+    for (int i = 0; i < producers; i++) {
+        pthread_join(t[i], NULL);
+        total += a[i].commits;
+    }
+    /* Throughput is what was durable by the deadline; then everything must drain. */
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    double dt = (double)(s3c__now_ns() - t0) / 1e9;
+    struct run r = {.commits = s.commits_durable, .batches = s.batches_sent};
+    r.commits_per_s = (double)s.commits_durable / dt;
+    r.mb_per_s = (double)s.bytes_durable / dt / 1e6;
+    r.commits_per_put = s.batches_sent ? (double)s.commits_durable / (double)s.batches_sent : 0;
+    struct s3c_close_report rep;
+    if (s3c_stage_drain(st, &rep) != 0 || rep.durable_seq != total) {
+        fprintf(stderr, "bench-stage: drain lost seqs %" PRIu64 "..%" PRIu64 "\n",
+                rep.lost_first_seq, rep.lost_last_seq);
+        exit(1);
+    }
+    return r;
+}
+
+/* The server's own latency for objects of a given size: sequential PUTs through the
+ * transport, the percentile of their durations. */
+struct putlat {
+    uint64_t *us;
+    int n;
+};
+
+static void on_put(void *ctx, const struct xport_result *r)
+{
+    struct putlat *p = ctx;
+    if (r->cls != XPORT_OK) {
+        fprintf(stderr, "bench-stage: PUT failed: %s\n", r->error);
+        exit(1);
+    }
+    p->us[p->n++] = r->duration_us;
+}
+
+static uint64_t server_p99_us(size_t body, int count)
+{
+    char json[1024], err[256];
+    s3c_config *cfg;
+    snprintf(json, sizeof(json),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\"},"
+             "\"persistence\":{\"max_in_flight_requests\":1,\"target_pool_size\":1}}",
+             mock.endpoint);
+    if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0)
+        exit(1);
+    struct xport *x = xport_new(cfg, err, sizeof(err));
+    if (!x)
+        exit(1);
+    char *buf = calloc(1, body);
+    struct iovec iov = {buf, body};
+    struct putlat p = {calloc((size_t)count, sizeof(uint64_t)), 0};
+    for (int i = 0; i < count; i++) {
+        struct xport_put put = {.key = "server-latency-probe", .iov = &iov, .iovcnt = 1};
+        if (xport_put(x, &put, on_put, &p) != 0 || xport_drain(x, 10000) != 0)
+            exit(1);
+    }
+    qsort(p.us, (size_t)p.n, sizeof(uint64_t), cmp_u64);
+    uint64_t v = p.us[(size_t)p.n * 99 / 100];
+    free(p.us);
+    free(buf);
+    xport_free(x);
+    s3c_config_free(cfg);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    double secs = argc > 1 ? atof(argv[1]) : 3.0;
+    const char *args[] = {"--store", "none", NULL};
+    if (mockproc_start(&mock, args) != 0)
+        return 1;
+
+    /* 1. Peak: two producers as fast as the ring takes them, default knobs. */
+    double peak_cps = 0;
+    size_t sizes[] = {128, 4096};
+    for (int i = 0; i < 2; i++) {
+        s3c_stage *st = open_stage("\"batch_timeout_ms\":5", 64L << 20);
+        struct run r = drive(st, 2, sizes[i], secs, 0, NULL);
+        s3c_stage_close(st, NULL);
+        if (i == 0)
+            peak_cps = r.commits_per_s;
+        printf("{\"bench\":\"stage\",\"case\":\"peak\",\"commit_bytes\":%zu,\"producers\":2,"
+               "\"commits_per_s\":%.0f,\"mb_per_s\":%.1f,\"batches\":%" PRIu64
+               ",\"commits_per_put\":%.1f}\n",
+               sizes[i], r.commits_per_s, r.mb_per_s, r.batches, r.commits_per_put);
+        fflush(stdout);
+    }
+
+    /* 2. Latency at half of peak (128-byte commits). */
+    {
+        double rate = peak_cps / 2;
+        struct lat l = {0};
+        l.cap = (uint64_t)(rate * secs * 1.2) + 1000;
+        l.submit_ns = calloc(l.cap, sizeof(uint64_t));
+        l.durable_ns = calloc(l.cap, sizeof(uint64_t));
+        s3c_stage *st = open_stage("\"batch_timeout_ms\":5", 64L << 20);
+        s3c_subscribe(st, on_durable, &l);
+        struct run r = drive(st, 1, 128, secs, rate, &l);
+        s3c_stage_close(st, NULL);
+        uint64_t n = 0, *us = calloc(l.cap, sizeof(uint64_t));
+        for (uint64_t s = 1; s < l.cap; s++)
+            if (l.submit_ns[s] && l.durable_ns[s])
+                us[n++] = (l.durable_ns[s] - l.submit_ns[s]) / 1000;
+        qsort(us, n, sizeof(uint64_t), cmp_u64);
+        size_t avg_batch = (size_t)(r.commits_per_put * (128 + 16)) + 48;
+        uint64_t sp99 = server_p99_us(avg_batch, 2000);
+        uint64_t p99 = us[n * 99 / 100], target = 5000 + sp99 + 1000;
+        printf("{\"bench\":\"stage\",\"case\":\"half_load\",\"commit_bytes\":128,"
+               "\"rate_commits_per_s\":%.0f,\"achieved_commits_per_s\":%.0f,"
+               "\"commits_per_put\":%.1f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
+               ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"batch_timeout_ms\":5,"
+               "\"server_p99_us\":%" PRIu64 ",\"target_p99_us\":%" PRIu64 ",\"met\":%s}\n",
+               rate, r.commits_per_s, r.commits_per_put, us[n / 2], p99, us[n * 999 / 1000],
+               us[n - 1], sp99, target, p99 <= target ? "true" : "false");
+        fflush(stdout);
+        free(us);
+        free(l.submit_ns);
+        free(l.durable_ns);
+    }
+
+    /* 3. 20 ms of server latency: throughput against Little's law, batches of 100. */
+    faults("{\"latency_ms\":20}");
+    int ks[] = {1, 4, 16, 64};
+    for (int i = 0; i < 4; i++) {
+        char p[512];
+        snprintf(p, sizeof(p),
+                 "\"batch_timeout_ms\":5,\"batch_size_threshold\":100,"
+                 "\"max_in_flight_requests\":%d,\"target_pool_size\":%d",
+                 ks[i], ks[i]);
+        s3c_stage *st = open_stage(p, 4L << 20); /* bounds the backlog left to drain */
+        struct run r = drive(st, 2, 128, secs, 0, NULL);
+        s3c_stage_close(st, NULL);
+        double ideal = ks[i] * 100 / 0.020;
+        printf("{\"bench\":\"stage\",\"case\":\"latency_20ms\",\"max_in_flight\":%d,"
+               "\"batch_commits\":100,\"commit_bytes\":128,\"commits_per_s\":%.0f,"
+               "\"ideal_commits_per_s\":%.0f,\"ratio\":%.2f,\"commits_per_put\":%.1f}\n",
+               ks[i], r.commits_per_s, ideal, r.commits_per_s / ideal, r.commits_per_put);
+        fflush(stdout);
+    }
+    mockproc_stop(&mock);
+    return 0;
+}
