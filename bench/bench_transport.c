@@ -70,13 +70,14 @@ static double cpu_s(void)
 /* Runs wrk for seconds against url with the Lua script; returns its JSON line parsed. */
 static double wrk_cpu_s; /* user + system CPU of the last wrk run (wait4) */
 
-static cJSON *run_wrk(const char *url, const char *script, int conns, int seconds,
-                      size_t body)
+static cJSON *run_wrk(const char *url, const char *script, int threads, int conns,
+                      int seconds, size_t body)
 {
     int pfd[2];
-    char c_arg[16], d_arg[16], bodyenv[32];
+    char t_arg[16], c_arg[16], d_arg[16], bodyenv[32];
     if (pipe(pfd) < 0)
         return NULL;
+    snprintf(t_arg, sizeof(t_arg), "%d", threads);
     snprintf(c_arg, sizeof(c_arg), "%d", conns);
     snprintf(d_arg, sizeof(d_arg), "%ds", seconds);
     snprintf(bodyenv, sizeof(bodyenv), "%zu", body);
@@ -88,7 +89,7 @@ static cJSON *run_wrk(const char *url, const char *script, int conns, int second
         close(pfd[0]);
         close(pfd[1]);
         setenv("S3C_BODY_BYTES", bodyenv, 1);
-        execlp("wrk", "wrk", "-t", "2", "-c", c_arg, "-d", d_arg, "-s", script, url, (char *)NULL);
+        execlp("wrk", "wrk", "-t", t_arg, "-c", c_arg, "-d", d_arg, "-s", script, url, (char *)NULL);
         fprintf(stderr, "bench-transport: exec wrk: %s\n", strerror(errno));
         _exit(127);
     }
@@ -257,27 +258,39 @@ int main(int argc, char **argv)
             break;
         }
         setenv("S3C_CRC32C_B64", modes[i].sum == CFG_SUM_CRC32C ? crc_b64 : "", 1);
-        cJSON *w = run_wrk(url, script, in_flight, seconds, body);
-        double wrk_mbps = 0, wrk_cpu_gb = 0;
-        long wrk_bad = -1;
-        if (w) {
+        /* wrk as usual (2 threads), and with 1 thread like the transport's one loop. */
+        double wrk_mbps = 0, wrk_cpu_gb = 0, wrk1_mbps = 0;
+        long wrk_bad = 0;
+        for (int t = 2; t >= 1; t--) {
+            cJSON *w = run_wrk(url, script, t, in_flight, seconds, body);
+            if (!w) {
+                wrk_bad = -1;
+                continue;
+            }
             double reqs = cJSON_GetObjectItem(w, "wrk_requests")->valuedouble;
             double us = cJSON_GetObjectItem(w, "wrk_duration_us")->valuedouble;
-            wrk_bad = (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
-                             cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
-            wrk_mbps = us > 0 ? reqs * (double)body / (us / 1e6) / 1e6 : 0;
-            wrk_cpu_gb = reqs > 0 ? wrk_cpu_s / (reqs * (double)body / 1e9) : 0;
+            wrk_bad += (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
+                              cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
+            double mb = us > 0 ? reqs * (double)body / (us / 1e6) / 1e6 : 0;
+            if (t == 2) {
+                wrk_mbps = mb;
+                wrk_cpu_gb = reqs > 0 ? wrk_cpu_s / (reqs * (double)body / 1e9) : 0;
+            } else {
+                wrk1_mbps = mb;
+            }
+            cJSON_Delete(w);
         }
-        cJSON_Delete(w);
         printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
                "\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,\"mb_per_s\":%.1f,"
                "\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"cpu_s_per_gb\":%.3f,\"user_cpu_s_per_gb\":%.3f,"
                "\"mean_put_ms\":%.2f,\"opens\":%llu,\"loop_waits_per_put\":%.2f,"
-               "\"wrk_cpu_s_per_gb\":%.3f,\"wrk_threads\":2,\"wrk_errors\":%ld}\n",
+               "\"wrk_cpu_s_per_gb\":%.3f,\"wrk_threads\":2,\"wrk_1thread_mb_per_s\":%.1f,"
+               "\"ratio_1thread\":%.3f,\"wrk_errors\":%ld}\n",
                body, in_flight, seconds, modes[i].name, (unsigned long long)res.puts,
                (unsigned long long)res.failed, res.mbps, wrk_mbps,
                wrk_mbps > 0 ? res.mbps / wrk_mbps : 0, res.cpu_per_gb, res.user_per_gb, res.mean_ms,
-               (unsigned long long)res.opens, res.waits_per_put, wrk_cpu_gb, wrk_bad);
+               (unsigned long long)res.opens, res.waits_per_put, wrk_cpu_gb, wrk1_mbps,
+               wrk1_mbps > 0 ? res.mbps / wrk1_mbps : 0, wrk_bad);
         fflush(stdout);
     }
     mockproc_stop(&m);
