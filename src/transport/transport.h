@@ -96,7 +96,8 @@ int xport_watch_fd(struct xport *x, int fd, void (*cb)(void *ctx), void *ctx);
 /* Makes a blocked xport_poll() return. Async-signal-safe and callable from any thread. */
 void xport_wake(struct xport *x);
 
-/* Requests started and not yet completed. */
+/* Requests started and not yet completed. (The caller's requests: the pool's own warm-up
+ * and heartbeat requests are not counted; xport_stats.busy counts everything.) */
 int xport_in_flight(const struct xport *x);
 
 struct xport_stats {

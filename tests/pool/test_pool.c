@@ -235,11 +235,53 @@ static void heartbeats(void)
     test_mock_stop(&m);
 }
 
+/* The server dies (every connection with it) and comes back on the same port: the dead
+ * connections are found (by the next request or heartbeat), closed and replaced, and a PUT
+ * started after the restart succeeds. */
+static void server_restart(void)
+{
+    struct mockproc m;
+    ASSERT_EQ(test_mock_start(&m, NULL), 0);
+    int port = m.port;
+    struct s3c_config c = mkcfg(&m, 4, 300);
+    char err[256];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = 4;
+    ASSERT(poll_until(x, 3000, pool_full));
+
+    test_mock_stop(&m);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    const char *args[] = {"--listen", listen, NULL};
+    ASSERT_EQ(test_mock_start(&m, args), 0);
+    ASSERT_EQ(m.port, port);
+
+    struct iovec v = {"after restart", 13};
+    struct xport_put p = {.key = "restart", .iov = &v, .iovcnt = 1};
+    done_ok = done_other = 0;
+    ASSERT_EQ(xport_put(x, &p, count_done, NULL), 0);
+    ASSERT_EQ(xport_drain(x, 5000), 0);
+    ASSERT_EQ(done_ok, 1); /* libcurl found its connection dead and used a new one */
+
+    poll_for(x, 700); /* a couple of heartbeats find the other dead ones */
+    ASSERT(poll_until(x, 5000, pool_full));
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT(st.closes >= 4);
+    ASSERT_UEQ(st.opens, 4 + st.closes);
+    struct mock_counts mc = mock_conns(&m);
+    ASSERT_EQ(mc.open, 4 + 1); /* every pool connection is to the new server */
+    xport_free(x);
+    test_mock_stop(&m);
+}
+
 int main(void)
 {
     RUN(policy);
     RUN(never_more_than_target);
     RUN(reset_connection_replaced);
     RUN(heartbeats);
+    RUN(server_restart);
     return 0;
 }
