@@ -125,8 +125,8 @@ bool frame_reader_truncated(const struct frame_reader *r, char *msg, size_t msgl
                  r->offset, have);
     else
         snprintf(msg, msglen,
-                 "truncated frame at byte offset %" PRIu64
-                 ": its length prefix says %" PRIu32 " bytes but only %zu arrived before the end",
+                 "truncated frame at byte offset %" PRIu64 ": its length prefix says %" PRIu32
+                 " bytes but only %zu arrived before the end",
                  r->offset, le32(r->buf + r->pos), have - FRAME_HEADER_BYTES);
     return true;
 }

@@ -114,15 +114,13 @@ int tool_mock_start(struct mockproc *m, const char *const *args)
         self[n] = '\0';
         snprintf(bin, sizeof(bin), "%s/s3commit-mock", dirname(self));
         if (access(bin, X_OK) != 0) {
-            tool_error("--mock needs %s (build it with `make build`, or set S3C_MOCK_BIN)",
-                       bin);
+            tool_error("--mock needs %s (build it with `make build`, or set S3C_MOCK_BIN)", bin);
             return -ENOENT;
         }
         setenv("S3C_MOCK_BIN", bin, 1);
     }
     int rc = mockproc_start(m, args);
     if (rc < 0)
-        tool_error("could not start s3commit-mock (%s): %s", getenv("S3C_MOCK_BIN"),
-                   strerror(-rc));
+        tool_error("could not start s3commit-mock (%s): %s", getenv("S3C_MOCK_BIN"), strerror(-rc));
     return rc;
 }

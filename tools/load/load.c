@@ -23,18 +23,18 @@
 #include "load.h"
 #include "tool.h"
 
-#define LOAD_SAMPLE_MS 100           /* throughput sample interval */
-#define LOAD_PROGRESS_MS 250         /* progress line refresh on a terminal */
+#define LOAD_SAMPLE_MS 100             /* throughput sample interval */
+#define LOAD_PROGRESS_MS 250           /* progress line refresh on a terminal */
 #define LOAD_OPEN_ENDED_CAP (1u << 26) /* commits a --duration run without --rate may reach */
 #define LOAD_MAX_MOCK_ARGS 32
 
 struct load_opts {
     const char *config;
-    uint64_t commits;    /* 0 with --duration */
-    double duration_s;   /* 0 with --commits */
+    uint64_t commits;  /* 0 with --duration */
+    double duration_s; /* 0 with --commits */
     uint64_t size_min, size_max;
     int producers;
-    double rate;         /* 0 = unthrottled */
+    double rate; /* 0 = unthrottled */
     const char *report;
     bool mock;
     const char *mock_args[LOAD_MAX_MOCK_ARGS + 8];
@@ -52,17 +52,17 @@ struct load {
     struct load_opts o;
     s3c_stage *st;
     uint64_t t0_ns;
-    uint64_t cap;               /* commits this run may submit (sizes the arrays) */
-    uint64_t *submit_ns;        /* [seq]: 1 + ns since t0 when s3c_submit returned; 0 = never */
+    uint64_t cap;        /* commits this run may submit (sizes the arrays) */
+    uint64_t *submit_ns; /* [seq]: 1 + ns since t0 when s3c_submit returned; 0 = never */
     size_t submit_bytes;
-    struct ack_event *events;   /* appended by the durable callback only */
+    struct ack_event *events; /* appended by the durable callback only */
     size_t events_bytes;
-    uint64_t nevents;           /* written by the callback; read after close */
-    uint64_t last_w;            /* callback's view of the previous watermark */
-    uint64_t out_of_order;      /* callbacks that did not move the watermark forward */
-    _Atomic uint64_t durable;   /* newest watermark, for the main thread */
+    uint64_t nevents;         /* written by the callback; read after close */
+    uint64_t last_w;          /* callback's view of the previous watermark */
+    uint64_t out_of_order;    /* callbacks that did not move the watermark forward */
+    _Atomic uint64_t durable; /* newest watermark, for the main thread */
     _Atomic int stage_err;
-    _Atomic uint64_t tickets;   /* commits claimed by producers */
+    _Atomic uint64_t tickets; /* commits claimed by producers */
     _Atomic uint64_t submitted, bytes_submitted, max_seq, submit_errors;
     _Atomic int producers_done;
     _Atomic bool stop;
@@ -74,7 +74,7 @@ struct producer {
     struct load *l;
     int id;
     pthread_t thread;
-    unsigned char *payload;     /* size_max random bytes */
+    unsigned char *payload; /* size_max random bytes */
     uint64_t rng;
     struct hist wait_us;
 };
@@ -148,9 +148,8 @@ static void *producer_main(void *arg)
     struct producer *p = arg;
     struct load *l = p->l;
     uint64_t span = l->o.size_max - l->o.size_min + 1;
-    uint64_t end_ns = l->o.duration_s > 0
-                          ? l->t0_ns + (uint64_t)(l->o.duration_s * 1e9)
-                          : UINT64_MAX;
+    uint64_t end_ns =
+        l->o.duration_s > 0 ? l->t0_ns + (uint64_t)(l->o.duration_s * 1e9) : UINT64_MAX;
 
     while (!atomic_load_explicit(&l->stop, memory_order_relaxed)) {
         uint64_t ticket = atomic_fetch_add(&l->tickets, 1);
@@ -178,8 +177,7 @@ static void *producer_main(void *arg)
             break;
         }
         if (seq == 0 || seq > l->cap) {
-            load_fail(l, "s3c_submit returned seq %" PRIu64 ", outside 1..%" PRIu64, seq,
-                      l->cap);
+            load_fail(l, "s3c_submit returned seq %" PRIu64 ", outside 1..%" PRIu64, seq, l->cap);
             break;
         }
         l->submit_ns[seq] = done - l->t0_ns + 1;
@@ -251,12 +249,18 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct load_opts *o)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},   {"commits", required_argument, NULL, 'n'},
-        {"duration", required_argument, NULL, 'd'}, {"size", required_argument, NULL, 's'},
-        {"producers", required_argument, NULL, 'p'}, {"rate", required_argument, NULL, 'r'},
-        {"report", required_argument, NULL, 'o'},   {"mock", no_argument, NULL, 'm'},
-        {"mock-arg", required_argument, NULL, 'a'}, {"seed", required_argument, NULL, 'S'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"commits", required_argument, NULL, 'n'},
+        {"duration", required_argument, NULL, 'd'},
+        {"size", required_argument, NULL, 's'},
+        {"producers", required_argument, NULL, 'p'},
+        {"rate", required_argument, NULL, 'r'},
+        {"report", required_argument, NULL, 'o'},
+        {"mock", no_argument, NULL, 'm'},
+        {"mock-arg", required_argument, NULL, 'a'},
+        {"seed", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     bool have_size = false, have_producers = false;
     uint64_t v;
@@ -282,10 +286,9 @@ static int parse_args(int argc, char **argv, struct load_opts *o)
             }
             break;
         case 's':
-            if (!tool_parse_size_range(optarg, &o->size_min, &o->size_max) ||
-                o->size_max == 0 || o->size_max > (1u << 30)) {
-                tool_error("--size %s: expected BYTES or MIN-MAX (MIN <= MAX, at most 1G)",
-                           optarg);
+            if (!tool_parse_size_range(optarg, &o->size_min, &o->size_max) || o->size_max == 0 ||
+                o->size_max > (1u << 30)) {
+                tool_error("--size %s: expected BYTES or MIN-MAX (MIN <= MAX, at most 1G)", optarg);
                 return -1;
             }
             have_size = true;
@@ -300,8 +303,7 @@ static int parse_args(int argc, char **argv, struct load_opts *o)
             break;
         case 'r':
             if (!tool_parse_double(optarg, &o->rate)) {
-                tool_error("--rate %s: expected a positive number of commits per second",
-                           optarg);
+                tool_error("--rate %s: expected a positive number of commits per second", optarg);
                 return -1;
             }
             break;
@@ -512,8 +514,8 @@ int main(int argc, char **argv)
                 samples_cap = cap;
             }
         }
-        struct load_sample cur = {(double)(now - l.t0_ns) / 1e9, s.commits_durable,
-                                  s.bytes_durable, s.in_flight};
+        struct load_sample cur = {(double)(now - l.t0_ns) / 1e9, s.commits_durable, s.bytes_durable,
+                                  s.in_flight};
         if (nsamples < samples_cap)
             samples[nsamples++] = cur;
         if (tty && now / 1000000 - last_progress >= LOAD_PROGRESS_MS) {
@@ -559,8 +561,8 @@ out_close_stage:;
     int close_rc = s3c_stage_close(l.st, &rep);
     l.st = NULL;
     if (close_rc != 0)
-        load_fail(&l, "closing the stage: %s (durable_seq %" PRIu64 ", lost %" PRIu64 "..%" PRIu64
-                      ")",
+        load_fail(&l,
+                  "closing the stage: %s (durable_seq %" PRIu64 ", lost %" PRIu64 "..%" PRIu64 ")",
                   s3c_strerror(close_rc), rep.durable_seq, rep.lost_first_seq, rep.lost_last_seq);
 
     /* The figures. Everything below reads what the threads wrote before they stopped. */
@@ -602,8 +604,7 @@ out_close_stage:;
         load_fail(&l, "%" PRIu64 " of %" PRIu64 " submitted commits were not acknowledged",
                   res.commits_submitted - res.commits_acked, res.commits_submitted);
     if (!l.first_error[0] && res.out_of_order_acks)
-        load_fail(&l, "%" PRIu64 " acknowledgements arrived out of order",
-                  res.out_of_order_acks);
+        load_fail(&l, "%" PRIu64 " acknowledgements arrived out of order", res.out_of_order_acks);
     if (!l.first_error[0] && res.commits_submitted == 0)
         load_fail(&l, "no commit was submitted");
     if (load_signalled && !l.first_error[0])
@@ -618,8 +619,7 @@ out_close_stage:;
         else
             snprintf(svg_path, sizeof(svg_path), "%s.svg", l.o.report);
     }
-    if (load_report_json(&res, l.o.report ? l.o.report : "-", l.o.report ? svg_path : NULL) !=
-        0) {
+    if (load_report_json(&res, l.o.report ? l.o.report : "-", l.o.report ? svg_path : NULL) != 0) {
         tool_error("cannot write the report %s: %s", l.o.report, strerror(errno));
         res.ok = false;
     }
@@ -633,9 +633,9 @@ out_close_stage:;
             " us p99 %" PRIu64 " us%s%s\n",
             res.commits_acked, res.commits_submitted, res.duration_s,
             res.duration_s > 0 ? (double)res.commits_acked / res.duration_s : 0,
-            res.duration_s > 0 ? (double)res.bytes_acked / res.duration_s / 1e6 : 0,
-            res.batches, res.retries, hist_quantile(&res.ack_us, 0.5),
-            hist_quantile(&res.ack_us, 0.99), res.ok ? "" : "; FAILED: ", res.error);
+            res.duration_s > 0 ? (double)res.bytes_acked / res.duration_s / 1e6 : 0, res.batches,
+            res.retries, hist_quantile(&res.ack_us, 0.5), hist_quantile(&res.ack_us, 0.99),
+            res.ok ? "" : "; FAILED: ", res.error);
     exit_code = res.ok ? TOOL_EXIT_OK : TOOL_EXIT_FAIL;
 
 out_free_arrays:

@@ -11,9 +11,9 @@
 
 /* One throughput sample taken by the main thread from s3c_stats_get(). */
 struct load_sample {
-    double t_s;              /* since the first submit */
+    double t_s;               /* since the first submit */
     uint64_t commits_durable; /* cumulative */
-    uint64_t bytes_durable;  /* cumulative */
+    uint64_t bytes_durable;   /* cumulative */
     uint32_t in_flight;
 };
 
@@ -31,16 +31,16 @@ struct load_result {
     uint64_t commits_acked, bytes_acked;
     uint64_t durable_seq;
     uint64_t out_of_order_acks;
-    uint64_t unacked;         /* submitted seqs never acknowledged */
+    uint64_t unacked; /* submitted seqs never acknowledged */
     uint64_t submit_errors;
     double duration_s;
     uint64_t batches, retries, put_attempts, failures_retryable, failures_fatal;
     uint64_t pool_opens, pool_reuses;
-    struct hist ack_us;       /* per commit: s3c_submit returned -> durable callback */
+    struct hist ack_us;         /* per commit: s3c_submit returned -> durable callback */
     struct hist submit_wait_us; /* time blocked inside s3c_submit (backpressure) */
     const struct load_sample *samples;
     size_t nsamples;
-    char error[512];          /* why the run failed ("" when it did not) */
+    char error[512]; /* why the run failed ("" when it did not) */
     bool ok;
 };
 

@@ -43,12 +43,11 @@ int load_report_json(const struct load_result *r, const char *path, const char *
     cJSON_AddNumberToObject(o, "duration_s", round(r->duration_s * 1000) / 1000);
     cJSON_AddNumberToObject(o, "commits_per_s", round(per_s(r->commits_acked, r->duration_s)));
     cJSON_AddNumberToObject(o, "bytes_per_s", round(per_s(r->bytes_acked, r->duration_s)));
-    cJSON_AddNumberToObject(o, "mb_per_s",
-                            round(per_s(r->bytes_acked, r->duration_s) / 1e4) / 100);
+    cJSON_AddNumberToObject(o, "mb_per_s", round(per_s(r->bytes_acked, r->duration_s) / 1e4) / 100);
     cJSON_AddNumberToObject(o, "batches", (double)r->batches);
-    cJSON_AddNumberToObject(o, "commits_per_batch",
-                            r->batches ? round((double)r->commits_acked / (double)r->batches * 10) / 10
-                                       : 0);
+    cJSON_AddNumberToObject(
+        o, "commits_per_batch",
+        r->batches ? round((double)r->commits_acked / (double)r->batches * 10) / 10 : 0);
     cJSON_AddNumberToObject(o, "writes_saved",
                             r->commits_acked > r->batches ? (double)(r->commits_acked - r->batches)
                                                           : 0);
@@ -89,8 +88,7 @@ int load_report_json(const struct load_result *r, const char *path, const char *
         cJSON_AddNumberToObject(p, "commits_per_s",
                                 round(per_s(b->commits_durable - a->commits_durable, dt)));
         cJSON_AddNumberToObject(p, "mb_per_s",
-                                round(per_s(b->bytes_durable - a->bytes_durable, dt) / 1e4) /
-                                    100);
+                                round(per_s(b->bytes_durable - a->bytes_durable, dt) / 1e4) / 100);
         cJSON_AddItemToArray(series, p);
     }
 
@@ -170,8 +168,10 @@ static void svg_throughput(FILE *f, const struct load_result *r, int y0)
     ymax = nice_ceil(ymax * 1.05);
     if (tmax <= 0)
         tmax = 1;
-    fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"h\">Throughput: commits made durable per second</text>\n",
-            SVG_LEFT, y0 + 30);
+    fprintf(
+        f,
+        "<text x=\"%d\" y=\"%d\" class=\"h\">Throughput: commits made durable per second</text>\n",
+        SVG_LEFT, y0 + 30);
     for (int i = 0; i <= 4; i++) {
         double v = ymax * i / 4;
         int y = top + ph - (int)(ph * i / 4);
@@ -202,7 +202,7 @@ static void svg_throughput(FILE *f, const struct load_result *r, int y0)
 
 static void svg_latency(FILE *f, const struct load_result *r, int y0)
 {
-    enum { NB = 40 };                   /* 8 bins per decade from 1 µs to 100 s */
+    enum { NB = 40 }; /* 8 bins per decade from 1 µs to 100 s */
     int pw = SVG_W - SVG_LEFT - SVG_RIGHT, ph = SVG_PANEL_H - 90;
     int top = y0 + SVG_TOP;
     const struct hist *h = &r->ack_us;
@@ -229,8 +229,9 @@ static void svg_latency(FILE *f, const struct load_result *r, int y0)
     for (int b = 0; b < NB; b++)
         if (bins[b] > bmax)
             bmax = bins[b];
-    fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"h\">Ack latency per commit (submit to durable), "
-               "%llu commits</text>\n",
+    fprintf(f,
+            "<text x=\"%d\" y=\"%d\" class=\"h\">Ack latency per commit (submit to durable), "
+            "%llu commits</text>\n",
             SVG_LEFT, y0 + 30, (unsigned long long)h->n);
     for (int b = 0; b < NB && bmax > 0; b++) {
         double x = SVG_LEFT + (double)pw * b / NB, w = (double)pw / NB - 1;
@@ -260,8 +261,10 @@ static void svg_latency(FILE *f, const struct load_result *r, int y0)
     }
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"frame\"/>\n", SVG_LEFT,
             top, pw, ph);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"xl\">latency (log scale); bar height = commits</text>\n",
-            SVG_LEFT + pw / 2, top + ph + 36);
+    fprintf(
+        f,
+        "<text x=\"%d\" y=\"%d\" class=\"xl\">latency (log scale); bar height = commits</text>\n",
+        SVG_LEFT + pw / 2, top + ph + 36);
 }
 
 int load_report_svg(const struct load_result *r, const char *path)
@@ -287,8 +290,8 @@ int load_report_svg(const struct load_result *r, const char *path)
             "<text x=\"%d\" y=\"20\" class=\"s\">s3commit-load: %d producers, %llu-%llu byte "
             "commits, %.3g s: %s commits/s, %s MB/s, %s batches, %llu retries%s</text>\n",
             SVG_LEFT, r->producers, (unsigned long long)r->size_min,
-            (unsigned long long)r->size_max, r->duration_s, a, b, c,
-            (unsigned long long)r->retries, r->ok ? "" : " (FAILED)");
+            (unsigned long long)r->size_max, r->duration_s, a, b, c, (unsigned long long)r->retries,
+            r->ok ? "" : " (FAILED)");
     svg_throughput(f, r, 20);
     svg_latency(f, r, 20 + SVG_PANEL_H);
     fprintf(f, "</svg>\n");

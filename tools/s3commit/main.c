@@ -65,8 +65,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return TOOL_EXIT_OK;
     }
-    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check-config") != 0 &&
-        strcmp(cmd, "verify") != 0) {
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check-config") != 0 && strcmp(cmd, "verify") != 0) {
         tool_error("unknown command '%s' (use run, check-config or verify; --help)", cmd);
         return TOOL_EXIT_USAGE;
     }

@@ -34,30 +34,30 @@
 
 /* One input stream: stdin, or one client of the Unix socket. */
 struct source {
-    int fd;                   /* input (and, for a client, replies) */
-    bool is_client;           /* replies with the seqs of its own commits */
-    bool in_done;             /* EOF, error or stop: nothing more is read */
+    int fd;         /* input (and, for a client, replies) */
+    bool is_client; /* replies with the seqs of its own commits */
+    bool in_done;   /* EOF, error or stop: nothing more is read */
     struct frame_reader fr;
-    uint64_t *seqs;           /* a client's accepted seqs not yet reported durable */
+    uint64_t *seqs; /* a client's accepted seqs not yet reported durable */
     size_t seq_head, seq_len, seq_cap;
-    char *out;                /* a client's unsent reply bytes */
+    char *out; /* a client's unsent reply bytes */
     size_t out_len, out_cap;
-    uint64_t commits;         /* commits accepted from this source */
+    uint64_t commits; /* commits accepted from this source */
 };
 
 struct run {
     s3c_stage *st;
     uint64_t max_commit;
-    int efd;                      /* eventfd: the subscriber saw the watermark move */
-    int sfd;                      /* signalfd: SIGTERM, SIGINT */
-    int lfd;                      /* listening Unix socket, or -1 */
+    int efd; /* eventfd: the subscriber saw the watermark move */
+    int sfd; /* signalfd: SIGTERM, SIGINT */
+    int lfd; /* listening Unix socket, or -1 */
     const char *sock_path;
-    _Atomic uint64_t durable;     /* the newest W the subscriber saw */
-    _Atomic int stage_err;        /* the error the subscriber saw (0 = none) */
-    uint64_t printed;             /* the last W written to stdout */
-    uint64_t last_seq;            /* the highest seq accepted */
-    int signals;                  /* SIGTERM/SIGINT received */
-    bool input_error;             /* stdin framing or read error */
+    _Atomic uint64_t durable; /* the newest W the subscriber saw */
+    _Atomic int stage_err;    /* the error the subscriber saw (0 = none) */
+    uint64_t printed;         /* the last W written to stdout */
+    uint64_t last_seq;        /* the highest seq accepted */
+    int signals;              /* SIGTERM/SIGINT received */
+    bool input_error;         /* stdin framing or read error */
     bool stdout_broken;
     struct source *src[RUN_MAX_CLIENTS + 1];
     int nsrc;
@@ -163,8 +163,8 @@ static void source_report_durable(struct source *s, uint64_t w)
 {
     char line[64];
     while (s->seq_head < s->seq_len && s->seqs[s->seq_head] <= w) {
-        int n = snprintf(line, sizeof(line), "{\"durable_seq\":%" PRIu64 "}\n",
-                         s->seqs[s->seq_head]);
+        int n =
+            snprintf(line, sizeof(line), "{\"durable_seq\":%" PRIu64 "}\n", s->seqs[s->seq_head]);
         if (source_out_append(s, line, (size_t)n) < 0)
             break;
         s->seq_head++;
@@ -195,8 +195,8 @@ static void run_on_signal(struct run *r)
     while (read(r->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         r->signals++;
         S3C_LOG(S3C_LOG_INFO, "event=signal signal=%s action=%s",
-                     si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
-                     r->signals == 1 ? "drain" : "close_now");
+                si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
+                r->signals == 1 ? "drain" : "close_now");
     }
 }
 
@@ -265,8 +265,8 @@ static bool source_submit_frames(struct run *r, struct source *s)
             }
         }
         if (rc != 0) {
-            snprintf(msg, sizeof(msg), "frame at byte offset %" PRIu64 " was refused: %s",
-                     f.offset, s3c_strerror(rc));
+            snprintf(msg, sizeof(msg), "frame at byte offset %" PRIu64 " was refused: %s", f.offset,
+                     s3c_strerror(rc));
             source_reject(r, s, msg);
             if (rc == S3C_ETOOBIG || rc == S3C_EINVAL)
                 return true;
@@ -358,8 +358,7 @@ static void run_reap_clients(struct run *r)
         struct source *s = r->src[i];
         bool done = s->is_client && s->in_done && s->seq_head == s->seq_len && s->out_len == 0;
         if (done) {
-            S3C_LOG(S3C_LOG_DEBUG, "event=client_done fd=%d commits=%" PRIu64, s->fd,
-                         s->commits);
+            S3C_LOG(S3C_LOG_DEBUG, "event=client_done fd=%d commits=%" PRIu64, s->fd, s->commits);
             source_free(s);
         } else {
             r->src[j++] = s;
@@ -441,8 +440,7 @@ static void run_loop_drain(struct run *r, int timeout_ms)
         uint64_t now = s3c__now_ms();
         if (now >= deadline)
             return;
-        struct pollfd pfd[2] = {{.fd = r->efd, .events = POLLIN},
-                                {.fd = r->sfd, .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = r->efd, .events = POLLIN}, {.fd = r->sfd, .events = POLLIN}};
         int wait = (int)(deadline - now);
         poll(pfd, 2, wait > 200 ? 200 : wait);
     }
@@ -527,18 +525,18 @@ int cmd_run(const char *config_path, const char *input)
             source_flush(r.src[i]);
 
     S3C_LOG(S3C_LOG_INFO,
-                 "event=run_stopped accepted=%" PRIu64 " durable_seq=%" PRIu64 " batches=%" PRIu64
-                 " retries=%" PRIu64,
-                 r.last_seq, rep.durable_seq, stats.batches_sent, stats.retries);
+            "event=run_stopped accepted=%" PRIu64 " durable_seq=%" PRIu64 " batches=%" PRIu64
+            " retries=%" PRIu64,
+            r.last_seq, rep.durable_seq, stats.batches_sent, stats.retries);
     if (close_rc != 0 || rep.durable_seq < r.last_seq) {
         if (rep.lost_first_seq)
             tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
-                       " were lost (%s)%s%s",
+                       " are not durable (%s)%s%s",
                        rep.lost_first_seq, rep.lost_last_seq, s3c_strerror(close_rc),
                        stats.last_error[0] ? "; last error: " : "", stats.last_error);
         else
-            tool_error("not everything was made durable: durable_seq %" PRIu64
-                       " of %" PRIu64 " accepted (%s)%s%s",
+            tool_error("not everything was made durable: durable_seq %" PRIu64 " of %" PRIu64
+                       " accepted (%s)%s%s",
                        rep.durable_seq, r.last_seq, s3c_strerror(close_rc),
                        stats.last_error[0] ? "; last error: " : "", stats.last_error);
         exit_code = TOOL_EXIT_FAIL;

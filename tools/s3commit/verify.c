@@ -27,11 +27,11 @@ enum vstate { V_PENDING, V_IN_FLIGHT, V_DONE };
 struct vobj {
     char *key;
     uint64_t size;
-    bool key_ok;                /* obj_key_parse accepted the key */
+    bool key_ok;                 /* obj_key_parse accepted the key */
     uint64_t epoch, first, last; /* from the key */
     enum vstate state;
     int attempts;
-    bool ok;                    /* read and decoded, header matches the key */
+    bool ok; /* read and decoded, header matches the key */
     uint32_t count;
     struct verify *v;
 };
@@ -41,7 +41,7 @@ struct verify {
     const struct s3c_config *cfg;
     struct vobj *objs;
     size_t n, cap;
-    size_t others;              /* keys under the prefix that are not .s3c objects */
+    size_t others; /* keys under the prefix that are not .s3c objects */
     /* listing */
     char *token;
     bool list_done, list_failed, list_retry;
@@ -49,7 +49,7 @@ struct verify {
     /* reading */
     int in_flight;
     size_t done;
-    bool fatal;                 /* a request failed so that going on is pointless */
+    bool fatal; /* a request failed so that going on is pointless */
     char fatal_error[512];
     /* findings */
     cJSON *problems;
@@ -116,8 +116,7 @@ static void on_list(void *ctx, const struct xport_result *res)
             return;
         }
         o->size = res->entries[i].size;
-        o->key_ok =
-            obj_key_parse(key, v->cfg->s3.prefix, &o->epoch, &o->first, &o->last) == 0;
+        o->key_ok = obj_key_parse(key, v->cfg->s3.prefix, &o->epoch, &o->first, &o->last) == 0;
         v->n++;
     }
     free(v->token);
@@ -160,7 +159,8 @@ static int verify_list(struct verify *v)
         if (v->list_retry) {
             if (++attempt >= VERIFY_ATTEMPTS)
                 return -1;
-            S3C_LOG(S3C_LOG_WARN, "event=list_retry attempt=%d error=\"%s\"", attempt, v->list_error);
+            S3C_LOG(S3C_LOG_WARN, "event=list_retry attempt=%d error=\"%s\"", attempt,
+                    v->list_error);
             sleep_ms(100 << attempt);
             continue;
         }
@@ -226,7 +226,8 @@ static int verify_read_all(struct verify *v)
             struct vobj *o = &v->objs[i];
             if (o->state != V_PENDING)
                 continue;
-            if (xport_get(v->x, o->key, 0, 0, on_get, o) != 0) {
+            /* last < first asks for the whole object */
+            if (xport_get(v->x, o->key, 1, 0, on_get, o) != 0) {
                 o->state = V_DONE;
                 v->done++;
                 problem(v, "%s: cannot start the GET", o->key);
@@ -271,6 +272,9 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
     tool_log_setup(cfg->log_level);
     v.cfg = cfg;
     v.problems = cJSON_CreateArray();
+    /* Verify keeps VERIFY_WINDOW requests in flight: warm only that many connections. */
+    cfg->persistence.max_in_flight_requests = VERIFY_WINDOW;
+    cfg->persistence.target_pool_size = VERIFY_WINDOW;
     v.x = xport_new(cfg, err, sizeof(err));
     if (!v.x || !v.problems) {
         tool_error("cannot start the S3 client: %s", err[0] ? err : "out of memory");
@@ -283,8 +287,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
     }
     qsort(v.objs, v.n, sizeof(*v.objs), cmp_vobj);
     if (verify_read_all(&v) != 0) {
-        tool_error("cannot read the objects back from %s: %s", cfg->s3.endpoint,
-                   v.fatal_error);
+        tool_error("cannot read the objects back from %s: %s", cfg->s3.endpoint, v.fatal_error);
         goto out_free;
     }
 
@@ -304,12 +307,13 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
             first_seq = o->first;
         if (o->first > expected) {
             gaps++;
-            problem(&v, "gap: seqs %" PRIu64 "..%" PRIu64 " are in no object (before %s)",
-                    expected, o->first - 1, o->key);
+            problem(&v, "gap: seqs %" PRIu64 "..%" PRIu64 " are in no object (before %s)", expected,
+                    o->first - 1, o->key);
         } else if (o->first < expected) {
             overlaps++;
-            problem(&v, "order: %s starts at seq %" PRIu64 " but seqs up to %" PRIu64
-                        " were already in earlier keys",
+            problem(&v,
+                    "order: %s starts at seq %" PRIu64 " but seqs up to %" PRIu64
+                    " were already in earlier keys",
                     o->key, o->first, expected - 1);
         }
         if (o->last + 1 > expected)
@@ -321,8 +325,9 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
     if (expect_commits >= 0 &&
         (commits != (uint64_t)expect_commits || last_seq != (uint64_t)expect_commits)) {
         expect_ok = false;
-        problem(&v, "expected %" PRId64 " commits (seqs 1..%" PRId64 "), found %" PRIu64
-                    " commits with last_seq %" PRIu64,
+        problem(&v,
+                "expected %" PRId64 " commits (seqs 1..%" PRId64 "), found %" PRIu64
+                " commits with last_seq %" PRIu64,
                 expect_commits, expect_commits, commits, last_seq);
     }
     bool ok = bad == 0 && gaps == 0 && overlaps == 0 && expect_ok;

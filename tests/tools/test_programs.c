@@ -1,0 +1,842 @@
+/* End-to-end tests of build/bin/s3commit and s3commit-load against s3commit-mock: run with
+ * stdin framing then verify, configs good and bad, truncated and oversized frames, an
+ * unreachable endpoint, wrong credentials, a Unix-socket input, a metrics scrape and a
+ * load run. Every process started here is stopped by pid. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "support/mockproc.h"
+#include "test.h"
+
+static char tmpdir[256];
+static char bin_s3commit[512], bin_load[512];
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+/* Children to kill if an assertion aborts the test, so none outlives it. */
+static volatile pid_t children[64];
+
+static void track_child(pid_t pid)
+{
+    for (int i = 0; i < 64; i++)
+        if (children[i] <= 0) {
+            children[i] = pid;
+            return;
+        }
+}
+
+static void on_abort(int sig)
+{
+    for (int i = 0; i < 64; i++)
+        if (children[i] > 0)
+            kill(children[i], SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        ASSERT(b->p != NULL);
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_frame(struct buf *b, const void *data, uint32_t n)
+{
+    unsigned char h[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16),
+                          (unsigned char)(n >> 24)};
+    buf_add(b, h, 4);
+    if (n)
+        buf_add(b, data, n);
+}
+
+/* n frames of 1..max_len bytes, content derived from i. */
+static void buf_frames(struct buf *b, int n, uint32_t max_len)
+{
+    static char payload[65536];
+    for (int i = 0; i < n; i++) {
+        uint32_t len = 1 + (uint32_t)(i * 7919) % max_len;
+        for (uint32_t j = 0; j < len; j++)
+            payload[j] = (char)('a' + (i + j) % 26);
+        buf_frame(b, payload, len);
+    }
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct proc {
+    pid_t pid;
+    int in, out, err; /* our ends of the child's stdin, stdout, stderr (-1 = closed) */
+    struct buf o, e;
+};
+
+static void proc_start(struct proc *p, const char *const *argv)
+{
+    int in[2], out[2], err[2];
+    memset(p, 0, sizeof(*p));
+    ASSERT(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0);
+    p->pid = fork();
+    ASSERT(p->pid >= 0);
+    if (p->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    track_child(p->pid);
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    p->in = in[1];
+    p->out = out[0];
+    p->err = err[0];
+    fcntl(p->in, F_SETFL, O_NONBLOCK);
+}
+
+/* Moves bytes: writes from data (if any) to stdin, reads stdout/stderr, for at most
+ * ms. Returns the bytes of data written. */
+static size_t proc_pump(struct proc *p, const char *data, size_t len, int ms)
+{
+    size_t sent = 0;
+    uint64_t end = now_ms() + (uint64_t)ms;
+    char tmp[65536];
+    while (now_ms() < end) {
+        struct pollfd pfd[3];
+        int n = 0, io = -1, oo = -1, eo = -1;
+        if (p->in >= 0 && sent < len) {
+            io = n;
+            pfd[n++] = (struct pollfd){.fd = p->in, .events = POLLOUT};
+        }
+        if (p->out >= 0) {
+            oo = n;
+            pfd[n++] = (struct pollfd){.fd = p->out, .events = POLLIN};
+        }
+        if (p->err >= 0) {
+            eo = n;
+            pfd[n++] = (struct pollfd){.fd = p->err, .events = POLLIN};
+        }
+        if (n == 0)
+            break;
+        int left = (int)(end - now_ms());
+        if (poll(pfd, (nfds_t)n, left > 50 ? 50 : left) <= 0) {
+            if (sent >= len && data)
+                break; /* written everything and quiet: let the caller go on */
+            continue;
+        }
+        if (io >= 0 && (pfd[io].revents & (POLLOUT | POLLERR))) {
+            ssize_t w = write(p->in, data + sent, len - sent);
+            if (w > 0)
+                sent += (size_t)w;
+            else if (w < 0 && errno != EAGAIN) {
+                close(p->in);
+                p->in = -1;
+            }
+        }
+        if (oo >= 0 && (pfd[oo].revents & (POLLIN | POLLHUP))) {
+            ssize_t r = read(p->out, tmp, sizeof(tmp));
+            if (r > 0)
+                buf_add(&p->o, tmp, (size_t)r);
+            else {
+                close(p->out);
+                p->out = -1;
+            }
+        }
+        if (eo >= 0 && (pfd[eo].revents & (POLLIN | POLLHUP))) {
+            ssize_t r = read(p->err, tmp, sizeof(tmp));
+            if (r > 0)
+                buf_add(&p->e, tmp, (size_t)r);
+            else {
+                close(p->err);
+                p->err = -1;
+            }
+        }
+    }
+    return sent;
+}
+
+static void proc_close_stdin(struct proc *p)
+{
+    if (p->in >= 0)
+        close(p->in);
+    p->in = -1;
+}
+
+/* Collects output until the child exits or ms passes (then SIGKILL and fail). Returns
+ * the exit code; stdout and stderr stay in p->o, p->e. */
+static int proc_wait(struct proc *p, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    int status = 0;
+    while (p->out >= 0 || p->err >= 0) {
+        proc_pump(p, NULL, 0, 100);
+        if (now_ms() > end)
+            break;
+    }
+    for (;;) {
+        pid_t r = waitpid(p->pid, &status, WNOHANG);
+        if (r == p->pid)
+            break;
+        if (now_ms() > end) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &status, 0);
+            fprintf(stderr, "process did not exit in %d ms; stderr:\n%s\n", ms,
+                    p->e.p ? p->e.p : "");
+            TEST_FAIL_("timeout");
+        }
+        usleep(10000);
+    }
+    proc_close_stdin(p);
+    if (p->out >= 0)
+        close(p->out);
+    if (p->err >= 0)
+        close(p->err);
+    p->out = p->err = -1;
+    if (!p->o.p)
+        buf_add(&p->o, "", 0);
+    if (!p->e.p)
+        buf_add(&p->e, "", 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void proc_free(struct proc *p)
+{
+    buf_free(&p->o);
+    buf_free(&p->e);
+}
+
+/* Runs argv to completion with the given stdin. */
+static int run(const char *const *argv, const struct buf *in, struct proc *p, int ms)
+{
+    proc_start(p, argv);
+    if (in && in->len)
+        proc_pump(p, in->p, in->len, ms);
+    proc_close_stdin(p);
+    int code = proc_wait(p, ms);
+    fprintf(stderr, "   $ %s %s ... -> exit %d\n", argv[0], argv[1] ? argv[1] : "", code);
+    return code;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ASSERT(f != NULL);
+    fputs(text, f);
+    ASSERT(fclose(f) == 0);
+}
+
+/* A config file for the mock at endpoint with extra JSON members for "persistence" and
+ * top level (each may be ""). Returns its path (static storage per name). */
+static const char *config_for(const char *name, const char *endpoint, const char *prefix,
+                              const char *s3_extra, const char *persistence_extra,
+                              const char *top_extra)
+{
+    static char paths[16][512];
+    static int next;
+    char *path = paths[next++ % 16];
+    char text[4096];
+    snprintf(path, 512, "%s/%s.json", tmpdir, name);
+    snprintf(text, sizeof(text),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"%s\"%s},\n"
+             " \"persistence\":{\"batch_timeout_ms\":2,\"retry_base_delay_ms\":20,"
+             "\"shutdown_timeout_ms\":10000%s},\n"
+             " \"log\":{\"level\":\"info\"}%s}\n",
+             endpoint, prefix, s3_extra, persistence_extra, top_extra);
+    write_file(path, text);
+    return path;
+}
+
+/* The last {"durable_seq":N} on stdout (0 if none), checking that they only go up. */
+static uint64_t last_durable(const char *out)
+{
+    uint64_t last = 0;
+    const char *p = out;
+    while ((p = strstr(p, "{\"durable_seq\":")) != NULL) {
+        uint64_t v = strtoull(p + 15, NULL, 10);
+        ASSERT(v > last);
+        last = v;
+        p += 15;
+    }
+    return last;
+}
+
+static cJSON *json_last_line(const char *out)
+{
+    const char *start = out, *nl;
+    size_t len = strlen(out);
+    while (len > 0 && out[len - 1] == '\n')
+        len--;
+    for (nl = out; (nl = memchr(nl, '\n', len - (size_t)(nl - out))) != NULL; nl++)
+        start = nl + 1;
+    cJSON *j = cJSON_ParseWithLength(start, len - (size_t)(start - out));
+    if (!j)
+        TEST_FAIL_("not JSON: %s", start);
+    return j;
+}
+
+static double jnum(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!cJSON_IsNumber(v))
+        TEST_FAIL_("field %s missing or not a number", name);
+    return v->valuedouble;
+}
+
+static int verify(const char *config, int expect, cJSON **summary)
+{
+    char n[32];
+    struct proc p;
+    snprintf(n, sizeof(n), "%d", expect);
+    const char *argv[] = {bin_s3commit, "verify", "--config", config, "--expect-commits", n, NULL};
+    int code = run(argv, NULL, &p, 60000);
+    if (code != 0)
+        fprintf(stderr, "verify stdout: %s\nstderr: %s\n", p.o.p, p.e.p);
+    *summary = json_last_line(p.o.p);
+    proc_free(&p);
+    return code;
+}
+
+static void start_mock(struct mockproc *m, const char *const *args)
+{
+    ASSERT_EQ(mockproc_start(m, args), 0);
+    track_child(m->pid);
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ASSERT(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    ASSERT(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* ---- the cases ----------------------------------------------------------------------- */
+
+static void test_check_config(void)
+{
+    struct proc p;
+    const char *good = config_for("good", "http://127.0.0.1:9", "x/",
+                                  ",\"access_key_id\":\"AKIDEXAMPLE\","
+                                  "\"secret_access_key\":\"sEcReTvAlUe1234567890\"",
+                                  "", "");
+    const char *argv[] = {bin_s3commit, "check-config", good, NULL};
+    ASSERT_EQ(run(argv, NULL, &p, 10000), 0);
+    ASSERT(strstr(p.o.p, "commits") != NULL);
+    ASSERT(strstr(p.o.p, "batch_size_threshold") != NULL); /* defaults filled in */
+    ASSERT(strstr(p.o.p, "sEcReTvAlUe") == NULL);          /* the secret masked */
+    ASSERT(strstr(p.e.p, "sEcReTvAlUe") == NULL);
+    proc_free(&p);
+
+    const char *bad =
+        config_for("bad", "http://127.0.0.1:9", "x/", "", ",\"max_in_flight_requests\":0", "");
+    const char *argv2[] = {bin_s3commit, "check-config", bad, NULL};
+    ASSERT_EQ(run(argv2, NULL, &p, 10000), 2);
+    ASSERT(strstr(p.e.p, "persistence.max_in_flight_requests") != NULL);
+    ASSERT_EQ(p.o.len, 0);
+    proc_free(&p);
+
+    char missing[512];
+    snprintf(missing, sizeof(missing), "%s/no-such-config.json", tmpdir);
+    const char *argv3[] = {bin_s3commit, "check-config", missing, NULL};
+    ASSERT_EQ(run(argv3, NULL, &p, 10000), 2);
+    ASSERT(strstr(p.e.p, "no-such-config.json") != NULL);
+    proc_free(&p);
+
+    /* run and verify refuse a bad config the same way, before touching S3. */
+    const char *argv4[] = {bin_s3commit, "run", "--config", bad, NULL};
+    ASSERT_EQ(run(argv4, NULL, &p, 10000), 2);
+    ASSERT(strstr(p.e.p, "persistence.max_in_flight_requests") != NULL);
+    proc_free(&p);
+    const char *argv5[] = {bin_s3commit, "frobnicate", NULL};
+    ASSERT_EQ(run(argv5, NULL, &p, 10000), 2);
+    proc_free(&p);
+}
+
+static void test_run_then_verify(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    cJSON *sum;
+    start_mock(&m, NULL);
+    const char *cfg = config_for("run", m.endpoint, "run-1/", "", "", "");
+    buf_frames(&in, 3000, 3000);
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    ASSERT_EQ(run(argv, &in, &p, 60000), 0);
+    ASSERT_UEQ(last_durable(p.o.p), 3000);
+    proc_free(&p);
+
+    ASSERT_EQ(verify(cfg, 3000, &sum), 0);
+    ASSERT_EQ(jnum(sum, "commits"), 3000);
+    ASSERT_EQ(jnum(sum, "first_seq"), 1);
+    ASSERT_EQ(jnum(sum, "last_seq"), 3000);
+    ASSERT_EQ(jnum(sum, "gaps"), 0);
+    ASSERT_EQ(jnum(sum, "bad_objects"), 0);
+    ASSERT_GE(jnum(sum, "objects"), 1);
+    cJSON_Delete(sum);
+
+    /* verify catches a damaged object: overwrite one with bytes that are not the format. */
+    char out[4096];
+    int st = mockproc_http(&m, "GET", "/commits?list-type=2&prefix=run-1/&max-keys=1", NULL, out,
+                           sizeof(out));
+    ASSERT_EQ(st, 200);
+    char *k = strstr(out, "<Key>"), *ke = k ? strstr(k, "</Key>") : NULL;
+    ASSERT(k && ke);
+    char path[700];
+    snprintf(path, sizeof(path), "/commits/%.*s", (int)(ke - k - 5), k + 5);
+    ASSERT_EQ(mockproc_http(&m, "PUT", path, "S3COMMIT but not really", out, sizeof(out)), 200);
+    ASSERT_EQ(verify(cfg, 3000, &sum), 1);
+    ASSERT_EQ(jnum(sum, "bad_objects"), 1);
+    ASSERT_EQ(jnum(sum, "gaps"), 0);
+    cJSON_Delete(sum);
+
+    /* and a missing one: a gap. */
+    ASSERT_EQ(mockproc_http(&m, "DELETE", path, NULL, out, sizeof(out)), 204);
+    ASSERT_EQ(verify(cfg, 3000, &sum), 1);
+    ASSERT_EQ(jnum(sum, "gaps"), 1);
+    cJSON_Delete(sum);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
+static void test_truncated_frame(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    cJSON *sum;
+    start_mock(&m, NULL);
+    const char *cfg = config_for("trunc", m.endpoint, "trunc/", "", "", "");
+    buf_frames(&in, 10, 100);
+    size_t cut_at = in.len;
+    buf_frame(&in, "0123456789", 10);
+    in.len -= 4; /* the last frame loses 4 of its 10 bytes */
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    ASSERT_NE(run(argv, &in, &p, 30000), 0);
+    char want[128];
+    snprintf(want, sizeof(want), "truncated frame at byte offset %zu", cut_at);
+    if (!strstr(p.e.p, want))
+        TEST_FAIL_("stderr lacks '%s': %s", want, p.e.p);
+    ASSERT(strstr(p.e.p, "says 10 bytes but only 6 arrived") != NULL);
+    ASSERT_UEQ(last_durable(p.o.p), 10);
+    proc_free(&p);
+    ASSERT_EQ(verify(cfg, 10, &sum), 0);
+    cJSON_Delete(sum);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
+static void test_oversized_frame(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    cJSON *sum;
+    static char big[5000];
+    start_mock(&m, NULL);
+    const char *cfg =
+        config_for("big", m.endpoint, "big/", "", "", ",\"pipeline\":{\"max_commit_bytes\":4096}");
+    buf_frames(&in, 5, 100);
+    size_t at = in.len;
+    buf_frame(&in, big, sizeof(big));
+    buf_frames(&in, 3, 100); /* never read: the run stops at the bad frame */
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    ASSERT_NE(run(argv, &in, &p, 30000), 0);
+    char want[160];
+    snprintf(want, sizeof(want),
+             "frame at byte offset %zu is 5000 bytes, over pipeline.max_commit_bytes (4096)", at);
+    if (!strstr(p.e.p, want))
+        TEST_FAIL_("stderr lacks '%s': %s", want, p.e.p);
+    ASSERT_UEQ(last_durable(p.o.p), 5);
+    proc_free(&p);
+    ASSERT_EQ(verify(cfg, 5, &sum), 0);
+    cJSON_Delete(sum);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
+static void test_unreachable_endpoint(void)
+{
+    struct proc p;
+    struct buf in = {0};
+    char ep[64];
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", free_port()); /* nobody listens */
+    const char *cfg = config_for("unreach", ep, "u/", ",\"connect_timeout_ms\":500",
+                                 ",\"max_retry_attempts\":2", "");
+    buf_frames(&in, 3, 100);
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    uint64_t t0 = now_ms();
+    ASSERT_NE(run(argv, &in, &p, 40000), 0);
+    ASSERT_LT(now_ms() - t0, 30000);
+    ASSERT(strstr(p.e.p, "s3commit: ") != NULL);
+    ASSERT(strstr(p.e.p, "not everything was made durable") != NULL);
+    ASSERT_UEQ(last_durable(p.o.p), 0);
+    proc_free(&p);
+
+    const char *argv2[] = {bin_s3commit, "verify", "--config", cfg, NULL};
+    t0 = now_ms();
+    ASSERT_NE(run(argv2, NULL, &p, 40000), 0);
+    ASSERT_LT(now_ms() - t0, 30000);
+    ASSERT(strstr(p.e.p, "cannot list") != NULL);
+    proc_free(&p);
+    buf_free(&in);
+}
+
+static void test_wrong_credentials(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    const char *margs[] = {"--access-key", "AKIDTESTGOOD", "--secret-key", "right-secret-0123",
+                           NULL};
+    start_mock(&m, margs);
+    const char *cfg = config_for("creds", m.endpoint, "c/",
+                                 ",\"access_key_id\":\"AKIDTESTGOOD\","
+                                 "\"secret_access_key\":\"wrong-secret-9876\"",
+                                 "", "");
+    buf_frames(&in, 3, 100);
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    uint64_t t0 = now_ms();
+    ASSERT_NE(run(argv, &in, &p, 40000), 0);
+    ASSERT_LT(now_ms() - t0, 30000);
+    ASSERT(strstr(p.e.p, "not everything was made durable") != NULL);
+    ASSERT(strstr(p.e.p, "403") != NULL || strstr(p.e.p, "SignatureDoesNotMatch") != NULL);
+    ASSERT(strstr(p.e.p, "wrong-secret") == NULL && strstr(p.o.p, "wrong-secret") == NULL);
+    proc_free(&p);
+
+    /* The right secret works against the same mock. */
+    const char *good = config_for("creds-ok", m.endpoint, "c/",
+                                  ",\"access_key_id\":\"AKIDTESTGOOD\","
+                                  "\"secret_access_key\":\"right-secret-0123\"",
+                                  "", "");
+    ASSERT_EQ(run((const char *[]){bin_s3commit, "run", "--config", good, NULL}, &in, &p, 30000),
+              0);
+    ASSERT_UEQ(last_durable(p.o.p), 3);
+    proc_free(&p);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
+/* Connects to the run's metrics port and GETs /metrics. Returns the HTTP status. */
+static int scrape(int port, struct buf *body)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -errno;
+    }
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    char tmp[16384];
+    ssize_t r;
+    struct buf all = {0};
+    while ((r = read(fd, tmp, sizeof(tmp))) > 0)
+        buf_add(&all, tmp, (size_t)r);
+    close(fd);
+    int status = 0;
+    if (!all.p || sscanf(all.p, "HTTP/1.%*d %d", &status) != 1) {
+        buf_free(&all);
+        return -EPROTO;
+    }
+    char *b = strstr(all.p, "\r\n\r\n");
+    if (b)
+        buf_add(body, b + 4, strlen(b + 4));
+    buf_free(&all);
+    return status;
+}
+
+static void test_metrics_scrape(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0}, body = {0};
+    char top[128];
+    int port = free_port();
+    start_mock(&m, NULL);
+    snprintf(top, sizeof(top), ",\"metrics\":{\"listen\":\"127.0.0.1:%d\"}", port);
+    const char *cfg = config_for("metrics", m.endpoint, "m/", "", "", top);
+    buf_frames(&in, 200, 500);
+    proc_start(&p, (const char *[]){bin_s3commit, "run", "--config", cfg, NULL});
+    proc_pump(&p, in.p, in.len, 10000);
+    /* stdin stays open: the process is running while we scrape. */
+    uint64_t end = now_ms() + 10000;
+    int status = -1;
+    while (now_ms() < end) {
+        proc_pump(&p, NULL, 0, 100);
+        if (last_durable(p.o.p ? p.o.p : "") < 200)
+            continue;
+        buf_free(&body);
+        status = scrape(port, &body);
+        if (status == 200)
+            break;
+    }
+    ASSERT_EQ(status, 200);
+    ASSERT(strstr(body.p, "# TYPE") != NULL);
+    ASSERT(strstr(body.p, "\ns3commit_durable_seq 200\n") != NULL);
+    ASSERT(strstr(body.p, "\ns3commit_commits_durable_total 200\n") != NULL);
+    ASSERT(strstr(body.p, "s3commit_ack_latency_seconds_bucket{le=") != NULL);
+    if (access("/usr/bin/promtool", X_OK) == 0) {
+        char path[512], cmd[700];
+        snprintf(path, sizeof(path), "%s/metrics.txt", tmpdir);
+        write_file(path, body.p);
+        snprintf(cmd, sizeof(cmd), "/usr/bin/promtool check metrics < %s", path);
+        int rc = system(cmd);
+        ASSERT_EQ(rc, 0);
+    }
+    proc_close_stdin(&p);
+    ASSERT_EQ(proc_wait(&p, 30000), 0);
+    proc_free(&p);
+    buf_free(&body);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
+static void test_sigterm_drains(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    cJSON *sum;
+    start_mock(&m, NULL);
+    const char *cfg = config_for("sigterm", m.endpoint, "sig/", "", "", "");
+    buf_frames(&in, 500, 1000);
+    proc_start(&p, (const char *[]){bin_s3commit, "run", "--config", cfg, NULL});
+    ASSERT_EQ(proc_pump(&p, in.p, in.len, 10000), in.len);
+    proc_pump(&p, NULL, 0, 300);
+    kill(p.pid, SIGTERM); /* stdin still open */
+    ASSERT_EQ(proc_wait(&p, 30000), 0);
+    ASSERT_UEQ(last_durable(p.o.p), 500);
+    proc_free(&p);
+    ASSERT_EQ(verify(cfg, 500, &sum), 0);
+    cJSON_Delete(sum);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
+static int unix_connect(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    for (int i = 0; i < 500; i++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+            return fd;
+        close(fd);
+        usleep(10000);
+    }
+    TEST_FAIL_("cannot connect to %s", path);
+}
+
+/* Reads lines from fd until it closes; returns the seqs in *seqs. */
+static size_t read_seqs(int fd, uint64_t *seqs, size_t max)
+{
+    struct buf b = {0};
+    char tmp[4096];
+    ssize_t r;
+    size_t n = 0;
+    while ((r = read(fd, tmp, sizeof(tmp))) > 0)
+        buf_add(&b, tmp, (size_t)r);
+    for (const char *p = b.p; p && (p = strstr(p, "{\"durable_seq\":")) != NULL; p += 15) {
+        ASSERT(n < max);
+        seqs[n++] = strtoull(p + 15, NULL, 10);
+    }
+    buf_free(&b);
+    return n;
+}
+
+static void test_unix_socket_clients(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf a = {0}, b = {0};
+    static uint64_t sa[1000], sb[1000];
+    char sock[300], input[320];
+    cJSON *sum;
+    start_mock(&m, NULL);
+    const char *cfg = config_for("unix", m.endpoint, "unix/", "", "", "");
+    snprintf(sock, sizeof(sock), "%s/in.sock", tmpdir);
+    snprintf(input, sizeof(input), "unix:%s", sock);
+    proc_start(&p, (const char *[]){bin_s3commit, "run", "--config", cfg, "--input", input, NULL});
+    int fa = unix_connect(sock), fb = unix_connect(sock);
+    buf_frames(&a, 300, 200);
+    buf_frames(&b, 200, 2000);
+    /* Interleave the two clients' writes. */
+    size_t oa = 0, ob = 0;
+    while (oa < a.len || ob < b.len) {
+        size_t ca = a.len - oa < 1000 ? a.len - oa : 1000;
+        size_t cb = b.len - ob < 3000 ? b.len - ob : 3000;
+        if (ca)
+            ASSERT_EQ(write(fa, a.p + oa, ca), (ssize_t)ca);
+        if (cb)
+            ASSERT_EQ(write(fb, b.p + ob, cb), (ssize_t)cb);
+        oa += ca;
+        ob += cb;
+        proc_pump(&p, NULL, 0, 1);
+    }
+    shutdown(fa, SHUT_WR);
+    shutdown(fb, SHUT_WR);
+    size_t na = read_seqs(fa, sa, 1000), nb = read_seqs(fb, sb, 1000);
+    ASSERT_EQ(na, 300);
+    ASSERT_EQ(nb, 200);
+    /* Each client's seqs rise, and together they are exactly 1..500. */
+    static char seen[501];
+    for (size_t i = 0; i < na; i++) {
+        ASSERT(i == 0 || sa[i] > sa[i - 1]);
+        ASSERT(sa[i] >= 1 && sa[i] <= 500 && !seen[sa[i]]);
+        seen[sa[i]] = 1;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        ASSERT(i == 0 || sb[i] > sb[i - 1]);
+        ASSERT(sb[i] >= 1 && sb[i] <= 500 && !seen[sb[i]]);
+        seen[sb[i]] = 1;
+    }
+    close(fa);
+    close(fb);
+    kill(p.pid, SIGTERM);
+    ASSERT_EQ(proc_wait(&p, 30000), 0);
+    ASSERT_UEQ(last_durable(p.o.p), 500);
+    ASSERT(access(sock, F_OK) != 0); /* the socket file is removed */
+    proc_free(&p);
+    ASSERT_EQ(verify(cfg, 500, &sum), 0);
+    cJSON_Delete(sum);
+    buf_free(&a);
+    buf_free(&b);
+    mockproc_stop(&m);
+}
+
+static void test_load_mock(void)
+{
+    struct proc p;
+    char report[512], svg[512];
+    snprintf(report, sizeof(report), "%s/load.json", tmpdir);
+    snprintf(svg, sizeof(svg), "%s/load.svg", tmpdir);
+    const char *argv[] = {bin_load,      "--mock", "--commits", "3000", "--size", "64-2048",
+                          "--producers", "3",      "--report",  report, NULL};
+    ASSERT_EQ(run(argv, NULL, &p, 60000), 0);
+    proc_free(&p);
+
+    FILE *f = fopen(report, "r");
+    ASSERT(f != NULL);
+    static char text[1 << 20];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    cJSON *r = cJSON_Parse(text);
+    ASSERT(r != NULL);
+    static const char *fields[] = {
+        "commits_submitted", "commits_acked", "bytes_acked", "duration_s",        "commits_per_s",
+        "bytes_per_s",       "batches",       "retries",     "out_of_order_acks", "durable_seq"};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        jnum(r, fields[i]);
+    ASSERT_EQ(jnum(r, "commits_submitted"), 3000);
+    ASSERT_EQ(jnum(r, "commits_acked"), 3000);
+    ASSERT_EQ(jnum(r, "durable_seq"), 3000);
+    ASSERT_EQ(jnum(r, "out_of_order_acks"), 0);
+    ASSERT_GE(jnum(r, "batches"), 1);
+    ASSERT_GE(jnum(r, "bytes_acked"), 3000 * 64);
+    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(r, "ack_latency_us");
+    ASSERT(lat != NULL);
+    ASSERT_GT(jnum(lat, "max"), 0);
+    ASSERT_LE(jnum(lat, "p50"), jnum(lat, "p99"));
+    ASSERT_LE(jnum(lat, "p99"), jnum(lat, "p999"));
+    ASSERT_LE(jnum(lat, "p999"), jnum(lat, "max"));
+    jnum(lat, "p90");
+    cJSON_Delete(r);
+
+    f = fopen(svg, "r");
+    ASSERT(f != NULL);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    ASSERT(strncmp(text, "<svg", 4) == 0);
+    ASSERT(strstr(text, "</svg>") != NULL);
+    ASSERT(strstr(text, "polyline") != NULL);
+
+    /* Bad usage is refused before anything starts. */
+    const char *bad[] = {bin_load, "--mock", "--commits", "10", "--producers", "1", NULL};
+    ASSERT_EQ(run(bad, NULL, &p, 10000), 2);
+    ASSERT(strstr(p.e.p, "--size") != NULL);
+    proc_free(&p);
+}
+
+int main(int argc, char **argv)
+{
+    const char *bindir = getenv("S3C_BIN_DIR");
+    if (!bindir) {
+        fprintf(stderr, "S3C_BIN_DIR is not set (run through ctest)\n");
+        return 1;
+    }
+    snprintf(bin_s3commit, sizeof(bin_s3commit), "%s/s3commit", bindir);
+    snprintf(bin_load, sizeof(bin_load), "%s/s3commit-load", bindir);
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/s3c-test-programs-XXXXXX");
+    ASSERT(mkdtemp(tmpdir) != NULL);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGABRT, on_abort);
+
+    /* One case by name (for debugging): test_programs <name>. */
+    const char *only = argc > 1 ? argv[1] : NULL;
+#define CASE(fn)                                                                                   \
+    if (!only || strcmp(only, #fn) == 0)                                                           \
+    RUN(fn)
+    CASE(test_check_config);
+    CASE(test_run_then_verify);
+    CASE(test_truncated_frame);
+    CASE(test_oversized_frame);
+    CASE(test_unreachable_endpoint);
+    CASE(test_wrong_credentials);
+    CASE(test_sigterm_drains);
+    CASE(test_unix_socket_clients);
+    CASE(test_metrics_scrape);
+    CASE(test_load_mock);
+
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+    return 0;
+}
