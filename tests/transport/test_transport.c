@@ -360,6 +360,49 @@ static void refused_credentials(void)
     test_mock_stop(&m);
 }
 
+/* A session token travels in x-amz-security-token, signed; a missing or wrong one is
+ * refused, and the token never shows in an error line. */
+static void session_token(void)
+{
+    const char *tok = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN/+=";
+    const char *const args[] = {"--access-key", AK, "--secret-key", SK, "--session-token", tok,
+                                NULL};
+    struct mockproc m = start_mock(args);
+    static struct got g;
+    struct iovec v = {"tok", 3};
+    struct s3c_config c;
+
+    cfg_for(&c, &m, true);
+    snprintf(c.s3.session_token, sizeof(c.s3.session_token), "%s", tok);
+    struct xport *x = open_x(&c);
+    put_spans(x, "t", &v, 1, &g);
+    if (g.cls != XPORT_OK)
+        TEST_FAIL_("PUT with session token: %s", g.error);
+    memset(&g, 0, sizeof(g));
+    ASSERT_EQ(xport_list(x, NULL, NULL, NULL, 0, on_done, &g), 0);
+    WAIT(x, &g);
+    ASSERT_EQ(g.cls, XPORT_OK);
+    xport_free(x);
+
+    cfg_for(&c, &m, true); /* no token */
+    x = open_x(&c);
+    put_spans(x, "t", &v, 1, &g);
+    ASSERT_EQ(g.cls, XPORT_FATAL);
+    ASSERT_EQ(g.status, 403);
+    xport_free(x);
+
+    cfg_for(&c, &m, true);
+    snprintf(c.s3.session_token, sizeof(c.s3.session_token), "WRONGtokenWRONGtoken");
+    x = open_x(&c);
+    put_spans(x, "t", &v, 1, &g);
+    ASSERT_EQ(g.cls, XPORT_FATAL);
+    ASSERT_EQ(g.status, 403);
+    ASSERT(strstr(g.error, "WRONGtoken") == NULL);
+    ASSERT(strstr(g.error, SK) == NULL);
+    xport_free(x);
+    test_mock_stop(&m);
+}
+
 /* If-None-Match / If-Match answers: exists (412) and not found. */
 static void conditional_writes(void)
 {
@@ -449,7 +492,22 @@ static void answer_classes(void)
     ASSERT_EQ(g.curl_code, 28);
     ASSERT(g.duration_us >= 600000 && g.duration_us < 3000000);
 
-    mock_faults(&m, "{\"stall_rate\":0,\"reset_rate\":1}");
+    /* The ambiguous case: stored, then 500. Retryable, and the re-send (same key, same
+     * bytes) succeeds and leaves the same object. */
+    mock_faults(&m, "{\"stall_rate\":0,\"written_error_rate\":1}");
+    put_spans(x, "written", &v, 1, &g);
+    ASSERT_EQ(g.cls, XPORT_RETRYABLE);
+    ASSERT_EQ(g.status, 500);
+    mock_faults(&m, "{\"written_error_rate\":0}");
+    put_spans(x, "written", &v, 1, &g);
+    ASSERT_EQ(g.cls, XPORT_OK);
+    memset(&g, 0, sizeof(g));
+    ASSERT_EQ(xport_get(x, "written", 1, 0, on_done, &g), 0);
+    WAIT(x, &g);
+    ASSERT_EQ(g.body_len, 7);
+    ASSERT_MEM_EQ(g.body, "payload", 7);
+
+    mock_faults(&m, "{\"reset_rate\":1}");
     put_spans(x, "k", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
     ASSERT_EQ(g.status, 0);
@@ -458,6 +516,26 @@ static void answer_classes(void)
     put_spans(x, "k", &v, 1, &g); /* and the next one goes through */
     if (g.cls != XPORT_OK)
         TEST_FAIL_("PUT after reset: %s", g.error);
+    xport_free(x);
+
+    /* A trickle (50 bytes/s) below the low-speed limit (1 KiB/s for 1 s) is cut long
+     * before the 10 s request timeout. (libcurl averages speed over up to 5 s, so the
+     * body that went into the socket buffer at once must be small for this to be quick.) */
+    cfg_for(&c, &m, false);
+    c.s3.low_speed_limit_bytes = 1024;
+    c.s3.low_speed_time_ms = 1000;
+    c.s3.request_timeout_ms = 10000;
+    x = open_x(&c);
+    mock_faults(&m, "{\"bandwidth_bytes_per_s\":50}");
+    static unsigned char slow[1024];
+    struct iovec sv = {slow, sizeof(slow)};
+    put_spans(x, "slow", &sv, 1, &g);
+    mock_faults(&m, "{\"bandwidth_bytes_per_s\":0}");
+    ASSERT_EQ(g.cls, XPORT_RETRYABLE);
+    ASSERT_EQ(g.curl_code, 28);
+    if (g.duration_us < 900000 || g.duration_us > 7000000)
+        TEST_FAIL_("low-speed cut after %llu us: %s", (unsigned long long)g.duration_us,
+                   g.error);
     xport_free(x);
 
     cfg_for(&c, &m, false);
@@ -584,6 +662,7 @@ int main(void)
     RUN(encoded_keys);
     RUN(checksums_and_signing);
     RUN(refused_credentials);
+    RUN(session_token);
     RUN(conditional_writes);
     RUN(answer_classes);
     RUN(virtual_host);
