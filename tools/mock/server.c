@@ -454,8 +454,18 @@ static bool start_answer(struct conn *c)
     return conn_write(c);
 }
 
+/* A request line that starts "TOKEN " names a method we do not know (501); anything
+ * else that fails there is a malformed request line (400). */
+static bool unknown_method(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && p[i] >= 'A' && p[i] <= 'Z')
+        i++;
+    return i > 0 && i < n && p[i] == ' ';
+}
+
 /* The parser stopped on an error: answer 400/414/431/501 and close. */
-static bool bad_request(struct conn *c, enum http_errno e)
+static bool bad_request(struct conn *c, enum http_errno e, const char *at, size_t n)
 {
     struct req *r = c->req;
     struct resp *o = &c->resp;
@@ -468,7 +478,7 @@ static bool bad_request(struct conn *c, enum http_errno e)
                  "Your request's headers exceed 16 KiB or 100 fields", NULL);
     else if (c->bad_414)
         s3_error(o, 414, "RequestURITooLong", "Your request URI exceeds 8 KiB", NULL);
-    else if (e == HPE_INVALID_METHOD)
+    else if (e == HPE_INVALID_METHOD && unknown_method(at, n))
         s3_error(o, 501, "NotImplemented", "The request method is not implemented", NULL);
     else if (e == HPE_HEADER_OVERFLOW)
         s3_error(o, 431, "RequestHeaderFieldsTooLarge", "Your request's headers are too large",
@@ -503,6 +513,7 @@ static bool handle_message(struct conn *c)
 static bool process_input(struct conn *c)
 {
     while (c->state == C_READ && c->in_off < c->in_len) {
+        size_t start = c->in_off;
         size_t n = http_parser_execute(&c->p, &settings, c->in + c->in_off, c->in_len - c->in_off);
         c->in_off += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
@@ -517,7 +528,7 @@ static bool process_input(struct conn *c)
             return handle_message(c);
         }
         if (e != HPE_OK)
-            return bad_request(c, e);
+            return bad_request(c, e, c->in + start, c->in_len - start);
     }
     return true;
 }

@@ -1,0 +1,1149 @@
+/* s3commit-mock over real sockets: every operation, S3's errors, conditional writes,
+ * checksums, SigV4 accepted and refused (with the S3 documentation's own signed requests),
+ * each fault, listing past 1000 keys, bad input, and restart with --data-dir. Each mock
+ * is started and stopped by pid through tests/support/mockproc.h. */
+#include "test.h"
+
+#include "common/crc32c.h"
+#include "support/mockproc.h"
+#include "transport/sigv4.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- a tiny HTTP client ---- */
+
+struct answer {
+    int status;
+    char head[16384];
+    char *body;
+    size_t body_len;
+    bool eof; /* the server closed after this answer */
+};
+
+static void answer_free(struct answer *a)
+{
+    free(a->body);
+    a->body = NULL;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int dial(const struct mockproc *m)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)m->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+/* False when the peer reset or closed (a fault may do that on purpose). */
+static bool send_try(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return false;
+        c += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    ASSERT(send_try(fd, p, n));
+}
+
+/* Waits up to ms for fd to become readable. */
+static bool readable(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, ms) == 1;
+}
+
+static const char *head_value(const struct answer *a, const char *name)
+{
+    static char v[1024];
+    size_t nl = strlen(name);
+    for (const char *l = a->head; l && *l; l = strstr(l, "\r\n") ? strstr(l, "\r\n") + 2 : NULL) {
+        if (strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
+            const char *s = l + nl + 1;
+            while (*s == ' ')
+                s++;
+            size_t k = strcspn(s, "\r\n");
+            snprintf(v, sizeof(v), "%.*s", (int)k, s);
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* Reads one answer (head_only: a HEAD, no body follows). Returns the status, or -1 when
+ * the connection closed or reset before a whole answer. */
+static int read_answer(int fd, struct answer *a, bool head_only, int timeout_ms)
+{
+    char buf[16384];
+    size_t len = 0;
+    memset(a, 0, sizeof(*a));
+    /* the head byte by byte, so a pipelined next answer stays in the socket */
+    for (;;) {
+        if (len == sizeof(buf) - 1)
+            return -1;
+        if (!readable(fd, timeout_ms))
+            return -2;
+        ssize_t r = recv(fd, buf + len, 1, 0);
+        if (r <= 0)
+            return -1;
+        len++;
+        buf[len] = '\0';
+        if (len >= 4 && memcmp(buf + len - 4, "\r\n\r\n", 4) == 0) {
+            if (strncmp(buf, "HTTP/1.1 100", 12) == 0) { /* not the answer */
+                len = 0;
+                continue;
+            }
+            break;
+        }
+    }
+    snprintf(a->head, sizeof(a->head), "%s", buf);
+    sscanf(buf, "HTTP/1.1 %d", &a->status);
+    const char *cl = head_value(a, "Content-Length");
+    size_t want =
+        (cl && !head_only && a->status != 304 && a->status != 204) ? strtoull(cl, NULL, 10) : 0;
+    a->body = malloc(want + 1);
+    size_t have = 0;
+    while (have < want) {
+        if (!readable(fd, timeout_ms))
+            break;
+        ssize_t r = recv(fd, a->body + have, want - have, 0);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    a->body[have] = '\0';
+    a->body_len = have;
+    const char *conn = head_value(a, "Connection");
+    a->eof = conn && strcasecmp(conn, "close") == 0;
+    return have == want ? a->status : -1;
+}
+
+/* One request on a fresh connection. extra: header lines each ending in \r\n. */
+static int req(const struct mockproc *m, const char *method, const char *path, const char *extra,
+               const void *body, size_t blen, struct answer *a)
+{
+    char head[16384];
+    int fd = dial(m);
+    int n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sContent-Length: %zu\r\n\r\n",
+                     method, path, m->port, extra ? extra : "", blen);
+    memset(a, 0, sizeof(*a));
+    if (!send_try(fd, head, (size_t)n) || (blen && !send_try(fd, body, blen))) {
+        close(fd);
+        return -1;
+    }
+    int st = read_answer(fd, a, strcmp(method, "HEAD") == 0, 5000);
+    close(fd);
+    return st;
+}
+
+static bool body_has(const struct answer *a, const char *s)
+{
+    return a->body && strstr(a->body, s) != NULL;
+}
+
+static void md5_hex(const void *p, size_t n, char hex[33])
+{
+    unsigned char md[16];
+    unsigned int k;
+    EVP_Digest(p, n, md, &k, EVP_md5(), NULL);
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+static void md5_b64(const void *p, size_t n, char out[32])
+{
+    unsigned char md[16];
+    unsigned int k;
+    EVP_Digest(p, n, md, &k, EVP_md5(), NULL);
+    EVP_EncodeBlock((unsigned char *)out, md, 16);
+}
+
+static void crc32c_b64(const void *p, size_t n, char out[16])
+{
+    uint32_t c = crc32c_update(0, p, n);
+    unsigned char be[4] = {(unsigned char)(c >> 24), (unsigned char)(c >> 16),
+                           (unsigned char)(c >> 8), (unsigned char)c};
+    EVP_EncodeBlock((unsigned char *)out, be, 4);
+}
+
+/* The running mock, killed if an assertion aborts the test (never left behind). */
+static volatile pid_t running_mock;
+
+static void on_abort(int sig)
+{
+    if (running_mock > 0)
+        kill(running_mock, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void start(struct mockproc *m, const char *const *args)
+{
+    ASSERT_EQ(mockproc_start(m, args), 0);
+    running_mock = m->pid;
+}
+
+static void stop(struct mockproc *m)
+{
+    running_mock = 0;
+    int st = mockproc_stop(m);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0); /* SIGTERM ends the mock with 0 */
+}
+
+/* ---- operations ---- */
+
+static void test_object_ops(void)
+{
+    struct mockproc m;
+    struct answer a;
+    const char body[] = "hello, s3commit";
+    char md5[33];
+    start(&m, NULL);
+    md5_hex(body, sizeof(body) - 1, md5);
+
+    ASSERT_EQ(req(&m, "PUT", "/commits/dir/a%20b.txt", NULL, body, sizeof(body) - 1, &a), 200);
+    ASSERT(strstr(head_value(&a, "ETag"), md5));
+    answer_free(&a);
+
+    ASSERT_EQ(req(&m, "GET", "/commits/dir/a%20b.txt", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(a.body_len, sizeof(body) - 1);
+    ASSERT_MEM_EQ(a.body, body, a.body_len);
+    answer_free(&a);
+
+    ASSERT_EQ(req(&m, "HEAD", "/commits/dir/a%20b.txt", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(head_value(&a, "Content-Length"), "15");
+    ASSERT(strstr(head_value(&a, "ETag"), md5));
+    answer_free(&a);
+
+    /* ranges */
+    ASSERT_EQ(req(&m, "GET", "/commits/dir/a%20b.txt", "Range: bytes=7-9\r\n", NULL, 0, &a), 206);
+    ASSERT_STR_EQ(a.body, "s3c");
+    ASSERT_STR_EQ(head_value(&a, "Content-Range"), "bytes 7-9/15");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/dir/a%20b.txt", "Range: bytes=-6\r\n", NULL, 0, &a), 206);
+    ASSERT_STR_EQ(a.body, "commit");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/dir/a%20b.txt", "Range: bytes=100-\r\n", NULL, 0, &a), 416);
+    ASSERT(body_has(&a, "<Code>InvalidRange</Code>"));
+    answer_free(&a);
+
+    /* conditional GET */
+    char inm[64];
+    snprintf(inm, sizeof(inm), "If-None-Match: \"%s\"\r\n", md5);
+    ASSERT_EQ(req(&m, "GET", "/commits/dir/a%20b.txt", inm, NULL, 0, &a), 304);
+    answer_free(&a);
+
+    ASSERT_EQ(req(&m, "DELETE", "/commits/dir/a%20b.txt", NULL, NULL, 0, &a), 204);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/dir/a%20b.txt", NULL, NULL, 0, &a), 404);
+    ASSERT(body_has(&a, "<Code>NoSuchKey</Code>"));
+    ASSERT(body_has(&a, "<RequestId>"));
+    ASSERT(body_has(&a, "<Message>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/commits/dir/a%20b.txt", NULL, NULL, 0, &a), 404);
+    ASSERT_EQ(a.body_len, 0);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/commits/never", NULL, NULL, 0, &a), 204); /* as S3 */
+    answer_free(&a);
+
+    /* an empty object */
+    ASSERT_EQ(req(&m, "PUT", "/commits/empty", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/empty", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(a.body_len, 0);
+    answer_free(&a);
+
+    /* virtual-host addressing */
+    int fd = dial(&m);
+    char r[512];
+    int n = snprintf(r, sizeof(r),
+                     "PUT /vh.txt HTTP/1.1\r\nHost: commits.localhost:%d\r\nContent-Length: 2\r\n"
+                     "\r\nhi",
+                     m.port);
+    send_all(fd, r, (size_t)n);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    answer_free(&a);
+    close(fd);
+    ASSERT_EQ(req(&m, "GET", "/commits/vh.txt", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "hi");
+    answer_free(&a);
+    stop(&m);
+}
+
+static void test_bucket_ops(void)
+{
+    struct mockproc m;
+    struct answer a;
+    start(&m, NULL);
+    ASSERT_EQ(req(&m, "HEAD", "/commits", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/nosuch", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/nosuch/key", NULL, NULL, 0, &a), 404);
+    ASSERT(body_has(&a, "<Code>NoSuchBucket</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/nosuch/key", NULL, "x", 1, &a), 404);
+    ASSERT(body_has(&a, "<Code>NoSuchBucket</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/second", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/second", NULL, NULL, 0, &a), 409);
+    ASSERT(body_has(&a, "<Code>BucketAlreadyOwnedByYou</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/Bad_Name", NULL, NULL, 0, &a), 400);
+    ASSERT(body_has(&a, "<Code>InvalidBucketName</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/", NULL, NULL, 0, &a), 200);
+    ASSERT(body_has(&a, "<Name>commits</Name>"));
+    ASSERT(body_has(&a, "<Name>second</Name>"));
+    ASSERT(strstr(a.body, "<Name>commits</Name>") < strstr(a.body, "<Name>second</Name>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/second/k", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/second", NULL, NULL, 0, &a), 409);
+    ASSERT(body_has(&a, "<Code>BucketNotEmpty</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/second/k", NULL, NULL, 0, &a), 204);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/second", NULL, NULL, 0, &a), 204);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/second", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?location", NULL, NULL, 0, &a), 200);
+    ASSERT(body_has(&a, "<LocationConstraint"));
+    answer_free(&a);
+    /* what the mock does not do, it says so */
+    ASSERT_EQ(req(&m, "GET", "/commits?acl", NULL, NULL, 0, &a), 501);
+    ASSERT(body_has(&a, "<Code>NotImplemented</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "POST", "/commits/k?uploads", NULL, NULL, 0, &a), 501);
+    answer_free(&a);
+    stop(&m);
+}
+
+static void test_conditional_writes(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char hdr[128], md5[33];
+    start(&m, NULL);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", "If-None-Match: *\r\n", "one", 3, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", "If-None-Match: *\r\n", "two", 3, &a), 412);
+    ASSERT(body_has(&a, "<Code>PreconditionFailed</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "one");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", "If-Match: \"00000000000000000000000000000000\"\r\n",
+                  "three", 5, &a),
+              412);
+    answer_free(&a);
+    md5_hex("one", 3, md5);
+    snprintf(hdr, sizeof(hdr), "If-Match: \"%s\"\r\n", md5);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", hdr, "four", 4, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/missing", hdr, "x", 1, &a), 404);
+    ASSERT(body_has(&a, "<Code>NoSuchKey</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "four");
+    answer_free(&a);
+    stop(&m);
+}
+
+static void test_checksums(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char h[256], b64[64];
+    const char body[] = "checksummed body";
+    size_t n = sizeof(body) - 1;
+    start(&m, NULL);
+
+    md5_b64(body, n, b64);
+    snprintf(h, sizeof(h), "Content-MD5: %s\r\n", b64);
+    ASSERT_EQ(req(&m, "PUT", "/commits/md5", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/md5", h, "checksummed bodY", n, &a), 400);
+    ASSERT(body_has(&a, "<Code>BadDigest</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/md5", "Content-MD5: nope\r\n", body, n, &a), 400);
+    ASSERT(body_has(&a, "<Code>InvalidDigest</Code>"));
+    answer_free(&a);
+
+    crc32c_b64(body, n, b64);
+    snprintf(h, sizeof(h), "x-amz-checksum-crc32c: %s\r\n", b64);
+    ASSERT_EQ(req(&m, "PUT", "/commits/crc", h, body, n, &a), 200);
+    ASSERT_STR_EQ(head_value(&a, "x-amz-checksum-crc32c"), b64);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/crc", h, "Checksummed body", n, &a), 400);
+    ASSERT(body_has(&a, "<Code>BadDigest</Code>"));
+    answer_free(&a);
+    /* the refused write left the good object alone */
+    ASSERT_EQ(req(&m, "GET", "/commits/crc", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, body);
+    answer_free(&a);
+
+    unsigned char sha[32];
+    char hex[65];
+    unsigned int k;
+    EVP_Digest(body, n, sha, &k, EVP_sha256(), NULL);
+    EVP_EncodeBlock((unsigned char *)b64, sha, 32);
+    snprintf(h, sizeof(h), "x-amz-checksum-sha256: %s\r\n", b64);
+    ASSERT_EQ(req(&m, "PUT", "/commits/sha", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/sha", h, "x", 1, &a), 400);
+    ASSERT(body_has(&a, "<Code>BadDigest</Code>"));
+    answer_free(&a);
+    sigv4_sha256_hex(body, n, hex);
+    snprintf(h, sizeof(h), "x-amz-content-sha256: %s\r\n", hex);
+    ASSERT_EQ(req(&m, "PUT", "/commits/csha", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/csha", h, "other", 5, &a), 400);
+    ASSERT(body_has(&a, "<Code>XAmzContentSHA256Mismatch</Code>"));
+    answer_free(&a);
+    stop(&m);
+}
+
+/* ---- listing ---- */
+
+static void put_many(const struct mockproc *m, const char *fmt, int count)
+{
+    int fd = dial(m);
+    struct answer a;
+    for (int i = 0; i < count; i++) {
+        char key[256], r[512];
+        snprintf(key, sizeof(key), fmt, i);
+        int n = snprintf(r, sizeof(r),
+                         "PUT /commits/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv", key);
+        send_all(fd, r, (size_t)n);
+        ASSERT_EQ(read_answer(fd, &a, false, 5000), 200); /* one keep-alive connection */
+        answer_free(&a);
+    }
+    close(fd);
+}
+
+static int count_of(const char *body, const char *tag)
+{
+    int n = 0;
+    for (const char *p = body; (p = strstr(p, tag)); p++)
+        n++;
+    return n;
+}
+
+static void xml_value(const char *body, const char *tag, char *out, size_t cap)
+{
+    char open[64], close_[64];
+    snprintf(open, sizeof(open), "<%s>", tag);
+    snprintf(close_, sizeof(close_), "</%s>", tag);
+    const char *s = strstr(body, open), *e = s ? strstr(s, close_) : NULL;
+    out[0] = '\0';
+    if (s && e)
+        snprintf(out, cap, "%.*s", (int)(e - s - strlen(open)), s + strlen(open));
+}
+
+static void test_listing(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char path[2048], token[512], last[256];
+    start(&m, NULL);
+    put_many(&m, "log/%05d", 1203);
+    put_many(&m, "dir%d/x", 3);
+    put_many(&m, "dir1/y%d", 2);
+    put_many(&m, "B%d", 1); /* "B0" sorts before "dir" and "log" (bytes: 'B' < 'd') */
+
+    /* page 1: 1000 of the 1203 keys under log/, then the rest through the token */
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&prefix=log/", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 1000);
+    ASSERT(body_has(&a, "<IsTruncated>true</IsTruncated>"));
+    ASSERT(body_has(&a, "<KeyCount>1000</KeyCount>"));
+    xml_value(a.body, "NextContinuationToken", token, sizeof(token));
+    ASSERT(token[0]);
+    answer_free(&a);
+    /* the token is base64: escape '+', '/', '=' */
+    char etok[1024], *o = etok;
+    for (const char *p = token; *p; p++)
+        o +=
+            (*p == '+' || *p == '/' || *p == '=') ? sprintf(o, "%%%02X", *p) : sprintf(o, "%c", *p);
+    snprintf(path, sizeof(path), "/commits?list-type=2&prefix=log/&continuation-token=%s", etok);
+    ASSERT_EQ(req(&m, "GET", path, NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 203);
+    ASSERT(body_has(&a, "<IsTruncated>false</IsTruncated>"));
+    ASSERT(body_has(&a, "<Key>log/01000</Key>"));
+    ASSERT(body_has(&a, "<Key>log/01202</Key>"));
+    answer_free(&a);
+
+    /* byte order and common prefixes */
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&delimiter=/", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 1);
+    ASSERT_EQ(count_of(a.body, "<CommonPrefixes>"), 4); /* dir0/ dir1/ dir2/ log/ */
+    ASSERT(strstr(a.body, "<Key>B0</Key>") < strstr(a.body, "<Prefix>dir0/</Prefix>"));
+    ASSERT(strstr(a.body, "<Prefix>dir2/</Prefix>") < strstr(a.body, "<Prefix>log/</Prefix>"));
+    answer_free(&a);
+
+    /* max-keys counts prefixes too; the token resumes after a prefix */
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&delimiter=/&max-keys=2", NULL, NULL, 0, &a),
+              200);
+    ASSERT(body_has(&a, "<KeyCount>2</KeyCount>"));
+    xml_value(a.body, "NextContinuationToken", token, sizeof(token));
+    answer_free(&a);
+    o = etok;
+    for (const char *p = token; *p; p++)
+        o +=
+            (*p == '+' || *p == '/' || *p == '=') ? sprintf(o, "%%%02X", *p) : sprintf(o, "%c", *p);
+    snprintf(path, sizeof(path), "/commits?list-type=2&delimiter=/&continuation-token=%s", etok);
+    ASSERT_EQ(req(&m, "GET", path, NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<CommonPrefixes>"), 3); /* dir1/ dir2/ log/, not dir0/ again */
+    ASSERT(!body_has(&a, "<Prefix>dir0/</Prefix>"));
+    answer_free(&a);
+
+    /* start-after, prefix + delimiter, encoding-type=url, V1 listing */
+    ASSERT_EQ(
+        req(&m, "GET", "/commits?list-type=2&prefix=log/&start-after=log/01200", NULL, NULL, 0, &a),
+        200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 2);
+    xml_value(a.body, "Key", last, sizeof(last));
+    ASSERT_STR_EQ(last, "log/01201");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&prefix=dir1/&delimiter=/", NULL, NULL, 0, &a),
+              200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 3);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/sp%20ace%2Bplus", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&prefix=sp&encoding-type=url", NULL, NULL, 0, &a),
+              200);
+    ASSERT(body_has(&a, "<Key>sp%20ace%2Bplus</Key>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?prefix=log/&max-keys=5", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 5);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&max-keys=abc", NULL, NULL, 0, &a), 400);
+    ASSERT(body_has(&a, "<Code>InvalidArgument</Code>"));
+    answer_free(&a);
+    stop(&m);
+}
+
+/* ---- SigV4 ---- */
+
+struct signer {
+    const char *ak, *sk, *token;
+};
+
+/* Sends one signed request; payload_hash NULL means the real SHA-256 of the body. */
+static int signed_req(const struct mockproc *m, const struct signer *s, const char *method,
+                      const char *path, const char *payload_hash, const void *body, size_t blen,
+                      const char *extra_name, const char *extra_value, struct answer *a)
+{
+    char date[17], host[64], hash[65], authz[1024], r[8192];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(host, sizeof(host), "127.0.0.1:%d", m->port);
+    if (!payload_hash) {
+        sigv4_sha256_hex(body, blen, hash);
+        payload_hash = hash;
+    }
+    struct sigv4_header h[4] = {
+        {"host", host}, {"x-amz-content-sha256", payload_hash}, {"x-amz-date", date}};
+    size_t nh = 3;
+    if (s->token)
+        h[nh++] = (struct sigv4_header){"x-amz-security-token", s->token};
+    char p[1024], q[1024];
+    snprintf(p, sizeof(p), "%s", path);
+    char *qm = strchr(p, '?');
+    q[0] = '\0';
+    if (qm) {
+        *qm = '\0';
+        snprintf(q, sizeof(q), "%s", qm + 1);
+    }
+    struct sigv4_request sr = {.method = method,
+                               .path = p,
+                               .query = q,
+                               .headers = h,
+                               .nheaders = nh,
+                               .payload_hash = payload_hash,
+                               .amz_date = date,
+                               .region = "us-east-1",
+                               .service = "s3",
+                               .access_key = s->ak,
+                               .secret_key = s->sk};
+    ASSERT_GT(sigv4_authorization(&sr, authz, sizeof(authz)), 0);
+    int n = snprintf(r, sizeof(r),
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nx-amz-content-sha256: %s\r\nx-amz-date: %s\r\n"
+                     "%s%s%s%s%s%s%s%sAuthorization: %s\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, host, payload_hash, date,
+                     s->token ? "x-amz-security-token: " : "", s->token ? s->token : "",
+                     s->token ? "\r\n" : "", extra_name ? extra_name : "", extra_name ? ": " : "",
+                     extra_value ? extra_value : "", extra_name ? "\r\n" : "", "", authz, blen);
+    int fd = dial(m);
+    send_all(fd, r, (size_t)n);
+    if (blen)
+        send_all(fd, body, blen);
+    int st = read_answer(fd, a, strcmp(method, "HEAD") == 0, 5000);
+    close(fd);
+    return st;
+}
+
+static void test_sigv4(void)
+{
+    struct mockproc m;
+    struct answer a;
+    const char *args[] = {
+        "--access-key", "AKIDMOCK", "--secret-key", "mock/secret+KEY", "--session-token",
+        "TOKEN-1",      NULL};
+    struct signer good = {"AKIDMOCK", "mock/secret+KEY", "TOKEN-1"};
+    struct signer bad_secret = {"AKIDMOCK", "mock/secret+KEX", "TOKEN-1"};
+    struct signer bad_key = {"AKIDOTHER", "mock/secret+KEY", "TOKEN-1"};
+    struct signer no_token = {"AKIDMOCK", "mock/secret+KEY", NULL};
+    start(&m, args);
+
+    ASSERT_EQ(signed_req(&m, &good, "PUT", "/commits/s%20k", NULL, "body", 4, NULL, NULL, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(signed_req(&m, &good, "GET", "/commits/s%20k", NULL, "", 0, NULL, NULL, &a), 200);
+    ASSERT_STR_EQ(a.body, "body");
+    answer_free(&a);
+    ASSERT_EQ(signed_req(&m, &good, "PUT", "/commits/u", SIGV4_UNSIGNED_PAYLOAD, "xyz", 3, NULL,
+                         NULL, &a),
+              200);
+    answer_free(&a);
+    ASSERT_EQ(
+        signed_req(&m, &good, "GET", "/commits?list-type=2&prefix=s", NULL, "", 0, NULL, NULL, &a),
+        200);
+    ASSERT(body_has(&a, "<Key>s k</Key>"));
+    answer_free(&a);
+
+    ASSERT_EQ(signed_req(&m, &bad_secret, "GET", "/commits/s%20k", NULL, "", 0, NULL, NULL, &a),
+              403);
+    ASSERT(body_has(&a, "<Code>SignatureDoesNotMatch</Code>"));
+    ASSERT(!body_has(&a, "mock/secret")); /* a secret never appears in an answer */
+    answer_free(&a);
+    ASSERT_EQ(signed_req(&m, &bad_key, "GET", "/commits/s%20k", NULL, "", 0, NULL, NULL, &a), 403);
+    ASSERT(body_has(&a, "<Code>InvalidAccessKeyId</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(signed_req(&m, &no_token, "GET", "/commits/s%20k", NULL, "", 0, NULL, NULL, &a), 403);
+    ASSERT(body_has(&a, "<Code>InvalidToken</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/s%20k", NULL, NULL, 0, &a), 403);
+    ASSERT(body_has(&a, "<Code>AccessDenied</Code>"));
+    answer_free(&a);
+    /* the body does not match the signed x-amz-content-sha256 */
+    char hash[65];
+    sigv4_sha256_hex("body", 4, hash);
+    ASSERT_EQ(signed_req(&m, &good, "PUT", "/commits/s%20k", hash, "bodY", 4, NULL, NULL, &a), 400);
+    ASSERT(body_has(&a, "<Code>XAmzContentSHA256Mismatch</Code>"));
+    answer_free(&a);
+    /* an x-amz-* header that is not signed */
+    ASSERT_EQ(
+        signed_req(&m, &good, "PUT", "/commits/m", NULL, "b", 1, "x-amz-meta-color", "red", &a),
+        403);
+    ASSERT(body_has(&a, "not signed"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/s%20k?X-Amz-Signature=abc", NULL, NULL, 0, &a), 403);
+    answer_free(&a);
+    stop(&m);
+}
+
+/* The S3 documentation's requests, sent byte for byte with their published signatures. */
+static void test_sigv4_documented_requests(void)
+{
+    struct mockproc m;
+    struct answer a;
+    const char *args[] = {"--bucket",
+                          "examplebucket",
+                          "--access-key",
+                          "AKIAIOSFODNN7EXAMPLE",
+                          "--secret-key",
+                          "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                          "--max-skew-s",
+                          "0",
+                          NULL};
+    start(&m, args);
+    const char put[] =
+        "PUT /test$file.text HTTP/1.1\r\nHost: examplebucket.s3.amazonaws.com\r\n"
+        "Date: Fri, 24 May 2013 00:00:00 GMT\r\n"
+        "Authorization: AWS4-HMAC-SHA256 "
+        "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=date;"
+        "host;x-amz-content-sha256;x-amz-date;x-amz-storage-class,Signature="
+        "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd\r\n"
+        "x-amz-date: 20130524T000000Z\r\nx-amz-storage-class: REDUCED_REDUNDANCY\r\n"
+        "x-amz-content-sha256: 44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072\r\n"
+        "Content-Length: 21\r\n\r\nWelcome to Amazon S3.";
+    int fd = dial(&m);
+    send_all(fd, put, sizeof(put) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    answer_free(&a);
+    close(fd);
+
+    /* the GET example (test.txt does not exist: NoSuchKey proves the signature passed) */
+    const char get[] =
+        "GET /test.txt HTTP/1.1\r\nHost: examplebucket.s3.amazonaws.com\r\n"
+        "Authorization: AWS4-HMAC-SHA256 "
+        "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;"
+        "range;x-amz-content-sha256;x-amz-date,Signature="
+        "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41\r\n"
+        "Range: bytes=0-9\r\n"
+        "x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n"
+        "x-amz-date: 20130524T000000Z\r\n\r\n";
+    fd = dial(&m);
+    send_all(fd, get, sizeof(get) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 404);
+    ASSERT(body_has(&a, "<Code>NoSuchKey</Code>"));
+    answer_free(&a);
+    close(fd);
+
+    /* the list example, then the same with one signature byte changed */
+    char list[1024];
+    const char *fmt =
+        "GET /?max-keys=2&prefix=J HTTP/1.1\r\nHost: examplebucket.s3.amazonaws.com\r\n"
+        "Authorization: AWS4-HMAC-SHA256 "
+        "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;"
+        "x-amz-content-sha256;x-amz-date,Signature=%s\r\n"
+        "x-amz-date: 20130524T000000Z\r\n"
+        "x-amz-content-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n"
+        "\r\n";
+    int n = snprintf(list, sizeof(list), fmt,
+                     "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7");
+    fd = dial(&m);
+    send_all(fd, list, (size_t)n);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    ASSERT(body_has(&a, "<ListBucketResult"));
+    answer_free(&a);
+    close(fd);
+    n = snprintf(list, sizeof(list), fmt,
+                 "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f8");
+    fd = dial(&m);
+    send_all(fd, list, (size_t)n);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 403);
+    ASSERT(body_has(&a, "<Code>SignatureDoesNotMatch</Code>"));
+    answer_free(&a);
+    close(fd);
+
+    /* what the documented PUT stored is what a GET with a fresh signature returns */
+    stop(&m);
+}
+
+/* ---- faults ---- */
+
+static int put_faults(const struct mockproc *m, const char *json)
+{
+    char out[4096];
+    return mockproc_http(m, "PUT", "/_mock/faults", json, out, sizeof(out));
+}
+
+/* A number from GET /_mock/stats by dotted path ("faults.reset"); 0 when absent. */
+static long stat_value(const struct mockproc *m, const char *path)
+{
+    char out[16384], key[256];
+    ASSERT_EQ(mockproc_http(m, "GET", "/_mock/stats", NULL, out, sizeof(out)), 200);
+    const char *json = strstr(out, "\r\n\r\n");
+    ASSERT(json);
+    cJSON *root = cJSON_Parse(json + 4), *it = root;
+    ASSERT(root);
+    snprintf(key, sizeof(key), "%s", path);
+    for (char *tok = strtok(key, "."); tok && it; tok = strtok(NULL, "."))
+        it = cJSON_GetObjectItemCaseSensitive(it, tok);
+    long v = (it && cJSON_IsNumber(it)) ? (long)it->valuedouble : 0;
+    cJSON_Delete(root);
+    return v;
+}
+
+static void test_faults(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char out[4096];
+    start(&m, NULL);
+
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":1,\"error_status\":503}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/e", NULL, "v", 1, &a), 503);
+    ASSERT(body_has(&a, "<Code>SlowDown</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"error_status\":500}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/e", NULL, "v", 1, &a), 500);
+    ASSERT(body_has(&a, "<Code>InternalError</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":0}"), 200);
+    ASSERT_EQ(req(&m, "GET", "/commits/e", NULL, NULL, 0, &a), 404); /* never stored */
+    answer_free(&a);
+
+    ASSERT_EQ(put_faults(&m, "{\"written_error_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/w", NULL, "stored", 6, &a), 500);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"written_error_rate\":0}"), 200);
+    ASSERT_EQ(req(&m, "GET", "/commits/w", NULL, NULL, 0, &a), 200); /* the ambiguous case */
+    ASSERT_STR_EQ(a.body, "stored");
+    answer_free(&a);
+
+    ASSERT_EQ(put_faults(&m, "{\"reset_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/r", NULL, "v", 1, &a), -1);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"reset_rate\":0,\"stall_rate\":1}"), 200);
+    int fd = dial(&m);
+    const char get[] = "GET /commits/w HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, get, sizeof(get) - 1);
+    ASSERT(!readable(fd, 400)); /* never answered, not closed */
+    close(fd);
+    ASSERT_EQ(put_faults(&m, "{\"stall_rate\":0,\"latency_ms\":300}"), 200);
+    int64_t t0 = now_ms();
+    ASSERT_EQ(req(&m, "GET", "/commits/w", NULL, NULL, 0, &a), 200);
+    ASSERT_GE(now_ms() - t0, 290);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"latency_ms\":0,\"slow_close\":1,\"slow_close_ms\":500}"), 200);
+    fd = dial(&m);
+    send_all(fd, get, sizeof(get) - 1);
+    t0 = now_ms();
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    ASSERT(a.eof); /* Connection: close */
+    answer_free(&a);
+    char c;
+    ASSERT(readable(fd, 3000));
+    ASSERT_EQ(recv(fd, &c, 1, 0), 0);
+    ASSERT_GE(now_ms() - t0, 400);
+    close(fd);
+
+    ASSERT_EQ(put_faults(&m, "{\"slow_close\":0}"), 200);
+    char *big = malloc(60000);
+    memset(big, 'b', 60000);
+    ASSERT_EQ(req(&m, "PUT", "/commits/big", NULL, big, 60000, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"bandwidth_bytes_per_s\":100000}"), 200);
+    t0 = now_ms();
+    ASSERT_EQ(req(&m, "GET", "/commits/big", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(a.body_len, 60000);
+    ASSERT_GE(now_ms() - t0, 400); /* 60 KB at 100 KB/s, less a 10 KB burst */
+    answer_free(&a);
+    free(big);
+    ASSERT_EQ(put_faults(&m, "{\"bandwidth_bytes_per_s\":0}"), 200);
+
+    /* bad settings are refused with a message that names the setting */
+    ASSERT_EQ(mockproc_http(&m, "PUT", "/_mock/faults", "{\"error_rate\":2}", out, sizeof(out)),
+              400);
+    ASSERT(strstr(out, "error_rate"));
+    ASSERT_EQ(mockproc_http(&m, "PUT", "/_mock/faults", "{\"nope\":1}", out, sizeof(out)), 400);
+    ASSERT(strstr(out, "unknown setting"));
+    ASSERT_EQ(mockproc_http(&m, "PUT", "/_mock/faults", "not json", out, sizeof(out)), 400);
+    ASSERT_EQ(mockproc_http(&m, "GET", "/_mock/faults", NULL, out, sizeof(out)), 200);
+    ASSERT(strstr(out, "\"error_rate\":0"));
+
+    /* every fault was counted */
+    ASSERT_GE(stat_value(&m, "faults.error"), 2);
+    ASSERT_GE(stat_value(&m, "faults.written_error"), 1);
+    ASSERT_GE(stat_value(&m, "faults.reset"), 1);
+    ASSERT_GE(stat_value(&m, "faults.stall"), 1);
+    ASSERT_GE(stat_value(&m, "faults.latency"), 1);
+    ASSERT_GE(stat_value(&m, "faults.slow_close"), 1);
+    ASSERT_GE(stat_value(&m, "faults.bandwidth"), 1);
+    ASSERT_EQ(stat_value(&m, "ops.PutObject.status.200"), 1);
+    ASSERT_EQ(stat_value(&m, "ops.PutObject.status.503"), 1);
+    ASSERT_EQ(stat_value(&m, "ops.PutObject.status.500"), 2);
+    ASSERT_GT(stat_value(&m, "bytes_in"), 60000);
+    ASSERT_GT(stat_value(&m, "bytes_out"), 60000);
+    ASSERT_EQ(mockproc_http(&m, "DELETE", "/_mock/stats", NULL, out, sizeof(out)), 204);
+    ASSERT_LE(stat_value(&m, "requests"), 1); /* the DELETE itself */
+    stop(&m);
+}
+
+/* Flags at start, and the same seed giving the same choices. */
+static void statuses_with_seed(const char *seed, char *out, int n)
+{
+    struct mockproc m;
+    struct answer a;
+    const char *args[] = {"--seed", seed, "--error-rate", "0.5", "--error-status", "500", NULL};
+    start(&m, args);
+    for (int i = 0; i < n; i++) {
+        int st = req(&m, "PUT", "/commits/k", NULL, "v", 1, &a);
+        ASSERT(st == 200 || st == 500);
+        out[i] = st == 200 ? '.' : 'E';
+        answer_free(&a);
+    }
+    out[n] = '\0';
+    stop(&m);
+}
+
+static void test_fault_seed(void)
+{
+    char a[41], b[41], c[41];
+    statuses_with_seed("42", a, 40);
+    statuses_with_seed("42", b, 40);
+    statuses_with_seed("7", c, 40);
+    ASSERT_STR_EQ(a, b);
+    ASSERT(strcmp(a, c) != 0);
+    ASSERT(strchr(a, 'E') && strchr(a, '.'));
+    /* a bad flag ends the mock before it listens */
+    struct mockproc m;
+    const char *bad[] = {"--error-rate", "2", NULL};
+    ASSERT_NE(mockproc_start(&m, bad), 0);
+}
+
+/* ---- protocol and bad input ---- */
+
+static void test_protocol(void)
+{
+    struct mockproc m;
+    struct answer a;
+    const char *args[] = {"--request-timeout-ms", "500", NULL};
+    start(&m, args);
+
+    /* keep-alive + pipelining: three requests in one write, three answers in order */
+    int fd = dial(&m);
+    const char pipe3[] = "PUT /commits/p1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none"
+                         "PUT /commits/p2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo"
+                         "GET /commits/p1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, pipe3, sizeof(pipe3) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    answer_free(&a);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    answer_free(&a);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    ASSERT_STR_EQ(a.body, "one");
+    answer_free(&a);
+    close(fd);
+
+    /* chunked body */
+    fd = dial(&m);
+    const char chunked[] =
+        "PUT /commits/ch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    send_all(fd, chunked, sizeof(chunked) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    answer_free(&a);
+    close(fd);
+    ASSERT_EQ(req(&m, "GET", "/commits/ch", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "hello world");
+    answer_free(&a);
+
+    /* Expect: 100-continue: the 100 comes before the body is sent */
+    fd = dial(&m);
+    const char ex[] = "PUT /commits/ex HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                      "Content-Length: 4\r\n\r\n";
+    send_all(fd, ex, sizeof(ex) - 1);
+    char buf[256] = {0};
+    ASSERT(readable(fd, 2000));
+    ASSERT_GT(recv(fd, buf, sizeof(buf) - 1, 0), 0);
+    ASSERT(strncmp(buf, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0);
+    send_all(fd, "data", 4);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    answer_free(&a);
+    close(fd);
+    /* ... and a refusal comes instead of the 100, and the connection closes */
+    fd = dial(&m);
+    const char ex2[] = "PUT /nosuch/ex HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                       "Content-Length: 4\r\n\r\n";
+    send_all(fd, ex2, sizeof(ex2) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 404);
+    ASSERT(a.eof);
+    answer_free(&a);
+    close(fd);
+
+    /* malformed request line: 400; unknown method: 501; both close */
+    fd = dial(&m);
+    send_all(fd, "GARBAGE\r\n\r\n", 11);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 400);
+    answer_free(&a);
+    close(fd);
+    fd = dial(&m);
+    send_all(fd, "FROB /commits/x HTTP/1.1\r\nHost: x\r\n\r\n", 37);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 501);
+    answer_free(&a);
+    close(fd);
+    fd = dial(&m);
+    send_all(fd, "PATCH /commits/x HTTP/1.1\r\nHost: x\r\n\r\n", 38);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 501);
+    answer_free(&a);
+    close(fd);
+
+    /* oversized headers: 431 */
+    char *big = malloc(40000);
+    int n = snprintf(big, 40000, "GET /commits/x HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(big + n, 'a', 20000);
+    memcpy(big + n + 20000, "\r\n\r\n", 5);
+    fd = dial(&m);
+    send_all(fd, big, strlen(big));
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 431);
+    answer_free(&a);
+    close(fd);
+    /* too many header fields: 431 */
+    n = snprintf(big, 40000, "GET /commits/x HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 150; i++)
+        n += snprintf(big + n, 40000 - (size_t)n, "X-H%d: v\r\n", i);
+    snprintf(big + n, 40000 - (size_t)n, "\r\n");
+    fd = dial(&m);
+    send_all(fd, big, strlen(big));
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 431);
+    answer_free(&a);
+    close(fd);
+    free(big);
+
+    /* a body shorter than its Content-Length, then the client leaves: nothing stored */
+    fd = dial(&m);
+    const char shortb[] =
+        "PUT /commits/short HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly";
+    send_all(fd, shortb, sizeof(shortb) - 1);
+    usleep(100000);
+    close(fd);
+    /* ... or stays: 400 RequestTimeout after --request-timeout-ms */
+    fd = dial(&m);
+    send_all(fd, shortb, sizeof(shortb) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 400);
+    ASSERT(body_has(&a, "<Code>RequestTimeout</Code>"));
+    answer_free(&a);
+    close(fd);
+    ASSERT_EQ(req(&m, "GET", "/commits/short", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+
+    /* a key over 1024 bytes */
+    char longkey[1200] = "/commits/";
+    memset(longkey + 9, 'k', 1100);
+    longkey[1109] = '\0';
+    ASSERT_EQ(req(&m, "PUT", longkey, NULL, "v", 1, &a), 400);
+    ASSERT(body_has(&a, "KeyTooLongError"));
+    answer_free(&a);
+
+    /* the server is still whole, and counts its connections */
+    int fds[5];
+    for (int i = 0; i < 5; i++)
+        fds[i] = dial(&m);
+    usleep(200000);
+    ASSERT_GE(stat_value(&m, "connections.open"), 5);
+    ASSERT_GE(stat_value(&m, "connections.peak"), 5);
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
+    usleep(200000);
+    ASSERT_LE(stat_value(&m, "connections.open"), 1);
+    ASSERT_EQ(req(&m, "GET", "/commits/p2", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "two");
+    answer_free(&a);
+    stop(&m);
+}
+
+/* ---- storage modes ---- */
+
+static void test_data_dir_restart(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char dir[] = "/tmp/s3c-mock-test-XXXXXX";
+    ASSERT(mkdtemp(dir));
+    const char *args[] = {"--data-dir", dir, NULL};
+    start(&m, args);
+    ASSERT_EQ(req(&m, "PUT", "/commits/keep/1", NULL, "first", 5, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/keep/2", NULL, "second", 6, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/gone", NULL, "x", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/commits/gone", NULL, NULL, 0, &a), 204);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/other", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    mockproc_kill(&m); /* SIGKILL: no shutdown path */
+    running_mock = 0;
+
+    /* a temp file of a write that never finished is ignored (and cleaned) */
+    char junk[512];
+    snprintf(junk, sizeof(junk), "%s/commits/.tmp-1-1", dir);
+    FILE *f = fopen(junk, "w");
+    ASSERT(f);
+    fputs("torn", f);
+    fclose(f);
+
+    const char *args2[] = {"--data-dir", dir, "--bucket", "commits", NULL};
+    start(&m, args2);
+    ASSERT_EQ(req(&m, "GET", "/commits/keep/1", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "first");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/keep/2", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "second");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/gone", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/other", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 2);
+    answer_free(&a);
+    struct stat st;
+    ASSERT_NE(stat(junk, &st), 0);
+    stop(&m);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+static void test_store_none(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char h[128], b64[32];
+    const char *args[] = {"--store", "none", NULL};
+    start(&m, args);
+    ASSERT_EQ(req(&m, "PUT", "/commits/n", NULL, "data", 4, &a), 200);
+    ASSERT(head_value(&a, "ETag"));
+    answer_free(&a);
+    md5_b64("data", 4, b64);
+    snprintf(h, sizeof(h), "Content-MD5: %s\r\n", b64);
+    ASSERT_EQ(req(&m, "PUT", "/commits/n", h, "datA", 4, &a), 400); /* still checked */
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/n", NULL, NULL, 0, &a), 404); /* nothing kept */
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/nosuch/n", NULL, "data", 4, &a), 404);
+    answer_free(&a);
+    stop(&m);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGABRT, on_abort);
+    RUN(test_object_ops);
+    RUN(test_bucket_ops);
+    RUN(test_conditional_writes);
+    RUN(test_checksums);
+    RUN(test_listing);
+    RUN(test_sigv4);
+    RUN(test_sigv4_documented_requests);
+    RUN(test_faults);
+    RUN(test_fault_seed);
+    RUN(test_protocol);
+    RUN(test_data_dir_restart);
+    RUN(test_store_none);
+    return 0;
+}
