@@ -440,6 +440,48 @@ static void test_checksums(void)
     stop(&m);
 }
 
+/* aws-chunked with an unsigned trailer (what newer SDKs send by default). */
+static int put_aws_chunked(const struct mockproc *m, const char *key, const char *trailer_value,
+                           const char *trailer_name, struct answer *a)
+{
+    char body[512], hdr[512], path[128];
+    int n = snprintf(body, sizeof(body), "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n");
+    if (trailer_value)
+        n += snprintf(body + n, sizeof(body) - (size_t)n, "%s:%s\r\n", trailer_name, trailer_value);
+    n += snprintf(body + n, sizeof(body) - (size_t)n, "\r\n");
+    snprintf(hdr, sizeof(hdr),
+             "x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n"
+             "Content-Encoding: aws-chunked\r\nx-amz-decoded-content-length: 11\r\n"
+             "x-amz-trailer: %s\r\n",
+             trailer_name);
+    snprintf(path, sizeof(path), "/commits/%s", key);
+    return req(m, "PUT", path, hdr, body, (size_t)n, a);
+}
+
+static void test_aws_chunked(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char b64[16];
+    start(&m, NULL);
+    crc32c_b64("hello world", 11, b64);
+    ASSERT_EQ(put_aws_chunked(&m, "ac", b64, "x-amz-checksum-crc32c", &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/ac", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "hello world");
+    answer_free(&a);
+    crc32c_b64("hello World", 11, b64);
+    ASSERT_EQ(put_aws_chunked(&m, "ac2", b64, "x-amz-checksum-crc32c", &a), 400);
+    ASSERT(body_has(&a, "<Code>BadDigest</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(put_aws_chunked(&m, "ac3", NULL, "x-amz-checksum-crc32c", &a), 400);
+    ASSERT(body_has(&a, "MalformedTrailerError"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/ac2", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+    stop(&m);
+}
+
 /* ---- listing ---- */
 
 static void put_many(const struct mockproc *m, const char *fmt, int count)
@@ -1137,6 +1179,7 @@ int main(void)
     RUN(test_bucket_ops);
     RUN(test_conditional_writes);
     RUN(test_checksums);
+    RUN(test_aws_chunked);
     RUN(test_listing);
     RUN(test_sigv4);
     RUN(test_sigv4_documented_requests);

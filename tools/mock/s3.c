@@ -288,15 +288,17 @@ static void chunk_trailer(struct req *r, const char *line)
     const char *v = colon + 1;
     while (*v == ' ')
         v++;
-    if (nl == 22 && strncasecmp(line, "x-amz-checksum-crc32c", 21) == 0 && line[21] == 'c')
+#define IS(name) (nl == sizeof(name) - 1 && strncasecmp(line, name, nl) == 0)
+    if (IS("x-amz-checksum-crc32c"))
         c->has_crc32c = b64_exact(v, (unsigned char *)&c->exp_crc32c, 4);
-    else if (nl == 20 && strncasecmp(line, "x-amz-checksum-crc32", 20) == 0)
+    else if (IS("x-amz-checksum-crc32"))
         c->has_crc32 = b64_exact(v, (unsigned char *)&c->exp_crc32, 4);
-    else if (nl == 21 && strncasecmp(line, "x-amz-checksum-sha256", 21) == 0)
+    else if (IS("x-amz-checksum-sha256"))
         c->has_sha256 = b64_exact(v, c->exp_sha256, 32);
     else
         return;
-    if (c->trailer[0] && strncasecmp(line, c->trailer, nl) == 0)
+#undef IS
+    if (c->trailer[0] && strlen(c->trailer) == nl && strncasecmp(line, c->trailer, nl) == 0)
         c->trailer_seen = true;
 }
 
