@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one-command demo (`make demo`, which builds first): starts s3commit-mock on a free
-# 127.0.0.1 port with its objects on disk under build/demo/, drives the stage with
-# s3commit-load for about 10 seconds, reads every object back with `s3commit verify`, and
-# prints a short table. It only talks to 127.0.0.1 and always stops the mock it started.
+# 127.0.0.1 port (objects in memory, 10 ms per request like an in-region S3 PUT), drives
+# the stage with s3commit-load for about 10 seconds in two phases, reads every object back
+# with `s3commit verify`, and prints a short table. It only talks to 127.0.0.1 and always
+# stops the mock it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,10 @@ OUT=${OUT:-build/demo}
 DURATION=${DEMO_DURATION:-10}
 SIZES=${DEMO_SIZES:-64-4096}
 PRODUCERS=${DEMO_PRODUCERS:-4}
+RATE_CAP=${DEMO_RATE:-20000}
+# Extra mock flags: DEMO_MOCK_ARGS="--data-dir build/demo/data" keeps objects on disk
+# (each fsync'd), "--latency-ms 0" shows the stage with a store that answers at once.
+MOCK_ARGS=${DEMO_MOCK_ARGS:---latency-ms 10}
 
 for b in s3commit s3commit-load s3commit-mock; do
     if [ ! -x "$BIN/$b" ]; then
@@ -19,12 +24,12 @@ for b in s3commit s3commit-load s3commit-mock; do
     fi
 done
 
-rm -rf "$OUT/data"
-mkdir -p "$OUT/data"
+rm -rf "$OUT"
+mkdir -p "$OUT"
 
-# The mock keeps objects on disk (written to a temp file, fsync'd, renamed), so what
-# verify reads back below is what the load run stored.
-"$BIN/s3commit-mock" --listen 127.0.0.1:0 --bucket commits --data-dir "$OUT/data" \
+# The mock keeps running across both load phases, so verify reads back what they stored.
+# shellcheck disable=SC2086 # MOCK_ARGS is a list of flags
+"$BIN/s3commit-mock" --listen 127.0.0.1:0 --bucket commits $MOCK_ARGS \
     >"$OUT/mock.out" 2>"$OUT/mock.log" &
 mock_pid=$!
 cleanup() {
@@ -50,54 +55,80 @@ if [ -z "$port" ]; then
     exit 1
 fi
 
-cat >"$OUT/config.json" <<EOF
+# Two phases of DURATION/2 seconds, each under its own prefix (keys are deterministic, so
+# two runs must not share one). "max" submits as fast as the stage takes commits: that
+# shows capacity, but its ack latency is mostly queueing in the commit ring. "steady"
+# then runs at a third of that rate (at most DEMO_RATE): the latency a commit sees below
+# saturation.
+write_config() { # write_config PREFIX FILE
+    cat >"$2" <<EOF
 {
-  "s3": { "endpoint": "http://127.0.0.1:$port", "bucket": "commits", "prefix": "demo/" },
+  "s3": { "endpoint": "http://127.0.0.1:$port", "bucket": "commits", "prefix": "$1" },
   "persistence": { "batch_timeout_ms": 5, "max_in_flight_requests": 8, "target_pool_size": 16 },
   "log": { "level": "warn" }
 }
 EOF
-
-echo "demo: s3commit-mock on 127.0.0.1:$port (objects in $OUT/data)"
-echo "demo: s3commit-load for ${DURATION}s: $PRODUCERS producers, commits of $SIZES bytes"
-"$BIN/s3commit-load" --config "$OUT/config.json" --duration "$DURATION" --size "$SIZES" \
-    --producers "$PRODUCERS" --report "$OUT/report.json"
+}
+write_config demo/max/ "$OUT/config-max.json"
+write_config demo/steady/ "$OUT/config-steady.json"
+half=$(awk -v d="$DURATION" 'BEGIN { h = d / 2; if (h < 1) h = 1; print h }')
 
 # The report is cJSON's pretty print: one "key":<tab>value per line.
-field() { # field NAME [BLOCK]: the first NAME, inside BLOCK's object if given
-    awk -v name="\"$1\":" -v block="${2:-}" '
+field() { # field REPORT NAME [BLOCK]: the first NAME, inside BLOCK's object if given
+    awk -v name="\"$2\":" -v block="${3:-}" '
         block != "" && index($0, "\"" block "\":") { inblock = 1 }
         (block == "" || inblock) && index($0, name) {
             v = $0; sub(/^[^:]*:[ \t]*/, "", v); sub(/,$/, "", v); print v; exit }
-    ' "$OUT/report.json"
+    ' "$1"
 }
-acked=$(field commits_acked)
 
-echo "demo: s3commit verify (reads every object back)"
-set +e
-"$BIN/s3commit" verify --config "$OUT/config.json" --expect-commits "$acked" >"$OUT/verify.json"
-verify_rc=$?
-set -e
-verify_line=$(cat "$OUT/verify.json")
-vfield() { printf '%s' "$verify_line" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+echo "demo: s3commit-mock on 127.0.0.1:$port ($MOCK_ARGS)"
+echo "demo: s3commit-load ${half}s as fast as possible: $PRODUCERS producers, $SIZES byte commits"
+"$BIN/s3commit-load" --config "$OUT/config-max.json" --duration "$half" --size "$SIZES" \
+    --producers "$PRODUCERS" --report "$OUT/report-max.json"
+rate=$(awk -v c="$(field "$OUT/report-max.json" commits_per_s)" \
+    -v cap="$RATE_CAP" 'BEGIN { r = int(c / 3); if (r > cap) r = cap; print (r < 100 ? 100 : r) }')
+echo "demo: s3commit-load ${half}s at a steady $rate commits/s"
+"$BIN/s3commit-load" --config "$OUT/config-steady.json" --duration "$half" --size "$SIZES" \
+    --producers "$PRODUCERS" --rate "$rate" --report "$OUT/report.json"
+
+echo "demo: s3commit verify on both prefixes (reads every object back)"
+verify_rc=0
+verify() { # verify NAME CONFIG REPORT: leaves verify's JSON in $OUT/verify-NAME.json
+    local n
+    n=$(field "$3" commits_acked)
+    if ! "$BIN/s3commit" verify --config "$2" --expect-commits "$n" >"$OUT/verify-$1.json"; then
+        verify_rc=1
+    fi
+}
+verify max "$OUT/config-max.json" "$OUT/report-max.json"
+verify steady "$OUT/config-steady.json" "$OUT/report.json"
+vfield() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$OUT/verify-$1.json"; }
+vsum() {
+    if grep -q '"ok":true' "$OUT/verify-$1.json" 2>/dev/null; then
+        echo "ok: $(vfield "$1" objects) objects, seqs $(vfield "$1" first_seq)..$(vfield "$1" last_seq)"
+    else
+        echo "FAILED: see $OUT/verify-$1.json"
+    fi
+}
 
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+M=$OUT/report-max.json
+S=$OUT/report.json
+row() { printf '  %-22s %-32s %s\n' "$1" "$2" "$3"; }
+lat() { echo "$(ms "$(field "$1" p50 ack_latency_us)") / $(ms "$(field "$1" p99 ack_latency_us)")"; }
+per() { echo "$(field "$1" batches) ($(field "$1" commits_per_batch) commits each)"; }
 echo
-printf '  %-22s %s\n' "commits/s" "$(field commits_per_s)"
-printf '  %-22s %s\n' "MB/s" "$(field mb_per_s)"
-printf '  %-22s %s / %s\n' "ack latency p50 / p99" "$(ms "$(field p50 ack_latency_us)")" \
-    "$(ms "$(field p99 ack_latency_us)")"
-printf '  %-22s %s (%s commits each on average)\n' "batches (S3 PUTs)" "$(field batches)" \
-    "$(field commits_per_batch)"
-printf '  %-22s %s\n' "writes saved" "$(field writes_saved)"
-printf '  %-22s %s commits acked in order, %s retries\n' "acknowledged" "$acked" "$(field retries)"
-if [ "$verify_rc" -eq 0 ]; then
-    printf '  %-22s ok: %s objects, seqs %s..%s, %s gaps, %s bad objects\n' "verify" \
-        "$(vfield objects)" "$(vfield first_seq)" "$(vfield last_seq)" "$(vfield gaps)" \
-        "$(vfield bad_objects)"
-else
-    printf '  %-22s FAILED: %s\n' "verify" "$verify_line"
-fi
-printf '  %-22s %s\n' "report" "$OUT/report.json"
-printf '  %-22s %s\n' "plot" "$OUT/report.svg"
+row "" "as fast as possible" "at $rate commits/s"
+row "commits/s" "$(field "$M" commits_per_s)" "$(field "$S" commits_per_s)"
+row "MB/s" "$(field "$M" mb_per_s)" "$(field "$S" mb_per_s)"
+row "ack latency p50 / p99" "$(lat "$M")" "$(lat "$S")"
+row "batches (S3 PUTs)" "$(per "$M")" "$(per "$S")"
+row "writes saved" "$(field "$M" writes_saved)" "$(field "$S" writes_saved)"
+row "acked in order" "$(field "$M" commits_acked) of $(field "$M" commits_submitted)" \
+    "$(field "$S" commits_acked) of $(field "$S" commits_submitted)"
+row "verify" "$(vsum max)" "$(vsum steady)"
+echo
+printf '  %-22s %s\n' "reports" "$M $S"
+printf '  %-22s %s\n' "plots" "${M%.json}.svg ${S%.json}.svg"
 exit "$verify_rc"

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,10 +181,11 @@ static void svg_throughput(FILE *f, const struct load_result *r, int y0)
                 SVG_LEFT + pw, y);
         fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"yl\">%s</text>\n", SVG_LEFT - 6, y + 4, lab);
     }
-    for (int i = 0; i <= 5; i++) {
-        double t = tmax * i / 5;
-        int x = SVG_LEFT + (int)(pw * i / 5);
-        fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"xl\">%.3g s</text>\n", x, top + ph + 18, t);
+    double step = nice_ceil(tmax / 6);
+    tmax = ceil(tmax / step) * step;
+    for (double t = 0; t <= tmax + step / 2; t += step) {
+        int x = SVG_LEFT + (int)(pw * t / tmax);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"xl\">%g s</text>\n", x, top + ph + 18, t);
     }
     fprintf(f, "<polyline class=\"tp\" points=\"");
     for (size_t i = 1; i < r->nsamples; i++) {
@@ -256,8 +258,9 @@ static void svg_latency(FILE *f, const struct load_result *r, int y0)
         fmt_us(lab, sizeof(lab), v);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"q\"/>\n", x, top, x,
                 top + ph);
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\" class=\"ql\">%s %s</text>\n", x + 4,
-                top + 14 + 14 * (int)i, marks[i].name, lab);
+        bool right = x > SVG_LEFT + pw * 0.8; /* label left of the line near the edge */
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" class=\"ql\"%s>%s %s</text>\n", right ? x - 4 : x + 4,
+                top + 14 + 14 * (int)i, right ? " text-anchor=\"end\"" : "", marks[i].name, lab);
     }
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"frame\"/>\n", SVG_LEFT,
             top, pw, ph);
