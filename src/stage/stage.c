@@ -549,6 +549,10 @@ static void *persistence_main(void *arg)
             st->outstanding++;
             st->last_send_ns = now;
             build_batch(st, b);
+            S3C_LOG(S3C_LOG_DEBUG,
+                    "event=batch_send first_seq=%" PRIu64 " last_seq=%" PRIu64 " bytes=%" PRIu64
+                    " outstanding=%d full=%d",
+                    b->rb.first_seq, b->rb.last_seq, b->rb.bytes, st->outstanding, rd.full);
             send_batch(st, b);
             failed = atomic_load(&st->failed);
             rd = (struct ring_ready){0};
