@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -87,7 +88,7 @@ static bool readable(int fd, int ms)
 
 static const char *head_value(const struct answer *a, const char *name)
 {
-    static char v[1024];
+    static _Thread_local char v[1024];
     size_t nl = strlen(name);
     for (const char *l = a->head; l && *l; l = strstr(l, "\r\n") ? strstr(l, "\r\n") + 2 : NULL) {
         if (strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
@@ -1096,6 +1097,64 @@ static void test_protocol(void)
     stop(&m);
 }
 
+/* Many clients at once on several loops: every answer right, nothing lost. */
+struct hammer {
+    const struct mockproc *m;
+    int id, ok;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    struct answer a;
+    int fd = dial(h->m);
+    for (int i = 0; i < 100; i++) {
+        char r[512], body[64];
+        int bl = snprintf(body, sizeof(body), "body-%d-%d", h->id, i);
+        int n =
+            snprintf(r, sizeof(r),
+                     "PUT /commits/h%d/%03d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s",
+                     h->id, i, bl, body);
+        if (!send_try(fd, r, (size_t)n) || read_answer(fd, &a, false, 10000) != 200)
+            break;
+        answer_free(&a);
+        n = snprintf(r, sizeof(r), "GET /commits/h%d/%03d HTTP/1.1\r\nHost: x\r\n\r\n", h->id, i);
+        if (!send_try(fd, r, (size_t)n) || read_answer(fd, &a, false, 10000) != 200 ||
+            strcmp(a.body, body) != 0) {
+            answer_free(&a);
+            break;
+        }
+        answer_free(&a);
+        h->ok++;
+    }
+    close(fd);
+    return NULL;
+}
+
+static void test_concurrent_clients(void)
+{
+    struct mockproc m;
+    struct answer a;
+    const char *args[] = {"--threads", "4", NULL};
+    struct hammer hs[8];
+    pthread_t th[8];
+    start(&m, args);
+    for (int i = 0; i < 8; i++) {
+        hs[i] = (struct hammer){.m = &m, .id = i};
+        ASSERT_EQ(pthread_create(&th[i], NULL, hammer_main, &hs[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        ASSERT_EQ(hs[i].ok, 100);
+    }
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&prefix=h", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 800);
+    answer_free(&a);
+    ASSERT_EQ(stat_value(&m, "ops.PutObject.status.200"), 800);
+    ASSERT_GE(stat_value(&m, "connections.peak"), 2);
+    stop(&m);
+}
+
 /* ---- storage modes ---- */
 
 static void test_data_dir_restart(void)
@@ -1186,6 +1245,7 @@ int main(void)
     RUN(test_faults);
     RUN(test_fault_seed);
     RUN(test_protocol);
+    RUN(test_concurrent_clients);
     RUN(test_data_dir_restart);
     RUN(test_store_none);
     return 0;

@@ -131,19 +131,24 @@ static void b64(const unsigned char *in, size_t n, char *out)
     EVP_EncodeBlock((unsigned char *)out, in, (int)n);
 }
 
+static uint32_t crc32_table[256];
+
+static void crc32_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+        crc32_table[i] = c;
+    }
+}
+
+/* CRC-32 (IEEE, as zlib and x-amz-checksum-crc32); only used when a client sends one. */
 static uint32_t crc32_ieee(uint32_t crc, const unsigned char *p, size_t n)
 {
-    static uint32_t t[256];
-    static atomic_int ready;
-    if (!atomic_load(&ready)) {
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++)
-                c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-            t[i] = c;
-        }
-        atomic_store(&ready, 1);
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const uint32_t *t = crc32_table;
+    pthread_once(&once, crc32_init);
     crc = ~crc;
     while (n--)
         crc = t[(crc ^ *p++) & 0xff] ^ (crc >> 8);
@@ -641,7 +646,7 @@ static enum op route(struct req *r)
 }
 
 /* Sub-resources the mock does not implement ("?acl", "?uploads", ...). */
-static const char *unsupported_subresource(const struct req *r)
+static const char *unsupported_subresource(const struct req *r, char *name, size_t cap)
 {
     static const char *const known[] = {"list-type",
                                         "prefix",
@@ -666,7 +671,6 @@ static const char *unsupported_subresource(const struct req *r)
                                         "response-content-type",
                                         "optional-object-attributes",
                                         NULL};
-    static char name[64];
     const char *q = r->query;
     while (q && *q) {
         size_t kl = strcspn(q, "=&");
@@ -675,7 +679,7 @@ static const char *unsupported_subresource(const struct req *r)
             if (strlen(known[i]) == kl && strncmp(q, known[i], kl) == 0)
                 ok = true;
         if (!ok && kl) {
-            snprintf(name, sizeof(name), "%.*s", (int)(kl < 60 ? kl : 60), q);
+            snprintf(name, cap, "%.*s", (int)(kl < 60 ? kl : 60), q);
             return name;
         }
         q = strchr(q, '&');
@@ -866,7 +870,8 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
                   "implemented.");
         return;
     }
-    const char *sub = unsupported_subresource(r);
+    char subname[64];
+    const char *sub = unsupported_subresource(r, subname, sizeof(subname));
     if (sub && r->op != OP_GET_OBJECT && r->op != OP_HEAD_OBJECT) {
         char msg[160];
         snprintf(msg, sizeof(msg), "The sub-resource '%s' is not implemented by s3commit-mock",
