@@ -442,6 +442,41 @@ static void test_run_then_verify(void)
     mockproc_stop(&m);
 }
 
+/* Injected 503s, stored-then-500 answers and connection resets: the run retries, still
+ * exits 0, and verify finds every commit exactly once. */
+static void test_run_with_faults(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    cJSON *sum;
+    const char *margs[] = {"--error-rate",
+                           "0.15",
+                           "--error-status",
+                           "503",
+                           "--written-error-rate",
+                           "0.1",
+                           "--reset-rate",
+                           "0.05",
+                           "--seed",
+                           "7",
+                           NULL};
+    start_mock(&m, margs);
+    const char *cfg = config_for("faults", m.endpoint, "faults/", "",
+                                 ",\"max_retry_attempts\":20,\"max_retry_delay_ms\":50", "");
+    buf_frames(&in, 2000, 2000);
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    ASSERT_EQ(run(argv, &in, &p, 60000), 0);
+    ASSERT_UEQ(last_durable(p.o.p), 2000);
+    ASSERT(strstr(p.e.p, "event=put_retry") != NULL); /* the faults did fire */
+    proc_free(&p);
+    ASSERT_EQ(verify(cfg, 2000, &sum), 0);
+    ASSERT_EQ(jnum(sum, "overlaps"), 0);
+    cJSON_Delete(sum);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
 static void test_truncated_frame(void)
 {
     struct mockproc m;
@@ -797,6 +832,27 @@ static void test_load_mock(void)
     ASSERT(strstr(text, "</svg>") != NULL);
     ASSERT(strstr(text, "polyline") != NULL);
 
+    /* With injected 503s the report counts retries and still every commit is acked. */
+    const char *faulty[] = {
+        bin_load,     "--mock",     "--mock-arg",     "--error-rate", "--mock-arg",
+        "0.2",        "--mock-arg", "--error-status", "--mock-arg",   "503",
+        "--mock-arg", "--seed",     "--mock-arg",     "11",           "--commits",
+        "2000",       "--size",     "100-200",        "--producers",  "2",
+        "--rate",     "4000",       "--report",       report,         NULL};
+    ASSERT_EQ(run(faulty, NULL, &p, 60000), 0);
+    proc_free(&p);
+    f = fopen(report, "r");
+    ASSERT(f != NULL);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    r = cJSON_Parse(text);
+    ASSERT(r != NULL);
+    ASSERT_EQ(jnum(r, "commits_acked"), 2000);
+    ASSERT_GT(jnum(r, "retries"), 0);
+    ASSERT_EQ(jnum(r, "out_of_order_acks"), 0);
+    cJSON_Delete(r);
+
     /* Bad usage is refused before anything starts. */
     const char *bad[] = {bin_load, "--mock", "--commits", "10", "--producers", "1", NULL};
     ASSERT_EQ(run(bad, NULL, &p, 10000), 2);
@@ -825,6 +881,7 @@ int main(int argc, char **argv)
     RUN(fn)
     CASE(test_check_config);
     CASE(test_run_then_verify);
+    CASE(test_run_with_faults);
     CASE(test_truncated_frame);
     CASE(test_oversized_frame);
     CASE(test_unreachable_endpoint);
