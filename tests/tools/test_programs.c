@@ -442,6 +442,29 @@ static void test_run_then_verify(void)
     mockproc_stop(&m);
 }
 
+/* One commit per object and more objects than one ListObjectsV2 page (1000 keys): verify
+ * must follow the continuation token. */
+static void test_verify_paginates(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    cJSON *sum;
+    start_mock(&m, NULL);
+    const char *cfg =
+        config_for("pages", m.endpoint, "pages/", "", ",\"batch_size_threshold\":1", "");
+    buf_frames(&in, 1234, 50);
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    ASSERT_EQ(run(argv, &in, &p, 60000), 0);
+    proc_free(&p);
+    ASSERT_EQ(verify(cfg, 1234, &sum), 0);
+    ASSERT_EQ(jnum(sum, "objects"), 1234);
+    ASSERT_EQ(jnum(sum, "last_seq"), 1234);
+    cJSON_Delete(sum);
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
 /* Injected 503s, stored-then-500 answers and connection resets: the run retries, still
  * exits 0, and verify finds every commit exactly once. */
 static void test_run_with_faults(void)
@@ -881,6 +904,7 @@ int main(int argc, char **argv)
     RUN(fn)
     CASE(test_check_config);
     CASE(test_run_then_verify);
+    CASE(test_verify_paginates);
     CASE(test_run_with_faults);
     CASE(test_truncated_frame);
     CASE(test_oversized_frame);
