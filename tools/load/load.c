@@ -518,7 +518,10 @@ int main(int argc, char **argv)
                                   s.in_flight};
         if (nsamples < samples_cap)
             samples[nsamples++] = cur;
-        if (tty && now / 1000000 - last_progress >= LOAD_PROGRESS_MS) {
+        if (tty && nsamples == 1) {
+            prev_shown = cur; /* the first line needs an interval to show a rate */
+            last_progress = now / 1000000;
+        } else if (tty && now / 1000000 - last_progress >= LOAD_PROGRESS_MS) {
             progress_line(&l, &s, &prev_shown, &cur);
             prev_shown = cur;
             last_progress = now / 1000000;

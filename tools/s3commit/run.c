@@ -430,9 +430,12 @@ static void run_loop_drain(struct run *r, int timeout_ms)
         run_service(r);
         run_reap_clients(r);
         bool replies_pending = false;
-        for (int i = 0; i < r->nsrc; i++)
+        for (int i = 0; i < r->nsrc; i++) {
+            if (r->src[i]->is_client && r->src[i]->out_len)
+                source_flush(r->src[i]); /* a slow reader: keep feeding it */
             if (r->src[i]->out_len)
                 replies_pending = true;
+        }
         if (atomic_load(&r->durable) >= r->last_seq && !replies_pending)
             return;
         if (atomic_load(&r->stage_err) != 0 || r->signals > signals_at_start)
@@ -442,7 +445,8 @@ static void run_loop_drain(struct run *r, int timeout_ms)
             return;
         struct pollfd pfd[2] = {{.fd = r->efd, .events = POLLIN}, {.fd = r->sfd, .events = POLLIN}};
         int wait = (int)(deadline - now);
-        poll(pfd, 2, wait > 200 ? 200 : wait);
+        int slice = replies_pending ? 20 : 200;
+        poll(pfd, 2, wait > slice ? slice : wait);
     }
 }
 
