@@ -573,6 +573,11 @@ static void *persistence_main(void *arg)
             if (done || now >= deadline)
                 break;
             int t = ms_until(now, deadline);
+            /* A commit claimed before the close may still be mid-copy: its publish will
+             * not wake a closed ring's consumer, so look again shortly. */
+            if (!failed && rd.count == 0 && st->outstanding < st->nbatches &&
+                !ring_drained_sc(st->ring))
+                t = t < 1 ? t : 1;
             timeout = timeout < 0 || t < timeout ? t : timeout;
         }
 

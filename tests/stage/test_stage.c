@@ -392,9 +392,12 @@ static void fails_twice_then_succeeds(void)
     ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
     struct s3c_stats s;
     s3c_stats_get(st, &s);
-    ASSERT_UEQ(s.retries, 2);
-    ASSERT_UEQ(s.failures_retryable, 2);
+    /* Jitter may squeeze in one more 503 before the fault is lifted. */
+    ASSERT_GE(put_count(503), 2);
+    ASSERT_UEQ(s.retries, (uint64_t)put_count(503));
+    ASSERT_UEQ(s.failures_retryable, (uint64_t)put_count(503));
     ASSERT_UEQ(s.batches_sent, 1);
+    ASSERT_EQ(put_count(200), 1);
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     ASSERT_EQ(atomic_load(&ev.calls), 1);
     ASSERT_UEQ(atomic_load(&ev.last), last);
@@ -467,8 +470,13 @@ static void written_error_resent_same_key(void)
         sleep_ms(2);
     set_faults("{\"written_error_rate\":0}");
     ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
-    ASSERT_EQ(put_count(500), 1);
+    /* Full jitter may re-send before the fault is lifted: every stored-but-500 attempt
+     * was retried, and exactly one PUT succeeded. */
+    ASSERT_GE(put_count(500), 1);
+    ASSERT_UEQ(s.retries, (uint64_t)put_count(500));
     ASSERT_EQ(put_count(200), 1);
     struct listing l;
     ASSERT_EQ(read_back(&l, last), 1); /* one key, written twice */
