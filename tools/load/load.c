@@ -153,8 +153,14 @@ static void *producer_main(void *arg)
 
     while (!atomic_load_explicit(&l->stop, memory_order_relaxed)) {
         uint64_t ticket = atomic_fetch_add(&l->tickets, 1);
-        if (ticket >= l->cap)
+        if (ticket >= l->cap) {
+            if (ticket == l->cap && l->o.duration_s > 0)
+                S3C_LOG(S3C_LOG_WARN,
+                        "event=load_capacity_reached commits=%" PRIu64
+                        " msg=\"the run stops early: give --rate or use --commits\"",
+                        l->cap);
             break;
+        }
         if (l->o.rate > 0) /* ticket k is due at t0 + k / rate: one schedule for all */
             sleep_until_ns(l->t0_ns + (uint64_t)((double)ticket * 1e9 / l->o.rate));
         uint64_t now = s3c__now_ns();
