@@ -74,6 +74,11 @@ if aws_ s3api head-object --bucket commits --key dir/big.bin >/dev/null 2>"$WORK
 fi
 grep -q '404' "$WORK/err" || fail "head-object after rm: $(cat "$WORK/err")"
 
+aws_ s3 cp "$WORK/small.txt" s3://commits/many/1 >/dev/null || fail "s3 cp many/1"
+aws_ s3 cp "$WORK/small.txt" s3://commits/many/2 >/dev/null || fail "s3 cp many/2"
+aws_ s3 rm --recursive s3://commits/many/ >/dev/null || fail "s3 rm --recursive (DeleteObjects)"
+[ -z "$(aws_ s3 ls s3://commits/many/)" ] || fail "s3 rm --recursive left keys"
+
 if AWS_SECRET_ACCESS_KEY=wrong aws_ s3 ls s3://commits/ >/dev/null 2>"$WORK/err"; then
     fail "a wrong secret was accepted"
 fi

@@ -170,6 +170,8 @@ static int req(const struct mockproc *m, const char *method, const char *path, c
     return st;
 }
 
+static int count_of(const char *body, const char *tag);
+
 static bool body_has(const struct answer *a, const char *s)
 {
     return a->body && strstr(a->body, s) != NULL;
@@ -343,6 +345,24 @@ static void test_bucket_ops(void)
     ASSERT_EQ(req(&m, "DELETE", "/second", NULL, NULL, 0, &a), 204);
     answer_free(&a);
     ASSERT_EQ(req(&m, "HEAD", "/second", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+    /* DeleteObjects */
+    ASSERT_EQ(req(&m, "PUT", "/commits/d1", NULL, "1", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d%262", NULL, "2", 1, &a), 200);
+    answer_free(&a);
+    const char del[] = "<Delete><Object><Key>d1</Key></Object><Object><Key>d&amp;2</Key>"
+                       "</Object><Object><Key>never</Key></Object></Delete>";
+    ASSERT_EQ(req(&m, "POST", "/commits?delete", NULL, del, sizeof(del) - 1, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Deleted>"), 3);
+    ASSERT(body_has(&a, "<Key>d&amp;2</Key>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/d1", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/d%262", NULL, NULL, 0, &a), 404);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "POST", "/commits?delete", NULL, "<Delete><Obj", 12, &a), 400);
+    ASSERT(body_has(&a, "<Code>MalformedXML</Code>"));
     answer_free(&a);
     ASSERT_EQ(req(&m, "GET", "/commits?location", NULL, NULL, 0, &a), 200);
     ASSERT(body_has(&a, "<LocationConstraint"));

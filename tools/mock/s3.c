@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <expat.h>
 #include <http_parser.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -640,6 +641,8 @@ static enum op route(struct req *r)
         return !bucket ? OP_BAD_REQUEST : key ? OP_PUT_OBJECT : OP_CREATE_BUCKET;
     case HTTP_DELETE:
         return !bucket ? OP_BAD_REQUEST : key ? OP_DELETE_OBJECT : OP_DELETE_BUCKET;
+    case HTTP_POST:
+        return (bucket && !key && has_qparam(r, "delete")) ? OP_DELETE_OBJECTS : OP_BAD_REQUEST;
     default:
         return OP_BAD_REQUEST;
     }
@@ -659,6 +662,7 @@ static const char *unsupported_subresource(const struct req *r, char *name, size
                                         "marker",
                                         "location",
                                         "x-id",
+                                        "delete",
                                         "X-Amz-Algorithm",
                                         "X-Amz-Credential",
                                         "X-Amz-Date",
@@ -852,11 +856,7 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
     }
     r->op = route(r);
     if (r->op == OP_BAD_REQUEST) {
-        if (r->method == HTTP_POST && r->bucket[0] && has_qparam(r, "delete"))
-            early(r, out, 501, "NotImplemented",
-                  "DeleteObjects is not implemented by "
-                  "s3commit-mock; delete keys one by one");
-        else if (r->method == HTTP_POST)
+        if (r->method == HTTP_POST)
             early(r, out, 501, "NotImplemented",
                   "POST operations (multipart uploads, form uploads) are not implemented by "
                   "s3commit-mock");
@@ -934,9 +934,10 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
             r->body_cap = r->content_length;
         }
     } else if (r->has_body) {
-        /* bodies of other operations are read and checked but not kept */
+        /* bodies of other operations are read and checked; DeleteObjects keeps its XML */
         if (!setup_checks(m, r, out))
             return;
+        r->keep_body = r->op == OP_DELETE_OBJECTS;
     }
 }
 
@@ -1365,6 +1366,122 @@ static void do_put(struct mock *m, struct req *r, struct resp *out)
     }
 }
 
+/* DeleteObjects: <Delete><Object><Key>k</Key></Object>...<Quiet>true</Quiet></Delete>,
+ * read with expat. */
+struct del_parse {
+    int depth;
+    bool in_key, in_quiet, in_object, quiet;
+    struct sbuf key, quiet_text;
+    char **keys;
+    size_t *lens;
+    size_t n;
+    bool too_many;
+};
+
+static void XMLCALL del_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+{
+    struct del_parse *d = ud;
+    (void)attrs;
+    d->depth++;
+    if (d->depth == 2 && strcmp(name, "Object") == 0) {
+        d->in_object = true;
+    } else if (d->depth == 3 && d->in_object && strcmp(name, "Key") == 0) {
+        d->in_key = true;
+        d->key.len = 0;
+        sb_put(&d->key, "", 0);
+    } else if (d->depth == 2 && strcmp(name, "Quiet") == 0) {
+        d->in_quiet = true;
+    }
+}
+
+static void XMLCALL del_end(void *ud, const XML_Char *name)
+{
+    struct del_parse *d = ud;
+    (void)name;
+    if (d->in_key && d->depth == 3) {
+        d->in_key = false;
+        if (d->n == 1000) {
+            d->too_many = true;
+        } else {
+            d->keys[d->n] = malloc(d->key.len + 1);
+            if (d->keys[d->n]) {
+                memcpy(d->keys[d->n], d->key.p, d->key.len + 1);
+                d->lens[d->n++] = d->key.len;
+            }
+        }
+    } else if (d->in_object && d->depth == 2) {
+        d->in_object = false;
+    } else if (d->in_quiet && d->depth == 2) {
+        d->in_quiet = false;
+        d->quiet = d->quiet_text.p && strcmp(d->quiet_text.p, "true") == 0;
+    }
+    d->depth--;
+}
+
+static void XMLCALL del_text(void *ud, const XML_Char *s, int len)
+{
+    struct del_parse *d = ud;
+    if (d->in_key)
+        sb_put(&d->key, s, (size_t)len);
+    else if (d->in_quiet)
+        sb_put(&d->quiet_text, s, (size_t)len);
+}
+
+static void do_delete_objects(struct mock *m, struct req *r, struct resp *out)
+{
+    char etag[33];
+    if (r->check && !verify_body(r, out, etag))
+        return;
+    struct del_parse d = {0};
+    d.keys = calloc(1000, sizeof(*d.keys));
+    d.lens = calloc(1000, sizeof(*d.lens));
+    XML_Parser xp = XML_ParserCreate("UTF-8");
+    if (!d.keys || !d.lens || !xp) {
+        s3_error(out, 500, "InternalError", "out of memory", r);
+        goto out_free;
+    }
+    XML_SetUserData(xp, &d);
+    XML_SetElementHandler(xp, del_start, del_end);
+    XML_SetCharacterDataHandler(xp, del_text);
+    if (!r->body || XML_Parse(xp, r->body->data, (int)r->body->len, 1) != XML_STATUS_OK) {
+        s3_error(out, 400, "MalformedXML",
+                 "The XML you provided was not well-formed or did not validate against our "
+                 "published schema",
+                 r);
+        goto out_free;
+    }
+    if (d.too_many) {
+        s3_error(out, 400, "MalformedXML", "DeleteObjects takes at most 1000 keys", r);
+        goto out_free;
+    }
+    struct sbuf x = {0};
+    sb_puts(&x, XML_DECL "<DeleteResult xmlns=\"" S3_NS "\">");
+    for (size_t i = 0; i < d.n; i++) {
+        int rc = store_delete(m->store, r->bucket, d.keys[i], d.lens[i]);
+        if (rc < 0) {
+            sb_puts(&x, "<Error><Key>");
+            sb_xml(&x, d.keys[i], d.lens[i]);
+            sb_puts(&x, "</Key><Code>InternalError</Code><Message>deleting failed</Message>"
+                        "</Error>");
+        } else if (!d.quiet) {
+            sb_puts(&x, "<Deleted><Key>");
+            sb_xml(&x, d.keys[i], d.lens[i]);
+            sb_puts(&x, "</Key></Deleted>");
+        }
+    }
+    sb_puts(&x, "</DeleteResult>");
+    answer_xml(out, &x);
+out_free:
+    if (xp)
+        XML_ParserFree(xp);
+    for (size_t i = 0; d.keys && i < d.n; i++)
+        free(d.keys[i]);
+    free(d.keys);
+    free(d.lens);
+    sb_free(&d.key);
+    sb_free(&d.quiet_text);
+}
+
 static void do_control(struct mock *m, struct req *r, struct resp *out)
 {
     char *json = NULL;
@@ -1489,6 +1606,9 @@ void s3_end(struct mock *m, struct req *r, struct resp *out)
     case OP_GET_OBJECT:
     case OP_HEAD_OBJECT:
         do_get(m, r, out, r->op == OP_HEAD_OBJECT);
+        break;
+    case OP_DELETE_OBJECTS:
+        do_delete_objects(m, r, out);
         break;
     case OP_DELETE_OBJECT: {
         int rc = store_delete(m->store, r->bucket, r->key, r->klen);
