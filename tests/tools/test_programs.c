@@ -678,13 +678,14 @@ static void test_metrics_scrape(void)
     ASSERT(strstr(body.p, "\ns3commit_durable_seq 200\n") != NULL);
     ASSERT(strstr(body.p, "\ns3commit_commits_durable_total 200\n") != NULL);
     ASSERT(strstr(body.p, "s3commit_ack_latency_seconds_bucket{le=") != NULL);
-    if (access("/usr/bin/promtool", X_OK) == 0) {
+    if (system("command -v promtool >/dev/null 2>&1") == 0) {
         char path[512], cmd[700];
         snprintf(path, sizeof(path), "%s/metrics.txt", tmpdir);
         write_file(path, body.p);
-        snprintf(cmd, sizeof(cmd), "/usr/bin/promtool check metrics < %s", path);
-        int rc = system(cmd);
-        ASSERT_EQ(rc, 0);
+        snprintf(cmd, sizeof(cmd), "promtool check metrics < %s", path);
+        ASSERT_EQ(system(cmd), 0);
+    } else {
+        fprintf(stderr, "   promtool not installed: format not checked by it\n");
     }
     proc_close_stdin(&p);
     ASSERT_EQ(proc_wait(&p, 30000), 0);
