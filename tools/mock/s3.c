@@ -538,8 +538,8 @@ static int auth_check(struct mock *m, struct req *r, struct resp *out, const cha
             sts[0] = '\0';
         snprintf(msg, sizeof(msg),
                  "The request signature we calculated does not match the signature you "
-                 "provided. Check your key and signing method. StringToSign: %s",
-                 sts);
+                 "provided. Check your key and signing method. StringToSign: %.*s",
+                 (int)strlen(sts), sts);
         s3_error(out, 403, "SignatureDoesNotMatch", msg, r);
         return -1;
     }
