@@ -485,8 +485,11 @@ static void test_run_with_faults(void)
                            "7",
                            NULL};
     start_mock(&m, margs);
+    /* 20 commits per batch: ~100 PUTs, so the faults surely fire (P(none) < 1e-15). */
     const char *cfg = config_for("faults", m.endpoint, "faults/", "",
-                                 ",\"max_retry_attempts\":20,\"max_retry_delay_ms\":50", "");
+                                 ",\"batch_size_threshold\":20,\"max_retry_attempts\":20,"
+                                 "\"max_retry_delay_ms\":50",
+                                 "");
     buf_frames(&in, 2000, 2000);
     const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
     ASSERT_EQ(run(argv, &in, &p, 60000), 0);
@@ -856,13 +859,19 @@ static void test_load_mock(void)
     ASSERT(strstr(text, "</svg>") != NULL);
     ASSERT(strstr(text, "polyline") != NULL);
 
-    /* With injected 503s the report counts retries and still every commit is acked. */
+    /* With injected 503s the report counts retries and still every commit is acked. Ten
+     * retries per batch at 20% errors: a batch fails for good with P ~ 2e-8. */
+    char fcfg[512];
+    snprintf(fcfg, sizeof(fcfg), "%s/load-faults.json", tmpdir);
+    write_file(fcfg, "{\"s3\":{\"bucket\":\"commits\"},\"persistence\":{\"max_retry_attempts\":10,"
+                     "\"retry_base_delay_ms\":5,\"max_retry_delay_ms\":50,"
+                     "\"batch_size_threshold\":20}}");
     const char *faulty[] = {
-        bin_load,     "--mock",     "--mock-arg",     "--error-rate", "--mock-arg",
-        "0.2",        "--mock-arg", "--error-status", "--mock-arg",   "503",
-        "--mock-arg", "--seed",     "--mock-arg",     "11",           "--commits",
-        "2000",       "--size",     "100-200",        "--producers",  "2",
-        "--rate",     "4000",       "--report",       report,         NULL};
+        bin_load,       "--mock",      "--config",  fcfg,         "--mock-arg",
+        "--error-rate", "--mock-arg",  "0.2",       "--mock-arg", "--error-status",
+        "--mock-arg",   "503",         "--commits", "2000",       "--size",
+        "100-200",      "--producers", "2",         "--rate",     "4000",
+        "--report",     report,        NULL};
     ASSERT_EQ(run(faulty, NULL, &p, 60000), 0);
     proc_free(&p);
     f = fopen(report, "r");
