@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -709,8 +710,17 @@ static void test_sigterm_drains(void)
     buf_frames(&in, 500, 1000);
     proc_start(&p, (const char *[]){bin_s3commit, "run", "--config", cfg, NULL});
     ASSERT_EQ(proc_pump(&p, in.p, in.len, 10000), in.len);
-    proc_pump(&p, NULL, 0, 300);
-    kill(p.pid, SIGTERM); /* stdin still open */
+    /* Wait until the run has read every byte from the pipe (FIONREAD counts what is still
+     * in it), then stop it at once: what it read may not be durable yet, so this is the
+     * drain on SIGTERM, with stdin still open. */
+    int unread = 1;
+    for (int i = 0; i < 2000 && unread > 0; i++) {
+        ASSERT_EQ(ioctl(p.in, FIONREAD, &unread), 0);
+        if (unread > 0)
+            proc_pump(&p, NULL, 0, 5);
+    }
+    ASSERT_EQ(unread, 0);
+    kill(p.pid, SIGTERM);
     ASSERT_EQ(proc_wait(&p, 30000), 0);
     ASSERT_UEQ(last_durable(p.o.p), 500);
     proc_free(&p);
