@@ -77,6 +77,7 @@ struct worker {
     char date[64];
     time_t date_t;
     int64_t last_sweep;
+    int64_t relisten_at; /* accept failed (out of fds): listen again at this time */
 };
 
 static char listen_marker, stop_marker;
@@ -718,8 +719,15 @@ static void accept_some(struct worker *w)
     struct mock *m = w->m;
     for (int i = 0; i < 64; i++) {
         int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of descriptors: stop listening for 100 ms rather than spin */
+                epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+                w->relisten_at = mono_ms() + 100;
+                fprintf(stderr, "s3commit-mock: accept: %s (pausing 100 ms)\n", strerror(errno));
+            }
             return;
+        }
         struct conn *c = calloc(1, sizeof(*c));
         char *in = malloc(IN_CAP);
         struct req *r = calloc(1, sizeof(*r));
@@ -792,7 +800,7 @@ static void *worker_main(void *arg)
     struct epoll_event evs[MAX_EVENTS];
     while (!atomic_load(&w->m->stopping)) {
         int64_t now = mono_ms();
-        int timeout = 1000;
+        int timeout = w->relisten_at ? 100 : 1000;
         for (struct conn *c = w->timed; c; c = c->tnext) {
             int64_t d = c->wake_at - now;
             if (d < timeout)
@@ -809,6 +817,12 @@ static void *worker_main(void *arg)
                 conn_event(p, evs[i].events);
         }
         now = mono_ms();
+        if (w->relisten_at && now >= w->relisten_at) {
+            struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                     .data.ptr = &listen_marker};
+            epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &le);
+            w->relisten_at = 0;
+        }
         for (struct conn *c = w->timed, *next; c; c = next) {
             next = c->tnext;
             if (c->wake_at <= now)
