@@ -136,6 +136,10 @@ struct s3c_stats {
 /* A snapshot of the counters. Thread-safe; values are individually, not jointly, exact. */
 void s3c_stats_get(const s3c_stage *st, struct s3c_stats *out);
 
+/* The port the Prometheus exporter listens on (useful with metrics.listen "HOST:0"), or
+ * 0 when metrics are off. Thread-safe. */
+int s3c_metrics_port(const s3c_stage *st);
+
 struct s3c_close_report {
     uint64_t durable_seq;      /* W when the stage stopped */
     uint64_t last_seq;         /* the highest seq ever accepted */

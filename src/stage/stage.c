@@ -602,6 +602,11 @@ static void *persistence_main(void *arg)
     return NULL;
 }
 
+int s3c_metrics_port(const s3c_stage *st)
+{
+    return st && st->metrics ? metrics_srv_port(st->metrics) : 0;
+}
+
 /* ---- open and close ---------------------------------------------------------------- */
 
 static void collect(void *ctx, struct s3c_stats *out)

@@ -508,7 +508,8 @@ int cmd_run(const char *config_path, const char *input)
         s3c_stage_close(r.st, NULL);
         goto out_free_sources;
     }
-    S3C_LOG(S3C_LOG_INFO, "event=run_started input=%s", input);
+    S3C_LOG(S3C_LOG_INFO, "event=run_started input=%s metrics_port=%d", input,
+            s3c_metrics_port(r.st));
 
     run_loop_input(&r);
     if (r.lfd >= 0) {
