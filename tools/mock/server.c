@@ -22,7 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define IN_CAP (256 * 1024) /* per connection input buffer */
+#define IN_CAP_SMALL (16 * 1024) /* input buffer of a new connection */
+#define IN_CAP (256 * 1024)      /* ... grown to this once a request has a body */
 #define OUT_HDR_CAP 8192
 #define MAX_EVENTS 256
 
@@ -42,7 +43,7 @@ struct conn {
     enum cstate state;
     http_parser p;
     char *in;
-    size_t in_len, in_off;
+    size_t in_len, in_off, in_cap;
     struct req *req;
     struct resp resp;
     int hmode;         /* 0 none, 1 in a header name, 2 in a value */
@@ -623,7 +624,14 @@ static bool conn_read(struct conn *c)
     if (c->state == C_WRITE || c->state == C_WAIT)
         return true; /* pipelined bytes wait in the kernel until the answer is out */
     for (int rounds = 0; rounds < 16; rounds++) {
-        if (c->state == C_READ && c->in_len == IN_CAP) {
+        if (c->state == C_READ && c->in_cap < IN_CAP && c->in_message && c->req->has_body) {
+            char *bigger = realloc(c->in, IN_CAP); /* bodies read in large chunks */
+            if (bigger) {
+                c->in = bigger;
+                c->in_cap = IN_CAP;
+            }
+        }
+        if (c->state == C_READ && c->in_len == c->in_cap) {
             if (c->in_off == 0)
                 return true; /* full and unparsed: cannot happen (parser consumes all) */
             memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
@@ -631,10 +639,10 @@ static bool conn_read(struct conn *c)
             c->in_off = 0;
         }
         char *dst = c->in + c->in_len;
-        size_t room = IN_CAP - c->in_len;
+        size_t room = c->in_cap - c->in_len;
         if (c->state != C_READ) { /* stalled or lingering: read and drop */
             dst = c->in;
-            room = IN_CAP;
+            room = c->in_cap;
         }
         size_t allow = bw_allow(c, room);
         if (allow == 0) {
@@ -729,7 +737,7 @@ static void accept_some(struct worker *w)
             return;
         }
         struct conn *c = calloc(1, sizeof(*c));
-        char *in = malloc(IN_CAP);
+        char *in = malloc(IN_CAP_SMALL);
         struct req *r = calloc(1, sizeof(*r));
         if (!c || !in || !r) {
             free(c);
@@ -743,6 +751,7 @@ static void accept_some(struct worker *w)
         c->fd = fd;
         c->w = w;
         c->in = in;
+        c->in_cap = IN_CAP_SMALL;
         c->req = r;
         c->state = C_READ;
         c->last_io = mono_ms();
