@@ -970,6 +970,26 @@ static void test_fault_seed(void)
     ASSERT_STR_EQ(a, b);
     ASSERT(strcmp(a, c) != 0);
     ASSERT(strchr(a, 'E') && strchr(a, '.'));
+    /* faults from flags at start: latency plus jitter, and the bandwidth limit */
+    struct mockproc lm;
+    struct answer ans;
+    const char *lat[] = {"--latency-ms", "150", "--latency-jitter-ms", "300", NULL};
+    start(&lm, lat);
+    int64_t lo = 1 << 30, hi = 0;
+    for (int i = 0; i < 8; i++) {
+        int64_t t0 = now_ms();
+        ASSERT_EQ(req(&lm, "HEAD", "/commits", NULL, NULL, 0, &ans), 200);
+        answer_free(&ans);
+        int64_t d = now_ms() - t0;
+        lo = d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    ASSERT_GE(lo, 140);
+    ASSERT_LT(hi, 1000);
+    ASSERT_GT(hi - lo, 30); /* the jitter spreads them */
+    ASSERT_EQ(stat_value(&lm, "faults.latency"), 8);
+    stop(&lm);
+
     /* a bad flag ends the mock before it listens */
     struct mockproc m;
     const char *bad[] = {"--error-rate", "2", NULL};
