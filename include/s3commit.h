@@ -94,7 +94,7 @@ int s3c_submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, uint
 /* As s3c_submit, but never blocks: S3C_EAGAIN when the ring has no room now. */
 int s3c_try_submit(s3c_stage *st, const void *data, size_t len, uint64_t *seq);
 
-/* Waits until seq is durable (0), the stage failed at or before seq (S3C_EFAILED), the
+/* Waits until seq is durable (0), the stage failed at or before seq's batch (S3C_EFAILED), the
  * stage closed without making it durable (S3C_ECLOSED), or timeout_ms passed
  * (S3C_ETIMEDOUT; -1 = forever). Thread-safe. */
 int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms);
@@ -102,9 +102,11 @@ int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms);
 /* The durable watermark: every seq <= the value is durable. Thread-safe, lock-free. */
 uint64_t s3c_durable_seq(const s3c_stage *st);
 
-/* Durability events. Called on the persistence thread, in order, once each time the
- * watermark moves (durable_seq is the new W) and once with err != 0 if the stage fails
- * (durable_seq is then the last W). Must not block and must not call s3c_stage_close. */
+/* Durability events. Called on the persistence thread, in order, each time the
+ * watermark moves (durable_seq is the new W, always larger than the last), and once with
+ * err = S3C_EFAILED when the stage fails (durable_seq is then W at that moment). After a
+ * failure W may still move over batches before the failed one; those moves are reported
+ * as usual. Must not block and must not call s3c_stage_drain or s3c_stage_close. */
 typedef void (*s3c_durable_fn)(void *ctx, uint64_t durable_seq, int err);
 
 /* Adds a subscriber (at most 16). Call before the first submit to see every event.

@@ -205,19 +205,34 @@ static int claim_now(struct ring *r, uint32_t len, struct ring_claim *c)
             h = atomic_load_explicit(&r->head, memory_order_relaxed);
             continue;
         }
+        /* A producer descheduled between reading the tail and the head while the ring
+         * moved on by 2^34 bytes would rebuild a wrong position: check the tail again. */
+        uint64_t t3 = atomic_load(&r->tail_pos);
+        if (t3 - tail > POS_MASK - r->size) {
+            tail = t3;
+            h = atomic_load_explicit(&r->head, memory_order_relaxed);
+            continue;
+        }
         uint64_t seq_low = (HEAD_SEQ(h) + 1) & SEQ_MASK;
         uint64_t nh = (seq_low << POS_BITS) | ((pos + pad + rec) & POS_MASK);
-        if (atomic_compare_exchange_weak_explicit(&r->head, &h, nh, memory_order_acquire,
-                                                  memory_order_relaxed)) {
-            uint64_t base = atomic_load(&r->tail_seq);
-            c->seq = unpack(base, seq_low, SEQ_MASK);
-            c->pos_ = pos + pad;
-            c->pad_ = pad;
-            c->len = len;
-            c->prefix = r->buf + ((pos + pad) & r->mask) + WORD_BYTES;
-            c->data = (unsigned char *)c->prefix + r->prefix;
-            return 0;
+        /* seq_cst: this CAS is the producer's half of the wake-up handshake (see
+         * ring_arm_sc), so it must order before the later look at `armed`. */
+        if (!atomic_compare_exchange_weak_explicit(&r->head, &h, nh, memory_order_seq_cst,
+                                                   memory_order_relaxed)) {
+            /* Lost the race: look at the tail again, then the head, so the position we
+             * rebuild is never measured against a tail older than its lap. */
+            tail = atomic_load(&r->tail_pos);
+            h = atomic_load_explicit(&r->head, memory_order_relaxed);
+            continue;
         }
+        uint64_t base = atomic_load(&r->tail_seq);
+        c->seq = unpack(base, seq_low, SEQ_MASK);
+        c->pos_ = pos + pad;
+        c->pad_ = pad;
+        c->len = len;
+        c->prefix = r->buf + ((pos + pad) & r->mask) + WORD_BYTES;
+        c->data = (unsigned char *)c->prefix + r->prefix;
+        return 0;
     }
 }
 
@@ -253,14 +268,16 @@ int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_clai
     /* Sleep until a release (or close) broadcasts. waiters is raised before the re-check
      * and the consumer reads it after moving the tail (both seq_cst), so either we see
      * the room or it sees us. */
-    /* The consumer may be waiting for a fuller batch: room comes only when it sends one. */
+    /* Raise waiters first, then poke the consumer: it may be waiting for a fuller batch
+     * and room comes only when it sends one. ring_arm_sc refuses to sleep while waiters
+     * is raised, so the poke cannot be lost between the two. */
+    pthread_mutex_lock(&r->mu);
+    atomic_fetch_add(&r->waiters, 1);
     if (atomic_load(&r->armed) && atomic_exchange(&r->armed, 0)) {
         uint64_t one = 1;
         ssize_t n = write(r->efd, &one, sizeof(one));
         (void)n;
     }
-    pthread_mutex_lock(&r->mu);
-    atomic_fetch_add(&r->waiters, 1);
     for (;;) {
         rc = claim_now(r, len, c);
         if (rc != S3C_EAGAIN)
@@ -420,7 +437,7 @@ bool ring_arm_sc(struct ring *r, uint32_t want)
     atomic_store(&r->armed, wake_at);
     uint64_t h = atomic_load(&r->head);
     uint64_t claimed = unpack(r->scan_seq - 1, HEAD_SEQ(h), SEQ_MASK);
-    if ((h & CLOSED_BIT) || claimed >= wake_at) {
+    if ((h & CLOSED_BIT) || claimed >= wake_at || atomic_load(&r->waiters) > 0) {
         atomic_store(&r->armed, 0);
         return false;
     }

@@ -83,7 +83,9 @@ struct s3c_stage {
     double retry_tokens;
     uint64_t rng;
     bool moved;                  /* W moved during this loop turn */
-    uint64_t fail_first, fail_last;
+    _Atomic uint64_t fail_first;  /* the earliest failed batch: nothing from it on is acked */
+    uint64_t fail_last;
+    int idle_spins;               /* loop turns in a row that could neither sleep nor work */
 
     /* Counters: written by the persistence thread only, read by anyone (relaxed). */
     struct {
@@ -190,12 +192,13 @@ int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms)
             rc = 0;
             break;
         }
-        if (atomic_load(&st->failed)) {
+        /* Once failed, seqs before the failed batch may still become durable. */
+        if (atomic_load(&st->failed) && seq >= atomic_load(&st->fail_first)) {
             rc = S3C_EFAILED;
             break;
         }
         if (atomic_load(&st->stopped)) {
-            rc = S3C_ECLOSED;
+            rc = atomic_load(&st->failed) ? S3C_EFAILED : S3C_ECLOSED;
             break;
         }
         if (timeout_ms < 0)
@@ -317,16 +320,23 @@ static void notify(struct s3c_stage *st, int err)
 
 static void fail_stage(struct s3c_stage *st, struct batch *b, const char *why)
 {
-    if (atomic_load(&st->failed))
-        return;
-    st->fail_first = b->rb.first_seq;
+    bool first_failure = !atomic_load(&st->failed);
+    if (!first_failure && b->rb.first_seq > atomic_load(&st->fail_first))
+        return; /* a later batch: the earlier failure already bounds the watermark */
     st->fail_last = b->rb.last_seq;
+    atomic_store(&st->fail_first, b->rb.first_seq);
     set_error(st, "batch seqs %" PRIu64 "..%" PRIu64 " not durable after %d attempts: %s",
               b->rb.first_seq, b->rb.last_seq, b->attempts, why);
     S3C_LOG(S3C_LOG_ERROR,
             "event=stage_failed first_seq=%" PRIu64 " last_seq=%" PRIu64
             " attempts=%d durable_seq=%" PRIu64 " error=\"%s\"",
             b->rb.first_seq, b->rb.last_seq, b->attempts, atomic_load(&st->durable), why);
+    if (!first_failure)
+        return;
+    if (st->moved) { /* report the last moves before the failure, in order */
+        st->moved = false;
+        notify(st, 0);
+    }
     atomic_store(&st->failed, 1);
     ring_close(st->ring); /* producers stop: s3c_submit answers S3C_EFAILED */
     notify(st, S3C_EFAILED);
@@ -504,30 +514,28 @@ static void *persistence_main(void *arg)
         uint64_t now = s3c__now_ns();
         bool closing = atomic_load(&st->closing);
         bool failed = atomic_load(&st->failed);
+        bool worked = false;
         int timeout = -1;
 
-        /* Retries whose backoff has run out go first: they hold the watermark back. Once
-         * failed, batches before the failed one still may become durable. */
-        bool pending_before_fail = false;
+        /* 1. Retries whose backoff has run out go first: they hold the watermark back.
+         * Once failed, batches before the failed one may still become durable. */
         for (int i = 0; i < st->nbatches; i++) {
             struct batch *b = &st->batches[i];
-            if (failed && b->state != B_FREE && b->rb.first_seq < st->fail_first)
-                pending_before_fail = true;
-            if (b->state != B_BACKOFF || b->retry_at_ns == UINT64_MAX)
+            if (b->state != B_BACKOFF || b->retry_at_ns > now)
+                continue; /* parked batches have retry_at_ns == UINT64_MAX */
+            if (failed && b->rb.first_seq >= atomic_load(&st->fail_first))
                 continue;
-            if (failed && b->rb.first_seq > st->fail_first)
-                continue;
-            if (b->retry_at_ns <= now) {
-                CINC(retries, 1);
-                send_batch(st, b);
-            } else {
-                int t = ms_until(now, b->retry_at_ns);
-                timeout = timeout < 0 || t < timeout ? t : timeout;
-            }
+            CINC(retries, 1);
+            send_batch(st, b);
+            worked = true;
         }
+        failed = atomic_load(&st->failed);
 
-        /* New batches: acquire when a trigger fires and a slot is free. */
+        /* 2. New batches: acquire when a trigger fires and a slot is free. The ring may
+         * still hold batches that succeeded behind a slow one (in-order release); when it
+         * can hold no more, only a reply helps, as at the in-flight limit. */
         struct ring_ready rd = {0};
+        bool ring_held = false;
         while (!failed && st->outstanding < st->nbatches) {
             rd = ring_poll_sc(st->ring, (uint32_t)p->batch_size_threshold,
                               (uint64_t)p->batch_bytes_threshold);
@@ -542,8 +550,10 @@ static void *persistence_main(void *arg)
                 break;
             }
             struct batch *b = free_slot(st);
-            if (!b || !ring_acquire_sc(st->ring, &b->rb))
+            if (!b || !ring_acquire_sc(st->ring, &b->rb)) {
+                ring_held = true;
                 break;
+            }
             CINC(commits_seen, b->rb.count);
             CINC(bytes_seen, b->rb.bytes);
             st->outstanding++;
@@ -554,6 +564,7 @@ static void *persistence_main(void *arg)
                     " outstanding=%d full=%d",
                     b->rb.first_seq, b->rb.last_seq, b->rb.bytes, st->outstanding, rd.full);
             send_batch(st, b);
+            worked = true;
             failed = atomic_load(&st->failed);
             rd = (struct ring_ready){0};
         }
@@ -563,6 +574,24 @@ static void *persistence_main(void *arg)
             notify(st, 0);
         }
         mirror_pool_stats(st);
+
+        /* 3. Timers of batches in backoff, counted after the sends above so a send that
+         * failed at once is not forgotten. */
+        bool pending_before_fail = false;
+        now = s3c__now_ns();
+        for (int i = 0; i < st->nbatches; i++) {
+            struct batch *b = &st->batches[i];
+            bool parked = b->state == B_BACKOFF && b->retry_at_ns == UINT64_MAX;
+            if (b->state == B_FREE || parked)
+                continue;
+            if (failed && b->rb.first_seq >= atomic_load(&st->fail_first))
+                continue;
+            pending_before_fail = true;
+            if (b->state == B_BACKOFF) {
+                int t = ms_until(now, b->retry_at_ns);
+                timeout = timeout < 0 || t < timeout ? t : timeout;
+            }
+        }
 
         /* Done? Closing and everything claimed has been made durable; or failed and
          * nothing before the failed batch is still pending; or the drain ran out of time. */
@@ -575,19 +604,25 @@ static void *persistence_main(void *arg)
             int t = ms_until(now, deadline);
             /* A commit claimed before the close may still be mid-copy: its publish will
              * not wake a closed ring's consumer, so look again shortly. */
-            if (!failed && rd.count == 0 && st->outstanding < st->nbatches &&
+            if (!failed && rd.count == 0 && !ring_held && st->outstanding < st->nbatches &&
                 !ring_drained_sc(st->ring))
                 t = t < 1 ? t : 1;
             timeout = timeout < 0 || t < timeout ? t : timeout;
         }
 
-        /* Sleep until a reply, a timer, or commits worth waking for: the first one (it
+        /* 4. Sleep until a reply, a timer, or commits worth waking for: the first one (it
          * may be sent at once, or starts the batch timer), then the rest of a full batch.
-         * At the in-flight limit only a reply can help, so producers need not wake us. */
-        if (!failed && !closing && st->outstanding < st->nbatches) {
+         * At the in-flight limit, or when the ring holds all it can, only a reply helps,
+         * so producers need not wake us. When arming fails, commits are claimed and about
+         * to be published: look again at once, then every millisecond, never spinning. */
+        if (!failed && !closing && !ring_held && st->outstanding < st->nbatches) {
             uint32_t want = rd.count == 0 ? 1 : (uint32_t)p->batch_size_threshold - rd.count;
-            if (want == 0 || !ring_arm_sc(st->ring, want))
-                timeout = 0;
+            if (!ring_arm_sc(st->ring, want)) {
+                timeout = worked || st->idle_spins < 2 ? 0 : 1;
+                st->idle_spins = worked ? 0 : st->idle_spins + 1;
+            } else {
+                st->idle_spins = 0;
+            }
         }
         int rc = xport_poll(st->x, timeout);
         if (rc != 0) {
@@ -653,7 +688,8 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     struct ring_opts ro = {.bytes = (uint64_t)cfg->pipeline.ring_bytes,
                            .prefix_bytes = PFX_BYTES,
                            .max_commit = (uint32_t)cfg->pipeline.max_commit_bytes,
-                           .max_batches = (uint32_t)st->nbatches,
+                           /* in flight, plus succeeded ones held for in-order release */
+                           .max_batches = (uint32_t)st->nbatches * 4,
                            .on_release = on_release,
                            .release_ctx = st};
     rc = ring_new(&ro, &st->ring);

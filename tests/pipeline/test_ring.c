@@ -406,20 +406,18 @@ static void close_while_blocked(void)
     sleep_ms(100);
     ASSERT_EQ(atomic_load(&a[0].done) + atomic_load(&a[1].done), 0);
 
-    /* The consumer has seen everything and sleeps; close must wake it. */
+    /* While producers wait for room the consumer must not sleep: it should send. */
     ring_poll_sc(r, UINT32_MAX, UINT64_MAX);
-    uint64_t v;
-    while (read(ring_wait_fd(r), &v, 8) == 8)
-        ;
-    ASSERT(ring_arm_sc(r, 1));
-    struct pollfd pfd = {.fd = ring_wait_fd(r), .events = POLLIN};
-    ASSERT_EQ(poll(&pfd, 1, 0), 0);
+    ASSERT(ring_producers_waiting(r));
+    ASSERT(!ring_arm_sc(r, 1));
     ring_close(r);
     for (int i = 0; i < 2; i++) {
         pthread_join(t[i], NULL);
         ASSERT_EQ(a[i].rc, S3C_ECLOSED);
     }
-    ASSERT_EQ(poll(&pfd, 1, 0), 1);
+    ASSERT(!ring_producers_waiting(r));
+    struct pollfd pfd = {.fd = ring_wait_fd(r), .events = POLLIN};
+    ASSERT_EQ(poll(&pfd, 1, 0), 1); /* close makes the fd readable */
     ASSERT(!ring_arm_sc(r, 1)); /* closed: never sleep again */
     ASSERT_EQ(ring_try_claim_mp(r, 10, &c), S3C_ECLOSED);
     ASSERT(ring_is_closed(r));
@@ -431,6 +429,29 @@ static void close_while_blocked(void)
     ASSERT_EQ(b.count, n);
     ASSERT(ring_drained_sc(r));
     ring_release_sc(r, &b);
+    ring_free(r);
+}
+
+/* An armed, sleeping consumer is woken by close, and by the want-th publish only. */
+static void arm_wakes(void)
+{
+    struct ring *r = mk(4096, 0, 100, NULL, NULL);
+    struct pollfd pfd = {.fd = ring_wait_fd(r), .events = POLLIN};
+    unsigned char buf[10] = {0};
+    uint64_t v;
+    ASSERT(ring_arm_sc(r, 3));
+    put(r, buf, 10);
+    put(r, buf, 10);
+    ASSERT_EQ(poll(&pfd, 1, 0), 0); /* two of the three wanted: no system call yet */
+    put(r, buf, 10);
+    ASSERT_EQ(poll(&pfd, 1, 0), 1);
+    ASSERT_EQ(read(pfd.fd, &v, 8), 8);
+    ASSERT(!ring_arm_sc(r, 1)); /* published beyond the last poll: do not sleep */
+    ring_poll_sc(r, UINT32_MAX, UINT64_MAX);
+    ASSERT(ring_arm_sc(r, 1));
+    ASSERT_EQ(poll(&pfd, 1, 0), 0);
+    ring_close(r);
+    ASSERT_EQ(poll(&pfd, 1, 0), 1);
     ring_free(r);
 }
 
@@ -492,6 +513,7 @@ int main(void)
     RUN(full_ring_blocks_until_release);
     RUN(close_while_blocked);
     RUN(close_waits_for_claimed);
+    RUN(arm_wakes);
     RUN(four_producers_order_and_density);
     RUN(stress_millions);
     return 0;

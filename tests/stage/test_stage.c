@@ -372,6 +372,39 @@ static void jittered_many_in_flight(void)
     mockproc_stop(&mock);
 }
 
+/* A slow first batch holds later, succeeded ones in the ring (in-order release). When the
+ * ring holds all it can, the thread must sleep until a reply, not spin. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void held_batches_do_not_spin(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":10,"
+                               "\"max_in_flight_requests\":2,\"target_pool_size\":2");
+    warm_then_faults("{\"latency_ms\":1500}");
+    submit_n(st, 10, 10); /* batch 1..10, slow */
+    wait_sent(st, 1);
+    sleep_ms(50);
+    set_faults("{\"latency_ms\":0}");
+    uint64_t last = submit_n(st, 200, 10); /* fast batches pile up behind it */
+    sleep_ms(300);
+    ASSERT_UEQ(s3c_durable_seq(st), 0);
+    double c0 = cpu_s();
+    sleep_ms(500);
+    double used = cpu_s() - c0;
+    ASSERT_LT(used * 1000, 150); /* a spinning thread would burn ~500 ms here */
+    ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    struct listing l;
+    read_back(&l, last);
+    mockproc_stop(&mock);
+}
+
 /* ---- retries ------------------------------------------------------------------------------ */
 
 /* Fails twice (503), then succeeds: acknowledged once, in place, one object. */
@@ -605,6 +638,7 @@ int main(void)
     RUN(trigger_flow_control);
     RUN(out_of_order_acked_in_order);
     RUN(jittered_many_in_flight);
+    RUN(held_batches_do_not_spin);
     RUN(fails_twice_then_succeeds);
     RUN(exhausted_retries_fail_stage);
     RUN(wrong_secret_is_fatal);
