@@ -1,7 +1,8 @@
 /* S3 requests over libcurl's multi_socket_action API, driven from one epoll loop on one
  * thread, with SigV4 signing, body checksums, timeouts and a warm connection pool.
  * Single-threaded: every call except xport_wake() must come from the thread that calls
- * xport_poll(). Completion callbacks run inside xport_poll() on that thread. */
+ * xport_poll(). Completion callbacks run inside xport_poll() on that thread; they may start
+ * requests but must not call xport_poll(), xport_drain() or xport_free(). */
 #ifndef S3C_TRANSPORT_H
 #define S3C_TRANSPORT_H
 
