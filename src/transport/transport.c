@@ -4,6 +4,7 @@
  * a string it produces. Pool policy (how many connections, heartbeats) lives in src/pool. */
 #include "transport/transport.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -121,6 +122,8 @@ struct xport {
     struct fdwatch *fdwatches;
     int user_in_flight;
     EVP_MD_CTX *md;
+    unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
+    char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
 
     uint64_t requests, bytes_sent, bytes_received, refills;
 };
@@ -785,7 +788,28 @@ static int req_sign_and_start(struct xport *x, struct xreq *r, const char *metho
             .access_key = s3->access_key_id,
             .secret_key = s3->secret_access_key,
         };
-        if (sigv4_authorization(&sr, auth, sizeof(auth)) < 0)
+        /* The derived key changes once a day: four HMACs saved on every other request. */
+        if (memcmp(x->sk_date, date, 8) != 0) {
+            if (sigv4_signing_key(s3->secret_access_key, date, s3->region, "s3",
+                                  x->signing_key) < 0)
+                return S3C_EINVAL;
+            memcpy(x->sk_date, date, 8);
+            x->sk_date[8] = '\0';
+        }
+        char sig[65], names[512];
+        size_t nl = 0;
+        for (int i = 0; i < r->nsh; i++) { /* added sorted and unique: canonical already */
+            for (const char *c = r->sh[i].name; *c && nl < sizeof(names) - 2; c++)
+                names[nl++] = (char)tolower((unsigned char)*c);
+            names[nl++] = i + 1 < r->nsh ? ';' : '\0';
+        }
+        if (sigv4_signature_with_key(&sr, x->signing_key, sig) < 0)
+            return S3C_EINVAL;
+        int an = snprintf(auth, sizeof(auth),
+                          "AWS4-HMAC-SHA256 Credential=%s/%.8s/%s/s3/aws4_request, "
+                          "SignedHeaders=%s, Signature=%s",
+                          s3->access_key_id, date, s3->region, names, sig);
+        if (an < 0 || (size_t)an >= sizeof(auth))
             return S3C_EINVAL;
         hdr_add(r, "Authorization", auth, false);
         OPENSSL_cleanse(auth, sizeof(auth));
@@ -1031,6 +1055,7 @@ void xport_free(struct xport *x)
     }
     evloop_free(x->ev);
     EVP_MD_CTX_free(x->md);
+    OPENSSL_cleanse(x->signing_key, sizeof(x->signing_key));
     OPENSSL_cleanse(&x->cfg, sizeof(x->cfg));
     free(x);
 }
