@@ -940,6 +940,19 @@ struct xport *xport_new(const struct s3c_config *cfg, char *err, size_t errlen)
                  cfg->persistence.target_pool_size);
         return NULL;
     }
+    if (cfg->persistence.heartbeat_interval_ms <= 0) {
+        snprintf(err, errlen,
+                 "transport: persistence.heartbeat_interval_ms must be > 0 (got %d)",
+                 cfg->persistence.heartbeat_interval_ms);
+        return NULL;
+    }
+    if (s3->connect_timeout_ms <= 0 || s3->request_timeout_ms <= 0) {
+        snprintf(err, errlen,
+                 "transport: s3.connect_timeout_ms and s3.request_timeout_ms must be > 0 "
+                 "(got %d and %d)",
+                 s3->connect_timeout_ms, s3->request_timeout_ms);
+        return NULL;
+    }
     if (s3->access_key_id[0] && !s3->secret_access_key[0]) {
         snprintf(err, errlen,
                  "transport: s3.access_key_id is set but the secret access key is empty; "

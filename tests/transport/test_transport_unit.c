@@ -248,6 +248,14 @@ static void config_errors_and_tls_warning(void)
     ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "target_pool_size"));
     base_cfg(&c, "http://127.0.0.1:9");
+    c.persistence.heartbeat_interval_ms = 0;
+    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(strstr(err, "heartbeat_interval_ms") && strstr(err, "got 0"));
+    base_cfg(&c, "http://127.0.0.1:9");
+    c.s3.request_timeout_ms = -1;
+    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(strstr(err, "request_timeout_ms"));
+    base_cfg(&c, "http://127.0.0.1:9");
     snprintf(c.s3.access_key_id, sizeof(c.s3.access_key_id), "AKIDEXAMPLE");
     c.s3.secret_access_key[0] = '\0';
     ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
