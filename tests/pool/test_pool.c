@@ -263,6 +263,12 @@ static void server_restart(void)
     ASSERT_EQ(xport_put(x, &p, count_done, NULL), 0);
     ASSERT_EQ(xport_drain(x, 5000), 0);
     ASSERT_EQ(done_ok, 1); /* libcurl found its connection dead and used a new one */
+    /* The body went out whole from byte 0 (the mock also checked its CRC-32C). */
+    char resp[4096];
+    ASSERT_EQ(mockproc_http(&m, "GET", "/commits/restart", NULL, resp, sizeof(resp)), 200);
+    const char *b = strstr(resp, "\r\n\r\n");
+    ASSERT(b != NULL);
+    ASSERT_STR_EQ(b + 4, "after restart");
 
     poll_for(x, 700); /* a couple of heartbeats find the other dead ones */
     ASSERT(poll_until(x, 5000, pool_full));
@@ -272,6 +278,7 @@ static void server_restart(void)
     ASSERT_UEQ(st.opens, 4 + st.closes);
     struct mock_counts mc = mock_conns(&m);
     ASSERT_EQ(mc.open, 4 + 1); /* every pool connection is to the new server */
+    ASSERT_EQ(mc.total, 4 + 2); /* ... and there were never more (+ 2 control requests) */
     xport_free(x);
     test_mock_stop(&m);
 }
