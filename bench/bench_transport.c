@@ -1,11 +1,12 @@
 /* bench-transport: MB/s of PUTs (1 MiB, 8 in flight) through the transport against
  * s3commit-mock --store none, and wrk driving the same server with the same body size and
  * 8 connections in the same run, their ratio, and the transport's CPU seconds per GB.
- * One JSON line per checksum mode (both sides send the same headers and bytes). Load goes only to 127.0.0.1, bounded in time; children stopped by pid. */
+ * One JSON line per checksum mode (both sides send the same headers and bytes). Load goes only to
+ * 127.0.0.1, bounded in time; children stopped by pid. */
 #include <cjson/cJSON.h>
-#include <openssl/evp.h>
 #include <errno.h>
 #include <libgen.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +52,8 @@ static void start_one(struct run *r)
 {
     char key[64];
     snprintf(key, sizeof(key), "bench/%020llu.s3c", (unsigned long long)r->started);
-    struct xport_put p = {.key = key, .iov = r->iov, .iovcnt = r->iovcnt, .have_crc32c = true,
-                          .crc32c = r->crc};
+    struct xport_put p = {
+        .key = key, .iov = r->iov, .iovcnt = r->iovcnt, .have_crc32c = true, .crc32c = r->crc};
     if (xport_put(r->x, &p, on_done, r) == 0)
         r->started++;
 }
@@ -70,8 +71,8 @@ static double cpu_s(void)
 /* Runs wrk for seconds against url with the Lua script; returns its JSON line parsed. */
 static double wrk_cpu_s; /* user + system CPU of the last wrk run (wait4) */
 
-static cJSON *run_wrk(const char *url, const char *script, int threads, int conns,
-                      int seconds, size_t body)
+static cJSON *run_wrk(const char *url, const char *script, int threads, int conns, int seconds,
+                      size_t body)
 {
     int pfd[2];
     char t_arg[16], c_arg[16], d_arg[16], bodyenv[32];
@@ -89,7 +90,8 @@ static cJSON *run_wrk(const char *url, const char *script, int threads, int conn
         close(pfd[0]);
         close(pfd[1]);
         setenv("S3C_BODY_BYTES", bodyenv, 1);
-        execlp("wrk", "wrk", "-t", t_arg, "-c", c_arg, "-d", d_arg, "-s", script, url, (char *)NULL);
+        execlp("wrk", "wrk", "-t", t_arg, "-c", c_arg, "-d", d_arg, "-s", script, url,
+               (char *)NULL);
         fprintf(stderr, "bench-transport: exec wrk: %s\n", strerror(errno));
         _exit(127);
     }
@@ -280,17 +282,18 @@ int main(int argc, char **argv)
             }
             cJSON_Delete(w);
         }
-        printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
-               "\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,\"mb_per_s\":%.1f,"
-               "\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"cpu_s_per_gb\":%.3f,\"user_cpu_s_per_gb\":%.3f,"
-               "\"mean_put_ms\":%.2f,\"opens\":%llu,\"loop_waits_per_put\":%.2f,"
-               "\"wrk_cpu_s_per_gb\":%.3f,\"wrk_threads\":2,\"wrk_1thread_mb_per_s\":%.1f,"
-               "\"ratio_1thread\":%.3f,\"wrk_errors\":%ld}\n",
-               body, in_flight, seconds, modes[i].name, (unsigned long long)res.puts,
-               (unsigned long long)res.failed, res.mbps, wrk_mbps,
-               wrk_mbps > 0 ? res.mbps / wrk_mbps : 0, res.cpu_per_gb, res.user_per_gb, res.mean_ms,
-               (unsigned long long)res.opens, res.waits_per_put, wrk_cpu_gb, wrk1_mbps,
-               wrk1_mbps > 0 ? res.mbps / wrk1_mbps : 0, wrk_bad);
+        printf(
+            "{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
+            "\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,\"mb_per_s\":%.1f,"
+            "\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"cpu_s_per_gb\":%.3f,\"user_cpu_s_per_gb\":%.3f,"
+            "\"mean_put_ms\":%.2f,\"opens\":%llu,\"loop_waits_per_put\":%.2f,"
+            "\"wrk_cpu_s_per_gb\":%.3f,\"wrk_threads\":2,\"wrk_1thread_mb_per_s\":%.1f,"
+            "\"ratio_1thread\":%.3f,\"wrk_errors\":%ld}\n",
+            body, in_flight, seconds, modes[i].name, (unsigned long long)res.puts,
+            (unsigned long long)res.failed, res.mbps, wrk_mbps,
+            wrk_mbps > 0 ? res.mbps / wrk_mbps : 0, res.cpu_per_gb, res.user_per_gb, res.mean_ms,
+            (unsigned long long)res.opens, res.waits_per_put, wrk_cpu_gb, wrk1_mbps,
+            wrk1_mbps > 0 ? res.mbps / wrk1_mbps : 0, wrk_bad);
         fflush(stdout);
     }
     mockproc_stop(&m);

@@ -12,8 +12,8 @@ void pool_init(struct pool *p, int target, int heartbeat_interval_ms)
 {
     memset(p, 0, sizeof(*p));
     p->target = target > 0 ? target : 1;
-    p->heartbeat_ns = (uint64_t)(heartbeat_interval_ms > 0 ? heartbeat_interval_ms : 1) *
-                      1000000ull;
+    p->heartbeat_ns =
+        (uint64_t)(heartbeat_interval_ms > 0 ? heartbeat_interval_ms : 1) * 1000000ull;
 }
 
 void pool_on_open(struct pool *p)

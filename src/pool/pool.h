@@ -9,13 +9,13 @@
 #include <stdint.h>
 
 struct pool {
-    int target;                  /* target_pool_size: never more connections than this */
-    uint64_t heartbeat_ns;       /* heartbeat_interval_ms */
-    int open;                    /* sockets open now */
-    int warming;                 /* fresh-connect requests that have not opened a socket */
-    int active;                  /* requests in libcurl now (user + internal) */
-    int refill_failures;         /* consecutive failed refills (drives the backoff) */
-    uint64_t refill_not_before;  /* no refill before this monotonic ns (backoff) */
+    int target;                 /* target_pool_size: never more connections than this */
+    uint64_t heartbeat_ns;      /* heartbeat_interval_ms */
+    int open;                   /* sockets open now */
+    int warming;                /* fresh-connect requests that have not opened a socket */
+    int active;                 /* requests in libcurl now (user + internal) */
+    int refill_failures;        /* consecutive failed refills (drives the backoff) */
+    uint64_t refill_not_before; /* no refill before this monotonic ns (backoff) */
     /* counters (xport_stats) */
     uint64_t opens, closes, reuses, heartbeats, heartbeat_failures;
 };

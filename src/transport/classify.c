@@ -52,8 +52,7 @@ enum xport_class xport_classify(enum xport_op op, int curl_code, long http_statu
     if (http_status == 412)
         return XPORT_EXISTS;
     if (http_status == 404) {
-        if (code_is(s3_code, "NoSuchBucket") || op == XPORT_OP_HEAD_BUCKET ||
-            op == XPORT_OP_LIST)
+        if (code_is(s3_code, "NoSuchBucket") || op == XPORT_OP_HEAD_BUCKET || op == XPORT_OP_LIST)
             return XPORT_FATAL;
         return XPORT_NOT_FOUND; /* NoSuchKey, a HEAD's empty 404, If-Match on no key */
     }
@@ -80,11 +79,16 @@ enum xport_class xport_classify(enum xport_op op, int curl_code, long http_statu
 const char *xport_class_name(enum xport_class cls)
 {
     switch (cls) {
-    case XPORT_OK: return "ok";
-    case XPORT_RETRYABLE: return "retryable";
-    case XPORT_FATAL: return "fatal";
-    case XPORT_EXISTS: return "exists";
-    case XPORT_NOT_FOUND: return "not_found";
+    case XPORT_OK:
+        return "ok";
+    case XPORT_RETRYABLE:
+        return "retryable";
+    case XPORT_FATAL:
+        return "fatal";
+    case XPORT_EXISTS:
+        return "exists";
+    case XPORT_NOT_FOUND:
+        return "not_found";
     }
     return "unknown";
 }

@@ -60,7 +60,7 @@ struct evloop *evloop_new(void)
         goto out_close;
     return ev;
 
-out_close: {
+out_close : {
     int e = errno;
     if (ev->wake_w.fd >= 0)
         close(ev->wake_w.fd);

@@ -55,9 +55,9 @@ void evloop_wake(struct evloop *ev);
 
 /* Syscall counters for benchmarks and tests. */
 struct evloop_stats {
-    uint64_t waits;        /* epoll_wait calls */
-    uint64_t timer_arms;   /* timerfd_settime calls */
-    uint64_t wakes;        /* wake-ups consumed */
+    uint64_t waits;      /* epoll_wait calls */
+    uint64_t timer_arms; /* timerfd_settime calls */
+    uint64_t wakes;      /* wake-ups consumed */
 };
 void evloop_stats_get(const struct evloop *ev, struct evloop_stats *out);
 

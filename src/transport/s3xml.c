@@ -17,15 +17,15 @@ enum { F_NONE, F_CODE, F_MESSAGE, F_REQID, F_KEY, F_SIZE, F_ETAG, F_TRUNC, F_TOK
 struct pstate {
     int depth;
     bool root_ok;
-    bool in_contents;   /* inside <Contents> at depth 2 */
-    int field;          /* F_*: the element whose text is being collected */
+    bool in_contents; /* inside <Contents> at depth 2 */
+    int field;        /* F_*: the element whose text is being collected */
     char text[S3XML_TEXT_MAX];
     size_t tlen;
     bool nomem;
     /* one of these is used */
     struct s3xml_error *err;
     struct s3xml_list *list;
-    const char *root;   /* expected root element */
+    const char *root; /* expected root element */
     size_t cur_key, cur_etag;
     uint64_t cur_size;
     bool have_key;
@@ -156,18 +156,33 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
 
     ps->text[n] = '\0';
     switch (ps->field) {
-    case F_CODE: copy_str(ps->err->code, sizeof(ps->err->code), t, n); break;
-    case F_MESSAGE: copy_str(ps->err->message, sizeof(ps->err->message), t, n); break;
-    case F_REQID: copy_str(ps->err->request_id, sizeof(ps->err->request_id), t, n); break;
+    case F_CODE:
+        copy_str(ps->err->code, sizeof(ps->err->code), t, n);
+        break;
+    case F_MESSAGE:
+        copy_str(ps->err->message, sizeof(ps->err->message), t, n);
+        break;
+    case F_REQID:
+        copy_str(ps->err->request_id, sizeof(ps->err->request_id), t, n);
+        break;
     case F_KEY:
         ps->cur_key = list_str(ps, t, n);
         ps->have_key = ps->cur_key != (size_t)-1;
         break;
-    case F_ETAG: ps->cur_etag = list_str(ps, t, n); break;
-    case F_SIZE: ps->cur_size = strtoull(t, NULL, 10); break;
-    case F_TRUNC: ps->list->truncated = strcmp(t, "true") == 0; break;
-    case F_TOKEN: ps->list->token_off = list_str(ps, t, n); break;
-    default: break;
+    case F_ETAG:
+        ps->cur_etag = list_str(ps, t, n);
+        break;
+    case F_SIZE:
+        ps->cur_size = strtoull(t, NULL, 10);
+        break;
+    case F_TRUNC:
+        ps->list->truncated = strcmp(t, "true") == 0;
+        break;
+    case F_TOKEN:
+        ps->list->token_off = list_str(ps, t, n);
+        break;
+    default:
+        break;
     }
     ps->field = F_NONE;
     ps->tlen = 0;
@@ -189,8 +204,8 @@ static bool run(struct pstate *ps, const void *xml, size_t len)
     XML_SetUserData(p, ps);
     XML_SetElementHandler(p, on_start, on_end);
     XML_SetCharacterDataHandler(p, on_text);
-    bool ok = len <= (size_t)INT32_MAX &&
-              XML_Parse(p, xml, (int)len, 1) == XML_STATUS_OK && ps->root_ok && !ps->nomem;
+    bool ok = len <= (size_t)INT32_MAX && XML_Parse(p, xml, (int)len, 1) == XML_STATUS_OK &&
+              ps->root_ok && !ps->nomem;
     XML_ParserFree(p);
     return ok;
 }

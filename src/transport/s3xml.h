@@ -11,8 +11,8 @@
 #include "transport/transport.h"
 
 struct s3xml_error {
-    char code[64];        /* "SlowDown"; truncated if longer */
-    char message[512];    /* truncated if longer */
+    char code[64];     /* "SlowDown"; truncated if longer */
+    char message[512]; /* truncated if longer */
     char request_id[128];
 };
 
@@ -24,12 +24,12 @@ bool s3xml_parse_error(const void *xml, size_t len, struct s3xml_error *out);
 struct s3xml_list {
     struct xport_list_entry *entries; /* nentries valid entries pointing into str */
     size_t nentries, cap;
-    size_t *key_off, *etag_off;       /* offsets into str while parsing */
-    size_t token_off;                 /* offset of NextContinuationToken, or SIZE_MAX */
-    char *str;                        /* every string, NUL-terminated, back to back */
+    size_t *key_off, *etag_off; /* offsets into str while parsing */
+    size_t token_off;           /* offset of NextContinuationToken, or SIZE_MAX */
+    char *str;                  /* every string, NUL-terminated, back to back */
     size_t slen, scap;
     bool truncated;
-    const char *next_token;           /* into str, "" when none */
+    const char *next_token; /* into str, "" when none */
 };
 
 /* Parses a <ListBucketResult>. Returns 0, S3C_ECORRUPT (not a listing / bad XML) or

@@ -28,14 +28,14 @@
 #define XREQ_PATH_MAX 3328   /* "/" bucket "/" + a 1024-byte key encoded (x3) */
 #define XREQ_QUERY_MAX 10240 /* list: prefix, start-after, token, each encoded */
 #define XREQ_URL_MAX (300 + XREQ_PATH_MAX + XREQ_QUERY_MAX)
-#define XREQ_HDR_MAX 12288   /* header lines and their signing copies (token <= 2 KiB) */
+#define XREQ_HDR_MAX 12288 /* header lines and their signing copies (token <= 2 KiB) */
 #define XREQ_NHDR 20
-#define XREQ_ERRBODY_MAX (64 * 1024)     /* error XML kept from PUT/HEAD answers */
-#define XREQ_LISTBODY_MAX (64u << 20)    /* a ListObjectsV2 page */
-#define XREQ_KEEP_BODY_CAP (4u << 20)    /* larger response buffers are freed after use */
-#define XPORT_KEY_MAX 1024               /* S3's limit on key length */
-#define XPORT_UPLOAD_BUFFER (2 * 1024 * 1024) /* libcurl's upload buffer (its max): a   \
-                                               1 MiB body is one read and one send */
+#define XREQ_ERRBODY_MAX (64 * 1024)  /* error XML kept from PUT/HEAD answers */
+#define XREQ_LISTBODY_MAX (64u << 20) /* a ListObjectsV2 page */
+#define XREQ_KEEP_BODY_CAP (4u << 20) /* larger response buffers are freed after use */
+#define XPORT_KEY_MAX 1024            /* S3's limit on key length */
+/* libcurl's upload buffer, its maximum: a 1 MiB body is one read and one send */
+#define XPORT_UPLOAD_BUFFER (2 * 1024 * 1024)
 
 /* hex SHA-256 of zero bytes: the payload hash of a request without a body */
 #define XPORT_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -53,14 +53,14 @@ struct xreq {
     xport_done_fn done;
     void *ctx;
     uint64_t start_ns;
-    bool opened;            /* a refill that opened its socket */
+    bool opened; /* a refill that opened its socket */
 
     /* PUT body: a copy of the caller's span list (not of the bytes) and a cursor. */
     struct iovec *iov;
     int iovcnt, iovcap;
     uint64_t body_len;
-    int vi;                 /* current span */
-    size_t voff;            /* offset in it */
+    int vi;      /* current span */
+    size_t voff; /* offset in it */
 
     /* request headers: "Name: value" lines for libcurl, name/value pairs for SigV4 */
     struct curl_slist lines[XREQ_NHDR];
@@ -110,10 +110,10 @@ struct xport {
 
     /* endpoint, parsed once */
     bool https;
-    char host[256];     /* host as in the URL ("127.0.0.1", "[::1]") */
-    char port[8];       /* "" or "9000" */
-    char hosthdr[384];  /* the Host header value (bucket. prepended when virtual) */
-    char origin[400];   /* "http://host:port" (bucket. when virtual) */
+    char host[256];        /* host as in the URL ("127.0.0.1", "[::1]") */
+    char port[8];          /* "" or "9000" */
+    char hosthdr[384];     /* the Host header value (bucket. prepended when virtual) */
+    char origin[400];      /* "http://host:port" (bucket. when virtual) */
     char bucket_path[200]; /* "/bucket" (path style) or "" (virtual) */
 
     struct xreq *free_reqs;
@@ -141,11 +141,16 @@ static void curl_global_once(void)
 static const char *op_name(enum xport_op op)
 {
     switch (op) {
-    case XPORT_OP_PUT: return "PUT";
-    case XPORT_OP_GET: return "GET";
-    case XPORT_OP_HEAD: return "HEAD";
-    case XPORT_OP_HEAD_BUCKET: return "HEAD-BUCKET";
-    case XPORT_OP_LIST: return "LIST";
+    case XPORT_OP_PUT:
+        return "PUT";
+    case XPORT_OP_GET:
+        return "GET";
+    case XPORT_OP_HEAD:
+        return "HEAD";
+    case XPORT_OP_HEAD_BUCKET:
+        return "HEAD-BUCKET";
+    case XPORT_OP_LIST:
+        return "LIST";
     }
     return "?";
 }
@@ -286,8 +291,7 @@ static int build_path(const struct xport *x, const char *key, char *out, size_t 
     return (int)bl + n;
 }
 
-int xport_url(const struct xport *x, const char *key, const char *query, char *out,
-              size_t outlen)
+int xport_url(const struct xport *x, const char *key, const char *query, char *out, size_t outlen)
 {
     char path[XREQ_PATH_MAX];
     if (build_path(x, key, path, sizeof(path)) < 0)
@@ -393,8 +397,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
     return len;
 }
 
-static curl_socket_t on_opensocket(void *clientp, curlsocktype purpose,
-                                   struct curl_sockaddr *a)
+static curl_socket_t on_opensocket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
 {
     struct xreq *r = clientp;
     (void)purpose;
@@ -458,8 +461,8 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         w->w.ctx = x;
         curl_multi_assign(x->multi, s, w);
     }
-    unsigned ev = (what & CURL_POLL_IN ? EVLOOP_READ : 0u) |
-                  (what & CURL_POLL_OUT ? EVLOOP_WRITE : 0u);
+    unsigned ev =
+        (what & CURL_POLL_IN ? EVLOOP_READ : 0u) | (what & CURL_POLL_OUT ? EVLOOP_WRITE : 0u);
     return evloop_watch_set(x->ev, &w->w, ev) < 0 ? -1 : 0;
 }
 
@@ -470,8 +473,7 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
     if (timeout_ms < 0)
         evloop_timer_disarm(x->ev, &x->curl_timer);
     else
-        evloop_timer_arm(x->ev, &x->curl_timer,
-                         s3c__now_ns() + (uint64_t)timeout_ms * 1000000u);
+        evloop_timer_arm(x->ev, &x->curl_timer, s3c__now_ns() + (uint64_t)timeout_ms * 1000000u);
     return 0;
 }
 
@@ -497,8 +499,8 @@ static void format_error(struct xreq *r, const struct xport_result *res)
     if (res->cls == XPORT_OK) {
         r->errline[0] = '\0';
     } else if (res->http_status == 0 || (res->curl_code != 0 && res->http_status < 300)) {
-        snprintf(r->errline, sizeof(r->errline), "%s %s: %s (curl %d%s%s)", op_name(r->op),
-                 what, curl_easy_strerror((CURLcode)res->curl_code), res->curl_code,
+        snprintf(r->errline, sizeof(r->errline), "%s %s: %s (curl %d%s%s)", op_name(r->op), what,
+                 curl_easy_strerror((CURLcode)res->curl_code), res->curl_code,
                  r->errbuf[0] ? ": " : "", r->errbuf);
     } else {
         snprintf(r->errline, sizeof(r->errline), "%s %s: HTTP %ld%s%s%s%s%s%s", op_name(r->op),
@@ -561,8 +563,7 @@ static void finish(struct xport *x, struct xreq *r, CURLcode cc)
     }
     format_error(r, &res);
     if (res.cls == XPORT_RETRYABLE && res.http_status == 200 && r->op == XPORT_OP_LIST)
-        snprintf(r->errline, sizeof(r->errline), "LIST %s: %s", x->cfg.s3.bucket,
-                 r->s3e.message);
+        snprintf(r->errline, sizeof(r->errline), "LIST %s: %s", x->cfg.s3.bucket, r->s3e.message);
     res.error = r->errline;
 
     switch (r->kind) {
@@ -628,10 +629,10 @@ static int easy_setup(struct xport *x, struct xreq *r)
     long low_time = (s3->low_speed_time_ms + 999) / 1000;
     CURLcode c = CURLE_OK;
 
-#define SET(opt, val)                                                                      \
-    do {                                                                                   \
-        if (c == CURLE_OK)                                                                 \
-            c = curl_easy_setopt(e, opt, val);                                             \
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if (c == CURLE_OK)                                                                         \
+            c = curl_easy_setopt(e, opt, val);                                                     \
     } while (0)
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_PRIVATE, r);
@@ -713,7 +714,7 @@ static int req_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum 
     r->blen = 0;
     r->etag[0] = r->reqid[0] = r->errbuf[0] = r->errline[0] = '\0';
     r->query[0] = '\0';
-    r->blimit = op == XPORT_OP_GET ? SIZE_MAX - 1
+    r->blimit = op == XPORT_OP_GET    ? SIZE_MAX - 1
                 : op == XPORT_OP_LIST ? XREQ_LISTBODY_MAX
                                       : XREQ_ERRBODY_MAX;
     if (key) {
@@ -790,8 +791,8 @@ static int req_sign_and_start(struct xport *x, struct xreq *r, const char *metho
         };
         /* The derived key changes once a day: four HMACs saved on every other request. */
         if (memcmp(x->sk_date, date, 8) != 0) {
-            if (sigv4_signing_key(s3->secret_access_key, date, s3->region, "s3",
-                                  x->signing_key) < 0)
+            if (sigv4_signing_key(s3->secret_access_key, date, s3->region, "s3", x->signing_key) <
+                0)
                 return S3C_EINVAL;
             memcpy(x->sk_date, date, 8);
             x->sk_date[8] = '\0';
@@ -820,8 +821,8 @@ static int req_sign_and_start(struct xport *x, struct xreq *r, const char *metho
         return S3C_EINVAL;
 
     bool q = r->query[0] != '\0';
-    int n = snprintf(r->url, sizeof(r->url), "%s%s%s%s", x->origin, r->path, q ? "?" : "",
-                     r->query);
+    int n =
+        snprintf(r->url, sizeof(r->url), "%s%s%s%s", x->origin, r->path, q ? "?" : "", r->query);
     if (n < 0 || (size_t)n >= sizeof(r->url))
         return S3C_EINVAL;
 
@@ -941,8 +942,7 @@ struct xport *xport_new(const struct s3c_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     if (cfg->persistence.heartbeat_interval_ms <= 0) {
-        snprintf(err, errlen,
-                 "transport: persistence.heartbeat_interval_ms must be > 0 (got %d)",
+        snprintf(err, errlen, "transport: persistence.heartbeat_interval_ms must be > 0 (got %d)",
                  cfg->persistence.heartbeat_interval_ms);
         return NULL;
     }
@@ -1203,8 +1203,8 @@ static int start_user(struct xport *x, enum xport_op op, const char *key, const 
     return 0;
 }
 
-int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last,
-              xport_done_fn done, void *ctx)
+int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, xport_done_fn done,
+              void *ctx)
 {
     char range[64];
     if (!key)
@@ -1212,8 +1212,7 @@ int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last,
     if (last >= first)
         snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
                  (unsigned long long)last);
-    return start_user(x, XPORT_OP_GET, key, "GET", last >= first ? range : NULL, NULL, done,
-                      ctx);
+    return start_user(x, XPORT_OP_GET, key, "GET", last >= first ? range : NULL, NULL, done, ctx);
 }
 
 int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx)
@@ -1239,8 +1238,8 @@ static int query_param(char *q, size_t cap, const char *name, const char *value)
     return sigv4_uri_encode(value, strlen(value), 0, q + ql, cap - ql) < 0 ? -1 : 0;
 }
 
-int xport_list(struct xport *x, const char *prefix, const char *start_after,
-               const char *token, int max_keys, xport_done_fn done, void *ctx)
+int xport_list(struct xport *x, const char *prefix, const char *start_after, const char *token,
+               int max_keys, xport_done_fn done, void *ctx)
 {
     char q[XREQ_QUERY_MAX] = "", mk[16];
     int bad = 0;

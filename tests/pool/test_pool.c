@@ -142,8 +142,8 @@ static void never_more_than_target(void)
     ASSERT_UEQ(st.bytes_sent, 64 * 16384);
     mc = mock_conns(&m);
     ASSERT_EQ(mc.open, 4 + 1);
-    ASSERT_EQ(mc.total, 4 + 2);    /* ours + the two control connections */
-    ASSERT(mc.peak <= 4 + 1);      /* never more than the pool (+ one control) */
+    ASSERT_EQ(mc.total, 4 + 2); /* ours + the two control connections */
+    ASSERT(mc.peak <= 4 + 1);   /* never more than the pool (+ one control) */
     ASSERT_EQ(mock_op_count(&m, "PutObject", 200), 64);
     xport_free(x);
     test_mock_stop(&m);
@@ -277,7 +277,7 @@ static void server_restart(void)
     ASSERT(st.closes >= 4);
     ASSERT_UEQ(st.opens, 4 + st.closes);
     struct mock_counts mc = mock_conns(&m);
-    ASSERT_EQ(mc.open, 4 + 1); /* every pool connection is to the new server */
+    ASSERT_EQ(mc.open, 4 + 1);  /* every pool connection is to the new server */
     ASSERT_EQ(mc.total, 4 + 2); /* ... and there were never more (+ 2 control requests) */
     xport_free(x);
     test_mock_stop(&m);

@@ -45,10 +45,25 @@ static void make_cert(const char *name)
     char key[256], crt[256];
     snprintf(key, sizeof(key), "%s/%s.key", dir, name);
     snprintf(crt, sizeof(crt), "%s/%s.pem", dir, name);
-    const char *argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                          "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", crt,
-                          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                          "-days", "1", NULL};
+    const char *argv[] = {"openssl",
+                          "req",
+                          "-x509",
+                          "-newkey",
+                          "ec",
+                          "-pkeyopt",
+                          "ec_paramgen_curve:prime256v1",
+                          "-nodes",
+                          "-keyout",
+                          key,
+                          "-out",
+                          crt,
+                          "-subj",
+                          "/CN=127.0.0.1",
+                          "-addext",
+                          "subjectAltName=IP:127.0.0.1",
+                          "-days",
+                          "1",
+                          NULL};
     ASSERT_EQ(run(argv), 0);
 }
 
@@ -100,7 +115,8 @@ static void on_done(void *ctx, const struct xport_result *r)
     g->curl_code = r->curl_code;
     g->status = r->http_status;
     snprintf(g->error, sizeof(g->error), "%s", r->error);
-    snprintf(g->body, sizeof(g->body), "%.*s", (int)r->body_len, r->body ? (const char *)r->body : "");
+    snprintf(g->body, sizeof(g->body), "%.*s", (int)r->body_len,
+             r->body ? (const char *)r->body : "");
 }
 
 static char logbuf[16384];

@@ -77,10 +77,10 @@ static struct xport *open_x(const struct s3c_config *c)
 }
 
 /* Runs one request to completion and checks the callback ran exactly once. */
-#define WAIT(x, g)                                                                         \
-    do {                                                                                   \
-        ASSERT_EQ(xport_drain((x), 15000), 0);                                             \
-        ASSERT_EQ((g)->calls, 1);                                                          \
+#define WAIT(x, g)                                                                                 \
+    do {                                                                                           \
+        ASSERT_EQ(xport_drain((x), 15000), 0);                                                     \
+        ASSERT_EQ((g)->calls, 1);                                                                  \
     } while (0)
 
 static void put_spans(struct xport *x, const char *key, const struct iovec *iov, int n,
@@ -231,7 +231,8 @@ static void encoded_keys(void)
     cfg_for(&c, &m, true);
     struct xport *x = open_x(&c);
     static struct got g;
-    const char *keys[] = {"p/a b", "p/c$d+e=f&g", "p/h%20i", "p/\xc3\xa9t\xc3\xa9~_.-", "p/(x)*!'@:,;"};
+    const char *keys[] = {"p/a b", "p/c$d+e=f&g", "p/h%20i", "p/\xc3\xa9t\xc3\xa9~_.-",
+                          "p/(x)*!'@:,;"};
     struct iovec v = {"k", 1};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         put_spans(x, keys[i], &v, 1, &g);
@@ -292,10 +293,10 @@ static void checksums_and_signing(void)
     struct s3c_config c;
     cfg_for(&c, &m, true);
     struct xport *x = open_x(&c);
-    uint32_t crc = crc32c_update(crc32c_update(0, iov[0].iov_base, iov[0].iov_len),
-                                 iov[1].iov_base, iov[1].iov_len);
-    struct xport_put p = {.key = "sum/pre", .iov = iov, .iovcnt = 2, .have_crc32c = true,
-                          .crc32c = crc};
+    uint32_t crc = crc32c_update(crc32c_update(0, iov[0].iov_base, iov[0].iov_len), iov[1].iov_base,
+                                 iov[1].iov_len);
+    struct xport_put p = {
+        .key = "sum/pre", .iov = iov, .iovcnt = 2, .have_crc32c = true, .crc32c = crc};
     memset(&g, 0, sizeof(g));
     ASSERT_EQ(xport_put(x, &p, on_done, &g), 0);
     WAIT(x, &g);
@@ -365,8 +366,8 @@ static void refused_credentials(void)
 static void session_token(void)
 {
     const char *tok = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN/+=";
-    const char *const args[] = {"--access-key", AK, "--secret-key", SK, "--session-token", tok,
-                                NULL};
+    const char *const args[] = {
+        "--access-key", AK, "--secret-key", SK, "--session-token", tok, NULL};
     struct mockproc m = start_mock(args);
     static struct got g;
     struct iovec v = {"tok", 3};
@@ -534,8 +535,7 @@ static void answer_classes(void)
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
     ASSERT_EQ(g.curl_code, 28);
     if (g.duration_us < 900000 || g.duration_us > 7000000)
-        TEST_FAIL_("low-speed cut after %llu us: %s", (unsigned long long)g.duration_us,
-                   g.error);
+        TEST_FAIL_("low-speed cut after %llu us: %s", (unsigned long long)g.duration_us, g.error);
     xport_free(x);
 
     cfg_for(&c, &m, false);

@@ -104,8 +104,8 @@ static void list_xml(void)
     int n = snprintf(many, sizeof(many), "<ListBucketResult><IsTruncated>false</IsTruncated>");
     for (int i = 0; i < 3000; i++)
         n += snprintf(many + n, sizeof(many) - (size_t)n,
-                      "<Contents><Key>k/%06d</Key><Size>%d</Size><ETag>e%d</ETag></Contents>",
-                      i, i, i);
+                      "<Contents><Key>k/%06d</Key><Size>%d</Size><ETag>e%d</ETag></Contents>", i, i,
+                      i);
     n += snprintf(many + n, sizeof(many) - (size_t)n, "</ListBucketResult>");
     ASSERT_EQ(s3xml_parse_list(many, (size_t)n, &l), 0);
     ASSERT_EQ(l.nentries, 3000);
@@ -169,9 +169,8 @@ static void classes(void)
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         enum xport_class got = xport_classify(t[i].op, t[i].cc, t[i].status, t[i].code);
         if (got != t[i].want)
-            TEST_FAIL_("case %zu (op %d curl %d HTTP %ld %s): %s, want %s", i, t[i].op,
-                       t[i].cc, t[i].status, t[i].code, xport_class_name(got),
-                       xport_class_name(t[i].want));
+            TEST_FAIL_("case %zu (op %d curl %d HTTP %ld %s): %s, want %s", i, t[i].op, t[i].cc,
+                       t[i].status, t[i].code, xport_class_name(got), xport_class_name(t[i].want));
     }
     ASSERT_EQ(xport_classify(XPORT_OP_PUT, 0, 503, NULL), XPORT_RETRYABLE);
     ASSERT_STR_EQ(xport_class_name(XPORT_EXISTS), "exists");
