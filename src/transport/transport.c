@@ -4,9 +4,11 @@
  * a string it produces. Pool policy (how many connections, heartbeats) lives in src/pool. */
 #include "transport/transport.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -120,6 +122,8 @@ struct xport {
     struct xreq *all_reqs;
     struct sockwatch *free_socks;
     struct fdwatch *fdwatches;
+    int *socks; /* the pool's open sockets (for closing one after a failed heartbeat) */
+    int nsocks, socks_cap;
     int user_in_flight;
     EVP_MD_CTX *md;
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
@@ -404,6 +408,9 @@ static curl_socket_t on_opensocket(void *clientp, curlsocktype purpose, struct c
     int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     if (fd < 0)
         return CURL_SOCKET_BAD;
+    struct xport *x = r->x;
+    if (x->nsocks < x->socks_cap)
+        x->socks[x->nsocks++] = fd;
     pool_on_open(&r->x->pool);
     if (r->kind == XREQ_REFILL && !r->opened) {
         r->opened = true;
@@ -423,6 +430,12 @@ static void schedule_refill(struct xport *x, uint64_t at_ns)
 static int on_closesocket(void *clientp, curl_socket_t fd)
 {
     struct xport *x = clientp;
+    for (int i = 0; i < x->nsocks; i++) {
+        if (x->socks[i] == fd) {
+            x->socks[i] = x->socks[--x->nsocks];
+            break;
+        }
+    }
     pool_on_close(&x->pool);
     /* Replace it once libcurl is done with this call (never start transfers from inside
      * a libcurl callback). */
@@ -478,6 +491,28 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
 }
 
 /* ---- completion --------------------------------------------------------------------- */
+
+/* Ends the connection a failed heartbeat used. libcurl still owns the fd: shutdown()
+ * only makes it dead, so libcurl's liveness check discards it (close callback, counted,
+ * replaced) before anything else can use it. */
+static void end_connection(struct xport *x, struct xreq *r)
+{
+    long lport = 0;
+    if (curl_easy_getinfo(r->easy, CURLINFO_LOCAL_PORT, &lport) != CURLE_OK || lport <= 0)
+        return;
+    for (int i = 0; i < x->nsocks; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(x->socks[i], (struct sockaddr *)&ss, &sl) < 0)
+            continue;
+        uint16_t p = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port;
+        if (ntohs(p) == lport) {
+            shutdown(x->socks[i], SHUT_RDWR);
+            return;
+        }
+    }
+}
 
 static void req_release(struct xport *x, struct xreq *r)
 {
@@ -579,8 +614,13 @@ static void finish(struct xport *x, struct xreq *r, CURLcode cc)
         break;
     case XREQ_HEARTBEAT:
         pool_heartbeat_done(&x->pool, res.cls == XPORT_OK);
-        if (res.cls != XPORT_OK)
+        if (res.cls != XPORT_OK) {
             S3C_LOG(S3C_LOG_WARN, "event=pool_heartbeat_failed error=\"%s\"", r->errline);
+            /* Transfer errors already cost libcurl the connection; an error answer did
+             * not, so end it here: a connection that failed its check is replaced. */
+            if (status > 0)
+                end_connection(x, r);
+        }
         break;
     }
     req_release(x, r);
@@ -968,10 +1008,12 @@ struct xport *xport_new(const struct s3c_config *cfg, char *err, size_t errlen)
     x->cfg = *cfg;
     if (parse_endpoint(x, err, errlen) < 0)
         goto out_free_x;
+    x->socks_cap = 4 * cfg->persistence.target_pool_size + 16;
+    x->socks = calloc((size_t)x->socks_cap, sizeof(*x->socks));
     x->md = EVP_MD_CTX_new();
-    if (!x->md) {
+    if (!x->md || !x->socks) {
         snprintf(err, errlen, "transport: out of memory");
-        goto out_free_x;
+        goto out_free_md; /* frees either; NULL is fine for both */
     }
     x->ev = evloop_new();
     if (!x->ev) {
@@ -1032,6 +1074,7 @@ out_free_ev:
 out_free_md:
     EVP_MD_CTX_free(x->md);
 out_free_x:
+    free(x->socks);
     OPENSSL_cleanse(&x->cfg, sizeof(x->cfg));
     free(x);
     return NULL;
@@ -1068,6 +1111,7 @@ void xport_free(struct xport *x)
     }
     evloop_free(x->ev);
     EVP_MD_CTX_free(x->md);
+    free(x->socks);
     OPENSSL_cleanse(x->signing_key, sizeof(x->signing_key));
     OPENSSL_cleanse(&x->cfg, sizeof(x->cfg));
     free(x);

@@ -212,13 +212,19 @@ static void heartbeats(void)
     ASSERT_UEQ(st.opens, 3); /* heartbeats reuse the idle connections */
     ASSERT_EQ(mock_op_count(&m, "HeadBucket", 200), heads0 + (int)st.heartbeats);
 
-    /* The server starts failing: heartbeats fail, are counted, and the pool stays. */
+    /* The server starts failing: heartbeats fail and are counted, the connections that
+     * failed are closed and replaced, and the pool stays at target. */
     mock_faults(&m, "{\"error_rate\":1,\"error_status\":503}");
-    poll_for(x, 700);
+    poll_for(x, 300); /* one round */
     mock_faults(&m, "{\"error_rate\":0}");
     xport_stats_get(x, &st);
     ASSERT(st.heartbeat_failures >= 3);
+    poll_for(x, 700); /* the next round finds them ended */
     ASSERT(poll_until(x, 3000, pool_full));
+    xport_stats_get(x, &st);
+    ASSERT(st.closes >= 3);
+    ASSERT_UEQ(st.opens, 3 + st.closes);
+    ASSERT_EQ(mock_conns(&m).open, 3 + 1);
 
     /* The server resets every connection: the heartbeats find them dead, they are
      * closed and replaced. */
