@@ -129,8 +129,9 @@ uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
     if (len_b == 0)
         return crc_a;
     odd[0] = POLY;
-    for (int n = 1, row = 1; n < 32; n++, row <<= 1)
-        odd[n] = (uint32_t)row;
+    uint32_t row = 1;
+    for (int n = 1; n < 32; n++, row <<= 1)
+        odd[n] = row;
     gf2_square(even, odd);
     gf2_square(odd, even);
     do {
