@@ -45,31 +45,129 @@ static uint32_t crc_sw(uint32_t c, const unsigned char *p, size_t n)
     return c;
 }
 
+/* Three independent crc32 streams hide the instruction's 3-cycle latency; their CRCs are
+ * joined by shifting with precomputed "append n zero bytes" operators (the method of
+ * Mark Adler's crc32c.c): raw_crc(A || B) = shift_|B|(raw_crc(A)) ^ raw_crc_0(B). */
+#define LONG_BLOCK 8192
+#define SHORT_BLOCK 256
+static uint32_t zeros_long[4][256], zeros_short[4][256];
+
+static inline uint32_t shift_by(uint32_t zeros[][256], uint32_t crc)
+{
+    return zeros[0][crc & 0xff] ^ zeros[1][(crc >> 8) & 0xff] ^ zeros[2][(crc >> 16) & 0xff] ^
+           zeros[3][crc >> 24];
+}
+
 #if defined(__x86_64__)
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
                                                          size_t n)
 {
-    uint64_t c64 = c;
+    uint64_t c0 = c;
     while (n && ((uintptr_t)p & 7)) {
-        c64 = __builtin_ia32_crc32qi((uint32_t)c64, *p++);
+        c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++);
         n--;
+    }
+    while (n >= 3 * LONG_BLOCK) {
+        uint64_t c1 = 0, c2 = 0, w0, w1, w2;
+        const unsigned char *end = p + LONG_BLOCK;
+        do {
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + LONG_BLOCK, 8);
+            memcpy(&w2, p + 2 * LONG_BLOCK, 8);
+            c0 = __builtin_ia32_crc32di(c0, w0);
+            c1 = __builtin_ia32_crc32di(c1, w1);
+            c2 = __builtin_ia32_crc32di(c2, w2);
+            p += 8;
+        } while (p < end);
+        c0 = shift_by(zeros_long, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = shift_by(zeros_long, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * LONG_BLOCK;
+        n -= 3 * LONG_BLOCK;
+    }
+    while (n >= 3 * SHORT_BLOCK) {
+        uint64_t c1 = 0, c2 = 0, w0, w1, w2;
+        const unsigned char *end = p + SHORT_BLOCK;
+        do {
+            memcpy(&w0, p, 8);
+            memcpy(&w1, p + SHORT_BLOCK, 8);
+            memcpy(&w2, p + 2 * SHORT_BLOCK, 8);
+            c0 = __builtin_ia32_crc32di(c0, w0);
+            c1 = __builtin_ia32_crc32di(c1, w1);
+            c2 = __builtin_ia32_crc32di(c2, w2);
+            p += 8;
+        } while (p < end);
+        c0 = shift_by(zeros_short, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = shift_by(zeros_short, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * SHORT_BLOCK;
+        n -= 3 * SHORT_BLOCK;
     }
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        c64 = __builtin_ia32_crc32di(c64, w);
+        c0 = __builtin_ia32_crc32di(c0, w);
         p += 8;
         n -= 8;
     }
     while (n--)
-        c64 = __builtin_ia32_crc32qi((uint32_t)c64, *p++);
-    return (uint32_t)c64;
+        c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++);
+    return (uint32_t)c0;
 }
 #endif
+
+/* GF(2) matrix helpers for combine (as zlib's crc32_combine, with the Castagnoli poly). */
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+{
+    uint32_t sum = 0;
+    for (; vec; vec >>= 1, mat++)
+        if (vec & 1)
+            sum ^= *mat;
+    return sum;
+}
+
+static void gf2_square(uint32_t *sq, const uint32_t *mat)
+{
+    for (int n = 0; n < 32; n++)
+        sq[n] = gf2_times(mat, mat[n]);
+}
+
+/* The operator that appends len zero bytes to a raw CRC state, as four byte tables. */
+static void zeros_table(uint32_t zeros[][256], size_t len)
+{
+    uint32_t op[32], sq[32], tmp[32];
+    /* op: one zero bit; squared three times: one zero byte. */
+    op[0] = POLY;
+    uint32_t row = 1;
+    for (int n = 1; n < 32; n++, row <<= 1)
+        op[n] = row;
+    gf2_square(sq, op);  /* 2 bits */
+    gf2_square(op, sq);  /* 4 bits */
+    gf2_square(sq, op);  /* 8 bits: sq shifts by one byte */
+    /* result = sq^len, by binary exponentiation (the identity to start) */
+    uint32_t res[32];
+    for (int n = 0; n < 32; n++)
+        res[n] = UINT32_C(1) << n;
+    while (len) {
+        if (len & 1) {
+            for (int n = 0; n < 32; n++)
+                tmp[n] = gf2_times(sq, res[n]);
+            memcpy(res, tmp, sizeof(res));
+        }
+        len >>= 1;
+        if (len) {
+            gf2_square(tmp, sq);
+            memcpy(sq, tmp, sizeof(sq));
+        }
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int k = 0; k < 4; k++)
+            zeros[k][i] = gf2_times(res, i << (8 * k));
+}
 
 static void detect(void)
 {
     table_init();
+    zeros_table(zeros_long, LONG_BLOCK);
+    zeros_table(zeros_short, SHORT_BLOCK);
 #if defined(__x86_64__)
     __builtin_cpu_init();
     __atomic_store_n(&hw_state, __builtin_cpu_supports("sse4.2") ? 1 : 0, __ATOMIC_RELEASE);
@@ -105,22 +203,6 @@ uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
 int crc32c_hw(void)
 {
     return hw();
-}
-
-/* GF(2) matrix helpers for combine (as zlib's crc32_combine, with the Castagnoli poly). */
-static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
-{
-    uint32_t sum = 0;
-    for (; vec; vec >>= 1, mat++)
-        if (vec & 1)
-            sum ^= *mat;
-    return sum;
-}
-
-static void gf2_square(uint32_t *sq, const uint32_t *mat)
-{
-    for (int n = 0; n < 32; n++)
-        sq[n] = gf2_times(mat, mat[n]);
 }
 
 uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
