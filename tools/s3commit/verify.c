@@ -19,7 +19,8 @@
 #include "transport/transport.h"
 
 #define VERIFY_WINDOW 8        /* GETs in flight at once */
-#define VERIFY_ATTEMPTS 4      /* tries per request on retryable failures */
+#define VERIFY_ATTEMPTS 12     /* tries per request on retryable failures: a verifier
+                                  must see through a flaky store, not fail with it */
 #define VERIFY_MAX_PROBLEMS 20 /* problems listed in the summary (all are counted) */
 
 enum vstate { V_PENDING, V_IN_FLIGHT, V_DONE };
@@ -161,7 +162,7 @@ static int verify_list(struct verify *v)
                 return -1;
             S3C_LOG(S3C_LOG_WARN, "event=list_retry attempt=%d error=\"%s\"", attempt,
                     v->list_error);
-            sleep_ms(100 << attempt);
+            sleep_ms(attempt < 5 ? 100 << attempt : 2000); /* capped backoff */
             continue;
         }
         attempt = 0;
