@@ -59,6 +59,23 @@ static inline uint32_t shift_by(uint32_t zeros[][256], uint32_t crc)
 }
 
 #if defined(__x86_64__)
+/* One round of three streams over 3 x block bytes at p; returns the joined raw CRC. */
+__attribute__((target("sse4.2"))) static inline uint64_t
+crc_hw3(uint64_t c0, const unsigned char *p, size_t block, uint32_t zeros[][256])
+{
+    uint64_t c1 = 0, c2 = 0, w0, w1, w2;
+    for (const unsigned char *end = p + block; p < end; p += 8) {
+        memcpy(&w0, p, 8);
+        memcpy(&w1, p + block, 8);
+        memcpy(&w2, p + 2 * block, 8);
+        c0 = __builtin_ia32_crc32di(c0, w0);
+        c1 = __builtin_ia32_crc32di(c1, w1);
+        c2 = __builtin_ia32_crc32di(c2, w2);
+    }
+    c0 = shift_by(zeros, (uint32_t)c0) ^ (uint32_t)c1;
+    return shift_by(zeros, (uint32_t)c0) ^ (uint32_t)c2;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
                                                          size_t n)
 {
@@ -67,52 +84,21 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsig
         c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++);
         n--;
     }
-    while (n >= 3 * LONG_BLOCK) {
-        uint64_t c1 = 0, c2 = 0, w0, w1, w2;
-        const unsigned char *end = p + LONG_BLOCK;
-        do {
-            memcpy(&w0, p, 8);
-            memcpy(&w1, p + LONG_BLOCK, 8);
-            memcpy(&w2, p + 2 * LONG_BLOCK, 8);
-            c0 = __builtin_ia32_crc32di(c0, w0);
-            c1 = __builtin_ia32_crc32di(c1, w1);
-            c2 = __builtin_ia32_crc32di(c2, w2);
-            p += 8;
-        } while (p < end);
-        c0 = shift_by(zeros_long, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = shift_by(zeros_long, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * LONG_BLOCK;
-        n -= 3 * LONG_BLOCK;
-    }
-    while (n >= 3 * SHORT_BLOCK) {
-        uint64_t c1 = 0, c2 = 0, w0, w1, w2;
-        const unsigned char *end = p + SHORT_BLOCK;
-        do {
-            memcpy(&w0, p, 8);
-            memcpy(&w1, p + SHORT_BLOCK, 8);
-            memcpy(&w2, p + 2 * SHORT_BLOCK, 8);
-            c0 = __builtin_ia32_crc32di(c0, w0);
-            c1 = __builtin_ia32_crc32di(c1, w1);
-            c2 = __builtin_ia32_crc32di(c2, w2);
-            p += 8;
-        } while (p < end);
-        c0 = shift_by(zeros_short, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = shift_by(zeros_short, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * SHORT_BLOCK;
-        n -= 3 * SHORT_BLOCK;
-    }
-    while (n >= 8) {
+    for (; n >= 3 * LONG_BLOCK; p += 3 * LONG_BLOCK, n -= 3 * LONG_BLOCK)
+        c0 = crc_hw3(c0, p, LONG_BLOCK, zeros_long);
+    for (; n >= 3 * SHORT_BLOCK; p += 3 * SHORT_BLOCK, n -= 3 * SHORT_BLOCK)
+        c0 = crc_hw3(c0, p, SHORT_BLOCK, zeros_short);
+    for (; n >= 8; p += 8, n -= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
         c0 = __builtin_ia32_crc32di(c0, w);
-        p += 8;
-        n -= 8;
     }
     while (n--)
         c0 = __builtin_ia32_crc32qi((uint32_t)c0, *p++);
     return (uint32_t)c0;
 }
 #endif
+
 
 /* GF(2) matrix helpers for combine (as zlib's crc32_combine, with the Castagnoli poly). */
 static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "s3commit.h"
 
 /* head = closed:1 | seq:29 | pos:34. The packed fields are the low bits of the full
@@ -256,15 +257,8 @@ int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_clai
     if (timeout_ms == 0)
         return S3C_ETIMEDOUT;
 
-    if (timeout_ms > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms > 0)
+        deadline = s3c__deadline_ts(timeout_ms);
     /* Sleep until a release (or close) broadcasts. waiters is raised before the re-check
      * and the consumer reads it after moving the tail (both seq_cst), so either we see
      * the room or it sees us. */

@@ -176,15 +176,8 @@ int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms)
         return S3C_EINVAL;
     if (atomic_load(&st->durable) >= seq)
         return 0;
-    if (timeout_ms >= 0) {
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms >= 0)
+        dl = s3c__deadline_ts(timeout_ms);
     pthread_mutex_lock(&st->wmu);
     atomic_fetch_add(&st->nwaiters, 1);
     for (;;) {
