@@ -27,11 +27,29 @@ int mockproc_start(struct mockproc *m, const char *const *args)
 {
     const char *bin = getenv("S3C_MOCK_BIN");
     const char *argv[64];
+    char found[4096];
     int n = 0, pfd[2];
 
     memset(m, 0, sizeof(*m));
     if (!bin) {
-        fprintf(stderr, "mockproc: S3C_MOCK_BIN is not set (run the test through ctest)\n");
+        /* Outside ctest (benchmarks): the mock lives in build/bin, beside a benchmark or
+         * one level over build/tests. */
+        ssize_t len = readlink("/proc/self/exe", found, sizeof(found) - 32);
+        if (len > 0) {
+            found[len] = '\0';
+            char *slash = strrchr(found, '/');
+            if (slash) {
+                strcpy(slash, "/s3commit-mock");
+                if (access(found, X_OK) != 0)
+                    strcpy(slash, "/../bin/s3commit-mock");
+                if (access(found, X_OK) == 0)
+                    bin = found;
+            }
+        }
+    }
+    if (!bin) {
+        fprintf(stderr, "mockproc: s3commit-mock not found: set S3C_MOCK_BIN or build it "
+                        "(cmake --build build --target s3commit-mock)\n");
         return -ENOENT;
     }
     argv[n++] = bin;
