@@ -122,6 +122,8 @@ struct s3c_stats {
     uint64_t durable_seq;                        /* the watermark W */
     uint64_t commits_pending, bytes_pending;     /* submitted, not yet durable */
     uint64_t batches_sent;                       /* objects made durable */
+    uint64_t batch_commits_sum;                  /* commits in those objects */
+    uint64_t writes_saved;                       /* PUTs batching avoided: commits - objects */
     uint64_t put_attempts;                       /* PUTs started, retries included */
     uint64_t retries;                            /* PUTs re-sent after a failure */
     uint64_t failures_retryable, failures_fatal; /* failed attempts by class */

@@ -85,6 +85,9 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
             st->bytes_durable);
     counter(&o, "s3commit_batches_durable_total", "Batch objects made durable in S3.",
             st->batches_sent);
+    counter(&o, "s3commit_writes_saved_total",
+            "PUTs that batching avoided: commits in durable objects minus objects.",
+            st->writes_saved);
     counter(&o, "s3commit_put_attempts_total", "PUT requests started, retries included.",
             st->put_attempts);
     counter(&o, "s3commit_put_retries_total", "PUT requests re-sent after a failure.", st->retries);
@@ -137,9 +140,7 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
         st->ack_latency_us_sum / 1000000, st->ack_latency_us_sum % 1000000);
     put(&o, "s3commit_ack_latency_seconds_count %" PRIu64 "\n", cum);
 
-    /* Commits per batch: bucket i holds 2^i .. 2^(i+1)-1 commits (the last: 2048 and up).
-     * The stats carry no total of commits over batches, so there is no _sum line; the
-     * mean is s3commit_commits_durable_total / s3commit_batches_durable_total. */
+    /* Commits per batch: bucket i holds 2^i .. 2^(i+1)-1 commits (the last: 2048 and up). */
     header(&o, "s3commit_batch_commits", "histogram", "Commits per batch object.");
     cum = 0;
     for (int i = 0; i < S3C_BATCH_HIST_BUCKETS - 1; i++) {
@@ -148,6 +149,7 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
     }
     cum += st->batch_hist[S3C_BATCH_HIST_BUCKETS - 1];
     put(&o, "s3commit_batch_commits_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    put(&o, "s3commit_batch_commits_sum %" PRIu64 "\n", st->batch_commits_sum);
     put(&o, "s3commit_batch_commits_count %" PRIu64 "\n", cum);
 
     if (o.overflow) {

@@ -90,7 +90,7 @@ struct s3c_stage {
     /* Counters: written by the persistence thread only, read by anyone (relaxed). */
     struct {
         _Atomic uint64_t commits_seen, bytes_seen, commits_durable, bytes_durable;
-        _Atomic uint64_t batches_sent, put_attempts, retries, fail_retryable, fail_fatal;
+        _Atomic uint64_t batches_sent, batch_commits, put_attempts, retries, fail_retryable, fail_fatal;
         _Atomic uint64_t budget_exhausted, lat_sum, lat_count;
         _Atomic uint64_t batch_hist[S3C_BATCH_HIST_BUCKETS], lat_hist[24];
         _Atomic uint64_t pool_opens, pool_closes, pool_reuses, pool_hb_failures;
@@ -239,6 +239,8 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
                            ? o->bytes_submitted - o->bytes_durable
                            : 0;
     o->batches_sent = CGET(batches_sent);
+    o->batch_commits_sum = CGET(batch_commits);
+    o->writes_saved = o->batch_commits_sum - o->batches_sent;
     o->put_attempts = CGET(put_attempts);
     o->retries = CGET(retries);
     o->failures_retryable = CGET(fail_retryable);
@@ -411,6 +413,7 @@ static void put_done(void *ctx, const struct xport_result *res)
         if (st->retry_tokens > st->cfg.persistence.retry_budget)
             st->retry_tokens = st->cfg.persistence.retry_budget;
         CINC(batches_sent, 1);
+        CINC(batch_commits, b->rb.count);
         CINC(batch_hist[log2_bucket(b->rb.count, S3C_BATCH_HIST_BUCKETS + 1) - 1], 1);
         struct ring_batch rb = b->rb;
         b->state = B_FREE;

@@ -364,6 +364,9 @@ static void jittered_many_in_flight(void)
     ASSERT_UEQ(s.commits_durable, last);
     ASSERT_UEQ(s.bytes_durable, last * 100);
     ASSERT_UEQ(s.ack_latency_count, last);
+    ASSERT_UEQ(s.batch_commits_sum, last); /* every batch succeeded exactly once */
+    ASSERT_UEQ(s.writes_saved, last - s.batches_sent);
+    ASSERT_GT(s.writes_saved, last / 2); /* 5000 commits went out in far fewer PUTs */
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     ASSERT_EQ(atomic_load(&ev.backwards), 0);
     ASSERT_UEQ(atomic_load(&ev.last), last);
