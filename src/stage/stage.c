@@ -557,8 +557,10 @@ static void *persistence_main(void *arg)
             build_batch(st, b);
             S3C_LOG(S3C_LOG_DEBUG,
                     "event=batch_send first_seq=%" PRIu64 " last_seq=%" PRIu64 " bytes=%" PRIu64
-                    " outstanding=%d full=%d",
-                    b->rb.first_seq, b->rb.last_seq, b->rb.bytes, st->outstanding, rd.full);
+                    " outstanding=%d trigger=%s",
+                    b->rb.first_seq, b->rb.last_seq, b->rb.bytes, st->outstanding,
+                    rd.full ? "size" : st->outstanding == 1 ? "idle" : closing ? "close"
+                    : ring_producers_waiting(st->ring) ? "ring_full" : "time");
             send_batch(st, b);
             worked = true;
             failed = atomic_load(&st->failed);
@@ -612,7 +614,16 @@ static void *persistence_main(void *arg)
          * so producers need not wake us. When arming fails, commits are claimed and about
          * to be published: look again at once, then every millisecond, never spinning. */
         if (!failed && !closing && !ring_held && st->outstanding < st->nbatches) {
-            uint32_t want = rd.count == 0 ? 1 : (uint32_t)p->batch_size_threshold - rd.count;
+            uint32_t want = 1;
+            if (rd.count > 0) {
+                /* The rest of a batch: by count, or by bytes at the average commit size
+                 * seen so far, whichever comes first. */
+                uint32_t by_count = (uint32_t)p->batch_size_threshold - rd.count;
+                uint64_t avg = rd.bytes / rd.count;
+                uint64_t room = (uint64_t)p->batch_bytes_threshold - rd.bytes;
+                uint64_t by_bytes = avg ? (room + avg - 1) / avg : by_count;
+                want = by_bytes < by_count ? (uint32_t)(by_bytes ? by_bytes : 1) : by_count;
+            }
             if (!ring_arm_sc(st->ring, want)) {
                 timeout = worked || st->idle_spins < 2 ? 0 : 1;
                 st->idle_spins = worked ? 0 : st->idle_spins + 1;

@@ -288,6 +288,33 @@ static void trigger_bytes(void)
     mockproc_stop(&mock);
 }
 
+/* Bytes, with nothing to rescue it: the first reply is 2 s away and the timer 10 s, so
+ * the byte-full batch must go out on its own trigger, at once. */
+static void trigger_bytes_alone(void)
+{
+    start_mock();
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":10000,\"batch_size_threshold\":1000,"
+                               "\"batch_bytes_threshold\":100000,"
+                               "\"max_in_flight_requests\":4,\"target_pool_size\":4");
+    warm_then_faults("{\"latency_ms\":2000}");
+    submit_n(st, 1, 10); /* sent alone: nothing was in flight */
+    wait_sent(st, 1);
+    uint64_t t0 = s3c__now_ms();
+    submit_n(st, 1, 30000); /* the thread wakes for it, then waits for more ... */
+    sleep_ms(50);
+    submit_n(st, 3, 30000); /* ... three fit in 100000 bytes, the fourth does not */
+    wait_sent(st, 2);
+    ASSERT_LT(s3c__now_ms() - t0, 1000);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    struct listing l;
+    ASSERT_EQ(read_back(&l, 5), 3);
+    uint64_t f, la;
+    key_range(&l, 1, &f, &la);
+    ASSERT_UEQ(f, 2);
+    ASSERT_UEQ(la, 4);
+    mockproc_stop(&mock);
+}
+
 /* Flow control: at max_in_flight_requests the thread waits for a reply, whatever the
  * timer says, so everything submitted meanwhile goes out as one batch. */
 static void trigger_flow_control(void)
@@ -638,6 +665,7 @@ int main(void)
     RUN(trigger_time_with_trickle);
     RUN(trigger_count);
     RUN(trigger_bytes);
+    RUN(trigger_bytes_alone);
     RUN(trigger_flow_control);
     RUN(out_of_order_acked_in_order);
     RUN(jittered_many_in_flight);
