@@ -129,6 +129,7 @@ struct xport {
     int *socks; /* the pool's open sockets (for closing one after a failed heartbeat) */
     int nsocks, socks_cap;
     int user_in_flight;
+    bool hb_refused_logged; /* a heartbeat refusal (4xx) was logged; reset by a success */
     EVP_MD_CTX *md;
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
     char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
@@ -256,7 +257,10 @@ static int parse_endpoint(struct xport *x, char *err, size_t errlen)
                      virt ? "." : "", x->host, x->port[0] ? ":" : "", x->port);
     int m = snprintf(x->origin, sizeof(x->origin), "%s://%s", scheme, x->hosthdr);
     if (n < 0 || (size_t)n >= sizeof(x->hosthdr) || m < 0 || (size_t)m >= sizeof(x->origin)) {
-        snprintf(err, errlen, "transport: s3.endpoint host is too long");
+        snprintf(err, errlen,
+                 "transport: s3.endpoint host is too long (%zu bytes; at most %zu with the "
+                 "bucket, when virtual-host addressing); use a shorter host name",
+                 strlen(x->host), sizeof(x->hosthdr) - 8);
         goto out_free;
     }
     if (virt) {
@@ -265,7 +269,10 @@ static int parse_endpoint(struct xport *x, char *err, size_t errlen)
         x->bucket_path[0] = '/';
         if (sigv4_uri_encode(s3->bucket, strlen(s3->bucket), 0, x->bucket_path + 1,
                              sizeof(x->bucket_path) - 1) < 0) {
-            snprintf(err, errlen, "transport: s3.bucket is too long");
+            snprintf(err, errlen,
+                     "transport: s3.bucket is too long once URI-encoded (at most %zu bytes); "
+                     "S3 bucket names are 3-63 characters",
+                     sizeof(x->bucket_path) - 2);
             goto out_free;
         }
     }
@@ -532,21 +539,54 @@ static void req_release(struct xport *x, struct xreq *r)
     x->free_reqs = r;
 }
 
+/* Makes s fit on one log line inside double quotes: control bytes become spaces and '"'
+ * becomes '\''. Server-supplied text (an S3 Message) can hold both. */
+static void one_line(char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f)
+            *s = ' ';
+        else if (c == '"')
+            *s = '\'';
+    }
+}
+
+/* What to do about a transfer error, for the ones a config change fixes. */
+static const char *curl_hint(int code)
+{
+    switch (code) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+        return "; the endpoint's certificate is not trusted: set s3.ca_file to the CA that "
+               "signed it";
+    case CURLE_SSL_CONNECT_ERROR:
+        return "; is the endpoint really https?";
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return "; check the host in s3.endpoint";
+    case CURLE_COULDNT_CONNECT:
+        return "; nothing accepts connections at s3.endpoint";
+    default:
+        return "";
+    }
+}
+
 static void format_error(struct xreq *r, const struct xport_result *res)
 {
     const char *what = r->key[0] ? r->key : r->x->cfg.s3.bucket;
     if (res->cls == XPORT_OK) {
         r->errline[0] = '\0';
     } else if (res->http_status == 0 || (res->curl_code != 0 && res->http_status < 300)) {
-        snprintf(r->errline, sizeof(r->errline), "%s %s: %s (curl %d%s%s)", op_name(r->op), what,
+        snprintf(r->errline, sizeof(r->errline), "%s %s: %s (curl %d%s%s)%s", op_name(r->op), what,
                  curl_easy_strerror((CURLcode)res->curl_code), res->curl_code,
-                 r->errbuf[0] ? ": " : "", r->errbuf);
+                 r->errbuf[0] ? ": " : "", r->errbuf, curl_hint(res->curl_code));
     } else {
         snprintf(r->errline, sizeof(r->errline), "%s %s: HTTP %ld%s%s%s%s%s%s", op_name(r->op),
                  what, res->http_status, res->s3_code[0] ? " " : "", res->s3_code,
                  res->s3_message[0] ? ": " : "", res->s3_message,
                  res->request_id[0] ? " request_id=" : "", res->request_id);
     }
+    one_line(r->errline);
 }
 
 static void finish(struct xport *x, struct xreq *r, CURLcode cc)
@@ -569,8 +609,12 @@ static void finish(struct xport *x, struct xreq *r, CURLcode cc)
 
     memset(&res, 0, sizeof(res));
     memset(&r->s3e, 0, sizeof(r->s3e));
-    if (status >= 300 && r->blen > 0)
+    if (status >= 300 && r->blen > 0) {
         s3xml_parse_error(r->body, r->blen, &r->s3e);
+        one_line(r->s3e.code);
+        one_line(r->s3e.message);
+        one_line(r->s3e.request_id);
+    }
     res.http_status = status;
     res.curl_code = (int)cc;
     res.cls = xport_classify(r->op, (int)cc, status, r->s3e.code);
@@ -618,12 +662,24 @@ static void finish(struct xport *x, struct xreq *r, CURLcode cc)
         break;
     case XREQ_HEARTBEAT:
         pool_heartbeat_done(&x->pool, res.cls == XPORT_OK);
-        if (res.cls != XPORT_OK) {
+        if (res.cls == XPORT_OK) {
+            x->hb_refused_logged = false;
+        } else if (status == 0 || status >= 500) {
+            /* No answer, or a server error: the connection is replaced. Transfer errors
+             * already cost libcurl the connection; a 5xx did not, so end it here (a new
+             * connection may reach a healthy server behind the same endpoint). */
             S3C_LOG(S3C_LOG_WARN, "event=pool_heartbeat_failed error=\"%s\"", r->errline);
-            /* Transfer errors already cost libcurl the connection; an error answer did
-             * not, so end it here: a connection that failed its check is replaced. */
             if (status > 0)
                 end_connection(x, r);
+        } else if (!x->hb_refused_logged) {
+            /* A 4xx answer came over a working connection, so it is kept: closing it
+             * would only churn the pool. Said once until a heartbeat succeeds again. */
+            x->hb_refused_logged = true;
+            S3C_LOG(S3C_LOG_WARN,
+                    "event=pool_heartbeat_refused error=\"%s\" hint=\"heartbeats are HeadBucket "
+                    "requests; grant s3:ListBucket on %s to these credentials, or check "
+                    "s3.bucket and the credentials\"",
+                    r->errline, x->cfg.s3.bucket);
         }
         break;
     }
@@ -704,6 +760,9 @@ static int easy_setup(struct xport *x, struct xreq *r)
     SET(CURLOPT_UPLOAD_BUFFERSIZE, (long)XPORT_UPLOAD_BUFFER);
     SET(CURLOPT_BUFFERSIZE, 256L * 1024);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    /* Keys are sent exactly as signed: without this libcurl removes "." and ".." segments
+     * from the path, and "a/../b" would be refused (signed) or stored as "b" (anonymous). */
+    SET(CURLOPT_PATH_AS_IS, 1L);
     SET(CURLOPT_SSL_VERIFYPEER, s3->tls_verify ? 1L : 0L);
     SET(CURLOPT_SSL_VERIFYHOST, s3->tls_verify ? 2L : 0L);
     if (s3->ca_file[0])

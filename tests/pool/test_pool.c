@@ -1,7 +1,8 @@
 /* The pool: its policy as pure bookkeeping (refill counts, backoff, heartbeat counts),
  * then through the transport against s3commit-mock: warm at start, never more than
  * target_pool_size connections under load (the mock counts them), a reset connection
- * replaced, heartbeats over idle connections and their failures counted. */
+ * replaced, heartbeats over idle connections and their failures counted (a failure
+ * without an answer or with a 5xx replaces the connection; a 4xx refusal keeps it). */
 #include "config/config.h"
 #include "pool/pool.h"
 #include "transport/mockstats.h"
@@ -253,6 +254,59 @@ static void heartbeats(void)
     test_mock_stop(&m);
 }
 
+static char logbuf[16384];
+static void sink(void *ctx, enum s3c_log_level level, const char *msg)
+{
+    (void)ctx;
+    (void)level;
+    size_t l = strlen(logbuf);
+    snprintf(logbuf + l, sizeof(logbuf) - l, "%s\n", msg);
+}
+
+static int count_in(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Heartbeats refused with a 4xx (here a wrong secret; in life often credentials without
+ * s3:ListBucket) came over working connections: the failures are counted, the
+ * connections kept (no churn), and the refusal is logged once, with the fix, not per
+ * heartbeat. */
+static void heartbeat_refused(void)
+{
+    const char *args[] = {"--access-key", "AKIDPOOL", "--secret-key", "poolSECRETpoolSECRET", NULL};
+    struct mockproc m;
+    ASSERT_EQ(test_mock_start(&m, args), 0);
+    struct s3c_config c = mkcfg(&m, 2, 150);
+    snprintf(c.s3.access_key_id, sizeof(c.s3.access_key_id), "AKIDPOOL");
+    snprintf(c.s3.secret_access_key, sizeof(c.s3.secret_access_key), "WRONGpoolWRONGpool");
+    logbuf[0] = '\0';
+    s3c_set_log(sink, NULL, S3C_LOG_WARN);
+    char err[256];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = 2;
+    ASSERT(poll_until(x, 3000, pool_full));
+    poll_for(x, 800); /* ~5 intervals */
+    s3c_set_log(NULL, NULL, S3C_LOG_ERROR);
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT(st.heartbeats >= 2 * 4);
+    ASSERT_UEQ(st.heartbeat_failures, st.heartbeats);
+    ASSERT_UEQ(st.opens, 2);
+    ASSERT_UEQ(st.closes, 0);
+    ASSERT_EQ(mock_conns(&m).open, 2 + 1);
+    ASSERT_EQ(mock_op_count(&m, "HeadBucket", 403), 2 + (int)st.heartbeats);
+    ASSERT_EQ(count_in(logbuf, "event=pool_heartbeat_refused"), 1);
+    ASSERT(strstr(logbuf, "s3:ListBucket") != NULL);
+    ASSERT(strstr(logbuf, "WRONGpool") == NULL);
+    xport_free(x);
+    test_mock_stop(&m);
+}
+
 /* The server dies (every connection with it) and comes back on the same port: the dead
  * connections are found (by the next request or heartbeat), closed and replaced, and a PUT
  * started after the restart succeeds. */
@@ -307,6 +361,7 @@ int main(void)
     RUN(never_more_than_target);
     RUN(reset_connection_replaced);
     RUN(heartbeats);
+    RUN(heartbeat_refused);
     RUN(server_restart);
     return 0;
 }
