@@ -1443,6 +1443,7 @@ void xport_stats_get(const struct xport *x, struct xport_stats *out)
     out->target_connections = x->pool.target;
     out->refills = x->refills;
     out->loop_waits = es.waits;
+    out->loop_wakes = es.wakes;
     out->busy = x->pool.active;
 }
 

@@ -16,12 +16,12 @@
 struct xport;
 
 enum xport_class {
-    XPORT_OK = 0,     /* 2xx */
-    XPORT_RETRYABLE,  /* 500/502/503/504, SlowDown, InternalError, RequestTimeout,
-                         connect/reset/timeout/low-speed errors */
-    XPORT_FATAL,      /* 403s, 404 NoSuchBucket, other 4xx, bad config */
-    XPORT_EXISTS,     /* 412 PreconditionFailed after If-None-Match / If-Match */
-    XPORT_NOT_FOUND,  /* 404 NoSuchKey on GET/HEAD (a fact, not a failure) */
+    XPORT_OK = 0,    /* 2xx */
+    XPORT_RETRYABLE, /* 500/502/503/504, SlowDown, InternalError, RequestTimeout,
+                        connect/reset/timeout/low-speed errors */
+    XPORT_FATAL,     /* 403s, 404 NoSuchBucket, other 4xx, bad config */
+    XPORT_EXISTS,    /* 412 PreconditionFailed after If-None-Match / If-Match */
+    XPORT_NOT_FOUND, /* 404 NoSuchKey on GET/HEAD (a fact, not a failure) */
 };
 
 struct xport_list_entry {
@@ -60,13 +60,13 @@ struct xport *xport_new(const struct s3c_config *cfg, char *err, size_t errlen);
 void xport_free(struct xport *x); /* aborts transfers in flight without callbacks; NULL ok */
 
 struct xport_put {
-    const char *key;          /* object key, not encoded (the prefix included) */
-    const struct iovec *iov;  /* body spans; must stay valid and unchanged until done */
+    const char *key;         /* object key, not encoded (the prefix included) */
+    const struct iovec *iov; /* body spans; must stay valid and unchanged until done */
     int iovcnt;
-    bool have_crc32c;         /* crc32c below is the CRC-32C of the whole body */
-    uint32_t crc32c;          /* saves a pass over the body when checksum is crc32c */
-    bool if_none_match;       /* send If-None-Match: * */
-    const char *if_match;     /* send If-Match: <etag> when not NULL */
+    bool have_crc32c;     /* crc32c below is the CRC-32C of the whole body */
+    uint32_t crc32c;      /* saves a pass over the body when checksum is crc32c */
+    bool if_none_match;   /* send If-None-Match: * */
+    const char *if_match; /* send If-Match: <etag> when not NULL */
 };
 
 /* Starts a PutObject. The body is streamed from iov without a staging copy; every call
@@ -75,14 +75,14 @@ struct xport_put {
 int xport_put(struct xport *x, const struct xport_put *put, xport_done_fn done, void *ctx);
 
 /* GetObject (first..last inclusive when last >= first, else the whole object). */
-int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last,
-              xport_done_fn done, void *ctx);
+int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, xport_done_fn done,
+              void *ctx);
 int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx);
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx);
 /* ListObjectsV2 of the bucket: prefix, start_after, continuation token (each NULL or ""
  * to leave out), max_keys (<= 0: S3's default 1000). */
-int xport_list(struct xport *x, const char *prefix, const char *start_after,
-               const char *token, int max_keys, xport_done_fn done, void *ctx);
+int xport_list(struct xport *x, const char *prefix, const char *start_after, const char *token,
+               int max_keys, xport_done_fn done, void *ctx);
 
 /* Waits at most timeout_ms (-1 = until something happens, 0 = do not wait) for socket
  * events, libcurl timers, heartbeat timers, registered fds and xport_wake(); runs what is
@@ -109,12 +109,13 @@ struct xport_stats {
     uint64_t heartbeat_failures; /* heartbeats that failed (connection replaced) */
     uint64_t requests;           /* requests completed */
     uint64_t bytes_sent, bytes_received;
-    int open_connections;        /* sockets open now */
+    int open_connections; /* sockets open now */
     /* added */
-    int target_connections;      /* target_pool_size */
-    uint64_t refills;            /* fresh connections opened to replace or warm the pool */
-    uint64_t loop_waits;         /* epoll_wait calls (syscall cost per request) */
-    int busy;                    /* requests in libcurl now, warm-ups and heartbeats too */
+    int target_connections; /* target_pool_size */
+    uint64_t refills;       /* fresh connections opened to replace or warm the pool */
+    uint64_t loop_waits;    /* epoll_wait calls (syscall cost per request) */
+    uint64_t loop_wakes;    /* xport_wake() wake-ups the loop consumed */
+    int busy;               /* requests in libcurl now, warm-ups and heartbeats too */
 };
 void xport_stats_get(const struct xport *x, struct xport_stats *out);
 
@@ -138,7 +139,6 @@ int xport_unwatch_fd(struct xport *x, int fd);
 
 /* The URL a request for key (NULL: the bucket itself) with query ("" or NULL: none) is
  * sent to, keys URI-encoded as S3 signs them. Returns the length or -1 if out is small. */
-int xport_url(const struct xport *x, const char *key, const char *query, char *out,
-              size_t outlen);
+int xport_url(const struct xport *x, const char *key, const char *query, char *out, size_t outlen);
 
 #endif
