@@ -1,14 +1,20 @@
 /* SigV4 against published vectors (tests/data/sigv4: the S3 documentation's examples and
- * the AWS test-suite cases that apply to S3), plus refusals. Never computes its own
- * expected values: every expected string comes from a data file. */
+ * the AWS test-suite cases that apply to S3), plus refusals and sigv4.h's promise of no
+ * allocation. Never computes its own expected values: they come from a data file, or for
+ * secrets longer than the vectors' from OpenSSL's own HMAC(), an independent implementation. */
+#include "alloc_count.h"
 #include "test.h"
 #include "transport/sigv4.h"
 
 #include <ctype.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAXH 32
 
@@ -304,11 +310,123 @@ static void test_parse_refusals(void)
     ASSERT_STR_EQ(a.date8, "20130524");
 }
 
+/* sigv4_signing_key() against a chain of OpenSSL HMAC() calls, for "AWS4"+secret keys
+ * shorter than, as long as and longer than SHA-256's 64-byte block (a longer key is hashed
+ * first, a path the published vectors' 44-byte keys never take). */
+static void test_signing_key_matches_openssl_hmac(void)
+{
+    char secret[201], k0[256];
+    unsigned char a[32], b[32], want[32], got[32];
+    unsigned int len;
+    const char *steps[3] = {"eu-west-3", "s3", "aws4_request"};
+
+    for (size_t n = 0; n < sizeof(secret); n++) {
+        for (size_t i = 0; i < n; i++)
+            secret[i] = (char)('!' + (i * 7 + n) % 94);
+        secret[n] = '\0';
+        int kl = snprintf(k0, sizeof(k0), "AWS4%s", secret);
+        ASSERT(HMAC(EVP_sha256(), k0, kl, (const unsigned char *)"20260102", 8, a, &len));
+        ASSERT(
+            HMAC(EVP_sha256(), a, 32, (const unsigned char *)steps[0], strlen(steps[0]), b, &len));
+        ASSERT(HMAC(EVP_sha256(), b, 32, (const unsigned char *)steps[1], 2, a, &len));
+        ASSERT(HMAC(EVP_sha256(), a, 32, (const unsigned char *)steps[2], 12, want, &len));
+        ASSERT_EQ(sigv4_signing_key(secret, "20260102", steps[0], steps[1], got), 0);
+        if (memcmp(got, want, 32) != 0)
+            TEST_FAIL_("signing key differs from OpenSSL HMAC for a %zu-byte secret", n);
+    }
+}
+
+static double now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* sigv4.h promises no allocation: every entry point, many times over after one warm-up
+ * call each, must leave both counters where they were. The counters are first shown to
+ * see an allocation, so this cannot pass by counting nothing. Also prints the cost. */
+static void test_signing_does_not_allocate(void)
+{
+    enum { ROUNDS = 200, TIMED = 20000 };
+    struct vec v;
+    char out[2048], sig[65], want[65], hex[65];
+    unsigned char key[32];
+    struct sigv4_auth a;
+    int bad = 0;
+
+    load(&v, "s3-put-object");
+    struct sigv4_request r = req_of(&v);
+
+    /* the counters work: a libc malloc and an OpenSSL allocation are both seen */
+    void *(*volatile do_malloc)(size_t) = malloc;
+    struct alloc_counts c0 = alloc_counts_now();
+    void *p = do_malloc(16);
+    free(p);
+    p = OPENSSL_malloc(16);
+    OPENSSL_free(p);
+    unsigned int len;
+    ASSERT(HMAC(EVP_sha256(), "k", 1, (const unsigned char *)"m", 1, key, &len));
+    struct alloc_counts c1 = alloc_counts_now();
+    ASSERT_GE(c1.openssl - c0.openssl, 2); /* OPENSSL_malloc, and HMAC()'s own contexts */
+    if (alloc_libc_counted())
+        ASSERT_GE(c1.libc - c0.libc, 2);
+
+    /* warm-up, one call of each */
+    ASSERT_EQ(sigv4_signature(&r, want), 0);
+    ASSERT_EQ(sigv4_signing_key(v.secret_key, v.amz_date, v.region, v.service, key), 0);
+    ASSERT_GT(sigv4_authorization(&r, out, sizeof(out)), 0);
+    ASSERT_EQ(sigv4_parse_authorization(out, &a), 0);
+
+    c0 = alloc_counts_now();
+    for (int i = 0; i < ROUNDS; i++) {
+        bad |= sigv4_signing_key(v.secret_key, v.amz_date, v.region, v.service, key) != 0;
+        bad |= sigv4_signature_with_key(&r, key, sig) != 0 || strcmp(sig, want) != 0;
+        bad |= sigv4_signature(&r, sig) != 0 || strcmp(sig, want) != 0;
+        bad |= sigv4_canonical_request(&r, out, sizeof(out)) <= 0;
+        bad |= sigv4_string_to_sign(&r, out, sizeof(out)) <= 0;
+        bad |= sigv4_authorization(&r, out, sizeof(out)) <= 0;
+        bad |= sigv4_parse_authorization(out, &a) != 0 || strcmp(a.signature, want) != 0;
+        sigv4_sha256_hex(v.body, v.body_len, hex);
+        bad |= strcmp(hex, v.payload_hash) != 0;
+    }
+    c1 = alloc_counts_now();
+    ASSERT_EQ(bad, 0);
+    ASSERT_EQ(c1.openssl - c0.openssl, 0);
+    if (alloc_libc_counted())
+        ASSERT_EQ(c1.libc - c0.libc, 0);
+    else
+        fprintf(stderr, "   libc malloc not counted under a sanitizer (OpenSSL's hooks are)\n");
+
+    /* the transport's per-request path, and a full signature with key derivation */
+    double t0 = now_ns();
+    for (int i = 0; i < TIMED; i++)
+        bad |= sigv4_signature_with_key(&r, key, sig);
+    double t1 = now_ns();
+    for (int i = 0; i < TIMED; i++)
+        bad |= sigv4_authorization(&r, out, sizeof(out)) <= 0;
+    double t2 = now_ns();
+    struct alloc_counts c2 = alloc_counts_now();
+    ASSERT_EQ(bad, 0);
+    ASSERT_EQ(c2.openssl - c1.openssl, 0);
+    ASSERT_EQ(c2.libc - c1.libc, 0);
+    fprintf(stderr,
+            "   {\"op\":\"signature_with_key\",\"ns_per_op\":%.0f,\"allocs\":0}\n"
+            "   {\"op\":\"authorization\",\"ns_per_op\":%.0f,\"allocs\":0}\n",
+            (t1 - t0) / TIMED, (t2 - t1) / TIMED);
+    free(v.body);
+}
+
 int main(void)
 {
+    /* before anything lets OpenSSL allocate */
+    if (!alloc_count_init())
+        TEST_FAIL_("CRYPTO_set_mem_functions refused: OpenSSL allocated before main");
     RUN(test_published_vectors);
     RUN(test_uri_encode);
     RUN(test_small_buffers_refused);
     RUN(test_parse_refusals);
+    RUN(test_signing_key_matches_openssl_hmac);
+    RUN(test_signing_does_not_allocate);
     return 0;
 }
