@@ -29,7 +29,15 @@ struct sink {
     char *buf;       /* NULL when only hashing */
     size_t cap, len; /* len counts every byte even past cap (overflow check) */
     SHA256_CTX *md;  /* NULL when only writing */
+    size_t mdn;      /* bytes waiting in mdbuf: most puts are 1 byte, SHA256_Update is not free */
+    char mdbuf[256];
 };
+
+static void sink_flush_md(struct sink *s)
+{
+    SHA256_Update(s->md, s->mdbuf, s->mdn);
+    s->mdn = 0;
+}
 
 static void sink_put(struct sink *s, const char *p, size_t n)
 {
@@ -37,8 +45,16 @@ static void sink_put(struct sink *s, const char *p, size_t n)
         size_t room = s->cap - s->len;
         memcpy(s->buf + s->len, p, n < room ? n : room);
     }
-    if (s->md)
-        SHA256_Update(s->md, p, n);
+    if (s->md) {
+        if (s->mdn + n > sizeof(s->mdbuf))
+            sink_flush_md(s);
+        if (n > sizeof(s->mdbuf)) {
+            SHA256_Update(s->md, p, n);
+        } else {
+            memcpy(s->mdbuf + s->mdn, p, n);
+            s->mdn += n;
+        }
+    }
     s->len += n;
 }
 
@@ -340,6 +356,7 @@ static int canonical_hash(const struct sigv4_request *r, char hex[65])
     SHA256_Init(&ctx);
     if (build_canonical(r, &s) < 0)
         return -1;
+    sink_flush_md(&s);
     SHA256_Final(md, &ctx);
     to_hex(md, sizeof(md), hex);
     return 0;
