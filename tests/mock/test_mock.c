@@ -6,6 +6,7 @@
 
 #include "common/crc32c.h"
 #include "support/mockproc.h"
+#include "transport/mockstats.h"
 #include "transport/sigv4.h"
 
 #include <arpa/inet.h>
@@ -1270,6 +1271,212 @@ static void test_store_none(void)
     stop(&m);
 }
 
+/* ---- digest counters (GET /_mock/stats "digests", read with mockstats.h) ---- */
+
+/* CRC-32 (IEEE) bit by bit: an oracle independent of the mock's table-driven one. */
+static uint32_t crc32_ref(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= b[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return ~c;
+}
+
+static void be32_b64(uint32_t c, char out[16])
+{
+    unsigned char be[4] = {(unsigned char)(c >> 24), (unsigned char)(c >> 16),
+                           (unsigned char)(c >> 8), (unsigned char)c};
+    EVP_EncodeBlock((unsigned char *)out, be, 4);
+}
+
+static void sha256_b64(const void *p, size_t n, char out[48])
+{
+    unsigned char md[32];
+    unsigned int k;
+    EVP_Digest(p, n, md, &k, EVP_sha256(), NULL);
+    EVP_EncodeBlock((unsigned char *)out, md, 32);
+}
+
+#define ASSERT_DIGESTS(m, cs, up, md5_, c32c, c32, s256)                                           \
+    do {                                                                                           \
+        struct mock_digests d_ = mock_digests(m);                                                  \
+        ASSERT_EQ(d_.content_sha256, cs);                                                          \
+        ASSERT_EQ(d_.unsigned_payload, up);                                                        \
+        ASSERT_EQ(d_.md5, md5_);                                                                   \
+        ASSERT_EQ(d_.crc32c, c32c);                                                                \
+        ASSERT_EQ(d_.crc32, c32);                                                                  \
+        ASSERT_EQ(d_.sha256, s256);                                                                \
+    } while (0)
+
+/* Each digest counter moves exactly when a PUT carrying that digest is verified and
+ * stored: not for a PUT without digests, not for a wrong or refused one, once per request
+ * whatever the body size, and DELETE /_mock/stats zeroes them. */
+static void test_digest_stats(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char h[1024], md5[32], c32c[16], c32[16], s256[48], hex[65];
+    static char big[300000]; /* several reads: still one count per request */
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)(i * 7 + 3);
+    const char body[] = "digest counted body";
+    size_t n = sizeof(body) - 1;
+    md5_b64(body, n, md5);
+    crc32c_b64(body, n, c32c);
+    ASSERT_EQ(crc32_ref("123456789", 9), 0xcbf43926); /* the check value of CRC-32 */
+    be32_b64(crc32_ref(body, n), c32);
+    sha256_b64(body, n, s256);
+    sigv4_sha256_hex(body, n, hex);
+    start(&m, NULL);
+    ASSERT_DIGESTS(&m, 0, 0, 0, 0, 0, 0);
+
+    /* no digest header: stored, nothing counted */
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/none", NULL, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 0, 0, 0, 0);
+
+    /* each header alone, right then wrong (the wrong one refused and not counted) */
+    snprintf(h, sizeof(h), "Content-MD5: %s\r\n", md5);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/md5", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 0, 0, 0);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/md5", h, "Digest counted body", n, &a), 400);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 0, 0, 0);
+
+    snprintf(h, sizeof(h), "x-amz-checksum-crc32c: %s\r\n", c32c);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/crc32c", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 1, 0, 0);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/crc32c", h, "Digest counted body", n, &a), 400);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 1, 0, 0);
+
+    snprintf(h, sizeof(h), "x-amz-checksum-crc32: %s\r\n", c32);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/crc32", h, body, n, &a), 200);
+    ASSERT_STR_EQ(head_value(&a, "x-amz-checksum-crc32"), c32);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 1, 1, 0);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/crc32", h, "Digest counted body", n, &a), 400);
+    ASSERT(body_has(&a, "<Code>BadDigest</Code>"));
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 1, 1, 0);
+
+    snprintf(h, sizeof(h), "x-amz-checksum-sha256: %s\r\n", s256);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/sha256", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 1, 1, 1);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/sha256", h, "Digest counted body", n, &a), 400);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 1, 1, 1);
+
+    snprintf(h, sizeof(h), "x-amz-content-sha256: %s\r\n", hex);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/csha", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 1, 0, 1, 1, 1, 1);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/csha", h, "Digest counted body", n, &a), 400);
+    ASSERT(body_has(&a, "<Code>XAmzContentSHA256Mismatch</Code>"));
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 1, 0, 1, 1, 1, 1);
+
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/unsigned", "x-amz-content-sha256: UNSIGNED-PAYLOAD\r\n",
+                  body, n, &a),
+              200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 1, 1, 1, 1, 1, 1);
+
+    /* all six kinds on one request: each moves by one; one wrong among right ones: none */
+    snprintf(h, sizeof(h),
+             "Content-MD5: %s\r\nx-amz-checksum-crc32c: %s\r\nx-amz-checksum-crc32: %s\r\n"
+             "x-amz-checksum-sha256: %s\r\nx-amz-content-sha256: %s\r\n",
+             md5, c32c, c32, s256, hex);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/all", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 2, 1, 2, 2, 2, 2);
+    char bad32[16];
+    be32_b64(crc32_ref(body, n) ^ 1u, bad32);
+    snprintf(h, sizeof(h),
+             "Content-MD5: %s\r\nx-amz-checksum-crc32c: %s\r\nx-amz-checksum-crc32: %s\r\n"
+             "x-amz-checksum-sha256: %s\r\nx-amz-content-sha256: %s\r\n",
+             md5, c32c, bad32, s256, hex);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/all", h, body, n, &a), 400);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 2, 1, 2, 2, 2, 2);
+
+    /* a malformed value is refused before the body: not counted */
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/bad", "x-amz-checksum-crc32c: nope\r\n", body, n, &a),
+              400);
+    answer_free(&a);
+    /* right digests but a refused condition: not stored, so not counted */
+    snprintf(h, sizeof(h), "If-None-Match: *\r\nContent-MD5: %s\r\n", md5);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/md5", h, body, n, &a), 412);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 2, 1, 2, 2, 2, 2);
+
+    /* a 300 KB body arrives in many reads and still counts once per kind */
+    crc32c_b64(big, sizeof(big), c32c);
+    sigv4_sha256_hex(big, sizeof(big), hex);
+    snprintf(h, sizeof(h), "x-amz-checksum-crc32c: %s\r\nx-amz-content-sha256: %s\r\n", c32c, hex);
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/big", h, big, sizeof(big), &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 3, 1, 2, 3, 2, 2);
+
+    /* an aws-chunked trailer checksum counts as its kind; STREAMING-... is not UNSIGNED */
+    crc32c_b64("hello world", 11, c32c);
+    ASSERT_EQ(put_aws_chunked(&m, "d/chunked", c32c, "x-amz-checksum-crc32c", &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 3, 1, 2, 4, 2, 2);
+
+    /* other operations with a body do not count (CreateBucket with Content-MD5) */
+    md5_b64("", 0, md5);
+    snprintf(h, sizeof(h), "Content-MD5: %s\r\n", md5);
+    ASSERT_EQ(req(&m, "PUT", "/newbucket", h, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 3, 1, 2, 4, 2, 2);
+
+    char out[4096];
+    ASSERT_EQ(mockproc_http(&m, "DELETE", "/_mock/stats", NULL, out, sizeof(out)), 204);
+    ASSERT_DIGESTS(&m, 0, 0, 0, 0, 0, 0);
+    stop(&m);
+
+    /* --store none: accepted bodies count, refused ones do not */
+    const char *none[] = {"--store", "none", NULL};
+    start(&m, none);
+    md5_b64(body, n, md5);
+    crc32c_b64(body, n, c32c);
+    snprintf(h, sizeof(h), "Content-MD5: %s\r\nx-amz-checksum-crc32c: %s\r\n", md5, c32c);
+    ASSERT_EQ(req(&m, "PUT", "/commits/n", h, body, n, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/n", h, "Digest counted body", n, &a), 400);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 0, 0, 1, 1, 0, 0);
+    stop(&m);
+
+    /* SigV4 on: a signed payload counts as content_sha256, UNSIGNED-PAYLOAD as such */
+    const char *sargs[] = {"--access-key", "AKIDMOCK", "--secret-key", "mock/secret+KEY", NULL};
+    struct signer good = {"AKIDMOCK", "mock/secret+KEY", NULL};
+    start(&m, sargs);
+    ASSERT_EQ(signed_req(&m, &good, "PUT", "/commits/s", NULL, body, n, NULL, NULL, &a), 200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 1, 0, 0, 0, 0, 0);
+    ASSERT_EQ(
+        signed_req(&m, &good, "PUT", "/commits/u", SIGV4_UNSIGNED_PAYLOAD, body, n, NULL, NULL, &a),
+        200);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 1, 1, 0, 0, 0, 0);
+    sigv4_sha256_hex(body, n, hex);
+    ASSERT_EQ(
+        signed_req(&m, &good, "PUT", "/commits/s", hex, "Digest counted body", n, NULL, NULL, &a),
+        400);
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 1, 1, 0, 0, 0, 0);
+    stop(&m);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1288,5 +1495,6 @@ int main(void)
     RUN(test_concurrent_clients);
     RUN(test_data_dir_restart);
     RUN(test_store_none);
+    RUN(test_digest_stats);
     return 0;
 }

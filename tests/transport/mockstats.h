@@ -63,6 +63,39 @@ static inline int mock_op_count(const struct mockproc *m, const char *op, int st
     return n;
 }
 
+/* How many stored PutObject bodies carried each digest that the mock checked and found
+ * right (GET /_mock/stats "digests"): x-amz-content-sha256 as a hex SHA-256, UNSIGNED-PAYLOAD,
+ * Content-MD5, x-amz-checksum-crc32c / -crc32 / -sha256. A refused PUT counts in none. */
+struct mock_digests {
+    int content_sha256, unsigned_payload, md5, crc32c, crc32, sha256;
+};
+
+static inline int mock_digest_field_(const cJSON *d, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItem(d, name);
+    if (!cJSON_IsNumber(v))
+        TEST_FAIL_("GET /_mock/stats: digests.%s is missing or not a number", name);
+    return v->valueint;
+}
+
+static inline struct mock_digests mock_digests(const struct mockproc *m)
+{
+    cJSON *j = mock_stats_json(m);
+    cJSON *d = cJSON_GetObjectItem(j, "digests");
+    if (!cJSON_IsObject(d))
+        TEST_FAIL_("GET /_mock/stats has no \"digests\" object (rebuild s3commit-mock)");
+    struct mock_digests r = {
+        .content_sha256 = mock_digest_field_(d, "content_sha256"),
+        .unsigned_payload = mock_digest_field_(d, "unsigned_payload"),
+        .md5 = mock_digest_field_(d, "md5"),
+        .crc32c = mock_digest_field_(d, "crc32c"),
+        .crc32 = mock_digest_field_(d, "crc32"),
+        .sha256 = mock_digest_field_(d, "sha256"),
+    };
+    cJSON_Delete(j);
+    return r;
+}
+
 static inline void mock_faults(const struct mockproc *m, const char *json)
 {
     static char buf[8192];

@@ -230,6 +230,15 @@ char *stats_json(struct mock *m)
     cJSON *fo = cJSON_AddObjectToObject(o, "faults");
     for (int i = 0; i < F_COUNT; i++)
         cJSON_AddNumberToObject(fo, fault_names[i], (double)ld(&st->faults[i]));
+    static const char *const digest_names[D_COUNT] = {[D_CONTENT_SHA256] = "content_sha256",
+                                                      [D_UNSIGNED_PAYLOAD] = "unsigned_payload",
+                                                      [D_MD5] = "md5",
+                                                      [D_CRC32C] = "crc32c",
+                                                      [D_CRC32] = "crc32",
+                                                      [D_SHA256] = "sha256"};
+    cJSON *dg = cJSON_AddObjectToObject(o, "digests");
+    for (int i = 0; i < D_COUNT; i++)
+        cJSON_AddNumberToObject(dg, digest_names[i], (double)ld(&st->digests[i]));
     cJSON *co = cJSON_AddObjectToObject(o, "connections");
     cJSON_AddNumberToObject(co, "open", (double)atomic_load(&st->conns_open));
     cJSON_AddNumberToObject(co, "peak", (double)atomic_load(&st->conns_peak));
@@ -250,6 +259,8 @@ void stats_reset(struct mock *m)
     atomic_store(&st->requests, 0);
     for (int i = 0; i < F_COUNT; i++)
         atomic_store(&st->faults[i], 0);
+    for (int i = 0; i < D_COUNT; i++)
+        atomic_store(&st->digests[i], 0);
     /* the peak restarts from what is open now */
     atomic_store(&st->conns_peak, atomic_load(&st->conns_open));
     atomic_store(&st->conns_total, 0);

@@ -74,10 +74,22 @@ enum fault_kind {
     F_COUNT
 };
 
+/* Body digests a stored PutObject carried and the mock checked and found right. */
+enum digest_kind {
+    D_CONTENT_SHA256,   /* x-amz-content-sha256 as the hex SHA-256 of the body */
+    D_UNSIGNED_PAYLOAD, /* x-amz-content-sha256: UNSIGNED-PAYLOAD (nothing to check) */
+    D_MD5,              /* Content-MD5 */
+    D_CRC32C,           /* x-amz-checksum-crc32c (header or aws-chunked trailer) */
+    D_CRC32,            /* x-amz-checksum-crc32 (header or trailer) */
+    D_SHA256,           /* x-amz-checksum-sha256 (header or trailer) */
+    D_COUNT
+};
+
 struct stats {
     atomic_uint_fast64_t status[OP_COUNT][600];
     atomic_uint_fast64_t bytes_in, bytes_out, requests;
     atomic_uint_fast64_t faults[F_COUNT];
+    atomic_uint_fast64_t digests[D_COUNT]; /* per stored PUT, each kind at most once */
     atomic_int_fast64_t conns_open, conns_peak;
     atomic_uint_fast64_t conns_total;
 };

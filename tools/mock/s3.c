@@ -210,6 +210,7 @@ struct body_check {
     uint32_t crc32c, crc32;
     bool want_crc32;
     bool has_md5, has_crc32c, has_crc32, has_sha256, has_content_sha256;
+    bool unsigned_payload; /* x-amz-content-sha256: UNSIGNED-PAYLOAD */
     unsigned char exp_md5[16], exp_sha256[32], exp_content_sha256[32];
     uint32_t exp_crc32c, exp_crc32;
     bool too_big;
@@ -771,7 +772,9 @@ static bool setup_checks(struct mock *m, struct req *r, struct resp *out)
         r->aws_chunked = true;
         if ((v = hdr(r, "x-amz-trailer")))
             snprintf(c->trailer, sizeof(c->trailer), "%s", v);
-    } else if (csha && strcmp(csha, SIGV4_UNSIGNED_PAYLOAD) != 0) {
+    } else if (csha && strcmp(csha, SIGV4_UNSIGNED_PAYLOAD) == 0) {
+        c->unsigned_payload = true;
+    } else if (csha) {
         if (!is_hex64(csha)) {
             early(r, out, 400, "InvalidArgument",
                   "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or the hex SHA-256 of the body");
@@ -1310,6 +1313,25 @@ static bool verify_body(struct req *r, struct resp *out, char etag[33])
     return true;
 }
 
+/* Counts the digests of a PUT body that verify_body found right and store_put kept: one
+ * relaxed add per kind present, so tests can tell a digest was sent, not just accepted. */
+static void count_digests(struct mock *m, const struct body_check *c)
+{
+    atomic_uint_fast64_t *d = m->stats.digests;
+    if (c->has_content_sha256)
+        stat_add(&d[D_CONTENT_SHA256], 1);
+    if (c->unsigned_payload)
+        stat_add(&d[D_UNSIGNED_PAYLOAD], 1);
+    if (c->has_md5)
+        stat_add(&d[D_MD5], 1);
+    if (c->has_crc32c)
+        stat_add(&d[D_CRC32C], 1);
+    if (c->has_crc32)
+        stat_add(&d[D_CRC32], 1);
+    if (c->has_sha256)
+        stat_add(&d[D_SHA256], 1);
+}
+
 static void do_put(struct mock *m, struct req *r, struct resp *out)
 {
     char etag[33];
@@ -1355,6 +1377,7 @@ static void do_put(struct mock *m, struct req *r, struct resp *out)
         s3_error(out, 500, "InternalError", "storing the object failed", r);
         return;
     }
+    count_digests(m, r->check);
     out->status = 200;
     sb_printf(&out->head, "ETag: \"%s\"\r\n", etag);
     static const char *const echo[] = {"x-amz-checksum-crc32c", "x-amz-checksum-crc32",
