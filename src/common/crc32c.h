@@ -1,5 +1,6 @@
 /* CRC-32C (Castagnoli), as in S3's x-amz-checksum-crc32c and the object format. Uses the
- * CPU's CRC32 instruction (SSE4.2) when it has one, a slicing table otherwise. */
+ * CPU's CRC32C instruction when it has one (x86-64 SSE4.2, aarch64 ARMv8 CRC extension),
+ * chosen at run time, a slicing table otherwise. Never assumes the instruction exists. */
 #ifndef S3C_CRC32C_H
 #define S3C_CRC32C_H
 
@@ -15,5 +16,9 @@ uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b);
 
 /* True when the hardware path is in use (for benchmarks and logs). */
 int crc32c_hw(void);
+
+/* The path in use, for benchmarks, logs and tests: "sse4.2", "armv8-crc" or "software".
+ * A static string; never NULL. */
+const char *crc32c_hw_name(void);
 
 #endif

@@ -1,6 +1,16 @@
-/* CRC-32C against published check values, streaming, and combine. */
+/* CRC-32C against published check values, a bit-at-a-time reference over random buffers
+ * of many lengths and alignments, streaming, and combine. Also the driver that
+ * scripts/cross-aarch64.sh cross-compiles and runs under qemu: it needs only libc, and
+ * `--expect NAME` fails unless crc32c_hw_name() is NAME. */
 #include "common/crc32c.h"
 #include "test.h"
+
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_CRC32
+#define HWCAP_CRC32 (1 << 7)
+#endif
+#endif
 
 static void check_values(void)
 {
@@ -12,6 +22,13 @@ static void check_values(void)
     ASSERT_UEQ(crc32c_update(0, buf, 32), 0x8A9136AAu);
     memset(buf, 0xff, sizeof(buf));
     ASSERT_UEQ(crc32c_update(0, buf, 32), 0x62A8AB43u);
+    /* RFC 3720 B.4: 0, 1, ..., 31 and 31, 30, ..., 0. */
+    for (int i = 0; i < 32; i++)
+        buf[i] = (unsigned char)i;
+    ASSERT_UEQ(crc32c_update(0, buf, 32), 0x46DD794Eu);
+    for (int i = 0; i < 32; i++)
+        buf[i] = (unsigned char)(31 - i);
+    ASSERT_UEQ(crc32c_update(0, buf, 32), 0x113FDB5Cu);
     ASSERT_UEQ(crc32c_update(0, "", 0), 0);
 }
 
@@ -32,16 +49,22 @@ static void streaming_and_combine(void)
                crc32c_update(0, data, 103));
 }
 
-/* A bit-at-a-time reference, independent of every table and instruction. */
-static uint32_t crc_ref(const unsigned char *p, size_t n)
+/* A bit-at-a-time reference, independent of every table and instruction; continues from
+ * crc as crc32c_update does. */
+static uint32_t crc_ref_from(uint32_t crc, const unsigned char *p, size_t n)
 {
-    uint32_t c = 0xFFFFFFFFu;
+    uint32_t c = ~crc;
     while (n--) {
         c ^= *p++;
         for (int k = 0; k < 8; k++)
             c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
     }
     return ~c;
+}
+
+static uint32_t crc_ref(const unsigned char *p, size_t n)
+{
+    return crc_ref_from(0, p, n);
 }
 
 /* Lengths around the three-stream block sizes (3 x 256, 3 x 8192) and odd alignments. */
@@ -73,10 +96,116 @@ static void large_and_unaligned(void)
     free(buf);
 }
 
-int main(void)
+/* Fixed-seed xorshift64*, so every path and every machine sees the same buffers. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+static uint64_t rng(void)
 {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Du;
+}
+
+/* FNV-1a over every CRC random_buffers computes: equal digests from two builds mean they
+ * gave the same answer for every case (scripts/cross-aarch64.sh compares hw and software). */
+static uint64_t digest = 0xCBF29CE484222325u;
+
+static void check_at(const unsigned char *base, size_t align, size_t len)
+{
+    uint32_t start = (uint32_t)rng();
+    uint32_t got = crc32c_update(0, base + align, len);
+    uint32_t got_from = crc32c_update(start, base + align, len);
+    if (got != crc_ref(base + align, len))
+        TEST_FAIL_("%s path: length %zu at alignment %zu: 0x%08x, reference 0x%08x",
+                   crc32c_hw_name(), len, align, got, crc_ref(base + align, len));
+    if (got_from != crc_ref_from(start, base + align, len))
+        TEST_FAIL_("%s path: length %zu at alignment %zu continuing from 0x%08x: 0x%08x, "
+                   "reference 0x%08x",
+                   crc32c_hw_name(), len, align, start, got_from,
+                   crc_ref_from(start, base + align, len));
+    digest = (digest ^ got) * 0x100000001B3u;
+    digest = (digest ^ got_from) * 0x100000001B3u;
+}
+
+static void random_buffers(void)
+{
+    size_t max = 2 * 3 * 8192 + 3 * 256 + 64;
+    unsigned char *mem = malloc(max + 16);
+    ASSERT(mem != NULL);
+    for (size_t i = 0; i < max + 16; i++)
+        mem[i] = (unsigned char)(rng() >> 56);
+    /* Every length through four short rounds, each at two alignments that together cover
+     * every (length mod 8, alignment mod 16) pair. */
+    for (size_t len = 0; len <= 4 * 3 * 256 + 17; len++) {
+        check_at(mem, len % 16, len);
+        check_at(mem, (len * 7 + 3) % 16, len);
+    }
+    /* Around the short and long round sizes, at every alignment. */
+    size_t lens[] = {3 * 256 - 1,     3 * 256,          3 * 256 + 1, 3 * 256 + 7,
+                     2 * 3 * 256 + 5, 3 * 8192 - 9,     3 * 8192,    3 * 8192 + 1,
+                     3 * 8192 + 777,  2 * 3 * 8192 + 3, max};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+        for (size_t align = 0; align < 16; align++)
+            check_at(mem, align, lens[i]);
+    /* Random lengths and alignments. */
+    for (int i = 0; i < 40; i++) {
+        size_t align = rng() % 16; /* two statements: argument order is unspecified */
+        check_at(mem, align, rng() % (max + 1));
+    }
+    /* Streaming in random pieces equals one pass; combine of a random cut equals one pass. */
+    uint32_t whole = crc32c_update(0, mem, max);
+    for (int round = 0; round < 20; round++) {
+        uint32_t c = 0;
+        for (size_t off = 0, n; off < max; off += n) {
+            n = rng() % (round < 10 ? 40 : 9000);
+            n = n < max - off ? n : max - off;
+            c = crc32c_update(c, mem + off, n);
+        }
+        ASSERT_UEQ(c, whole);
+        size_t cut = rng() % (max + 1);
+        ASSERT_UEQ(crc32c_combine(crc32c_update(0, mem, cut),
+                                  crc32c_update(0, mem + cut, max - cut), max - cut),
+                   whole);
+    }
+    free(mem);
+}
+
+/* Where the CPU has the instruction, the hardware path must be the one in use. */
+static void hardware_used_where_present(void)
+{
+    const char *name = crc32c_hw_name();
+    fprintf(stderr, "-- crc32c path: %s\n", name);
+    ASSERT_EQ(crc32c_hw(), strcmp(name, "software") != 0);
+#if defined(S3C_CRC32C_NO_HW)
+    ASSERT_STR_EQ(name, "software");
+#elif defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2"))
+        ASSERT_STR_EQ(name, "sse4.2");
+#elif defined(__aarch64__)
+    if (getauxval(AT_HWCAP) & HWCAP_CRC32)
+        ASSERT_STR_EQ(name, "armv8-crc");
+#endif
+}
+
+int main(int argc, char **argv)
+{
+    const char *expect = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--expect") == 0 && i + 1 < argc) {
+            expect = argv[++i];
+        } else {
+            fprintf(stderr, "usage: %s [--expect sse4.2|armv8-crc|software]\n", argv[0]);
+            return 2;
+        }
+    }
+    RUN(hardware_used_where_present);
+    if (expect)
+        ASSERT_STR_EQ(crc32c_hw_name(), expect);
     RUN(check_values);
     RUN(streaming_and_combine);
     RUN(large_and_unaligned);
+    RUN(random_buffers);
+    fprintf(stderr, "-- digest of random_buffers: %016" PRIx64 "\n", digest);
     return 0;
 }
