@@ -1430,6 +1430,21 @@ static void test_digest_stats(void)
     ASSERT_EQ(put_aws_chunked(&m, "d/chunked", c32c, "x-amz-checksum-crc32c", &a), 200);
     answer_free(&a);
     ASSERT_DIGESTS(&m, 3, 1, 2, 4, 2, 2);
+    /* a trailer checksum x-amz-trailer did not name is never computed: refused, not counted */
+    sha256_b64("hello world", 11, s256);
+    char body2[512], hdr2[512];
+    int n2 = snprintf(body2, sizeof(body2),
+                      "b\r\nhello world\r\n0\r\nx-amz-checksum-crc32c:%s\r\n"
+                      "x-amz-checksum-sha256:%s\r\n\r\n",
+                      c32c, s256);
+    snprintf(hdr2, sizeof(hdr2),
+             "x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\n"
+             "Content-Encoding: aws-chunked\r\nx-amz-decoded-content-length: 11\r\n"
+             "x-amz-trailer: x-amz-checksum-crc32c\r\n");
+    ASSERT_EQ(req(&m, "PUT", "/commits/d/chunked2", hdr2, body2, (size_t)n2, &a), 400);
+    ASSERT(body_has(&a, "MalformedTrailerError"));
+    answer_free(&a);
+    ASSERT_DIGESTS(&m, 3, 1, 2, 4, 2, 2);
 
     /* other operations with a body do not count (CreateBucket with Content-MD5) */
     md5_b64("", 0, md5);

@@ -221,6 +221,7 @@ struct body_check {
     size_t llen;
     char trailer[64]; /* the x-amz-trailer header's name */
     bool bad_chunk, trailer_seen;
+    bool undeclared_trailer; /* a trailer checksum x-amz-trailer did not name */
 };
 
 enum { CH_SIZE, CH_DATA, CH_DATA_CRLF, CH_TRAILER, CH_DONE };
@@ -305,8 +306,11 @@ static void chunk_trailer(struct req *r, const char *line)
     else
         return;
 #undef IS
+    /* only the checksum x-amz-trailer named is being computed over the body */
     if (c->trailer[0] && strlen(c->trailer) == nl && strncasecmp(line, c->trailer, nl) == 0)
         c->trailer_seen = true;
+    else
+        c->undeclared_trailer = true;
 }
 
 /* Decodes aws-chunked framing: "hex[;ext]\r\n" data "\r\n" ... "0\r\n" trailers "\r\n". */
@@ -1256,6 +1260,11 @@ static bool verify_body(struct req *r, struct resp *out, char etag[33])
     if (r->aws_chunked && (c->bad_chunk || c->cstate != CH_DONE)) {
         s3_error(out, 400, "IncompleteBody",
                  "The aws-chunked body is malformed or ends before its final chunk", r);
+        return false;
+    }
+    if (r->aws_chunked && c->undeclared_trailer) {
+        s3_error(out, 400, "MalformedTrailerError",
+                 "The body's trailer carries a checksum the x-amz-trailer header does not name", r);
         return false;
     }
     if (r->aws_chunked && c->trailer[0] && !c->trailer_seen) {
