@@ -1,20 +1,16 @@
-/* AWS Signature Version 4 (header authentication) for S3, on OpenSSL's SHA-256.
+/* AWS Signature Version 4 (header authentication) for S3, on OpenSSL 3's EVP digest and MAC.
  * The canonical request is streamed into SHA-256 so no size limit applies when signing;
- * it must never allocate (tests/sigv4 counts), print, or log a secret. */
-
-/* SHA256_Init/Update/Final are deprecated in OpenSSL 3 but are the only SHA-256 entry
- * points of OpenSSL 3.0 that keep their state in the caller's memory: EVP_DigestInit_ex
- * allocates the provider context on every call even on a reused EVP_MD_CTX with a fetched
- * EVP_MD, and HMAC(), HMAC_CTX and EVP_MAC allocate 2 to 13 times per MAC (measured on
- * Debian bookworm's 3.0; see hmac_sha256). */
-#define OPENSSL_SUPPRESS_DEPRECATED
-
+ * it must never print or log a secret, nor allocate beyond what sigv4.h admits. */
 #include "transport/sigv4.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SIGV4_MAX_HEADERS 128
@@ -28,14 +24,21 @@ static const char HEXDIG[] = "0123456789ABCDEF";
 struct sink {
     char *buf;       /* NULL when only hashing */
     size_t cap, len; /* len counts every byte even past cap (overflow check) */
-    SHA256_CTX *md;  /* NULL when only writing */
-    size_t mdn;      /* bytes waiting in mdbuf: most puts are 1 byte, SHA256_Update is not free */
+    EVP_MD_CTX *md;  /* NULL when only writing */
+    bool md_failed;  /* an EVP_DigestUpdate failed: the hash is worthless */
+    size_t mdn;      /* bytes waiting in mdbuf: most puts are 1 byte, an update is not free */
     char mdbuf[256];
 };
 
+static void md_update(struct sink *s, const void *p, size_t n)
+{
+    if (EVP_DigestUpdate(s->md, p, n) != 1)
+        s->md_failed = true;
+}
+
 static void sink_flush_md(struct sink *s)
 {
-    SHA256_Update(s->md, s->mdbuf, s->mdn);
+    md_update(s, s->mdbuf, s->mdn);
     s->mdn = 0;
 }
 
@@ -49,7 +52,7 @@ static void sink_put(struct sink *s, const char *p, size_t n)
         if (s->mdn + n > sizeof(s->mdbuf))
             sink_flush_md(s);
         if (n > sizeof(s->mdbuf)) {
-            SHA256_Update(s->md, p, n);
+            md_update(s, p, n);
         } else {
             memcpy(s->mdbuf + s->mdn, p, n);
             s->mdn += n;
@@ -346,55 +349,119 @@ int sigv4_canonical_request(const struct sigv4_request *r, char *out, size_t out
     return finish(&s, out, outlen);
 }
 
+/* ---- OpenSSL state: the algorithms are fetched once per process (kept until exit, so
+ * nothing re-resolves them per call), the contexts made once per thread (freed by
+ * state_free when the thread exits) and reused, which is what keeps a warm signature to a
+ * few small OpenSSL allocations (see sigv4.h). ---- */
+
+struct hash_state {
+    EVP_MD_CTX *md;             /* canonical request, sigv4_sha256_hex */
+    EVP_MAC_CTX *derive;        /* sigv4_signing_key: keyed afresh for every HMAC step */
+    EVP_MAC_CTX *sign;          /* the string to sign, keyed with sign_key */
+    unsigned char sign_key[32]; /* sign's key: a repeat of it re-inits without re-keying */
+    bool sign_keyed;
+};
+
+static pthread_once_t algs_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_md; /* NULL if the fetch failed: every hashing call then fails */
+static EVP_MAC *hmac_mac;
+static pthread_key_t state_key; /* only for its destructor, which frees a thread's state */
+static bool state_key_ok;
+static _Thread_local struct hash_state *state_tls;
+
+/* pthread key destructor: runs in the exiting thread. The contexts may hold derived keys
+ * (never the secret itself: derivation re-keys past it at once); EVP_MAC_CTX_free wipes
+ * them, and sign_key is wiped here. */
+static void state_free(void *p)
+{
+    struct hash_state *st = p;
+
+    if (!st)
+        return;
+    EVP_MD_CTX_free(st->md);
+    EVP_MAC_CTX_free(st->derive);
+    EVP_MAC_CTX_free(st->sign);
+    OPENSSL_cleanse(st, sizeof(*st));
+    free(st);
+    if (state_tls == st)
+        state_tls = NULL;
+}
+
+static void fetch_algs_once(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    state_key_ok = pthread_key_create(&state_key, state_free) == 0;
+}
+
+static EVP_MAC_CTX *new_hmac_sha256(void)
+{
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    EVP_MAC_CTX *c = EVP_MAC_CTX_new(hmac_mac);
+
+    if (c && EVP_MAC_CTX_set_params(c, params) != 1) {
+        EVP_MAC_CTX_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* This thread's contexts, made on first use. NULL when OpenSSL cannot provide them. */
+static struct hash_state *hash_state(void)
+{
+    struct hash_state *st = state_tls;
+
+    if (st)
+        return st;
+    if (pthread_once(&algs_once, fetch_algs_once) != 0 || !sha256_md || !hmac_mac || !state_key_ok)
+        return NULL;
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    st->md = EVP_MD_CTX_new();
+    st->derive = new_hmac_sha256();
+    st->sign = new_hmac_sha256();
+    if (!st->md || !st->derive || !st->sign || pthread_setspecific(state_key, st) != 0)
+        goto out_free_state;
+    state_tls = st;
+    return st;
+out_free_state:
+    state_free(st);
+    return NULL;
+}
+
 /* Hex SHA-256 of the canonical request, streamed. */
 static int canonical_hash(const struct sigv4_request *r, char hex[65])
 {
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256_CTX ctx;
-    struct sink s = {.md = &ctx};
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    struct hash_state *st = hash_state();
 
-    SHA256_Init(&ctx);
-    if (build_canonical(r, &s) < 0)
+    if (!st)
+        return -1;
+    struct sink s = {.md = st->md};
+    if (EVP_DigestInit_ex2(st->md, sha256_md, NULL) != 1 || build_canonical(r, &s) < 0)
         return -1;
     sink_flush_md(&s);
-    SHA256_Final(md, &ctx);
-    to_hex(md, sizeof(md), hex);
+    if (s.md_failed || EVP_DigestFinal_ex(st->md, md, &mdlen) != 1 || mdlen != 32)
+        return -1;
+    to_hex(md, 32, hex);
     return 0;
 }
 
-/* HMAC-SHA256 (RFC 2104) composed from OpenSSL's SHA-256 with every state on the stack.
- * OpenSSL 3.0 has no HMAC entry point that does not allocate per MAC: HMAC() 13, EVP_MAC_init
- * with a key 5, EVP_MAC_init(ctx, NULL, 0, NULL) on a kept context 2 (the EVP_MD_CTX copies
- * inside). tests/sigv4 checks this against OpenSSL's HMAC() for keys of 0 to 200 bytes. */
-static void hmac_sha256(const void *key, size_t klen, const void *msg, size_t mlen,
-                        unsigned char out[SHA256_DIGEST_LENGTH])
+/* HMAC-SHA256 on a kept context. key NULL re-uses the context's current key (OpenSSL
+ * re-inits from the saved pad states instead of re-keying: 2 allocations instead of 5). */
+static int hmac_sha256(EVP_MAC_CTX *c, const void *key, size_t klen, const void *msg, size_t mlen,
+                       unsigned char out[32])
 {
-    unsigned char k[SHA256_CBLOCK] = {0}, pad[SHA256_CBLOCK], inner[SHA256_DIGEST_LENGTH];
-    SHA256_CTX c;
+    size_t outlen = 0;
 
-    if (klen > sizeof(k)) { /* a key longer than a block is hashed first */
-        SHA256_Init(&c);
-        SHA256_Update(&c, key, klen);
-        SHA256_Final(k, &c);
-    } else if (klen) {
-        memcpy(k, key, klen);
-    }
-    for (size_t i = 0; i < sizeof(pad); i++)
-        pad[i] = k[i] ^ 0x36;
-    SHA256_Init(&c);
-    SHA256_Update(&c, pad, sizeof(pad));
-    SHA256_Update(&c, msg, mlen);
-    SHA256_Final(inner, &c);
-    for (size_t i = 0; i < sizeof(pad); i++)
-        pad[i] = k[i] ^ 0x5c;
-    SHA256_Init(&c);
-    SHA256_Update(&c, pad, sizeof(pad));
-    SHA256_Update(&c, inner, sizeof(inner));
-    SHA256_Final(out, &c);
-    OPENSSL_cleanse(k, sizeof(k));
-    OPENSSL_cleanse(pad, sizeof(pad));
-    OPENSSL_cleanse(inner, sizeof(inner));
-    OPENSSL_cleanse(&c, sizeof(c));
+    if (EVP_MAC_init(c, key, key ? klen : 0, NULL) != 1 || EVP_MAC_update(c, msg, mlen) != 1 ||
+        EVP_MAC_final(c, out, &outlen, 32) != 1 || outlen != 32)
+        return -1;
+    return 0;
 }
 
 static bool valid_date(const char *d)
@@ -419,13 +486,16 @@ int sigv4_signing_key(const char *secret_key, const char *date8, const char *reg
     unsigned char a[32], b[32];
     int n = snprintf(k0, sizeof(k0), "AWS4%s", secret_key ? secret_key : "");
     int rc = -1;
+    struct hash_state *st = hash_state();
 
-    if (n < 0 || (size_t)n >= sizeof(k0) || !date8 || strlen(date8) < 8 || !region || !service)
+    if (!st || n < 0 || (size_t)n >= sizeof(k0) || !date8 || strlen(date8) < 8 || !region ||
+        !service)
         goto out_wipe;
-    hmac_sha256(k0, (size_t)n, date8, 8, a);
-    hmac_sha256(a, 32, region, strlen(region), b);
-    hmac_sha256(b, 32, service, strlen(service), a);
-    hmac_sha256(a, 32, "aws4_request", 12, key);
+    if (hmac_sha256(st->derive, k0, (size_t)n, date8, 8, a) < 0 ||
+        hmac_sha256(st->derive, a, 32, region, strlen(region), b) < 0 ||
+        hmac_sha256(st->derive, b, 32, service, strlen(service), a) < 0 ||
+        hmac_sha256(st->derive, a, 32, "aws4_request", 12, key) < 0)
+        goto out_wipe;
     rc = 0;
 out_wipe:
     OPENSSL_cleanse(k0, sizeof(k0));
@@ -440,9 +510,18 @@ int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char 
     char sts[512];
     unsigned char mac[32];
     int n = sigv4_string_to_sign(r, sts, sizeof(sts));
-    if (n < 0)
+    struct hash_state *st = hash_state();
+
+    if (n < 0 || !st)
         return -1;
-    hmac_sha256(key, 32, sts, (size_t)n, mac);
+    /* the transport signs every request of a day with one key: keep it in the context */
+    bool same = st->sign_keyed && CRYPTO_memcmp(st->sign_key, key, 32) == 0;
+    st->sign_keyed = false;
+    if (hmac_sha256(st->sign, same ? NULL : key, 32, sts, (size_t)n, mac) < 0)
+        return -1;
+    if (!same)
+        memcpy(st->sign_key, key, 32);
+    st->sign_keyed = true;
     to_hex(mac, 32, sig);
     return 0;
 }
@@ -485,13 +564,17 @@ int sigv4_authorization(const struct sigv4_request *r, char *out, size_t outlen)
 
 void sigv4_sha256_hex(const void *data, size_t len, char hex[65])
 {
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    SHA256_CTX c;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    struct hash_state *st = hash_state();
 
-    SHA256_Init(&c);
-    SHA256_Update(&c, data, len);
-    SHA256_Final(md, &c);
-    to_hex(md, sizeof(md), hex);
+    if (!st || EVP_DigestInit_ex2(st->md, sha256_md, NULL) != 1 ||
+        EVP_DigestUpdate(st->md, data, len) != 1 || EVP_DigestFinal_ex(st->md, md, &mdlen) != 1 ||
+        mdlen != 32) {
+        hex[0] = '\0';
+        return;
+    }
+    to_hex(md, 32, hex);
 }
 
 int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char *out, size_t outlen)

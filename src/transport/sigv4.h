@@ -1,7 +1,12 @@
-/* AWS Signature Version 4 for S3 header authentication, on OpenSSL. Used by the client
- * to sign and by s3commit-mock to verify, so both sides share one canonicalisation.
- * Pure functions: no I/O, no allocation (not even on first use: all state is on the stack;
- * test_sigv4 counts malloc and OpenSSL's allocator), no shared state, so thread-safe. */
+/* AWS Signature Version 4 for S3 header authentication, on OpenSSL 3's EVP digest and MAC.
+ * Used by the client to sign and by s3commit-mock to verify, so both sides share one
+ * canonicalisation. No I/O; thread-safe: each thread hashes on its own OpenSSL contexts,
+ * made on its first call and freed when it exits (SHA-256 and HMAC are fetched once per
+ * process). Allocation, all of it OpenSSL's small blocks, none of it ours past that first
+ * call (measured on OpenSSL 3.0, bounds held by test_sigv4): sigv4_signature_with_key 3
+ * when the thread's previous call used the same key (the transport's per-request path), 6
+ * with a new key; sigv4_signing_key 20; sigv4_signature and sigv4_authorization 23;
+ * sigv4_string_to_sign and sigv4_sha256_hex 1; everything else 0. */
 #ifndef S3C_SIGV4_H
 #define S3C_SIGV4_H
 

@@ -16,7 +16,7 @@
 #endif
 #endif
 
-static long n_openssl, n_libc;
+static long n_openssl, n_libc, n_live;
 
 static void count(long *n)
 {
@@ -27,19 +27,29 @@ static void *ossl_malloc(size_t n, const char *file, int line)
 {
     (void)file, (void)line;
     count(&n_openssl);
-    return malloc(n);
+    void *q = malloc(n);
+    if (q)
+        count(&n_live);
+    return q;
 }
 
 static void *ossl_realloc(void *p, size_t n, const char *file, int line)
 {
     (void)file, (void)line;
     count(&n_openssl);
-    return realloc(p, n);
+    void *q = realloc(p, n);
+    if (!p && q)
+        count(&n_live);
+    else if (p && n == 0)
+        __atomic_fetch_sub(&n_live, 1, __ATOMIC_RELAXED); /* realloc(p, 0) freed p */
+    return q;
 }
 
 static void ossl_free(void *p, const char *file, int line)
 {
     (void)file, (void)line;
+    if (p)
+        __atomic_fetch_sub(&n_live, 1, __ATOMIC_RELAXED);
     free(p);
 }
 
@@ -53,6 +63,7 @@ struct alloc_counts alloc_counts_now(void)
     struct alloc_counts c = {
         .openssl = __atomic_load_n(&n_openssl, __ATOMIC_RELAXED),
         .libc = __atomic_load_n(&n_libc, __ATOMIC_RELAXED),
+        .openssl_live = __atomic_load_n(&n_live, __ATOMIC_RELAXED),
     };
     return c;
 }

@@ -9,6 +9,7 @@
 struct alloc_counts {
     long openssl; /* CRYPTO_malloc/zalloc/realloc calls (OPENSSL_malloc & co) */
     long libc;    /* malloc/calloc/realloc/memalign family calls; 0 when !alloc_libc_counted() */
+    long openssl_live; /* OpenSSL blocks allocated and not yet freed (leak checks) */
 };
 
 /* Installs the OpenSSL hooks; must run before OpenSSL allocates anything (first thing in
