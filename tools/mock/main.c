@@ -29,6 +29,7 @@ static void usage(FILE *f)
                "  --max-object-bytes N       largest body accepted (67108864)\n"
                "  --threads N                event loops (default: CPUs, at most 4)\n"
                "  --request-timeout-ms N     idle started request -> 400 RequestTimeout (20000)\n"
+               "  --idle-timeout-ms N        close connections idle between requests (0 = never)\n"
                "  --max-skew-s N             x-amz-date skew allowed (900; 0 = any)\n"
                "  --vhost-domain D           Host 'b.D' addresses bucket b\n"
                "  --seed N                   fault RNG seed (same seed, same choices)\n"
@@ -173,6 +174,7 @@ int main(int argc, char **argv)
                 {"--error-status", 500, 503, NULL, &m->faults.error_status, NULL},
                 {"--threads", 1, 64, NULL, &cfg->threads, NULL},
                 {"--request-timeout-ms", 0, 3600000, NULL, &cfg->request_timeout_ms, NULL},
+                {"--idle-timeout-ms", 0, 3600000, NULL, &cfg->idle_timeout_ms, NULL},
                 {"--max-skew-s", 0, 1e9, NULL, &cfg->max_skew_s, NULL},
                 {"--max-object-bytes", 0, 1e12, NULL, NULL, &cfg->max_object_bytes},
             };

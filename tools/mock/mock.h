@@ -39,6 +39,8 @@ struct mock_cfg {
     int threads;
     uint64_t seed;
     int request_timeout_ms; /* a started request idle this long answers 400 RequestTimeout */
+    int idle_timeout_ms;    /* a keep-alive connection idle this long between requests is
+                               closed, as S3 does (0 = never) */
     int max_skew_s;         /* x-amz-date further than this from now: 403 */
     const char *vhost_domain; /* "localhost": Host "b.localhost" addresses bucket b */
 };

@@ -778,15 +778,20 @@ static void accept_some(struct worker *w)
     }
 }
 
-/* Started requests idle longer than --request-timeout-ms answer 400 RequestTimeout. */
+/* Started requests idle longer than --request-timeout-ms answer 400 RequestTimeout;
+ * connections idle between requests longer than --idle-timeout-ms are closed. */
 static void sweep(struct worker *w, int64_t now)
 {
     int limit = w->m->cfg.request_timeout_ms;
-    if (limit <= 0)
-        return;
+    int idle = w->m->cfg.idle_timeout_ms;
     for (struct conn *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state != C_READ || !c->in_message || now - c->last_io < limit)
+        if (idle > 0 && c->state == C_READ && !c->in_message && c->in_len == c->in_off &&
+            now - c->last_io >= idle) {
+            conn_close(c, false);
+            continue;
+        }
+        if (limit <= 0 || c->state != C_READ || !c->in_message || now - c->last_io < limit)
             continue;
         struct req *r = c->req;
         resp_reset(&c->resp);
@@ -810,6 +815,8 @@ static void *worker_main(void *arg)
     while (!atomic_load(&w->m->stopping)) {
         int64_t now = mono_ms();
         int timeout = w->relisten_at ? 100 : 1000;
+        if (w->m->cfg.idle_timeout_ms > 0 && w->m->cfg.idle_timeout_ms / 4 < timeout)
+            timeout = w->m->cfg.idle_timeout_ms / 4 + 1;
         for (struct conn *c = w->timed; c; c = c->tnext) {
             int64_t d = c->wake_at - now;
             if (d < timeout)
@@ -837,7 +844,10 @@ static void *worker_main(void *arg)
             if (c->wake_at <= now)
                 conn_timer(c); /* may close c; next was taken before */
         }
-        if (now - w->last_sweep >= 1000) {
+        int period = w->m->cfg.idle_timeout_ms > 0 && w->m->cfg.idle_timeout_ms < 4000
+                         ? w->m->cfg.idle_timeout_ms / 4
+                         : 1000;
+        if (now - w->last_sweep >= period) {
             w->last_sweep = now;
             sweep(w, now);
         }
