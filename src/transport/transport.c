@@ -60,6 +60,8 @@ struct xreq {
     void *ctx;
     uint64_t start_ns;
     bool opened; /* a refill that opened its socket */
+    bool held;   /* a heartbeat holding its connection (receive paused) until its round
+                    has a connection each */
 
     /* PUT body: a copy of the caller's span list (not of the bytes) and a cursor. */
     struct iovec *iov;
@@ -111,6 +113,7 @@ struct xport {
     struct evloop_timer curl_timer;
     struct evloop_timer hb_timer;
     struct evloop_timer refill_timer;
+    struct evloop_timer hb_release_timer; /* ends a heartbeat round's hold at the latest */
     struct pool pool;
     bool closing;
 
@@ -130,6 +133,8 @@ struct xport {
     int nsocks, socks_cap;
     int user_in_flight;
     bool hb_refused_logged; /* a heartbeat refusal (4xx) was logged; reset by a success */
+    int hb_unplaced;        /* heartbeats of this round not yet on a connection */
+    bool hb_release_due;    /* the last one got its connection: release the held ones */
     EVP_MD_CTX *md;
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
     char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
@@ -501,6 +506,47 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *userp)
     return 0;
 }
 
+/* ---- heartbeat rounds ----------------------------------------------------------------
+ * libcurl always reuses the first idle connection it finds, and on a fast server a
+ * heartbeat finishes before the next one is even looked at, so a round of n heartbeats
+ * would check one connection n times and never the others. So each heartbeat, once it
+ * has its connection, holds it (receive paused; the request still goes out) until the
+ * round's last heartbeat has one too: n heartbeats, n different idle connections. */
+
+static void hb_release(struct xport *x)
+{
+    x->hb_release_due = false;
+    x->hb_unplaced = 0;
+    evloop_timer_disarm(x->ev, &x->hb_release_timer);
+    for (struct xreq *r = x->all_reqs; r; r = r->next_all) {
+        if (r->held) {
+            r->held = false;
+            curl_easy_pause(r->easy, CURLPAUSE_CONT);
+        }
+    }
+}
+
+static void on_hb_release_timer(void *ctx)
+{
+    hb_release(ctx); /* a heartbeat could not get a connection in time: stop holding */
+}
+
+static int on_prereq(void *ctx, char *remote_ip, char *local_ip, int remote_port, int local_port)
+{
+    struct xreq *r = ctx;
+    struct xport *x = r->x;
+    (void)remote_ip, (void)local_ip, (void)remote_port, (void)local_port;
+    if (r->kind != XREQ_HEARTBEAT || x->hb_unplaced <= 0)
+        return CURL_PREREQFUNC_OK;
+    if (--x->hb_unplaced > 0) {
+        r->held = true;
+        curl_easy_pause(r->easy, CURLPAUSE_RECV);
+    } else {
+        x->hb_release_due = true; /* done by the loop, outside libcurl's callbacks */
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
 /* ---- completion --------------------------------------------------------------------- */
 
 /* Ends the connection a failed heartbeat used. libcurl still owns the fd: shutdown()
@@ -571,6 +617,51 @@ static const char *curl_hint(int code)
     }
 }
 
+static bool code_eq(const char *a, const char *b)
+{
+    return a && strcmp(a, b) == 0;
+}
+
+/* What to do about an error answer, for the ones a setting fixes (HEAD answers carry no
+ * error document, so those go by status alone). Writes "" when there is nothing to say. */
+static void answer_hint(const struct xreq *r, const struct xport_result *res, char *out,
+                        size_t outlen)
+{
+    const struct cfg_s3 *s3 = &r->x->cfg.s3;
+    const char *code = res->s3_code;
+    long st = res->http_status;
+    bool head = r->op == XPORT_OP_HEAD || r->op == XPORT_OP_HEAD_BUCKET;
+    out[0] = '\0';
+    if (code_eq(code, "SignatureDoesNotMatch"))
+        snprintf(out, outlen, "; check s3.secret_access_key (credentials from %s)",
+                 s3->credentials_source);
+    else if (code_eq(code, "InvalidAccessKeyId"))
+        snprintf(out, outlen, "; check s3.access_key_id (credentials from %s)",
+                 s3->credentials_source);
+    else if (code_eq(code, "ExpiredToken") || code_eq(code, "InvalidToken"))
+        snprintf(out, outlen, "; s3.session_token is expired or wrong: refresh the credentials");
+    else if (code_eq(code, "AuthorizationHeaderMalformed") || st == 301 || st == 307)
+        snprintf(out, outlen,
+                 "; the bucket is not in s3.region '%s': set s3.region (and s3.endpoint) "
+                 "to the bucket's region",
+                 s3->region);
+    else if (code_eq(code, "NoSuchBucket") || (st == 404 && r->op != XPORT_OP_GET &&
+                                               r->op != XPORT_OP_HEAD && r->op != XPORT_OP_PUT))
+        snprintf(out, outlen, "; no bucket '%s' at s3.endpoint: check s3.bucket", s3->bucket);
+    else if (st == 403 && s3->access_key_id[0] == '\0')
+        snprintf(out, outlen,
+                 "; the request was anonymous: set s3.access_key_id and "
+                 "s3.secret_access_key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)");
+    else if (st == 403 && head)
+        snprintf(out, outlen,
+                 "; access denied (a HEAD answer has no reason): check the "
+                 "credentials and that they may %s",
+                 r->op == XPORT_OP_HEAD_BUCKET ? "s3:ListBucket" : "s3:GetObject");
+    else if (st == 403 && code_eq(code, "AccessDenied"))
+        snprintf(out, outlen, "; the credentials lack permission for this request on '%s'",
+                 s3->bucket);
+}
+
 static void format_error(struct xreq *r, const struct xport_result *res)
 {
     const char *what = r->key[0] ? r->key : r->x->cfg.s3.bucket;
@@ -581,10 +672,12 @@ static void format_error(struct xreq *r, const struct xport_result *res)
                  curl_easy_strerror((CURLcode)res->curl_code), res->curl_code,
                  r->errbuf[0] ? ": " : "", r->errbuf, curl_hint(res->curl_code));
     } else {
-        snprintf(r->errline, sizeof(r->errline), "%s %s: HTTP %ld%s%s%s%s%s%s", op_name(r->op),
+        char hint[256];
+        answer_hint(r, res, hint, sizeof(hint));
+        snprintf(r->errline, sizeof(r->errline), "%s %s: HTTP %ld%s%s%s%s%s%s%s", op_name(r->op),
                  what, res->http_status, res->s3_code[0] ? " " : "", res->s3_code,
                  res->s3_message[0] ? ": " : "", res->s3_message,
-                 res->request_id[0] ? " request_id=" : "", res->request_id);
+                 res->request_id[0] ? " request_id=" : "", res->request_id, hint);
     }
     one_line(r->errline);
 }
@@ -597,6 +690,7 @@ static void finish(struct xport *x, struct xreq *r, CURLcode cc)
 
     curl_multi_remove_handle(x->multi, r->easy);
     r->active = false;
+    r->held = false;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &nconn);
     curl_easy_getinfo(r->easy, CURLINFO_SIZE_UPLOAD_T, &up);
@@ -710,6 +804,8 @@ static void on_sock_event(void *ctx, int fd, unsigned events)
                 (events & EVLOOP_ERROR ? CURL_CSELECT_ERR : 0);
     curl_multi_socket_action(x->multi, fd, flags, &running);
     check_done(x);
+    if (x->hb_release_due)
+        hb_release(x);
 }
 
 static void on_curl_timeout(void *ctx)
@@ -718,6 +814,8 @@ static void on_curl_timeout(void *ctx)
     int running = 0;
     curl_multi_socket_action(x->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(x);
+    if (x->hb_release_due)
+        hb_release(x);
 }
 
 /* ---- request objects ---------------------------------------------------------------- */
@@ -745,6 +843,8 @@ static int easy_setup(struct xport *x, struct xreq *r)
     SET(CURLOPT_READDATA, r);
     SET(CURLOPT_SEEKFUNCTION, on_seek);
     SET(CURLOPT_SEEKDATA, r);
+    SET(CURLOPT_PREREQFUNCTION, on_prereq);
+    SET(CURLOPT_PREREQDATA, r);
     SET(CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
     SET(CURLOPT_OPENSOCKETDATA, r);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
@@ -1008,8 +1108,13 @@ static void on_heartbeat_timer(void *ctx)
 {
     struct xport *x = ctx;
     int n = pool_heartbeat_count(&x->pool);
+    if (x->hb_unplaced > 0)
+        hb_release(x); /* the last round never completed its placement */
+    x->hb_unplaced = n;
     for (int i = 0; i < n; i++)
         start_internal(x, XREQ_HEARTBEAT);
+    if (n > 1) /* placement takes well under a millisecond on a live pool */
+        evloop_timer_arm(x->ev, &x->hb_release_timer, s3c__now_ns() + 100 * 1000000ull);
     schedule_refill(x, s3c__now_ns());
     evloop_timer_arm(x->ev, &x->hb_timer, s3c__now_ns() + x->pool.heartbeat_ns);
 }
@@ -1103,6 +1208,8 @@ struct xport *xport_new(const struct s3c_config *cfg, char *err, size_t errlen)
     x->hb_timer.cb = on_heartbeat_timer;
     x->hb_timer.ctx = x;
     x->refill_timer.cb = on_refill_timer;
+    x->hb_release_timer.cb = on_hb_release_timer;
+    x->hb_release_timer.ctx = x;
     x->refill_timer.ctx = x;
     pool_init(&x->pool, (int)n, cfg->persistence.heartbeat_interval_ms);
 

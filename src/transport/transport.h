@@ -105,12 +105,12 @@ struct xport_stats {
     uint64_t opens;              /* sockets opened */
     uint64_t closes;             /* sockets closed */
     uint64_t reuses;             /* requests that went over an existing connection */
-    uint64_t heartbeats;         /* heartbeat requests sent */
-    uint64_t heartbeat_failures; /* heartbeats that failed (connection replaced) */
+    uint64_t heartbeats;         /* heartbeat requests completed */
+    uint64_t heartbeat_failures; /* of those, not 2xx (no answer or 5xx: connection replaced;
+                                    4xx: kept, see docs/transport.md) */
     uint64_t requests;           /* requests completed */
     uint64_t bytes_sent, bytes_received;
-    int open_connections; /* sockets open now */
-    /* added */
+    int open_connections;   /* sockets open now */
     int target_connections; /* target_pool_size */
     uint64_t refills;       /* fresh connections opened to replace or warm the pool */
     uint64_t loop_waits;    /* epoll_wait calls (syscall cost per request) */

@@ -254,6 +254,33 @@ static void heartbeats(void)
     test_mock_stop(&m);
 }
 
+/* A server that closes connections idle for 500 ms (as S3 closes idle ones) and
+ * heartbeats every 150 ms: every round checks every idle connection, not the same one
+ * n times, so none is ever idle long enough to be closed. */
+static void heartbeats_cover_every_connection(void)
+{
+    const char *args[] = {"--idle-timeout-ms", "250", NULL};
+    struct mockproc m;
+    ASSERT_EQ(test_mock_start(&m, args), 0);
+    struct s3c_config c = mkcfg(&m, 3, 100);
+    char err[256];
+    struct xport *x = xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = 3;
+    ASSERT(poll_until(x, 3000, pool_full));
+    poll_for(x, 2000); /* 4 idle timeouts */
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT(st.heartbeats >= 3 * 15);
+    ASSERT_UEQ(st.heartbeat_failures, 0);
+    ASSERT_UEQ(st.closes, 0);
+    ASSERT_UEQ(st.opens, 3);
+    struct mock_counts mc = mock_conns(&m);
+    ASSERT_EQ(mc.open, 3 + 1);
+    xport_free(x);
+    test_mock_stop(&m);
+}
+
 static char logbuf[16384];
 static void sink(void *ctx, enum s3c_log_level level, const char *msg)
 {
@@ -362,6 +389,7 @@ int main(void)
     RUN(reset_connection_replaced);
     RUN(heartbeats);
     RUN(heartbeat_refused);
+    RUN(heartbeats_cover_every_connection);
     RUN(server_restart);
     return 0;
 }
