@@ -283,9 +283,19 @@ static void checksums_and_signing(void)
             struct xport *x = open_x(&c);
             char key[64];
             snprintf(key, sizeof(key), "sum/%d/%d", s, signd);
+            struct mock_digests d0 = mock_digests(&m);
             put_spans(x, key, iov, 2, &g);
             if (g.cls != XPORT_OK)
                 TEST_FAIL_("checksum %d signed %d: %s", s, signd, g.error);
+            /* The mock verified exactly the digests this configuration must send (a mode
+             * that silently sent none would still be accepted, so count them). */
+            struct mock_digests d1 = mock_digests(&m);
+            ASSERT_EQ(d1.content_sha256 - d0.content_sha256, signd ? 1 : 0);
+            ASSERT_EQ(d1.unsigned_payload - d0.unsigned_payload, signd ? 0 : 1);
+            ASSERT_EQ(d1.crc32c - d0.crc32c, sums[s] == CFG_SUM_CRC32C ? 1 : 0);
+            ASSERT_EQ(d1.sha256 - d0.sha256, sums[s] == CFG_SUM_SHA256 ? 1 : 0);
+            ASSERT_EQ(d1.md5 - d0.md5, sums[s] == CFG_SUM_MD5 ? 1 : 0);
+            ASSERT_EQ(d1.crc32 - d0.crc32, 0);
             xport_free(x);
         }
     }
@@ -297,10 +307,12 @@ static void checksums_and_signing(void)
                                  iov[1].iov_len);
     struct xport_put p = {
         .key = "sum/pre", .iov = iov, .iovcnt = 2, .have_crc32c = true, .crc32c = crc};
+    struct mock_digests d0 = mock_digests(&m);
     memset(&g, 0, sizeof(g));
     ASSERT_EQ(xport_put(x, &p, on_done, &g), 0);
     WAIT(x, &g);
     ASSERT_EQ(g.cls, XPORT_OK);
+    ASSERT_EQ(mock_digests(&m).crc32c - d0.crc32c, 1);
     p.crc32c = crc ^ 1;
     memset(&g, 0, sizeof(g));
     ASSERT_EQ(xport_put(x, &p, on_done, &g), 0);
