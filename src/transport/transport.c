@@ -139,7 +139,7 @@ struct xport {
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
     char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
 
-    uint64_t requests, bytes_sent, bytes_received, refills;
+    uint64_t requests, bytes_sent, bytes_received, refills, rewinds;
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -357,6 +357,7 @@ static int on_seek(void *ud, curl_off_t off, int origin)
         r->vi++;
     }
     r->voff = (size_t)left;
+    r->x->rewinds++;
     return CURL_SEEKFUNC_OK;
 }
 
@@ -1551,6 +1552,7 @@ void xport_stats_get(const struct xport *x, struct xport_stats *out)
     out->refills = x->refills;
     out->loop_waits = es.waits;
     out->loop_wakes = es.wakes;
+    out->rewinds = x->rewinds;
     out->busy = x->pool.active;
 }
 

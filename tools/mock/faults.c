@@ -72,8 +72,8 @@ static double rng_unit(uint64_t *s)
 static bool faults_any(const struct faults *f)
 {
     return f->latency_ms > 0 || f->latency_jitter_ms > 0 || f->error_rate > 0 ||
-           f->written_error_rate > 0 || f->reset_rate > 0 || f->stall_rate > 0 ||
-           f->slow_close > 0 || f->bandwidth_bytes_per_s > 0;
+           f->written_error_rate > 0 || f->reset_rate > 0 || f->reset_next >= 1 ||
+           f->stall_rate > 0 || f->slow_close > 0 || f->bandwidth_bytes_per_s > 0;
 }
 
 void faults_init(struct mock *m, uint64_t seed)
@@ -91,12 +91,17 @@ void faults_plan(struct mock *m, struct fault_plan *p)
     if (!atomic_load_explicit(&m->any_fault, memory_order_relaxed))
         return;
     pthread_mutex_lock(&m->fault_mu);
-    const struct faults *f = &m->faults;
+    struct faults *f = &m->faults;
     /* Always six draws, in this order, so one rate never shifts another's choices. */
     double d_stall = rng_unit(m->rng), d_reset = rng_unit(m->rng), d_err = rng_unit(m->rng),
            d_werr = rng_unit(m->rng), d_slow = rng_unit(m->rng), d_jit = rng_unit(m->rng);
     p->stall = d_stall < f->stall_rate;
     p->reset = !p->stall && d_reset < f->reset_rate;
+    if (!p->stall && f->reset_next >= 1) { /* a one-shot reset, counted down */
+        p->reset = true;
+        f->reset_next -= 1;
+        atomic_store(&m->any_fault, faults_any(f));
+    }
     p->error = d_err < f->error_rate;
     p->written_error = !p->error && d_werr < f->written_error_rate;
     p->slow_close = d_slow < f->slow_close;
@@ -119,15 +124,11 @@ struct knob {
 #n, offsetof(struct faults, n), lo, hi                                                     \
     }
 static const struct knob knobs[] = {
-    KNOB(latency_ms, 0, 3600000),
-    KNOB(latency_jitter_ms, 0, 3600000),
-    KNOB(error_rate, 0, 1),
-    KNOB(written_error_rate, 0, 1),
-    KNOB(reset_rate, 0, 1),
-    KNOB(stall_rate, 0, 1),
-    KNOB(slow_close, 0, 1),
-    KNOB(slow_close_ms, 0, 3600000),
-    KNOB(bandwidth_bytes_per_s, 0, 1e12),
+    KNOB(latency_ms, 0, 3600000),    KNOB(latency_jitter_ms, 0, 3600000),
+    KNOB(error_rate, 0, 1),          KNOB(written_error_rate, 0, 1),
+    KNOB(reset_rate, 0, 1),          KNOB(reset_next, 0, 1000000),
+    KNOB(stall_rate, 0, 1),          KNOB(slow_close, 0, 1),
+    KNOB(slow_close_ms, 0, 3600000), KNOB(bandwidth_bytes_per_s, 0, 1e12),
 };
 
 int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, size_t errlen)
@@ -164,11 +165,12 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
             }
             f.error_status = it->valueint;
         } else {
-            snprintf(err, errlen,
-                     "faults: unknown setting \"%s\" (known: latency_ms, latency_jitter_ms, "
-                     "error_rate, error_status, written_error_rate, reset_rate, stall_rate, "
-                     "slow_close, slow_close_ms, bandwidth_bytes_per_s)",
-                     it->string);
+            snprintf(
+                err, errlen,
+                "faults: unknown setting \"%s\" (known: latency_ms, latency_jitter_ms, "
+                "error_rate, error_status, written_error_rate, reset_rate, reset_next, stall_rate, "
+                "slow_close, slow_close_ms, bandwidth_bytes_per_s)",
+                it->string);
             goto out_free;
         }
     }

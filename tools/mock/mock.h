@@ -22,6 +22,7 @@ struct faults {
     int error_status;             /* 500 (InternalError) or 503 (SlowDown) */
     double written_error_rate;    /* PUT/DELETE: do it, then answer 500 InternalError */
     double reset_rate;            /* reset the connection (RST) once the headers arrived */
+    double reset_next;            /* reset the next N requests so, whatever the rate */
     double stall_rate;            /* take the request, never answer */
     double slow_close;            /* answer with Connection: close, close slow_close_ms later */
     double slow_close_ms;
