@@ -123,13 +123,20 @@ struct knob {
     {                                                                                              \
 #n, offsetof(struct faults, n), lo, hi                                                     \
     }
+/* clang-format off */
 static const struct knob knobs[] = {
-    KNOB(latency_ms, 0, 3600000),    KNOB(latency_jitter_ms, 0, 3600000),
-    KNOB(error_rate, 0, 1),          KNOB(written_error_rate, 0, 1),
-    KNOB(reset_rate, 0, 1),          KNOB(reset_next, 0, 1000000),
-    KNOB(stall_rate, 0, 1),          KNOB(slow_close, 0, 1),
-    KNOB(slow_close_ms, 0, 3600000), KNOB(bandwidth_bytes_per_s, 0, 1e12),
+    KNOB(latency_ms, 0, 3600000),
+    KNOB(latency_jitter_ms, 0, 3600000),
+    KNOB(error_rate, 0, 1),
+    KNOB(written_error_rate, 0, 1),
+    KNOB(reset_rate, 0, 1),
+    KNOB(reset_next, 0, 1000000),
+    KNOB(stall_rate, 0, 1),
+    KNOB(slow_close, 0, 1),
+    KNOB(slow_close_ms, 0, 3600000),
+    KNOB(bandwidth_bytes_per_s, 0, 1e12),
 };
+/* clang-format on */
 
 int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, size_t errlen)
 {
