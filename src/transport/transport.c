@@ -60,6 +60,7 @@ struct xreq {
     void *ctx;
     uint64_t start_ns;
     bool opened; /* a refill that opened its socket */
+    int sends;   /* times libcurl started sending this request (> 1: it resent it) */
     bool held;   /* a heartbeat holding its connection (receive paused) until its round
                     has a connection each */
 
@@ -139,7 +140,7 @@ struct xport {
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
     char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
 
-    uint64_t requests, bytes_sent, bytes_received, refills, rewinds;
+    uint64_t requests, bytes_sent, bytes_received, refills, rewinds, resends;
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -537,6 +538,14 @@ static int on_prereq(void *ctx, char *remote_ip, char *local_ip, int remote_port
     struct xreq *r = ctx;
     struct xport *x = r->x;
     (void)remote_ip, (void)local_ip, (void)remote_port, (void)local_port;
+    /* Called before each sending of the request, libcurl's own resends included (a reused
+     * connection that died under it): every sending starts at byte 0 of the body, whether
+     * or not libcurl thinks it must rewind (it does not when no body byte had left yet,
+     * though its read callback may already have taken some). */
+    if (r->sends++ > 0)
+        x->resends++;
+    r->vi = 0;
+    r->voff = 0;
     if (r->kind != XREQ_HEARTBEAT || x->hb_unplaced <= 0)
         return CURL_PREREQFUNC_OK;
     if (--x->hb_unplaced > 0) {
@@ -915,6 +924,7 @@ static int req_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum 
     r->body_len = 0;
     r->vi = 0;
     r->voff = 0;
+    r->sends = 0;
     r->blen = 0;
     r->etag[0] = r->reqid[0] = r->errbuf[0] = r->errline[0] = '\0';
     r->query[0] = '\0';
@@ -1553,6 +1563,7 @@ void xport_stats_get(const struct xport *x, struct xport_stats *out)
     out->loop_waits = es.waits;
     out->loop_wakes = es.wakes;
     out->rewinds = x->rewinds;
+    out->resends = x->resends;
     out->busy = x->pool.active;
 }
 

@@ -115,8 +115,10 @@ struct xport_stats {
     uint64_t refills;       /* fresh connections opened to replace or warm the pool */
     uint64_t loop_waits;    /* epoll_wait calls (syscall cost per request) */
     uint64_t loop_wakes;    /* xport_wake() wake-ups the loop consumed */
-    uint64_t rewinds;       /* bodies libcurl re-read from the start (it resent a request on
-                               a fresh connection after a reused one died under it) */
+    uint64_t rewinds;       /* bodies libcurl asked to re-read from the start (a resend
+                               after some of the body had left) */
+    uint64_t resends;       /* requests libcurl sent again on a fresh connection after a
+                               reused one died under them (always from byte 0) */
     int busy;               /* requests in libcurl now, warm-ups and heartbeats too */
 };
 void xport_stats_get(const struct xport *x, struct xport_stats *out);
