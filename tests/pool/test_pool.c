@@ -199,6 +199,26 @@ static void reset_connection_replaced(void)
     test_mock_stop(&m);
 }
 
+/* Waits (polling the transport) until both sides agree: the pool is full and idle after
+ * at least want_closes closes, and the mock has exactly `pool` connections open plus the
+ * control connection that asks. Fails with both sides' view if that takes over 5 s. */
+static void settled(struct xport *x, const struct mockproc *m, int pool)
+{
+    struct mock_counts mc = {0};
+    for (int i = 0; i < 100; i++) {
+        if (replaced_full(x) && (mc = mock_conns(m)).open == pool + 1)
+            return;
+        poll_for(x, 50);
+    }
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    mc = mock_conns(m);
+    TEST_FAIL_("pool not settled: transport open=%d busy=%d closes=%llu (want >= %llu); mock "
+               "open=%d (want %d)",
+               st.open_connections, st.busy, (unsigned long long)st.closes,
+               (unsigned long long)want_closes, mc.open, pool + 1);
+}
+
 /* Heartbeats go over idle connections every interval; failing ones are counted and the
  * pool stays at target. */
 static void heartbeats(void)
@@ -231,13 +251,10 @@ static void heartbeats(void)
     ASSERT(st.heartbeat_failures >= 3);
     /* The next rounds find them ended (lazily: when libcurl next looks at them). */
     want_closes = 3;
-    for (int i = 0; i < 50 && !(replaced_full(x) && mock_conns(&m).open == 3 + 1); i++)
-        poll_for(x, 100); /* both sides agree once libcurl has dropped the shut ones */
-    ASSERT(replaced_full(x));
+    settled(x, &m, 3);
     xport_stats_get(x, &st);
     ASSERT(st.closes >= 3);
     ASSERT_UEQ(st.opens, 3 + st.closes);
-    ASSERT_EQ(mock_conns(&m).open, 3 + 1);
 
     /* The server resets every connection: the heartbeats find them dead, they are
      * closed and replaced. */
@@ -245,11 +262,11 @@ static void heartbeats(void)
     mock_faults(&m, "{\"reset_rate\":1}");
     poll_for(x, 500);
     mock_faults(&m, "{\"reset_rate\":0}");
-    ASSERT(poll_until(x, 5000, pool_full));
+    want_closes = closes0 + 1;
+    settled(x, &m, 3);
     xport_stats_get(x, &st);
     ASSERT(st.closes > closes0);
     ASSERT_EQ(st.open_connections, 3);
-    ASSERT_EQ(mock_conns(&m).open, 3 + 1);
     xport_free(x);
     test_mock_stop(&m);
 }

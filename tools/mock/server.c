@@ -146,6 +146,9 @@ static void conn_close(struct conn *c, bool rst)
     }
     timer_clear(c);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    /* Counted closed before the peer can see the close, so a client that saw its
+     * connection end and then asks /_mock/stats never finds it still open. */
+    atomic_fetch_sub(&w->m->stats.conns_open, 1);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -158,7 +161,6 @@ static void conn_close(struct conn *c, bool rst)
     free(c->req);
     free(c->in);
     free(c);
-    atomic_fetch_sub(&w->m->stats.conns_open, 1);
 }
 
 /* ---- bandwidth ---- */
