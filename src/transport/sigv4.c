@@ -367,6 +367,10 @@ static EVP_MD *sha256_md; /* NULL if the fetch failed: every hashing call then f
 static EVP_MAC *hmac_mac;
 static pthread_key_t state_key; /* only for its destructor, which frees a thread's state */
 static bool state_key_ok;
+/* OpenSSL 3.0.0-3.0.2 accept EVP_MAC_init(ctx, NULL, ...) on a keyed HMAC context but do
+ * not restart it (openssl#17811, fixed in 3.0.3), which would sign every request after the
+ * first wrongly; there the key is always passed again. */
+static bool mac_reinit_ok;
 static _Thread_local struct hash_state *state_tls;
 
 /* pthread key destructor: runs in the exiting thread. The contexts may hold derived keys
@@ -392,6 +396,7 @@ static void fetch_algs_once(void)
     sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
     hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     state_key_ok = pthread_key_create(&state_key, state_free) == 0;
+    mac_reinit_ok = OpenSSL_version_num() >= 0x30000030L;
 }
 
 static EVP_MAC_CTX *new_hmac_sha256(void)
@@ -515,7 +520,7 @@ int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char 
     if (n < 0 || !st)
         return -1;
     /* the transport signs every request of a day with one key: keep it in the context */
-    bool same = st->sign_keyed && CRYPTO_memcmp(st->sign_key, key, 32) == 0;
+    bool same = mac_reinit_ok && st->sign_keyed && CRYPTO_memcmp(st->sign_key, key, 32) == 0;
     st->sign_keyed = false;
     if (hmac_sha256(st->sign, same ? NULL : key, 32, sts, (size_t)n, mac) < 0)
         return -1;
@@ -524,6 +529,21 @@ int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char 
     st->sign_keyed = true;
     to_hex(mac, 32, sig);
     return 0;
+}
+
+void sigv4_forget_keys(void)
+{
+    struct hash_state *st = state_tls;
+
+    if (!st || !st->sign_keyed)
+        return;
+    /* Re-keying with zeros overwrites the key material inside the HMAC context. */
+    unsigned char zero[32] = {0};
+    unsigned char mac[32];
+    hmac_sha256(st->sign, zero, sizeof(zero), "", 0, mac);
+    OPENSSL_cleanse(mac, sizeof(mac));
+    OPENSSL_cleanse(st->sign_key, sizeof(st->sign_key));
+    st->sign_keyed = false;
 }
 
 int sigv4_signature(const struct sigv4_request *r, char sig[65])

@@ -71,6 +71,11 @@ int sigv4_signing_key(const char *secret_key, const char *date8, const char *reg
 int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char key[32],
                              char sig[65]);
 
+/* Wipes the signing key this thread's context keeps between calls (xport_free calls it; a
+ * thread's contexts are otherwise freed only when the thread exits, and never for the main
+ * thread, since exit() runs no thread-key destructors). */
+void sigv4_forget_keys(void);
+
 /* The parts of an "AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=..."
  * header, for verifiers (s3commit-mock). */
 struct sigv4_auth {

@@ -59,10 +59,11 @@ struct xreq {
     xport_done_fn done;
     void *ctx;
     uint64_t start_ns;
-    bool opened; /* a refill that opened its socket */
-    int sends;   /* times libcurl started sending this request (> 1: it resent it) */
-    bool held;   /* a heartbeat holding its connection (receive paused) until its round
-                    has a connection each */
+    bool opened;       /* a refill that opened its socket */
+    int sends;         /* times libcurl started sending this request (> 1: it resent it) */
+    unsigned hb_round; /* the heartbeat round this heartbeat belongs to */
+    bool held;         /* a heartbeat holding its connection (receive paused) until its round
+                          has a connection each */
 
     /* PUT body: a copy of the caller's span list (not of the bytes) and a cursor. */
     struct iovec *iov;
@@ -135,6 +136,7 @@ struct xport {
     int user_in_flight;
     bool hb_refused_logged; /* a heartbeat refusal (4xx) was logged; reset by a success */
     int hb_unplaced;        /* heartbeats of this round not yet on a connection */
+    unsigned hb_round;      /* the current heartbeat round */
     bool hb_release_due;    /* the last one got its connection: release the held ones */
     EVP_MD_CTX *md;
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
@@ -546,7 +548,10 @@ static int on_prereq(void *ctx, char *remote_ip, char *local_ip, int remote_port
         x->resends++;
     r->vi = 0;
     r->voff = 0;
-    if (r->kind != XREQ_HEARTBEAT || x->hb_unplaced <= 0)
+    /* Only a first sending of this round's heartbeats counts: a resend or a late one from
+     * the previous round must not release the round early. */
+    if (r->kind != XREQ_HEARTBEAT || r->sends != 1 || r->hb_round != x->hb_round ||
+        x->hb_unplaced <= 0)
         return CURL_PREREQFUNC_OK;
     if (--x->hb_unplaced > 0) {
         r->held = true;
@@ -605,6 +610,8 @@ static void one_line(char *s)
             *s = ' ';
         else if (c == '"')
             *s = '\'';
+        else if (c == '\\')
+            *s = '/'; /* a trailing backslash would escape the closing quote */
     }
 }
 
@@ -613,11 +620,13 @@ static const char *curl_hint(int code)
 {
     switch (code) {
     case CURLE_PEER_FAILED_VERIFICATION:
+        return "; the endpoint's certificate was refused: if its CA is private, set s3.ca_file "
+               "to that CA; if the name does not match, use the name in the certificate in "
+               "s3.endpoint";
     case CURLE_SSL_CACERT_BADFILE:
-        return "; the endpoint's certificate is not trusted: set s3.ca_file to the CA that "
-               "signed it";
+        return "; s3.ca_file could not be read as PEM certificates";
     case CURLE_SSL_CONNECT_ERROR:
-        return "; is the endpoint really https?";
+        return "; the TLS handshake failed: check that s3.endpoint speaks https on that port";
     case CURLE_COULDNT_RESOLVE_HOST:
         return "; check the host in s3.endpoint";
     case CURLE_COULDNT_CONNECT:
@@ -1087,20 +1096,26 @@ static int start_simple(struct xport *x, struct xreq *r, const char *method, con
 
 /* ---- internal requests: warm-up / replacement and heartbeats ------------------------ */
 
-static void start_internal(struct xport *x, enum xreq_kind kind)
+/* Starts a HeadBucket of an internal kind; false when it could not be started. */
+static bool start_internal(struct xport *x, enum xreq_kind kind)
 {
     struct xreq *r = req_get(x);
     if (!r)
-        return;
-    if (req_begin(x, r, kind, XPORT_OP_HEAD_BUCKET, NULL) < 0 ||
-        start_simple(x, r, "HEAD", NULL) < 0) {
+        return false;
+    if (req_begin(x, r, kind, XPORT_OP_HEAD_BUCKET, NULL) < 0) {
         req_release(x, r);
-        return;
+        return false;
+    }
+    r->hb_round = x->hb_round;
+    if (start_simple(x, r, "HEAD", NULL) < 0) {
+        req_release(x, r);
+        return false;
     }
     if (kind == XREQ_REFILL) {
         x->refills++;
         pool_refill_started(&x->pool);
     }
+    return true;
 }
 
 static void on_refill_timer(void *ctx)
@@ -1121,10 +1136,12 @@ static void on_heartbeat_timer(void *ctx)
     int n = pool_heartbeat_count(&x->pool);
     if (x->hb_unplaced > 0)
         hb_release(x); /* the last round never completed its placement */
-    x->hb_unplaced = n;
+    x->hb_round++;
+    int started = 0;
     for (int i = 0; i < n; i++)
-        start_internal(x, XREQ_HEARTBEAT);
-    if (n > 1) /* placement takes well under a millisecond on a live pool */
+        started += start_internal(x, XREQ_HEARTBEAT);
+    x->hb_unplaced = started; /* placed in socket_action, after this returns */
+    if (started > 1)          /* placement takes well under a millisecond on a live pool */
         evloop_timer_arm(x->ev, &x->hb_release_timer, s3c__now_ns() + 100 * 1000000ull);
     schedule_refill(x, s3c__now_ns());
     evloop_timer_arm(x->ev, &x->hb_timer, s3c__now_ns() + x->pool.heartbeat_ns);
@@ -1294,6 +1311,7 @@ void xport_free(struct xport *x)
     EVP_MD_CTX_free(x->md);
     free(x->socks);
     OPENSSL_cleanse(x->signing_key, sizeof(x->signing_key));
+    sigv4_forget_keys(); /* the copy in this thread's HMAC context */
     OPENSSL_cleanse(&x->cfg, sizeof(x->cfg));
     free(x);
 }

@@ -517,6 +517,13 @@ static void test_signature_follows_key_changes(void)
     /* the published signature still comes out after all that */
     ASSERT_EQ(sigv4_signature(&r, sig), 0);
     ASSERT_STR_EQ(sig, want[0]);
+    /* after the kept key is wiped, the same key is taken afresh, not the wiped one */
+    ASSERT_EQ(sigv4_signature_with_key(&r, k[1], sig), 0);
+    sigv4_forget_keys();
+    ASSERT_EQ(sigv4_signature_with_key(&r, k[1], sig), 0);
+    ASSERT_STR_EQ(sig, want[1]);
+    sigv4_forget_keys();
+    sigv4_forget_keys(); /* twice is harmless */
     free(v.body);
 }
 

@@ -611,7 +611,7 @@ static void answer_classes(void)
     char want[33];
     md5_hex(bv, 3, want);
     int resent_ok = 0;
-    for (int attempt = 0; attempt < 20 && resent_ok < 2; attempt++) {
+    for (int attempt = 0; attempt < 40 && resent_ok < 2; attempt++) {
         struct xport_stats st0, st1;
         for (int i = 0; i < 300; i++) {
             xport_stats_get(x, &st0);

@@ -143,6 +143,7 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
     cJSON *root = cJSON_ParseWithLength(json, len);
     struct faults f;
     int rc = -1;
+    bool locked = false;
 
     if (!root || !cJSON_IsObject(root)) {
         snprintf(err, errlen,
@@ -150,9 +151,11 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
                  "{\"error_rate\":0.1,\"error_status\":503}");
         goto out_free;
     }
+    /* Held from the copy to the write-back, so a reset_next counted down meanwhile by a
+     * request is not written back over. */
     pthread_mutex_lock(&m->fault_mu);
+    locked = true;
     f = m->faults;
-    pthread_mutex_unlock(&m->fault_mu);
     for (cJSON *it = root->child; it; it = it->next) {
         const struct knob *k = NULL;
         for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++)
@@ -181,12 +184,12 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
             goto out_free;
         }
     }
-    pthread_mutex_lock(&m->fault_mu);
     m->faults = f;
     atomic_store(&m->any_fault, faults_any(&f));
-    pthread_mutex_unlock(&m->fault_mu);
     rc = 0;
 out_free:
+    if (locked)
+        pthread_mutex_unlock(&m->fault_mu);
     cJSON_Delete(root);
     return rc;
 }
