@@ -788,11 +788,8 @@ static void finish(struct xport *x, struct xreq *r, CURLcode cc)
             /* A 4xx answer came over a working connection, so it is kept: closing it
              * would only churn the pool. Said once until a heartbeat succeeds again. */
             x->hb_refused_logged = true;
-            S3C_LOG(S3C_LOG_WARN,
-                    "event=pool_heartbeat_refused error=\"%s\" hint=\"heartbeats are HeadBucket "
-                    "requests; grant s3:ListBucket on %s to these credentials, or check "
-                    "s3.bucket and the credentials\"",
-                    r->errline, x->cfg.s3.bucket);
+            S3C_LOG(S3C_LOG_WARN, "event=pool_heartbeat_refused connection=kept error=\"%s\"",
+                    r->errline); /* the error names the fix (answer_hint) */
         }
         break;
     }
