@@ -2,7 +2,7 @@
  * connections) on loopback: PUT/s of 4 KiB bodies and MB/s of 1 MiB bodies, one JSON line
  * each. Targets: >= 50,000 PUT/s and >= 2,000 MB/s. The load goes only to 127.0.0.1 for a
  * bounded time; the mock is started and stopped by pid. */
-#include "support/mockproc.h"
+#include "mockproc.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

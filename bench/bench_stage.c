@@ -13,8 +13,9 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "mockproc.h"
 #include "s3commit.h"
-#include "support/mockproc.h"
+#include "support/xport_loop.h"
 #include "transport/transport.h"
 
 static struct mockproc mock;
@@ -58,7 +59,7 @@ static s3c_stage *open_stage(const char *persistence, long ring_bytes)
 struct lat {
     uint64_t *submit_ns, *durable_ns; /* indexed by seq */
     uint64_t cap;
-    uint64_t last_w;                  /* persistence thread only */
+    uint64_t last_w; /* persistence thread only */
 };
 
 static void on_durable(void *ctx, uint64_t w, int err)
@@ -82,8 +83,8 @@ struct prod {
     s3c_stage *st;
     size_t size;
     uint64_t deadline_ns;
-    double rate;       /* commits/s; 0 = as fast as the ring takes them */
-    struct lat *lat;   /* NULL: no latency record */
+    double rate;     /* commits/s; 0 = as fast as the ring takes them */
+    struct lat *lat; /* NULL: no latency record */
     uint64_t commits;
 };
 
@@ -183,7 +184,7 @@ static uint64_t server_p99_us(size_t body, int count)
              mock.endpoint);
     if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0)
         exit(1);
-    struct xport *x = xport_new(cfg, err, sizeof(err));
+    struct xport *x = test_xport_new(cfg, err, sizeof(err));
     if (!x)
         exit(1);
     char *buf = calloc(1, body);
@@ -198,7 +199,7 @@ static uint64_t server_p99_us(size_t body, int count)
     uint64_t v = p.us[(size_t)p.n * 99 / 100];
     free(p.us);
     free(buf);
-    xport_free(x);
+    test_xport_free(x);
     s3c_config_free(cfg);
     return v;
 }

@@ -24,7 +24,8 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "config/config.h"
-#include "support/mockproc.h"
+#include "mockproc.h"
+#include "support/xport_loop.h"
 #include "transport/transport.h"
 
 struct run {
@@ -208,7 +209,7 @@ static int run_transport(const struct mockproc *m, enum cfg_checksum sum, int in
     c.persistence.max_in_flight_requests = in_flight;
     c.persistence.target_pool_size = in_flight;
     char err[512];
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     if (!x) {
         fprintf(stderr, "bench-transport: %s\n", err);
         return -1;
@@ -229,7 +230,7 @@ static int run_transport(const struct mockproc *m, enum cfg_checksum sum, int in
         start_one(&r);
     uint64_t t_end = s3c__now_ms() + 500;
     while (s3c__now_ms() < t_end)
-        xport_poll(x, 10);
+        test_xport_poll(x, 10);
     uint64_t ok0 = r.done_ok, lat0 = r.lat_us_sum;
     struct xport_stats st0, st1;
     xport_stats_get(x, &st0);
@@ -237,14 +238,14 @@ static int run_transport(const struct mockproc *m, enum cfg_checksum sum, int in
     uint64_t t0 = s3c__now_ns();
     t_end = s3c__now_ms() + (uint64_t)seconds * 1000;
     while (s3c__now_ms() < t_end)
-        xport_poll(x, 10);
+        test_xport_poll(x, 10);
     uint64_t t1 = s3c__now_ns();
     double cpu1 = cpu_s(), user1 = cpu_user_s;
     uint64_t ok = r.done_ok - ok0;
     xport_stats_get(x, &st1);
     r.stop = true;
     xport_drain(x, 10000);
-    xport_free(x);
+    test_xport_free(x);
 
     double secs = (double)(t1 - t0) / 1e9;
     double bytes = (double)ok * (double)body;
@@ -321,8 +322,8 @@ int main(int argc, char **argv)
         /* Rounds alternate the three clients so drift on a shared machine hits all of them;
          * each figure is the median of its rounds. */
         double mb[MAX_ROUNDS], cpu[MAX_ROUNDS], user[MAX_ROUNDS], lat[MAX_ROUNDS],
-            waits[MAX_ROUNDS], w1[MAX_ROUNDS], w1cpu[MAX_ROUNDS], w2[MAX_ROUNDS],
-            w2cpu[MAX_ROUNDS], pair[MAX_ROUNDS];
+            waits[MAX_ROUNDS], w1[MAX_ROUNDS], w1cpu[MAX_ROUNDS], w2[MAX_ROUNDS], w2cpu[MAX_ROUNDS],
+            pair[MAX_ROUNDS];
         uint64_t puts = 0, failed = 0, opens = 0;
         long wrk_bad = 0;
         for (int k = 0; k < rounds; k++) {
@@ -360,11 +361,10 @@ int main(int argc, char **argv)
                "\"ratio_wrk_2threads\":%.3f,\"wrk_2threads_cpu_s_per_gb\":%.3f,"
                "\"wrk_errors\":%ld}\n",
                body, in_flight, seconds, rounds, modes[i].name, (unsigned long long)puts,
-               (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0,
-               min_of(pair, rounds), max_of(pair, rounds), median(cpu, rounds),
-               median(user, rounds), median(w1cpu, rounds), median(lat, rounds),
-               (unsigned long long)opens, median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0,
-               median(w2cpu, rounds), wrk_bad);
+               (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0, min_of(pair, rounds),
+               max_of(pair, rounds), median(cpu, rounds), median(user, rounds),
+               median(w1cpu, rounds), median(lat, rounds), (unsigned long long)opens,
+               median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0, median(w2cpu, rounds), wrk_bad);
         fflush(stdout);
         if (failed || wrk_bad)
             rc = 1;

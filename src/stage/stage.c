@@ -5,6 +5,7 @@
  * drops one: a batch that cannot be made durable fails the stage. */
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -18,6 +19,7 @@
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "loop/loop.h"
 #include "metrics/metrics.h"
 #include "pipeline/ring.h"
 #include "s3commit.h"
@@ -39,14 +41,14 @@ enum batch_state { B_FREE, B_WIRE, B_BACKOFF };
 struct batch {
     enum batch_state state;
     struct ring_batch rb;
-    int attempts;             /* PUTs started */
-    int retry_cost;           /* tokens the last retry took (refunded on success) */
-    uint64_t retry_at_ns;     /* B_BACKOFF: when to send again */
+    int attempts;         /* PUTs started */
+    int retry_cost;       /* tokens the last retry took (refunded on success) */
+    uint64_t retry_at_ns; /* B_BACKOFF: when to send again */
     unsigned char header[OBJ_HEADER_BYTES];
     unsigned char trailer[OBJ_TRAILER_BYTES];
-    uint32_t crc32c;          /* of the whole object */
+    uint32_t crc32c; /* of the whole object */
     char key[OBJ_KEY_MAX];
-    struct iovec *iov;        /* count + 2 spans: header, records, trailer */
+    struct iovec *iov; /* count + 2 spans: header, records, trailer */
     int iovcnt;
     struct s3c_stage *st;
 };
@@ -59,38 +61,41 @@ struct sub {
 struct s3c_stage {
     struct s3c_config cfg;
     struct ring *ring;
+    struct loop *loop;        /* the persistence thread's event loop (ours) */
+    struct loop_watch ring_w; /* the ring's wake-up eventfd on it */
     struct xport *x;
     pthread_t thread;
     struct metrics_srv *metrics;
 
     /* Shared with producers and waiters. */
-    _Atomic uint64_t durable;    /* the watermark W */
-    _Atomic int failed;          /* set once, by the persistence thread */
-    _Atomic int closing;         /* set once, by s3c_stage_close */
-    _Atomic int stopped;         /* the persistence thread has finished */
+    _Atomic uint64_t durable; /* the watermark W */
+    _Atomic int failed;       /* set once, by the persistence thread */
+    _Atomic int closing;      /* set once, by s3c_stage_close */
+    _Atomic int stopped;      /* the persistence thread has finished */
     _Atomic uint64_t close_deadline_ns;
-    pthread_mutex_t wmu;         /* waiters sleep on wcv; the thread broadcasts */
+    pthread_mutex_t wmu; /* waiters sleep on wcv; the thread broadcasts */
     pthread_cond_t wcv;
     _Atomic int nwaiters;
     struct sub subs[MAX_SUBS];
     _Atomic int nsubs;
-    pthread_mutex_t submu;       /* serialises s3c_subscribe */
+    pthread_mutex_t submu; /* serialises s3c_subscribe */
 
     /* Persistence-thread state. */
-    struct batch *batches;       /* max_in_flight_requests slots */
-    int nbatches, outstanding;   /* slots; batches acquired and not yet durable */
+    struct batch *batches;     /* max_in_flight_requests slots */
+    int nbatches, outstanding; /* slots; batches acquired and not yet durable */
     uint64_t last_send_ns;
     double retry_tokens;
     uint64_t rng;
     bool moved;                  /* W moved during this loop turn */
-    _Atomic uint64_t fail_first;  /* the earliest failed batch: nothing from it on is acked */
+    _Atomic uint64_t fail_first; /* the earliest failed batch: nothing from it on is acked */
     uint64_t fail_last;
-    int idle_spins;               /* loop turns in a row that could neither sleep nor work */
+    int idle_spins; /* loop turns in a row that could neither sleep nor work */
 
     /* Counters: written by the persistence thread only, read by anyone (relaxed). */
     struct {
         _Atomic uint64_t commits_seen, bytes_seen, commits_durable, bytes_durable;
-        _Atomic uint64_t batches_sent, batch_commits, put_attempts, retries, fail_retryable, fail_fatal;
+        _Atomic uint64_t batches_sent, batch_commits, put_attempts, retries, fail_retryable,
+            fail_fatal;
         _Atomic uint64_t budget_exhausted, lat_sum, lat_count;
         _Atomic uint64_t batch_hist[S3C_BATCH_HIST_BUCKETS], lat_hist[24];
         _Atomic uint64_t pool_opens, pool_closes, pool_reuses, pool_hb_failures;
@@ -98,7 +103,7 @@ struct s3c_stage {
     } c;
     pthread_mutex_t errmu;
     char last_error[256];
-    bool drained;                /* s3c_stage_drain has run (under submu) */
+    bool drained; /* s3c_stage_drain has run (under submu) */
     struct s3c_close_report report;
 };
 
@@ -106,10 +111,10 @@ struct s3c_stage {
 #define CSET(f, v) atomic_store_explicit(&st->c.f, (v), memory_order_relaxed)
 #define CGET(f) atomic_load_explicit(&st->c.f, memory_order_relaxed)
 
-static void set_error(struct s3c_stage *st, const char *fmt, ...)
+static void stage_set_error(struct s3c_stage *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static void set_error(struct s3c_stage *st, const char *fmt, ...)
+static void stage_set_error(struct s3c_stage *st, const char *fmt, ...)
 {
     va_list ap;
     pthread_mutex_lock(&st->errmu);
@@ -121,8 +126,8 @@ static void set_error(struct s3c_stage *st, const char *fmt, ...)
 
 /* ---- producers --------------------------------------------------------------------- */
 
-static int submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, bool try_only,
-                  uint64_t *seq)
+static int stage_submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, bool try_only,
+                        uint64_t *seq)
 {
     struct ring_claim c;
     int rc;
@@ -144,8 +149,7 @@ static int submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, b
     uint64_t now = s3c__now_ns();
     memcpy(pfx + PFX_TIME, &now, 8);
     memcpy(c.data, data, len);
-    obj_record_header_encode((uint32_t)len, crc32c_update(0, data, len), c.seq,
-                             pfx + PFX_RECHDR);
+    obj_record_header_encode((uint32_t)len, crc32c_update(0, data, len), c.seq, pfx + PFX_RECHDR);
     ring_publish_mp(st->ring, &c);
     if (seq)
         *seq = c.seq;
@@ -154,12 +158,12 @@ static int submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, b
 
 int s3c_submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, uint64_t *seq)
 {
-    return submit(st, data, len, timeout_ms, false, seq);
+    return stage_submit(st, data, len, timeout_ms, false, seq);
 }
 
 int s3c_try_submit(s3c_stage *st, const void *data, size_t len, uint64_t *seq)
 {
-    return submit(st, data, len, 0, true, seq);
+    return stage_submit(st, data, len, 0, true, seq);
 }
 
 uint64_t s3c_durable_seq(const s3c_stage *st)
@@ -235,9 +239,8 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
     o->bytes_submitted = CGET(bytes_seen);
     o->durable_seq = atomic_load(&st->durable);
     o->commits_pending = o->commits_submitted - o->durable_seq;
-    o->bytes_pending = o->bytes_submitted > o->bytes_durable
-                           ? o->bytes_submitted - o->bytes_durable
-                           : 0;
+    o->bytes_pending =
+        o->bytes_submitted > o->bytes_durable ? o->bytes_submitted - o->bytes_durable : 0;
     o->batches_sent = CGET(batches_sent);
     o->batch_commits_sum = CGET(batch_commits);
     o->writes_saved = o->batch_commits_sum - o->batches_sent;
@@ -265,14 +268,14 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
 
 /* ---- the persistence thread: acknowledgement --------------------------------------- */
 
-static inline int log2_bucket(uint64_t v, int max)
+static inline int stage_log2_bucket(uint64_t v, int max)
 {
     int b = v ? 64 - __builtin_clzll(v) : 0; /* 0 -> 0, 1 -> 1, 2-3 -> 2, ... */
     return b < max ? b : max - 1;
 }
 
 /* The ring hands batches back strictly in seq order: this is the ordered ack. */
-static void on_release(void *ctx, const struct ring_batch *b)
+static void stage_on_release(void *ctx, const struct ring_batch *b)
 {
     struct s3c_stage *st = ctx;
     uint64_t now = s3c__now_ns(), sum = 0;
@@ -285,7 +288,7 @@ static void on_release(void *ctx, const struct ring_batch *b)
         memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
         uint64_t us = now > t0 ? (now - t0) / 1000 : 0;
         sum += us;
-        CINC(lat_hist[log2_bucket(us, 24)], 1);
+        CINC(lat_hist[stage_log2_bucket(us, 24)], 1);
     }
     CINC(lat_sum, sum);
     CINC(lat_count, b->count);
@@ -295,7 +298,7 @@ static void on_release(void *ctx, const struct ring_batch *b)
     st->moved = true;
 }
 
-static void wake_waiters(struct s3c_stage *st)
+static void stage_wake_waiters(struct s3c_stage *st)
 {
     if (atomic_load(&st->nwaiters) > 0) {
         pthread_mutex_lock(&st->wmu);
@@ -304,24 +307,24 @@ static void wake_waiters(struct s3c_stage *st)
     }
 }
 
-static void notify(struct s3c_stage *st, int err)
+static void stage_notify(struct s3c_stage *st, int err)
 {
     uint64_t w = atomic_load(&st->durable);
     int n = atomic_load(&st->nsubs);
     for (int i = 0; i < n; i++)
         st->subs[i].fn(st->subs[i].ctx, w, err);
-    wake_waiters(st);
+    stage_wake_waiters(st);
 }
 
-static void fail_stage(struct s3c_stage *st, struct batch *b, const char *why)
+static void stage_fail(struct s3c_stage *st, struct batch *b, const char *why)
 {
     bool first_failure = !atomic_load(&st->failed);
     if (!first_failure && b->rb.first_seq > atomic_load(&st->fail_first))
         return; /* a later batch: the earlier failure already bounds the watermark */
     st->fail_last = b->rb.last_seq;
     atomic_store(&st->fail_first, b->rb.first_seq);
-    set_error(st, "batch seqs %" PRIu64 "..%" PRIu64 " not durable after %d attempts: %s",
-              b->rb.first_seq, b->rb.last_seq, b->attempts, why);
+    stage_set_error(st, "batch seqs %" PRIu64 "..%" PRIu64 " not durable after %d attempts: %s",
+                    b->rb.first_seq, b->rb.last_seq, b->attempts, why);
     S3C_LOG(S3C_LOG_ERROR,
             "event=stage_failed first_seq=%" PRIu64 " last_seq=%" PRIu64
             " attempts=%d durable_seq=%" PRIu64 " error=\"%s\"",
@@ -330,18 +333,18 @@ static void fail_stage(struct s3c_stage *st, struct batch *b, const char *why)
         return;
     if (st->moved) { /* report the last moves before the failure, in order */
         st->moved = false;
-        notify(st, 0);
+        stage_notify(st, 0);
     }
     atomic_store(&st->failed, 1);
     ring_close(st->ring); /* producers stop: s3c_submit answers S3C_EFAILED */
-    notify(st, S3C_EFAILED);
+    stage_notify(st, S3C_EFAILED);
 }
 
 /* ---- the persistence thread: sending and retrying ----------------------------------- */
 
-static void put_done(void *ctx, const struct xport_result *res);
+static void stage_put_done(void *ctx, const struct xport_result *res);
 
-static uint64_t rand64(struct s3c_stage *st)
+static uint64_t stage_rand64(struct s3c_stage *st)
 {
     st->rng ^= st->rng << 13; /* xorshift64: jitter needs spread, not secrecy */
     st->rng ^= st->rng >> 7;
@@ -349,21 +352,27 @@ static uint64_t rand64(struct s3c_stage *st)
     return st->rng;
 }
 
-static void send_batch(struct s3c_stage *st, struct batch *b)
+static void stage_send_batch(struct s3c_stage *st, struct batch *b)
 {
-    struct xport_put put = {.key = b->key, .iov = b->iov, .iovcnt = b->iovcnt,
-                            .have_crc32c = true, .crc32c = b->crc32c};
+    struct xport_put put = {.key = b->key,
+                            .iov = b->iov,
+                            .iovcnt = b->iovcnt,
+                            .have_crc32c = true,
+                            .crc32c = b->crc32c};
     b->attempts++;
     CINC(put_attempts, 1);
-    int rc = xport_put(st->x, &put, put_done, b);
+    int rc = xport_put(st->x, &put, stage_put_done, b);
     if (rc != 0) {
         /* Could not even start: treat as a failed attempt, retried like any other. */
-        struct xport_result r = {.cls = XPORT_RETRYABLE, .error = s3c_strerror(rc),
-                                 .s3_code = "", .s3_message = "", .request_id = "",
+        struct xport_result r = {.cls = XPORT_RETRYABLE,
+                                 .error = s3c_strerror(rc),
+                                 .s3_code = "",
+                                 .s3_message = "",
+                                 .request_id = "",
                                  .etag = ""};
         b->state = B_WIRE;
         CINC(in_flight, 1);
-        put_done(b, &r);
+        stage_put_done(b, &r);
         return;
     }
     b->state = B_WIRE;
@@ -373,10 +382,12 @@ static void send_batch(struct s3c_stage *st, struct batch *b)
 /* Builds the object for a freshly acquired batch: header, one span per record (its
  * record header and payload are contiguous in the ring), trailer, and the CRC-32C of
  * the whole, without copying a payload. */
-static void build_batch(struct s3c_stage *st, struct batch *b)
+static void stage_build_batch(struct s3c_stage *st, struct batch *b)
 {
-    struct obj_header h = {.version = OBJ_VERSION, .count = b->rb.count,
-                           .first_seq = b->rb.first_seq, .last_seq = b->rb.last_seq,
+    struct obj_header h = {.version = OBJ_VERSION,
+                           .count = b->rb.count,
+                           .first_seq = b->rb.first_seq,
+                           .last_seq = b->rb.last_seq,
                            .epoch = 1};
     struct ring_iter it;
     struct ring_rec rec;
@@ -401,7 +412,7 @@ static void build_batch(struct s3c_stage *st, struct batch *b)
     b->retry_cost = 0;
 }
 
-static void put_done(void *ctx, const struct xport_result *res)
+static void stage_put_done(void *ctx, const struct xport_result *res)
 {
     struct batch *b = ctx;
     struct s3c_stage *st = b->st;
@@ -414,7 +425,7 @@ static void put_done(void *ctx, const struct xport_result *res)
             st->retry_tokens = st->cfg.persistence.retry_budget;
         CINC(batches_sent, 1);
         CINC(batch_commits, b->rb.count);
-        CINC(batch_hist[log2_bucket(b->rb.count, S3C_BATCH_HIST_BUCKETS + 1) - 1], 1);
+        CINC(batch_hist[stage_log2_bucket(b->rb.count, S3C_BATCH_HIST_BUCKETS + 1) - 1], 1);
         struct ring_batch rb = b->rb;
         b->state = B_FREE;
         st->outstanding--;
@@ -424,19 +435,19 @@ static void put_done(void *ctx, const struct xport_result *res)
 
     char why[384];
     snprintf(why, sizeof(why), "%s", res->error && *res->error ? res->error : "unknown error");
-    set_error(st, "PUT %s attempt %d: %s", b->key, b->attempts, why);
+    stage_set_error(st, "PUT %s attempt %d: %s", b->key, b->attempts, why);
     if (res->cls != XPORT_RETRYABLE) {
         CINC(fail_fatal, 1);
         b->state = B_BACKOFF; /* parked: never sent again */
         b->retry_at_ns = UINT64_MAX;
-        fail_stage(st, b, why);
+        stage_fail(st, b, why);
         return;
     }
     CINC(fail_retryable, 1);
     if (b->attempts > st->cfg.persistence.max_retry_attempts) {
         b->state = B_BACKOFF;
         b->retry_at_ns = UINT64_MAX;
-        fail_stage(st, b, why);
+        stage_fail(st, b, why);
         return;
     }
     /* Exponential backoff with full jitter, capped; the shared budget backs everyone off
@@ -446,9 +457,8 @@ static void put_done(void *ctx, const struct xport_result *res)
     uint64_t ceil_ms = base << (b->attempts - 1 < 20 ? b->attempts - 1 : 20);
     if (ceil_ms > cap)
         ceil_ms = cap;
-    uint64_t delay_ms = rand64(st) % (ceil_ms + 1);
-    int cost = res->curl_code == 28 /* CURLE_OPERATION_TIMEDOUT */ ? RETRY_COST_TIMEOUT
-                                                                     : RETRY_COST;
+    uint64_t delay_ms = stage_rand64(st) % (ceil_ms + 1);
+    int cost = res->fail == XPORT_FAIL_TIMEOUT ? RETRY_COST_TIMEOUT : RETRY_COST;
     if (st->cfg.persistence.retry_budget > 0) {
         if (st->retry_tokens >= cost) {
             st->retry_tokens -= cost;
@@ -461,12 +471,11 @@ static void put_done(void *ctx, const struct xport_result *res)
     }
     b->state = B_BACKOFF;
     b->retry_at_ns = s3c__now_ns() + delay_ms * 1000000u;
-    S3C_LOG(S3C_LOG_WARN,
-            "event=put_retry key=%s attempt=%d delay_ms=%" PRIu64 " error=\"%s\"", b->key,
-            b->attempts, delay_ms, why);
+    S3C_LOG(S3C_LOG_WARN, "event=put_retry key=%s attempt=%d delay_ms=%" PRIu64 " error=\"%s\"",
+            b->key, b->attempts, delay_ms, why);
 }
 
-static struct batch *free_slot(struct s3c_stage *st)
+static struct batch *stage_free_slot(struct s3c_stage *st)
 {
     for (int i = 0; i < st->nbatches; i++)
         if (st->batches[i].state == B_FREE)
@@ -474,15 +483,15 @@ static struct batch *free_slot(struct s3c_stage *st)
     return NULL;
 }
 
-static void on_ring_wake(void *ctx)
+static void stage_on_ring_wake(void *ctx, int fd, unsigned events)
 {
-    struct s3c_stage *st = ctx;
     uint64_t v;
-    while (read(ring_wait_fd(st->ring), &v, sizeof(v)) == sizeof(v))
+    (void)ctx, (void)events;
+    while (read(fd, &v, sizeof(v)) == sizeof(v))
         ;
 }
 
-static void mirror_pool_stats(struct s3c_stage *st)
+static void stage_mirror_pool_stats(struct s3c_stage *st)
 {
     struct xport_stats xs;
     xport_stats_get(st->x, &xs);
@@ -492,7 +501,7 @@ static void mirror_pool_stats(struct s3c_stage *st)
     CSET(pool_hb_failures, xs.heartbeat_failures);
 }
 
-static int ms_until(uint64_t now, uint64_t at)
+static int stage_ms_until(uint64_t now, uint64_t at)
 {
     if (at <= now)
         return 0;
@@ -500,7 +509,7 @@ static int ms_until(uint64_t now, uint64_t at)
     return ms > 60000 ? 60000 : (int)ms;
 }
 
-static void *persistence_main(void *arg)
+static void *stage_persistence_main(void *arg)
 {
     struct s3c_stage *st = arg;
     const struct cfg_persistence *p = &st->cfg.persistence;
@@ -522,7 +531,7 @@ static void *persistence_main(void *arg)
             if (failed && b->rb.first_seq >= atomic_load(&st->fail_first))
                 continue;
             CINC(retries, 1);
-            send_batch(st, b);
+            stage_send_batch(st, b);
             worked = true;
         }
         failed = atomic_load(&st->failed);
@@ -541,11 +550,11 @@ static void *persistence_main(void *arg)
                         now - st->last_send_ns >= batch_timeout_ns ||
                         ring_producers_waiting(st->ring);
             if (!fire) {
-                int t = ms_until(now, st->last_send_ns + batch_timeout_ns);
+                int t = stage_ms_until(now, st->last_send_ns + batch_timeout_ns);
                 timeout = timeout < 0 || t < timeout ? t : timeout;
                 break;
             }
-            struct batch *b = free_slot(st);
+            struct batch *b = stage_free_slot(st);
             if (!b || !ring_acquire_sc(st->ring, &b->rb)) {
                 ring_held = true;
                 break;
@@ -554,14 +563,17 @@ static void *persistence_main(void *arg)
             CINC(bytes_seen, b->rb.bytes);
             st->outstanding++;
             st->last_send_ns = now;
-            build_batch(st, b);
+            stage_build_batch(st, b);
             S3C_LOG(S3C_LOG_DEBUG,
                     "event=batch_send first_seq=%" PRIu64 " last_seq=%" PRIu64 " bytes=%" PRIu64
                     " outstanding=%d trigger=%s",
                     b->rb.first_seq, b->rb.last_seq, b->rb.bytes, st->outstanding,
-                    rd.full ? "size" : st->outstanding == 1 ? "idle" : closing ? "close"
-                    : ring_producers_waiting(st->ring) ? "ring_full" : "time");
-            send_batch(st, b);
+                    rd.full                            ? "size"
+                    : st->outstanding == 1             ? "idle"
+                    : closing                          ? "close"
+                    : ring_producers_waiting(st->ring) ? "ring_full"
+                                                       : "time");
+            stage_send_batch(st, b);
             worked = true;
             failed = atomic_load(&st->failed);
             rd = (struct ring_ready){0};
@@ -569,9 +581,9 @@ static void *persistence_main(void *arg)
 
         if (st->moved) {
             st->moved = false;
-            notify(st, 0);
+            stage_notify(st, 0);
         }
-        mirror_pool_stats(st);
+        stage_mirror_pool_stats(st);
 
         /* 3. Timers of batches in backoff, counted after the sends above so a send that
          * failed at once is not forgotten. */
@@ -586,7 +598,7 @@ static void *persistence_main(void *arg)
                 continue;
             pending_before_fail = true;
             if (b->state == B_BACKOFF) {
-                int t = ms_until(now, b->retry_at_ns);
+                int t = stage_ms_until(now, b->retry_at_ns);
                 timeout = timeout < 0 || t < timeout ? t : timeout;
             }
         }
@@ -595,11 +607,11 @@ static void *persistence_main(void *arg)
          * nothing before the failed batch is still pending; or the drain ran out of time. */
         if (closing) {
             uint64_t deadline = atomic_load(&st->close_deadline_ns);
-            bool done = failed ? !pending_before_fail
-                               : ring_drained_sc(st->ring) && st->outstanding == 0;
+            bool done =
+                failed ? !pending_before_fail : ring_drained_sc(st->ring) && st->outstanding == 0;
             if (done || now >= deadline)
                 break;
-            int t = ms_until(now, deadline);
+            int t = stage_ms_until(now, deadline);
             /* A commit claimed before the close may still be mid-copy: its publish will
              * not wake a closed ring's consumer, so look again shortly. */
             if (!failed && rd.count == 0 && !ring_held && st->outstanding < st->nbatches &&
@@ -631,16 +643,16 @@ static void *persistence_main(void *arg)
                 st->idle_spins = 0;
             }
         }
-        int rc = xport_poll(st->x, timeout);
+        int rc = loop_run_once(st->loop, timeout);
         if (rc != 0) {
-            set_error(st, "event loop failed: %s", s3c_strerror(rc));
+            stage_set_error(st, "event loop failed: %s", s3c_strerror(rc));
             S3C_LOG(S3C_LOG_ERROR, "event=loop_failed error=\"%s\"", s3c_strerror(rc));
             struct timespec ts = {0, 1000000}; /* do not spin on a broken loop */
             nanosleep(&ts, NULL);
         }
     }
     atomic_store(&st->stopped, 1);
-    wake_waiters(st);
+    stage_wake_waiters(st);
     return NULL;
 }
 
@@ -651,7 +663,7 @@ int s3c_metrics_port(const s3c_stage *st)
 
 /* ---- open and close ---------------------------------------------------------------- */
 
-static void collect(void *ctx, struct s3c_stats *out)
+static void stage_collect(void *ctx, struct s3c_stats *out)
 {
     s3c_stats_get(ctx, out);
 }
@@ -659,16 +671,19 @@ static void collect(void *ctx, struct s3c_stats *out)
 int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t errlen)
 {
     struct s3c_stage *st;
-    const struct cfg_persistence *p = &cfg->persistence;
+    const struct cfg_persistence *p;
     char e[256] = "";
     int rc = S3C_ENOMEM;
 
-    *out = NULL;
     if (errlen)
         err[0] = '\0';
+    if (!cfg || !out)
+        return S3C_EINVAL;
+    *out = NULL;
     st = calloc(1, sizeof(*st));
     if (!st)
         goto out_msg;
+    p = &cfg->persistence;
     st->cfg = *cfg;
     st->nbatches = p->max_in_flight_requests;
     st->retry_tokens = p->retry_budget;
@@ -697,7 +712,7 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
                            .max_commit = (uint32_t)cfg->pipeline.max_commit_bytes,
                            /* in flight, plus succeeded ones held for in-order release */
                            .max_batches = (uint32_t)st->nbatches * 4,
-                           .on_release = on_release,
+                           .on_release = stage_on_release,
                            .release_ctx = st};
     rc = ring_new(&ro, &st->ring);
     if (rc != 0) {
@@ -705,26 +720,32 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
                  cfg->pipeline.ring_bytes, s3c_strerror(rc));
         goto out_free_batches;
     }
-    st->x = xport_new(cfg, e, sizeof(e));
-    if (!st->x) {
-        rc = S3C_EINVAL;
+    st->loop = loop_new();
+    if (!st->loop) {
+        rc = errno == ENOMEM ? S3C_ENOMEM : S3C_EIO;
+        snprintf(e, sizeof(e), "stage: cannot create the event loop: %s", strerror(errno));
         goto out_free_ring;
     }
-    rc = xport_watch_fd(st->x, ring_wait_fd(st->ring), on_ring_wake, st);
+    st->ring_w = (struct loop_watch){.fd = ring_wait_fd(st->ring), .cb = stage_on_ring_wake};
+    rc = loop_watch_set(st->loop, &st->ring_w, LOOP_READ);
     if (rc != 0) {
         snprintf(e, sizeof(e), "stage: cannot watch the ring: %s", s3c_strerror(rc));
-        goto out_free_xport;
+        goto out_free_loop;
+    }
+    st->x = xport_new(cfg, st->loop, e, sizeof(e));
+    if (!st->x) {
+        rc = S3C_EINVAL;
+        goto out_free_loop;
     }
     if (cfg->metrics_listen[0]) {
-        st->metrics = metrics_srv_start(cfg->metrics_listen, collect, st, e, sizeof(e));
+        st->metrics = metrics_srv_start(cfg->metrics_listen, stage_collect, st, e, sizeof(e));
         if (!st->metrics) {
             rc = S3C_EIO;
             goto out_free_xport;
         }
     }
-    if (pthread_create(&st->thread, NULL, persistence_main, st) != 0) {
-        snprintf(e, sizeof(e), "stage: cannot start the persistence thread: %s",
-                 strerror(errno));
+    if (pthread_create(&st->thread, NULL, stage_persistence_main, st) != 0) {
+        snprintf(e, sizeof(e), "stage: cannot start the persistence thread: %s", strerror(errno));
         rc = S3C_EIO;
         goto out_stop_metrics;
     }
@@ -740,6 +761,8 @@ out_stop_metrics:
     metrics_srv_stop(st->metrics);
 out_free_xport:
     xport_free(st->x);
+out_free_loop:
+    loop_free(st->loop);
 out_free_ring:
     ring_free(st->ring);
 out_free_batches:
@@ -747,6 +770,11 @@ out_free_batches:
         free(st->batches[i].iov);
     free(st->batches);
 out_free_stage:
+    pthread_cond_destroy(&st->wcv);
+    pthread_mutex_destroy(&st->wmu);
+    pthread_mutex_destroy(&st->submu);
+    pthread_mutex_destroy(&st->errmu);
+    OPENSSL_cleanse(&st->cfg, sizeof(st->cfg));
     free(st);
 out_msg:
     if (errlen)
@@ -764,9 +792,9 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report)
         atomic_store(&st->close_deadline_ns, s3c__now_ns() + timeout_ns);
         atomic_store(&st->closing, 1);
         ring_close(st->ring); /* stops producers and wakes the thread */
-        xport_wake(st->x);
+        loop_wake(st->loop);
         pthread_join(st->thread, NULL);
-        wake_waiters(st);
+        stage_wake_waiters(st);
 
         struct s3c_close_report *r = &st->report;
         r->durable_seq = atomic_load(&st->durable);
@@ -778,8 +806,7 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report)
             S3C_LOG(S3C_LOG_ERROR,
                     "event=close_incomplete durable_seq=%" PRIu64 " lost_first_seq=%" PRIu64
                     " lost_last_seq=%" PRIu64 " reason=\"%s\"",
-                    r->durable_seq, r->lost_first_seq, r->lost_last_seq,
-                    s3c_strerror(r->error));
+                    r->durable_seq, r->lost_first_seq, r->lost_last_seq, s3c_strerror(r->error));
         } else if (atomic_load(&st->failed)) {
             r->error = S3C_EFAILED; /* failed, though nothing accepted was lost */
         }
@@ -800,6 +827,7 @@ int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report)
     int rc = s3c_stage_drain(st, report);
     metrics_srv_stop(st->metrics);
     xport_free(st->x); /* aborts whatever is still on the wire, without callbacks */
+    loop_free(st->loop);
     ring_free(st->ring);
     for (int i = 0; i < st->nbatches; i++)
         free(st->batches[i].iov);
@@ -808,6 +836,7 @@ int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report)
     pthread_mutex_destroy(&st->wmu);
     pthread_mutex_destroy(&st->submu);
     pthread_mutex_destroy(&st->errmu);
+    OPENSSL_cleanse(&st->cfg, sizeof(st->cfg)); /* the credentials in our copy */
     free(st);
     return rc;
 }

@@ -4,7 +4,7 @@
 #include <curl/curl.h>
 #include <string.h>
 
-#include "transport/transport.h"
+#include "transport/xport_int.h"
 
 static bool code_is(const char *s3_code, const char *name)
 {
@@ -91,4 +91,37 @@ const char *xport_class_name(enum xport_class cls)
         return "not_found";
     }
     return "unknown";
+}
+
+enum xport_fail xport_fail_of(int cc)
+{
+    switch (cc) {
+    case CURLE_OK:
+        return XPORT_FAIL_NONE;
+    case CURLE_OPERATION_TIMEDOUT:
+        return XPORT_FAIL_TIMEOUT;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        return XPORT_FAIL_CONNECT;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_CRL_BADFILE:
+        return XPORT_FAIL_TLS;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return XPORT_FAIL_IO;
+    default:
+        return XPORT_FAIL_OTHER;
+    }
 }

@@ -1,8 +1,8 @@
-/* S3 requests over libcurl's multi_socket_action API, driven from one epoll loop on one
- * thread, with SigV4 signing, body checksums, timeouts and a warm connection pool.
- * Single-threaded: every call except xport_wake() must come from the thread that calls
- * xport_poll(). Completion callbacks run inside xport_poll() on that thread; they may start
- * requests but must not call xport_poll(), xport_drain() or xport_free(). */
+/* S3 requests over libcurl's multi_socket_action API, registered on the event loop of the
+ * thread that owns it (src/loop), with SigV4 signing, body checksums, timeouts and a warm
+ * connection pool (src/pool). Single-threaded: every call must come from the thread that
+ * runs the loop. Completion callbacks run inside loop_run_once() on that thread; they may
+ * start requests but must not call xport_drain() or xport_free(). */
 #ifndef S3C_TRANSPORT_H
 #define S3C_TRANSPORT_H
 
@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 
 #include "config/config.h"
+#include "loop/loop.h"
 
 struct xport;
 
@@ -30,11 +31,21 @@ struct xport_list_entry {
     const char *etag;
 };
 
+/* How a transfer failed before a complete answer arrived. */
+enum xport_fail {
+    XPORT_FAIL_NONE = 0, /* the transfer completed (the answer may still be an error) */
+    XPORT_FAIL_TIMEOUT,  /* request_timeout_ms or the low-speed limit ran out */
+    XPORT_FAIL_CONNECT,  /* no connection: name not resolved, refused, unreachable */
+    XPORT_FAIL_TLS,      /* the TLS handshake or the peer's certificate was refused */
+    XPORT_FAIL_IO,       /* the connection broke: reset, closed early, send/receive error */
+    XPORT_FAIL_OTHER,    /* anything else (a bad option, an aborted transfer) */
+};
+
 /* What a finished request produced. Pointers are valid only during the callback. */
 struct xport_result {
     enum xport_class cls;
     long http_status;       /* 0 when no HTTP answer arrived */
-    int curl_code;          /* CURLE_* of the transfer (0 = completed) */
+    enum xport_fail fail;   /* why no complete answer arrived (XPORT_FAIL_NONE: it did) */
     const char *s3_code;    /* S3 error Code ("" when none) */
     const char *s3_message; /* S3 error Message ("" when none) */
     const char *request_id; /* x-amz-request-id or the XML RequestId ("" when none) */
@@ -53,11 +64,15 @@ struct xport_result {
 
 typedef void (*xport_done_fn)(void *ctx, const struct xport_result *res);
 
-/* Creates the transport from cfg->s3 and the pool knobs of cfg->persistence (copied),
- * opens cfg->persistence.target_pool_size connections (warm-up HeadBucket requests, not
- * waited for) and arms the heartbeat. Returns NULL with a message in err on failure. */
-struct xport *xport_new(const struct s3c_config *cfg, char *err, size_t errlen);
-void xport_free(struct xport *x); /* aborts transfers in flight without callbacks; NULL ok */
+/* Creates the transport from cfg->s3 and the pool knobs of cfg->persistence (copied) on
+ * loop (borrowed: it must outlive the transport), opens cfg->persistence.target_pool_size
+ * connections (warm-up HeadBucket requests, not waited for) and arms the heartbeat.
+ * Returns NULL with a message in err on failure. */
+struct xport *xport_new(const struct s3c_config *cfg, struct loop *loop, char *err, size_t errlen);
+/* Aborts transfers in flight without callbacks and takes every fd and timer it put on the
+ * loop off it again; the loop stays usable. NULL ok. */
+void xport_free(struct xport *x);
+struct loop *xport_loop(const struct xport *x); /* the loop it was given */
 
 struct xport_put {
     const char *key;         /* object key, not encoded (the prefix included) */
@@ -84,19 +99,6 @@ int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx);
 int xport_list(struct xport *x, const char *prefix, const char *start_after, const char *token,
                int max_keys, xport_done_fn done, void *ctx);
 
-/* Waits at most timeout_ms (-1 = until something happens, 0 = do not wait) for socket
- * events, libcurl timers, heartbeat timers, registered fds and xport_wake(); runs what is
- * ready (completion callbacks included) and returns 0, or a negative S3C_E* if the loop
- * itself failed. */
-int xport_poll(struct xport *x, int timeout_ms);
-
-/* Registers fd for readability on the loop; cb runs on the loop thread when readable
- * (level-triggered: cb must drain it). Returns 0 or a negative S3C_E*. */
-int xport_watch_fd(struct xport *x, int fd, void (*cb)(void *ctx), void *ctx);
-
-/* Makes a blocked xport_poll() return. Async-signal-safe and callable from any thread. */
-void xport_wake(struct xport *x);
-
 /* Requests started and not yet completed. (The caller's requests: the pool's own warm-up
  * and heartbeat requests are not counted; xport_stats.busy counts everything.) */
 int xport_in_flight(const struct xport *x);
@@ -114,7 +116,7 @@ struct xport_stats {
     int target_connections; /* target_pool_size */
     uint64_t refills;       /* fresh connections opened to replace or warm the pool */
     uint64_t loop_waits;    /* epoll_wait calls (syscall cost per request) */
-    uint64_t loop_wakes;    /* xport_wake() wake-ups the loop consumed */
+    uint64_t loop_wakes;    /* loop_wake() wake-ups the loop consumed */
     uint64_t rewinds;       /* bodies libcurl asked to re-read from the start (a resend
                                after some of the body had left) */
     uint64_t resends;       /* requests libcurl sent again on a fresh connection after a
@@ -123,7 +125,7 @@ struct xport_stats {
 };
 void xport_stats_get(const struct xport *x, struct xport_stats *out);
 
-/* Convenience for tools and tests: runs xport_poll() until no request is in flight or
+/* Convenience for tools and tests: runs the loop until no request is in flight or
  * timeout_ms passes. Returns 0 or S3C_ETIMEDOUT. */
 int xport_drain(struct xport *x, int timeout_ms);
 
@@ -131,15 +133,7 @@ int xport_drain(struct xport *x, int timeout_ms);
 
 enum xport_op { XPORT_OP_PUT, XPORT_OP_GET, XPORT_OP_HEAD, XPORT_OP_HEAD_BUCKET, XPORT_OP_LIST };
 
-/* The class of an answer (DESIGN.md "Retries are per batch"): curl_code is the CURLE_* of
- * the transfer, http_status 0 when no answer arrived, s3_code the XML Code ("" or NULL
- * when none). Pure; any thread. */
-enum xport_class xport_classify(enum xport_op op, int curl_code, long http_status,
-                                const char *s3_code);
 const char *xport_class_name(enum xport_class cls); /* "ok", "retryable", ... */
-
-/* Stops watching an fd registered with xport_watch_fd(). Returns 0 or S3C_EINVAL. */
-int xport_unwatch_fd(struct xport *x, int fd);
 
 /* The URL a request for key (NULL: the bucket itself) with query ("" or NULL: none) is
  * sent to, keys URI-encoded as S3 signs them. Returns the length or -1 if out is small. */

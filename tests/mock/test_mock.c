@@ -5,9 +5,9 @@
 #include "test.h"
 
 #include "common/crc32c.h"
-#include "support/mockproc.h"
-#include "transport/mockstats.h"
-#include "transport/sigv4.h"
+#include "mockproc.h"
+#include "support/mockstats.h"
+#include "sigv4/sigv4.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>

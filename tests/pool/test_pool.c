@@ -5,14 +5,15 @@
  * without an answer or with a 5xx replaces the connection; a 4xx refusal keeps it). */
 #include "config/config.h"
 #include "pool/pool.h"
-#include "transport/mockstats.h"
+#include "support/mockstats.h"
+#include "support/xport_loop.h"
 
 #define MS 1000000ull
 
 static void policy(void)
 {
-    struct pool p;
-    pool_init(&p, 4, 1000);
+    struct pool_policy p;
+    pool_policy_init(&p, 4, 1000);
     ASSERT_EQ(pool_refill_count(&p, 0), 4); /* warm-up: all of them */
     for (int i = 0; i < 4; i++)
         pool_refill_started(&p);
@@ -119,7 +120,7 @@ static void never_more_than_target(void)
     ASSERT_EQ(test_mock_start(&m, NULL), 0);
     struct s3c_config c = mkcfg(&m, 4, 60000);
     char err[256];
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     target_open = 4;
     ASSERT(poll_until(x, 3000, pool_full)); /* warm without any request of ours */
@@ -155,7 +156,7 @@ static void never_more_than_target(void)
     ASSERT_EQ(mc.total, 4 + 2); /* ours + the two control connections */
     ASSERT(mc.peak <= 4 + 1);   /* never more than the pool (+ one control) */
     ASSERT_EQ(mock_op_count(&m, "PutObject", 200), 64);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -166,7 +167,7 @@ static void reset_connection_replaced(void)
     ASSERT_EQ(test_mock_start(&m, NULL), 0);
     struct s3c_config c = mkcfg(&m, 4, 60000);
     char err[256];
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     target_open = 4;
     ASSERT(poll_until(x, 3000, pool_full));
@@ -195,7 +196,7 @@ static void reset_connection_replaced(void)
     ASSERT_EQ(xport_put(x, &p, count_done, NULL), 0);
     ASSERT_EQ(xport_drain(x, 5000), 0);
     ASSERT_EQ(done_ok, 1);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -227,7 +228,7 @@ static void heartbeats(void)
     ASSERT_EQ(test_mock_start(&m, NULL), 0);
     struct s3c_config c = mkcfg(&m, 3, 200);
     char err[256];
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     target_open = 3;
     ASSERT(poll_until(x, 3000, pool_full));
@@ -267,7 +268,7 @@ static void heartbeats(void)
     xport_stats_get(x, &st);
     ASSERT(st.closes > closes0);
     ASSERT_EQ(st.open_connections, 3);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -282,7 +283,7 @@ static void heartbeats_cover_every_connection(void)
     ASSERT_EQ(test_mock_start(&m, args), 0);
     struct s3c_config c = mkcfg(&m, 3, 100);
     char err[256];
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     target_open = 3;
     ASSERT(poll_until(x, 3000, pool_full));
@@ -295,7 +296,7 @@ static void heartbeats_cover_every_connection(void)
     ASSERT_UEQ(st.opens, 3);
     struct mock_counts mc = mock_conns(&m);
     ASSERT_EQ(mc.open, 3 + 1);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -331,7 +332,7 @@ static void heartbeat_refused(void)
     logbuf[0] = '\0';
     s3c_set_log(sink, NULL, S3C_LOG_WARN);
     char err[256];
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     target_open = 2;
     ASSERT(poll_until(x, 3000, pool_full));
@@ -341,7 +342,7 @@ static void heartbeat_refused(void)
         xport_stats_get(x, &st);
         if (st.busy == 0)
             break;
-        xport_poll(x, 10);
+        test_xport_poll(x, 10);
     }
     s3c_set_log(NULL, NULL, S3C_LOG_ERROR);
     ASSERT_EQ(st.busy, 0);
@@ -354,7 +355,7 @@ static void heartbeat_refused(void)
     ASSERT_EQ(count_in(logbuf, "event=pool_heartbeat_refused"), 1);
     ASSERT(strstr(logbuf, "s3:ListBucket") != NULL);
     ASSERT(strstr(logbuf, "WRONGpool") == NULL);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -368,7 +369,7 @@ static void server_restart(void)
     int port = m.port;
     struct s3c_config c = mkcfg(&m, 4, 300);
     char err[256];
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     target_open = 4;
     ASSERT(poll_until(x, 3000, pool_full));
@@ -402,7 +403,7 @@ static void server_restart(void)
     struct mock_counts mc = mock_conns(&m);
     ASSERT_EQ(mc.open, 4 + 1);  /* every pool connection is to the new server */
     ASSERT_EQ(mc.total, 4 + 2); /* ... and there were never more (+ 2 control requests) */
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 

@@ -4,7 +4,7 @@
  * file or from OpenSSL's own one-shot HMAC(), an implementation independent of sigv4.c's. */
 #include "alloc_count.h"
 #include "test.h"
-#include "transport/sigv4.h"
+#include "sigv4/sigv4.h"
 
 #include <ctype.h>
 #include <openssl/crypto.h>

@@ -10,10 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "support/xport_loop.h"
 #include "common/clock.h"
 #include "s3commit.h"
 #include "stage/objfmt.h"
-#include "support/mockproc.h"
+#include "mockproc.h"
 #include "test.h"
 #include "transport/transport.h"
 
@@ -155,7 +156,7 @@ static int read_back(struct listing *l, uint64_t last)
 {
     s3c_config *cfg = mkcfg("");
     char err[256];
-    struct xport *x = xport_new((const struct s3c_config *)cfg, err, sizeof(err));
+    struct xport *x = test_xport_new((const struct s3c_config *)cfg, err, sizeof(err));
     ASSERT(x);
     memset(l, 0, sizeof(*l));
     ASSERT_EQ(xport_list(x, "t/", NULL, NULL, 1000, on_list, l), 0);
@@ -179,7 +180,7 @@ static int read_back(struct listing *l, uint64_t last)
         free(g.copy);
     }
     ASSERT_UEQ(want - 1, last);
-    xport_free(x);
+    test_xport_free(x);
     s3c_config_free(cfg);
     return l->n;
 }

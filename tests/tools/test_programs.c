@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "support/mockproc.h"
+#include "mockproc.h"
 #include "test.h"
 
 static char tmpdir[256];

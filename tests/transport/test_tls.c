@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "config/config.h"
+#include "support/xport_loop.h"
 #include "test.h"
 #include "transport/transport.h"
 
@@ -101,7 +102,7 @@ static int start_server(void)
 struct got {
     int calls;
     enum xport_class cls;
-    int curl_code;
+    enum xport_fail fail;
     long status;
     char error[2048];
     char body[64];
@@ -112,7 +113,7 @@ static void on_done(void *ctx, const struct xport_result *r)
     struct got *g = ctx;
     g->calls++;
     g->cls = r->cls;
-    g->curl_code = r->curl_code;
+    g->fail = r->fail;
     g->status = r->http_status;
     snprintf(g->error, sizeof(g->error), "%s", r->error);
     snprintf(g->body, sizeof(g->body), "%.*s", (int)r->body_len,
@@ -141,14 +142,14 @@ static struct got get_with(int port, bool verify, const char *ca)
     c.persistence.target_pool_size = 1;
     c.persistence.max_in_flight_requests = 1;
     c.s3.request_timeout_ms = 5000;
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     if (!x)
         TEST_FAIL_("xport_new: %s", err);
     struct got g = {0};
     ASSERT_EQ(xport_get(x, "k", 1, 0, on_done, &g), 0);
     ASSERT_EQ(xport_drain(x, 10000), 0);
     ASSERT_EQ(g.calls, 1);
-    xport_free(x);
+    test_xport_free(x);
     return g;
 }
 
@@ -174,7 +175,7 @@ int main(void)
     fprintf(stderr, "-- verification on by default: a self-signed peer is refused, fatal\n");
     struct got g = get_with(port, true, NULL);
     ASSERT_EQ(g.cls, XPORT_FATAL);
-    ASSERT_EQ(g.curl_code, 60);                        /* CURLE_PEER_FAILED_VERIFICATION */
+    ASSERT_EQ(g.fail, XPORT_FAIL_TLS);
     ASSERT(strstr(g.error, "set s3.ca_file") != NULL); /* the error names the fix */
     ASSERT_EQ(g.status, 0);
 
@@ -187,7 +188,7 @@ int main(void)
     fprintf(stderr, "-- another CA is refused\n");
     g = get_with(port, true, other);
     ASSERT_EQ(g.cls, XPORT_FATAL);
-    ASSERT_EQ(g.curl_code, 60);
+    ASSERT_EQ(g.fail, XPORT_FAIL_TLS);
 
     fprintf(stderr, "-- tls_verify=false connects, with one warning\n");
     s3c_set_log(sink, NULL, S3C_LOG_WARN);

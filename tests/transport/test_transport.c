@@ -6,7 +6,8 @@
 
 #include "common/crc32c.h"
 #include "config/config.h"
-#include "transport/mockstats.h"
+#include "support/mockstats.h"
+#include "support/xport_loop.h"
 
 #define AK "AKIDTRANSPORTTEST"
 #define SK "wJalrXUtnFEMI/K7MDENG/bPxRfiCYTRANSPORT"
@@ -16,7 +17,7 @@ struct got {
     int calls;
     enum xport_class cls;
     long status;
-    int curl_code;
+    enum xport_fail fail;
     char s3_code[64], etag[128], error[2048], request_id[128];
     char body[1 << 16];
     size_t body_len;
@@ -34,7 +35,7 @@ static void on_done(void *ctx, const struct xport_result *r)
     g->calls++;
     g->cls = r->cls;
     g->status = r->http_status;
-    g->curl_code = r->curl_code;
+    g->fail = r->fail;
     snprintf(g->s3_code, sizeof(g->s3_code), "%s", r->s3_code);
     snprintf(g->etag, sizeof(g->etag), "%s", r->etag);
     snprintf(g->error, sizeof(g->error), "%s", r->error);
@@ -70,7 +71,7 @@ static void cfg_for(struct s3c_config *c, const struct mockproc *m, bool creds)
 static struct xport *open_x(const struct s3c_config *c)
 {
     char err[512];
-    struct xport *x = xport_new(c, err, sizeof(err));
+    struct xport *x = test_xport_new(c, err, sizeof(err));
     if (!x)
         TEST_FAIL_("xport_new: %s", err);
     return x;
@@ -219,7 +220,7 @@ static void roundtrip_signed(void)
     ASSERT_EQ(g.cls, XPORT_NOT_FOUND);
     ASSERT_EQ(xport_in_flight(x), 0);
 
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -259,7 +260,7 @@ static void encoded_keys(void)
     WAIT(x, &g);
     ASSERT_EQ(g.cls, XPORT_OK);
     ASSERT_EQ(g.nentries, 1);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -296,7 +297,7 @@ static void checksums_and_signing(void)
             ASSERT_EQ(d1.sha256 - d0.sha256, sums[s] == CFG_SUM_SHA256 ? 1 : 0);
             ASSERT_EQ(d1.md5 - d0.md5, sums[s] == CFG_SUM_MD5 ? 1 : 0);
             ASSERT_EQ(d1.crc32 - d0.crc32, 0);
-            xport_free(x);
+            test_xport_free(x);
         }
     }
     /* The caller's precomputed CRC is used as given: right passes, wrong is BadDigest. */
@@ -321,7 +322,7 @@ static void checksums_and_signing(void)
     ASSERT_EQ(g.status, 400);
     ASSERT_STR_EQ(g.s3_code, "BadDigest");
     ASSERT(strstr(g.error, "BadDigest") != NULL);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -345,7 +346,7 @@ static void refused_credentials(void)
     /* The server's message spans lines (it quotes the string to sign); the error is one
      * line that fits inside a log field's quotes. */
     ASSERT(strpbrk(g.error, "\r\n\"") == NULL);
-    xport_free(x);
+    test_xport_free(x);
 
     cfg_for(&c, &m, true);
     snprintf(c.s3.access_key_id, sizeof(c.s3.access_key_id), "AKIDUNKNOWN");
@@ -354,7 +355,7 @@ static void refused_credentials(void)
     ASSERT_EQ(g.cls, XPORT_FATAL);
     ASSERT_EQ(g.status, 403);
     ASSERT_STR_EQ(g.s3_code, "InvalidAccessKeyId");
-    xport_free(x);
+    test_xport_free(x);
 
     /* Anonymous (no access key) against a mock that wants signatures. */
     cfg_for(&c, &m, false);
@@ -362,7 +363,7 @@ static void refused_credentials(void)
     put_spans(x, "k", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_FATAL);
     ASSERT_EQ(g.status, 403);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 
     /* ... and anonymous is accepted by a mock without credentials. */
@@ -372,7 +373,7 @@ static void refused_credentials(void)
     put_spans(x, "k", &v, 1, &g);
     if (g.cls != XPORT_OK)
         TEST_FAIL_("anonymous PUT: %s", g.error);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -408,7 +409,7 @@ static void dot_segment_keys(void)
         ASSERT_STR_EQ(g.keys[1], "d/./f");
         ASSERT_STR_EQ(g.keys[2], "d/g/..");
         ASSERT_STR_EQ(g.keys[3], "d/h/.");
-        xport_free(x);
+        test_xport_free(x);
         test_mock_stop(&m);
     }
 }
@@ -428,7 +429,7 @@ static void region_scope(void)
     put_spans(x, "k", &v, 1, &g);
     if (g.cls != XPORT_OK)
         TEST_FAIL_("PUT signed for eu-west-3: %s", g.error);
-    xport_free(x);
+    test_xport_free(x);
 
     cfg_for(&c, &m, true); /* us-east-1, the default */
     x = open_x(&c);
@@ -437,7 +438,7 @@ static void region_scope(void)
     ASSERT_EQ(g.status, 400);
     ASSERT(strstr(g.error, "us-east-1") != NULL);
     ASSERT(strstr(g.error, "eu-west-3") != NULL);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -463,14 +464,14 @@ static void session_token(void)
     ASSERT_EQ(xport_list(x, NULL, NULL, NULL, 0, on_done, &g), 0);
     WAIT(x, &g);
     ASSERT_EQ(g.cls, XPORT_OK);
-    xport_free(x);
+    test_xport_free(x);
 
     cfg_for(&c, &m, true); /* no token */
     x = open_x(&c);
     put_spans(x, "t", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_FATAL);
     ASSERT_EQ(g.status, 403);
-    xport_free(x);
+    test_xport_free(x);
 
     cfg_for(&c, &m, true);
     snprintf(c.s3.session_token, sizeof(c.s3.session_token), "WRONGtokenWRONGtoken");
@@ -480,7 +481,7 @@ static void session_token(void)
     ASSERT_EQ(g.status, 403);
     ASSERT(strstr(g.error, "WRONGtoken") == NULL);
     ASSERT(strstr(g.error, SK) == NULL);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -522,7 +523,7 @@ static void conditional_writes(void)
     ASSERT_EQ(xport_put(x, &p, on_done, &g), 0);
     WAIT(x, &g);
     ASSERT_EQ(g.cls, XPORT_NOT_FOUND);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -552,17 +553,17 @@ static void answer_classes(void)
     /* A stalled answer is cut by the low-speed limit (1 s here), well before the 5 s
      * request timeout, and is retryable. */
     mock_faults(&m, "{\"error_rate\":0,\"stall_rate\":1}");
-    xport_free(x);
+    test_xport_free(x);
     cfg_for(&c, &m, false);
     c.s3.low_speed_limit_bytes = 1024;
     c.s3.low_speed_time_ms = 1000;
     x = open_x(&c);
     put_spans(x, "k", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
-    ASSERT_EQ(g.curl_code, 28); /* CURLE_OPERATION_TIMEDOUT */
+    ASSERT_EQ(g.fail, XPORT_FAIL_TIMEOUT);
     ASSERT_EQ(g.status, 0);
     ASSERT(g.duration_us >= 900000 && g.duration_us < 4500000);
-    xport_free(x);
+    test_xport_free(x);
     /* ... and by request_timeout_ms when the speed limit is off. */
     cfg_for(&c, &m, false);
     c.s3.low_speed_limit_bytes = 0;
@@ -570,7 +571,7 @@ static void answer_classes(void)
     x = open_x(&c);
     put_spans(x, "k", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
-    ASSERT_EQ(g.curl_code, 28);
+    ASSERT_EQ(g.fail, XPORT_FAIL_TIMEOUT);
     ASSERT(g.duration_us >= 600000 && g.duration_us < 3000000);
 
     /* The ambiguous case: stored, then 500. Retryable, and the re-send (same key, same
@@ -592,7 +593,7 @@ static void answer_classes(void)
     put_spans(x, "k", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
     ASSERT_EQ(g.status, 0);
-    ASSERT(g.curl_code != 0);
+    ASSERT(g.fail != XPORT_FAIL_NONE);
     mock_faults(&m, "{\"reset_rate\":0}");
     put_spans(x, "k", &v, 1, &g); /* and the next one goes through */
     if (g.cls != XPORT_OK)
@@ -617,7 +618,7 @@ static void answer_classes(void)
             xport_stats_get(x, &st0);
             if (st0.busy == 0 && st0.open_connections == st0.target_connections)
                 break;
-            xport_poll(x, 10);
+            test_xport_poll(x, 10);
         }
         ASSERT_EQ(st0.busy, 0);
         mock_faults(&m, "{\"reset_next\":1}");
@@ -635,7 +636,7 @@ static void answer_classes(void)
         resent_ok++;
     }
     ASSERT_EQ(resent_ok, 2);
-    xport_free(x);
+    test_xport_free(x);
 
     /* A trickle (50 bytes/s) below the low-speed limit (1 KiB/s for 1 s) is cut long
      * before the 10 s request timeout. (libcurl averages speed over up to 5 s, so the
@@ -651,10 +652,10 @@ static void answer_classes(void)
     put_spans(x, "slow", &sv, 1, &g);
     mock_faults(&m, "{\"bandwidth_bytes_per_s\":0}");
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
-    ASSERT_EQ(g.curl_code, 28);
+    ASSERT_EQ(g.fail, XPORT_FAIL_TIMEOUT);
     if (g.duration_us < 900000 || g.duration_us > 7000000)
         TEST_FAIL_("low-speed cut after %llu us: %s", (unsigned long long)g.duration_us, g.error);
-    xport_free(x);
+    test_xport_free(x);
 
     cfg_for(&c, &m, false);
     snprintf(c.s3.bucket, sizeof(c.s3.bucket), "no-such-bucket");
@@ -663,7 +664,7 @@ static void answer_classes(void)
     ASSERT_EQ(g.cls, XPORT_FATAL);
     ASSERT_EQ(g.status, 404);
     ASSERT_STR_EQ(g.s3_code, "NoSuchBucket");
-    xport_free(x);
+    test_xport_free(x);
 
     /* Nothing listens any more: connection refused is retryable. */
     cfg_for(&c, &m, false);
@@ -671,9 +672,9 @@ static void answer_classes(void)
     x = open_x(&c);
     put_spans(x, "k", &v, 1, &g);
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
-    ASSERT_EQ(g.curl_code, 7); /* CURLE_COULDNT_CONNECT */
+    ASSERT_EQ(g.fail, XPORT_FAIL_CONNECT);
     ASSERT(strstr(g.error, "PUT k:") != NULL);
-    xport_free(x);
+    test_xport_free(x);
 }
 
 /* Virtual-host addressing: Host "commits.localhost:PORT" (libcurl resolves *.localhost
@@ -713,7 +714,7 @@ static void virtual_host(void)
     ASSERT_EQ(xport_head_bucket(x, on_done, &g), 0);
     WAIT(x, &g);
     ASSERT_EQ(g.cls, XPORT_OK);
-    xport_free(x);
+    test_xport_free(x);
     /* The same object is there path-style too: one bucket, two addressings. */
     cfg_for(&c, &m, true);
     x = open_x(&c);
@@ -721,7 +722,7 @@ static void virtual_host(void)
     ASSERT_EQ(xport_head(x, "v/k 1", on_done, &g), 0);
     WAIT(x, &g);
     ASSERT_EQ(g.cls, XPORT_OK);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -749,7 +750,7 @@ static void bad_arguments(void)
     ASSERT_EQ(xport_in_flight(x), 0);
     poll_for(x, 100);
     ASSERT_EQ(g.calls, 0);
-    xport_free(x);
+    test_xport_free(x);
     test_mock_stop(&m);
 }
 
@@ -769,7 +770,7 @@ static void free_in_flight(void)
     ASSERT_EQ(xport_put(x, &p, on_done, &g), 0);
     poll_for(x, 100);
     ASSERT_EQ(xport_in_flight(x), 2);
-    xport_free(x);
+    test_xport_free(x);
     ASSERT_EQ(g.calls, 0);
     test_mock_stop(&m);
 }

@@ -4,9 +4,11 @@
 #include <curl/curl.h>
 
 #include "config/config.h"
+#include "support/xport_loop.h"
 #include "test.h"
 #include "transport/s3xml.h"
 #include "transport/transport.h"
+#include "transport/xport_int.h"
 
 static char *slurp(const char *name, size_t *len)
 {
@@ -190,7 +192,7 @@ static void urls(void)
     char err[256], url[4096];
     /* Port 9 on loopback: nothing listens; warm-up fails quietly in the background. */
     base_cfg(&c, "http://127.0.0.1:9");
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     ASSERT(xport_url(x, "stage-1/0000000001/a.s3c", NULL, url, sizeof(url)) > 0);
     ASSERT_STR_EQ(url, "http://127.0.0.1:9/commits/stage-1/0000000001/a.s3c");
@@ -200,17 +202,17 @@ static void urls(void)
     ASSERT(xport_url(x, NULL, "list-type=2", url, sizeof(url)) > 0);
     ASSERT_STR_EQ(url, "http://127.0.0.1:9/commits?list-type=2");
     ASSERT_EQ(xport_url(x, "k", NULL, url, 10), -1);
-    xport_free(x);
+    test_xport_free(x);
 
     base_cfg(&c, "https://s3.eu-west-1.amazonaws.com");
     c.s3.addressing = CFG_ADDR_VIRTUAL;
-    x = xport_new(&c, err, sizeof(err));
+    x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     ASSERT(xport_url(x, "p/k 1", NULL, url, sizeof(url)) > 0);
     ASSERT_STR_EQ(url, "https://commits.s3.eu-west-1.amazonaws.com/p/k%201");
     ASSERT(xport_url(x, NULL, NULL, url, sizeof(url)) > 0);
     ASSERT_STR_EQ(url, "https://commits.s3.eu-west-1.amazonaws.com/");
-    xport_free(x);
+    test_xport_free(x);
 }
 
 static char logbuf[8192];
@@ -230,34 +232,34 @@ static void config_errors_and_tls_warning(void)
     char err[256];
 
     base_cfg(&c, "ftp://127.0.0.1:9");
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "s3.endpoint") && strstr(err, "http://"));
     base_cfg(&c, "http://127.0.0.1:9/some/path");
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "path"));
     base_cfg(&c, "not a url");
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "s3.endpoint"));
     base_cfg(&c, "http://127.0.0.1:9");
     c.s3.bucket[0] = '\0';
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "s3.bucket"));
     base_cfg(&c, "http://127.0.0.1:9");
     c.persistence.target_pool_size = 0;
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "target_pool_size"));
     base_cfg(&c, "http://127.0.0.1:9");
     c.persistence.heartbeat_interval_ms = 0;
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "heartbeat_interval_ms") && strstr(err, "got 0"));
     base_cfg(&c, "http://127.0.0.1:9");
     c.s3.request_timeout_ms = -1;
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "request_timeout_ms"));
     base_cfg(&c, "http://127.0.0.1:9");
     snprintf(c.s3.access_key_id, sizeof(c.s3.access_key_id), "AKIDEXAMPLE");
     c.s3.secret_access_key[0] = '\0';
-    ASSERT(xport_new(&c, err, sizeof(err)) == NULL);
+    ASSERT(test_xport_new(&c, err, sizeof(err)) == NULL);
     ASSERT(strstr(err, "secret"));
 
     /* tls_verify=false is said once, at xport_new, at warn level. */
@@ -267,15 +269,15 @@ static void config_errors_and_tls_warning(void)
     snprintf(c.s3.access_key_id, sizeof(c.s3.access_key_id), "AKIDEXAMPLE");
     snprintf(c.s3.secret_access_key, sizeof(c.s3.secret_access_key), "SECRETwJalrXUtnFEMI");
     snprintf(c.s3.session_token, sizeof(c.s3.session_token), "TOKENIQoJb3JpZ2luX2Vj");
-    struct xport *x = xport_new(&c, err, sizeof(err));
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     ASSERT(strstr(logbuf, "event=tls_verify_off") != NULL);
     char *first = strstr(logbuf, "tls_verify_off");
     ASSERT(strstr(first + 1, "tls_verify_off") == NULL);
     /* Run the failing warm-up so its log lines exist too; none holds a secret. */
     for (int i = 0; i < 50; i++)
-        xport_poll(x, 10);
-    xport_free(x);
+        test_xport_poll(x, 10);
+    test_xport_free(x);
     s3c_set_log(NULL, NULL, S3C_LOG_ERROR);
     ASSERT(strstr(logbuf, "SECRETwJalrXUtnFEMI") == NULL);
     ASSERT(strstr(logbuf, "TOKENIQoJb3JpZ2luX2Vj") == NULL);

@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mockproc.h"
 #include "s3commit.h"
-#include "support/mockproc.h"
 
 /* Exit codes shared by the programs. */
 enum {

@@ -5,7 +5,7 @@
 #include "mock.h"
 
 #include "common/crc32c.h"
-#include "transport/sigv4.h"
+#include "sigv4/sigv4.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -18,8 +18,9 @@
 #include "tool.h"
 #include "transport/transport.h"
 
-#define VERIFY_WINDOW 8        /* GETs in flight at once */
-#define VERIFY_ATTEMPTS 12     /* tries per request on retryable failures: a verifier
+#define VERIFY_WINDOW 8 /* GETs in flight at once */
+#define VERIFY_ATTEMPTS                                                                            \
+    12                         /* tries per request on retryable failures: a verifier              \
                                   must see through a flaky store, not fail with it */
 #define VERIFY_MAX_PROBLEMS 20 /* problems listed in the summary (all are counted) */
 
@@ -38,6 +39,7 @@ struct vobj {
 };
 
 struct verify {
+    struct loop *loop;
     struct xport *x;
     const struct s3c_config *cfg;
     struct vobj *objs;
@@ -239,7 +241,7 @@ static int verify_read_all(struct verify *v)
         }
         while (next < v->n && v->objs[next].state == V_DONE)
             next++;
-        if (xport_poll(v->x, 200) != 0) {
+        if (loop_run_once(v->loop, 200) != 0) {
             snprintf(v->fatal_error, sizeof(v->fatal_error), "the event loop failed");
             v->fatal = true;
         }
@@ -276,7 +278,8 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
     /* Verify keeps VERIFY_WINDOW requests in flight: warm only that many connections. */
     cfg->persistence.max_in_flight_requests = VERIFY_WINDOW;
     cfg->persistence.target_pool_size = VERIFY_WINDOW;
-    v.x = xport_new(cfg, err, sizeof(err));
+    v.loop = loop_new();
+    v.x = v.loop ? xport_new(cfg, v.loop, err, sizeof(err)) : NULL;
     if (!v.x || !v.problems) {
         tool_error("cannot start the S3 client: %s", err[0] ? err : "out of memory");
         goto out_free;
@@ -358,6 +361,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
 
 out_free:
     xport_free(v.x);
+    loop_free(v.loop);
     for (size_t i = 0; i < v.n; i++)
         free(v.objs[i].key);
     free(v.objs);

@@ -1,7 +1,7 @@
 /* AWS Signature Version 4 (header authentication) for S3, on OpenSSL 3's EVP digest and MAC.
  * The canonical request is streamed into SHA-256 so no size limit applies when signing;
  * it must never print or log a secret, nor allocate beyond what sigv4.h admits. */
-#include "transport/sigv4.h"
+#include "sigv4/sigv4.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>

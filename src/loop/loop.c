@@ -1,7 +1,7 @@
-/* epoll + timerfd + eventfd behind evloop.h (the transport's only OS event seam, in the
- * manner of Redis' ae_epoll.c). It must never print, exit, or block anywhere except in
+/* epoll + timerfd + eventfd behind loop.h: the process's one OS event seam, in the manner
+ * of Redis' ae_epoll.c. It must never print, exit, or block anywhere except in
  * epoll_wait with the caller's timeout. */
-#include "transport/evloop.h"
+#include "loop/loop.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -14,31 +14,31 @@
 #include "common/clock.h"
 #include "s3commit.h"
 
-#define EVLOOP_MAX_EVENTS 64
+#define LOOP_MAX_EVENTS 64
 
-struct evloop {
+struct loop {
     int epfd;
-    struct evloop_watch timer_w; /* the timerfd */
-    struct evloop_watch wake_w;  /* the eventfd */
-    struct evloop_timer *timers; /* armed timers, sorted by deadline */
-    uint64_t timerfd_deadline;   /* when the timerfd fires (0 = disarmed or fired) */
-    /* The batch being dispatched, so evloop_watch_del() can drop stale entries. */
-    struct epoll_event evs[EVLOOP_MAX_EVENTS];
+    struct loop_watch timer_w; /* the timerfd */
+    struct loop_watch wake_w;  /* the eventfd */
+    struct loop_timer *timers; /* armed timers, sorted by deadline */
+    uint64_t timerfd_deadline; /* when the timerfd fires (0 = disarmed or fired) */
+    /* The batch being dispatched, so loop_watch_del() can drop stale entries. */
+    struct epoll_event evs[LOOP_MAX_EVENTS];
     int cur_i, cur_n;
-    struct evloop_stats st;
+    struct loop_stats st;
 };
 
 static uint32_t to_epoll(unsigned events)
 {
-    return (events & EVLOOP_READ ? EPOLLIN : 0u) | (events & EVLOOP_WRITE ? EPOLLOUT : 0u);
+    return (events & LOOP_READ ? EPOLLIN : 0u) | (events & LOOP_WRITE ? EPOLLOUT : 0u);
 }
 
 static void on_timerfd(void *ctx, int fd, unsigned events);
 static void on_wakefd(void *ctx, int fd, unsigned events);
 
-struct evloop *evloop_new(void)
+struct loop *loop_new(void)
 {
-    struct evloop *ev = calloc(1, sizeof(*ev));
+    struct loop *ev = calloc(1, sizeof(*ev));
     if (!ev)
         return NULL;
     ev->timer_w.fd = ev->wake_w.fd = -1;
@@ -55,8 +55,8 @@ struct evloop *evloop_new(void)
     ev->timer_w.ctx = ev;
     ev->wake_w.cb = on_wakefd;
     ev->wake_w.ctx = ev;
-    if (evloop_watch_set(ev, &ev->timer_w, EVLOOP_READ) < 0 ||
-        evloop_watch_set(ev, &ev->wake_w, EVLOOP_READ) < 0)
+    if (loop_watch_set(ev, &ev->timer_w, LOOP_READ) < 0 ||
+        loop_watch_set(ev, &ev->wake_w, LOOP_READ) < 0)
         goto out_close;
     return ev;
 
@@ -75,7 +75,7 @@ out_free:
     return NULL;
 }
 
-void evloop_free(struct evloop *ev)
+void loop_free(struct loop *ev)
 {
     if (!ev)
         return;
@@ -85,12 +85,12 @@ void evloop_free(struct evloop *ev)
     free(ev);
 }
 
-int evloop_watch_set(struct evloop *ev, struct evloop_watch *w, unsigned events)
+int loop_watch_set(struct loop *ev, struct loop_watch *w, unsigned events)
 {
     struct epoll_event e = {.events = to_epoll(events), .data.ptr = w};
 
     if (events == 0) {
-        evloop_watch_del(ev, w);
+        loop_watch_del(ev, w);
         return 0;
     }
     if (w->added && w->events == events)
@@ -109,7 +109,7 @@ ok:
     return 0;
 }
 
-void evloop_watch_del(struct evloop *ev, struct evloop_watch *w)
+void loop_watch_del(struct loop *ev, struct loop_watch *w)
 {
     if (w->added) {
         /* The fd may already be closed (EBADF) or gone from the set: nothing to undo. */
@@ -126,8 +126,8 @@ void evloop_watch_del(struct evloop *ev, struct evloop_watch *w)
  * costly under virtualisation and libcurl moves its timer several times per request, so
  * the timerfd is only moved earlier, never later: firing early costs one spurious wake,
  * after which run_timers() re-syncs. A deadline already due needs no timerfd at all:
- * evloop_run_once() polls without waiting when the first timer is due. */
-static void timerfd_sync(struct evloop *ev)
+ * loop_run_once() polls without waiting when the first timer is due. */
+static void timerfd_sync(struct loop *ev)
 {
     uint64_t want = ev->timers ? ev->timers->deadline_ns : 0;
     if (want == 0 || (ev->timerfd_deadline && want >= ev->timerfd_deadline))
@@ -138,14 +138,14 @@ static void timerfd_sync(struct evloop *ev)
     its.it_value.tv_sec = (time_t)(want / 1000000000u);
     its.it_value.tv_nsec = (long)(want % 1000000000u);
     ev->st.timer_arms++;
-    /* Cannot fail with valid arguments; evloop_run_once also checks deadlines itself. */
+    /* Cannot fail with valid arguments; loop_run_once also checks deadlines itself. */
     (void)timerfd_settime(ev->timer_w.fd, TFD_TIMER_ABSTIME, &its, NULL);
     ev->timerfd_deadline = want;
 }
 
-static void timer_unlink(struct evloop *ev, struct evloop_timer *t)
+static void timer_unlink(struct loop *ev, struct loop_timer *t)
 {
-    for (struct evloop_timer **p = &ev->timers; *p; p = &(*p)->next) {
+    for (struct loop_timer **p = &ev->timers; *p; p = &(*p)->next) {
         if (*p == t) {
             *p = t->next;
             break;
@@ -155,7 +155,7 @@ static void timer_unlink(struct evloop *ev, struct evloop_timer *t)
     t->armed = false;
 }
 
-void evloop_timer_arm(struct evloop *ev, struct evloop_timer *t, uint64_t deadline_ns)
+void loop_timer_arm(struct loop *ev, struct loop_timer *t, uint64_t deadline_ns)
 {
     if (t->armed)
         timer_unlink(ev, t);
@@ -163,7 +163,7 @@ void evloop_timer_arm(struct evloop *ev, struct evloop_timer *t, uint64_t deadli
         deadline_ns = 1; /* 0 disarms a timerfd; 1 ns is "already due" */
     t->deadline_ns = deadline_ns;
     t->armed = true;
-    struct evloop_timer **p = &ev->timers;
+    struct loop_timer **p = &ev->timers;
     while (*p && (*p)->deadline_ns <= deadline_ns)
         p = &(*p)->next;
     t->next = *p;
@@ -171,7 +171,7 @@ void evloop_timer_arm(struct evloop *ev, struct evloop_timer *t, uint64_t deadli
     timerfd_sync(ev);
 }
 
-void evloop_timer_disarm(struct evloop *ev, struct evloop_timer *t)
+void loop_timer_disarm(struct loop *ev, struct loop_timer *t)
 {
     if (!t->armed)
         return;
@@ -181,12 +181,12 @@ void evloop_timer_disarm(struct evloop *ev, struct evloop_timer *t)
 
 /* Runs every timer due by now; a callback may arm timers, which run on a later pass
  * when they are due (so a 0 ms re-arm cannot spin here forever). */
-static void run_timers(struct evloop *ev)
+static void run_timers(struct loop *ev)
 {
     uint64_t now = s3c__now_ns();
     int budget = 64;
     while (ev->timers && ev->timers->deadline_ns <= now && budget-- > 0) {
-        struct evloop_timer *t = ev->timers;
+        struct loop_timer *t = ev->timers;
         timer_unlink(ev, t);
         t->cb(t->ctx);
     }
@@ -195,7 +195,7 @@ static void run_timers(struct evloop *ev)
 
 static void on_timerfd(void *ctx, int fd, unsigned events)
 {
-    struct evloop *ev = ctx;
+    struct loop *ev = ctx;
     uint64_t n;
     (void)events;
     while (read(fd, &n, sizeof(n)) > 0) {
@@ -205,19 +205,19 @@ static void on_timerfd(void *ctx, int fd, unsigned events)
 
 static void on_wakefd(void *ctx, int fd, unsigned events)
 {
-    struct evloop *ev = ctx;
+    struct loop *ev = ctx;
     uint64_t n;
     (void)events;
     if (read(fd, &n, sizeof(n)) > 0)
         ev->st.wakes++;
 }
 
-int evloop_run_once(struct evloop *ev, int timeout_ms)
+int loop_run_once(struct loop *ev, int timeout_ms)
 {
     /* A timer already due must not wait for the timerfd round trip. */
     if (ev->timers && timeout_ms != 0 && ev->timers->deadline_ns <= s3c__now_ns())
         timeout_ms = 0;
-    int n = epoll_wait(ev->epfd, ev->evs, EVLOOP_MAX_EVENTS, timeout_ms);
+    int n = epoll_wait(ev->epfd, ev->evs, LOOP_MAX_EVENTS, timeout_ms);
     ev->st.waits++;
     if (n < 0) {
         if (errno == EINTR)
@@ -227,12 +227,12 @@ int evloop_run_once(struct evloop *ev, int timeout_ms)
     ev->cur_n = n;
     for (ev->cur_i = 0; ev->cur_i < n; ev->cur_i++) {
         struct epoll_event *e = &ev->evs[ev->cur_i];
-        struct evloop_watch *w = e->data.ptr;
+        struct loop_watch *w = e->data.ptr;
         if (!w)
             continue; /* deleted by an earlier callback in this batch */
-        unsigned bits = (e->events & EPOLLIN ? EVLOOP_READ : 0u) |
-                        (e->events & EPOLLOUT ? EVLOOP_WRITE : 0u) |
-                        (e->events & (EPOLLERR | EPOLLHUP) ? EVLOOP_ERROR : 0u);
+        unsigned bits = (e->events & EPOLLIN ? LOOP_READ : 0u) |
+                        (e->events & EPOLLOUT ? LOOP_WRITE : 0u) |
+                        (e->events & (EPOLLERR | EPOLLHUP) ? LOOP_ERROR : 0u);
         w->cb(w->ctx, w->fd, bits);
     }
     ev->cur_i = ev->cur_n = 0;
@@ -240,7 +240,7 @@ int evloop_run_once(struct evloop *ev, int timeout_ms)
     return 0;
 }
 
-void evloop_wake(struct evloop *ev)
+void loop_wake(struct loop *ev)
 {
     uint64_t one = 1;
     /* EAGAIN means the counter is already non-zero: a wake is pending anyway. */
@@ -248,7 +248,7 @@ void evloop_wake(struct evloop *ev)
     (void)r;
 }
 
-void evloop_stats_get(const struct evloop *ev, struct evloop_stats *out)
+void loop_stats_get(const struct loop *ev, struct loop_stats *out)
 {
     *out = ev->st;
 }

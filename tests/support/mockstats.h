@@ -7,7 +7,8 @@
 #include <signal.h>
 
 #include "common/clock.h"
-#include "support/mockproc.h"
+#include "mockproc.h"
+#include "support/xport_loop.h"
 #include "test.h"
 #include "transport/transport.h"
 
@@ -147,7 +148,7 @@ static inline bool poll_until(struct xport *x, int ms, bool (*cond)(struct xport
     while (!cond(x)) {
         if (s3c__now_ms() >= end)
             return false;
-        ASSERT_EQ(xport_poll(x, 20), 0);
+        ASSERT_EQ(test_xport_poll(x, 20), 0);
     }
     return true;
 }
@@ -157,7 +158,7 @@ static inline void poll_for(struct xport *x, int ms)
 {
     uint64_t end = s3c__now_ms() + (uint64_t)ms;
     while (s3c__now_ms() < end)
-        ASSERT_EQ(xport_poll(x, 20), 0);
+        ASSERT_EQ(test_xport_poll(x, 20), 0);
 }
 
 #endif

@@ -1,6 +1,6 @@
 /* Test helper: runs s3commit-mock as a child process on an ephemeral 127.0.0.1 port.
  * It never leaves a child behind: every start is paired with a stop by pid. */
-#include "support/mockproc.h"
+#include "mockproc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -141,8 +141,8 @@ void mockproc_kill(struct mockproc *m)
     m->pid = 0;
 }
 
-int mockproc_http(const struct mockproc *m, const char *method, const char *path,
-                  const char *body, char *out, size_t outlen)
+int mockproc_http(const struct mockproc *m, const char *method, const char *path, const char *body,
+                  char *out, size_t outlen)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)m->port)};
     char req[1024];

@@ -26,7 +26,7 @@ void mockproc_kill(struct mockproc *m);
  * (/_mock/faults, /_mock/stats) and raw-protocol tests. Writes the whole answer
  * (status line, headers, body) into out, NUL-terminated. Returns the HTTP status or
  * -errno. */
-int mockproc_http(const struct mockproc *m, const char *method, const char *path,
-                  const char *body, char *out, size_t outlen);
+int mockproc_http(const struct mockproc *m, const char *method, const char *path, const char *body,
+                  char *out, size_t outlen);
 
 #endif

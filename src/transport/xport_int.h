@@ -1,0 +1,171 @@
+/* The transport's insides, shared by its files (transport.c: the face and lifecycle,
+ * request.c: request objects and signing, answer.c: completion and error words, url.c:
+ * endpoints and paths) and by the pool's machinery (src/pool), which drives its own
+ * warm-up and heartbeat requests through them. Not for anyone else. */
+#ifndef S3C_XPORT_INT_H
+#define S3C_XPORT_INT_H
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "loop/loop.h"
+#include "pool/pool.h"
+#include "sigv4/sigv4.h"
+#include "transport/s3xml.h"
+#include "transport/transport.h"
+
+#define XREQ_PATH_MAX 3328   /* "/" bucket "/" + a 1024-byte key encoded (x3) */
+#define XREQ_QUERY_MAX 10240 /* list: prefix, start-after, token, each encoded */
+#define XREQ_URL_MAX (300 + XREQ_PATH_MAX + XREQ_QUERY_MAX)
+#define XREQ_HDR_MAX 12288 /* header lines and their signing copies (token <= 2 KiB) */
+#define XREQ_NHDR 20
+#define XREQ_ERRBODY_MAX (64 * 1024)  /* error XML kept from PUT/HEAD answers */
+#define XREQ_LISTBODY_MAX (64u << 20) /* a ListObjectsV2 page */
+#define XREQ_KEEP_BODY_CAP (4u << 20) /* larger response buffers are freed after use */
+#define XPORT_KEY_MAX 1024            /* S3's limit on key length */
+/* libcurl's upload buffer. libcurl copies the body into it (it has no zero-copy upload)
+ * and the kernel copies it out again, so it is kept small enough to stay in L1/L2 between
+ * the two copies: 48 KiB moved 1 MiB PUTs at ~0.24 CPU s/GB where 2 MiB (one send per
+ * body) took ~0.39, and it stays under loopback's 65483-byte MSS, which a 64 KiB buffer
+ * overshoots by a few bytes, sending a tiny extra segment per send (docs/transport.md). */
+#define XPORT_UPLOAD_BUFFER (48 * 1024)
+
+/* hex SHA-256 of zero bytes: the payload hash of a request without a body */
+#define XPORT_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+enum xreq_kind { XREQ_USER, XREQ_REFILL, XREQ_HEARTBEAT };
+
+struct xreq {
+    struct xport *x;
+    CURL *easy;
+    struct xreq *next_free; /* free list link */
+    struct xreq *next_all;  /* every request object, for xport_free */
+    bool active;            /* added to the multi handle */
+    enum xreq_kind kind;
+    enum xport_op op;
+    xport_done_fn done;
+    void *ctx;
+    uint64_t start_ns;
+    bool opened;       /* a refill that opened its socket */
+    int sends;         /* times libcurl started sending this request (> 1: it resent it) */
+    unsigned hb_round; /* the heartbeat round this heartbeat belongs to */
+    bool held;         /* a heartbeat holding its connection (receive paused) until its round
+                          has a connection each */
+
+    /* PUT body: a copy of the caller's span list (not of the bytes) and a cursor. */
+    struct iovec *iov;
+    int iovcnt, iovcap;
+    uint64_t body_len;
+    int vi;      /* current span */
+    size_t voff; /* offset in it */
+
+    /* request headers: "Name: value" lines for libcurl, name/value pairs for SigV4 */
+    struct curl_slist lines[XREQ_NHDR];
+    int nlines;
+    struct sigv4_header sh[XREQ_NHDR];
+    int nsh;
+    char hdr[XREQ_HDR_MAX];
+    size_t hlen;
+    bool hdr_overflow;
+    char path[XREQ_PATH_MAX];
+    char query[XREQ_QUERY_MAX];
+    char url[XREQ_URL_MAX];
+
+    /* response */
+    char *body;
+    size_t blen, bcap, blimit;
+    char etag[256];
+    char reqid[128];
+    char errbuf[CURL_ERROR_SIZE];
+    char errline[2048];
+    struct s3xml_error s3e;
+    struct s3xml_list list;
+    char key[XPORT_KEY_MAX + 1]; /* for error lines */
+};
+
+/* A libcurl socket registered on the loop. */
+struct sockwatch {
+    struct loop_watch w;
+    struct sockwatch *next_free; /* free list link */
+    struct sockwatch *next_all;  /* every watch, taken off the loop at xport_free */
+};
+
+struct xport {
+    struct s3c_config cfg; /* a copy; secrets wiped at free */
+    struct loop *loop;     /* the owner's loop (borrowed) */
+    CURLM *multi;
+    struct loop_timer curl_timer;
+    struct pool pool; /* connections, refills and heartbeats (src/pool) */
+    bool closing;
+
+    /* endpoint, parsed once (url.c) */
+    bool https;
+    char host[256];        /* host as in the URL ("127.0.0.1", "[::1]") */
+    char port[8];          /* "" or "9000" */
+    char hosthdr[384];     /* the Host header value (bucket. prepended when virtual) */
+    char origin[400];      /* "http://host:port" (bucket. when virtual) */
+    char bucket_path[200]; /* "/bucket" (path style) or "" (virtual) */
+
+    struct xreq *free_reqs;
+    struct xreq *all_reqs;
+    struct sockwatch *free_socks;
+    struct sockwatch *all_socks;
+    int user_in_flight;
+    EVP_MD_CTX *md;
+    unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
+    char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
+
+    uint64_t requests, bytes_sent, bytes_received, rewinds, resends;
+};
+
+/* url.c */
+int xport__parse_endpoint(struct xport *x, char *err, size_t errlen);
+/* Writes the wire path for key (NULL: the bucket). Returns its length or -1. */
+int xport__build_path(const struct xport *x, const char *key, char *out, size_t outlen);
+
+/* request.c: request objects come from a free list (allocated only when it is empty). */
+struct xreq *xreq_alloc(struct xport *x);
+struct xreq *xreq_get(struct xport *x);
+void xreq_release(struct xport *x, struct xreq *r);
+void xreq_destroy(struct xreq *r); /* curl handle, buffers; secrets wiped */
+/* Resets the per-request state of r for op on key (NULL: the bucket). */
+int xreq_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum xport_op op,
+               const char *key);
+
+/* Headers that join the signature besides Host and x-amz-date/-content-sha256/-token. */
+struct xreq_sign_extra {
+    const char *content_md5;
+    const char *if_match;
+    const char *if_none_match; /* "*" (PUT) or an ETag (GET) */
+    const char *range;
+    const char *checksum_name; /* "x-amz-checksum-crc32c" / "-sha256" or NULL */
+    const char *checksum_value;
+    const char *payload_hash;
+};
+/* Signs r (unless anonymous), hands it to libcurl and counts it with the pool. */
+int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
+                        const struct xreq_sign_extra *sx);
+/* Starts a request with no body (GET, HEAD, HeadBucket, LIST). */
+int xreq_start_simple(struct xport *x, struct xreq *r, const char *method, const char *range);
+int xreq_digest_spans(struct xport *x, const EVP_MD *md, const struct iovec *iov, int n,
+                      unsigned char *out);
+void xport__b64(const unsigned char *in, size_t n, char *out);
+void xport__hex(const unsigned char *in, size_t n, char *out);
+
+/* The class of an answer (DESIGN.md "Retries are per batch"): curl_code is the CURLE_* of
+ * the transfer, http_status 0 when no answer arrived, s3_code the XML Code ("" or NULL
+ * when none). Pure; any thread. (classify.c) */
+enum xport_class xport_classify(enum xport_op op, int curl_code, long http_status,
+                                const char *s3_code);
+/* The transfer-failure kind of a CURLE_* code (classify.c). */
+enum xport_fail xport_fail_of(int curl_code);
+
+/* answer.c: completed transfers, their results and error lines. */
+void xport__check_done(struct xport *x);
+/* Makes s fit on one log line inside double quotes (server text can hold anything). */
+void xport__one_line(char *s);
+
+#endif
