@@ -124,8 +124,8 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
     size_t off = OBJ_HEADER_BYTES;
 
     if (len < OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES)
-        return fail(err, errlen, "object is %zu bytes, shorter than header and trailer (%d)",
-                    len, OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES);
+        return fail(err, errlen, "object is %zu bytes, shorter than header and trailer (%d)", len,
+                    OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES);
     if (memcmp(p, OBJ_MAGIC, 8) != 0)
         return fail(err, errlen, "bad magic at offset 0 (want \"S3COMMIT\")");
     h->version = get16(p + 8);
@@ -154,11 +154,14 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
         uint64_t seq = get64(p + off + 8);
         off += OBJ_RECORD_HEADER_BYTES;
         if (seq != want)
-            return fail(err, errlen, "record %u at offset %zu has seq %" PRIu64 " (want %" PRIu64 ")",
-                        i, off - OBJ_RECORD_HEADER_BYTES, seq, want);
+            return fail(err, errlen,
+                        "record %u at offset %zu has seq %" PRIu64 " (want %" PRIu64 ")", i,
+                        off - OBJ_RECORD_HEADER_BYTES, seq, want);
         if (plen > body_end - off)
-            return fail(err, errlen, "record seq %" PRIu64 " payload of %u bytes runs past the "
-                        "trailer at offset %zu", seq, plen, off);
+            return fail(err, errlen,
+                        "record seq %" PRIu64 " payload of %u bytes runs past the "
+                        "trailer at offset %zu",
+                        seq, plen, off);
         if (crc32c_update(0, p + off, plen) != pcrc)
             return fail(err, errlen, "record seq %" PRIu64 " payload CRC mismatch at offset %zu",
                         seq, off);
@@ -174,8 +177,7 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
         return fail(err, errlen, "%zu unexpected bytes after the last record at offset %zu",
                     body_end - off, off);
     if (memcmp(p + body_end + 4, OBJ_TRAILER_MAGIC, 4) != 0)
-        return fail(err, errlen, "bad trailer magic at offset %zu (want \"S3CE\")",
-                    body_end + 4);
+        return fail(err, errlen, "bad trailer magic at offset %zu (want \"S3CE\")", body_end + 4);
     if (crc32c_update(0, p, body_end) != get32(p + body_end))
         return fail(err, errlen, "object CRC mismatch (trailer at offset %zu)", body_end);
     return 0;

@@ -7,12 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OBJ_MAGIC "S3COMMIT"        /* 8 bytes, no NUL */
-#define OBJ_TRAILER_MAGIC "S3CE"    /* 4 bytes, no NUL */
+#define OBJ_MAGIC "S3COMMIT"     /* 8 bytes, no NUL */
+#define OBJ_TRAILER_MAGIC "S3CE" /* 4 bytes, no NUL */
 #define OBJ_VERSION 1
 #define OBJ_HEADER_BYTES 40
-#define OBJ_RECORD_HEADER_BYTES 16  /* u32 payload_len, u32 crc32c(payload), u64 seq */
-#define OBJ_TRAILER_BYTES 8         /* u32 crc32c(every byte before), "S3CE" */
+#define OBJ_RECORD_HEADER_BYTES 16 /* u32 payload_len, u32 crc32c(payload), u64 seq */
+#define OBJ_TRAILER_BYTES 8        /* u32 crc32c(every byte before), "S3CE" */
 #define OBJ_KEY_MAX 600
 
 struct obj_header {
