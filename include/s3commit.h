@@ -20,19 +20,21 @@ extern "C" {
 
 enum {
     S3C_OK = 0,
-    S3C_EINVAL = -1,     /* an argument or config value is wrong */
-    S3C_ENOMEM = -2,     /* out of memory */
-    S3C_ETOOBIG = -3,    /* commit larger than pipeline.max_commit_bytes */
-    S3C_ETIMEDOUT = -4,  /* the wait ran out before the condition held */
-    S3C_EAGAIN = -5,     /* try-variant: no room right now */
-    S3C_ECLOSED = -6,    /* the stage (or ring) is closed or closing */
-    S3C_EFAILED = -7,    /* the stage is failed: a batch could not be made durable */
-    S3C_EIO = -8,        /* an I/O or system call failed */
-    S3C_ECONFIG = -9,    /* the config file is missing, unreadable or invalid */
-    S3C_ES3 = -10,       /* S3 answered with a fatal error */
-    S3C_ENETWORK = -11,  /* the endpoint could not be reached */
-    S3C_EEXISTS = -12,   /* a conditional write found the key already there */
-    S3C_ECORRUPT = -13,  /* data read back failed a format or CRC check */
+    S3C_EINVAL = -1,    /* an argument or config value is wrong */
+    S3C_ENOMEM = -2,    /* out of memory */
+    S3C_ETOOBIG = -3,   /* commit larger than pipeline.max_commit_bytes */
+    S3C_ETIMEDOUT = -4, /* the wait ran out before the condition held */
+    S3C_EAGAIN = -5,    /* try-variant: no room right now */
+    S3C_ECLOSED = -6,   /* the stage (or ring) is closed or closing */
+    S3C_EFAILED = -7,   /* the stage is failed: a batch could not be made durable */
+    S3C_EIO = -8,       /* an I/O or system call failed */
+    S3C_ECONFIG = -9,   /* the config file is missing, unreadable or invalid */
+    S3C_ES3 = -10,      /* S3 answered with a fatal error */
+    S3C_ENETWORK = -11, /* the endpoint could not be reached */
+    S3C_EEXISTS = -12,  /* a conditional write found the key already there */
+    S3C_ECORRUPT = -13, /* data read back failed a format or CRC check */
+    S3C_EFENCED = -14,  /* a newer writer took over the log: this stage acknowledges no more */
+    S3C_EFORMAT = -15,  /* the prefix holds a log of another layout version */
 };
 
 /* Words for an error code; never NULL. */
@@ -63,8 +65,7 @@ typedef struct s3c_config s3c_config;
  * AWS environment and shared credentials file at load time. Caller frees with
  * s3c_config_free(). */
 int s3c_config_load(const char *path, s3c_config **out, char *err, size_t errlen);
-int s3c_config_parse(const char *json, size_t len, s3c_config **out, char *err,
-                     size_t errlen);
+int s3c_config_parse(const char *json, size_t len, s3c_config **out, char *err, size_t errlen);
 void s3c_config_free(s3c_config *cfg); /* NULL is a no-op */
 
 /* The effective config as pretty JSON, defaults filled in and secrets masked. Returns a
@@ -83,9 +84,14 @@ typedef struct s3c_stage s3c_stage;
  * connection pool and starts the persistence thread. Returns 0 and *out, or an error
  * with a message in err. */
 int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t errlen);
+/* Opening runs the writer protocol before it returns: it takes the next writer epoch,
+ * finds where the log under s3.prefix ends, and fences older writers with a control
+ * record at the next seq. A stage that a newer writer fences later fails with
+ * S3C_EFENCED and acknowledges nothing more. */
 
-/* Submits one commit (copied before return). On success *seq is its sequence number:
- * dense, starting at 1, in the order commits enter the pipeline. Blocks while the ring is
+/* Submits one commit (copied before return). On success *seq is its sequence number in
+ * the log: dense, in the order commits enter the pipeline, continuing the log this stage
+ * opened (the first is s3c_stage_info's first_seq). Blocks while the ring is
  * full for at most timeout_ms (-1 = forever): S3C_ETIMEDOUT. S3C_ETOOBIG when len exceeds
  * pipeline.max_commit_bytes; S3C_ECLOSED after close began; S3C_EFAILED once failed.
  * Thread-safe: any number of producer threads. */
@@ -116,26 +122,53 @@ int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx);
 #define S3C_BATCH_HIST_BUCKETS 12 /* commits per batch: 1, 2-3, 4-7, ..., >= 2048 */
 
 struct s3c_stats {
-    uint64_t commits_submitted;                  /* accepted by s3c_submit */
-    uint64_t bytes_submitted;                    /* of them, taken by the persistence thread */
-    uint64_t commits_durable, bytes_durable;     /* acknowledged */
-    uint64_t durable_seq;                        /* the watermark W */
-    uint64_t commits_pending, bytes_pending;     /* submitted, not yet durable */
-    uint64_t batches_sent;                       /* objects made durable */
-    uint64_t batch_commits_sum;                  /* commits in those objects */
-    uint64_t writes_saved;                       /* PUTs batching avoided: commits - objects */
-    uint64_t put_attempts;                       /* PUTs started, retries included */
-    uint64_t retries;                            /* PUTs re-sent after a failure */
-    uint64_t failures_retryable, failures_fatal; /* failed attempts by class */
-    uint64_t retry_budget_exhausted;             /* retries delayed by the shared budget */
-    uint32_t in_flight;                          /* PUTs on the wire now */
-    uint32_t failed;                             /* 1 once the stage is failed */
-    uint64_t batch_hist[S3C_BATCH_HIST_BUCKETS]; /* batches by commit count (log2) */
+    uint64_t commits_submitted;                     /* accepted by s3c_submit */
+    uint64_t bytes_submitted;                       /* of them, taken by the persistence thread */
+    uint64_t commits_durable, bytes_durable;        /* acknowledged */
+    uint64_t durable_seq;                           /* the watermark W */
+    uint64_t commits_pending, bytes_pending;        /* submitted, not yet durable */
+    uint64_t batches_sent;                          /* objects made durable */
+    uint64_t batch_commits_sum;                     /* commits in those objects */
+    uint64_t writes_saved;                          /* PUTs batching avoided: commits - objects */
+    uint64_t put_attempts;                          /* PUTs started, retries included */
+    uint64_t retries;                               /* PUTs re-sent after a failure */
+    uint64_t failures_retryable, failures_fatal;    /* failed attempts by class */
+    uint64_t retry_budget_exhausted;                /* retries delayed by the shared budget */
+    uint32_t in_flight;                             /* PUTs on the wire now */
+    uint32_t failed;                                /* 1 once the stage is failed */
+    uint64_t batch_hist[S3C_BATCH_HIST_BUCKETS];    /* batches by commit count (log2) */
     uint64_t ack_latency_us_sum, ack_latency_count; /* commit-to-durable latency */
-    uint64_t ack_latency_hist[24];               /* bucket i: < 2^i us (last: rest) */
+    uint64_t ack_latency_hist[24];                  /* bucket i: < 2^i us (last: rest) */
     uint64_t pool_opens, pool_closes, pool_reuses, pool_heartbeat_failures;
     char last_error[256]; /* the last failure, as words ("" when none) */
+
+    /* The writer protocol (docs/stage.md): epoch, fencing, the manifest and heartbeat. */
+    uint64_t epoch;                 /* this stage's writer epoch */
+    uint32_t fenced;                /* 1 once a newer writer took the log over */
+    uint64_t settled_ours;          /* 412s read back as our own earlier attempt */
+    uint64_t orphans_replaced;      /* older writers' orphans replaced on our chain */
+    uint64_t manifest_writes;       /* manifest writes that landed */
+    uint64_t manifest_writes_saved; /* W moves folded into a later manifest write */
+    uint64_t manifest_failures;     /* failed manifest writes (retried alone) */
+    uint64_t heartbeat_writes, heartbeat_failures; /* the writer's heartbeat object */
+    uint64_t manifest_durable_seq;                 /* the W the manifest holds */
+    uint64_t manifest_unsaved;                     /* durable_seq - manifest_durable_seq */
+    uint64_t heartbeat_age_ms;      /* since the last heartbeat landed (0: none yet) */
+    char manifest_last_error[256];  /* "" when the last manifest write landed */
+    char heartbeat_last_error[256]; /* "" when the last heartbeat landed */
 };
+
+/* Where this stage's run sits in the log, fixed at open by the writer protocol. */
+struct s3c_stage_info {
+    uint64_t epoch;         /* the writer epoch this stage took */
+    uint64_t recovered_seq; /* the end of the log found at open (0: a new log) */
+    uint64_t control_seq;   /* our EPOCH_START control record: recovered_seq + 1 */
+    uint64_t first_seq;     /* the seq the first commit of this run gets: control_seq + 1 */
+    char writer[96];        /* "host:pid:random", as in the manifest and heartbeat */
+};
+
+/* Fills *out. Returns 0 or S3C_EINVAL. Thread-safe. */
+int s3c_stage_info(const s3c_stage *st, struct s3c_stage_info *out);
 
 /* A snapshot of the counters. Thread-safe; values are individually, not jointly, exact. */
 void s3c_stats_get(const s3c_stage *st, struct s3c_stats *out);
@@ -145,11 +178,11 @@ void s3c_stats_get(const s3c_stage *st, struct s3c_stats *out);
 int s3c_metrics_port(const s3c_stage *st);
 
 struct s3c_close_report {
-    uint64_t durable_seq;      /* W when the stage stopped */
-    uint64_t last_seq;         /* the highest seq ever accepted */
-    uint64_t lost_first_seq;   /* first seq not made durable (0 when none) */
-    uint64_t lost_last_seq;    /* last seq not made durable (0 when none) */
-    int error;                 /* 0, S3C_ETIMEDOUT (drain ran out) or S3C_EFAILED */
+    uint64_t durable_seq;    /* W when the stage stopped */
+    uint64_t last_seq;       /* the highest seq ever accepted */
+    uint64_t lost_first_seq; /* first seq not made durable (0 when none) */
+    uint64_t lost_last_seq;  /* last seq not made durable (0 when none) */
+    int error;               /* 0, S3C_ETIMEDOUT (drain ran out) or S3C_EFAILED */
 };
 
 /* Stops accepting commits, sends everything pending, drains what is in flight for at

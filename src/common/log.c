@@ -67,6 +67,8 @@ const char *s3c_strerror(int err)
     case S3C_ENETWORK: return "endpoint unreachable";
     case S3C_EEXISTS: return "object already exists";
     case S3C_ECORRUPT: return "object failed its format or CRC check";
+    case S3C_EFENCED: return "fenced: a newer writer owns the log";
+    case S3C_EFORMAT: return "the prefix holds a log of another layout version";
     default: return "unknown error";
     }
 }

@@ -61,6 +61,7 @@ static const struct key keys[] = {
     {"s3", "payload_signing", K_ENUM, F(s3.payload_signing), 0, 0, signing_names, NULL},
     {"s3", "checksum", K_ENUM, F(s3.checksum), 0, 0, checksum_names, NULL},
     {"s3", "tls_verify", K_BOOL, F(s3.tls_verify), 0, 0, NULL, NULL},
+    {"s3", "conditional_writes", K_BOOL, F(s3.conditional_writes), 0, 0, NULL, NULL},
     {"s3", "ca_file", K_STR, F(s3.ca_file), 0, 0, NULL, check_file},
     {"s3", "access_key_id", K_SECRET, F(s3.access_key_id), 0, 0, NULL, NULL},
     {"s3", "secret_access_key", K_SECRET, F(s3.secret_access_key), 0, 0, NULL, NULL},
@@ -89,6 +90,10 @@ static const struct key keys[] = {
     {"persistence", "retry_budget", K_INT, F(persistence.retry_budget), 0, 1000000, NULL, NULL},
     {"persistence", "heartbeat_interval_ms", K_INT, F(persistence.heartbeat_interval_ms), 1,
      HOUR_MS, NULL, NULL},
+    {"persistence", "manifest_interval_ms", K_INT, F(persistence.manifest_interval_ms), 1, HOUR_MS,
+     NULL, NULL},
+    {"persistence", "writer_heartbeat_interval_ms", K_INT,
+     F(persistence.writer_heartbeat_interval_ms), 100, HOUR_MS, NULL, NULL},
     {"persistence", "shutdown_timeout_ms", K_INT, F(persistence.shutdown_timeout_ms), 0, HOUR_MS,
      NULL, NULL},
 
@@ -113,6 +118,7 @@ void cfg_defaults(struct s3c_config *cfg)
     cfg->s3.payload_signing = CFG_SIGN_UNSIGNED;
     cfg->s3.checksum = CFG_SUM_CRC32C;
     cfg->s3.tls_verify = true;
+    cfg->s3.conditional_writes = true;
     snprintf(cfg->s3.credentials_source, sizeof(cfg->s3.credentials_source), "none");
     cfg->s3.connect_timeout_ms = 3000;
     cfg->s3.request_timeout_ms = 30000;
@@ -130,6 +136,8 @@ void cfg_defaults(struct s3c_config *cfg)
     cfg->persistence.retry_budget = 500;
     cfg->persistence.heartbeat_interval_ms = 5000;
     cfg->persistence.shutdown_timeout_ms = 30000;
+    cfg->persistence.manifest_interval_ms = 1000;
+    cfg->persistence.writer_heartbeat_interval_ms = 10000;
 
     cfg->pipeline.ring_bytes = 64 * MIB;
     cfg->pipeline.max_commit_bytes = MIB;

@@ -14,37 +14,40 @@ enum cfg_signing { CFG_SIGN_UNSIGNED, CFG_SIGN_SIGNED };
 enum cfg_checksum { CFG_SUM_CRC32C, CFG_SUM_SHA256, CFG_SUM_MD5, CFG_SUM_NONE };
 
 struct cfg_s3 {
-    char endpoint[256];            /* "http(s)://host[:port]"; default https://s3.<region>.amazonaws.com */
-    char bucket[64];               /* required */
-    char prefix[512];              /* key prefix, default "" */
-    char region[32];               /* default "us-east-1" (or AWS_REGION) */
-    enum cfg_addressing addressing; /* default path */
+    char endpoint[256]; /* "http(s)://host[:port]"; default https://s3.<region>.amazonaws.com */
+    char bucket[64];    /* required */
+    char prefix[512];   /* key prefix, default "" */
+    char region[32];    /* default "us-east-1" (or AWS_REGION) */
+    enum cfg_addressing addressing;   /* default path */
     enum cfg_signing payload_signing; /* default unsigned */
-    enum cfg_checksum checksum;    /* default crc32c */
-    bool tls_verify;               /* default true */
-    char ca_file[256];             /* "" = system store */
-    char access_key_id[128];       /* "" = anonymous (unsigned requests) */
-    char secret_access_key[128];   /* secret */
-    char session_token[2048];      /* secret; "" when none */
-    char credentials_source[64];   /* "config", "env", "shared-file:<profile>" or "none" */
-    int connect_timeout_ms;        /* default 3000 */
-    int request_timeout_ms;        /* default 30000; whole request */
-    int low_speed_limit_bytes;     /* default 1024 bytes/s ... */
-    int low_speed_time_ms;         /* ... for 5000 ms fails the transfer (retryable) */
+    enum cfg_checksum checksum;       /* default crc32c */
+    bool tls_verify;                  /* default true */
+    bool conditional_writes;          /* default true: If-None-Match/If-Match, writer fencing */
+    char ca_file[256];                /* "" = system store */
+    char access_key_id[128];          /* "" = anonymous (unsigned requests) */
+    char secret_access_key[128];      /* secret */
+    char session_token[2048];         /* secret; "" when none */
+    char credentials_source[64];      /* "config", "env", "shared-file:<profile>" or "none" */
+    int connect_timeout_ms;           /* default 3000 */
+    int request_timeout_ms;           /* default 30000; whole request */
+    int low_speed_limit_bytes;        /* default 1024 bytes/s ... */
+    int low_speed_time_ms;            /* ... for 5000 ms fails the transfer (retryable) */
 };
 
 struct cfg_persistence {
-    int batch_timeout_ms;        /* default 5, > 0 */
-    int batch_size_threshold;    /* default 1000 commits, > 0 */
-    int64_t batch_bytes_threshold; /* default 1 MiB, > 0 */
-    int max_in_flight_requests;  /* default 8, > 0 */
-    int target_pool_size;        /* default 16; in [max_in_flight, 2 x max_in_flight] */
-    int max_retry_attempts;      /* default 3, >= 0 (0 disables retries) */
-    int retry_base_delay_ms;     /* default 100, > 0 */
-    int max_retry_delay_ms;      /* default 20000, >= retry_base_delay_ms */
-    int retry_budget;            /* default 500 tokens (AWS SDK style); 0 disables */
-    int heartbeat_interval_ms;   /* default 5000, > 0 */
-    int shutdown_timeout_ms;     /* default 30000, >= 0 */
+    int batch_timeout_ms;             /* default 5, > 0 */
+    int batch_size_threshold;         /* default 1000 commits, > 0 */
+    int64_t batch_bytes_threshold;    /* default 1 MiB, > 0 */
+    int max_in_flight_requests;       /* default 8, > 0 */
+    int target_pool_size;             /* default 16; in [max_in_flight, 2 x max_in_flight] */
+    int max_retry_attempts;           /* default 3, >= 0 (0 disables retries) */
+    int retry_base_delay_ms;          /* default 100, > 0 */
+    int max_retry_delay_ms;           /* default 20000, >= retry_base_delay_ms */
+    int retry_budget;                 /* default 500 tokens (AWS SDK style); 0 disables */
+    int heartbeat_interval_ms;        /* default 5000, > 0 */
+    int shutdown_timeout_ms;          /* default 30000, >= 0 */
+    int manifest_interval_ms;         /* default 1000: at most one manifest write per interval */
+    int writer_heartbeat_interval_ms; /* default 10000: the writer's heartbeat object */
 };
 
 struct cfg_pipeline {

@@ -42,7 +42,8 @@ void stage_on_release(void *ctx, const struct ring_batch *b)
     CINC(lat_count, b->count);
     CINC(commits_durable, b->count);
     CINC(bytes_durable, b->bytes);
-    atomic_store(&st->durable, b->last_seq);
+    atomic_store(&st->durable, b->last_seq + st->base);
+    mw_note_durable(st->mw, b->last_seq + st->base, b->first_seq + st->base);
     st->moved = true;
 }
 
@@ -64,28 +65,57 @@ static void stage_notify(struct s3c_stage *st, int err)
     stage_wake_waiters(st);
 }
 
-static void stage_fail(struct s3c_stage *st, struct batch *b, const char *why)
+/* Marks the stage failed from seq first on (every seq before it may still be acked) with
+ * code: S3C_EFAILED, or S3C_EFENCED, which acknowledges nothing more at all. */
+static void stage_fail_from(struct s3c_stage *st, uint64_t first, int code)
 {
     bool first_failure = !atomic_load(&st->failed);
-    if (!first_failure && b->rb.first_seq > atomic_load(&st->fail_first))
-        return; /* a later batch: the earlier failure already bounds the watermark */
-    st->fail_last = b->rb.last_seq;
-    atomic_store(&st->fail_first, b->rb.first_seq);
-    stage_set_error(st, "batch seqs %" PRIu64 "..%" PRIu64 " not durable after %d attempts: %s",
-                    b->rb.first_seq, b->rb.last_seq, b->attempts, why);
-    S3C_LOG(S3C_LOG_ERROR,
-            "event=stage_failed first_seq=%" PRIu64 " last_seq=%" PRIu64
-            " attempts=%d durable_seq=%" PRIu64 " error=\"%s\"",
-            b->rb.first_seq, b->rb.last_seq, b->attempts, atomic_load(&st->durable), why);
-    if (!first_failure)
+    bool newly_fenced = code == S3C_EFENCED && atomic_load(&st->fail_code) != S3C_EFENCED;
+    if (code == S3C_EFENCED)
+        st->fenced = true;
+    if (first_failure || first < atomic_load(&st->fail_first))
+        atomic_store(&st->fail_first, first);
+    if (first_failure || newly_fenced)
+        atomic_store(&st->fail_code, code);
+    if (!first_failure) {
+        if (newly_fenced)
+            stage_notify(st, code);
         return;
+    }
     if (st->moved) { /* report the last moves before the failure, in order */
         st->moved = false;
         stage_notify(st, 0);
     }
     atomic_store(&st->failed, 1);
-    ring_close(st->ring); /* producers stop: s3c_submit answers S3C_EFAILED */
-    stage_notify(st, S3C_EFAILED);
+    ring_close(st->ring); /* producers stop: s3c_submit answers the failure */
+    stage_notify(st, code);
+}
+
+static void stage_fail(struct s3c_stage *st, struct batch *b, const char *why)
+{
+    if (atomic_load(&st->failed) && b->first > atomic_load(&st->fail_first))
+        return;
+    st->fail_last = b->last;
+    stage_set_error(st, "batch seqs %" PRIu64 "..%" PRIu64 " not durable after %d attempts: %s",
+                    b->first, b->last, b->attempts, why);
+    S3C_LOG(S3C_LOG_ERROR,
+            "event=stage_failed first_seq=%" PRIu64 " last_seq=%" PRIu64
+            " attempts=%d durable_seq=%" PRIu64 " error=\"%s\"",
+            b->first, b->last, b->attempts, atomic_load(&st->durable), why);
+    stage_fail_from(st, b->first, S3C_EFAILED);
+}
+
+/* A newer writer owns the log: acknowledge nothing more, tell everyone. */
+void stage_fence(struct s3c_stage *st, const char *why)
+{
+    if (st->fenced)
+        return;
+    stage_set_error(st, "fenced: %s", why);
+    S3C_LOG(S3C_LOG_ERROR,
+            "event=stage_fenced epoch=%" PRIu64 " durable_seq=%" PRIu64 " error=\"%s\"",
+            st->ws.epoch, atomic_load(&st->durable), why);
+    mw_stop(st->mw);
+    stage_fail_from(st, atomic_load(&st->durable) + 1, S3C_EFENCED);
 }
 
 /* ---- the persistence thread: sending and retrying ----------------------------------- */
@@ -106,7 +136,9 @@ static void stage_send_batch(struct s3c_stage *st, struct batch *b)
                             .iov = b->iov,
                             .iovcnt = b->iovcnt,
                             .have_crc32c = true,
-                            .crc32c = b->crc32c};
+                            .crc32c = b->crc32c,
+                            .if_none_match = st->cfg.s3.conditional_writes && !b->if_match[0],
+                            .if_match = b->if_match[0] ? b->if_match : NULL};
     b->attempts++;
     CINC(put_attempts, 1);
     int rc = xport_put(st->x, &put, stage_put_done, b);
@@ -132,11 +164,13 @@ static void stage_send_batch(struct s3c_stage *st, struct batch *b)
  * the whole, without copying a payload. */
 static void stage_build_batch(struct s3c_stage *st, struct batch *b)
 {
+    b->first = b->rb.first_seq + st->base;
+    b->last = b->rb.last_seq + st->base;
     struct obj_header h = {.version = OBJ_VERSION,
                            .count = b->rb.count,
-                           .first_seq = b->rb.first_seq,
-                           .last_seq = b->rb.last_seq,
-                           .epoch = 1};
+                           .first_seq = b->first,
+                           .last_seq = b->last,
+                           .epoch = st->ws.epoch};
     struct ring_iter it;
     struct ring_rec rec;
     int n = 0;
@@ -155,9 +189,79 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
     b->iov[n++] = (struct iovec){b->trailer, OBJ_TRAILER_BYTES};
     b->iovcnt = n;
     b->crc32c = crc32c_update(crc, b->trailer, OBJ_TRAILER_BYTES);
-    obj_key(b->key, sizeof(b->key), st->cfg.s3.prefix, 1, b->rb.first_seq, b->rb.last_seq);
+    obj_key(b->key, sizeof(b->key), st->cfg.s3.prefix, b->first);
+    b->size = 0;
+    for (int i = 0; i < n; i++)
+        b->size += b->iov[i].iov_len;
+    b->if_match[0] = '\0';
     b->attempts = 0;
     b->retry_cost = 0;
+}
+
+/* The batch's object is durable (2xx, or a 412 read back as our own bytes). */
+static void stage_batch_durable(struct s3c_stage *st, struct batch *b)
+{
+    if (st->fenced) { /* acknowledge nothing more: park it */
+        b->state = B_BACKOFF;
+        b->retry_at_ns = UINT64_MAX;
+        return;
+    }
+    /* Success refunds the retry budget: what the last retry cost, or 1. */
+    st->retry_tokens += b->retry_cost ? b->retry_cost : 1;
+    if (st->retry_tokens > st->cfg.persistence.retry_budget)
+        st->retry_tokens = st->cfg.persistence.retry_budget;
+    CINC(batches_sent, 1);
+    CINC(batch_commits, b->rb.count);
+    CINC(batch_hist[stage_log2_bucket(b->rb.count, S3C_BATCH_HIST_BUCKETS + 1) - 1], 1);
+    struct ring_batch rb = b->rb;
+    b->state = B_FREE;
+    st->outstanding--;
+    ring_release_sc(st->ring, &rb); /* on_release moves W if this was the oldest */
+}
+
+static void stage_retry_later(struct s3c_stage *st, struct batch *b, bool fatal,
+                              enum xport_fail fail, const char *error);
+
+/* The verdict on a 412: the key read back (writer protocol step 4). */
+static void stage_on_settle(void *ctx, enum settle_result r, const char *etag, const char *why)
+{
+    struct batch *b = ctx;
+    struct s3c_stage *st = b->st;
+    S3C_LOG(r == SETTLE_OURS ? S3C_LOG_INFO : S3C_LOG_WARN,
+            "event=put_settled key=%s verdict=%s why=\"%s\"", b->key, settle_name(r), why);
+    switch (r) {
+    case SETTLE_OURS:
+        CINC(settled_ours, 1);
+        stage_batch_durable(st, b);
+        return;
+    case SETTLE_FENCED:
+        stage_fence(st, why);
+        b->state = B_BACKOFF; /* parked */
+        b->retry_at_ns = UINT64_MAX;
+        return;
+    case SETTLE_ORPHAN: /* an older writer's PUT that landed past our fence: replace it */
+        CINC(orphans_replaced, 1);
+        writer_if_match(etag, st->ws.etag_unquoted, b->if_match, sizeof(b->if_match));
+        b->state = B_BACKOFF;
+        b->retry_at_ns = 0; /* at once */
+        return;
+    case SETTLE_GONE:
+        b->if_match[0] = '\0';
+        b->state = B_BACKOFF;
+        b->retry_at_ns = 0;
+        return;
+    case SETTLE_RETRY:
+        stage_retry_later(st, b, false, XPORT_FAIL_NONE, why);
+        return;
+    case SETTLE_CHAIN: /* cannot happen past our own fence: the floor is our epoch */
+    case SETTLE_CORRUPT:
+        CINC(fail_fatal, 1);
+        stage_set_error(st, "PUT %s: %s", b->key, why);
+        b->state = B_BACKOFF;
+        b->retry_at_ns = UINT64_MAX;
+        stage_fail(st, b, why);
+        return;
+    }
 }
 
 static void stage_put_done(void *ctx, const struct xport_result *res)
@@ -167,24 +271,41 @@ static void stage_put_done(void *ctx, const struct xport_result *res)
 
     CINC(in_flight, -1);
     if (res->cls == XPORT_OK) {
-        /* Success refunds the retry budget: what the last retry cost, or 1. */
-        st->retry_tokens += b->retry_cost ? b->retry_cost : 1;
-        if (st->retry_tokens > st->cfg.persistence.retry_budget)
-            st->retry_tokens = st->cfg.persistence.retry_budget;
-        CINC(batches_sent, 1);
-        CINC(batch_commits, b->rb.count);
-        CINC(batch_hist[stage_log2_bucket(b->rb.count, S3C_BATCH_HIST_BUCKETS + 1) - 1], 1);
-        struct ring_batch rb = b->rb;
-        b->state = B_FREE;
-        st->outstanding--;
-        ring_release_sc(st->ring, &rb); /* on_release moves W if this was the oldest */
+        stage_batch_durable(st, b);
         return;
     }
+    if (res->cls == XPORT_EXISTS || (res->cls == XPORT_NOT_FOUND && b->if_match[0])) {
+        /* 412: the key is taken (or the orphan we replace changed): never a blind retry,
+         * read it back. A 404 on If-Match: the orphan is gone (Ceph answers 412). */
+        CINC(settles, 1);
+        b->state = B_SETTLE;
+        b->settle = (struct settle){.x = st->x,
+                                    .key = b->key,
+                                    .header = b->header,
+                                    .trailer = b->trailer,
+                                    .size = b->size,
+                                    .epoch = st->ws.epoch,
+                                    .floor_epoch = st->ws.epoch,
+                                    .done = stage_on_settle,
+                                    .ctx = b};
+        if (settle_start(&b->settle) == 0)
+            return;
+        stage_retry_later(st, b, false, XPORT_FAIL_NONE, "cannot start reading the key back");
+        return;
+    }
+    stage_retry_later(st, b, res->cls != XPORT_RETRYABLE, res->fail,
+                      res->error && *res->error ? res->error : "unknown error");
+}
 
+/* A failed attempt: back off and send again; fail the stage once retries are spent, or at
+ * once for a fatal answer. */
+static void stage_retry_later(struct s3c_stage *st, struct batch *b, bool fatal,
+                              enum xport_fail fail, const char *error)
+{
     char why[384];
-    snprintf(why, sizeof(why), "%s", res->error && *res->error ? res->error : "unknown error");
+    snprintf(why, sizeof(why), "%s", error);
     stage_set_error(st, "PUT %s attempt %d: %s", b->key, b->attempts, why);
-    if (res->cls != XPORT_RETRYABLE) {
+    if (fatal) {
         CINC(fail_fatal, 1);
         b->state = B_BACKOFF; /* parked: never sent again */
         b->retry_at_ns = UINT64_MAX;
@@ -206,7 +327,7 @@ static void stage_put_done(void *ctx, const struct xport_result *res)
     if (ceil_ms > cap)
         ceil_ms = cap;
     uint64_t delay_ms = stage_rand64(st) % (ceil_ms + 1);
-    int cost = res->fail == XPORT_FAIL_TIMEOUT ? RETRY_COST_TIMEOUT : RETRY_COST;
+    int cost = fail == XPORT_FAIL_TIMEOUT ? RETRY_COST_TIMEOUT : RETRY_COST;
     if (st->cfg.persistence.retry_budget > 0) {
         if (st->retry_tokens >= cost) {
             st->retry_tokens -= cost;
@@ -276,7 +397,7 @@ void *stage_persistence_main(void *arg)
             struct batch *b = &st->batches[i];
             if (b->state != B_BACKOFF || b->retry_at_ns > now)
                 continue; /* parked batches have retry_at_ns == UINT64_MAX */
-            if (failed && b->rb.first_seq >= atomic_load(&st->fail_first))
+            if (failed && b->first >= atomic_load(&st->fail_first))
                 continue;
             CINC(retries, 1);
             stage_send_batch(st, b);
@@ -315,7 +436,7 @@ void *stage_persistence_main(void *arg)
             S3C_LOG(S3C_LOG_DEBUG,
                     "event=batch_send first_seq=%" PRIu64 " last_seq=%" PRIu64 " bytes=%" PRIu64
                     " outstanding=%d trigger=%s",
-                    b->rb.first_seq, b->rb.last_seq, b->rb.bytes, st->outstanding,
+                    b->first, b->last, b->rb.bytes, st->outstanding,
                     rd.full                            ? "size"
                     : st->outstanding == 1             ? "idle"
                     : closing                          ? "close"
@@ -342,7 +463,7 @@ void *stage_persistence_main(void *arg)
             bool parked = b->state == B_BACKOFF && b->retry_at_ns == UINT64_MAX;
             if (b->state == B_FREE || parked)
                 continue;
-            if (failed && b->rb.first_seq >= atomic_load(&st->fail_first))
+            if (failed && b->first >= atomic_load(&st->fail_first))
                 continue;
             pending_before_fail = true;
             if (b->state == B_BACKOFF) {

@@ -36,24 +36,25 @@ static int stage_submit(s3c_stage *st, const void *data, size_t len, int timeout
     if (!st || (!data && len))
         return S3C_EINVAL;
     if (atomic_load_explicit(&st->failed, memory_order_relaxed))
-        return S3C_EFAILED;
+        return atomic_load(&st->fail_code);
     if (len > (uint64_t)st->cfg.pipeline.max_commit_bytes)
         return S3C_ETOOBIG;
     rc = try_only ? ring_try_claim_mp(st->ring, (uint32_t)len, &c)
                   : ring_claim_mp(st->ring, (uint32_t)len, timeout_ms, &c);
     if (rc != 0) {
         if (rc == S3C_ECLOSED && atomic_load(&st->failed))
-            return S3C_EFAILED;
+            return atomic_load(&st->fail_code);
         return rc;
     }
+    uint64_t log_seq = c.seq + st->base; /* after our fence */
     unsigned char *pfx = c.prefix;
     uint64_t now = s3c__now_ns();
     memcpy(pfx + PFX_TIME, &now, 8);
     memcpy(c.data, data, len);
-    obj_record_header_encode((uint32_t)len, crc32c_update(0, data, len), c.seq, pfx + PFX_RECHDR);
+    obj_record_header_encode((uint32_t)len, crc32c_update(0, data, len), log_seq, pfx + PFX_RECHDR);
     ring_publish_mp(st->ring, &c);
     if (seq)
-        *seq = c.seq;
+        *seq = log_seq;
     return 0;
 }
 
@@ -92,11 +93,11 @@ int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms)
         }
         /* Once failed, seqs before the failed batch may still become durable. */
         if (atomic_load(&st->failed) && seq >= atomic_load(&st->fail_first)) {
-            rc = S3C_EFAILED;
+            rc = atomic_load(&st->fail_code);
             break;
         }
         if (atomic_load(&st->stopped)) {
-            rc = atomic_load(&st->failed) ? S3C_EFAILED : S3C_ECLOSED;
+            rc = atomic_load(&st->failed) ? atomic_load(&st->fail_code) : S3C_ECLOSED;
             break;
         }
         if (timeout_ms < 0)
@@ -134,12 +135,13 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
     memset(o, 0, sizeof(*o));
     if (!st)
         return;
+    uint64_t last = ring_last_seq(st->ring) + st->base;
     o->commits_submitted = ring_last_seq(st->ring);
     o->commits_durable = CGET(commits_durable);
     o->bytes_durable = CGET(bytes_durable);
     o->bytes_submitted = CGET(bytes_seen);
     o->durable_seq = atomic_load(&st->durable);
-    o->commits_pending = o->commits_submitted - o->durable_seq;
+    o->commits_pending = last > o->durable_seq ? last - o->durable_seq : 0;
     o->bytes_pending =
         o->bytes_submitted > o->bytes_durable ? o->bytes_submitted - o->bytes_durable : 0;
     o->batches_sent = CGET(batches_sent);
@@ -162,9 +164,43 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
     o->pool_closes = CGET(pool_closes);
     o->pool_reuses = CGET(pool_reuses);
     o->pool_heartbeat_failures = CGET(pool_hb_failures);
+    o->fenced = atomic_load(&st->fail_code) == S3C_EFENCED;
+    o->epoch = st->ws.epoch;
+    o->settled_ours = CGET(settled_ours);
+    o->orphans_replaced = CGET(orphans_replaced);
+    if (st->mw) {
+        const struct mw_stats *m = mw_stats(st->mw);
+#define MGET(f) atomic_load_explicit(&m->f, memory_order_relaxed)
+        o->manifest_writes = MGET(manifest_writes);
+        o->manifest_writes_saved = MGET(manifest_saved);
+        o->manifest_failures = MGET(manifest_failures);
+        o->heartbeat_writes = MGET(heartbeat_writes);
+        o->heartbeat_failures = MGET(heartbeat_failures);
+        o->manifest_durable_seq = MGET(manifest_seq);
+        uint64_t hb = MGET(heartbeat_at_ms), now = writer_unix_ms();
+        o->heartbeat_age_ms = hb && now > hb ? now - hb : 0;
+#undef MGET
+        o->manifest_unsaved =
+            o->durable_seq > o->manifest_durable_seq ? o->durable_seq - o->manifest_durable_seq : 0;
+        mw_last_errors(st->mw, o->manifest_last_error, o->heartbeat_last_error,
+                       sizeof(o->manifest_last_error));
+    }
     pthread_mutex_lock(&st->errmu);
     memcpy(o->last_error, st->last_error, sizeof(o->last_error));
     pthread_mutex_unlock(&st->errmu);
+}
+
+int s3c_stage_info(const s3c_stage *st, struct s3c_stage_info *out)
+{
+    if (!st || !out)
+        return S3C_EINVAL;
+    memset(out, 0, sizeof(*out));
+    out->epoch = st->ws.epoch;
+    out->recovered_seq = st->ws.recovered_seq;
+    out->control_seq = st->ws.control_seq;
+    out->first_seq = st->ws.control_seq + 1;
+    snprintf(out->writer, sizeof(out->writer), "%s", st->ws.writer);
+    return 0;
 }
 
 int s3c_metrics_port(const s3c_stage *st)
@@ -173,6 +209,27 @@ int s3c_metrics_port(const s3c_stage *st)
 }
 
 /* ---- open and close ---------------------------------------------------------------- */
+
+/* Callbacks of the manifest writer, on the loop's thread. */
+static void stage_mw_snapshot(void *ctx, struct mw_snapshot *out)
+{
+    struct s3c_stage *st = ctx;
+    out->durable_seq = atomic_load(&st->durable);
+    out->last_seq = ring_last_seq(st->ring) + st->base;
+    pthread_mutex_lock(&st->errmu);
+    snprintf(out->last_error, sizeof(out->last_error), "%s", st->last_error);
+    pthread_mutex_unlock(&st->errmu);
+}
+
+static void stage_mw_fenced(void *ctx, const char *why)
+{
+    stage_fence(ctx, why);
+}
+
+static void stage_mw_error(void *ctx, const char *channel, const char *why)
+{
+    stage_set_error(ctx, "%s write failed: %s", channel, why);
+}
 
 static void stage_collect(void *ctx, struct s3c_stats *out)
 {
@@ -183,7 +240,7 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
 {
     struct s3c_stage *st;
     const struct cfg_persistence *p;
-    char e[256] = "";
+    char e[1024] = "";
     int rc = S3C_ENOMEM;
 
     if (errlen)
@@ -248,11 +305,37 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
         rc = S3C_EINVAL;
         goto out_free_loop;
     }
+    /* The writer protocol before any commit is accepted: our epoch, the end of the log,
+     * our fence. Run here, on the caller's thread, on the loop the persistence thread
+     * takes over once it starts. */
+    rc = writer_open(st->x, &st->cfg, &st->ws, e, sizeof(e));
+    if (rc < 0)
+        goto out_free_xport;
+    st->base = st->ws.control_seq;
+    atomic_store(&st->durable, st->ws.control_seq);
+    struct mw_opts mo = {.x = st->x,
+                         .cfg = &st->cfg,
+                         .ws = &st->ws,
+                         .snapshot = stage_mw_snapshot,
+                         .fenced = stage_mw_fenced,
+                         .error = stage_mw_error,
+                         .ctx = st};
+    st->mw = mw_new(&mo);
+    if (!st->mw) {
+        rc = S3C_ENOMEM;
+        goto out_free_xport;
+    }
+    mw_note_durable(st->mw, st->ws.control_seq, st->ws.control_seq);
+    /* The manifest names our fence before the first commit is taken, and the first
+     * heartbeat says who we are; a failure here is retried later, not fatal. */
+    if (mw_flush(st->mw, cfg->s3.request_timeout_ms, false) < 0)
+        S3C_LOG(S3C_LOG_WARN, "event=manifest_open_write_late msg=\"the manifest or heartbeat "
+                              "is not written yet; retrying in the background\"");
     if (cfg->metrics_listen[0]) {
         st->metrics = metrics_srv_start(cfg->metrics_listen, stage_collect, st, e, sizeof(e));
         if (!st->metrics) {
             rc = S3C_EIO;
-            goto out_free_xport;
+            goto out_free_mw;
         }
     }
     if (pthread_create(&st->thread, NULL, stage_persistence_main, st) != 0) {
@@ -261,15 +344,19 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
         goto out_stop_metrics;
     }
     S3C_LOG(S3C_LOG_INFO,
-            "event=stage_open bucket=%s prefix=%s in_flight=%d pool=%d batch_timeout_ms=%d "
+            "event=stage_open bucket=%s prefix=%s epoch=%" PRIu64 " recovered_seq=%" PRIu64
+            " first_seq=%" PRIu64 " in_flight=%d pool=%d batch_timeout_ms=%d "
             "batch_size=%d batch_bytes=%" PRId64,
-            cfg->s3.bucket, cfg->s3.prefix, p->max_in_flight_requests, p->target_pool_size,
+            cfg->s3.bucket, cfg->s3.prefix, st->ws.epoch, st->ws.recovered_seq,
+            st->ws.control_seq + 1, p->max_in_flight_requests, p->target_pool_size,
             p->batch_timeout_ms, p->batch_size_threshold, p->batch_bytes_threshold);
     *out = st;
     return 0;
 
 out_stop_metrics:
     metrics_srv_stop(st->metrics);
+out_free_mw:
+    mw_free(st->mw);
 out_free_xport:
     xport_free(st->x);
 out_free_loop:
@@ -306,20 +393,27 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report)
         loop_wake(st->loop);
         pthread_join(st->thread, NULL);
         stage_wake_waiters(st);
+        /* The bounded final flush: the manifest at the last W, a last heartbeat. The loop
+         * is ours now that the thread is gone. */
+        uint64_t now = s3c__now_ns(), dl = atomic_load(&st->close_deadline_ns);
+        int flush_ms = dl > now ? (int)((dl - now) / 1000000u) : 0;
+        flush_ms = flush_ms < 1000 ? 1000 : flush_ms > 10000 ? 10000 : flush_ms;
+        if (mw_flush(st->mw, flush_ms, true) < 0)
+            S3C_LOG(S3C_LOG_WARN, "event=manifest_flush_incomplete timeout_ms=%d", flush_ms);
 
         struct s3c_close_report *r = &st->report;
         r->durable_seq = atomic_load(&st->durable);
-        r->last_seq = ring_last_seq(st->ring);
+        r->last_seq = ring_last_seq(st->ring) + st->base;
         if (r->last_seq > r->durable_seq) {
             r->lost_first_seq = r->durable_seq + 1;
             r->lost_last_seq = r->last_seq;
-            r->error = atomic_load(&st->failed) ? S3C_EFAILED : S3C_ETIMEDOUT;
+            r->error = atomic_load(&st->failed) ? atomic_load(&st->fail_code) : S3C_ETIMEDOUT;
             S3C_LOG(S3C_LOG_ERROR,
                     "event=close_incomplete durable_seq=%" PRIu64 " lost_first_seq=%" PRIu64
                     " lost_last_seq=%" PRIu64 " reason=\"%s\"",
                     r->durable_seq, r->lost_first_seq, r->lost_last_seq, s3c_strerror(r->error));
         } else if (atomic_load(&st->failed)) {
-            r->error = S3C_EFAILED; /* failed, though nothing accepted was lost */
+            r->error = atomic_load(&st->fail_code); /* though nothing accepted was lost */
         }
         S3C_LOG(S3C_LOG_INFO, "event=stage_closed durable_seq=%" PRIu64 " last_seq=%" PRIu64,
                 r->durable_seq, r->last_seq);
@@ -337,6 +431,7 @@ int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report)
         return 0;
     int rc = s3c_stage_drain(st, report);
     metrics_srv_stop(st->metrics);
+    mw_free(st->mw);
     xport_free(st->x); /* aborts whatever is still on the wire, without callbacks */
     loop_free(st->loop);
     ring_free(st->ring);

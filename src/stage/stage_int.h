@@ -11,12 +11,13 @@
 #include <sys/uio.h>
 
 #include "config/config.h"
+#include "format/objfmt.h"
 #include "loop/loop.h"
 #include "metrics/metrics.h"
 #include "pipeline/ring.h"
 #include "s3commit.h"
-#include "stage/objfmt.h"
 #include "transport/transport.h"
+#include "writer/writer.h"
 
 /* Each ring record's prefix: the submit time (for commit-to-durable latency), then the
  * object format's record header, so header + payload go to S3 as one span. */
@@ -28,11 +29,12 @@
 #define RETRY_COST 5          /* retry budget tokens per retry (AWS SDK standard mode) */
 #define RETRY_COST_TIMEOUT 10 /* ... per retry after a timeout */
 
-enum batch_state { B_FREE, B_WIRE, B_BACKOFF };
+enum batch_state { B_FREE, B_WIRE, B_BACKOFF, B_SETTLE };
 
 struct batch {
     enum batch_state state;
     struct ring_batch rb;
+    uint64_t first, last; /* log seqs: the ring's seqs + the stage's base */
     int attempts;         /* PUTs started */
     int retry_cost;       /* tokens the last retry took (refunded on success) */
     uint64_t retry_at_ns; /* B_BACKOFF: when to send again */
@@ -42,6 +44,9 @@ struct batch {
     char key[OBJ_KEY_MAX];
     struct iovec *iov; /* count + 2 spans: header, records, trailer */
     int iovcnt;
+    uint64_t size;        /* of the whole object */
+    char if_match[300];   /* replacing an orphan: If-Match on its ETag ("" otherwise) */
+    struct settle settle; /* B_SETTLE: reading the key back after a 412 */
     struct s3c_stage *st;
 };
 
@@ -56,12 +61,16 @@ struct s3c_stage {
     struct loop *loop;        /* the persistence thread's event loop (ours) */
     struct loop_watch ring_w; /* the ring's wake-up eventfd on it */
     struct xport *x;
+    struct writer_state ws; /* epoch and where the log resumed (writer_open) */
+    struct mw *mw;          /* the manifest and heartbeat writer, on the loop */
+    uint64_t base;          /* log seq = ring seq + base (base = the fence's seq) */
     pthread_t thread;
     struct metrics_srv *metrics;
 
     /* Shared with producers and waiters. */
     _Atomic uint64_t durable; /* the watermark W */
     _Atomic int failed;       /* set once, by the persistence thread */
+    _Atomic int fail_code;    /* S3C_EFAILED, or S3C_EFENCED: a newer writer took over */
     _Atomic int closing;      /* set once, by s3c_stage_close */
     _Atomic int stopped;      /* the persistence thread has finished */
     _Atomic uint64_t close_deadline_ns;
@@ -79,6 +88,7 @@ struct s3c_stage {
     double retry_tokens;
     uint64_t rng;
     bool moved;                  /* W moved during this loop turn */
+    bool fenced;                 /* a newer writer fenced us: nothing more is acknowledged */
     _Atomic uint64_t fail_first; /* the earliest failed batch: nothing from it on is acked */
     uint64_t fail_last;
     int idle_spins; /* loop turns in a row that could neither sleep nor work */
@@ -91,6 +101,7 @@ struct s3c_stage {
         _Atomic uint64_t budget_exhausted, lat_sum, lat_count;
         _Atomic uint64_t batch_hist[S3C_BATCH_HIST_BUCKETS], lat_hist[24];
         _Atomic uint64_t pool_opens, pool_closes, pool_reuses, pool_hb_failures;
+        _Atomic uint64_t settles, settled_ours, orphans_replaced;
         _Atomic uint32_t in_flight;
     } c;
     pthread_mutex_t errmu;
@@ -113,5 +124,7 @@ void *stage_persistence_main(void *arg);
 void stage_on_release(void *ctx, const struct ring_batch *b);
 void stage_on_ring_wake(void *ctx, int fd, unsigned events);
 void stage_wake_waiters(struct s3c_stage *st);
+/* A newer writer owns the log: acknowledge nothing more (loop thread). */
+void stage_fence(struct s3c_stage *st, const char *why);
 
 #endif

@@ -119,7 +119,7 @@ static void answer_format_error(struct xreq *r, const struct xport_result *res, 
     } else {
         char hint[256];
         answer_hint(r, res, hint, sizeof(hint));
-        snprintf(r->errline, sizeof(r->errline), "%s %s: HTTP %ld%s%s%s%s%s%s%s",
+        snprintf(r->errline, sizeof(r->errline), "%s %s: HTTP %ld%s%s%s%.200s%s%s%s",
                  answer_op_name(r->op), what, res->http_status, res->s3_code[0] ? " " : "",
                  res->s3_code, res->s3_message[0] ? ": " : "", res->s3_message,
                  res->request_id[0] ? " request_id=" : "", res->request_id, hint);
@@ -167,6 +167,7 @@ static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
     if (res.cls == XPORT_OK && r->op == XPORT_OP_GET) {
         res.body = r->body ? r->body : "";
         res.body_len = r->blen;
+        res.object_size = r->object_size ? r->object_size : r->blen;
     } else if (res.cls == XPORT_OK && r->op == XPORT_OP_HEAD) {
         res.body_len = clen > 0 ? (size_t)clen : 0;
     } else if (res.cls == XPORT_OK && r->op == XPORT_OP_LIST) {

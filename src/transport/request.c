@@ -149,11 +149,17 @@ static size_t xreq_on_header(char *line, size_t size, size_t nitems, void *ud)
     size_t len = size * nitems;
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         r->etag[0] = r->reqid[0] = '\0'; /* a new answer (after 100 or a resend) */
+        r->object_size = 0;
         r->blen = 0;
     } else if (len > 5 && strncasecmp(line, "etag:", 5) == 0) {
         xreq_header_value(line, len, 5, r->etag, sizeof(r->etag));
     } else if (len > 17 && strncasecmp(line, "x-amz-request-id:", 17) == 0) {
         xreq_header_value(line, len, 17, r->reqid, sizeof(r->reqid));
+    } else if (len > 14 && strncasecmp(line, "content-range:", 14) == 0) {
+        char v[128];
+        xreq_header_value(line, len, 14, v, sizeof(v));
+        const char *slash = strchr(v, '/');
+        r->object_size = slash ? strtoull(slash + 1, NULL, 10) : 0;
     }
     return len;
 }
@@ -273,6 +279,7 @@ int xreq_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum xport_
     r->sends = 0;
     r->blen = 0;
     r->etag[0] = r->reqid[0] = r->errbuf[0] = r->errline[0] = '\0';
+    r->object_size = 0;
     r->query[0] = '\0';
     r->blimit = op == XPORT_OP_GET    ? SIZE_MAX - 1
                 : op == XPORT_OP_LIST ? XREQ_LISTBODY_MAX

@@ -55,6 +55,7 @@ struct xport_result {
     /* GET: the body. HEAD: body_len is Content-Length. */
     const void *body;
     size_t body_len;
+    uint64_t object_size; /* GET: the whole object's size (Content-Range total if ranged) */
     /* ListObjectsV2 */
     const struct xport_list_entry *entries;
     size_t nentries;

@@ -79,6 +79,7 @@ struct xreq {
     size_t blen, bcap, blimit;
     char etag[256];
     char reqid[128];
+    uint64_t object_size; /* the total of a Content-Range answer (0 when none) */
     char errbuf[CURL_ERROR_SIZE];
     char errline[2048];
     struct s3xml_error s3e;

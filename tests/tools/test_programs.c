@@ -407,16 +407,20 @@ static void test_run_then_verify(void)
     buf_frames(&in, 3000, 3000);
     const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
     ASSERT_EQ(run(argv, &in, &p, 60000), 0);
-    ASSERT_UEQ(last_durable(p.o.p), 3000);
+    ASSERT_UEQ(last_durable(p.o.p), 3001); /* seq 1 is the run's control record */
+    ASSERT(strstr(p.o.p, "{\"epoch\":1,\"recovered_seq\":0,\"control_seq\":1,\"first_seq\":2}\n") ==
+           p.o.p); /* where the log resumed: the first line */
     proc_free(&p);
 
     ASSERT_EQ(verify(cfg, 3000, &sum), 0);
     ASSERT_EQ(jnum(sum, "commits"), 3000);
+    ASSERT_EQ(jnum(sum, "control_records"), 1);
     ASSERT_EQ(jnum(sum, "first_seq"), 1);
-    ASSERT_EQ(jnum(sum, "last_seq"), 3000);
-    ASSERT_EQ(jnum(sum, "gaps"), 0);
+    ASSERT_EQ(jnum(sum, "last_seq"), 3001);
+    ASSERT_EQ(jnum(sum, "beyond_end"), 0);
+    ASSERT_EQ(jnum(sum, "orphans"), 0);
     ASSERT_EQ(jnum(sum, "bad_objects"), 0);
-    ASSERT_GE(jnum(sum, "objects"), 1);
+    ASSERT_GE(jnum(sum, "objects"), 2);
     cJSON_Delete(sum);
 
     /* verify catches a damaged object: overwrite one with bytes that are not the format. */
@@ -431,13 +435,13 @@ static void test_run_then_verify(void)
     ASSERT_EQ(mockproc_http(&m, "PUT", path, "S3COMMIT but not really", out, sizeof(out)), 200);
     ASSERT_EQ(verify(cfg, 3000, &sum), 1);
     ASSERT_EQ(jnum(sum, "bad_objects"), 1);
-    ASSERT_EQ(jnum(sum, "gaps"), 0);
     cJSON_Delete(sum);
 
-    /* and a missing one: a gap. */
+    /* and a missing one: the chain does not start at seq 1. */
     ASSERT_EQ(mockproc_http(&m, "DELETE", path, NULL, out, sizeof(out)), 204);
     ASSERT_EQ(verify(cfg, 3000, &sum), 1);
-    ASSERT_EQ(jnum(sum, "gaps"), 1);
+    ASSERT_EQ(jnum(sum, "chain_objects"), 0);
+    ASSERT_EQ(jnum(sum, "beyond_end"), jnum(sum, "objects"));
     cJSON_Delete(sum);
     buf_free(&in);
     mockproc_stop(&m);
@@ -459,8 +463,8 @@ static void test_verify_paginates(void)
     ASSERT_EQ(run(argv, &in, &p, 60000), 0);
     proc_free(&p);
     ASSERT_EQ(verify(cfg, 1234, &sum), 0);
-    ASSERT_EQ(jnum(sum, "objects"), 1234);
-    ASSERT_EQ(jnum(sum, "last_seq"), 1234);
+    ASSERT_EQ(jnum(sum, "objects"), 1235); /* and the control record's */
+    ASSERT_EQ(jnum(sum, "last_seq"), 1235);
     cJSON_Delete(sum);
     buf_free(&in);
     mockproc_stop(&m);
@@ -494,11 +498,12 @@ static void test_run_with_faults(void)
     buf_frames(&in, 2000, 2000);
     const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
     ASSERT_EQ(run(argv, &in, &p, 60000), 0);
-    ASSERT_UEQ(last_durable(p.o.p), 2000);
+    ASSERT_UEQ(last_durable(p.o.p), 2001);
     ASSERT(strstr(p.e.p, "event=put_retry") != NULL); /* the faults did fire */
     proc_free(&p);
     ASSERT_EQ(verify(cfg, 2000, &sum), 0);
-    ASSERT_EQ(jnum(sum, "overlaps"), 0);
+    ASSERT_EQ(jnum(sum, "orphans"), 0);
+    ASSERT_EQ(jnum(sum, "beyond_end"), 0);
     cJSON_Delete(sum);
     buf_free(&in);
     mockproc_stop(&m);
@@ -523,7 +528,7 @@ static void test_truncated_frame(void)
     if (!strstr(p.e.p, want))
         TEST_FAIL_("stderr lacks '%s': %s", want, p.e.p);
     ASSERT(strstr(p.e.p, "says 10 bytes but only 6 arrived") != NULL);
-    ASSERT_UEQ(last_durable(p.o.p), 10);
+    ASSERT_UEQ(last_durable(p.o.p), 11);
     proc_free(&p);
     ASSERT_EQ(verify(cfg, 10, &sum), 0);
     cJSON_Delete(sum);
@@ -552,7 +557,7 @@ static void test_oversized_frame(void)
              "frame at byte offset %zu is 5000 bytes, over pipeline.max_commit_bytes (4096)", at);
     if (!strstr(p.e.p, want))
         TEST_FAIL_("stderr lacks '%s': %s", want, p.e.p);
-    ASSERT_UEQ(last_durable(p.o.p), 5);
+    ASSERT_UEQ(last_durable(p.o.p), 6);
     proc_free(&p);
     ASSERT_EQ(verify(cfg, 5, &sum), 0);
     cJSON_Delete(sum);
@@ -574,7 +579,7 @@ static void test_unreachable_endpoint(void)
     ASSERT_NE(run(argv, &in, &p, 40000), 0);
     ASSERT_LT(now_ms() - t0, 30000);
     ASSERT(strstr(p.e.p, "s3commit: ") != NULL);
-    ASSERT(strstr(p.e.p, "not everything was made durable") != NULL);
+    ASSERT(strstr(p.e.p, "cannot open the stage") != NULL); /* before reading a commit */
     ASSERT_UEQ(last_durable(p.o.p), 0);
     proc_free(&p);
 
@@ -604,8 +609,9 @@ static void test_wrong_credentials(void)
     uint64_t t0 = now_ms();
     ASSERT_NE(run(argv, &in, &p, 40000), 0);
     ASSERT_LT(now_ms() - t0, 30000);
-    ASSERT(strstr(p.e.p, "not everything was made durable") != NULL);
-    ASSERT(strstr(p.e.p, "403") != NULL || strstr(p.e.p, "SignatureDoesNotMatch") != NULL);
+    ASSERT(strstr(p.e.p, "cannot open the stage") != NULL);
+    ASSERT(strstr(p.e.p, "SignatureDoesNotMatch") != NULL);
+    ASSERT(strstr(p.e.p, "s3.secret_access_key") != NULL); /* names the fix */
     ASSERT(strstr(p.e.p, "wrong-secret") == NULL && strstr(p.o.p, "wrong-secret") == NULL);
     proc_free(&p);
 
@@ -616,7 +622,7 @@ static void test_wrong_credentials(void)
                                   "", "");
     ASSERT_EQ(run((const char *[]){bin_s3commit, "run", "--config", good, NULL}, &in, &p, 30000),
               0);
-    ASSERT_UEQ(last_durable(p.o.p), 3);
+    ASSERT_UEQ(last_durable(p.o.p), 4);
     proc_free(&p);
     buf_free(&in);
     mockproc_stop(&m);
@@ -670,16 +676,16 @@ static void test_metrics_scrape(void)
     int status = -1;
     while (now_ms() < end) {
         proc_pump(&p, NULL, 0, 100);
-        if (last_durable(p.o.p ? p.o.p : "") < 200)
+        if (last_durable(p.o.p ? p.o.p : "") < 201)
             continue;
         buf_free(&body);
         status = scrape(port, &body);
-        if (status == 200 && body.p && strstr(body.p, "\ns3commit_durable_seq 200\n"))
+        if (status == 200 && body.p && strstr(body.p, "\ns3commit_durable_seq 201\n"))
             break; /* the counters may trail the printed watermark by a moment */
     }
     ASSERT_EQ(status, 200);
     ASSERT(strstr(body.p, "# TYPE") != NULL);
-    ASSERT(strstr(body.p, "\ns3commit_durable_seq 200\n") != NULL);
+    ASSERT(strstr(body.p, "\ns3commit_durable_seq 201\n") != NULL);
     ASSERT(strstr(body.p, "\ns3commit_commits_durable_total 200\n") != NULL);
     ASSERT(strstr(body.p, "s3commit_ack_latency_seconds_bucket{le=") != NULL);
     if (system("command -v promtool >/dev/null 2>&1") == 0) {
@@ -722,7 +728,7 @@ static void test_sigterm_drains(void)
     ASSERT_EQ(unread, 0);
     kill(p.pid, SIGTERM);
     ASSERT_EQ(proc_wait(&p, 30000), 0);
-    ASSERT_UEQ(last_durable(p.o.p), 500);
+    ASSERT_UEQ(last_durable(p.o.p), 501);
     proc_free(&p);
     ASSERT_EQ(verify(cfg, 500, &sum), 0);
     cJSON_Delete(sum);
@@ -796,22 +802,22 @@ static void test_unix_socket_clients(void)
     ASSERT_EQ(na, 300);
     ASSERT_EQ(nb, 200);
     /* Each client's seqs rise, and together they are exactly 1..500. */
-    static char seen[501];
+    static char seen[502];
     for (size_t i = 0; i < na; i++) {
         ASSERT(i == 0 || sa[i] > sa[i - 1]);
-        ASSERT(sa[i] >= 1 && sa[i] <= 500 && !seen[sa[i]]);
+        ASSERT(sa[i] >= 2 && sa[i] <= 501 && !seen[sa[i]]);
         seen[sa[i]] = 1;
     }
     for (size_t i = 0; i < nb; i++) {
         ASSERT(i == 0 || sb[i] > sb[i - 1]);
-        ASSERT(sb[i] >= 1 && sb[i] <= 500 && !seen[sb[i]]);
+        ASSERT(sb[i] >= 2 && sb[i] <= 501 && !seen[sb[i]]);
         seen[sb[i]] = 1;
     }
     close(fa);
     close(fb);
     kill(p.pid, SIGTERM);
     ASSERT_EQ(proc_wait(&p, 30000), 0);
-    ASSERT_UEQ(last_durable(p.o.p), 500);
+    ASSERT_UEQ(last_durable(p.o.p), 501);
     ASSERT(access(sock, F_OK) != 0); /* the socket file is removed */
     proc_free(&p);
     ASSERT_EQ(verify(cfg, 500, &sum), 0);
@@ -847,7 +853,9 @@ static void test_load_mock(void)
         jnum(r, fields[i]);
     ASSERT_EQ(jnum(r, "commits_submitted"), 3000);
     ASSERT_EQ(jnum(r, "commits_acked"), 3000);
-    ASSERT_EQ(jnum(r, "durable_seq"), 3000);
+    ASSERT_EQ(jnum(r, "durable_seq"), 3001);
+    ASSERT_EQ(jnum(r, "first_seq"), 2);
+    ASSERT_EQ(jnum(r, "epoch"), 1);
     ASSERT_EQ(jnum(r, "out_of_order_acks"), 0);
     ASSERT_GE(jnum(r, "batches"), 1);
     ASSERT_GE(jnum(r, "bytes_acked"), 3000 * 64);

@@ -53,6 +53,7 @@ struct load {
     s3c_stage *st;
     uint64_t t0_ns;
     uint64_t cap;        /* commits this run may submit (sizes the arrays) */
+    uint64_t base;       /* the seq before this run's first (the log continues, seq > base) */
     uint64_t *submit_ns; /* [seq]: 1 + ns since t0 when s3c_submit returned; 0 = never */
     size_t submit_bytes;
     struct ack_event *events; /* appended by the durable callback only */
@@ -182,11 +183,12 @@ static void *producer_main(void *arg)
             }
             break;
         }
-        if (seq == 0 || seq > l->cap) {
-            load_fail(l, "s3c_submit returned seq %" PRIu64 ", outside 1..%" PRIu64, seq, l->cap);
+        if (seq <= l->base || seq - l->base > l->cap) {
+            load_fail(l, "s3c_submit returned seq %" PRIu64 ", outside %" PRIu64 "..%" PRIu64, seq,
+                      l->base + 1, l->base + l->cap);
             break;
         }
-        l->submit_ns[seq] = done - l->t0_ns + 1;
+        l->submit_ns[seq - l->base] = done - l->t0_ns + 1;
         hist_record(&p->wait_us, (done - now) / 1000);
         atomic_fetch_add_explicit(&l->submitted, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&l->bytes_submitted, len, memory_order_relaxed);
@@ -376,8 +378,8 @@ static bool has_arg(const struct load_opts *o, const char *name)
 static void load_measure(struct load *l, struct load_result *res)
 {
     uint64_t max_seq = atomic_load(&l->max_seq), e = 0;
-    for (uint64_t seq = 1; seq <= max_seq; seq++) {
-        if (l->submit_ns[seq] == 0) {
+    for (uint64_t seq = l->base + 1; seq <= max_seq; seq++) {
+        if (l->submit_ns[seq - l->base] == 0) {
             res->unacked++; /* a hole in the seqs we were given: counted as a failure */
             continue;
         }
@@ -387,7 +389,7 @@ static void load_measure(struct load *l, struct load_result *res)
             res->unacked++;
             continue;
         }
-        uint64_t sub = l->submit_ns[seq] - 1, ack = l->events[e].t_ns;
+        uint64_t sub = l->submit_ns[seq - l->base] - 1, ack = l->events[e].t_ns;
         hist_record(&res->ack_us, ack > sub ? (ack - sub) / 1000 : 0);
         res->commits_acked++;
     }
@@ -474,6 +476,12 @@ int main(int argc, char **argv)
         tool_error("cannot subscribe to durability events");
         goto out_close_stage;
     }
+    struct s3c_stage_info info;
+    s3c_stage_info(l.st, &info);
+    l.base = info.first_seq - 1;
+    atomic_store(&l.max_seq, l.base);
+    res.epoch = info.epoch;
+    res.first_seq = info.first_seq;
 
     for (int i = 0; i < l.o.producers; i++) {
         struct producer *p = &prods[i];

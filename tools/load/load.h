@@ -30,6 +30,7 @@ struct load_result {
     uint64_t commits_submitted, bytes_submitted;
     uint64_t commits_acked, bytes_acked;
     uint64_t durable_seq;
+    uint64_t epoch, first_seq; /* the writer epoch and the first seq of this run */
     uint64_t out_of_order_acks;
     uint64_t unacked; /* submitted seqs never acknowledged */
     uint64_t submit_errors;

@@ -62,6 +62,8 @@ int load_report_json(const struct load_result *r, const char *path, const char *
     cJSON_AddNumberToObject(o, "unacked_commits", (double)r->unacked);
     cJSON_AddNumberToObject(o, "submit_errors", (double)r->submit_errors);
     cJSON_AddNumberToObject(o, "durable_seq", (double)r->durable_seq);
+    cJSON_AddNumberToObject(o, "epoch", (double)r->epoch);
+    cJSON_AddNumberToObject(o, "first_seq", (double)r->first_seq);
     cJSON_AddNumberToObject(o, "pool_opens", (double)r->pool_opens);
     cJSON_AddNumberToObject(o, "pool_reuses", (double)r->pool_reuses);
 

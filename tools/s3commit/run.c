@@ -508,8 +508,17 @@ int cmd_run(const char *config_path, const char *input)
         s3c_stage_close(r.st, NULL);
         goto out_free_sources;
     }
-    S3C_LOG(S3C_LOG_INFO, "event=run_started input=%s metrics_port=%d", input,
-            s3c_metrics_port(r.st));
+    /* Where the log resumed, first on stdout: one JSON line before the watermarks. */
+    struct s3c_stage_info info;
+    s3c_stage_info(r.st, &info);
+    printf("{\"epoch\":%" PRIu64 ",\"recovered_seq\":%" PRIu64 ",\"control_seq\":%" PRIu64
+           ",\"first_seq\":%" PRIu64 "}\n",
+           info.epoch, info.recovered_seq, info.control_seq, info.first_seq);
+    fflush(stdout);
+    S3C_LOG(S3C_LOG_INFO,
+            "event=run_started input=%s metrics_port=%d epoch=%" PRIu64 " recovered_seq=%" PRIu64
+            " first_seq=%" PRIu64,
+            input, s3c_metrics_port(r.st), info.epoch, info.recovered_seq, info.first_seq);
 
     run_loop_input(&r);
     if (r.lfd >= 0) {

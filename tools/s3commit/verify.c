@@ -1,6 +1,8 @@
 /* `s3commit verify`: lists the configured prefix, reads every object back and checks the
- * object format, the key against the header, and seq continuity from 1 in key order.
- * Read-only: it never writes or deletes an object. */
+ * log of layout version 2 (docs/format.md): the object format and CRCs, each key against
+ * its header, and the chain from seq 1 with the writer protocol's rules (epochs never go
+ * back along it, every epoch starts with its EPOCH_START control record, orphans are
+ * reported apart and are not errors). Read-only: it never writes or deletes an object. */
 #include "s3commit_cli.h"
 
 #include <cjson/cJSON.h>
@@ -14,7 +16,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "config/config.h"
-#include "stage/objfmt.h"
+#include "format/objfmt.h"
 #include "tool.h"
 #include "transport/transport.h"
 
@@ -30,7 +32,9 @@ struct vobj {
     char *key;
     uint64_t size;
     bool key_ok;                 /* obj_key_parse accepted the key */
-    uint64_t epoch, first, last; /* from the key */
+    uint64_t key_first;          /* from the key */
+    uint64_t epoch, first, last; /* from the header */
+    uint16_t flags;
     enum vstate state;
     int attempts;
     bool ok; /* read and decoded, header matches the key */
@@ -44,7 +48,8 @@ struct verify {
     const struct s3c_config *cfg;
     struct vobj *objs;
     size_t n, cap;
-    size_t others; /* keys under the prefix that are not .s3c objects */
+    size_t others; /* keys under the prefix that are not log objects */
+    size_t v1;     /* keys of the version-1 layout */
     /* listing */
     char *token;
     bool list_done, list_failed, list_retry;
@@ -95,6 +100,11 @@ static void on_list(void *ctx, const struct xport_result *res)
     }
     for (size_t i = 0; i < res->nentries; i++) {
         const char *key = res->entries[i].key;
+        if (obj_key_is_v1(key, v->cfg->s3.prefix)) {
+            if (v->v1++ == 0)
+                problem(v, "%s is an object of the version-1 layout; this log is version 2", key);
+            continue;
+        }
         if (!has_suffix(key, ".s3c")) {
             v->others++;
             continue;
@@ -119,7 +129,7 @@ static void on_list(void *ctx, const struct xport_result *res)
             return;
         }
         o->size = res->entries[i].size;
-        o->key_ok = obj_key_parse(key, v->cfg->s3.prefix, &o->epoch, &o->first, &o->last) == 0;
+        o->key_ok = obj_key_parse(key, v->cfg->s3.prefix, &o->key_first);
         v->n++;
     }
     free(v->token);
@@ -199,19 +209,20 @@ static void on_get(void *ctx, const struct xport_result *res)
         return;
     }
     if (!o->key_ok) {
-        problem(v, "%s: the key does not follow <prefix><epoch>/<first_seq>-<last_seq>.s3c",
-                o->key);
+        problem(v, "%s: the key does not follow <prefix>log/<first_seq, 20 digits>.s3c", o->key);
         return;
     }
-    if (h.epoch != o->epoch || h.first_seq != o->first || h.last_seq != o->last) {
-        problem(v,
-                "%s: the header says epoch %" PRIu64 " seqs %" PRIu64 "..%" PRIu64
-                " but the key says epoch %" PRIu64 " seqs %" PRIu64 "..%" PRIu64,
-                o->key, h.epoch, h.first_seq, h.last_seq, o->epoch, o->first, o->last);
+    if (h.first_seq != o->key_first) {
+        problem(v, "%s: the header says seqs %" PRIu64 "..%" PRIu64 " but the key says %" PRIu64,
+                o->key, h.first_seq, h.last_seq, o->key_first);
         return;
     }
     o->ok = true;
     o->count = h.count;
+    o->epoch = h.epoch;
+    o->first = h.first_seq;
+    o->last = h.last_seq;
+    o->flags = h.flags;
 }
 
 /* Reads every listed object back, VERIFY_WINDOW at a time. */
@@ -295,56 +306,109 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
         goto out_free;
     }
 
-    /* Continuity in key order. An object whose key parses takes part with the key's range
-     * even when its body is bad, so one corrupt object is one bad object, not a gap. */
-    uint64_t expected = 1, commits = 0, first_seq = 0, last_seq = 0;
-    size_t bad = 0, gaps = 0, overlaps = 0;
+    /* The chain from seq 1 (keys sort in seq order): the next object is at log/<last + 1>;
+     * one of an epoch below the last EPOCH_START before it is an orphan and ends the chain;
+     * keys off the chain (inside an object's range, or past its end) are orphans of fenced
+     * or crashed writers, never acknowledged, reported apart. */
+    uint64_t next = 1, commits = 0, controls = 0, first_seq = 0, last_seq = 0;
+    uint64_t start_epoch = 0, epoch = 0;
+    size_t bad = 0, chain = 0, orphans = 0, beyond = 0, regressions = 0, unfenced = 0;
+    bool ended = false;
+    cJSON *epochs = cJSON_CreateArray();
+    cJSON *cur_epoch = NULL;
     for (size_t i = 0; i < v.n; i++) {
         struct vobj *o = &v.objs[i];
-        if (!o->ok)
+        if (!o->key_ok) {
             bad++;
-        if (!o->key_ok)
             continue;
-        if (o->ok)
+        }
+        if (ended || o->key_first > next) {
+            if (!ended && o->ok && o->epoch >= start_epoch && o->key_first > next)
+                ended = true; /* a gap: the chain ends at next - 1 */
+            beyond++;
+            continue;
+        }
+        if (o->key_first < next) {
+            orphans++; /* inside the range of an object on the chain */
+            continue;
+        }
+        if (!o->ok) { /* on the chain and unreadable: the chain cannot go on */
+            bad++;
+            problem(&v, "the chain cannot be followed past seq %" PRIu64 ": %s is bad", next - 1,
+                    o->key);
+            ended = true;
+            continue;
+        }
+        if (o->epoch < start_epoch) {
+            orphans++; /* a fenced writer's PUT that landed past the fence: the end */
+            ended = true;
+            continue;
+        }
+        if (o->flags & OBJ_FLAG_EPOCH_START) {
+            if (o->epoch <= start_epoch) {
+                regressions++;
+                problem(&v, "%s: EPOCH_START of epoch %" PRIu64 " after one of epoch %" PRIu64,
+                        o->key, o->epoch, start_epoch);
+            }
+            start_epoch = o->epoch;
+            controls++;
+            cur_epoch = cJSON_CreateObject();
+            cJSON_AddNumberToObject(cur_epoch, "epoch", (double)o->epoch);
+            cJSON_AddNumberToObject(cur_epoch, "control_seq", (double)o->first);
+            cJSON_AddNumberToObject(cur_epoch, "commits", 0);
+            cJSON_AddItemToArray(epochs, cur_epoch);
+        } else {
+            if (o->epoch != start_epoch) {
+                unfenced++;
+                problem(&v,
+                        "%s: epoch %" PRIu64 " without its EPOCH_START (the last was %" PRIu64 ")",
+                        o->key, o->epoch, start_epoch);
+            }
             commits += o->count;
+            if (cur_epoch)
+                cJSON_SetNumberValue(cJSON_GetObjectItem(cur_epoch, "commits"),
+                                     cJSON_GetObjectItem(cur_epoch, "commits")->valuedouble +
+                                         o->count);
+        }
+        if (o->epoch < epoch) {
+            regressions++;
+            problem(&v, "%s: epoch %" PRIu64 " after epoch %" PRIu64 " on the chain", o->key,
+                    o->epoch, epoch);
+        }
+        epoch = o->epoch;
         if (first_seq == 0)
             first_seq = o->first;
-        if (o->first > expected) {
-            gaps++;
-            problem(&v, "gap: seqs %" PRIu64 "..%" PRIu64 " are in no object (before %s)", expected,
-                    o->first - 1, o->key);
-        } else if (o->first < expected) {
-            overlaps++;
-            problem(&v,
-                    "order: %s starts at seq %" PRIu64 " but seqs up to %" PRIu64
-                    " were already in earlier keys",
-                    o->key, o->first, expected - 1);
-        }
-        if (o->last + 1 > expected)
-            expected = o->last + 1;
-        if (o->last > last_seq)
-            last_seq = o->last;
+        last_seq = o->last;
+        next = o->last + 1;
+        chain++;
     }
+    if (v.n > 0 && first_seq != 1 && !(v.n == bad))
+        problem(&v, "the chain does not start at seq 1 (no object at log/1)");
     bool expect_ok = true;
-    if (expect_commits >= 0 &&
-        (commits != (uint64_t)expect_commits || last_seq != (uint64_t)expect_commits)) {
+    if (expect_commits >= 0 && commits != (uint64_t)expect_commits) {
         expect_ok = false;
-        problem(&v,
-                "expected %" PRId64 " commits (seqs 1..%" PRId64 "), found %" PRIu64
-                " commits with last_seq %" PRIu64,
-                expect_commits, expect_commits, commits, last_seq);
+        problem(&v, "expected %" PRId64 " commits on the chain, found %" PRIu64, expect_commits,
+                commits);
     }
-    bool ok = bad == 0 && gaps == 0 && overlaps == 0 && expect_ok;
+    bool ok = bad == 0 && regressions == 0 && unfenced == 0 && v.v1 == 0 && expect_ok &&
+              (v.n == 0 || first_seq == 1);
 
     cJSON *sum = cJSON_CreateObject();
     cJSON_AddStringToObject(sum, "bucket", cfg->s3.bucket);
     cJSON_AddStringToObject(sum, "prefix", cfg->s3.prefix);
+    cJSON_AddNumberToObject(sum, "format", 2);
     cJSON_AddNumberToObject(sum, "objects", (double)v.n);
+    cJSON_AddNumberToObject(sum, "chain_objects", (double)chain);
     cJSON_AddNumberToObject(sum, "commits", (double)commits);
+    cJSON_AddNumberToObject(sum, "control_records", (double)controls);
     cJSON_AddNumberToObject(sum, "first_seq", (double)first_seq);
     cJSON_AddNumberToObject(sum, "last_seq", (double)last_seq);
-    cJSON_AddNumberToObject(sum, "gaps", (double)gaps);
-    cJSON_AddNumberToObject(sum, "overlaps", (double)overlaps);
+    cJSON_AddItemToObject(sum, "epochs", epochs);
+    cJSON_AddNumberToObject(sum, "orphans", (double)orphans);
+    cJSON_AddNumberToObject(sum, "beyond_end", (double)beyond);
+    cJSON_AddNumberToObject(sum, "epoch_regressions", (double)regressions);
+    cJSON_AddNumberToObject(sum, "unfenced_objects", (double)unfenced);
+    cJSON_AddNumberToObject(sum, "v1_objects", (double)v.v1);
     cJSON_AddNumberToObject(sum, "bad_objects", (double)bad);
     cJSON_AddNumberToObject(sum, "other_keys", (double)v.others);
     if (expect_commits >= 0)

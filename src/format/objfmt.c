@@ -1,0 +1,211 @@
+/* The object format and keys (objfmt.h). Decoding trusts nothing in the object: every
+ * length is checked against what remains before it is used. */
+#include "format/objfmt.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/crc32c.h"
+
+static void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint16_t get16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+void obj_header_encode(const struct obj_header *h, unsigned char out[OBJ_HEADER_BYTES])
+{
+    memcpy(out, OBJ_MAGIC, 8);
+    put16(out + 8, h->version);
+    put16(out + 10, h->flags);
+    put32(out + 12, h->count);
+    put64(out + 16, h->first_seq);
+    put64(out + 24, h->last_seq);
+    put64(out + 32, h->epoch);
+}
+
+void obj_record_header_encode(uint32_t payload_len, uint32_t payload_crc, uint64_t seq,
+                              unsigned char out[OBJ_RECORD_HEADER_BYTES])
+{
+    put32(out, payload_len);
+    put32(out + 4, payload_crc);
+    put64(out + 8, seq);
+}
+
+void obj_trailer_encode(uint32_t crc_before, unsigned char out[OBJ_TRAILER_BYTES])
+{
+    put32(out, crc_before);
+    memcpy(out + 4, OBJ_TRAILER_MAGIC, 4);
+}
+
+int obj_key(char *out, size_t outlen, const char *prefix, uint64_t first_seq)
+{
+    int n = snprintf(out, outlen, "%slog/%020" PRIu64 ".s3c", prefix, first_seq);
+    return n < 0 || (size_t)n >= outlen ? -1 : n;
+}
+
+static bool obj_digits(const char *s, int n, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return false;
+        x = x * 10 + d;
+    }
+    *v = x;
+    return true;
+}
+
+bool obj_key_parse(const char *key, const char *prefix, uint64_t *first_seq)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(key, prefix, pl) != 0)
+        return false;
+    const char *s = key + pl;
+    /* "log/" 20 digits ".s3c" */
+    if (strlen(s) != 4 + 20 + 4 || memcmp(s, "log/", 4) != 0 || strcmp(s + 24, ".s3c") != 0)
+        return false;
+    return obj_digits(s + 4, 20, first_seq) && *first_seq > 0;
+}
+
+bool obj_key_is_v1(const char *key, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    uint64_t v;
+    if (strncmp(key, prefix, pl) != 0)
+        return false;
+    const char *s = key + pl;
+    return strlen(s) == 10 + 1 + 20 + 1 + 20 + 4 && s[10] == '/' && s[31] == '-' &&
+           strcmp(s + 52, ".s3c") == 0 && obj_digits(s, 10, &v) && obj_digits(s + 11, 20, &v) &&
+           obj_digits(s + 32, 20, &v);
+}
+
+static int obj_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int obj_header_decode(const void *buf, size_t len, struct obj_header *h, bool *v1, char *err,
+                      size_t errlen)
+{
+    const unsigned char *p = buf;
+    if (v1)
+        *v1 = false;
+    if (len < OBJ_HEADER_BYTES)
+        return obj_fail(err, errlen, "object is %zu bytes, shorter than its header (%d)", len,
+                        OBJ_HEADER_BYTES);
+    if (memcmp(p, OBJ_MAGIC, 8) != 0)
+        return obj_fail(err, errlen, "bad magic at offset 0 (want \"S3COMMIT\")");
+    h->version = get16(p + 8);
+    h->flags = get16(p + 10);
+    h->count = get32(p + 12);
+    h->first_seq = get64(p + 16);
+    h->last_seq = get64(p + 24);
+    h->epoch = get64(p + 32);
+    if (h->version == 1 && v1)
+        *v1 = true;
+    if (h->version != OBJ_VERSION)
+        return obj_fail(err, errlen, "version %u at offset 8 (want %d)", h->version, OBJ_VERSION);
+    if (h->flags & ~OBJ_FLAGS_KNOWN)
+        return obj_fail(err, errlen, "unknown flags 0x%x at offset 10 (known: 0x%x)", h->flags,
+                        OBJ_FLAGS_KNOWN);
+    if (h->count == 0 || h->first_seq == 0 || h->last_seq < h->first_seq ||
+        h->last_seq - h->first_seq + 1 != h->count)
+        return obj_fail(err, errlen,
+                        "header says count %u for seqs %" PRIu64 "..%" PRIu64 ", which disagree",
+                        h->count, h->first_seq, h->last_seq);
+    if ((h->flags & OBJ_FLAG_EPOCH_START) && h->count != 1)
+        return obj_fail(err, errlen, "control object (EPOCH_START) holds %u records (want 1)",
+                        h->count);
+    if (h->epoch == 0)
+        return obj_fail(err, errlen, "epoch 0 at offset 32 (epochs start at 1)");
+    return 0;
+}
+
+int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec, void *ctx,
+               char *err, size_t errlen)
+{
+    const unsigned char *p = buf;
+    size_t off = OBJ_HEADER_BYTES;
+
+    if (len < OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES)
+        return obj_fail(err, errlen, "object is %zu bytes, shorter than header and trailer (%d)",
+                        len, OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES);
+    if (obj_header_decode(buf, len, h, NULL, err, errlen) < 0)
+        return -1;
+    size_t body_end = len - OBJ_TRAILER_BYTES;
+    uint64_t want = h->first_seq;
+    for (uint32_t i = 0; i < h->count; i++) {
+        if (body_end - off < OBJ_RECORD_HEADER_BYTES)
+            return obj_fail(err, errlen, "record %u header truncated at offset %zu", i, off);
+        uint32_t plen = get32(p + off), pcrc = get32(p + off + 4);
+        uint64_t seq = get64(p + off + 8);
+        off += OBJ_RECORD_HEADER_BYTES;
+        if (seq != want)
+            return obj_fail(err, errlen,
+                            "record %u at offset %zu has seq %" PRIu64 " (want %" PRIu64 ")", i,
+                            off - OBJ_RECORD_HEADER_BYTES, seq, want);
+        if (plen > body_end - off)
+            return obj_fail(err, errlen,
+                            "record seq %" PRIu64 " payload of %u bytes runs past the "
+                            "trailer at offset %zu",
+                            seq, plen, off);
+        if (crc32c_update(0, p + off, plen) != pcrc)
+            return obj_fail(err, errlen,
+                            "record seq %" PRIu64 " payload CRC mismatch at offset %zu", seq, off);
+        if (rec) {
+            int rc = rec(ctx, seq, p + off, plen);
+            if (rc)
+                return rc;
+        }
+        off += plen;
+        want++;
+    }
+    if (off != body_end)
+        return obj_fail(err, errlen, "%zu unexpected bytes after the last record at offset %zu",
+                        body_end - off, off);
+    if (memcmp(p + body_end + 4, OBJ_TRAILER_MAGIC, 4) != 0)
+        return obj_fail(err, errlen, "bad trailer magic at offset %zu (want \"S3CE\")",
+                        body_end + 4);
+    if (crc32c_update(0, p, body_end) != get32(p + body_end))
+        return obj_fail(err, errlen, "object CRC mismatch (trailer at offset %zu)", body_end);
+    return 0;
+}

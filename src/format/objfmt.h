@@ -1,0 +1,59 @@
+/* The object format and key scheme of the log (version 2, docs/format.md): encoding for
+ * the persistence thread and the writer protocol, decoding and checking for the open-time
+ * recovery, `s3commit verify` and tests. Integers are little-endian; CRCs are CRC-32C.
+ * Pure functions, thread-safe. */
+#ifndef S3C_OBJFMT_H
+#define S3C_OBJFMT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define OBJ_MAGIC "S3COMMIT"     /* 8 bytes, no NUL */
+#define OBJ_TRAILER_MAGIC "S3CE" /* 4 bytes, no NUL */
+#define OBJ_VERSION 2
+#define OBJ_FLAG_EPOCH_START 0x0001u /* one control record: a writer's fence */
+#define OBJ_FLAGS_KNOWN OBJ_FLAG_EPOCH_START
+#define OBJ_HEADER_BYTES 40
+#define OBJ_RECORD_HEADER_BYTES 16 /* u32 payload_len, u32 crc32c(payload), u64 seq */
+#define OBJ_TRAILER_BYTES 8        /* u32 crc32c(every byte before), "S3CE" */
+#define OBJ_KEY_MAX 600
+
+struct obj_header {
+    uint16_t version, flags;
+    uint32_t count;
+    uint64_t first_seq, last_seq, epoch;
+};
+
+void obj_header_encode(const struct obj_header *h, unsigned char out[OBJ_HEADER_BYTES]);
+void obj_record_header_encode(uint32_t payload_len, uint32_t payload_crc, uint64_t seq,
+                              unsigned char out[OBJ_RECORD_HEADER_BYTES]);
+void obj_trailer_encode(uint32_t crc_before, unsigned char out[OBJ_TRAILER_BYTES]);
+
+/* "<prefix>log/<first_seq, 20 digits>.s3c": only the first seq, so two writers continuing
+ * from the same point collide on the same key. Returns the length, or -1 if out is small. */
+int obj_key(char *out, size_t outlen, const char *prefix, uint64_t first_seq);
+
+/* Parses a key made by obj_key() with the given prefix into *first_seq. */
+bool obj_key_parse(const char *key, const char *prefix, uint64_t *first_seq);
+
+/* True for a key of the version-1 layout ("<prefix><10 digits>/<20>-<20>.s3c"). */
+bool obj_key_is_v1(const char *key, const char *prefix);
+
+/* Decodes and checks the 40-byte header alone (magic, version, flags, count against the
+ * seqs, a control object holding exactly one record). Returns 0, or -1 with one line in
+ * err naming what is wrong; *v1 (when not NULL) tells a version-1 header apart. */
+int obj_header_decode(const void *buf, size_t len, struct obj_header *h, bool *v1, char *err,
+                      size_t errlen);
+
+/* Called once per record, in order; a non-zero return stops decoding and is returned. */
+typedef int (*obj_record_fn)(void *ctx, uint64_t seq, const void *payload, uint32_t len);
+
+/* Checks a whole object: the header as obj_header_decode, every record CRC, seqs dense from
+ * first_seq to last_seq and matching count, the trailer CRC and magic, no trailing bytes.
+ * Returns 0 and fills *h, or -1 with one line naming what is wrong (and its offset) in
+ * err. rec may be NULL. */
+int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec, void *ctx,
+               char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,620 @@
+/* The open-time writer protocol (writer.h): take the next epoch with a compare-and-swap on
+ * the manifest, find the end of the chain from the manifest's hint, and fence it with our
+ * EPOCH_START object. It must never overwrite an object that continues the chain, never
+ * trust a 412 without reading back, and never start from a hint it has not followed. */
+#include "writer/writer.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "s3commit.h"
+#include "writer/call.h"
+
+#define WRITER_CAS_TRIES 20     /* manifest compare-and-swap rounds before giving up */
+#define WRITER_FENCE_TRIES 50   /* chain ends found and fences tried before giving up */
+#define WRITER_HEADER_WINDOW 16 /* header GETs in flight while following a listing */
+
+uint64_t writer_unix_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+void writer_make_id(char *out, size_t cap)
+{
+    char host[64] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
+        snprintf(host, sizeof(host), "unknown");
+    for (char *c = host; *c; c++)
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+            *c = '_';
+    uint64_t r = s3c__now_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() << 32;
+    snprintf(out, cap, "%s:%d:%08x", host, (int)getpid(), (unsigned)(r >> 32));
+}
+
+void writer_if_match(const char *etag, bool unquoted, char *out, size_t cap)
+{
+    size_t n = strlen(etag);
+    bool quoted = n >= 2 && etag[0] == '"' && etag[n - 1] == '"';
+    if (unquoted && quoted)
+        snprintf(out, cap, "%.*s", (int)(n - 2), etag + 1);
+    else if (!unquoted && !quoted)
+        snprintf(out, cap, "\"%s\"", etag);
+    else
+        snprintf(out, cap, "%s", etag);
+}
+
+/* ---- step 1: the epoch ---------------------------------------------------------- */
+
+struct wopen {
+    struct xport *x;
+    const struct s3c_config *cfg;
+    struct writer_state *ws;
+    char *err;
+    size_t errlen;
+    char key[OBJ_KEY_MAX];
+    struct manifest found; /* the manifest as read (format 0: there was none) */
+};
+
+static int wopen_manifest_key(const struct s3c_config *cfg, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%smanifest.json", cfg->s3.prefix);
+    return n < 0 || (size_t)n >= cap ? S3C_EINVAL : 0;
+}
+
+/* A prefix without a manifest may hold a log of the version-1 layout: refuse it. */
+static int wopen_refuse_v1(struct wopen *o)
+{
+    char pfx[OBJ_KEY_MAX];
+    struct call_res res;
+    snprintf(pfx, sizeof(pfx), "%s0", o->cfg->s3.prefix); /* v1 keys start with the epoch */
+    struct call_req q = {.op = XPORT_OP_LIST, .list_prefix = pfx, .max_keys = 10};
+    int rc = call_run(o->x, o->cfg, &q, &res, o->err, o->errlen);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < res.nkeys; i++) {
+        if (obj_key_is_v1(res.keys[i], o->cfg->s3.prefix)) {
+            snprintf(o->err, o->errlen,
+                     "s3://%s/%s holds objects of the version-1 log layout (e.g. %s); this "
+                     "s3commit writes layout version 2 (log/<seq>.s3c with a manifest) and "
+                     "will not mix them: set s3.prefix to a new prefix, or move the old "
+                     "objects away",
+                     o->cfg->s3.bucket, o->cfg->s3.prefix, res.keys[i]);
+            call_res_free(&res);
+            return S3C_EFORMAT;
+        }
+    }
+    call_res_free(&res);
+    return 0;
+}
+
+/* Writes the manifest m: created (If-None-Match) when etag is NULL, else replaced under
+ * If-Match. *landed: 2xx. A 412 or 409 leaves *landed false (the caller re-reads). */
+static int wopen_put_manifest(struct wopen *o, const struct manifest *m, const char *etag,
+                              bool *landed)
+{
+    char body[MANIFEST_MAX_BYTES], im[300];
+    int n = manifest_encode(m, body, sizeof(body));
+    struct iovec v = {body, (size_t)(n > 0 ? n : 0)};
+    struct call_res res;
+    bool cond = o->cfg->s3.conditional_writes;
+    struct call_req q = {.op = XPORT_OP_PUT, .key = o->key, .iov = &v, .iovcnt = 1};
+    *landed = false;
+    if (n < 0)
+        return S3C_EINVAL;
+    if (cond && !etag)
+        q.if_none_match = true;
+    if (cond && etag) {
+        writer_if_match(etag, o->ws->etag_unquoted, im, sizeof(im));
+        q.if_match = im;
+    }
+    int rc = call_run(o->x, o->cfg, &q, &res, o->err, o->errlen);
+    if (rc < 0)
+        return rc;
+    if (res.cls == XPORT_OK) {
+        *landed = true;
+        snprintf(o->ws->manifest_etag, sizeof(o->ws->manifest_etag), "%s", res.etag);
+    }
+    call_res_free(&res);
+    return 0;
+}
+
+/* Reads the manifest into o->found (format 0 when there is none) and its ETag. */
+static int wopen_get_manifest(struct wopen *o, char *etag, size_t cap)
+{
+    struct call_res res;
+    struct call_req q = {.op = XPORT_OP_GET, .key = o->key, .first = 1, .last = 0};
+    char perr[256];
+    memset(&o->found, 0, sizeof(o->found));
+    etag[0] = '\0';
+    int rc = call_run(o->x, o->cfg, &q, &res, o->err, o->errlen);
+    if (rc < 0)
+        return rc;
+    if (res.cls == XPORT_OK) {
+        snprintf(etag, cap, "%s", res.etag);
+        if (manifest_parse((const char *)res.body, res.body_len, &o->found, perr, sizeof(perr)) <
+            0) {
+            snprintf(o->err, o->errlen,
+                     "%s: %s; if it was damaged, delete it (the next open lists the log to "
+                     "find its end)",
+                     o->key, perr);
+            call_res_free(&res);
+            return S3C_ECORRUPT;
+        }
+    }
+    call_res_free(&res);
+    return 0;
+}
+
+/* Step 1: epoch = max(manifest epoch, floor) + 1, by compare-and-swap. */
+static int wopen_take_epoch(struct wopen *o, uint64_t floor)
+{
+    struct writer_state *ws = o->ws;
+    char etag[256], sent[256] = "";
+    for (int round = 0; round < WRITER_CAS_TRIES; round++) {
+        int rc = wopen_get_manifest(o, etag, sizeof(etag));
+        if (rc < 0)
+            return rc;
+        if (sent[0] && etag[0] && strcmp(etag, sent) == 0 && !ws->etag_unquoted) {
+            /* The store refused If-Match with the very ETag it holds: it wants the ETag
+             * unquoted (Ceph RGW 16 compares the raw value). Ask it that way from now on. */
+            ws->etag_unquoted = true;
+            S3C_LOG(S3C_LOG_WARN,
+                    "event=etag_unquoted key=%s msg=\"the store refused If-Match with a "
+                    "matching quoted ETag; sending ETags unquoted\"",
+                    o->key);
+        }
+        if (o->found.format == 0 && round == 0 && floor == 0) {
+            rc = wopen_refuse_v1(o);
+            if (rc < 0)
+                return rc;
+        }
+        uint64_t cur = o->found.format ? o->found.epoch : 0;
+        struct manifest m = o->found;
+        m.format = MANIFEST_FORMAT;
+        m.epoch = (cur > floor ? cur : floor) + 1;
+        snprintf(m.writer, sizeof(m.writer), "%s", ws->writer);
+        m.started_at_ms = m.updated_at_ms = writer_unix_ms();
+        bool landed;
+        rc = wopen_put_manifest(o, &m, o->found.format ? etag : NULL, &landed);
+        if (rc < 0)
+            return rc;
+        if (landed) {
+            ws->epoch = m.epoch;
+            ws->manifest_seq = m.durable_seq;
+            ws->started_at_ms = m.started_at_ms;
+            return 0;
+        }
+        snprintf(sent, sizeof(sent), "%s", etag); /* someone else won: read again */
+    }
+    snprintf(o->err, o->errlen,
+             "%s: could not take the next epoch after %d tries (another writer keeps "
+             "changing it, or the store refuses conditional writes: see "
+             "s3.conditional_writes)",
+             o->key, WRITER_CAS_TRIES);
+    return S3C_ES3;
+}
+
+/* ---- step 2: the end of the chain ---------------------------------------------- */
+
+struct wfetch;
+
+struct wheader {
+    struct wfetch *f; /* the fetch it belongs to */
+    char *key;
+    uint64_t first;
+    bool done, ok, missing;
+    struct obj_header h;
+    char error[384];
+    int attempts;
+};
+
+struct wfetch {
+    struct wopen *o;
+    struct wheader *hs;
+    size_t n, next, in_flight, done;
+    int rc;
+};
+
+static void wopen_on_header(void *ctx, const struct xport_result *r);
+
+static int wopen_fetch_one(struct wfetch *f, size_t i)
+{
+    f->hs[i].attempts++;
+    int rc = xport_get(f->o->x, f->hs[i].key, 0, OBJ_HEADER_BYTES - 1, wopen_on_header, &f->hs[i]);
+    if (rc == 0)
+        f->in_flight++;
+    return rc;
+}
+
+static void wopen_on_header(void *ctx, const struct xport_result *r)
+{
+    struct wheader *h = ctx;
+    struct wfetch *f = h->f;
+    bool v1 = false;
+    f->in_flight--;
+    if (r->cls == XPORT_RETRYABLE && h->attempts <= f->o->cfg->persistence.max_retry_attempts) {
+        if (wopen_fetch_one(f, (size_t)(h - f->hs)) == 0)
+            return;
+    }
+    h->done = true;
+    f->done++;
+    if (r->cls == XPORT_NOT_FOUND) {
+        h->missing = true; /* deleted between the listing and the read */
+    } else if (r->cls != XPORT_OK) {
+        snprintf(h->error, sizeof(h->error), "%s", r->error);
+    } else if (obj_header_decode(r->body, r->body_len, &h->h, &v1, h->error, sizeof(h->error)) ==
+               0) {
+        h->ok = true;
+    } else if (v1) {
+        snprintf(h->error, sizeof(h->error), "v1");
+    }
+}
+
+/* Reads the headers of hs[0..n) with a window of GETs in flight. */
+static int wopen_fetch_headers(struct wopen *o, struct wheader *hs, size_t n)
+{
+    struct wfetch f = {.o = o, .hs = hs, .n = n};
+    for (size_t i = 0; i < n; i++)
+        hs[i].f = &f;
+    while (f.done < n) {
+        while (f.next < n && f.in_flight < WRITER_HEADER_WINDOW) {
+            int rc = wopen_fetch_one(&f, f.next);
+            if (rc < 0) {
+                snprintf(o->err, o->errlen, "%s: cannot start a GET: %s", hs[f.next].key,
+                         s3c_strerror(rc));
+                while (f.in_flight > 0)
+                    loop_run_once(xport_loop(o->x), 1000);
+                return rc;
+            }
+            f.next++;
+        }
+        int rc = loop_run_once(xport_loop(o->x), 1000);
+        if (rc < 0) {
+            snprintf(o->err, o->errlen, "the event loop failed: %s", s3c_strerror(rc));
+            return rc;
+        }
+    }
+    o->ws->objects_read += n;
+    return 0;
+}
+
+struct wchain {
+    uint64_t end;         /* W: the last seq of the chain */
+    uint64_t start_epoch; /* epoch of the last EPOCH_START on it */
+    uint64_t max_epoch;   /* the highest epoch met on it */
+    uint64_t max_count;   /* the most records one object holds */
+};
+
+/* Follows the chain from c->end (the last seq of an object, or 0) to its end: the next
+ * object must be at log/<end + 1>, of an epoch no lower than the last EPOCH_START before
+ * it. Returns 0, or an error with its words in o->err. */
+static int wopen_follow(struct wopen *o, struct wchain *c)
+{
+    const char *prefix = o->cfg->s3.prefix;
+    char lp[OBJ_KEY_MAX], after[OBJ_KEY_MAX];
+    char *token = NULL;
+    int rc = 0;
+    snprintf(lp, sizeof(lp), "%slog/", prefix);
+    for (;;) {
+        struct call_res res;
+        obj_key(after, sizeof(after), prefix, c->end); /* keys after the end's successor-1 */
+        struct call_req q = {.op = XPORT_OP_LIST,
+                             .list_prefix = lp,
+                             .start_after = token ? NULL : after,
+                             .token = token,
+                             .max_keys = 1000};
+        rc = call_run(o->x, o->cfg, &q, &res, o->err, o->errlen);
+        if (rc < 0)
+            break;
+        /* Only the keys that can continue the chain from here are worth a read. */
+        struct wheader *hs = calloc(res.nkeys ? res.nkeys : 1, sizeof(*hs));
+        size_t n = 0;
+        if (!hs) {
+            call_res_free(&res);
+            rc = S3C_ENOMEM;
+            break;
+        }
+        for (size_t i = 0; i < res.nkeys; i++) {
+            uint64_t f;
+            if (obj_key_parse(res.keys[i], prefix, &f) && f > c->end)
+                hs[n++] = (struct wheader){.key = res.keys[i], .first = f};
+        }
+        bool ended = n == 0 || hs[0].first != c->end + 1;
+        if (!ended) {
+            rc = wopen_fetch_headers(o, hs, n);
+            for (size_t i = 0; rc == 0 && i < n && !ended; i++) {
+                struct wheader *h = &hs[i];
+                if (h->first <= c->end)
+                    continue; /* inside the chain's last object: off the chain, skipped */
+                if (h->first != c->end + 1 || h->missing) {
+                    ended = true; /* a gap: what follows is off the chain */
+                } else if (!h->ok) {
+                    bool v1 = strcmp(h->error, "v1") == 0;
+                    snprintf(o->err, o->errlen,
+                             v1 ? "%s is a version-1 object inside a version-2 log; move it "
+                                  "away"
+                                : "%s: the chain cannot be followed: %s; the object must be "
+                                  "repaired or removed by hand (s3commit verify shows the "
+                                  "chain)",
+                             h->key, h->error);
+                    rc = v1 ? S3C_EFORMAT : S3C_ECORRUPT;
+                } else if (h->h.first_seq != h->first) {
+                    snprintf(o->err, o->errlen,
+                             "%s: its header starts at seq %" PRIu64 ", not at the seq its "
+                             "key names; the object must be repaired or removed by hand",
+                             h->key, h->h.first_seq);
+                    rc = S3C_ECORRUPT;
+                } else if (h->h.epoch < c->start_epoch) {
+                    ended = true; /* an orphan: it ends the chain and will be replaced */
+                } else {
+                    if (h->h.flags & OBJ_FLAG_EPOCH_START)
+                        c->start_epoch = h->h.epoch;
+                    if (h->h.epoch > c->max_epoch)
+                        c->max_epoch = h->h.epoch;
+                    if (h->h.count > c->max_count)
+                        c->max_count = h->h.count;
+                    c->end = h->h.last_seq;
+                }
+            }
+        }
+        free(hs);
+        bool more = res.truncated && res.next_token;
+        free(token);
+        token = more && !ended ? res.next_token : NULL;
+        if (token)
+            res.next_token = NULL; /* kept for the next page */
+        call_res_free(&res);
+        if (rc < 0 || ended || !more)
+            break;
+    }
+    free(token);
+    return rc;
+}
+
+/* The hint is followed only from an object that really ends there: the manifest names
+ * the first seq of the object holding durable_seq, whose header must agree. Otherwise
+ * the whole chain is followed from seq 1. */
+static int wopen_check_hint(struct wopen *o, struct wchain *c)
+{
+    uint64_t first = o->found.durable_first_seq;
+    if (c->end == 0)
+        return 0;
+    if (first > 0 && first <= c->end) {
+        struct wheader h = {.first = first};
+        char key[OBJ_KEY_MAX];
+        obj_key(key, sizeof(key), o->cfg->s3.prefix, first);
+        h.key = key;
+        int rc = wopen_fetch_headers(o, &h, 1);
+        if (rc < 0)
+            return rc;
+        if (h.ok && h.h.first_seq == first && h.h.last_seq == c->end && h.h.epoch >= c->start_epoch)
+            return 0;
+    }
+    S3C_LOG(S3C_LOG_WARN,
+            "event=manifest_hint_unconfirmed durable_seq=%" PRIu64 " durable_first_seq=%" PRIu64
+            " msg=\"no object ends at the manifest's durable_seq: following the chain from seq 1\"",
+            c->end, first);
+    *c = (struct wchain){0};
+    return 0;
+}
+
+/* ---- step 3: the fence ---------------------------------------------------------- */
+
+struct wfence {
+    unsigned char header[OBJ_HEADER_BYTES], rec[OBJ_RECORD_HEADER_BYTES];
+    unsigned char trailer[OBJ_TRAILER_BYTES];
+    char payload[512];
+    struct iovec iov[4];
+    uint64_t size;
+};
+
+static void wopen_build_fence(const struct writer_state *ws, uint64_t seq, uint64_t found,
+                              struct wfence *f)
+{
+    struct obj_header h = {.version = OBJ_VERSION,
+                           .flags = OBJ_FLAG_EPOCH_START,
+                           .count = 1,
+                           .first_seq = seq,
+                           .last_seq = seq,
+                           .epoch = ws->epoch};
+    int n = snprintf(f->payload, sizeof(f->payload),
+                     "{\"type\":\"epoch_start\",\"epoch\":%" PRIu64 ",\"writer\":\"%s\","
+                     "\"found_durable_seq\":%" PRIu64 ",\"started_at_ms\":%" PRIu64 "}",
+                     ws->epoch, ws->writer, found, ws->started_at_ms);
+    uint32_t len = (uint32_t)(n > 0 && (size_t)n < sizeof(f->payload) ? n : 0);
+    obj_header_encode(&h, f->header);
+    obj_record_header_encode(len, crc32c_update(0, f->payload, len), seq, f->rec);
+    uint32_t crc = crc32c_update(0, f->header, sizeof(f->header));
+    crc = crc32c_update(crc, f->rec, sizeof(f->rec));
+    crc = crc32c_update(crc, f->payload, len);
+    obj_trailer_encode(crc, f->trailer);
+    f->iov[0] = (struct iovec){f->header, sizeof(f->header)};
+    f->iov[1] = (struct iovec){f->rec, sizeof(f->rec)};
+    f->iov[2] = (struct iovec){f->payload, len};
+    f->iov[3] = (struct iovec){f->trailer, sizeof(f->trailer)};
+    f->size = sizeof(f->header) + sizeof(f->rec) + len + sizeof(f->trailer);
+}
+
+struct wsettle_wait {
+    bool done;
+    enum settle_result r;
+    char etag[256];
+    char why[512];
+};
+
+static void wopen_on_settle(void *ctx, enum settle_result r, const char *etag, const char *why)
+{
+    struct wsettle_wait *w = ctx;
+    w->done = true;
+    w->r = r;
+    snprintf(w->etag, sizeof(w->etag), "%s", etag ? etag : "");
+    snprintf(w->why, sizeof(w->why), "%s", why ? why : "");
+}
+
+enum wfence_outcome { WFENCE_STANDS, WFENCE_CHAIN, WFENCE_NEWER };
+
+/* Puts our EPOCH_START at log/<c->end + 1>. *out: it stands, the chain moved on (follow
+ * it again), or a newer epoch is there (take an epoch above it). */
+static int wopen_fence(struct wopen *o, const struct wchain *c, enum wfence_outcome *out,
+                       uint64_t *newer)
+{
+    struct writer_state *ws = o->ws;
+    uint64_t seq = c->end + 1;
+    struct wfence f;
+    char key[OBJ_KEY_MAX], im[300], if_match[256] = "";
+    obj_key(key, sizeof(key), o->cfg->s3.prefix, seq);
+    wopen_build_fence(ws, seq, c->end, &f);
+    for (int tries = 0; tries < WRITER_CAS_TRIES; tries++) {
+        struct call_res res;
+        struct call_req q = {.op = XPORT_OP_PUT, .key = key, .iov = f.iov, .iovcnt = 4};
+        if (o->cfg->s3.conditional_writes) {
+            if (if_match[0]) {
+                writer_if_match(if_match, ws->etag_unquoted, im, sizeof(im));
+                q.if_match = im;
+            } else {
+                q.if_none_match = true;
+            }
+        }
+        int rc = call_run(o->x, o->cfg, &q, &res, o->err, o->errlen);
+        if (rc < 0)
+            return rc;
+        enum xport_class cls = res.cls;
+        call_res_free(&res);
+        if (cls == XPORT_OK) {
+            *out = WFENCE_STANDS;
+            return 0;
+        }
+        /* 412 (or 404 for If-Match on a key emptied meanwhile): read back what is there. */
+        struct wsettle_wait w = {0};
+        struct settle s = {.x = o->x,
+                           .key = key,
+                           .header = f.header,
+                           .trailer = f.trailer,
+                           .size = f.size,
+                           .epoch = ws->epoch,
+                           .floor_epoch = c->start_epoch,
+                           .done = wopen_on_settle,
+                           .ctx = &w};
+        rc = settle_start(&s);
+        if (rc < 0) {
+            snprintf(o->err, o->errlen, "%s: cannot read it back: %s", key, s3c_strerror(rc));
+            return rc;
+        }
+        while (!w.done)
+            loop_run_once(xport_loop(o->x), 1000);
+        S3C_LOG(S3C_LOG_INFO, "event=fence_settle key=%s verdict=%s why=\"%s\"", key,
+                settle_name(w.r), w.why);
+        switch (w.r) {
+        case SETTLE_OURS:
+            *out = WFENCE_STANDS;
+            return 0;
+        case SETTLE_CHAIN:
+            *out = WFENCE_CHAIN;
+            return 0;
+        case SETTLE_FENCED: {
+            /* A writer with a newer epoch than ours fenced here first. */
+            *out = WFENCE_NEWER;
+            *newer = ws->epoch + 1;
+            return 0;
+        }
+        case SETTLE_ORPHAN:
+            snprintf(if_match, sizeof(if_match), "%s", w.etag); /* replace it */
+            break;
+        case SETTLE_GONE:
+            if_match[0] = '\0';
+            break;
+        case SETTLE_RETRY:
+            break;
+        case SETTLE_CORRUPT:
+            snprintf(o->err, o->errlen, "%s; it must be repaired or removed by hand", w.why);
+            return S3C_ECORRUPT;
+        }
+    }
+    snprintf(o->err, o->errlen, "%s: could not place the fence after %d tries", key,
+             WRITER_CAS_TRIES);
+    return S3C_ES3;
+}
+
+/* ---- the whole open ------------------------------------------------------------- */
+
+int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_state *ws, char *err,
+                size_t errlen)
+{
+    struct wopen o = {.x = x, .cfg = cfg, .ws = ws, .err = err, .errlen = errlen};
+    uint64_t floor = 0;
+    int rc;
+
+    memset(ws, 0, sizeof(*ws));
+    err[0] = '\0';
+    writer_make_id(ws->writer, sizeof(ws->writer));
+    if (wopen_manifest_key(cfg, o.key, sizeof(o.key)) < 0) {
+        snprintf(err, errlen, "s3.prefix is too long for the manifest key");
+        return S3C_EINVAL;
+    }
+    if (!cfg->s3.conditional_writes)
+        S3C_LOG(S3C_LOG_WARN,
+                "event=fencing_off msg=\"s3.conditional_writes is false: a second writer on "
+                "s3://%s/%s is not fenced and would overwrite this one's objects; run one "
+                "writer only\"",
+                cfg->s3.bucket, cfg->s3.prefix);
+    for (int round = 0; round < WRITER_FENCE_TRIES; round++) {
+        rc = wopen_take_epoch(&o, floor); /* step 1 */
+        if (rc < 0)
+            return rc;
+        /* Step 2: from the manifest's hint (the last seq of an object, never ahead of the
+         * chain), or from the start when there is none. */
+        struct wchain c = {.end = o.found.durable_seq,
+                           .start_epoch = o.found.start_epoch,
+                           .max_count = o.found.max_batch_commits};
+        rc = wopen_check_hint(&o, &c);
+        if (rc < 0)
+            return rc;
+        ws->listed = c.end == 0;
+        for (;;) {
+            rc = wopen_follow(&o, &c);
+            if (rc < 0)
+                return rc;
+            if (c.max_epoch >= ws->epoch)
+                break; /* the manifest was lost or rewritten: an epoch above the chain's */
+            enum wfence_outcome fo;
+            uint64_t newer = 0;
+            rc = wopen_fence(&o, &c, &fo, &newer); /* step 3 */
+            if (rc < 0)
+                return rc;
+            if (fo == WFENCE_CHAIN)
+                continue; /* an older writer moved on meanwhile: follow it again */
+            if (fo == WFENCE_NEWER) {
+                c.max_epoch = newer;
+                break;
+            }
+            ws->recovered_seq = c.end;
+            ws->control_seq = c.end + 1;
+            ws->max_batch_commits = c.max_count;
+            S3C_LOG(S3C_LOG_INFO,
+                    "event=writer_open epoch=%" PRIu64 " recovered_seq=%" PRIu64
+                    " control_seq=%" PRIu64 " listed=%d headers_read=%" PRIu64 " writer=%s",
+                    ws->epoch, ws->recovered_seq, ws->control_seq, ws->listed, ws->objects_read,
+                    ws->writer);
+            return 0;
+        }
+        floor = c.max_epoch;
+        S3C_LOG(S3C_LOG_WARN,
+                "event=epoch_behind_chain epoch=%" PRIu64 " chain_epoch=%" PRIu64
+                " msg=\"the chain holds a newer epoch than the manifest: taking one above it\"",
+                ws->epoch, floor);
+    }
+    snprintf(err, errlen,
+             "could not fence the log after %d rounds (other writers keep "
+             "taking it over)",
+             WRITER_FENCE_TRIES);
+    return S3C_ES3;
+}

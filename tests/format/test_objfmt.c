@@ -1,0 +1,184 @@
+/* The log format (version 2): exact bytes, round trip, every corruption the decoder must
+ * catch, the control-record flag, keys, version-1 keys told apart, and the manifest. */
+#include "common/crc32c.h"
+#include "format/manifest.h"
+#include "format/objfmt.h"
+#include "test.h"
+
+static size_t build(unsigned char *out, uint64_t first, int n, const char **payloads)
+{
+    struct obj_header h = {.version = OBJ_VERSION,
+                           .count = (uint32_t)n,
+                           .first_seq = first,
+                           .last_seq = first + (uint64_t)n - 1,
+                           .epoch = 1};
+    size_t off = OBJ_HEADER_BYTES;
+    obj_header_encode(&h, out);
+    for (int i = 0; i < n; i++) {
+        uint32_t len = (uint32_t)strlen(payloads[i]);
+        obj_record_header_encode(len, crc32c_update(0, payloads[i], len), first + (uint64_t)i,
+                                 out + off);
+        memcpy(out + off + OBJ_RECORD_HEADER_BYTES, payloads[i], len);
+        off += OBJ_RECORD_HEADER_BYTES + len;
+    }
+    obj_trailer_encode(crc32c_update(0, out, off), out + off);
+    return off + OBJ_TRAILER_BYTES;
+}
+
+static void exact_bytes(void)
+{
+    unsigned char buf[256];
+    const char *p[] = {"ab"};
+    size_t n = build(buf, 7, 1, p);
+    ASSERT_EQ(n, 40 + 16 + 2 + 8);
+    const unsigned char want_hdr[40] = {'S', '3', 'C', 'O', 'M', 'M', 'I', 'T', 2, 0, 0, 0, 1, 0,
+                                        0,   0,   7,   0,   0,   0,   0,   0,   0, 0, 7, 0, 0, 0,
+                                        0,   0,   0,   0,   1,   0,   0,   0,   0, 0, 0, 0};
+    ASSERT_MEM_EQ(buf, want_hdr, 40);
+    ASSERT_EQ(buf[40], 2); /* payload_len LE */
+    ASSERT_EQ(buf[48], 7); /* seq LE */
+    ASSERT_MEM_EQ(buf + 56, "ab", 2);
+    ASSERT_MEM_EQ(buf + n - 4, "S3CE", 4);
+    uint32_t crc = crc32c_update(0, buf, n - 8);
+    ASSERT_EQ(buf[n - 8], crc & 0xff);
+}
+
+struct seen {
+    uint64_t seqs[8];
+    int n;
+};
+
+static int on_rec(void *ctx, uint64_t seq, const void *payload, uint32_t len)
+{
+    struct seen *s = ctx;
+    (void)payload;
+    (void)len;
+    s->seqs[s->n++] = seq;
+    return 0;
+}
+
+static void round_trip_and_corruption(void)
+{
+    unsigned char buf[512], bad[512];
+    const char *p[] = {"first", "", "third commit"};
+    size_t n = build(buf, 100, 3, p);
+    struct obj_header h;
+    struct seen s = {0};
+    char err[256];
+    ASSERT_EQ(obj_decode(buf, n, &h, on_rec, &s, err, sizeof(err)), 0);
+    ASSERT_EQ(h.count, 3);
+    ASSERT_UEQ(h.first_seq, 100);
+    ASSERT_UEQ(h.last_seq, 102);
+    ASSERT_EQ(s.n, 3);
+    ASSERT_UEQ(s.seqs[2], 102);
+
+    /* Every single flipped byte is caught. */
+    for (size_t i = 0; i < n; i++) {
+        memcpy(bad, buf, n);
+        bad[i] ^= 0x01;
+        err[0] = 0;
+        if (obj_decode(bad, n, &h, NULL, NULL, err, sizeof(err)) == 0)
+            TEST_FAIL_("flipping byte %zu went unnoticed", i);
+        ASSERT(err[0] != 0);
+    }
+    /* Truncation anywhere and trailing bytes are caught. */
+    for (size_t cut = 0; cut < n; cut++)
+        ASSERT_EQ(obj_decode(buf, cut, &h, NULL, NULL, err, sizeof(err)), -1);
+    memcpy(bad, buf, n);
+    bad[n] = 0;
+    ASSERT_EQ(obj_decode(bad, n + 1, &h, NULL, NULL, err, sizeof(err)), -1);
+}
+
+static void keys(void)
+{
+    char k[OBJ_KEY_MAX];
+    uint64_t f;
+    ASSERT_EQ(obj_key(k, sizeof(k), "stage-1/", 1001), 8 + 4 + 20 + 4);
+    ASSERT_STR_EQ(k, "stage-1/log/00000000000000001001.s3c");
+    ASSERT(obj_key_parse(k, "stage-1/", &f));
+    ASSERT_UEQ(f, 1001);
+    ASSERT(!obj_key_parse(k, "other/", &f));
+    ASSERT(!obj_key_parse("stage-1/log/x.s3c", "stage-1/", &f));
+    ASSERT(!obj_key_parse("stage-1/log/00000000000000000000.s3c", "stage-1/", &f)); /* seq 0 */
+    ASSERT(!obj_key_is_v1(k, "stage-1/"));
+    ASSERT(obj_key_is_v1("stage-1/0000000001/00000000000000000001-00000000000000001000.s3c",
+                         "stage-1/"));
+    ASSERT(!obj_key_is_v1("stage-1/manifest.json", "stage-1/"));
+    /* Keys sort in seq order as strings. */
+    char a[OBJ_KEY_MAX], b[OBJ_KEY_MAX];
+    obj_key(a, sizeof(a), "", 9);
+    obj_key(b, sizeof(b), "", 10);
+    ASSERT_LT(strcmp(a, b), 0);
+    ASSERT_EQ(obj_key(k, 10, "p/", 1), -1);
+}
+
+/* The header alone: a control object holds one record; unknown flags and version 1 are
+ * refused, and version 1 is told apart. */
+static void headers(void)
+{
+    unsigned char buf[256];
+    const char *p[] = {"{\"type\":\"epoch_start\"}"};
+    size_t n = build(buf, 5, 1, p);
+    struct obj_header h;
+    bool v1;
+    char err[256];
+    ASSERT_EQ(obj_header_decode(buf, n, &h, &v1, err, sizeof(err)), 0);
+    ASSERT(!v1);
+    buf[10] = OBJ_FLAG_EPOCH_START; /* flags: a control object of one record is fine */
+    ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), 0);
+    ASSERT_EQ(h.flags, OBJ_FLAG_EPOCH_START);
+    buf[10] = 0x02; /* a reserved bit */
+    ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), -1);
+    ASSERT(strstr(err, "flags") != NULL);
+    buf[10] = 0;
+    buf[8] = 1; /* version 1 */
+    ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), -1);
+    ASSERT(v1);
+    const char *three[] = {"a", "b", "c"};
+    n = build(buf, 5, 3, three);
+    buf[10] = OBJ_FLAG_EPOCH_START; /* a control object must hold exactly one record */
+    ASSERT_EQ(obj_header_decode(buf, n, &h, &v1, err, sizeof(err)), -1);
+    ASSERT_EQ(obj_header_decode(buf, 39, &h, &v1, err, sizeof(err)), -1);
+}
+
+static void manifest_doc(void)
+{
+    struct manifest m = {.format = MANIFEST_FORMAT,
+                         .epoch = 7,
+                         .durable_seq = 12345,
+                         .durable_first_seq = 12001,
+                         .start_epoch = 7,
+                         .max_batch_commits = 1000,
+                         .started_at_ms = 1,
+                         .updated_at_ms = 2};
+    snprintf(m.writer, sizeof(m.writer), "host:1:abcd");
+    char buf[MANIFEST_MAX_BYTES], err[256];
+    int n = manifest_encode(&m, buf, sizeof(buf));
+    ASSERT(n > 0);
+    struct manifest back;
+    ASSERT_EQ(manifest_parse(buf, (size_t)n, &back, err, sizeof(err)), 0);
+    ASSERT_UEQ(back.epoch, 7);
+    ASSERT_UEQ(back.durable_seq, 12345);
+    ASSERT_UEQ(back.durable_first_seq, 12001);
+    ASSERT_UEQ(back.start_epoch, 7);
+    ASSERT_UEQ(back.max_batch_commits, 1000);
+    ASSERT_STR_EQ(back.writer, "host:1:abcd");
+    const char *f3 = "{\"format\":3,\"epoch\":1,\"durable_seq\":0}";
+    ASSERT_EQ(manifest_parse(f3, strlen(f3), &back, err, sizeof(err)), -1);
+    ASSERT(strstr(err, "format 3") != NULL);
+    const char *neg = "{\"format\":2,\"epoch\":-1,\"durable_seq\":0}";
+    ASSERT_EQ(manifest_parse(neg, strlen(neg), &back, err, sizeof(err)), -1);
+    ASSERT(strstr(err, "epoch") != NULL);
+    ASSERT_EQ(manifest_parse("{", 1, &back, err, sizeof(err)), -1);
+    ASSERT_EQ(manifest_encode(&m, buf, 10), -1);
+}
+
+int main(void)
+{
+    RUN(exact_bytes);
+    RUN(round_trip_and_corruption);
+    RUN(keys);
+    RUN(headers);
+    RUN(manifest_doc);
+    return 0;
+}
