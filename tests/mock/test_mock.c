@@ -1056,6 +1056,48 @@ static void test_protocol(void)
     ASSERT(a.eof);
     answer_free(&a);
     close(fd);
+    /* An empty body with Expect: 100-continue (botocore's put_object with b"") still gets
+     * its 100 before the answer, and the connection serves the next 100-continue request
+     * at once. Answered without the 100, botocore misreads that next answer and hangs. */
+    fd = dial(&m);
+    const char ex0[] = "PUT /commits/ex0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                       "Content-Length: 0\r\n\r\n";
+    send_all(fd, ex0, sizeof(ex0) - 1);
+    memset(buf, 0, sizeof(buf));
+    ASSERT(readable(fd, 2000));
+    ASSERT_EQ(recv(fd, buf, 25, MSG_WAITALL), 25);
+    ASSERT_STR_EQ(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    ASSERT(!a.eof);
+    answer_free(&a);
+    send_all(fd, ex, sizeof(ex) - 1);
+    int64_t t_ex = now_ms();
+    memset(buf, 0, sizeof(buf));
+    ASSERT(readable(fd, 2000));
+    ASSERT_EQ(recv(fd, buf, 25, MSG_WAITALL), 25);
+    ASSERT_STR_EQ(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+    send_all(fd, "more", 4);
+    ASSERT_EQ(read_answer(fd, &a, false, 2000), 200);
+    ASSERT_LT(now_ms() - t_ex, 1000);
+    answer_free(&a);
+    close(fd);
+    ASSERT_EQ(req(&m, "GET", "/commits/ex0", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(a.body_len, 0);
+    answer_free(&a);
+    /* ... and an empty-body refusal comes at once and closes too (a client that saw no
+     * 100 starts the next request on a fresh connection) */
+    fd = dial(&m);
+    const char ex0bad[] = "PUT /nosuch/ex0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                          "Content-Length: 0\r\n\r\n";
+    send_all(fd, ex0bad, sizeof(ex0bad) - 1);
+    memset(buf, 0, sizeof(buf));
+    ASSERT(readable(fd, 2000));
+    ASSERT_EQ(recv(fd, buf, 12, MSG_PEEK | MSG_WAITALL), 12);
+    ASSERT_STR_EQ(buf, "HTTP/1.1 404"); /* no 100 before it */
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 404);
+    ASSERT(a.eof);
+    answer_free(&a);
+    close(fd);
 
     /* malformed request line: 400; unknown method: 501; both close */
     fd = dial(&m);

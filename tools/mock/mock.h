@@ -260,7 +260,7 @@ struct req {
     char *key;               /* decoded key (malloc'd), NULL when none */
     size_t klen;
     char *path, *query;      /* split copy of url, NUL-terminated, decoded path untouched */
-    bool expect_continue;
+    bool expect_continue;    /* Expect: 100-continue, body or not */
     bool early;              /* the answer is ready before the body (error) */
     bool aws_chunked;        /* body uses Content-Encoding: aws-chunked */
     char request_id[17];
