@@ -945,17 +945,135 @@ static void test_faults(void)
     stop(&m);
 }
 
-/* Flags at start, and the same seed giving the same choices. */
-static void statuses_with_seed(const char *seed, char *out, int n)
+/* 409 ConditionalRequestConflict, and faults limited to keys under key_prefix, so a test
+ * can fail the manifest, the heartbeats or the data alone. */
+static void test_fault_conflict_and_prefix(void)
 {
     struct mockproc m;
     struct answer a;
-    const char *args[] = {"--seed", seed, "--error-rate", "0.5", "--error-status", "500", NULL};
+    char out[4096], hdr[128], md5[33];
+    start(&m, NULL);
+
+    /* the 409 fault: conditional PUTs only, not done, counted */
+    ASSERT_EQ(put_faults(&m, "{\"conflict_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", "If-None-Match: *\r\n", "v", 1, &a), 409);
+    ASSERT(body_has(&a, "<Code>ConditionalRequestConflict</Code>"));
+    ASSERT(body_has(&a, "A conflicting conditional operation is currently in progress against "
+                        "this resource. Please try again."));
+    ASSERT(body_has(&a, "<Key>c</Key>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", NULL, NULL, 0, &a), 404); /* not written */
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", NULL, "one", 3, &a), 200); /* unconditional */
+    answer_free(&a);
+    md5_hex("one", 3, md5);
+    snprintf(hdr, sizeof(hdr), "If-Match: \"%s\"\r\n", md5);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", hdr, "two", 3, &a), 409);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "one");
+    answer_free(&a);
+    ASSERT_EQ(stat_value(&m, "faults.conflict"), 2);
+    ASSERT_EQ(stat_value(&m, "ops.PutObject.status.409"), 2);
+
+    /* key_prefix: each kind only for keys under it; bucket-level requests get none */
+    ASSERT_EQ(put_faults(&m, "{\"conflict_rate\":0,\"error_rate\":1,\"key_prefix\":\"a/\"}"), 200);
+    ASSERT_EQ(mockproc_http(&m, "GET", "/_mock/faults", NULL, out, sizeof(out)), 200);
+    ASSERT(strstr(out, "\"key_prefix\":\"a/\""));
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/x", NULL, "v", 1, &a), 503);
+    ASSERT(body_has(&a, "<Code>SlowDown</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/x", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a", NULL, "v", 1, &a), 200); /* "a" is not under "a/" */
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/commits", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&prefix=a/", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/a/x", NULL, NULL, 0, &a), 503);
+    answer_free(&a);
+
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":0,\"conflict_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/x", "If-None-Match: *\r\n", "v", 1, &a), 409);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/y", "If-None-Match: *\r\n", "v", 1, &a), 200);
+    answer_free(&a);
+
+    ASSERT_EQ(put_faults(&m, "{\"conflict_rate\":0,\"written_error_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/w", NULL, "stored", 6, &a), 500);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/w", NULL, "stored", 6, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/commits/b/x", NULL, NULL, 0, &a), 204);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"written_error_rate\":0}"), 200);
+    ASSERT_EQ(req(&m, "GET", "/commits/a/w", NULL, NULL, 0, &a), 200); /* stored all the same */
+    ASSERT_STR_EQ(a.body, "stored");
+    answer_free(&a);
+
+    /* reset_next counts down only for keys under the prefix */
+    ASSERT_EQ(put_faults(&m, "{\"reset_next\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/r", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/r", NULL, "v", 1, &a), -1);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/r", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+
+    /* "" (or null) lifts the limit; a bad value is refused naming the setting */
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":1,\"key_prefix\":\"\"}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/x", NULL, "v", 1, &a), 503);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/commits", NULL, NULL, 0, &a), 503);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":0,\"key_prefix\":null}"), 200);
+    ASSERT_EQ(mockproc_http(&m, "PUT", "/_mock/faults", "{\"key_prefix\":3}", out, sizeof(out)),
+              400);
+    ASSERT(strstr(out, "key_prefix"));
+    ASSERT_EQ(
+        mockproc_http(&m, "PUT", "/_mock/faults", "{\"conflict_rate\":1.5}", out, sizeof(out)),
+        400);
+    ASSERT(strstr(out, "conflict_rate"));
+    stop(&m);
+
+    /* the same from flags at start: the manifest alone fails */
+    const char *args[] = {"--conflict-rate", "1", "--fault-key-prefix", "db/manifest.json", NULL};
+    start(&m, args);
+    ASSERT_EQ(req(&m, "PUT", "/commits/db/manifest.json", "If-None-Match: *\r\n", "{}", 2, &a),
+              409);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/db/log/1", "If-None-Match: *\r\n", "d", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/db/writers/w1", "If-None-Match: *\r\n", "h", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(stat_value(&m, "faults.conflict"), 1);
+    stop(&m);
+}
+
+/* Flags at start, and the same seed giving the same choices. conflict_rate: also set
+ * --conflict-rate and make every PUT conditional (If-None-Match: * on a new key), so its
+ * 409s show as 'C'. */
+static void statuses_with_seed(const char *seed, const char *conflict_rate, char *out, int n)
+{
+    struct mockproc m;
+    struct answer a;
+    const char *args[] = {"--seed",
+                          seed,
+                          "--error-rate",
+                          "0.5",
+                          "--error-status",
+                          "500",
+                          "--conflict-rate",
+                          conflict_rate ? conflict_rate : "0",
+                          NULL};
     start(&m, args);
     for (int i = 0; i < n; i++) {
-        int st = req(&m, "PUT", "/commits/k", NULL, "v", 1, &a);
-        ASSERT(st == 200 || st == 500);
-        out[i] = st == 200 ? '.' : 'E';
+        char path[64];
+        snprintf(path, sizeof(path), "/commits/k%d", conflict_rate ? i : 0);
+        int st = req(&m, "PUT", path, conflict_rate ? "If-None-Match: *\r\n" : NULL, "v", 1, &a);
+        ASSERT(st == 200 || st == 500 || (conflict_rate && st == 409));
+        out[i] = st == 200 ? '.' : st == 500 ? 'E' : 'C';
         answer_free(&a);
     }
     out[n] = '\0';
@@ -964,13 +1082,22 @@ static void statuses_with_seed(const char *seed, char *out, int n)
 
 static void test_fault_seed(void)
 {
-    char a[41], b[41], c[41];
-    statuses_with_seed("42", a, 40);
-    statuses_with_seed("42", b, 40);
-    statuses_with_seed("7", c, 40);
+    char a[41], b[41], c[41], cf[41];
+    statuses_with_seed("42", NULL, a, 40);
+    statuses_with_seed("42", NULL, b, 40);
+    statuses_with_seed("7", NULL, c, 40);
     ASSERT_STR_EQ(a, b);
     ASSERT(strcmp(a, c) != 0);
     ASSERT(strchr(a, 'E') && strchr(a, '.'));
+    /* Seed 42's choices as the mock made them before conflict_rate existed: a fault kind
+     * added later draws from its own generator and never shifts the older ones. */
+    ASSERT_STR_EQ(a, "...EE.E...EE.E.E.E..E.EE..E..E.EE.....EE");
+    statuses_with_seed("42", "0.5", cf, 40);
+    for (int i = 0; i < 40; i++) /* the same 500s; some of the rest are 409s */
+        ASSERT_EQ(cf[i] == 'E', a[i] == 'E');
+    ASSERT(strchr(cf, 'C') && strchr(cf, '.'));
+    statuses_with_seed("42", "0.5", b, 40);
+    ASSERT_STR_EQ(cf, b);
     /* faults from flags at start: latency plus jitter, and the bandwidth limit */
     struct mockproc lm;
     struct answer ans;
@@ -1548,6 +1675,7 @@ int main(void)
     RUN(test_sigv4_documented_requests);
     RUN(test_faults);
     RUN(test_fault_seed);
+    RUN(test_fault_conflict_and_prefix);
     RUN(test_protocol);
     RUN(test_concurrent_clients);
     RUN(test_data_dir_restart);

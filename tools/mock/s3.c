@@ -891,7 +891,7 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
         return;
     }
 
-    faults_plan(m, &r->plan);
+    faults_plan(m, &r->plan, r->key, r->key ? r->klen : 0);
     if (r->plan.reset)
         return; /* the server resets the connection; nothing else matters */
 
@@ -1570,6 +1570,17 @@ void s3_end(struct mock *m, struct req *r, struct resp *out)
         else
             s3_error(out, 500, "InternalError",
                      "We encountered an internal error. Please try again.", r);
+        return;
+    }
+    /* S3 answers this to a conditional write racing another one on the same key; the
+     * write is not done. Unconditional PUTs never get it. */
+    if (r->plan.conflict && r->op == OP_PUT_OBJECT &&
+        (hdr(r, "if-match") || hdr(r, "if-none-match"))) {
+        s3_error(out, 409, "ConditionalRequestConflict",
+                 "A conflicting conditional operation is currently in progress against this "
+                 "resource. Please try again.",
+                 r);
+        stat_add(&m->stats.faults[F_CONFLICT], 1);
         return;
     }
     char etag[33];
