@@ -7,7 +7,7 @@ want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev
       libexpat1-dev libhttp-parser-dev)
 case "${1:-build}" in
     build|demo) ;;
-    test)  want+=(awscli prometheus s3cmd python3 openssl) ;;   # aws CLI and s3cmd drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
+    test)  want+=(awscli prometheus s3cmd python3 python3-boto3 openssl) ;;   # aws CLI, s3cmd and botocore (python3-boto3) drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
     bench) want+=(wrk) ;;
     *) echo "deps.sh: unknown set '$1' (use build, test, bench or demo)" >&2; exit 2 ;;
 esac

@@ -405,6 +405,72 @@ static void test_conditional_writes(void)
     ASSERT_EQ(req(&m, "GET", "/commits/c", NULL, NULL, 0, &a), 200);
     ASSERT_STR_EQ(a.body, "four");
     answer_free(&a);
+
+    /* S3's exact answers: the 412 names the failed header in <Condition> */
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", "If-None-Match: *\r\n", "x", 1, &a), 412);
+    ASSERT(body_has(&a, "<Code>PreconditionFailed</Code><Message>At least one of the "
+                        "pre-conditions you specified did not hold</Message><Condition>"
+                        "If-None-Match</Condition><RequestId>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", hdr, "x", 1, &a), 412); /* "one"'s etag, now stale */
+    ASSERT(body_has(&a, "<Condition>If-Match</Condition>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/missing", hdr, "x", 1, &a), 404);
+    ASSERT(body_has(&a, "<Code>NoSuchKey</Code>"));
+    answer_free(&a);
+    /* If-Match unquoted, as Ceph and some clients send it: the same answers */
+    md5_hex("four", 4, md5);
+    snprintf(hdr, sizeof(hdr), "If-Match: %s\r\n", md5);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", hdr, "five", 4, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", hdr, "six", 3, &a), 412); /* stale now */
+    ASSERT(body_has(&a, "<Condition>If-Match</Condition>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/missing", hdr, "x", 1, &a), 404);
+    ASSERT(body_has(&a, "<Code>NoSuchKey</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/missing", NULL, NULL, 0, &a), 404); /* none stored */
+    answer_free(&a);
+
+    /* GET conditions: If-Match (quoted or not) 412 on a mismatch; If-None-Match on the
+     * current etag 304 Not Modified with the ETag and no body, as a reader polling the
+     * manifest sees it; on another etag the whole object */
+    md5_hex("five", 4, md5);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", "If-Match: \"0123\"\r\n", NULL, 0, &a), 412);
+    ASSERT(body_has(&a, "<Condition>If-Match</Condition>"));
+    answer_free(&a);
+    snprintf(hdr, sizeof(hdr), "If-Match: %s\r\n", md5);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", hdr, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "five");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/missing", hdr, NULL, 0, &a), 404);
+    answer_free(&a);
+    int fd = dial(&m);
+    char pollreq[256], etag[40];
+    snprintf(etag, sizeof(etag), "\"%s\"", md5);
+    snprintf(pollreq, sizeof(pollreq),
+             "GET /commits/c HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n", etag);
+    send_all(fd, pollreq, strlen(pollreq));
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 304);
+    ASSERT(strncmp(a.head, "HTTP/1.1 304 Not Modified\r\n", 27) == 0);
+    ASSERT_STR_EQ(head_value(&a, "ETag"), etag);
+    ASSERT(head_value(&a, "Last-Modified") != NULL);
+    ASSERT(head_value(&a, "Content-Length") == NULL);
+    ASSERT(!a.eof);
+    answer_free(&a);
+    ASSERT(!readable(fd, 200));             /* no body follows */
+    send_all(fd, pollreq, strlen(pollreq)); /* the connection polls on */
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 304);
+    answer_free(&a);
+    const char get[] = "GET /commits/c HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"0123\"\r\n\r\n";
+    send_all(fd, get, sizeof(get) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    ASSERT_STR_EQ(a.body, "five");
+    answer_free(&a);
+    close(fd);
+    snprintf(hdr, sizeof(hdr), "If-None-Match: %s\r\n", md5); /* unquoted too */
+    ASSERT_EQ(req(&m, "HEAD", "/commits/c", hdr, NULL, 0, &a), 304);
+    answer_free(&a);
     stop(&m);
 }
 
@@ -945,17 +1011,135 @@ static void test_faults(void)
     stop(&m);
 }
 
-/* Flags at start, and the same seed giving the same choices. */
-static void statuses_with_seed(const char *seed, char *out, int n)
+/* 409 ConditionalRequestConflict, and faults limited to keys under key_prefix, so a test
+ * can fail the manifest, the heartbeats or the data alone. */
+static void test_fault_conflict_and_prefix(void)
 {
     struct mockproc m;
     struct answer a;
-    const char *args[] = {"--seed", seed, "--error-rate", "0.5", "--error-status", "500", NULL};
+    char out[4096], hdr[128], md5[33];
+    start(&m, NULL);
+
+    /* the 409 fault: conditional PUTs only, not done, counted */
+    ASSERT_EQ(put_faults(&m, "{\"conflict_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", "If-None-Match: *\r\n", "v", 1, &a), 409);
+    ASSERT(body_has(&a, "<Code>ConditionalRequestConflict</Code>"));
+    ASSERT(body_has(&a, "A conflicting conditional operation is currently in progress against "
+                        "this resource. Please try again."));
+    ASSERT(body_has(&a, "<Key>c</Key>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", NULL, NULL, 0, &a), 404); /* not written */
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", NULL, "one", 3, &a), 200); /* unconditional */
+    answer_free(&a);
+    md5_hex("one", 3, md5);
+    snprintf(hdr, sizeof(hdr), "If-Match: \"%s\"\r\n", md5);
+    ASSERT_EQ(req(&m, "PUT", "/commits/c", hdr, "two", 3, &a), 409);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/c", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "one");
+    answer_free(&a);
+    ASSERT_EQ(stat_value(&m, "faults.conflict"), 2);
+    ASSERT_EQ(stat_value(&m, "ops.PutObject.status.409"), 2);
+
+    /* key_prefix: each kind only for keys under it; bucket-level requests get none */
+    ASSERT_EQ(put_faults(&m, "{\"conflict_rate\":0,\"error_rate\":1,\"key_prefix\":\"a/\"}"), 200);
+    ASSERT_EQ(mockproc_http(&m, "GET", "/_mock/faults", NULL, out, sizeof(out)), 200);
+    ASSERT(strstr(out, "\"key_prefix\":\"a/\""));
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/x", NULL, "v", 1, &a), 503);
+    ASSERT(body_has(&a, "<Code>SlowDown</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/x", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a", NULL, "v", 1, &a), 200); /* "a" is not under "a/" */
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/commits", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&prefix=a/", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/a/x", NULL, NULL, 0, &a), 503);
+    answer_free(&a);
+
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":0,\"conflict_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/x", "If-None-Match: *\r\n", "v", 1, &a), 409);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/y", "If-None-Match: *\r\n", "v", 1, &a), 200);
+    answer_free(&a);
+
+    ASSERT_EQ(put_faults(&m, "{\"conflict_rate\":0,\"written_error_rate\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/w", NULL, "stored", 6, &a), 500);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/w", NULL, "stored", 6, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/commits/b/x", NULL, NULL, 0, &a), 204);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"written_error_rate\":0}"), 200);
+    ASSERT_EQ(req(&m, "GET", "/commits/a/w", NULL, NULL, 0, &a), 200); /* stored all the same */
+    ASSERT_STR_EQ(a.body, "stored");
+    answer_free(&a);
+
+    /* reset_next counts down only for keys under the prefix */
+    ASSERT_EQ(put_faults(&m, "{\"reset_next\":1}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/r", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/r", NULL, "v", 1, &a), -1);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/r", NULL, "v", 1, &a), 200);
+    answer_free(&a);
+
+    /* "" (or null) lifts the limit; a bad value is refused naming the setting */
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":1,\"key_prefix\":\"\"}"), 200);
+    ASSERT_EQ(req(&m, "PUT", "/commits/b/x", NULL, "v", 1, &a), 503);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/commits", NULL, NULL, 0, &a), 503);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":0,\"key_prefix\":null}"), 200);
+    ASSERT_EQ(mockproc_http(&m, "PUT", "/_mock/faults", "{\"key_prefix\":3}", out, sizeof(out)),
+              400);
+    ASSERT(strstr(out, "key_prefix"));
+    ASSERT_EQ(
+        mockproc_http(&m, "PUT", "/_mock/faults", "{\"conflict_rate\":1.5}", out, sizeof(out)),
+        400);
+    ASSERT(strstr(out, "conflict_rate"));
+    stop(&m);
+
+    /* the same from flags at start: the manifest alone fails */
+    const char *args[] = {"--conflict-rate", "1", "--fault-key-prefix", "db/manifest.json", NULL};
+    start(&m, args);
+    ASSERT_EQ(req(&m, "PUT", "/commits/db/manifest.json", "If-None-Match: *\r\n", "{}", 2, &a),
+              409);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/db/log/1", "If-None-Match: *\r\n", "d", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/db/writers/w1", "If-None-Match: *\r\n", "h", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(stat_value(&m, "faults.conflict"), 1);
+    stop(&m);
+}
+
+/* Flags at start, and the same seed giving the same choices. conflict_rate: also set
+ * --conflict-rate and make every PUT conditional (If-None-Match: * on a new key), so its
+ * 409s show as 'C'. */
+static void statuses_with_seed(const char *seed, const char *conflict_rate, char *out, int n)
+{
+    struct mockproc m;
+    struct answer a;
+    const char *args[] = {"--seed",
+                          seed,
+                          "--error-rate",
+                          "0.5",
+                          "--error-status",
+                          "500",
+                          "--conflict-rate",
+                          conflict_rate ? conflict_rate : "0",
+                          NULL};
     start(&m, args);
     for (int i = 0; i < n; i++) {
-        int st = req(&m, "PUT", "/commits/k", NULL, "v", 1, &a);
-        ASSERT(st == 200 || st == 500);
-        out[i] = st == 200 ? '.' : 'E';
+        char path[64];
+        snprintf(path, sizeof(path), "/commits/k%d", conflict_rate ? i : 0);
+        int st = req(&m, "PUT", path, conflict_rate ? "If-None-Match: *\r\n" : NULL, "v", 1, &a);
+        ASSERT(st == 200 || st == 500 || (conflict_rate && st == 409));
+        out[i] = st == 200 ? '.' : st == 500 ? 'E' : 'C';
         answer_free(&a);
     }
     out[n] = '\0';
@@ -964,13 +1148,22 @@ static void statuses_with_seed(const char *seed, char *out, int n)
 
 static void test_fault_seed(void)
 {
-    char a[41], b[41], c[41];
-    statuses_with_seed("42", a, 40);
-    statuses_with_seed("42", b, 40);
-    statuses_with_seed("7", c, 40);
+    char a[41], b[41], c[41], cf[41];
+    statuses_with_seed("42", NULL, a, 40);
+    statuses_with_seed("42", NULL, b, 40);
+    statuses_with_seed("7", NULL, c, 40);
     ASSERT_STR_EQ(a, b);
     ASSERT(strcmp(a, c) != 0);
     ASSERT(strchr(a, 'E') && strchr(a, '.'));
+    /* Seed 42's choices as the mock made them before conflict_rate existed: a fault kind
+     * added later draws from its own generator and never shifts the older ones. */
+    ASSERT_STR_EQ(a, "...EE.E...EE.E.E.E..E.EE..E..E.EE.....EE");
+    statuses_with_seed("42", "0.5", cf, 40);
+    for (int i = 0; i < 40; i++) /* the same 500s; some of the rest are 409s */
+        ASSERT_EQ(cf[i] == 'E', a[i] == 'E');
+    ASSERT(strchr(cf, 'C') && strchr(cf, '.'));
+    statuses_with_seed("42", "0.5", b, 40);
+    ASSERT_STR_EQ(cf, b);
     /* faults from flags at start: latency plus jitter, and the bandwidth limit */
     struct mockproc lm;
     struct answer ans;
@@ -1052,6 +1245,48 @@ static void test_protocol(void)
     const char ex2[] = "PUT /nosuch/ex HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                        "Content-Length: 4\r\n\r\n";
     send_all(fd, ex2, sizeof(ex2) - 1);
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 404);
+    ASSERT(a.eof);
+    answer_free(&a);
+    close(fd);
+    /* An empty body with Expect: 100-continue (botocore's put_object with b"") still gets
+     * its 100 before the answer, and the connection serves the next 100-continue request
+     * at once. Answered without the 100, botocore misreads that next answer and hangs. */
+    fd = dial(&m);
+    const char ex0[] = "PUT /commits/ex0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                       "Content-Length: 0\r\n\r\n";
+    send_all(fd, ex0, sizeof(ex0) - 1);
+    memset(buf, 0, sizeof(buf));
+    ASSERT(readable(fd, 2000));
+    ASSERT_EQ(recv(fd, buf, 25, MSG_WAITALL), 25);
+    ASSERT_STR_EQ(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+    ASSERT_EQ(read_answer(fd, &a, false, 5000), 200);
+    ASSERT(!a.eof);
+    answer_free(&a);
+    send_all(fd, ex, sizeof(ex) - 1);
+    int64_t t_ex = now_ms();
+    memset(buf, 0, sizeof(buf));
+    ASSERT(readable(fd, 2000));
+    ASSERT_EQ(recv(fd, buf, 25, MSG_WAITALL), 25);
+    ASSERT_STR_EQ(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+    send_all(fd, "more", 4);
+    ASSERT_EQ(read_answer(fd, &a, false, 2000), 200);
+    ASSERT_LT(now_ms() - t_ex, 1000);
+    answer_free(&a);
+    close(fd);
+    ASSERT_EQ(req(&m, "GET", "/commits/ex0", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(a.body_len, 0);
+    answer_free(&a);
+    /* ... and an empty-body refusal comes at once and closes too (a client that saw no
+     * 100 starts the next request on a fresh connection) */
+    fd = dial(&m);
+    const char ex0bad[] = "PUT /nosuch/ex0 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                          "Content-Length: 0\r\n\r\n";
+    send_all(fd, ex0bad, sizeof(ex0bad) - 1);
+    memset(buf, 0, sizeof(buf));
+    ASSERT(readable(fd, 2000));
+    ASSERT_EQ(recv(fd, buf, 12, MSG_PEEK | MSG_WAITALL), 12);
+    ASSERT_STR_EQ(buf, "HTTP/1.1 404"); /* no 100 before it */
     ASSERT_EQ(read_answer(fd, &a, false, 5000), 404);
     ASSERT(a.eof);
     answer_free(&a);
@@ -1506,6 +1741,7 @@ int main(void)
     RUN(test_sigv4_documented_requests);
     RUN(test_faults);
     RUN(test_fault_seed);
+    RUN(test_fault_conflict_and_prefix);
     RUN(test_protocol);
     RUN(test_concurrent_clients);
     RUN(test_data_dir_restart);

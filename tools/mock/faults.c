@@ -28,9 +28,9 @@ static const char *const op_names[OP_COUNT] = {
 };
 
 static const char *const fault_names[F_COUNT] = {
-    [F_LATENCY] = "latency",     [F_ERROR] = "error", [F_WRITTEN_ERROR] = "written_error",
-    [F_RESET] = "reset",         [F_STALL] = "stall", [F_SLOW_CLOSE] = "slow_close",
-    [F_BANDWIDTH] = "bandwidth",
+    [F_LATENCY] = "latency",     [F_ERROR] = "error",       [F_WRITTEN_ERROR] = "written_error",
+    [F_RESET] = "reset",         [F_STALL] = "stall",       [F_SLOW_CLOSE] = "slow_close",
+    [F_BANDWIDTH] = "bandwidth", [F_CONFLICT] = "conflict",
 };
 
 const char *op_name(enum op op)
@@ -73,7 +73,8 @@ static bool faults_any(const struct faults *f)
 {
     return f->latency_ms > 0 || f->latency_jitter_ms > 0 || f->error_rate > 0 ||
            f->written_error_rate > 0 || f->reset_rate > 0 || f->reset_next >= 1 ||
-           f->stall_rate > 0 || f->slow_close > 0 || f->bandwidth_bytes_per_s > 0;
+           f->stall_rate > 0 || f->slow_close > 0 || f->bandwidth_bytes_per_s > 0 ||
+           f->conflict_rate > 0;
 }
 
 void faults_init(struct mock *m, uint64_t seed)
@@ -81,20 +82,31 @@ void faults_init(struct mock *m, uint64_t seed)
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
         m->rng[i] = splitmix(&x);
+    for (int i = 0; i < 4; i++)
+        m->rng_new[i] = splitmix(&x);
     pthread_mutex_init(&m->fault_mu, NULL);
     atomic_store(&m->any_fault, faults_any(&m->faults));
 }
 
-void faults_plan(struct mock *m, struct fault_plan *p)
+void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t klen)
 {
     memset(p, 0, sizeof(*p));
     if (!atomic_load_explicit(&m->any_fault, memory_order_relaxed))
         return;
     pthread_mutex_lock(&m->fault_mu);
     struct faults *f = &m->faults;
-    /* Always six draws, in this order, so one rate never shifts another's choices. */
+    /* Always the same draws, in this order, so one rate never shifts another's choices.
+     * The six original ones come from rng; kinds added later draw after them from rng_new,
+     * so a seed gives the same original choices as before those kinds existed. */
     double d_stall = rng_unit(m->rng), d_reset = rng_unit(m->rng), d_err = rng_unit(m->rng),
            d_werr = rng_unit(m->rng), d_slow = rng_unit(m->rng), d_jit = rng_unit(m->rng);
+    double d_conf = rng_unit(m->rng_new);
+    /* Outside key_prefix (or bucket-level): no fault, and reset_next is not counted down. */
+    if (f->key_prefix_len &&
+        (!key || klen < f->key_prefix_len || memcmp(key, f->key_prefix, f->key_prefix_len))) {
+        pthread_mutex_unlock(&m->fault_mu);
+        return;
+    }
     p->stall = d_stall < f->stall_rate;
     p->reset = !p->stall && d_reset < f->reset_rate;
     if (!p->stall && f->reset_next >= 1) { /* a one-shot reset, counted down */
@@ -104,6 +116,7 @@ void faults_plan(struct mock *m, struct fault_plan *p)
     }
     p->error = d_err < f->error_rate;
     p->written_error = !p->error && d_werr < f->written_error_rate;
+    p->conflict = !p->error && d_conf < f->conflict_rate;
     p->slow_close = d_slow < f->slow_close;
     p->error_status = f->error_status;
     p->slow_close_ms = (uint32_t)f->slow_close_ms;
@@ -135,6 +148,7 @@ static const struct knob knobs[] = {
     KNOB(slow_close, 0, 1),
     KNOB(slow_close_ms, 0, 3600000),
     KNOB(bandwidth_bytes_per_s, 0, 1e12),
+    KNOB(conflict_rate, 0, 1),
 };
 /* clang-format on */
 
@@ -174,12 +188,23 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
                 goto out_free;
             }
             f.error_status = it->valueint;
+        } else if (strcmp(it->string, "key_prefix") == 0) {
+            /* a string of at most 1024 bytes (an S3 key's limit); "" or null: every key */
+            const char *v = cJSON_IsNull(it) ? "" : cJSON_GetStringValue(it);
+            if (!v || strlen(v) >= sizeof(f.key_prefix)) {
+                snprintf(err, errlen,
+                         "faults: key_prefix must be a string of at most 1024 bytes "
+                         "(empty or null: every key)");
+                goto out_free;
+            }
+            f.key_prefix_len = strlen(v);
+            memcpy(f.key_prefix, v, f.key_prefix_len + 1);
         } else {
             snprintf(
                 err, errlen,
                 "faults: unknown setting \"%s\" (known: latency_ms, latency_jitter_ms, "
                 "error_rate, error_status, written_error_rate, reset_rate, reset_next, stall_rate, "
-                "slow_close, slow_close_ms, bandwidth_bytes_per_s)",
+                "slow_close, slow_close_ms, bandwidth_bytes_per_s, conflict_rate, key_prefix)",
                 it->string);
             goto out_free;
         }
@@ -203,6 +228,7 @@ char *faults_json(struct mock *m)
     for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++)
         cJSON_AddNumberToObject(o, knobs[i].name, *(double *)((char *)&f + knobs[i].off));
     cJSON_AddNumberToObject(o, "error_status", f.error_status);
+    cJSON_AddStringToObject(o, "key_prefix", f.key_prefix);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;

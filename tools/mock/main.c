@@ -36,7 +36,8 @@ static void usage(FILE *f)
                "faults (probabilities 0..1; see docs/mock.md):\n"
                "  --latency-ms N --latency-jitter-ms N --error-rate P --error-status 500|503\n"
                "  --written-error-rate P --reset-rate P --stall-rate P --slow-close P\n"
-               "  --slow-close-ms N --bandwidth BYTES_PER_S\n");
+               "  --slow-close-ms N --bandwidth BYTES_PER_S --conflict-rate P\n"
+               "  --fault-key-prefix S       faults only for object keys starting with S\n");
 }
 
 static int parse_double(const char *flag, const char *v, double lo, double hi, double *out)
@@ -147,7 +148,16 @@ int main(int argc, char **argv)
             store = v;
         else if (!strcmp(f, "--vhost-domain"))
             cfg->vhost_domain = v;
-        else if (!strcmp(f, "--seed")) {
+        else if (!strcmp(f, "--fault-key-prefix")) {
+            size_t n = strlen(v);
+            if (n >= sizeof(m->faults.key_prefix)) {
+                fprintf(stderr,
+                        "s3commit-mock: --fault-key-prefix is at most 1024 bytes (got %zu)\n", n);
+                return 2;
+            }
+            memcpy(m->faults.key_prefix, v, n + 1);
+            m->faults.key_prefix_len = n;
+        } else if (!strcmp(f, "--seed")) {
             char *end;
             cfg->seed = strtoull(v, &end, 0);
             if (!*v || *end) {
@@ -171,6 +181,7 @@ int main(int argc, char **argv)
                 {"--slow-close", 0, 1, &m->faults.slow_close, NULL, NULL},
                 {"--slow-close-ms", 0, 3600000, &m->faults.slow_close_ms, NULL, NULL},
                 {"--bandwidth", 0, 1e12, &m->faults.bandwidth_bytes_per_s, NULL, NULL},
+                {"--conflict-rate", 0, 1, &m->faults.conflict_rate, NULL, NULL},
                 {"--error-status", 500, 503, NULL, &m->faults.error_status, NULL},
                 {"--threads", 1, 64, NULL, &cfg->threads, NULL},
                 {"--request-timeout-ms", 0, 3600000, NULL, &cfg->request_timeout_ms, NULL},

@@ -27,6 +27,9 @@ struct faults {
     double slow_close;            /* answer with Connection: close, close slow_close_ms later */
     double slow_close_ms;
     double bandwidth_bytes_per_s; /* per connection, both directions; 0 = unlimited */
+    double conflict_rate;         /* conditional PUT: 409 ConditionalRequestConflict, not done */
+    char key_prefix[1025];        /* faults only for object keys starting so ("" = all) */
+    size_t key_prefix_len;
 };
 
 struct mock_cfg {
@@ -74,6 +77,7 @@ enum fault_kind {
     F_STALL,
     F_SLOW_CLOSE,
     F_BANDWIDTH,
+    F_CONFLICT,
     F_COUNT
 };
 
@@ -180,9 +184,10 @@ struct mock {
     struct mock_cfg cfg;
     struct store *store;
     struct stats stats;
-    pthread_mutex_t fault_mu; /* guards faults and rng */
+    pthread_mutex_t fault_mu; /* guards faults, rng and rng_new */
     struct faults faults;
-    uint64_t rng[4];
+    uint64_t rng[4];       /* the six original draws of each request */
+    uint64_t rng_new[4];   /* draws added later (conflict), so old seeds keep their choices */
     atomic_bool any_fault; /* fast path: no lock when no fault is set */
     atomic_bool stopping;
     unsigned char signing_key[32]; /* cached for signing_date */
@@ -195,6 +200,7 @@ extern struct mock g_mock;
 /* What the fault dice decided for one request. */
 struct fault_plan {
     bool error, written_error, reset, stall, slow_close;
+    bool conflict; /* answer a conditional PUT 409 ConditionalRequestConflict */
     uint32_t delay_ms;
     int error_status;
     uint32_t slow_close_ms;
@@ -202,7 +208,9 @@ struct fault_plan {
 };
 
 void faults_init(struct mock *m, uint64_t seed);
-void faults_plan(struct mock *m, struct fault_plan *p);
+/* Draws the faults of one request on key (NULL, 0 for a bucket-level request); with a
+ * key_prefix set, a request outside it gets an empty plan (the draws still happen). */
+void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t klen);
 /* Applies a JSON object of fault settings. Returns 0, or -1 with a message in err. */
 int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, size_t errlen);
 /* JSON text of the current faults / statistics (malloc'd). */
@@ -260,7 +268,7 @@ struct req {
     char *key;               /* decoded key (malloc'd), NULL when none */
     size_t klen;
     char *path, *query;      /* split copy of url, NUL-terminated, decoded path untouched */
-    bool expect_continue;
+    bool expect_continue;    /* Expect: 100-continue, body or not */
     bool early;              /* the answer is ready before the body (error) */
     bool aws_chunked;        /* body uses Content-Encoding: aws-chunked */
     char request_id[17];

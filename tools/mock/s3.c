@@ -166,8 +166,10 @@ void resp_reset(struct resp *o)
     memset(o, 0, sizeof(*o));
 }
 
-void s3_error(struct resp *out, int status, const char *code, const char *message,
-              const struct req *r)
+/* condition: S3's PreconditionFailed names the header that failed in <Condition> instead
+ * of the bucket and key. */
+static void s3_error_body(struct resp *out, int status, const char *code, const char *message,
+                          const struct req *r, const char *condition)
 {
     sb_free(&out->body);
     blob_unref(out->blob);
@@ -178,12 +180,14 @@ void s3_error(struct resp *out, int status, const char *code, const char *messag
     sb_puts(&out->body, "</Code><Message>");
     sb_xml(&out->body, message, strlen(message));
     sb_puts(&out->body, "</Message>");
-    if (r && r->bucket[0]) {
+    if (condition)
+        sb_printf(&out->body, "<Condition>%s</Condition>", condition);
+    if (r && r->bucket[0] && !condition) {
         sb_puts(&out->body, "<BucketName>");
         sb_xml(&out->body, r->bucket, strlen(r->bucket));
         sb_puts(&out->body, "</BucketName>");
     }
-    if (r && r->key) {
+    if (r && r->key && !condition) {
         sb_puts(&out->body, "<Key>");
         sb_xml(&out->body, r->key, r->klen);
         sb_puts(&out->body, "</Key>");
@@ -193,6 +197,19 @@ void s3_error(struct resp *out, int status, const char *code, const char *messag
     sb_puts(&out->head, "Content-Type: application/xml\r\n");
     out->no_body = r && r->method == HTTP_HEAD;
     out->announced_len = out->body.len;
+}
+
+void s3_error(struct resp *out, int status, const char *code, const char *message,
+              const struct req *r)
+{
+    s3_error_body(out, status, code, message, r, NULL);
+}
+
+/* 412 as S3 words it; condition: "If-Match" or "If-None-Match". */
+static void precondition_failed(struct resp *out, const struct req *r, const char *condition)
+{
+    s3_error_body(out, 412, "PreconditionFailed",
+                  "At least one of the pre-conditions you specified did not hold", r, condition);
 }
 
 static void answer_xml(struct resp *out, struct sbuf *xml)
@@ -891,7 +908,7 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
         return;
     }
 
-    faults_plan(m, &r->plan);
+    faults_plan(m, &r->plan, r->key, r->key ? r->klen : 0);
     if (r->plan.reset)
         return; /* the server resets the connection; nothing else matters */
 
@@ -923,8 +940,8 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
                 return;
             }
             if (store_get(m->store, r->bucket, r->key, r->klen, &meta, NULL) == 0) {
-                early(r, out, 412, "PreconditionFailed",
-                      "At least one of the pre-conditions you specified did not hold");
+                precondition_failed(out, r, "If-None-Match");
+                r->early = true;
                 return;
             }
         }
@@ -1186,8 +1203,7 @@ static void do_get(struct mock *m, struct req *r, struct resp *out, bool head)
         strip_quotes(im, tag, sizeof(tag));
         if (strcmp(tag, "*") != 0 && strcmp(tag, meta.etag) != 0) {
             blob_unref(body);
-            s3_error(out, 412, "PreconditionFailed",
-                     "At least one of the pre-conditions you specified did not hold", r);
+            precondition_failed(out, r, "If-Match");
             return;
         }
     }
@@ -1374,10 +1390,11 @@ static void do_put(struct mock *m, struct req *r, struct resp *out)
     case -ENODEV:
         s3_error(out, 404, "NoSuchBucket", "The specified bucket does not exist", r);
         return;
-    case -EEXIST:
+    case -EEXIST: /* If-None-Match: * lost the race to another PUT of the key */
+        precondition_failed(out, r, "If-None-Match");
+        return;
     case -EPERM:
-        s3_error(out, 412, "PreconditionFailed",
-                 "At least one of the pre-conditions you specified did not hold", r);
+        precondition_failed(out, r, "If-Match");
         return;
     case -ESRCH:
         s3_error(out, 404, "NoSuchKey", "The specified key does not exist.", r);
@@ -1570,6 +1587,17 @@ void s3_end(struct mock *m, struct req *r, struct resp *out)
         else
             s3_error(out, 500, "InternalError",
                      "We encountered an internal error. Please try again.", r);
+        return;
+    }
+    /* S3 answers this to a conditional write racing another one on the same key; the
+     * write is not done. Unconditional PUTs never get it. */
+    if (r->plan.conflict && r->op == OP_PUT_OBJECT &&
+        (hdr(r, "if-match") || hdr(r, "if-none-match"))) {
+        s3_error(out, 409, "ConditionalRequestConflict",
+                 "A conflicting conditional operation is currently in progress against this "
+                 "resource. Please try again.",
+                 r);
+        stat_add(&m->stats.faults[F_CONFLICT], 1);
         return;
     }
     char etag[33];

@@ -307,8 +307,12 @@ static int on_headers_complete(http_parser *p)
     r->has_cl = find_hdr(r, "content-length") != NULL;
     r->content_length = r->has_cl ? p->content_length : 0;
     r->has_body = (p->flags & F_CHUNKED) || (r->has_cl && r->content_length > 0);
+    /* Every Expect: 100-continue gets its 100 (or a refusal and a close), also with
+     * Content-Length: 0, as S3 does: botocore, answered at once without a 100, keeps the
+     * final answer's status line for the connection's next 100-continue request and then
+     * misreads that request's answer, waiting for its body until the read timeout. */
     const char *ex = find_hdr(r, "expect");
-    r->expect_continue = ex && strcasecmp(ex, "100-continue") == 0 && r->has_body;
+    r->expect_continue = ex && strcasecmp(ex, "100-continue") == 0;
 
     s3_begin(m, r, &c->resp);
     if (r->plan.reset) {
@@ -324,8 +328,9 @@ static int on_headers_complete(http_parser *p)
         c->bw = 0;
     }
     if (r->early) {
-        /* A refusal before the body: if the client waits for 100-continue or the body is
-         * large, answer now and close (the body is never read); else read and drop it. */
+        /* A refusal before the body: if the client waits for 100-continue (even with no
+         * body: the close clears botocore's state, see above) or the body is large, answer
+         * now and close (the body is never read); else read and drop it. */
         if (r->expect_continue || (p->flags & F_CHUNKED) || r->content_length > 1048576) {
             c->early_close = true;
             http_parser_pause(p, 1);
