@@ -183,10 +183,14 @@ EOF
         exit 1
     }
     step() { echo "$(($(now_ms) - t0)) ms: $*" >>"$dir/log/up.timing"; }
-    wait_for() { # what, command...: retry until it succeeds or the deadline passes
-        local what=$1; shift
+    wait_for() { # what, command...: retry until it succeeds, the deadline passes or a
+        local what=$1 d; shift # daemon started so far has died (a port taken meanwhile)
         until "$@" >/dev/null 2>&1; do
             [ "$(now_ms)" -lt "$deadline" ] || fail "$what (after ${UP_TIMEOUT_S}s)"
+            for d in $DAEMONS; do
+                [ -f "$dir/run/$d.pid" ] || continue
+                alive "$(pid_of "$d")" || fail "$d exited during start"
+            done
             sleep 0.1
         done
     }
