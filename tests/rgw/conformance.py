@@ -804,9 +804,12 @@ def main():
           f"({sum(1 for e in exp.values() if e[3] == 'rgw')} listed as RGW deviations, "
           f"{sum(1 for e in exp.values() if e[3] == 'mock-deliberate')} deliberate in the "
           f"mock, {sum(1 for e in exp.values() if e[3] == 'mock-bug')} mock bugs to fix)")
-    for name, (m, r) in diffs.items():
-        if name in exp:
-            print(f"  {name}: {exp[name][3]}: {exp[name][4]}")
+    if diffs:
+        dw = max(len(n) for n in diffs)
+        print(f"{'difference':<{dw}}  {'kind':<15}  mock / rgw")
+        for name, (m, r) in diffs.items():
+            kind = exp[name][3] if name in exp else "NOT LISTED"
+            print(f"{name:<{dw}}  {kind:<15}  {m} / {r}")
     for b in bad:
         print("conformance: FAIL: " + b)
     if bad:
