@@ -325,8 +325,9 @@ for _name, _spec, _aws in [
         ("get_range_suffix", "bytes=-3", "206"),
         ("get_range_end_past_size", "bytes=10-100", "206"),
         ("get_range_suffix_past_size", "bytes=-100", "206"),
-        ("get_range_start_past_size", "bytes=100-200", "416 InvalidRange"),
+        ("get_range_start_past_size", "bytes=100-200", "416 InvalidRange cr=bytes */20"),
         ("get_range_malformed", "bytes=abc", "200"),
+        ("get_range_end_before_start", "bytes=5-2", "200"),
         ("get_range_multiple", "bytes=0-1,4-5", "200"),
 ]:
     case(_name, _aws)(lambda t, p, s=_spec: ranged(t, p, s))
@@ -407,6 +408,12 @@ def _(t, p):
 def _(t, p):
     return sc(t.request("PUT", p + "obj", body=BODY,
                         headers={"If-None-Match": '"0123456789abcdef0123456789abcdef"'}))
+
+
+@case("put_if_match_and_if_none_match", "?")
+def _(t, p):
+    return sc(t.request("PUT", p + "obj", body=BODY,
+                        headers={"If-Match": etag_of(t, p + "obj"), "If-None-Match": "*"}))
 
 
 @case("put_key_too_long", "400 KeyTooLongError")
