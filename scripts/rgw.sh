@@ -16,7 +16,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:-}
-dir=${2:-${TMPDIR:-/tmp}/s3c-rgw.$(id -u)}
+dir=$(realpath -m -- "${2:-${TMPDIR:-/tmp}/s3c-rgw.$(id -u)}")
+case "$dir" in *[[:space:]]*) echo "rgw.sh: DIR must not hold spaces: '$dir'" >&2; exit 2 ;; esac
 BUCKET=${S3C_RGW_BUCKET_NAME:-commits}
 REGION=us-east-1
 UP_TIMEOUT_S=${S3C_RGW_UP_TIMEOUT_S:-60}
@@ -182,6 +183,7 @@ EOF
         if [ -n "${S3C_RGW_KEEP_FAILED:-}" ]; then rm -f "$dir/env"; else rm -rf "$dir"; fi
         exit 1
     }
+    trap 'fail "interrupted"' INT TERM
     step() { echo "$(($(now_ms) - t0)) ms: $*" >>"$dir/log/up.timing"; }
     wait_for() { # what, command...: retry until it succeeds, the deadline passes or a
         local what=$1 d; shift # daemon started so far has died (a port taken meanwhile)
@@ -247,6 +249,7 @@ print(k["access_key"]); print(k["secret_key"])' "$dir/user.json") || fail "readi
     } >"$dir/env.tmp"
     chmod 600 "$dir/env.tmp"
     mv "$dir/env.tmp" "$dir/env"
+    trap - INT TERM
     print_up
     say "started in $(($(now_ms) - t0)) ms"
 }
