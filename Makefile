@@ -2,7 +2,7 @@
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build test test-unit test-asan test-tsan bench demo format clean
+.PHONY: all build test test-unit test-asan test-tsan test-rgw bench demo format clean
 
 all: build
 
@@ -32,6 +32,10 @@ test-tsan:
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DS3C_SANITIZE=thread $(CMAKE_FLAGS) >/dev/null
 	cmake --build build-tsan -j $(JOBS)
 	scripts/ctest.sh build-tsan -L concurrency
+
+# Only the tests against Ceph RGW (docs/rgw.md); the first run as root installs Ceph.
+test-rgw: build
+	scripts/ctest.sh build -L rgw
 
 bench: build
 	@scripts/deps.sh bench

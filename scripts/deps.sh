@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests or the benchmarks need and the machine lacks.
 # As root it uses apt-get; otherwise it names the missing packages and fails.
-# Usage: scripts/deps.sh build|test|bench|demo
+# Usage: scripts/deps.sh build|test|bench|demo|rgw
 set -euo pipefail
 want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev
       libexpat1-dev libhttp-parser-dev)
@@ -9,7 +9,8 @@ case "${1:-build}" in
     build|demo) ;;
     test)  want+=(awscli prometheus s3cmd python3 python3-boto3 openssl) ;;   # aws CLI, s3cmd and botocore (python3-boto3) drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
     bench) want+=(wrk) ;;
-    *) echo "deps.sh: unknown set '$1' (use build, test, bench or demo)" >&2; exit 2 ;;
+    rgw)   want=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime curl python3) ;;  # scripts/rgw.sh: Ceph RGW for tests/rgw (~70 MB)
+    *) echo "deps.sh: unknown set '$1' (use build, test, bench, demo or rgw)" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${want[@]}"; do
