@@ -7,7 +7,8 @@ want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev
       libexpat1-dev libhttp-parser-dev)
 case "${1:-build}" in
     build|demo) ;;
-    test)  want+=(awscli prometheus s3cmd python3 openssl) ;;   # aws CLI and s3cmd drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
+    test)  want+=(awscli prometheus s3cmd python3 openssl     # aws CLI and s3cmd drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
+                  g++ binutils systemd) ;;                        # test_install: the header as C++, readelf/nm; test_systemd_unit: systemd-analyze
     bench) want+=(wrk) ;;
     *) echo "deps.sh: unknown set '$1' (use build, test, bench or demo)" >&2; exit 2 ;;
 esac
