@@ -527,12 +527,13 @@ int cmd_run(const char *config_path, const char *input)
     run_notify(state);
 
     run_loop_input(&r);
-    snprintf(state, sizeof(state), "STOPPING=1\nSTATUS=draining %" PRIu64 " accepted (%s)",
-             r.last_seq,
-             r.signals                        ? "signal"
-             : atomic_load(&r.stage_err) != 0 ? "stage failed"
-             : r.input_error                  ? "input error"
-                                              : "end of input");
+    snprintf(state, sizeof(state),
+             "STOPPING=1\nSTATUS=draining after %s: %" PRIu64 " commits accepted",
+             r.signals                        ? "a signal"
+             : atomic_load(&r.stage_err) != 0 ? "the stage failed"
+             : r.input_error                  ? "an input error"
+                                              : "the end of input",
+             r.last_seq);
     run_notify(state);
     if (r.lfd >= 0) {
         close(r.lfd); /* stop taking clients; the ones connected still get their replies */
