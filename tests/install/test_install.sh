@@ -26,9 +26,14 @@ step "cmake --install into DESTDIR=$tmp/stage, prefix /usr/local"
 DESTDIR="$tmp/stage" cmake --install "$build" --prefix /usr/local >"$tmp/install.log" ||
     { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
 root="$tmp/stage/usr/local"
-for f in include/s3commit.h lib/libs3commit.a lib/libs3commit.so lib/pkgconfig/s3commit.pc \
-         lib/cmake/s3commit/s3commitConfig.cmake lib/cmake/s3commit/s3commitConfigVersion.cmake \
-         lib/cmake/s3commit/s3commitTargets.cmake bin/s3commit bin/s3commit-mock \
+# The library directory is lib, or lib/<multiarch> when the build was configured for /usr.
+pcfile=$(find "$root" -path '*/pkgconfig/s3commit.pc' | head -n 1)
+[ -n "$pcfile" ] || fail "not installed: lib/pkgconfig/s3commit.pc"
+lib=${pcfile#"$root"/}
+lib=${lib%/pkgconfig/s3commit.pc}
+for f in include/s3commit.h $lib/libs3commit.a $lib/libs3commit.so $lib/pkgconfig/s3commit.pc \
+         $lib/cmake/s3commit/s3commitConfig.cmake $lib/cmake/s3commit/s3commitConfigVersion.cmake \
+         $lib/cmake/s3commit/s3commitTargets.cmake bin/s3commit bin/s3commit-mock \
          bin/s3commit-load lib/systemd/system/s3commit.service lib/sysusers.d/s3commit.conf \
          share/doc/s3commit/README.md share/doc/s3commit/operations.md \
          share/doc/s3commit/programs.md share/doc/s3commit/examples/s3commit.json \
@@ -36,20 +41,20 @@ for f in include/s3commit.h lib/libs3commit.a lib/libs3commit.so lib/pkgconfig/s
     [ -e "$root/$f" ] || fail "not installed: $f"
 done
 
-export PKG_CONFIG_PATH="$root/lib/pkgconfig"
+export PKG_CONFIG_PATH="$root/$lib/pkgconfig"
 pc() { pkg-config --define-variable=prefix="$root" "$@" s3commit; }
 version=$(pkg-config --modversion s3commit)
 soversion=$(echo "$version" | cut -d. -f1-2)
 [ "${version%%.*}" = 0 ] || soversion=${version%%.*}
 step "version $version, SONAME libs3commit.so.$soversion"
-readelf -d "$root/lib/libs3commit.so" | grep -q "SONAME.*\[libs3commit.so.$soversion\]" ||
+readelf -d "$root/$lib/libs3commit.so" | grep -q "SONAME.*\[libs3commit.so.$soversion\]" ||
     fail "libs3commit.so has no SONAME libs3commit.so.$soversion"
-[ -e "$root/lib/libs3commit.so.$soversion" ] && [ -e "$root/lib/libs3commit.so.$version" ] ||
+[ -e "$root/$lib/libs3commit.so.$soversion" ] && [ -e "$root/$lib/libs3commit.so.$version" ] ||
     fail "missing libs3commit.so.$soversion or libs3commit.so.$version"
-if nm -D --defined-only "$root/lib/libs3commit.so" | awk '$2 == "T" {print $3}' | grep -v '^s3c_[a-z]'; then
+if nm -D --defined-only "$root/$lib/libs3commit.so" | awk '$2 == "T" {print $3}' | grep -v '^s3c_[a-z]'; then
     fail "libs3commit.so exports names outside the public s3c_* API (above)"
 fi
-grep -q "^prefix=/usr/local$" "$root/lib/pkgconfig/s3commit.pc" || fail "s3commit.pc prefix is not /usr/local"
+grep -q "^prefix=/usr/local$" "$pcfile" || fail "s3commit.pc prefix is not /usr/local"
 grep -q "^ExecStart=/usr/local/bin/s3commit run " "$root/lib/systemd/system/s3commit.service" ||
     fail "the installed unit does not run /usr/local/bin/s3commit"
 
@@ -78,7 +83,7 @@ fi
 
 step "consumer.c with pkg-config: shared, then static (Requires.private, Libs.private)"
 gcc -std=c11 -Wall -Wextra -Werror "$here/consumer.c" $(pc --cflags --libs) \
-    -Wl,-rpath,"$root/lib" -o "$tmp/consumer_pc_shared"
+    -Wl,-rpath,"$root/$lib" -o "$tmp/consumer_pc_shared"
 readelf -d "$tmp/consumer_pc_shared" | grep -q "NEEDED.*libs3commit.so.$soversion" ||
     fail "the pkg-config build does not link libs3commit.so.$soversion"
 # `pkg-config --static` also expands libcurl's own Libs.private (nghttp2, ssh2, ldap...),
@@ -90,7 +95,7 @@ for f in -ls3commit -lcurl -lcrypto -lcjson -lexpat -lpthread -lm; do
     case "$static_flags" in *" $f "*) ;; *) fail "pkg-config --static --libs lacks $f: $static_flags" ;; esac
 done
 requires=$(pkg-config --print-requires-private s3commit | awk '{print $1}')
-libs_private=$(sed -n 's/^Libs.private: *//p' "$root/lib/pkgconfig/s3commit.pc")
+libs_private=$(sed -n 's/^Libs.private: *//p' "$pcfile")
 gcc -std=c11 -Wall -Wextra -Werror "$here/consumer.c" $(pc --cflags) $(pc --libs-only-L) \
     -l:libs3commit.a $(pkg-config --libs $requires) $libs_private -o "$tmp/consumer_pc_static"
 if readelf -d "$tmp/consumer_pc_static" | grep -q "NEEDED.*libs3commit"; then
