@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks packaging/s3commit.service as installed: `systemd-analyze verify` must accept it
-# without a single warning (an unknown or misplaced key is only a warning to systemd, and
+# (and its commented LoadCredential= variant) without a single warning (an unknown or misplaced key is only a warning to systemd, and
 # silently drops the setting), and `systemd-analyze security --offline` must rate its
 # sandbox at most 2.0 ("OK"). Runs without systemd as PID 1 (a container): verify only
 # loads the unit. The ExecStart binary must exist, so the unit is checked from a
@@ -23,11 +23,21 @@ mkdir -p "$tmp/units"
 sed "s|^ExecStart=/usr/bin/s3commit |ExecStart=$tmp/stage/usr/bin/s3commit |" "$unit" \
     >"$tmp/units/s3commit.service"
 
-if ! systemd-analyze verify --man=no --generators=no "$tmp/units/s3commit.service" \
-        >"$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
-    cat "$tmp/verify.out" >&2
-    fail "systemd-analyze verify found problems (above)"
-fi
+verify() {
+    if ! systemd-analyze verify --man=no --generators=no "$1" >"$tmp/verify.out" 2>&1 ||
+            [ -s "$tmp/verify.out" ]; then
+        cat "$tmp/verify.out" >&2
+        fail "systemd-analyze verify found problems in $2 (above)"
+    fi
+}
+verify "$tmp/units/s3commit.service" "the unit"
+# The documented alternative, credentials through LoadCredential=, must be valid too.
+mkdir -p "$tmp/units-cred"
+sed -e 's/^EnvironmentFile=/#EnvironmentFile=/' -e 's/^#LoadCredential=/LoadCredential=/' \
+    -e 's/^#Environment=AWS_SHARED_CREDENTIALS_FILE=/Environment=AWS_SHARED_CREDENTIALS_FILE=/' \
+    "$tmp/units/s3commit.service" >"$tmp/units-cred/s3commit.service"
+grep -q '^LoadCredential=' "$tmp/units-cred/s3commit.service" || fail "no LoadCredential= line to enable"
+verify "$tmp/units-cred/s3commit.service" "the LoadCredential= variant"
 if ! systemd-analyze security --offline=yes --threshold=20 "$tmp/units/s3commit.service" \
         >"$tmp/security.out" 2>&1; then
     cat "$tmp/security.out" >&2
