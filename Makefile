@@ -2,7 +2,7 @@
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build test test-unit test-asan test-tsan test-rgw bench demo format clean
+.PHONY: all build install test test-unit test-asan test-tsan test-rgw bench demo format clean
 
 all: build
 
@@ -10,6 +10,16 @@ build:
 	@scripts/deps.sh build
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 	cmake --build build -j $(JOBS)
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging dir]: cmake --install of the
+# RelWithDebInfo build (libraries, header, programs, pkg-config file, CMake package,
+# systemd unit, docs). PREFIX is where the files will live; DESTDIR only stages them.
+PREFIX ?= /usr/local
+install:
+	@scripts/deps.sh build
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX="$(PREFIX)" $(CMAKE_FLAGS) >/dev/null
+	cmake --build build -j $(JOBS)
+	DESTDIR="$(DESTDIR)" cmake --install build
 
 # Unit and integration tests, then the same built with ASan+UBSan, then the
 # concurrency tests built with TSan. Each ctest run prints its own summary.

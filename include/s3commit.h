@@ -16,6 +16,24 @@
 extern "C" {
 #endif
 
+/* ---- version ----------------------------------------------------------------------- */
+
+/* The version of this header. CMake refuses to configure when these disagree with
+ * project(VERSION) in CMakeLists.txt. Before 1.0 a minor release may change the ABI, so
+ * the shared library's SONAME carries MAJOR.MINOR (libs3commit.so.0.1). */
+#define S3C_VERSION_MAJOR 0
+#define S3C_VERSION_MINOR 1
+#define S3C_VERSION_PATCH 0
+#define S3C_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for #if comparisons: 0.1.0 is 100. */
+#define S3C_VERSION_NUMBER (S3C_VERSION_MAJOR * 10000 + S3C_VERSION_MINOR * 100 + S3C_VERSION_PATCH)
+
+/* The version of the library actually linked, as "MAJOR.MINOR.PATCH" (static storage,
+ * never NULL) and as a number in the form of S3C_VERSION_NUMBER. A program built against
+ * one header and run with another shared library can compare the two. */
+const char *s3c_version(void);
+int s3c_version_number(void);
+
 /* ---- errors ------------------------------------------------------------------------ */
 
 enum {

@@ -7,7 +7,8 @@ want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev
       libexpat1-dev libhttp-parser-dev)
 case "${1:-build}" in
     build|demo) ;;
-    test)  want+=(awscli prometheus s3cmd python3 python3-boto3 openssl) ;;   # aws CLI, s3cmd and botocore (python3-boto3) drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
+    test)  want+=(awscli prometheus s3cmd python3 python3-boto3 openssl  # aws CLI, s3cmd and botocore drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
+                  g++ binutils systemd) ;;                           # test_install: the header as C++, readelf/nm; test_systemd_unit: systemd-analyze
     bench) want+=(wrk) ;;
     rgw)   want=(ceph-mon ceph-osd radosgw ceph-common uuid-runtime curl python3) ;;  # scripts/rgw.sh: Ceph RGW for tests/rgw (~70 MB)
     *) echo "deps.sh: unknown set '$1' (use build, test, bench, demo or rgw)" >&2; exit 2 ;;

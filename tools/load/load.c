@@ -250,7 +250,11 @@ static void usage(FILE *f)
           "                    and point the config at it; --config is then optional\n"
           "  --mock-arg ARG    pass ARG to the mock (repeat: --mock-arg --latency-ms\n"
           "                    --mock-arg 5); default --store none\n"
-          "exit 0 only when every submitted commit was acknowledged, in order\n",
+          "  --seed N          seed of the commit sizes and contents (default 42)\n"
+          "  -h, --help        this text\n"
+          "  -V, --version     prints \"s3commit-load VERSION\"\n"
+          "exit codes: 0 every submitted commit was acknowledged, in order; 1 not so (the\n"
+          "  report says why); 2 bad flags or config\n",
           f);
 }
 
@@ -268,6 +272,7 @@ static int parse_args(int argc, char **argv, struct load_opts *o)
         {"mock-arg", required_argument, NULL, 'a'},
         {"seed", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     bool have_size = false, have_producers = false;
@@ -276,7 +281,7 @@ static int parse_args(int argc, char **argv, struct load_opts *o)
 
     memset(o, 0, sizeof(*o));
     o->seed = 42;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             o->config = optarg;
@@ -336,6 +341,9 @@ static int parse_args(int argc, char **argv, struct load_opts *o)
             break;
         case 'h':
             usage(stdout);
+            exit(0);
+        case 'V':
+            printf("s3commit-load %s\n", s3c_version());
             exit(0);
         default:
             usage(stderr);

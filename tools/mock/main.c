@@ -2,6 +2,7 @@
  * "listening on HOST:PORT", then the worker loops until SIGTERM/SIGINT (exit 0).
  * It must never echo a secret key or session token. */
 #include "mock.h"
+#include "s3commit.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,7 +38,12 @@ static void usage(FILE *f)
                "  --latency-ms N --latency-jitter-ms N --error-rate P --error-status 500|503\n"
                "  --written-error-rate P --reset-rate P --stall-rate P --slow-close P\n"
                "  --slow-close-ms N --bandwidth BYTES_PER_S --conflict-rate P\n"
-               "  --fault-key-prefix S       faults only for object keys starting with S\n");
+               "  --fault-key-prefix S       faults only for object keys starting with S\n"
+               "  -h, --help                 this text\n"
+               "  -V, --version              prints \"s3commit-mock VERSION\"\n"
+               "first stdout line: \"listening on HOST:PORT\"; SIGTERM/SIGINT stop it\n"
+               "exit codes: 0 stopped by a signal, 1 could not listen or open the store,\n"
+               "  2 bad flags\n");
 }
 
 static int parse_double(const char *flag, const char *v, double lo, double hi, double *out)
@@ -119,6 +125,10 @@ int main(int argc, char **argv)
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             usage(stdout);
+            return 0;
+        }
+        if (!strcmp(f, "--version") || !strcmp(f, "-V")) {
+            printf("s3commit-mock %s\n", s3c_version());
             return 0;
         }
         if (i + 1 >= argc) {

@@ -14,15 +14,31 @@ static void usage(FILE *f)
     fputs("usage:\n"
           "  s3commit run --config FILE [--input stdin|unix:PATH]\n"
           "      commits framed as u32 little-endian length + bytes on stdin (or from each\n"
-          "      client of a Unix socket); prints {\"durable_seq\":N} as the watermark moves\n"
+          "      client of a Unix socket); prints {\"durable_seq\":N} as the watermark moves;\n"
+          "      SIGTERM/SIGINT or end of input: drain, then exit. Under systemd\n"
+          "      (Type=notify) it sends READY=1 to $NOTIFY_SOCKET once it takes commits\n"
           "  s3commit check-config FILE\n"
           "      validates FILE and prints the effective config (defaults filled, secrets\n"
           "      masked); exit 0, or 2 with one message naming the key\n"
           "  s3commit verify --config FILE [--expect-commits N]\n"
           "      reads every object under s3.prefix back and checks format, CRCs, keys and\n"
           "      seq continuity from 1; prints a JSON summary; exit 0 only if all holds\n"
+          "  s3commit --help | --version\n"
+          "flags:\n"
+          "  --config FILE         the JSON config (docs/config.md); check-config takes FILE\n"
+          "                        as its operand too\n"
+          "  --input stdin|unix:PATH   run: where commits come from (default stdin)\n"
+          "  --expect-commits N    verify: exactly N commits, the last being seq N\n"
+          "  -h, --help            this text (also after a command: s3commit run --help)\n"
+          "  -V, --version         prints \"s3commit VERSION\"\n"
           "exit codes: 0 ok, 1 failed (not durable / check failed), 2 bad usage or config\n",
           f);
+}
+
+static int print_version(void)
+{
+    printf("s3commit %s\n", s3c_version());
+    return TOOL_EXIT_OK;
 }
 
 int cmd_check_config(const char *config_path)
@@ -50,6 +66,7 @@ int main(int argc, char **argv)
         {"input", required_argument, NULL, 'i'},
         {"expect-commits", required_argument, NULL, 'e'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *input = "stdin";
@@ -65,13 +82,15 @@ int main(int argc, char **argv)
         usage(stdout);
         return TOOL_EXIT_OK;
     }
+    if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
+        return print_version();
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check-config") != 0 && strcmp(cmd, "verify") != 0) {
         tool_error("unknown command '%s' (use run, check-config or verify; --help)", cmd);
         return TOOL_EXIT_USAGE;
     }
     optind = 2;
     int c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
@@ -91,6 +110,8 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return TOOL_EXIT_OK;
+        case 'V':
+            return print_version();
         default:
             usage(stderr);
             return TOOL_EXIT_USAGE;

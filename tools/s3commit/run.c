@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "frame.h"
+#include "sdnotify.h"
 #include "tool.h"
 
 #define RUN_MAX_CLIENTS 256
@@ -377,6 +378,15 @@ static bool run_input_open(const struct run *r)
     return false;
 }
 
+/* Tells systemd (Type=notify) what the run is doing; a no-op without $NOTIFY_SOCKET. */
+static void run_notify(const char *state)
+{
+    int rc = sdnotify_send(state);
+    if (rc < 0)
+        S3C_LOG(S3C_LOG_WARN, "event=sd_notify_failed socket=%s error=\"%s\"",
+                getenv("NOTIFY_SOCKET"), strerror(-rc));
+}
+
 /* Reads and submits until the input ends, a signal arrives or the stage fails. */
 static void run_loop_input(struct run *r)
 {
@@ -519,8 +529,22 @@ int cmd_run(const char *config_path, const char *input)
             "event=run_started input=%s metrics_port=%d epoch=%" PRIu64 " recovered_seq=%" PRIu64
             " first_seq=%" PRIu64,
             input, s3c_metrics_port(r.st), info.epoch, info.recovered_seq, info.first_seq);
+    /* Ready: the stage is open and the socket (if any) listens, so a client started
+     * after this (After=s3commit.service) connects and is served. */
+    char state[256];
+    snprintf(state, sizeof(state), "READY=1\nSTATUS=taking commits from %s (epoch %" PRIu64
+             ", first seq %" PRIu64 ")", input, info.epoch, info.first_seq);
+    run_notify(state);
 
     run_loop_input(&r);
+    snprintf(state, sizeof(state),
+             "STOPPING=1\nSTATUS=draining after %s: %" PRIu64 " commits accepted",
+             r.signals                        ? "a signal"
+             : atomic_load(&r.stage_err) != 0 ? "the stage failed"
+             : r.input_error                  ? "an input error"
+                                              : "the end of input",
+             r.last_seq);
+    run_notify(state);
     if (r.lfd >= 0) {
         close(r.lfd); /* stop taking clients; the ones connected still get their replies */
         unlink(r.sock_path);
