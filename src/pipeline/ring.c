@@ -112,8 +112,7 @@ int ring_new(const struct ring_opts *o, struct ring **out)
 
     *out = NULL;
     if (!is_pow2(o->bytes) || o->bytes < RING_MIN_BYTES || o->bytes > RING_MAX_BYTES ||
-        o->prefix_bytes % 8 || o->prefix_bytes > 64 || o->max_batches < 1 ||
-        o->max_batches > 65536)
+        o->prefix_bytes % 8 || o->prefix_bytes > 64 || o->max_batches < 1 || o->max_batches > 65536)
         return S3C_EINVAL;
 
     r = aligned_alloc(64, sizeof(*r));
@@ -456,7 +455,17 @@ bool ring_is_closed(const struct ring *r)
 
 bool ring_producers_waiting(const struct ring *r)
 {
-    return atomic_load_explicit(&((struct ring *)r)->waiters, memory_order_relaxed) > 0;
+    return ring_waiting_count(r) > 0;
+}
+
+uint32_t ring_waiting_count(const struct ring *r)
+{
+    return atomic_load_explicit(&((struct ring *)r)->waiters, memory_order_relaxed);
+}
+
+uint64_t ring_armed_seq(const struct ring *r)
+{
+    return atomic_load(&((struct ring *)r)->armed);
 }
 
 uint64_t ring_last_seq(const struct ring *r)
