@@ -33,6 +33,20 @@ static inline cJSON *mock_stats_json(const struct mockproc *m)
     return j;
 }
 
+/* One number of GET /_mock/stats by its dotted path ("faults.latency",
+ * "ops.PutObject.status.200"); 0 when the mock has not counted it yet. */
+static inline long mock_stat(const struct mockproc *m, const char *path)
+{
+    char key[256];
+    cJSON *j = mock_stats_json(m), *it = j;
+    snprintf(key, sizeof(key), "%s", path);
+    for (char *save, *tok = strtok_r(key, ".", &save); tok && it; tok = strtok_r(NULL, ".", &save))
+        it = cJSON_GetObjectItemCaseSensitive(it, tok);
+    long v = cJSON_IsNumber(it) ? (long)it->valuedouble : 0;
+    cJSON_Delete(j);
+    return v;
+}
+
 static inline struct mock_counts mock_conns(const struct mockproc *m)
 {
     cJSON *j = mock_stats_json(m);
