@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "s3commit.h"
+
 #define SIGV4_MAX_HEADERS 128
 #define SIGV4_MAX_PARAMS 128
 
@@ -188,7 +190,7 @@ static int sink_query(struct sink *s, const char *q)
         if (len > 0) {
             const char *eq = memchr(p, '=', len);
             if (n == SIGV4_MAX_PARAMS)
-                return -1;
+                return S3C_EINVAL;
             ps[n].name = p;
             ps[n].nlen = eq ? (size_t)(eq - p) : len;
             ps[n].value = eq ? eq + 1 : p + len;
@@ -235,12 +237,12 @@ static int name_cmp(const char *a, const char *b)
 }
 
 /* Sorted header order (stable, so duplicate names keep their order). Returns the count
- * or -1 when there are too many. */
+ * or S3C_EINVAL when there are too many. */
 static int sorted_headers(const struct sigv4_request *r, size_t idx[SIGV4_MAX_HEADERS])
 {
     size_t n = r->nheaders;
     if (n > SIGV4_MAX_HEADERS)
-        return -1;
+        return S3C_EINVAL;
     for (size_t i = 0; i < n; i++) {
         size_t j = i;
         while (j > 0 && name_cmp(r->headers[idx[j - 1]].name, r->headers[i].name) > 0) {
@@ -290,20 +292,22 @@ static void sink_signed_headers(struct sink *s, const struct sigv4_request *r, c
     }
 }
 
+/* Returns 0, or S3C_EINVAL when the request has too many headers or query params. */
 static int build_canonical(const struct sigv4_request *r, struct sink *s)
 {
     size_t idx[SIGV4_MAX_HEADERS];
     int n = sorted_headers(r, idx);
     if (n < 0)
-        return -1;
+        return n;
 
     sink_puts(s, r->method);
     sink_putc(s, '\n');
     const char *path = r->path && r->path[0] ? r->path : "/";
     sink_canon(s, path, strlen(path), true);
     sink_putc(s, '\n');
-    if (sink_query(s, r->query) < 0)
-        return -1;
+    int rc = sink_query(s, r->query);
+    if (rc < 0)
+        return rc;
     sink_putc(s, '\n');
     for (int i = 0; i < n; i++) {
         const struct sigv4_header *h = &r->headers[idx[i]];
@@ -437,27 +441,31 @@ out_free_state:
     return NULL;
 }
 
-/* Hex SHA-256 of the canonical request, streamed. */
+/* Hex SHA-256 of the canonical request, streamed. Returns 0, S3C_EINVAL (see
+ * build_canonical) or S3C_ENOMEM (OpenSSL could not make or run its contexts). */
 static int canonical_hash(const struct sigv4_request *r, char hex[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     struct hash_state *st = hash_state();
+    int rc;
 
-    if (!st)
-        return -1;
+    if (!st || EVP_DigestInit_ex2(st->md, sha256_md, NULL) != 1)
+        return S3C_ENOMEM;
     struct sink s = {.md = st->md};
-    if (EVP_DigestInit_ex2(st->md, sha256_md, NULL) != 1 || build_canonical(r, &s) < 0)
-        return -1;
+    rc = build_canonical(r, &s);
+    if (rc < 0)
+        return rc;
     sink_flush_md(&s);
     if (s.md_failed || EVP_DigestFinal_ex(st->md, md, &mdlen) != 1 || mdlen != 32)
-        return -1;
+        return S3C_ENOMEM;
     to_hex(md, 32, hex);
     return 0;
 }
 
 /* HMAC-SHA256 on a kept context. key NULL re-uses the context's current key (OpenSSL
- * re-inits from the saved pad states instead of re-keying: 2 allocations instead of 5). */
+ * re-inits from the saved pad states instead of re-keying: 2 allocations instead of 5).
+ * Returns 0 or S3C_ENOMEM (OpenSSL failed). */
 static int hmac_sha256(EVP_MAC_CTX *c, const void *key, size_t klen, const void *msg, size_t mlen,
                        unsigned char out[32])
 {
@@ -465,7 +473,7 @@ static int hmac_sha256(EVP_MAC_CTX *c, const void *key, size_t klen, const void 
 
     if (EVP_MAC_init(c, key, key ? klen : 0, NULL) != 1 || EVP_MAC_update(c, msg, mlen) != 1 ||
         EVP_MAC_final(c, out, &outlen, 32) != 1 || outlen != 32)
-        return -1;
+        return S3C_ENOMEM;
     return 0;
 }
 
@@ -490,11 +498,14 @@ int sigv4_signing_key(const char *secret_key, const char *date8, const char *reg
     char k0[256];
     unsigned char a[32], b[32];
     int n = snprintf(k0, sizeof(k0), "AWS4%s", secret_key ? secret_key : "");
-    int rc = -1;
-    struct hash_state *st = hash_state();
+    int rc = S3C_EINVAL;
+    struct hash_state *st;
 
-    if (!st || n < 0 || (size_t)n >= sizeof(k0) || !date8 || strlen(date8) < 8 || !region ||
-        !service)
+    if (n < 0 || (size_t)n >= sizeof(k0) || !date8 || strlen(date8) < 8 || !region || !service)
+        goto out_wipe;
+    st = hash_state();
+    rc = S3C_ENOMEM;
+    if (!st)
         goto out_wipe;
     if (hmac_sha256(st->derive, k0, (size_t)n, date8, 8, a) < 0 ||
         hmac_sha256(st->derive, a, 32, region, strlen(region), b) < 0 ||
@@ -517,13 +528,15 @@ int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char 
     int n = sigv4_string_to_sign(r, sts, sizeof(sts));
     struct hash_state *st = hash_state();
 
-    if (n < 0 || !st)
-        return -1;
+    if (n < 0)
+        return S3C_EINVAL;
+    if (!st)
+        return S3C_ENOMEM;
     /* the transport signs every request of a day with one key: keep it in the context */
     bool same = mac_reinit_ok && st->sign_keyed && CRYPTO_memcmp(st->sign_key, key, 32) == 0;
     st->sign_keyed = false;
     if (hmac_sha256(st->sign, same ? NULL : key, 32, sts, (size_t)n, mac) < 0)
-        return -1;
+        return S3C_ENOMEM;
     if (!same)
         memcpy(st->sign_key, key, 32);
     st->sign_keyed = true;
@@ -550,9 +563,11 @@ int sigv4_signature(const struct sigv4_request *r, char sig[65])
 {
     unsigned char key[32];
     int rc;
-    if (!valid_date(r->amz_date) ||
-        sigv4_signing_key(r->secret_key, r->amz_date, r->region, r->service, key) < 0)
-        return -1;
+    if (!valid_date(r->amz_date))
+        return S3C_EINVAL;
+    rc = sigv4_signing_key(r->secret_key, r->amz_date, r->region, r->service, key);
+    if (rc < 0)
+        return rc;
     rc = sigv4_signature_with_key(r, key, sig);
     OPENSSL_cleanse(key, sizeof(key));
     return rc;
@@ -597,7 +612,7 @@ void sigv4_sha256_hex(const void *data, size_t len, char hex[65])
     to_hex(md, 32, hex);
 }
 
-int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char *out, size_t outlen)
+int sigv4_uri_encode(const char *s, size_t len, bool keep_slash, char *out, size_t outlen)
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
@@ -629,13 +644,14 @@ static const char *skip_sp(const char *p)
     return p;
 }
 
-static int copy_field(const char *p, size_t n, char *out, size_t cap)
+/* Copies a non-empty field that fits cap with its NUL; false when it does not. */
+static bool copy_field(const char *p, size_t n, char *out, size_t cap)
 {
     if (n == 0 || n >= cap)
-        return -1;
+        return false;
     memcpy(out, p, n);
     out[n] = '\0';
-    return 0;
+    return true;
 }
 
 int sigv4_parse_authorization(const char *value, struct sigv4_auth *a)
@@ -645,10 +661,10 @@ int sigv4_parse_authorization(const char *value, struct sigv4_auth *a)
 
     memset(a, 0, sizeof(*a));
     if (!value)
-        return -1;
+        return S3C_EINVAL;
     const char *p = skip_sp(value);
     if (strncmp(p, alg, sizeof(alg) - 1) != 0 || (p[sizeof(alg) - 1] != ' '))
-        return -1;
+        return S3C_EINVAL;
     p += sizeof(alg) - 1;
     while (*p) {
         p = skip_sp(p);
@@ -658,7 +674,7 @@ int sigv4_parse_authorization(const char *value, struct sigv4_auth *a)
         }
         const char *eq = strchr(p, '=');
         if (!eq)
-            return -1;
+            return S3C_EINVAL;
         const char *v = eq + 1;
         size_t vlen = strcspn(v, ", \t");
         size_t klen = (size_t)(eq - p);
@@ -670,30 +686,30 @@ int sigv4_parse_authorization(const char *value, struct sigv4_auth *a)
             for (int i = 0; i < 5; i++) {
                 const char *sl = i < 4 ? memchr(q, '/', (size_t)(end - q)) : end;
                 if (!sl)
-                    return -1;
+                    return S3C_EINVAL;
                 f[i] = q;
                 fl[i] = (size_t)(sl - q);
                 q = sl + 1;
             }
-            if (copy_field(f[0], fl[0], a->access_key, sizeof(a->access_key)) || fl[1] != 8 ||
-                copy_field(f[1], fl[1], a->date8, sizeof(a->date8)) ||
-                copy_field(f[2], fl[2], a->region, sizeof(a->region)) ||
-                copy_field(f[3], fl[3], a->service, sizeof(a->service)) || fl[4] != 12 ||
+            if (!copy_field(f[0], fl[0], a->access_key, sizeof(a->access_key)) || fl[1] != 8 ||
+                !copy_field(f[1], fl[1], a->date8, sizeof(a->date8)) ||
+                !copy_field(f[2], fl[2], a->region, sizeof(a->region)) ||
+                !copy_field(f[3], fl[3], a->service, sizeof(a->service)) || fl[4] != 12 ||
                 strncmp(f[4], "aws4_request", 12) != 0)
-                return -1;
+                return S3C_EINVAL;
             have_cred = true;
         } else if (klen == 13 && strncmp(p, "SignedHeaders", 13) == 0) {
-            if (copy_field(v, vlen, a->signed_headers, sizeof(a->signed_headers)))
-                return -1;
+            if (!copy_field(v, vlen, a->signed_headers, sizeof(a->signed_headers)))
+                return S3C_EINVAL;
             have_sh = true;
         } else if (klen == 9 && strncmp(p, "Signature", 9) == 0) {
-            if (vlen != 64 || copy_field(v, vlen, a->signature, sizeof(a->signature)))
-                return -1;
+            if (vlen != 64 || !copy_field(v, vlen, a->signature, sizeof(a->signature)))
+                return S3C_EINVAL;
             have_sig = true;
         } else {
-            return -1;
+            return S3C_EINVAL;
         }
         p = v + vlen;
     }
-    return (have_cred && have_sh && have_sig) ? 0 : -1;
+    return (have_cred && have_sh && have_sig) ? 0 : S3C_EINVAL;
 }
