@@ -40,8 +40,8 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Waits for fd to be ready for events before the deadline. Returns 1 ready, 0 timed out
- * or stop requested, -1 error. */
+/* Waits for fd to be ready for events before the deadline. Returns 0 (ready),
+ * S3C_ETIMEDOUT, S3C_ECLOSED (stop requested) or S3C_EIO (poll failed). */
 static int wait_fd(struct metrics_srv *m, int fd, short events, int64_t deadline)
 {
     struct pollfd p[2] = {{fd, events, 0}, {m->stopfd, POLLIN, 0}};
@@ -50,16 +50,16 @@ static int wait_fd(struct metrics_srv *m, int fd, short events, int64_t deadline
         int64_t left = deadline - now_ms();
         int rc;
         if (left <= 0)
-            return 0;
+            return S3C_ETIMEDOUT;
         rc = poll(p, 2, (int)left);
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc < 0)
-            return -1;
+            return S3C_EIO;
         if (p[1].revents)
-            return 0;
+            return S3C_ECLOSED;
         if (p[0].revents)
-            return 1;
+            return 0;
     }
 }
 
@@ -71,7 +71,7 @@ static void send_all(struct metrics_srv *m, int fd, const char *p, size_t n, int
             p += w;
             n -= (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            if (wait_fd(m, fd, POLLOUT, deadline) != 1)
+            if (wait_fd(m, fd, POLLOUT, deadline) != 0)
                 return;
         } else {
             return;
@@ -127,7 +127,7 @@ static void serve(struct metrics_srv *m, int fd)
             return; /* closed before a whole request */
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             return;
-        if (wait_fd(m, fd, POLLIN, deadline) != 1)
+        if (wait_fd(m, fd, POLLIN, deadline) != 0)
             return; /* idle or stopping: just close */
     }
 
@@ -199,23 +199,23 @@ static void *srv_main(void *arg)
     return NULL;
 }
 
-/* "HOST:PORT", "[v6]:PORT" -> host and port strings. */
+/* "HOST:PORT", "[v6]:PORT" -> host and port strings. Returns 0 or S3C_EINVAL. */
 static int split_listen(const char *spec, char *host, size_t hcap, char *port, size_t pcap)
 {
     const char *colon = strrchr(spec, ':');
     size_t hl;
 
     if (!colon || colon == spec || !colon[1])
-        return -1;
+        return S3C_EINVAL;
     hl = (size_t)(colon - spec);
     if (spec[0] == '[') {
         if (hl < 3 || spec[hl - 1] != ']')
-            return -1;
+            return S3C_EINVAL;
         spec++;
         hl -= 2;
     }
     if (hl >= hcap || strlen(colon + 1) >= pcap)
-        return -1;
+        return S3C_EINVAL;
     memcpy(host, spec, hl);
     host[hl] = '\0';
     snprintf(port, pcap, "%s", colon + 1);
@@ -234,7 +234,7 @@ struct metrics_srv *metrics_srv_start(const char *addr, metrics_collect_fn colle
 
     if (err && errlen)
         err[0] = '\0';
-    if (!addr || !collect || split_listen(addr, host, sizeof(host), port, sizeof(port))) {
+    if (!addr || !collect || split_listen(addr, host, sizeof(host), port, sizeof(port)) != 0) {
         snprintf(err, errlen, "metrics: listen address must be \"HOST:PORT\" (got \"%.64s\")",
                  addr ? addr : "(null)");
         return NULL;
