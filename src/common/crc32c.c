@@ -219,14 +219,14 @@ static void detect(void)
 
 static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
 
-static inline int hw(void)
+static inline bool hw(void)
 {
     int s = __atomic_load_n(&hw_state, __ATOMIC_ACQUIRE);
     if (__builtin_expect(s < 0, 0)) {
         pthread_once(&detect_once, detect);
         s = __atomic_load_n(&hw_state, __ATOMIC_ACQUIRE);
     }
-    return s;
+    return s > 0;
 }
 
 uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
@@ -241,7 +241,7 @@ uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
     return ~crc_sw(c, buf, len);
 }
 
-int crc32c_hw(void)
+bool crc32c_hw(void)
 {
     return hw();
 }
