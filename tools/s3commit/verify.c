@@ -59,8 +59,9 @@ struct verify {
     size_t nproblems;
 };
 
-static void problem(struct verify *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct verify *v, const char *fmt, ...)
+static void verify_problem(struct verify *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void verify_problem(struct verify *v, const char *fmt, ...)
 {
     char line[700];
     va_list ap;
@@ -76,13 +77,13 @@ static void problem(struct verify *v, const char *fmt, ...)
     }
 }
 
-static bool has_suffix(const char *s, const char *suffix)
+static bool verify_has_suffix(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-static void on_list(void *ctx, const struct xport_result *res)
+static void verify_on_list(void *ctx, const struct xport_result *res)
 {
     struct verify *v = ctx;
     if (res->cls != XPORT_OK) {
@@ -95,7 +96,7 @@ static void on_list(void *ctx, const struct xport_result *res)
     }
     for (size_t i = 0; i < res->nentries; i++) {
         const char *key = res->entries[i].key;
-        if (!has_suffix(key, ".s3c")) {
+        if (!verify_has_suffix(key, ".s3c")) {
             v->others++;
             continue;
         }
@@ -135,7 +136,7 @@ static void on_list(void *ctx, const struct xport_result *res)
     }
 }
 
-static void sleep_ms(int ms)
+static void verify_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -148,7 +149,7 @@ static int verify_list(struct verify *v)
     int attempt = 0;
     while (!v->list_done) {
         v->list_retry = false;
-        int rc = xport_list(v->x, v->cfg->s3.prefix, NULL, v->token, 1000, on_list, v);
+        int rc = xport_list(v->x, v->cfg->s3.prefix, NULL, v->token, 1000, verify_on_list, v);
         if (rc != 0) {
             snprintf(v->list_error, sizeof(v->list_error), "%s", s3c_strerror(rc));
             return -1;
@@ -164,7 +165,7 @@ static int verify_list(struct verify *v)
                 return -1;
             S3C_LOG(S3C_LOG_WARN, "event=list_retry attempt=%d error=\"%s\"", attempt,
                     v->list_error);
-            sleep_ms(attempt < 5 ? 100 << attempt : 2000); /* capped backoff */
+            verify_sleep_ms(attempt < 5 ? 100 << attempt : 2000); /* capped backoff */
             continue;
         }
         attempt = 0;
@@ -172,7 +173,7 @@ static int verify_list(struct verify *v)
     return 0;
 }
 
-static void on_get(void *ctx, const struct xport_result *res)
+static void verify_on_get(void *ctx, const struct xport_result *res)
 {
     struct vobj *o = ctx;
     struct verify *v = o->v;
@@ -191,23 +192,23 @@ static void on_get(void *ctx, const struct xport_result *res)
             v->fatal = true; /* every other read would fail the same way */
             snprintf(v->fatal_error, sizeof(v->fatal_error), "GET %s: %s", o->key, res->error);
         }
-        problem(v, "%s: cannot read it: %s", o->key, res->error);
+        verify_problem(v, "%s: cannot read it: %s", o->key, res->error);
         return;
     }
     if (obj_decode(res->body, res->body_len, &h, NULL, NULL, err, sizeof(err)) != 0) {
-        problem(v, "%s: %s", o->key, err);
+        verify_problem(v, "%s: %s", o->key, err);
         return;
     }
     if (!o->key_ok) {
-        problem(v, "%s: the key does not follow <prefix><epoch>/<first_seq>-<last_seq>.s3c",
-                o->key);
+        verify_problem(v, "%s: the key does not follow <prefix><epoch>/<first_seq>-<last_seq>.s3c",
+                       o->key);
         return;
     }
     if (h.epoch != o->epoch || h.first_seq != o->first || h.last_seq != o->last) {
-        problem(v,
-                "%s: the header says epoch %" PRIu64 " seqs %" PRIu64 "..%" PRIu64
-                " but the key says epoch %" PRIu64 " seqs %" PRIu64 "..%" PRIu64,
-                o->key, h.epoch, h.first_seq, h.last_seq, o->epoch, o->first, o->last);
+        verify_problem(v,
+                       "%s: the header says epoch %" PRIu64 " seqs %" PRIu64 "..%" PRIu64
+                       " but the key says epoch %" PRIu64 " seqs %" PRIu64 "..%" PRIu64,
+                       o->key, h.epoch, h.first_seq, h.last_seq, o->epoch, o->first, o->last);
         return;
     }
     o->ok = true;
@@ -230,10 +231,10 @@ static int verify_read_all(struct verify *v)
             if (o->state != V_PENDING)
                 continue;
             /* last < first asks for the whole object */
-            if (xport_get(v->x, o->key, 1, 0, on_get, o) != 0) {
+            if (xport_get(v->x, o->key, 1, 0, verify_on_get, o) != 0) {
                 o->state = V_DONE;
                 v->done++;
-                problem(v, "%s: cannot start the GET", o->key);
+                verify_problem(v, "%s: cannot start the GET", o->key);
                 continue;
             }
             o->state = V_IN_FLIGHT;
@@ -258,7 +259,7 @@ static int verify_read_all(struct verify *v)
     return v->fatal ? -1 : 0;
 }
 
-static int cmp_vobj(const void *a, const void *b)
+static int verify_cmp_vobj(const void *a, const void *b)
 {
     return strcmp(((const struct vobj *)a)->key, ((const struct vobj *)b)->key);
 }
@@ -289,7 +290,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
                    cfg->s3.endpoint, v.list_error);
         goto out_free;
     }
-    qsort(v.objs, v.n, sizeof(*v.objs), cmp_vobj);
+    qsort(v.objs, v.n, sizeof(*v.objs), verify_cmp_vobj);
     if (verify_read_all(&v) != 0) {
         tool_error("cannot read the objects back from %s: %s", cfg->s3.endpoint, v.fatal_error);
         goto out_free;
@@ -311,14 +312,14 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
             first_seq = o->first;
         if (o->first > expected) {
             gaps++;
-            problem(&v, "gap: seqs %" PRIu64 "..%" PRIu64 " are in no object (before %s)", expected,
-                    o->first - 1, o->key);
+            verify_problem(&v, "gap: seqs %" PRIu64 "..%" PRIu64 " are in no object (before %s)",
+                           expected, o->first - 1, o->key);
         } else if (o->first < expected) {
             overlaps++;
-            problem(&v,
-                    "order: %s starts at seq %" PRIu64 " but seqs up to %" PRIu64
-                    " were already in earlier keys",
-                    o->key, o->first, expected - 1);
+            verify_problem(&v,
+                           "order: %s starts at seq %" PRIu64 " but seqs up to %" PRIu64
+                           " were already in earlier keys",
+                           o->key, o->first, expected - 1);
         }
         if (o->last + 1 > expected)
             expected = o->last + 1;
@@ -329,10 +330,10 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
     if (expect_commits >= 0 &&
         (commits != (uint64_t)expect_commits || last_seq != (uint64_t)expect_commits)) {
         expect_ok = false;
-        problem(&v,
-                "expected %" PRId64 " commits (seqs 1..%" PRId64 "), found %" PRIu64
-                " commits with last_seq %" PRIu64,
-                expect_commits, expect_commits, commits, last_seq);
+        verify_problem(&v,
+                       "expected %" PRId64 " commits (seqs 1..%" PRId64 "), found %" PRIu64
+                       " commits with last_seq %" PRIu64,
+                       expect_commits, expect_commits, commits, last_seq);
     }
     bool ok = bad == 0 && gaps == 0 && overlaps == 0 && expect_ok;
 
