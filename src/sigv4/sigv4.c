@@ -373,8 +373,8 @@ static EVP_MAC *hmac_mac;
 static pthread_key_t state_key; /* only for its destructor, which frees a thread's state */
 static bool state_key_ok;
 /* OpenSSL 3.0.0-3.0.2 accept EVP_MAC_init(ctx, NULL, ...) on a keyed HMAC context but do
- * not restart it (openssl#17811, fixed in 3.0.3), which would sign every request after the
- * first wrongly; there the key is always passed again. */
+ * not restart it (https://github.com/openssl/openssl/issues/17811, fixed in 3.0.3), which
+ * would sign every request after the first wrongly; there the key is always passed again. */
 static bool mac_reinit_ok;
 static _Thread_local struct hash_state *state_tls;
 

@@ -1,7 +1,7 @@
 /* s3commit-mock over real sockets: every operation, S3's errors, conditional writes,
  * checksums, SigV4 accepted and refused (with the S3 documentation's own signed requests),
  * each fault, listing past 1000 keys, bad input, and restart with --data-dir. Each mock
- * is started and stopped by pid through tests/support/mockproc.h. */
+ * is started and stopped by pid through tools/common/mockproc.h. */
 #include "test.h"
 
 #include "common/crc32c.h"

@@ -1,5 +1,5 @@
-/* Helpers for transport and pool tests against s3commit-mock: read its counters from
- * GET /_mock/stats, change its faults with PUT /_mock/faults, and wait on a transport. */
+/* Helpers for tests against s3commit-mock (transport, pool, stage, mock): read its counters
+ * from GET /_mock/stats, change its faults with PUT /_mock/faults, and wait on a transport. */
 #ifndef S3C_TEST_MOCKSTATS_H
 #define S3C_TEST_MOCKSTATS_H
 

@@ -1,4 +1,4 @@
-/* Test helper: runs s3commit-mock as a child process on an ephemeral 127.0.0.1 port.
+/* Runs s3commit-mock as a child process on an ephemeral 127.0.0.1 port (see mockproc.h).
  * It never leaves a child behind: every start is paired with a stop by pid. */
 #include "mockproc.h"
 
