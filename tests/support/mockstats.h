@@ -167,7 +167,19 @@ static inline bool poll_until(struct xport *x, int ms, bool (*cond)(struct xport
     return true;
 }
 
-/* Polls x for ms regardless. */
+/* Polls x until the mock's number at path (see mock_stat) reaches n; fails after ms. */
+static inline void poll_until_mock(struct xport *x, const struct mockproc *m, int ms,
+                                   const char *path, long n)
+{
+    uint64_t end = s3c__now_ms() + (uint64_t)ms;
+    while (mock_stat(m, path) < n) {
+        if (s3c__now_ms() >= end)
+            TEST_FAIL_("the mock's %s did not reach %ld in %d ms", path, n, ms);
+        ASSERT_EQ(test_xport_poll(x, 10), 0);
+    }
+}
+
+/* Polls x for ms regardless (for a test whose subject is time passing). */
 static inline void poll_for(struct xport *x, int ms)
 {
     uint64_t end = s3c__now_ms() + (uint64_t)ms;
