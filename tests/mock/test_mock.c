@@ -835,18 +835,7 @@ static int put_faults(const struct mockproc *m, const char *json)
 /* A number from GET /_mock/stats by dotted path ("faults.reset"); 0 when absent. */
 static long stat_value(const struct mockproc *m, const char *path)
 {
-    char out[16384], key[256];
-    ASSERT_EQ(mockproc_http(m, "GET", "/_mock/stats", NULL, out, sizeof(out)), 200);
-    const char *json = strstr(out, "\r\n\r\n");
-    ASSERT(json);
-    cJSON *root = cJSON_Parse(json + 4), *it = root;
-    ASSERT(root);
-    snprintf(key, sizeof(key), "%s", path);
-    for (char *tok = strtok(key, "."); tok && it; tok = strtok(NULL, "."))
-        it = cJSON_GetObjectItemCaseSensitive(it, tok);
-    long v = (it && cJSON_IsNumber(it)) ? (long)it->valuedouble : 0;
-    cJSON_Delete(root);
-    return v;
+    return mock_stat(m, path);
 }
 
 static void test_faults(void)
