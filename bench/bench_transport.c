@@ -3,8 +3,9 @@
  * 8 connections in the same run, their ratio, and the transport's CPU seconds per GB.
  *
  * The ratio is against wrk with one thread, because the transport is one thread by design
- * (DESIGN.md: "libcurl multi + epoll, single thread"); wrk's default two threads are run
- * too and reported beside it (ratio_wrk_2threads), as what a second sending core buys.
+ * (libcurl multi on the persistence thread's loop; see docs/transport.md); wrk's default
+ * two threads are run too and reported beside it (ratio_wrk_2threads), as what a second
+ * sending core buys.
  * Rounds alternate transport, wrk -t1 and wrk -t2 so a noisy neighbour hits all three; each
  * figure is the median over rounds, ratio_min/max the spread of the per-round ratios.
  * One JSON line per checksum mode (both sides send the same headers and bytes). Load goes

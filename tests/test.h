@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TEST_FAIL_(...)                                                                    \
     do {                                                                                   \
@@ -49,6 +50,26 @@
     do {                                                                                   \
         if (memcmp((a), (b), (n)) != 0)                                                    \
             TEST_FAIL_("%s and %s differ in their first %zu bytes", #a, #b, (size_t)(n));  \
+    } while (0)
+
+static inline uint64_t test_now_ms_(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ASSERT_WITHIN(ms, cond): for a state another thread or process reaches in its own time.
+ * Looks at cond every millisecond and goes on as soon as it holds; fails if it still does
+ * not after ms (a bound for a stuck test, not a guess at the machine's speed). */
+#define ASSERT_WITHIN(ms, cond)                                                            \
+    do {                                                                                   \
+        uint64_t end_ = test_now_ms_() + (uint64_t)(ms);                                   \
+        while (!(cond)) {                                                                  \
+            if (test_now_ms_() >= end_)                                                    \
+                TEST_FAIL_("not within %d ms: %s", (int)(ms), #cond);                      \
+            nanosleep(&(struct timespec){0, 1000000L}, NULL);                              \
+        }                                                                                  \
     } while (0)
 
 /* RUN(fn): run one case and say so; a test file's main() is a list of RUN lines. */

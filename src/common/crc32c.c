@@ -26,7 +26,7 @@
 static uint32_t table[8][256];
 static int hw_state = -1; /* -1 unknown, 0 no, 1 yes */
 
-static void table_init(void)
+static void crc32c_table_init(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
@@ -39,7 +39,7 @@ static void table_init(void)
             table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
 }
 
-static uint32_t crc_sw(uint32_t c, const unsigned char *p, size_t n)
+static uint32_t crc32c_sw(uint32_t c, const unsigned char *p, size_t n)
 {
     while (n && ((uintptr_t)p & 7)) {
         c = table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
@@ -67,7 +67,7 @@ static uint32_t crc_sw(uint32_t c, const unsigned char *p, size_t n)
 #define SHORT_BLOCK 256
 static uint32_t zeros_long[4][256], zeros_short[4][256];
 
-static inline uint32_t shift_by(uint32_t zeros[][256], uint32_t crc)
+static inline uint32_t crc32c_shift_by(uint32_t zeros[][256], uint32_t crc)
 {
     return zeros[0][crc & 0xff] ^ zeros[1][(crc >> 8) & 0xff] ^ zeros[2][(crc >> 16) & 0xff] ^
            zeros[3][crc >> 24];
@@ -76,7 +76,7 @@ static inline uint32_t shift_by(uint32_t zeros[][256], uint32_t crc)
 #if defined(__x86_64__)
 /* One round of three streams over 3 x block bytes at p; returns the joined raw CRC. */
 __attribute__((target("sse4.2"))) static inline uint64_t
-crc_hw3(uint64_t c0, const unsigned char *p, size_t block, uint32_t zeros[][256])
+crc32c_hw3(uint64_t c0, const unsigned char *p, size_t block, uint32_t zeros[][256])
 {
     uint64_t c1 = 0, c2 = 0, w0, w1, w2;
     for (const unsigned char *end = p + block; p < end; p += 8) {
@@ -87,12 +87,12 @@ crc_hw3(uint64_t c0, const unsigned char *p, size_t block, uint32_t zeros[][256]
         c1 = __builtin_ia32_crc32di(c1, w1);
         c2 = __builtin_ia32_crc32di(c2, w2);
     }
-    c0 = shift_by(zeros, (uint32_t)c0) ^ (uint32_t)c1;
-    return shift_by(zeros, (uint32_t)c0) ^ (uint32_t)c2;
+    c0 = crc32c_shift_by(zeros, (uint32_t)c0) ^ (uint32_t)c1;
+    return crc32c_shift_by(zeros, (uint32_t)c0) ^ (uint32_t)c2;
 }
 
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
-                                                         size_t n)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw_run(uint32_t c, const unsigned char *p,
+                                                                size_t n)
 {
     uint64_t c0 = c;
     while (n && ((uintptr_t)p & 7)) {
@@ -100,9 +100,9 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsig
         n--;
     }
     for (; n >= 3 * LONG_BLOCK; p += 3 * LONG_BLOCK, n -= 3 * LONG_BLOCK)
-        c0 = crc_hw3(c0, p, LONG_BLOCK, zeros_long);
+        c0 = crc32c_hw3(c0, p, LONG_BLOCK, zeros_long);
     for (; n >= 3 * SHORT_BLOCK; p += 3 * SHORT_BLOCK, n -= 3 * SHORT_BLOCK)
-        c0 = crc_hw3(c0, p, SHORT_BLOCK, zeros_short);
+        c0 = crc32c_hw3(c0, p, SHORT_BLOCK, zeros_short);
     for (; n >= 8; p += 8, n -= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -114,7 +114,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const unsig
 }
 #elif defined(CRC_HW_NAME) /* aarch64: the same shape as the x86-64 path above */
 __attribute__((target("+crc"))) static inline uint32_t
-crc_hw3(uint32_t c0, const unsigned char *p, size_t block, uint32_t zeros[][256])
+crc32c_hw3(uint32_t c0, const unsigned char *p, size_t block, uint32_t zeros[][256])
 {
     uint32_t c1 = 0, c2 = 0;
     uint64_t w0, w1, w2;
@@ -126,21 +126,21 @@ crc_hw3(uint32_t c0, const unsigned char *p, size_t block, uint32_t zeros[][256]
         c1 = __crc32cd(c1, w1);
         c2 = __crc32cd(c2, w2);
     }
-    c0 = shift_by(zeros, c0) ^ c1;
-    return shift_by(zeros, c0) ^ c2;
+    c0 = crc32c_shift_by(zeros, c0) ^ c1;
+    return crc32c_shift_by(zeros, c0) ^ c2;
 }
 
-__attribute__((target("+crc"))) static uint32_t crc_hw(uint32_t c, const unsigned char *p,
-                                                       size_t n)
+__attribute__((target("+crc"))) static uint32_t crc32c_hw_run(uint32_t c, const unsigned char *p,
+                                                              size_t n)
 {
     while (n && ((uintptr_t)p & 7)) {
         c = __crc32cb(c, *p++);
         n--;
     }
     for (; n >= 3 * LONG_BLOCK; p += 3 * LONG_BLOCK, n -= 3 * LONG_BLOCK)
-        c = crc_hw3(c, p, LONG_BLOCK, zeros_long);
+        c = crc32c_hw3(c, p, LONG_BLOCK, zeros_long);
     for (; n >= 3 * SHORT_BLOCK; p += 3 * SHORT_BLOCK, n -= 3 * SHORT_BLOCK)
-        c = crc_hw3(c, p, SHORT_BLOCK, zeros_short);
+        c = crc32c_hw3(c, p, SHORT_BLOCK, zeros_short);
     for (; n >= 8; p += 8, n -= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -154,7 +154,7 @@ __attribute__((target("+crc"))) static uint32_t crc_hw(uint32_t c, const unsigne
 
 
 /* GF(2) matrix helpers for combine (as zlib's crc32_combine, with the Castagnoli poly). */
-static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
+static uint32_t crc32c_gf2_times(const uint32_t *mat, uint32_t vec)
 {
     uint32_t sum = 0;
     for (; vec; vec >>= 1, mat++)
@@ -163,14 +163,14 @@ static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
     return sum;
 }
 
-static void gf2_square(uint32_t *sq, const uint32_t *mat)
+static void crc32c_gf2_square(uint32_t *sq, const uint32_t *mat)
 {
     for (int n = 0; n < 32; n++)
-        sq[n] = gf2_times(mat, mat[n]);
+        sq[n] = crc32c_gf2_times(mat, mat[n]);
 }
 
 /* The operator that appends len zero bytes to a raw CRC state, as four byte tables. */
-static void zeros_table(uint32_t zeros[][256], size_t len)
+static void crc32c_zeros_table(uint32_t zeros[][256], size_t len)
 {
     uint32_t op[32], sq[32], tmp[32];
     /* op: one zero bit; squared three times: one zero byte. */
@@ -178,9 +178,9 @@ static void zeros_table(uint32_t zeros[][256], size_t len)
     uint32_t row = 1;
     for (int n = 1; n < 32; n++, row <<= 1)
         op[n] = row;
-    gf2_square(sq, op);  /* 2 bits */
-    gf2_square(op, sq);  /* 4 bits */
-    gf2_square(sq, op);  /* 8 bits: sq shifts by one byte */
+    crc32c_gf2_square(sq, op); /* 2 bits */
+    crc32c_gf2_square(op, sq); /* 4 bits */
+    crc32c_gf2_square(sq, op); /* 8 bits: sq shifts by one byte */
     /* result = sq^len, by binary exponentiation (the identity to start) */
     uint32_t res[32];
     for (int n = 0; n < 32; n++)
@@ -188,25 +188,25 @@ static void zeros_table(uint32_t zeros[][256], size_t len)
     while (len) {
         if (len & 1) {
             for (int n = 0; n < 32; n++)
-                tmp[n] = gf2_times(sq, res[n]);
+                tmp[n] = crc32c_gf2_times(sq, res[n]);
             memcpy(res, tmp, sizeof(res));
         }
         len >>= 1;
         if (len) {
-            gf2_square(tmp, sq);
+            crc32c_gf2_square(tmp, sq);
             memcpy(sq, tmp, sizeof(sq));
         }
     }
     for (uint32_t i = 0; i < 256; i++)
         for (int k = 0; k < 4; k++)
-            zeros[k][i] = gf2_times(res, i << (8 * k));
+            zeros[k][i] = crc32c_gf2_times(res, i << (8 * k));
 }
 
-static void detect(void)
+static void crc32c_detect(void)
 {
-    table_init();
-    zeros_table(zeros_long, LONG_BLOCK);
-    zeros_table(zeros_short, SHORT_BLOCK);
+    crc32c_table_init();
+    crc32c_zeros_table(zeros_long, LONG_BLOCK);
+    crc32c_zeros_table(zeros_short, SHORT_BLOCK);
 #if defined(S3C_CRC32C_NO_HW) || !defined(CRC_HW_NAME)
     __atomic_store_n(&hw_state, 0, __ATOMIC_RELEASE);
 #elif defined(__x86_64__)
@@ -219,37 +219,37 @@ static void detect(void)
 
 static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
 
-static inline int hw(void)
+static inline bool crc32c_hw_on(void)
 {
     int s = __atomic_load_n(&hw_state, __ATOMIC_ACQUIRE);
     if (__builtin_expect(s < 0, 0)) {
-        pthread_once(&detect_once, detect);
+        pthread_once(&detect_once, crc32c_detect);
         s = __atomic_load_n(&hw_state, __ATOMIC_ACQUIRE);
     }
-    return s;
+    return s > 0;
 }
 
 uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
 {
     uint32_t c = ~crc;
 #if defined(CRC_HW_NAME)
-    if (hw())
-        return ~crc_hw(c, buf, len);
+    if (crc32c_hw_on())
+        return ~crc32c_hw_run(c, buf, len);
 #else
-    hw();
+    crc32c_hw_on();
 #endif
-    return ~crc_sw(c, buf, len);
+    return ~crc32c_sw(c, buf, len);
 }
 
-int crc32c_hw(void)
+bool crc32c_hw(void)
 {
-    return hw();
+    return crc32c_hw_on();
 }
 
 const char *crc32c_hw_name(void)
 {
 #if defined(CRC_HW_NAME)
-    return hw() ? CRC_HW_NAME : "software";
+    return crc32c_hw_on() ? CRC_HW_NAME : "software";
 #else
     return "software";
 #endif
@@ -264,18 +264,18 @@ uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
     uint32_t row = 1;
     for (int n = 1; n < 32; n++, row <<= 1)
         odd[n] = row;
-    gf2_square(even, odd);
-    gf2_square(odd, even);
+    crc32c_gf2_square(even, odd);
+    crc32c_gf2_square(odd, even);
     do {
-        gf2_square(even, odd);
+        crc32c_gf2_square(even, odd);
         if (len_b & 1)
-            crc_a = gf2_times(even, crc_a);
+            crc_a = crc32c_gf2_times(even, crc_a);
         len_b >>= 1;
         if (!len_b)
             break;
-        gf2_square(odd, even);
+        crc32c_gf2_square(odd, even);
         if (len_b & 1)
-            crc_a = gf2_times(odd, crc_a);
+            crc_a = crc32c_gf2_times(odd, crc_a);
         len_b >>= 1;
     } while (len_b);
     return crc_a ^ crc_b;

@@ -4,6 +4,7 @@
 #ifndef S3C_CRC32C_H
 #define S3C_CRC32C_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,7 +16,7 @@ uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len);
 uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b);
 
 /* True when the hardware path is in use (for benchmarks and logs). */
-int crc32c_hw(void);
+bool crc32c_hw(void);
 
 /* The path in use, for benchmarks, logs and tests: "sse4.2", "armv8-crc" or "software".
  * A static string; never NULL. */

@@ -16,7 +16,7 @@ void s3c_set_log(s3c_log_fn fn, void *ctx, enum s3c_log_level max_level)
     __atomic_store_n(&sink_level, fn ? (int)max_level : -1, __ATOMIC_RELEASE);
 }
 
-int s3c__log_enabled(enum s3c_log_level level)
+bool s3c__log_enabled(enum s3c_log_level level)
 {
     return (int)level <= __atomic_load_n(&sink_level, __ATOMIC_ACQUIRE);
 }

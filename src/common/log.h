@@ -3,10 +3,12 @@
 #ifndef S3C_LOG_H
 #define S3C_LOG_H
 
+#include <stdbool.h>
+
 #include "s3commit.h"
 
 /* True when a line at this level would reach a sink (cheap; check before formatting). */
-int s3c__log_enabled(enum s3c_log_level level);
+bool s3c__log_enabled(enum s3c_log_level level);
 
 /* printf-style; the result should read "event=name key=value ...". */
 void s3c__log(enum s3c_log_level level, const char *fmt, ...)

@@ -49,12 +49,13 @@ static char *trim(char *s)
 
 struct ini_creds {
     char key[128], secret[128], token[2048];
+    bool file_found; /* the file exists */
     int found_profile;
     int has_key, has_secret, has_token;
 };
 
-/* Reads [profile] from an AWS shared credentials file. Returns 0 (found_profile says
- * whether the section exists), 1 when the file does not exist, or S3C_ECONFIG. */
+/* Reads [profile] from an AWS shared credentials file. Returns 0 (file_found and
+ * found_profile say whether the file and the section exist) or S3C_ECONFIG. */
 static int ini_read(const char *path, const char *profile, struct ini_creds *out, char *err,
                     size_t errlen)
 {
@@ -64,9 +65,10 @@ static int ini_read(const char *path, const char *profile, struct ini_creds *out
 
     if (!f) {
         if (errno == ENOENT)
-            return 1;
+            return 0;
         return cfg_fail(err, errlen, "cannot read %s: %s", path, strerror(errno));
     }
+    out->file_found = true;
     while (fgets(line, sizeof(line), f)) {
         char *s = trim(line), *eq, *k, *v, *end;
 
@@ -137,13 +139,13 @@ static int from_shared_file(struct s3c_config *cfg, char *err, size_t errlen)
         path[0] = '\0';
 
     memset(&ic, 0, sizeof(ic));
-    rc = path[0] ? ini_read(path, profile, &ic, err, errlen) : 1;
+    rc = path[0] ? ini_read(path, profile, &ic, err, errlen) : 0;
     if (rc < 0)
         goto out_wipe;
-    if (rc == 1 || !ic.found_profile) {
+    if (!ic.file_found || !ic.found_profile) {
         /* An explicitly named profile or file that is not there is a mistake to report;
          * the implicit default being absent just means anonymous. */
-        if (explicit_profile && (rc == 1 || !path[0]))
+        if (explicit_profile && !ic.file_found)
             rc = cfg_fail(err, errlen,
                           "AWS_PROFILE=%s but the shared credentials file %s does not exist",
                           profile, path[0] ? path : "(HOME is not set)");
@@ -152,7 +154,7 @@ static int from_shared_file(struct s3c_config *cfg, char *err, size_t errlen)
                           "AWS_PROFILE=%s but %s has no [%s] profile; fix AWS_PROFILE or "
                           "add the profile",
                           profile, path, profile);
-        else if (file && rc == 1)
+        else if (file && !ic.file_found)
             rc = cfg_fail(err, errlen, "AWS_SHARED_CREDENTIALS_FILE=%s: no such file", path);
         else
             rc = 0;

@@ -28,13 +28,13 @@ struct loop {
     struct loop_stats st;
 };
 
-static uint32_t to_epoll(unsigned events)
+static uint32_t loop_to_epoll(unsigned events)
 {
     return (events & LOOP_READ ? EPOLLIN : 0u) | (events & LOOP_WRITE ? EPOLLOUT : 0u);
 }
 
-static void on_timerfd(void *ctx, int fd, unsigned events);
-static void on_wakefd(void *ctx, int fd, unsigned events);
+static void loop_on_timerfd(void *ctx, int fd, unsigned events);
+static void loop_on_wakefd(void *ctx, int fd, unsigned events);
 
 struct loop *loop_new(void)
 {
@@ -51,9 +51,9 @@ struct loop *loop_new(void)
     ev->wake_w.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ev->wake_w.fd < 0)
         goto out_close;
-    ev->timer_w.cb = on_timerfd;
+    ev->timer_w.cb = loop_on_timerfd;
     ev->timer_w.ctx = ev;
-    ev->wake_w.cb = on_wakefd;
+    ev->wake_w.cb = loop_on_wakefd;
     ev->wake_w.ctx = ev;
     if (loop_watch_set(ev, &ev->timer_w, LOOP_READ) < 0 ||
         loop_watch_set(ev, &ev->wake_w, LOOP_READ) < 0)
@@ -87,7 +87,7 @@ void loop_free(struct loop *ev)
 
 int loop_watch_set(struct loop *ev, struct loop_watch *w, unsigned events)
 {
-    struct epoll_event e = {.events = to_epoll(events), .data.ptr = w};
+    struct epoll_event e = {.events = loop_to_epoll(events), .data.ptr = w};
 
     if (events == 0) {
         loop_watch_del(ev, w);
@@ -125,9 +125,9 @@ void loop_watch_del(struct loop *ev, struct loop_watch *w)
 /* Keeps the timerfd due no later than the earliest armed deadline. timerfd_settime is
  * costly under virtualisation and libcurl moves its timer several times per request, so
  * the timerfd is only moved earlier, never later: firing early costs one spurious wake,
- * after which run_timers() re-syncs. A deadline already due needs no timerfd at all:
+ * after which loop_run_timers() re-syncs. A deadline already due needs no timerfd at all:
  * loop_run_once() polls without waiting when the first timer is due. */
-static void timerfd_sync(struct loop *ev)
+static void loop_timerfd_sync(struct loop *ev)
 {
     uint64_t want = ev->timers ? ev->timers->deadline_ns : 0;
     if (want == 0 || (ev->timerfd_deadline && want >= ev->timerfd_deadline))
@@ -143,7 +143,7 @@ static void timerfd_sync(struct loop *ev)
     ev->timerfd_deadline = want;
 }
 
-static void timer_unlink(struct loop *ev, struct loop_timer *t)
+static void loop_timer_unlink(struct loop *ev, struct loop_timer *t)
 {
     for (struct loop_timer **p = &ev->timers; *p; p = &(*p)->next) {
         if (*p == t) {
@@ -158,7 +158,7 @@ static void timer_unlink(struct loop *ev, struct loop_timer *t)
 void loop_timer_arm(struct loop *ev, struct loop_timer *t, uint64_t deadline_ns)
 {
     if (t->armed)
-        timer_unlink(ev, t);
+        loop_timer_unlink(ev, t);
     if (deadline_ns == 0)
         deadline_ns = 1; /* 0 disarms a timerfd; 1 ns is "already due" */
     t->deadline_ns = deadline_ns;
@@ -168,32 +168,32 @@ void loop_timer_arm(struct loop *ev, struct loop_timer *t, uint64_t deadline_ns)
         p = &(*p)->next;
     t->next = *p;
     *p = t;
-    timerfd_sync(ev);
+    loop_timerfd_sync(ev);
 }
 
 void loop_timer_disarm(struct loop *ev, struct loop_timer *t)
 {
     if (!t->armed)
         return;
-    timer_unlink(ev, t);
-    timerfd_sync(ev);
+    loop_timer_unlink(ev, t);
+    loop_timerfd_sync(ev);
 }
 
 /* Runs every timer due by now; a callback may arm timers, which run on a later pass
  * when they are due (so a 0 ms re-arm cannot spin here forever). */
-static void run_timers(struct loop *ev)
+static void loop_run_timers(struct loop *ev)
 {
     uint64_t now = s3c__now_ns();
     int budget = 64;
     while (ev->timers && ev->timers->deadline_ns <= now && budget-- > 0) {
         struct loop_timer *t = ev->timers;
-        timer_unlink(ev, t);
+        loop_timer_unlink(ev, t);
         t->cb(t->ctx);
     }
-    timerfd_sync(ev);
+    loop_timerfd_sync(ev);
 }
 
-static void on_timerfd(void *ctx, int fd, unsigned events)
+static void loop_on_timerfd(void *ctx, int fd, unsigned events)
 {
     struct loop *ev = ctx;
     uint64_t n;
@@ -203,7 +203,7 @@ static void on_timerfd(void *ctx, int fd, unsigned events)
     ev->timerfd_deadline = 0; /* it fired: one-shot, disarmed now */
 }
 
-static void on_wakefd(void *ctx, int fd, unsigned events)
+static void loop_on_wakefd(void *ctx, int fd, unsigned events)
 {
     struct loop *ev = ctx;
     uint64_t n;
@@ -236,7 +236,7 @@ int loop_run_once(struct loop *ev, int timeout_ms)
         w->cb(w->ctx, w->fd, bits);
     }
     ev->cur_i = ev->cur_n = 0;
-    run_timers(ev);
+    loop_run_timers(ev);
     return 0;
 }
 

@@ -33,37 +33,38 @@ struct metrics_srv {
     char *page; /* PAGE_MAX bytes: the rendered body */
 };
 
-static int64_t now_ms(void)
+static int64_t metrics_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Waits for fd to be ready for events before the deadline. Returns 1 ready, 0 timed out
- * or stop requested, -1 error. */
-static int wait_fd(struct metrics_srv *m, int fd, short events, int64_t deadline)
+/* Waits for fd to be ready for events before the deadline. Returns 0 (ready),
+ * S3C_ETIMEDOUT, S3C_ECLOSED (stop requested) or S3C_EIO (poll failed). */
+static int metrics_wait_fd(struct metrics_srv *m, int fd, short events, int64_t deadline)
 {
     struct pollfd p[2] = {{fd, events, 0}, {m->stopfd, POLLIN, 0}};
 
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - metrics_now_ms();
         int rc;
         if (left <= 0)
-            return 0;
+            return S3C_ETIMEDOUT;
         rc = poll(p, 2, (int)left);
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc < 0)
-            return -1;
+            return S3C_EIO;
         if (p[1].revents)
-            return 0;
+            return S3C_ECLOSED;
         if (p[0].revents)
-            return 1;
+            return 0;
     }
 }
 
-static void send_all(struct metrics_srv *m, int fd, const char *p, size_t n, int64_t deadline)
+static void metrics_send_all(struct metrics_srv *m, int fd, const char *p, size_t n,
+                             int64_t deadline)
 {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -71,7 +72,7 @@ static void send_all(struct metrics_srv *m, int fd, const char *p, size_t n, int
             p += w;
             n -= (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-            if (wait_fd(m, fd, POLLOUT, deadline) != 1)
+            if (metrics_wait_fd(m, fd, POLLOUT, deadline) != 0)
                 return;
         } else {
             return;
@@ -79,8 +80,8 @@ static void send_all(struct metrics_srv *m, int fd, const char *p, size_t n, int
     }
 }
 
-static void respond(struct metrics_srv *m, int fd, int64_t deadline, const char *status,
-                    const char *ctype, const char *body, size_t blen, bool head_only)
+static void metrics_respond(struct metrics_srv *m, int fd, int64_t deadline, const char *status,
+                            const char *ctype, const char *body, size_t blen, bool head_only)
 {
     char hdr[256];
     int n = snprintf(hdr, sizeof(hdr),
@@ -88,31 +89,32 @@ static void respond(struct metrics_srv *m, int fd, int64_t deadline, const char 
                      "Connection: close\r\n\r\n",
                      status, ctype, blen);
 
-    send_all(m, fd, hdr, (size_t)n, deadline);
+    metrics_send_all(m, fd, hdr, (size_t)n, deadline);
     if (!head_only)
-        send_all(m, fd, body, blen, deadline);
+        metrics_send_all(m, fd, body, blen, deadline);
 }
 
-static void plain(struct metrics_srv *m, int fd, int64_t deadline, const char *status,
-                  const char *text)
+static void metrics_plain(struct metrics_srv *m, int fd, int64_t deadline, const char *status,
+                          const char *text)
 {
-    respond(m, fd, deadline, status, "text/plain; charset=utf-8", text, strlen(text), false);
+    metrics_respond(m, fd, deadline, status, "text/plain; charset=utf-8", text, strlen(text),
+                    false);
 }
 
 /* Reads one request head and answers it. */
-static void serve(struct metrics_srv *m, int fd)
+static void metrics_serve(struct metrics_srv *m, int fd)
 {
     char req[REQ_MAX + 1];
     size_t got = 0;
-    int64_t deadline = now_ms() + CLIENT_TIMEOUT_MS;
+    int64_t deadline = metrics_now_ms() + CLIENT_TIMEOUT_MS;
     char *eol, *sp1, *sp2, *q;
     bool head;
 
     for (;;) {
         ssize_t r;
         if (got == REQ_MAX) {
-            plain(m, fd, deadline, "431 Request Header Fields Too Large",
-                  "request head too large\n");
+            metrics_plain(m, fd, deadline, "431 Request Header Fields Too Large",
+                          "request head too large\n");
             return;
         }
         r = recv(fd, req + got, REQ_MAX - got, MSG_DONTWAIT);
@@ -127,7 +129,7 @@ static void serve(struct metrics_srv *m, int fd)
             return; /* closed before a whole request */
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
             return;
-        if (wait_fd(m, fd, POLLIN, deadline) != 1)
+        if (metrics_wait_fd(m, fd, POLLIN, deadline) != 0)
             return; /* idle or stopping: just close */
     }
 
@@ -137,20 +139,20 @@ static void serve(struct metrics_srv *m, int fd)
     sp1 = strchr(req, ' ');
     sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
     if (!sp1 || !sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0) {
-        plain(m, fd, deadline, "400 Bad Request", "bad request line\n");
+        metrics_plain(m, fd, deadline, "400 Bad Request", "bad request line\n");
         return;
     }
     *sp1 = *sp2 = '\0';
     head = strcmp(req, "HEAD") == 0;
     if (strcmp(req, "GET") != 0 && !head) {
-        plain(m, fd, deadline, "405 Method Not Allowed", "only GET /metrics\n");
+        metrics_plain(m, fd, deadline, "405 Method Not Allowed", "only GET /metrics\n");
         return;
     }
     q = strchr(sp1 + 1, '?');
     if (q)
         *q = '\0';
     if (strcmp(sp1 + 1, "/metrics") != 0) {
-        plain(m, fd, deadline, "404 Not Found", "not found; try /metrics\n");
+        metrics_plain(m, fd, deadline, "404 Not Found", "not found; try /metrics\n");
         return;
     }
 
@@ -161,15 +163,15 @@ static void serve(struct metrics_srv *m, int fd)
         m->collect(m->ctx, &st);
         n = metrics_render(&st, m->page, PAGE_MAX);
         if (n < 0) {
-            plain(m, fd, deadline, "500 Internal Server Error", "metrics page too large\n");
+            metrics_plain(m, fd, deadline, "500 Internal Server Error", "metrics page too large\n");
             return;
         }
-        respond(m, fd, deadline, "200 OK", "text/plain; version=0.0.4; charset=utf-8", m->page,
-                (size_t)n, head);
+        metrics_respond(m, fd, deadline, "200 OK", "text/plain; version=0.0.4; charset=utf-8",
+                        m->page, (size_t)n, head);
     }
 }
 
-static void *srv_main(void *arg)
+static void *metrics_srv_main(void *arg)
 {
     struct metrics_srv *m = arg;
     struct pollfd p[2] = {{m->lfd, POLLIN, 0}, {m->stopfd, POLLIN, 0}};
@@ -192,30 +194,30 @@ static void *srv_main(void *arg)
                 usleep(100 * 1000); /* out of fds: do not spin */
             continue;
         }
-        serve(m, fd);
+        metrics_serve(m, fd);
         shutdown(fd, SHUT_WR);
         close(fd);
     }
     return NULL;
 }
 
-/* "HOST:PORT", "[v6]:PORT" -> host and port strings. */
-static int split_listen(const char *spec, char *host, size_t hcap, char *port, size_t pcap)
+/* "HOST:PORT", "[v6]:PORT" -> host and port strings. Returns 0 or S3C_EINVAL. */
+static int metrics_split_listen(const char *spec, char *host, size_t hcap, char *port, size_t pcap)
 {
     const char *colon = strrchr(spec, ':');
     size_t hl;
 
     if (!colon || colon == spec || !colon[1])
-        return -1;
+        return S3C_EINVAL;
     hl = (size_t)(colon - spec);
     if (spec[0] == '[') {
         if (hl < 3 || spec[hl - 1] != ']')
-            return -1;
+            return S3C_EINVAL;
         spec++;
         hl -= 2;
     }
     if (hl >= hcap || strlen(colon + 1) >= pcap)
-        return -1;
+        return S3C_EINVAL;
     memcpy(host, spec, hl);
     host[hl] = '\0';
     snprintf(port, pcap, "%s", colon + 1);
@@ -234,7 +236,8 @@ struct metrics_srv *metrics_srv_start(const char *addr, metrics_collect_fn colle
 
     if (err && errlen)
         err[0] = '\0';
-    if (!addr || !collect || split_listen(addr, host, sizeof(host), port, sizeof(port))) {
+    if (!addr || !collect ||
+        metrics_split_listen(addr, host, sizeof(host), port, sizeof(port)) != 0) {
         snprintf(err, errlen, "metrics: listen address must be \"HOST:PORT\" (got \"%.64s\")",
                  addr ? addr : "(null)");
         return NULL;
@@ -290,7 +293,7 @@ struct metrics_srv *metrics_srv_start(const char *addr, metrics_collect_fn colle
         snprintf(err, errlen, "metrics: eventfd: %s", strerror(errno));
         goto out_close;
     }
-    rc = pthread_create(&m->thread, NULL, srv_main, m);
+    rc = pthread_create(&m->thread, NULL, metrics_srv_main, m);
     if (rc) {
         snprintf(err, errlen, "metrics: cannot start thread: %s", strerror(rc));
         goto out_close;

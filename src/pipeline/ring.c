@@ -71,35 +71,35 @@ struct ring {
     pthread_cond_t cv;
 };
 
-static inline uint64_t align8(uint64_t n)
+static inline uint64_t ring_align8(uint64_t n)
 {
     return (n + 7) & ~UINT64_C(7);
 }
 
-static inline uint64_t rec_bytes(const struct ring *r, uint32_t len)
+static inline uint64_t ring_rec_bytes(const struct ring *r, uint32_t len)
 {
-    uint64_t p = align8(len);
+    uint64_t p = ring_align8(len);
     return WORD_BYTES + r->prefix + (p < MIN_PAYLOAD ? MIN_PAYLOAD : p);
 }
 
 uint64_t ring_record_bytes(const struct ring *r, uint32_t len)
 {
-    return rec_bytes(r, len);
+    return ring_rec_bytes(r, len);
 }
 
-static inline uint64_t *word_at(const struct ring *r, uint64_t pos)
+static inline uint64_t *ring_word_at(const struct ring *r, uint64_t pos)
 {
     return (uint64_t *)(void *)(r->buf + (pos & r->mask));
 }
 
 /* The full value whose low `mask` bits are `low`, given a full value `base` known to be
  * at most the answer and less than a modulus behind it. */
-static inline uint64_t unpack(uint64_t base, uint64_t low, uint64_t mask)
+static inline uint64_t ring_unpack(uint64_t base, uint64_t low, uint64_t mask)
 {
     return base + ((low - base) & mask);
 }
 
-static bool is_pow2(uint64_t v)
+static bool ring_is_pow2(uint64_t v)
 {
     return v && !(v & (v - 1));
 }
@@ -111,9 +111,8 @@ int ring_new(const struct ring_opts *o, struct ring **out)
     pthread_condattr_t ca;
 
     *out = NULL;
-    if (!is_pow2(o->bytes) || o->bytes < RING_MIN_BYTES || o->bytes > RING_MAX_BYTES ||
-        o->prefix_bytes % 8 || o->prefix_bytes > 64 || o->max_batches < 1 ||
-        o->max_batches > 65536)
+    if (!ring_is_pow2(o->bytes) || o->bytes < RING_MIN_BYTES || o->bytes > RING_MAX_BYTES ||
+        o->prefix_bytes % 8 || o->prefix_bytes > 64 || o->max_batches < 1 || o->max_batches > 65536)
         return S3C_EINVAL;
 
     r = aligned_alloc(64, sizeof(*r));
@@ -127,7 +126,7 @@ int ring_new(const struct ring_opts *o, struct ring **out)
     r->max_batches = o->max_batches;
     r->on_release = o->on_release;
     r->release_ctx = o->release_ctx;
-    if (rec_bytes(r, o->max_commit) > r->size / 2)
+    if (ring_rec_bytes(r, o->max_commit) > r->size / 2)
         goto out_free_ring;
 
     /* Enough availability slots for every record the ring can hold at once. */
@@ -185,16 +184,16 @@ void ring_free(struct ring *r)
 /* One claim attempt loop without sleeping: 0, S3C_EAGAIN (full), S3C_ECLOSED. The tail
  * is read before the head so the head's position is never behind the tail we compare it
  * with; a full ring is only reported when a fresh look at the tail agrees. */
-static int claim_now(struct ring *r, uint32_t len, struct ring_claim *c)
+static int ring_claim_now(struct ring *r, uint32_t len, struct ring_claim *c)
 {
-    uint64_t rec = rec_bytes(r, len);
+    uint64_t rec = ring_rec_bytes(r, len);
     uint64_t tail = atomic_load(&r->tail_pos);
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
 
     for (;;) {
         if (h & CLOSED_BIT)
             return S3C_ECLOSED;
-        uint64_t pos = unpack(tail, HEAD_POS(h), POS_MASK);
+        uint64_t pos = ring_unpack(tail, HEAD_POS(h), POS_MASK);
         uint64_t off = pos & r->mask, pad = 0;
         if (off + rec > r->size)
             pad = r->size - off; /* the record starts the next lap */
@@ -227,7 +226,7 @@ static int claim_now(struct ring *r, uint32_t len, struct ring_claim *c)
             continue;
         }
         uint64_t base = atomic_load(&r->tail_seq);
-        c->seq = unpack(base, seq_low, SEQ_MASK);
+        c->seq = ring_unpack(base, seq_low, SEQ_MASK);
         c->pos_ = pos + pad;
         c->pad_ = pad;
         c->len = len;
@@ -241,7 +240,7 @@ int ring_try_claim_mp(struct ring *r, uint32_t len, struct ring_claim *c)
 {
     if (len > r->max_commit)
         return S3C_ETOOBIG;
-    return claim_now(r, len, c);
+    return ring_claim_now(r, len, c);
 }
 
 int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_claim *c)
@@ -251,7 +250,7 @@ int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_clai
 
     if (len > r->max_commit)
         return S3C_ETOOBIG;
-    rc = claim_now(r, len, c);
+    rc = ring_claim_now(r, len, c);
     if (rc != S3C_EAGAIN)
         return rc;
     if (timeout_ms == 0)
@@ -273,13 +272,13 @@ int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_clai
         (void)n;
     }
     for (;;) {
-        rc = claim_now(r, len, c);
+        rc = ring_claim_now(r, len, c);
         if (rc != S3C_EAGAIN)
             break;
         if (timeout_ms < 0) {
             pthread_cond_wait(&r->cv, &r->mu);
         } else if (pthread_cond_timedwait(&r->cv, &r->mu, &deadline) == ETIMEDOUT) {
-            rc = claim_now(r, len, c);
+            rc = ring_claim_now(r, len, c);
             if (rc == S3C_EAGAIN)
                 rc = S3C_ETIMEDOUT;
             break;
@@ -293,8 +292,8 @@ int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_clai
 void ring_publish_mp(struct ring *r, const struct ring_claim *c)
 {
     if (c->pad_)
-        *word_at(r, c->pos_ - c->pad_) = PAD_FLAG;
-    *word_at(r, c->pos_) = c->len;
+        *ring_word_at(r, c->pos_ - c->pad_) = PAD_FLAG;
+    *ring_word_at(r, c->pos_) = c->len;
     atomic_store_explicit(&r->avail[c->seq & r->avail_mask], (uint32_t)c->seq,
                           memory_order_release);
     /* The claim's CAS on head was a full barrier; ring_arm_sc looks at head after arming,
@@ -307,7 +306,7 @@ void ring_publish_mp(struct ring *r, const struct ring_claim *c)
     }
 }
 
-static inline bool published(const struct ring *r, uint64_t seq)
+static inline bool ring_published(const struct ring *r, uint64_t seq)
 {
     return atomic_load_explicit(&r->avail[seq & r->avail_mask], memory_order_acquire) ==
            (uint32_t)seq;
@@ -322,19 +321,19 @@ struct ring_ready ring_poll_sc(struct ring *r, uint32_t max_count, uint64_t max_
             rd->full = true;
             break;
         }
-        if (!published(r, r->scan_seq))
+        if (!ring_published(r, r->scan_seq))
             break;
-        uint64_t pos = r->scan_pos, w = *word_at(r, pos);
+        uint64_t pos = r->scan_pos, w = *ring_word_at(r, pos);
         if (w & PAD_FLAG) {
             pos += r->size - (pos & r->mask);
-            w = *word_at(r, pos);
+            w = *ring_word_at(r, pos);
         }
         uint32_t len = (uint32_t)w;
         if (rd->count > 0 && rd->bytes + len > max_bytes) {
             rd->full = true;
             break;
         }
-        r->scan_pos = pos + rec_bytes(r, len);
+        r->scan_pos = pos + ring_rec_bytes(r, len);
         r->scan_seq++;
         rd->count++;
         rd->bytes += len;
@@ -379,16 +378,16 @@ bool ring_iter_next(const struct ring *r, struct ring_iter *it, struct ring_rec 
     uint64_t pos = it->pos;
     if (pos >= it->end)
         return false;
-    uint64_t w = *word_at(r, pos);
+    uint64_t w = *ring_word_at(r, pos);
     if (w & PAD_FLAG) {
         pos += r->size - (pos & r->mask);
-        w = *word_at(r, pos);
+        w = *ring_word_at(r, pos);
     }
     rec->seq = it->seq++;
     rec->len = (uint32_t)w;
     rec->prefix = r->buf + (pos & r->mask) + WORD_BYTES;
     rec->data = (unsigned char *)rec->prefix + r->prefix;
-    it->pos = pos + rec_bytes(r, rec->len);
+    it->pos = pos + ring_rec_bytes(r, rec->len);
     return true;
 }
 
@@ -430,7 +429,7 @@ bool ring_arm_sc(struct ring *r, uint32_t want)
      * have looked before we armed: then do not sleep; its publish is moments away. */
     atomic_store(&r->armed, wake_at);
     uint64_t h = atomic_load(&r->head);
-    uint64_t claimed = unpack(r->scan_seq - 1, HEAD_SEQ(h), SEQ_MASK);
+    uint64_t claimed = ring_unpack(r->scan_seq - 1, HEAD_SEQ(h), SEQ_MASK);
     if ((h & CLOSED_BIT) || claimed >= wake_at || atomic_load(&r->waiters) > 0) {
         atomic_store(&r->armed, 0);
         return false;
@@ -456,7 +455,17 @@ bool ring_is_closed(const struct ring *r)
 
 bool ring_producers_waiting(const struct ring *r)
 {
-    return atomic_load_explicit(&((struct ring *)r)->waiters, memory_order_relaxed) > 0;
+    return ring_waiting_count(r) > 0;
+}
+
+uint32_t ring_waiting_count(const struct ring *r)
+{
+    return atomic_load_explicit(&((struct ring *)r)->waiters, memory_order_relaxed);
+}
+
+uint64_t ring_armed_seq(const struct ring *r)
+{
+    return atomic_load(&((struct ring *)r)->armed);
 }
 
 uint64_t ring_last_seq(const struct ring *r)
@@ -464,7 +473,7 @@ uint64_t ring_last_seq(const struct ring *r)
     struct ring *m = (struct ring *)r;
     uint64_t base = atomic_load(&m->tail_seq);
     uint64_t h = atomic_load(&m->head);
-    return unpack(base, HEAD_SEQ(h), SEQ_MASK);
+    return ring_unpack(base, HEAD_SEQ(h), SEQ_MASK);
 }
 
 bool ring_drained_sc(const struct ring *r)
@@ -473,7 +482,7 @@ bool ring_drained_sc(const struct ring *r)
     uint64_t h = atomic_load(&m->head);
     if (!(h & CLOSED_BIT))
         return false;
-    return unpack(r->read_seq - 1, HEAD_SEQ(h), SEQ_MASK) == r->read_seq - 1;
+    return ring_unpack(r->read_seq - 1, HEAD_SEQ(h), SEQ_MASK) == r->read_seq - 1;
 }
 
 uint64_t ring_used_bytes(const struct ring *r)
@@ -481,5 +490,5 @@ uint64_t ring_used_bytes(const struct ring *r)
     struct ring *m = (struct ring *)r;
     uint64_t tail = atomic_load(&m->tail_pos);
     uint64_t h = atomic_load(&m->head);
-    return unpack(tail, HEAD_POS(h), POS_MASK) - tail;
+    return ring_unpack(tail, HEAD_POS(h), POS_MASK) - tail;
 }

@@ -26,10 +26,10 @@ struct ring_batch;
 typedef void (*ring_release_fn)(void *ctx, const struct ring_batch *b);
 
 struct ring_opts {
-    uint64_t bytes;          /* buffer size: a power of two in [4 KiB, 1 GiB] */
-    uint32_t prefix_bytes;   /* caller-owned bytes before each payload: multiple of 8, <= 64 */
-    uint32_t max_commit;     /* largest payload accepted; its record must fit half the ring */
-    uint32_t max_batches;    /* batches acquired and not yet released, at most; >= 1 */
+    uint64_t bytes;             /* buffer size: a power of two in [4 KiB, 1 GiB] */
+    uint32_t prefix_bytes;      /* caller-owned bytes before each payload: multiple of 8, <= 64 */
+    uint32_t max_commit;        /* largest payload accepted; its record must fit half the ring */
+    uint32_t max_batches;       /* batches acquired and not yet released, at most; >= 1 */
     ring_release_fn on_release; /* may be NULL */
     void *release_ctx;
 };
@@ -66,9 +66,9 @@ void ring_publish_mp(struct ring *r, const struct ring_claim *c);
 
 /* What is published and not yet acquired, as seen by the last ring_poll_sc(). */
 struct ring_ready {
-    uint32_t count;  /* commits */
-    uint64_t bytes;  /* payload bytes */
-    bool full;       /* a limit of ring_poll_sc was reached: acquiring now makes a full batch */
+    uint32_t count; /* commits */
+    uint64_t bytes; /* payload bytes */
+    bool full;      /* a limit of ring_poll_sc was reached: acquiring now makes a full batch */
 };
 
 /* Looks at newly published commits, up to max_count commits and max_bytes payload bytes
@@ -79,9 +79,9 @@ struct ring_ready ring_poll_sc(struct ring *r, uint32_t max_count, uint64_t max_
 struct ring_batch {
     uint64_t first_seq, last_seq; /* inclusive; count = last - first + 1 */
     uint32_t count;
-    uint64_t bytes;               /* payload bytes */
-    uint64_t start_, end_;        /* private: positions */
-    uint32_t slot_;               /* private */
+    uint64_t bytes;        /* payload bytes */
+    uint64_t start_, end_; /* private: positions */
+    uint32_t slot_;        /* private */
 };
 
 /* Takes what the last ring_poll_sc() found ready as one batch, without copying. Returns
@@ -91,8 +91,8 @@ bool ring_acquire_sc(struct ring *r, struct ring_batch *b);
 struct ring_rec {
     uint64_t seq;
     uint32_t len;
-    void *prefix;      /* prefix_bytes, as the producer left them */
-    const void *data;  /* len bytes */
+    void *prefix;     /* prefix_bytes, as the producer left them */
+    const void *data; /* len bytes */
 };
 
 struct ring_iter {
@@ -135,6 +135,13 @@ bool ring_drained_sc(const struct ring *r);
 /* True while some producer sleeps waiting for room: the consumer should send what it
  * holds rather than wait for a fuller batch. */
 bool ring_producers_waiting(const struct ring *r);
+
+/* How many producers are in a blocking claim waiting for room now (a test waits on it). */
+uint32_t ring_waiting_count(const struct ring *r);
+
+/* The seq whose publish wakes the consumer, 0 when it is not armed (see ring_arm_sc): what
+ * the consumer sleeps for, as a test sees it. */
+uint64_t ring_armed_seq(const struct ring *r);
 
 /* The highest seq claimed so far (0 when none). */
 uint64_t ring_last_seq(const struct ring *r);

@@ -10,6 +10,7 @@
 #ifndef S3C_SIGV4_H
 #define S3C_SIGV4_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
@@ -40,19 +41,21 @@ struct sigv4_request {
 };
 
 /* Writes the canonical request (for debugging and tests). Returns its length, or -1 if
- * out is too small. */
+ * out is too small or the request has over 128 headers or query params. */
 int sigv4_canonical_request(const struct sigv4_request *r, char *out, size_t outlen);
 
-/* Writes the string to sign. Returns its length, or -1 if out is too small. */
+/* Writes the string to sign. Returns its length, or -1 if out is too small or the request
+ * cannot be signed (bad amz_date, too many headers, OpenSSL failed). */
 int sigv4_string_to_sign(const struct sigv4_request *r, char *out, size_t outlen);
 
-/* Computes the hex signature (64 chars + NUL into sig[65]). Returns 0 or -1. */
+/* Computes the hex signature (64 chars + NUL into sig[65]). Returns 0, S3C_EINVAL (bad
+ * amz_date, too many headers or params, a too long secret) or S3C_ENOMEM (OpenSSL failed). */
 int sigv4_signature(const struct sigv4_request *r, char sig[65]);
 
 /* Writes the whole Authorization header value:
  * "AWS4-HMAC-SHA256 Credential=AK/20130524/us-east-1/s3/aws4_request,
  *  SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature=..."
- * Returns its length, or -1 if out is too small. */
+ * Returns its length, or -1 if out is too small or the request cannot be signed. */
 int sigv4_authorization(const struct sigv4_request *r, char *out, size_t outlen);
 
 /* Hex SHA-256 of a buffer (65 bytes with NUL); for x-amz-content-sha256. */
@@ -60,14 +63,16 @@ void sigv4_sha256_hex(const void *data, size_t len, char hex[65]);
 
 /* URI-encodes s the way SigV4 wants (unreserved A-Z a-z 0-9 - _ . ~ kept; '/' kept when
  * keep_slash). Returns the length written, or -1 if out is too small. */
-int sigv4_uri_encode(const char *s, size_t len, int keep_slash, char *out, size_t outlen);
+int sigv4_uri_encode(const char *s, size_t len, bool keep_slash, char *out, size_t outlen);
 
 /* The derived key HMAC(HMAC(HMAC(HMAC("AWS4"+secret, date8), region), service),
- * "aws4_request"), for callers that sign or verify many requests a day. Returns 0 or -1. */
+ * "aws4_request"), for callers that sign or verify many requests a day. Returns 0,
+ * S3C_EINVAL (a missing part, a secret over 250 bytes) or S3C_ENOMEM (OpenSSL failed). */
 int sigv4_signing_key(const char *secret_key, const char *date8, const char *region,
                       const char *service, unsigned char key[32]);
 
-/* sigv4_signature() with a key from sigv4_signing_key() (r->secret_key is not used). */
+/* sigv4_signature() with a key from sigv4_signing_key() (r->secret_key is not used).
+ * Returns 0, S3C_EINVAL or S3C_ENOMEM. */
 int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char key[32],
                              char sig[65]);
 
@@ -87,8 +92,8 @@ struct sigv4_auth {
     char signature[65];
 };
 
-/* Parses an Authorization header value. Returns 0, or -1 when it is not a well-formed
- * AWS4-HMAC-SHA256 header (unknown algorithm, missing or oversized part). */
+/* Parses an Authorization header value. Returns 0, or S3C_EINVAL when it is not a
+ * well-formed AWS4-HMAC-SHA256 header (unknown algorithm, missing or oversized part). */
 int sigv4_parse_authorization(const char *value, struct sigv4_auth *a);
 
 #endif

@@ -110,7 +110,7 @@ static void test_defaults(void)
     ASSERT_EQ(cfg->s3.request_timeout_ms, 30000);
     ASSERT_EQ(cfg->s3.low_speed_limit_bytes, 1024);
     ASSERT_EQ(cfg->s3.low_speed_time_ms, 5000);
-    /* seed 002's defaults */
+    /* the persistence defaults of docs/config.md */
     ASSERT_EQ(cfg->persistence.batch_timeout_ms, 5);
     ASSERT_EQ(cfg->persistence.max_retry_attempts, 3);
     ASSERT_EQ(cfg->persistence.retry_base_delay_ms, 100);
@@ -185,8 +185,9 @@ static void test_full_file(void)
     ASSERT(cfg == NULL);
 }
 
-/* Seed 002's "Configuration Validation", each rule at and past its boundary. */
-static void test_seed_rules(void)
+/* The validation rules of docs/config.md (its "allowed" column), each at and past its
+ * boundary. */
+static void test_validation_rules(void)
 {
     s3c_config *cfg;
 
@@ -618,7 +619,7 @@ int main(void)
 
     RUN(test_defaults);
     RUN(test_full_file);
-    RUN(test_seed_rules);
+    RUN(test_validation_rules);
     RUN(test_types_and_ranges);
     RUN(test_strings);
     RUN(test_unknown_keys);

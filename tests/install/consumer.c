@@ -54,9 +54,10 @@ int main(int argc, char **argv)
     rc = s3c_wait_durable(st, seq, 30000);
     struct s3c_close_report rep;
     int close_rc = s3c_stage_close(st, &rep);
-    if (rc != 0 || close_rc != 0 || rep.durable_seq != (uint64_t)n) {
-        fprintf(stderr, "consumer: wait %s, close %s, durable_seq %llu of %d\n", s3c_strerror(rc),
-                s3c_strerror(close_rc), (unsigned long long)rep.durable_seq, n);
+    if (rc != 0 || close_rc != 0 || rep.durable_seq != seq) {
+        fprintf(stderr, "consumer: wait %s, close %s, durable_seq %llu of %llu\n",
+                s3c_strerror(rc), s3c_strerror(close_rc), (unsigned long long)rep.durable_seq,
+                (unsigned long long)seq);
         return 1;
     }
     printf("consumer: s3commit %s, %d commits durable under %s\n", s3c_version(), n, prefix);

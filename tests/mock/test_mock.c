@@ -1,7 +1,7 @@
 /* s3commit-mock over real sockets: every operation, S3's errors, conditional writes,
  * checksums, SigV4 accepted and refused (with the S3 documentation's own signed requests),
  * each fault, listing past 1000 keys, bad input, and restart with --data-dir. Each mock
- * is started and stopped by pid through tests/support/mockproc.h. */
+ * is started and stopped by pid through tools/common/mockproc.h. */
 #include "test.h"
 
 #include "common/crc32c.h"
@@ -901,18 +901,7 @@ static int put_faults(const struct mockproc *m, const char *json)
 /* A number from GET /_mock/stats by dotted path ("faults.reset"); 0 when absent. */
 static long stat_value(const struct mockproc *m, const char *path)
 {
-    char out[16384], key[256];
-    ASSERT_EQ(mockproc_http(m, "GET", "/_mock/stats", NULL, out, sizeof(out)), 200);
-    const char *json = strstr(out, "\r\n\r\n");
-    ASSERT(json);
-    cJSON *root = cJSON_Parse(json + 4), *it = root;
-    ASSERT(root);
-    snprintf(key, sizeof(key), "%s", path);
-    for (char *tok = strtok(key, "."); tok && it; tok = strtok(NULL, "."))
-        it = cJSON_GetObjectItemCaseSensitive(it, tok);
-    long v = (it && cJSON_IsNumber(it)) ? (long)it->valuedouble : 0;
-    cJSON_Delete(root);
-    return v;
+    return mock_stat(m, path);
 }
 
 static void test_faults(void)
@@ -1360,13 +1349,11 @@ static void test_protocol(void)
     int fds[5];
     for (int i = 0; i < 5; i++)
         fds[i] = dial(&m);
-    usleep(200000);
-    ASSERT_GE(stat_value(&m, "connections.open"), 5);
+    ASSERT_WITHIN(5000, stat_value(&m, "connections.open") >= 5);
     ASSERT_GE(stat_value(&m, "connections.peak"), 5);
     for (int i = 0; i < 5; i++)
         close(fds[i]);
-    usleep(200000);
-    ASSERT_LE(stat_value(&m, "connections.open"), 1);
+    ASSERT_WITHIN(5000, stat_value(&m, "connections.open") <= 1);
     ASSERT_EQ(req(&m, "GET", "/commits/p2", NULL, NULL, 0, &a), 200);
     ASSERT_STR_EQ(a.body, "two");
     answer_free(&a);

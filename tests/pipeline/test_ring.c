@@ -20,14 +20,8 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static struct ring *mk(uint64_t bytes, uint32_t prefix, uint32_t max_commit,
-                       ring_release_fn fn, void *ctx)
+static struct ring *mk(uint64_t bytes, uint32_t prefix, uint32_t max_commit, ring_release_fn fn,
+                       void *ctx)
 {
     struct ring_opts o = {.bytes = bytes,
                           .prefix_bytes = prefix,
@@ -259,7 +253,7 @@ static void full_ring_blocks_until_release(void)
     struct blocked_arg a = {.r = r, .len = 500, .timeout_ms = -1};
     pthread_t t;
     pthread_create(&t, NULL, blocked_claimer, &a);
-    sleep_ms(200);
+    ASSERT_WITHIN(5000, ring_waiting_count(r) == 1);
     ASSERT_EQ(atomic_load(&a.done), 0);
     struct ring_batch b;
     ASSERT(take(r, &b));
@@ -403,7 +397,7 @@ static void close_while_blocked(void)
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         pthread_create(&t[i], NULL, blocked_claimer, &a[i]);
-    sleep_ms(100);
+    ASSERT_WITHIN(5000, ring_waiting_count(r) == 2);
     ASSERT_EQ(atomic_load(&a[0].done) + atomic_load(&a[1].done), 0);
 
     /* While producers wait for room the consumer must not sleep: it should send. */
@@ -418,7 +412,7 @@ static void close_while_blocked(void)
     ASSERT(!ring_producers_waiting(r));
     struct pollfd pfd = {.fd = ring_wait_fd(r), .events = POLLIN};
     ASSERT_EQ(poll(&pfd, 1, 0), 1); /* close makes the fd readable */
-    ASSERT(!ring_arm_sc(r, 1)); /* closed: never sleep again */
+    ASSERT(!ring_arm_sc(r, 1));     /* closed: never sleep again */
     ASSERT_EQ(ring_try_claim_mp(r, 10, &c), S3C_ECLOSED);
     ASSERT(ring_is_closed(r));
 

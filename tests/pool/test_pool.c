@@ -94,6 +94,15 @@ static bool pool_full(struct xport *x)
     return st.open_connections == target_open && st.busy == 0;
 }
 
+/* At least want_heartbeats heartbeats (want_hb_failures failed ones) have completed. */
+static uint64_t want_heartbeats, want_hb_failures;
+static bool heartbeats_done(struct xport *x)
+{
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    return st.heartbeats >= want_heartbeats && st.heartbeat_failures >= want_hb_failures;
+}
+
 /* The pool is full again after at least want_closes connections were closed. */
 static uint64_t want_closes;
 static bool replaced_full(struct xport *x)
@@ -234,11 +243,13 @@ static void heartbeats(void)
     ASSERT(poll_until(x, 3000, pool_full));
     int heads0 = mock_op_count(&m, "HeadBucket", 200);
     ASSERT_EQ(heads0, 3); /* the warm-up */
-    poll_for(x, 1100);    /* ~5 intervals */
+    uint64_t t0 = s3c__now_ms();
+    want_heartbeats = 3 * 4, want_hb_failures = 0;
+    ASSERT(poll_until(x, 5000, heartbeats_done)); /* four rounds, 200 ms apart: ... */
+    ASSERT_GE(s3c__now_ms() - t0, 2 * 200);       /* ... (the first may have begun before t0) */
     struct xport_stats st;
     xport_stats_get(x, &st);
-    ASSERT(st.heartbeats >= 3 * 4);
-    ASSERT(st.heartbeats <= 3 * 6);
+    ASSERT(st.heartbeats <= 3 * 5); /* a round at most in flight past the fourth */
     ASSERT_UEQ(st.heartbeat_failures, 0);
     ASSERT_UEQ(st.opens, 3); /* heartbeats reuse the idle connections */
     ASSERT_EQ(mock_op_count(&m, "HeadBucket", 200), heads0 + (int)st.heartbeats);
@@ -246,7 +257,8 @@ static void heartbeats(void)
     /* The server starts failing: heartbeats fail and are counted, the connections that
      * failed are closed and replaced, and the pool stays at target. */
     mock_faults(&m, "{\"error_rate\":1,\"error_status\":503}");
-    poll_for(x, 300); /* one round */
+    want_hb_failures = 3;
+    ASSERT(poll_until(x, 5000, heartbeats_done)); /* one round */
     mock_faults(&m, "{\"error_rate\":0}");
     xport_stats_get(x, &st);
     ASSERT(st.heartbeat_failures >= 3);
@@ -261,7 +273,7 @@ static void heartbeats(void)
      * closed and replaced. */
     uint64_t closes0 = st.closes;
     mock_faults(&m, "{\"reset_rate\":1}");
-    poll_for(x, 500);
+    poll_until_mock(x, &m, 5000, "faults.reset", 1); /* a heartbeat was reset */
     mock_faults(&m, "{\"reset_rate\":0}");
     want_closes = closes0 + 1;
     settled(x, &m, 3);
@@ -336,7 +348,8 @@ static void heartbeat_refused(void)
     ASSERT(x != NULL);
     target_open = 2;
     ASSERT(poll_until(x, 3000, pool_full));
-    poll_for(x, 800); /* ~5 intervals */
+    want_heartbeats = 2 * 2, want_hb_failures = 0;
+    ASSERT(poll_until(x, 5000, heartbeats_done)); /* two rounds */
     struct xport_stats st;
     for (int i = 0; i < 100; i++) { /* let the round in flight finish, so counts agree */
         xport_stats_get(x, &st);
@@ -394,8 +407,8 @@ static void server_restart(void)
     ASSERT(b != NULL);
     ASSERT_STR_EQ(b + 4, "after restart");
 
-    poll_for(x, 700); /* a couple of heartbeats find the other dead ones */
-    ASSERT(poll_until(x, 5000, pool_full));
+    want_closes = 4; /* the heartbeats find the other dead ones: all four replaced */
+    ASSERT(poll_until(x, 5000, replaced_full));
     struct xport_stats st;
     xport_stats_get(x, &st);
     ASSERT(st.closes >= 4);

@@ -4,7 +4,6 @@
  * acknowledging past the batch, written-but-500 re-sent to the same key, close draining,
  * and close against a stalled server returning within its bound naming the lost seqs.
  * Every object written is read back and decoded. */
-#include <cjson/cJSON.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -14,6 +13,7 @@
 #include "format/objfmt.h"
 #include "mockproc.h"
 #include "s3commit.h"
+#include "stage/stage_int.h"
 #include "support/mockstats.h"
 #include "support/xport_loop.h"
 #include "test.h"
@@ -33,40 +33,31 @@ static void sleep_ms(int ms)
 static void start_mock(void)
 {
     const char *args[] = {"--access-key", AK, "--secret-key", SK, NULL};
-    ASSERT_EQ(mockproc_start(&mock, args), 0);
+    ASSERT_EQ(test_mock_start(&mock, args), 0);
 }
 
-static void set_faults(const char *json)
-{
-    char out[4096];
-    ASSERT_EQ(mockproc_http(&mock, "PUT", "/_mock/faults", json, out, sizeof(out)), 200);
-}
-
-/* PutObject answers with this status so far. */
+/* PutObject answers with this status so far (counted when the answer starts, before any
+ * latency fault delays it). */
 static int put_count(int status)
 {
-    static char out[1 << 16];
-    ASSERT_EQ(mockproc_http(&mock, "GET", "/_mock/stats", NULL, out, sizeof(out)), 200);
-    const char *body = strstr(out, "\r\n\r\n");
-    ASSERT(body);
-    cJSON *j = cJSON_Parse(body + 4);
-    ASSERT(j);
-    char code[8];
-    snprintf(code, sizeof(code), "%d", status);
-    cJSON *n = cJSON_GetObjectItem(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "ops"), "PutObject"),
-                            "status"),
-        code);
-    int v = cJSON_IsNumber(n) ? n->valueint : 0;
-    cJSON_Delete(j);
-    return v;
+    return mock_op_count(&mock, "PutObject", status);
 }
 
-/* Lets the pool's warm-up finish before faults apply, so they hit PUTs only. */
-static void warm_then_faults(const char *json)
+/* Waits until the mock has taken `pool` warm-up HeadBuckets (target_pool_size), then sets
+ * faults, so they hit PUTs only. */
+static void warm_then_faults(int pool, const char *json)
 {
-    sleep_ms(100);
-    set_faults(json);
+    ASSERT_WITHIN(5000, mock_op_count(&mock, "HeadBucket", 0) >= pool);
+    mock_faults(&mock, json);
+}
+
+/* Waits until n requests have reached the mock under the latency fault (or the stall
+ * fault), so lifting the fault now leaves those requests slow. */
+static void wait_delayed(const char *fault, long n)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "faults.%s", fault);
+    ASSERT_WITHIN(5000, mock_stat(&mock, path) >= n);
 }
 
 static s3c_config *mkcfg(const char *persistence)
@@ -102,17 +93,16 @@ static s3c_stage *open_stage(const char *persistence)
 }
 
 /* Waits until the stage has started n PUTs (so a commit submitted next cannot join them). */
-static void wait_sent(s3c_stage *st, uint64_t n)
+static uint64_t put_attempts(s3c_stage *st)
 {
     struct s3c_stats s;
-    uint64_t t0 = s3c__now_ms();
-    do {
-        s3c_stats_get(st, &s);
-        if (s.put_attempts >= n)
-            return;
-        sleep_ms(1);
-    } while (s3c__now_ms() - t0 < 5000);
-    TEST_FAIL_("the stage did not start %llu PUTs in 5 s", (unsigned long long)n);
+    s3c_stats_get(st, &s);
+    return s.put_attempts;
+}
+
+static void wait_sent(s3c_stage *st, uint64_t n)
+{
+    ASSERT_WITHIN(5000, put_attempts(st) >= n);
 }
 
 static uint64_t submit_n(s3c_stage *st, int n, size_t len)
@@ -239,7 +229,7 @@ static void trigger_time_with_trickle(void)
     start_mock();
     s3c_stage *st = open_stage("\"batch_timeout_ms\":200,\"batch_size_threshold\":1000,"
                                "\"max_in_flight_requests\":4,\"target_pool_size\":4");
-    warm_then_faults("{\"latency_ms\":600}");
+    warm_then_faults(4, "{\"latency_ms\":600}");
     uint64_t t0 = s3c__now_ms();
     submit_n(st, 1, 10); /* nothing in flight: sent at once */
     wait_sent(st, 1);
@@ -256,7 +246,7 @@ static void trigger_time_with_trickle(void)
     key_range(&l, 1, &f, &la);
     ASSERT_UEQ(f, 3);
     ASSERT_UEQ(la, 4);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Count: batch_size_threshold commits make a batch at once, whatever the timer says. */
@@ -265,7 +255,7 @@ static void trigger_count(void)
     start_mock();
     s3c_stage *st = open_stage("\"batch_timeout_ms\":10000,\"batch_size_threshold\":10,"
                                "\"max_in_flight_requests\":4,\"target_pool_size\":4");
-    warm_then_faults("{\"latency_ms\":200}");
+    warm_then_faults(4, "{\"latency_ms\":200}");
     submit_n(st, 1, 10); /* sent alone: nothing was in flight */
     wait_sent(st, 1);
     uint64_t last = submit_n(st, 20, 10);
@@ -282,7 +272,7 @@ static void trigger_count(void)
     key_range(&l, 2, &f, &la);
     ASSERT_UEQ(f, 13);
     ASSERT_UEQ(la, 22);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Bytes: batch_bytes_threshold bytes make a batch; a commit that would pass it starts the
@@ -293,7 +283,7 @@ static void trigger_bytes(void)
     s3c_stage *st = open_stage("\"batch_timeout_ms\":10000,\"batch_size_threshold\":1000,"
                                "\"batch_bytes_threshold\":1000,"
                                "\"max_in_flight_requests\":4,\"target_pool_size\":4");
-    warm_then_faults("{\"latency_ms\":200}");
+    warm_then_faults(4, "{\"latency_ms\":200}");
     submit_n(st, 1, 300); /* sent alone: nothing was in flight */
     wait_sent(st, 1);
     uint64_t last = submit_n(st, 6, 300);
@@ -305,7 +295,7 @@ static void trigger_bytes(void)
     key_range(&l, 1, &f, &la);
     ASSERT_UEQ(f, 3);
     ASSERT_UEQ(la, 5);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Bytes, with nothing to rescue it: the first reply is 2 s away and the timer 10 s, so
@@ -316,17 +306,18 @@ static void trigger_bytes_alone(void)
     s3c_stage *st = open_stage("\"batch_timeout_ms\":10000,\"batch_size_threshold\":1000,"
                                "\"batch_bytes_threshold\":100000,"
                                "\"max_in_flight_requests\":4,\"target_pool_size\":4");
-    warm_then_faults("{\"latency_ms\":2000}");
+    warm_then_faults(4, "{\"latency_ms\":2000}");
     submit_n(st, 1, 10); /* sent alone: nothing was in flight */
     wait_sent(st, 1);
-    submit_n(st, 1, 30000); /* the thread wakes for it, then waits for more ... */
-    sleep_ms(50);
+    submit_n(st, 1, 30000); /* the thread wakes for it, then waits for more: */
+    /* ... not for 999 more (the count), but for seq 5: three of 30000 fit in 100000
+     * bytes, the fourth does not. Without the byte-aware wake it would sleep until some
+     * other event (a libcurl timer, the first reply in 2 s). */
+    ASSERT_WITHIN(5000, ring_armed_seq(st->ring) == 5);
     uint64_t t0 = s3c__now_ms();
-    submit_n(st, 3, 30000); /* ... three fit in 100000 bytes, the fourth does not */
+    submit_n(st, 3, 30000); /* publishing seq 5 wakes it: the batch goes at once */
     wait_sent(st, 2);
-    /* Without the byte-aware wake it waits for some other event: libcurl's next timer
-     * came ~48 ms later here; with it, 1-2 ms. */
-    ASSERT_LT(s3c__now_ms() - t0, 25);
+    ASSERT_LT(s3c__now_ms() - t0, 1000); /* long before the first reply could wake it */
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     struct listing l;
     ASSERT_EQ(read_back(&l, 6), 3);
@@ -334,7 +325,7 @@ static void trigger_bytes_alone(void)
     key_range(&l, 1, &f, &la);
     ASSERT_UEQ(f, 3);
     ASSERT_UEQ(la, 5);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Flow control: at max_in_flight_requests the thread waits for a reply, whatever the
@@ -344,7 +335,7 @@ static void trigger_flow_control(void)
     start_mock();
     s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":1000,"
                                "\"max_in_flight_requests\":1,\"target_pool_size\":1");
-    warm_then_faults("{\"latency_ms\":250}");
+    warm_then_faults(1, "{\"latency_ms\":250}");
     submit_n(st, 1, 10);
     for (int i = 0; i < 5; i++) {
         sleep_ms(20); /* each 1 ms timer would fire between these */
@@ -362,7 +353,7 @@ static void trigger_flow_control(void)
     key_range(&l, 1, &f, &la);
     ASSERT_UEQ(f, 3);
     ASSERT_UEQ(la, 7);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* ---- ordered acknowledgement ------------------------------------------------------------ */
@@ -375,15 +366,14 @@ static void out_of_order_acked_in_order(void)
     struct events ev = {0};
     s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":5,"
                                "\"max_in_flight_requests\":8,\"target_pool_size\":8");
-    warm_then_faults("{\"latency_ms\":800}");
+    warm_then_faults(8, "{\"latency_ms\":800}");
     ASSERT_EQ(s3c_subscribe(st, on_durable, &ev), 0);
     submit_n(st, 5, 10); /* batch 1..5, slow */
-    sleep_ms(100);
-    set_faults("{\"latency_ms\":0}");
-    uint64_t last = submit_n(st, 20, 10); /* four fast batches */
-    sleep_ms(300);
-    ASSERT_GE(put_count(200), 4);       /* the later batches are stored ... */
-    ASSERT_UEQ(s3c_durable_seq(st), 1); /* ... but nothing is acknowledged */
+    wait_delayed("latency", 1);
+    mock_faults(&mock, "{\"latency_ms\":0}");
+    uint64_t last = submit_n(st, 20, 10);     /* four fast batches */
+    ASSERT_WITHIN(5000, put_count(200) >= 5); /* the later batches are stored ... */
+    ASSERT_UEQ(s3c_durable_seq(st), 1);       /* ... but nothing past the control record is acknowledged */
     ASSERT_EQ(atomic_load(&ev.calls), 0);
     ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
     ASSERT_UEQ(s3c_durable_seq(st), last);
@@ -393,7 +383,7 @@ static void out_of_order_acked_in_order(void)
     ASSERT_EQ(atomic_load(&ev.errors), 0);
     struct listing l;
     ASSERT_GE(read_back(&l, last), 5); /* a slow machine may split a batch on its timer */
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Random latency on many batches in flight: acknowledgements never go backwards or
@@ -404,7 +394,7 @@ static void jittered_many_in_flight(void)
     struct events ev = {0};
     s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":50,"
                                "\"max_in_flight_requests\":8,\"target_pool_size\":16");
-    warm_then_faults("{\"latency_ms\":1,\"latency_jitter_ms\":40}");
+    warm_then_faults(16, "{\"latency_ms\":1,\"latency_jitter_ms\":40}");
     ASSERT_EQ(s3c_subscribe(st, on_durable, &ev), 0);
     uint64_t last = submit_n(st, 5000, 100);
     ASSERT_EQ(s3c_wait_durable(st, last, 20000), 0);
@@ -422,7 +412,7 @@ static void jittered_many_in_flight(void)
     ASSERT_UEQ(atomic_load(&ev.last), last);
     struct listing l;
     read_back(&l, last);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* A slow first batch holds later, succeeded ones in the ring (in-order release). When the
@@ -439,13 +429,14 @@ static void held_batches_do_not_spin(void)
     start_mock();
     s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":10,"
                                "\"max_in_flight_requests\":2,\"target_pool_size\":2");
-    warm_then_faults("{\"latency_ms\":1500}");
+    warm_then_faults(2, "{\"latency_ms\":1500}");
     submit_n(st, 10, 10); /* batch 1..10, slow */
-    wait_sent(st, 1);
-    sleep_ms(50);
-    set_faults("{\"latency_ms\":0}");
-    uint64_t last = submit_n(st, 200, 10); /* fast batches pile up behind it */
-    sleep_ms(300);
+    wait_delayed("latency", 1);
+    mock_faults(&mock, "{\"latency_ms\":0}");
+    uint64_t last = submit_n(st, 200, 10); /* fast batches pile up behind it ... */
+    /* ... until the ring holds all it can: its 8 batches (4 per request in flight), the
+     * slow one and 7 stored ones. */
+    ASSERT_WITHIN(5000, put_count(200) >= 8);
     ASSERT_UEQ(s3c_durable_seq(st), 1);
     double c0 = cpu_s();
     sleep_ms(500);
@@ -455,7 +446,7 @@ static void held_batches_do_not_spin(void)
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     struct listing l;
     read_back(&l, last);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* ---- retries ------------------------------------------------------------------------------ */
@@ -468,13 +459,11 @@ static void fails_twice_then_succeeds(void)
     s3c_stage *st = open_stage("\"batch_timeout_ms\":5,\"max_retry_attempts\":3,"
                                "\"retry_base_delay_ms\":150,\"max_in_flight_requests\":2,"
                                "\"target_pool_size\":2");
-    warm_then_faults("{\"error_rate\":1,\"error_status\":503}");
+    warm_then_faults(2, "{\"error_rate\":1,\"error_status\":503}");
     ASSERT_EQ(s3c_subscribe(st, on_durable, &ev), 0);
     uint64_t last = submit_n(st, 1, 10); /* one batch: attempts are countable */
-    uint64_t t0 = s3c__now_ms();
-    while (put_count(503) < 2 && s3c__now_ms() - t0 < 5000)
-        sleep_ms(2);
-    set_faults("{\"error_rate\":0}");
+    ASSERT_WITHIN(5000, put_count(503) >= 2);
+    mock_faults(&mock, "{\"error_rate\":0}");
     ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
     struct s3c_stats s;
     s3c_stats_get(st, &s);
@@ -489,7 +478,7 @@ static void fails_twice_then_succeeds(void)
     ASSERT_UEQ(atomic_load(&ev.last), last);
     struct listing l;
     ASSERT_EQ(read_back(&l, last), 1);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Retries run out: the stage fails, never acknowledges past the batch, refuses new
@@ -506,7 +495,7 @@ static void exhausted_retries_fail_stage(void)
     ASSERT_EQ(s3c_wait_durable(st, good, 5000), 0);
     struct s3c_stats s0; /* the good commits took one PUT, or more when slow (TSan) */
     s3c_stats_get(st, &s0);
-    set_faults("{\"error_rate\":1,\"error_status\":500}");
+    mock_faults(&mock, "{\"error_rate\":1,\"error_status\":500}");
     uint64_t last = submit_n(st, 1, 10); /* one batch, so attempts are countable */
     ASSERT_EQ(s3c_wait_durable(st, last, 5000), S3C_EFAILED);
     ASSERT_UEQ(s3c_durable_seq(st), good);
@@ -524,14 +513,14 @@ static void exhausted_retries_fail_stage(void)
     ASSERT_UEQ(rep.durable_seq, good);
     ASSERT_UEQ(rep.lost_first_seq, good + 1);
     ASSERT_UEQ(rep.lost_last_seq, last);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* A 403 is not retried: one attempt, then failed. */
 static void wrong_secret_is_fatal(void)
 {
     const char *args[] = {"--access-key", AK, "--secret-key", "another-secret", NULL};
-    ASSERT_EQ(mockproc_start(&mock, args), 0);
+    ASSERT_EQ(test_mock_start(&mock, args), 0);
     s3c_config *cfg = mkcfg("\"max_retry_attempts\":3,\"retry_base_delay_ms\":10");
     s3c_stage *st = NULL;
     char err[512];
@@ -544,7 +533,7 @@ static void wrong_secret_is_fatal(void)
     ASSERT(!strstr(err, SK));
     ASSERT_EQ(mock_op_count(&mock, "GetObject", 403), 1);
     s3c_config_free(cfg);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Stored, then answered 500 (the ambiguous case): re-sent to the same key, the 412 read
@@ -554,12 +543,10 @@ static void written_error_resent_same_key(void)
     start_mock();
     s3c_stage *st = open_stage("\"batch_timeout_ms\":5,\"retry_base_delay_ms\":100,"
                                "\"max_in_flight_requests\":1,\"target_pool_size\":1");
-    warm_then_faults("{\"written_error_rate\":1}");
+    warm_then_faults(1, "{\"written_error_rate\":1}");
     uint64_t last = submit_n(st, 1, 10); /* one batch: PUTs are countable */
-    uint64_t t0 = s3c__now_ms();
-    while (put_count(500) < 1 && s3c__now_ms() - t0 < 5000)
-        sleep_ms(2);
-    set_faults("{\"written_error_rate\":0}");
+    ASSERT_WITHIN(5000, put_count(500) >= 1);
+    mock_faults(&mock, "{\"written_error_rate\":0}");
     ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
     struct s3c_stats s;
     s3c_stats_get(st, &s);
@@ -574,7 +561,7 @@ static void written_error_resent_same_key(void)
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     struct listing l;
     ASSERT_EQ(read_back(&l, last), 1); /* one key, written twice */
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* ---- close ------------------------------------------------------------------------------- */
@@ -584,7 +571,7 @@ static void close_drains(void)
     start_mock();
     s3c_stage *st = open_stage("\"batch_timeout_ms\":50,\"batch_size_threshold\":200,"
                                "\"max_in_flight_requests\":4,\"target_pool_size\":4");
-    warm_then_faults("{\"latency_ms\":30}");
+    warm_then_faults(4, "{\"latency_ms\":30}");
     uint64_t last = submit_n(st, 3000, 64);
     struct s3c_close_report rep;
     ASSERT_EQ(s3c_stage_close(st, &rep), 0); /* close right away: it must send it all */
@@ -593,7 +580,7 @@ static void close_drains(void)
     ASSERT_UEQ(rep.lost_first_seq, 0);
     struct listing l;
     read_back(&l, last);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 static void close_against_stall_is_bounded(void)
@@ -603,9 +590,9 @@ static void close_against_stall_is_bounded(void)
                                "\"max_in_flight_requests\":2,\"target_pool_size\":2");
     uint64_t good = submit_n(st, 2, 10);
     ASSERT_EQ(s3c_wait_durable(st, good, 5000), 0);
-    set_faults("{\"stall_rate\":1}");
+    mock_faults(&mock, "{\"stall_rate\":1}");
     uint64_t last = submit_n(st, 10, 10);
-    sleep_ms(50);
+    wait_delayed("stall", 1); /* close finds a PUT stalled on the wire */
     uint64_t t0 = s3c__now_ms();
     struct s3c_close_report rep;
     ASSERT_EQ(s3c_stage_close(st, &rep), S3C_ETIMEDOUT);
@@ -615,7 +602,7 @@ static void close_against_stall_is_bounded(void)
     ASSERT_UEQ(rep.durable_seq, good);
     ASSERT_UEQ(rep.lost_first_seq, good + 1);
     ASSERT_UEQ(rep.lost_last_seq, last);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* ---- API edges -------------------------------------------------------------------------- */
@@ -642,7 +629,7 @@ static void api_edges(void)
     s3c_stage_close(NULL, NULL);
     struct listing l;
     read_back(&l, 3);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 /* Several producer threads and a waiter per commit batch, closed with drain-then-close. */
@@ -684,7 +671,7 @@ static void producers_threads(void)
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     struct listing l;
     read_back(&l, 12001);
-    mockproc_stop(&mock);
+    test_mock_stop(&mock);
 }
 
 int main(void)

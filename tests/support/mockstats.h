@@ -1,5 +1,5 @@
-/* Helpers for transport and pool tests against s3commit-mock: read its counters from
- * GET /_mock/stats, change its faults with PUT /_mock/faults, and wait on a transport. */
+/* Helpers for tests against s3commit-mock (transport, pool, stage, mock): read its counters
+ * from GET /_mock/stats, change its faults with PUT /_mock/faults, and wait on a transport. */
 #ifndef S3C_TEST_MOCKSTATS_H
 #define S3C_TEST_MOCKSTATS_H
 
@@ -31,6 +31,20 @@ static inline cJSON *mock_stats_json(const struct mockproc *m)
     if (!j)
         TEST_FAIL_("GET /_mock/stats: not JSON: %s", body + 4);
     return j;
+}
+
+/* One number of GET /_mock/stats by its dotted path ("faults.latency",
+ * "ops.PutObject.status.200"); 0 when the mock has not counted it yet. */
+static inline long mock_stat(const struct mockproc *m, const char *path)
+{
+    char key[256];
+    cJSON *j = mock_stats_json(m), *it = j;
+    snprintf(key, sizeof(key), "%s", path);
+    for (char *save, *tok = strtok_r(key, ".", &save); tok && it; tok = strtok_r(NULL, ".", &save))
+        it = cJSON_GetObjectItemCaseSensitive(it, tok);
+    long v = cJSON_IsNumber(it) ? (long)it->valuedouble : 0;
+    cJSON_Delete(j);
+    return v;
 }
 
 static inline struct mock_counts mock_conns(const struct mockproc *m)
@@ -153,7 +167,19 @@ static inline bool poll_until(struct xport *x, int ms, bool (*cond)(struct xport
     return true;
 }
 
-/* Polls x for ms regardless. */
+/* Polls x until the mock's number at path (see mock_stat) reaches n; fails after ms. */
+static inline void poll_until_mock(struct xport *x, const struct mockproc *m, int ms,
+                                   const char *path, long n)
+{
+    uint64_t end = s3c__now_ms() + (uint64_t)ms;
+    while (mock_stat(m, path) < n) {
+        if (s3c__now_ms() >= end)
+            TEST_FAIL_("the mock's %s did not reach %ld in %d ms", path, n, ms);
+        ASSERT_EQ(test_xport_poll(x, 10), 0);
+    }
+}
+
+/* Polls x for ms regardless (for a test whose subject is time passing). */
 static inline void poll_for(struct xport *x, int ms)
 {
     uint64_t end = s3c__now_ms() + (uint64_t)ms;

@@ -133,7 +133,7 @@ static void test_ready_unix_then_sigterm(const struct mockproc *m)
     struct pollfd p = {.fd = c, .events = POLLIN};
     ASSERT(poll(&p, 1, 15000) == 1);
     ASSERT(read(c, line, sizeof(line) - 1) > 0);
-    ASSERT(strstr(line, "{\"durable_seq\":1}") != NULL);
+    ASSERT(strstr(line, "{\"durable_seq\":2}") != NULL); /* seq 1: the control record */
     close(c);
 
     ASSERT(kill(pid, SIGTERM) == 0);

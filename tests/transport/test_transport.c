@@ -768,7 +768,7 @@ static void free_in_flight(void)
     memset(&g, 0, sizeof(g));
     ASSERT_EQ(xport_put(x, &p, on_done, &g), 0);
     ASSERT_EQ(xport_put(x, &p, on_done, &g), 0);
-    poll_for(x, 100);
+    poll_until_mock(x, &m, 5000, "ops.PutObject.count", 2); /* both held by the mock */
     ASSERT_EQ(xport_in_flight(x), 2);
     test_xport_free(x);
     ASSERT_EQ(g.calls, 0);

@@ -48,7 +48,7 @@ static int frame_reserve(struct frame_reader *r, size_t want)
     return 0;
 }
 
-static uint32_t le32(const unsigned char *p)
+static uint32_t frame_le32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
@@ -59,7 +59,7 @@ static size_t frame_want(const struct frame_reader *r)
 {
     size_t have = r->len - r->pos;
     if (have >= FRAME_HEADER_BYTES) {
-        uint32_t n = le32(r->buf + r->pos);
+        uint32_t n = frame_le32(r->buf + r->pos);
         if (n <= r->max_frame && (size_t)n + FRAME_HEADER_BYTES > have)
             return (size_t)n + FRAME_HEADER_BYTES - have;
     }
@@ -100,7 +100,7 @@ enum frame_status frame_next(struct frame_reader *r, struct frame *f)
     size_t have = r->len - r->pos;
     if (have < FRAME_HEADER_BYTES)
         return FRAME_NEED_MORE;
-    uint32_t n = le32(r->buf + r->pos);
+    uint32_t n = frame_le32(r->buf + r->pos);
     f->len = n;
     f->offset = r->offset;
     if (n > r->max_frame)
@@ -127,6 +127,6 @@ bool frame_reader_truncated(const struct frame_reader *r, char *msg, size_t msgl
         snprintf(msg, msglen,
                  "truncated frame at byte offset %" PRIu64 ": its length prefix says %" PRIu32
                  " bytes but only %zu arrived before the end",
-                 r->offset, le32(r->buf + r->pos), have - FRAME_HEADER_BYTES);
+                 r->offset, frame_le32(r->buf + r->pos), have - FRAME_HEADER_BYTES);
     return true;
 }

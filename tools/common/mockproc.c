@@ -1,4 +1,4 @@
-/* Test helper: runs s3commit-mock as a child process on an ephemeral 127.0.0.1 port.
+/* Runs s3commit-mock as a child process on an ephemeral 127.0.0.1 port (see mockproc.h).
  * It never leaves a child behind: every start is paired with a stop by pid. */
 #include "mockproc.h"
 
@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int has_arg(const char *const *args, const char *name)
+static int mockproc_has_arg(const char *const *args, const char *name)
 {
     for (; args && *args; args++)
         if (strcmp(*args, name) == 0)
@@ -53,11 +53,11 @@ int mockproc_start(struct mockproc *m, const char *const *args)
         return -ENOENT;
     }
     argv[n++] = bin;
-    if (!has_arg(args, "--listen")) {
+    if (!mockproc_has_arg(args, "--listen")) {
         argv[n++] = "--listen";
         argv[n++] = "127.0.0.1:0";
     }
-    if (!has_arg(args, "--bucket")) {
+    if (!mockproc_has_arg(args, "--bucket")) {
         argv[n++] = "--bucket";
         argv[n++] = "commits";
     }

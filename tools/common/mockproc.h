@@ -1,5 +1,6 @@
-/* Starts build/bin/s3commit-mock on 127.0.0.1 with an ephemeral port for a test and
- * stops it again by pid. The binary comes from $S3C_MOCK_BIN (set by CTest). */
+/* Starts s3commit-mock on 127.0.0.1 with an ephemeral port and stops it again by pid: for
+ * the tests, and for a program's --mock. The binary comes from $S3C_MOCK_BIN (set by CTest
+ * and by tool.c), else from beside the running executable. */
 #ifndef S3C_TEST_MOCKPROC_H
 #define S3C_TEST_MOCKPROC_H
 

@@ -82,13 +82,13 @@ struct producer {
 
 static volatile sig_atomic_t load_signalled;
 
-static void on_signal(int sig)
+static void load_on_signal(int sig)
 {
     (void)sig;
     load_signalled = 1;
 }
 
-static uint64_t xorshift(uint64_t *s)
+static uint64_t load_xorshift(uint64_t *s)
 {
     uint64_t x = *s;
     x ^= x << 13;
@@ -97,7 +97,7 @@ static uint64_t xorshift(uint64_t *s)
     return *s = x;
 }
 
-static void *map_array(size_t bytes)
+static void *load_map_array(size_t bytes)
 {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
@@ -119,7 +119,7 @@ static void load_fail(struct load *l, const char *fmt, ...)
 }
 
 /* Durable subscriber: on the persistence thread, so it only records and returns. */
-static void on_durable(void *ctx, uint64_t w, int err)
+static void load_on_durable(void *ctx, uint64_t w, int err)
 {
     struct load *l = ctx;
     uint64_t t = s3c__now_ns() - l->t0_ns;
@@ -137,14 +137,14 @@ static void on_durable(void *ctx, uint64_t w, int err)
     atomic_store(&l->durable, w);
 }
 
-static void sleep_until_ns(uint64_t t_abs_ns)
+static void load_sleep_until_ns(uint64_t t_abs_ns)
 {
     struct timespec ts = {(time_t)(t_abs_ns / 1000000000u), (long)(t_abs_ns % 1000000000u)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
         ;
 }
 
-static void *producer_main(void *arg)
+static void *load_producer_main(void *arg)
 {
     struct producer *p = arg;
     struct load *l = p->l;
@@ -163,11 +163,11 @@ static void *producer_main(void *arg)
             break;
         }
         if (l->o.rate > 0) /* ticket k is due at t0 + k / rate: one schedule for all */
-            sleep_until_ns(l->t0_ns + (uint64_t)((double)ticket * 1e9 / l->o.rate));
+            load_sleep_until_ns(l->t0_ns + (uint64_t)((double)ticket * 1e9 / l->o.rate));
         uint64_t now = s3c__now_ns();
         if (now >= end_ns)
             break;
-        size_t len = (size_t)(l->o.size_min + xorshift(&p->rng) % span);
+        size_t len = (size_t)(l->o.size_min + load_xorshift(&p->rng) % span);
         if (len >= sizeof(ticket))
             memcpy(p->payload, &ticket, sizeof(ticket)); /* every commit differs */
         uint64_t seq = 0;
@@ -202,7 +202,7 @@ static void *producer_main(void *arg)
 
 /* p99 from the stage's own log2 histogram (for the live line only; the report uses the
  * per-commit measurement). */
-static uint64_t stats_p99_us(const struct s3c_stats *s)
+static uint64_t load_stats_p99_us(const struct s3c_stats *s)
 {
     uint64_t n = 0, seen = 0;
     for (int i = 0; i < 24; i++)
@@ -218,8 +218,8 @@ static uint64_t stats_p99_us(const struct s3c_stats *s)
     return (uint64_t)1 << 23;
 }
 
-static void progress_line(const struct load *l, const struct s3c_stats *s,
-                          const struct load_sample *prev, const struct load_sample *cur)
+static void load_progress_line(const struct load *l, const struct s3c_stats *s,
+                               const struct load_sample *prev, const struct load_sample *cur)
 {
     double dt = cur->t_s - prev->t_s;
     if (dt <= 0)
@@ -229,12 +229,12 @@ static void progress_line(const struct load *l, const struct s3c_stats *s,
     fprintf(stderr,
             "\r[%6.1fs] %10.0f commits/s %8.2f MB/s  in flight %2u  retries %-4" PRIu64
             "  p99 < %.2f ms  acked %" PRIu64 "   ",
-            cur->t_s, cps, mbs, s->in_flight, s->retries, (double)stats_p99_us(s) / 1000,
+            cur->t_s, cps, mbs, s->in_flight, s->retries, (double)load_stats_p99_us(s) / 1000,
             s->commits_durable);
     (void)l;
 }
 
-static void usage(FILE *f)
+static void load_usage(FILE *f)
 {
     fputs("usage: s3commit-load [--config FILE] (--commits N | --duration SECONDS)\n"
           "                     --size BYTES|MIN-MAX --producers P [--rate R]\n"
@@ -258,7 +258,7 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_args(int argc, char **argv, struct load_opts *o)
+static int load_parse_args(int argc, char **argv, struct load_opts *o)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -340,13 +340,13 @@ static int parse_args(int argc, char **argv, struct load_opts *o)
             }
             break;
         case 'h':
-            usage(stdout);
+            load_usage(stdout);
             exit(0);
         case 'V':
             printf("s3commit-load %s\n", s3c_version());
             exit(0);
         default:
-            usage(stderr);
+            load_usage(stderr);
             return -1;
         }
     }
@@ -373,7 +373,7 @@ static int parse_args(int argc, char **argv, struct load_opts *o)
     return 0;
 }
 
-static bool has_arg(const struct load_opts *o, const char *name)
+static bool load_has_arg(const struct load_opts *o, const char *name)
 {
     for (int i = 0; i < o->nmock_args; i++)
         if (strcmp(o->mock_args[i], name) == 0)
@@ -416,7 +416,7 @@ int main(int argc, char **argv)
     int exit_code = TOOL_EXIT_FAIL, started = 0;
 
     tool_set_name("s3commit-load");
-    if (parse_args(argc, argv, &l.o) != 0)
+    if (load_parse_args(argc, argv, &l.o) != 0)
         return TOOL_EXIT_USAGE;
     pthread_mutex_init(&l.err_lock, NULL);
 
@@ -432,18 +432,18 @@ int main(int argc, char **argv)
     }
     tool_log_setup(cfg->log_level);
 
-    struct sigaction sa = {.sa_handler = on_signal};
+    struct sigaction sa = {.sa_handler = load_on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
     if (l.o.mock) {
         const char **a = l.o.mock_args;
         int n = l.o.nmock_args;
-        if (!has_arg(&l.o, "--store") && !has_arg(&l.o, "--data-dir")) {
+        if (!load_has_arg(&l.o, "--store") && !load_has_arg(&l.o, "--data-dir")) {
             a[n++] = "--store"; /* a load test needs no bodies kept */
             a[n++] = "none";
         }
-        if (!has_arg(&l.o, "--bucket")) {
+        if (!load_has_arg(&l.o, "--bucket")) {
             a[n++] = "--bucket";
             a[n++] = cfg->s3.bucket;
         }
@@ -467,8 +467,8 @@ int main(int argc, char **argv)
         l.cap = LOAD_OPEN_ENDED_CAP;
     l.submit_bytes = (size_t)(l.cap + 1) * sizeof(uint64_t);
     l.events_bytes = (size_t)(l.cap + 1) * sizeof(struct ack_event);
-    l.submit_ns = map_array(l.submit_bytes);
-    l.events = map_array(l.events_bytes);
+    l.submit_ns = load_map_array(l.submit_bytes);
+    l.events = load_map_array(l.events_bytes);
     prods = calloc((size_t)l.o.producers, sizeof(*prods));
     if (!l.submit_ns || !l.events || !prods) {
         tool_error("cannot reserve memory for %" PRIu64 " commits", l.cap);
@@ -480,7 +480,7 @@ int main(int argc, char **argv)
         tool_error("cannot open the stage: %s", err[0] ? err : s3c_strerror(rc));
         goto out_free_arrays;
     }
-    if (s3c_subscribe(l.st, on_durable, &l) != 0) {
+    if (s3c_subscribe(l.st, load_on_durable, &l) != 0) {
         tool_error("cannot subscribe to durability events");
         goto out_close_stage;
     }
@@ -503,7 +503,7 @@ int main(int argc, char **argv)
             goto out_join;
         }
         for (uint64_t b = 0; b < l.o.size_max + 8; b++)
-            p->payload[b] = (unsigned char)xorshift(&p->rng);
+            p->payload[b] = (unsigned char)load_xorshift(&p->rng);
     }
     S3C_LOG(S3C_LOG_INFO,
             "event=load_start producers=%d size_min=%" PRIu64 " size_max=%" PRIu64
@@ -512,7 +512,7 @@ int main(int argc, char **argv)
             cfg->s3.endpoint);
     l.t0_ns = s3c__now_ns();
     for (int i = 0; i < l.o.producers; i++) {
-        if (pthread_create(&prods[i].thread, NULL, producer_main, &prods[i]) != 0) {
+        if (pthread_create(&prods[i].thread, NULL, load_producer_main, &prods[i]) != 0) {
             load_fail(&l, "cannot start producer thread %d", i);
             break;
         }
@@ -544,7 +544,7 @@ int main(int argc, char **argv)
             prev_shown = cur; /* the first line needs an interval to show a rate */
             last_progress = now / 1000000;
         } else if (tty && now / 1000000 - last_progress >= LOAD_PROGRESS_MS) {
-            progress_line(&l, &s, &prev_shown, &cur);
+            load_progress_line(&l, &s, &prev_shown, &cur);
             prev_shown = cur;
             last_progress = now / 1000000;
         }

@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double per_s(uint64_t n, double s)
+static double report_per_s(uint64_t n, double s)
 {
     return s > 0 ? (double)n / s : 0;
 }
 
-static cJSON *latency_json(const struct hist *h)
+static cJSON *report_latency_json(const struct hist *h)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "p50", (double)hist_quantile(h, 0.50));
@@ -42,9 +42,11 @@ int load_report_json(const struct load_result *r, const char *path, const char *
     cJSON_AddNumberToObject(o, "bytes_submitted", (double)r->bytes_submitted);
     cJSON_AddNumberToObject(o, "bytes_acked", (double)r->bytes_acked);
     cJSON_AddNumberToObject(o, "duration_s", round(r->duration_s * 1000) / 1000);
-    cJSON_AddNumberToObject(o, "commits_per_s", round(per_s(r->commits_acked, r->duration_s)));
-    cJSON_AddNumberToObject(o, "bytes_per_s", round(per_s(r->bytes_acked, r->duration_s)));
-    cJSON_AddNumberToObject(o, "mb_per_s", round(per_s(r->bytes_acked, r->duration_s) / 1e4) / 100);
+    cJSON_AddNumberToObject(o, "commits_per_s",
+                            round(report_per_s(r->commits_acked, r->duration_s)));
+    cJSON_AddNumberToObject(o, "bytes_per_s", round(report_per_s(r->bytes_acked, r->duration_s)));
+    cJSON_AddNumberToObject(o, "mb_per_s",
+                            round(report_per_s(r->bytes_acked, r->duration_s) / 1e4) / 100);
     cJSON_AddNumberToObject(o, "batches", (double)r->batches);
     cJSON_AddNumberToObject(
         o, "commits_per_batch",
@@ -56,8 +58,8 @@ int load_report_json(const struct load_result *r, const char *path, const char *
     cJSON_AddNumberToObject(o, "retries", (double)r->retries);
     cJSON_AddNumberToObject(o, "failures_retryable", (double)r->failures_retryable);
     cJSON_AddNumberToObject(o, "failures_fatal", (double)r->failures_fatal);
-    cJSON_AddItemToObject(o, "ack_latency_us", latency_json(&r->ack_us));
-    cJSON_AddItemToObject(o, "submit_wait_us", latency_json(&r->submit_wait_us));
+    cJSON_AddItemToObject(o, "ack_latency_us", report_latency_json(&r->ack_us));
+    cJSON_AddItemToObject(o, "submit_wait_us", report_latency_json(&r->submit_wait_us));
     cJSON_AddNumberToObject(o, "out_of_order_acks", (double)r->out_of_order_acks);
     cJSON_AddNumberToObject(o, "unacked_commits", (double)r->unacked);
     cJSON_AddNumberToObject(o, "submit_errors", (double)r->submit_errors);
@@ -89,9 +91,10 @@ int load_report_json(const struct load_result *r, const char *path, const char *
         cJSON *p = cJSON_CreateObject();
         cJSON_AddNumberToObject(p, "t_s", round(b->t_s * 1000) / 1000);
         cJSON_AddNumberToObject(p, "commits_per_s",
-                                round(per_s(b->commits_durable - a->commits_durable, dt)));
+                                round(report_per_s(b->commits_durable - a->commits_durable, dt)));
         cJSON_AddNumberToObject(p, "mb_per_s",
-                                round(per_s(b->bytes_durable - a->bytes_durable, dt) / 1e4) / 100);
+                                round(report_per_s(b->bytes_durable - a->bytes_durable, dt) / 1e4) /
+                                    100);
         cJSON_AddItemToArray(series, p);
     }
 
@@ -122,7 +125,7 @@ int load_report_json(const struct load_result *r, const char *path, const char *
 #define SVG_TOP 50
 
 /* A "nice" axis maximum (1, 2 or 5 times a power of ten) at or above v. */
-static double nice_ceil(double v)
+static double report_nice_ceil(double v)
 {
     if (v <= 0)
         return 1;
@@ -135,7 +138,7 @@ static double nice_ceil(double v)
     return 10 * p;
 }
 
-static void fmt_si(char *out, size_t n, double v)
+static void report_fmt_si(char *out, size_t n, double v)
 {
     if (v >= 1e6)
         snprintf(out, n, "%.3gM", v / 1e6);
@@ -145,7 +148,7 @@ static void fmt_si(char *out, size_t n, double v)
         snprintf(out, n, "%.3g", v);
 }
 
-static void fmt_us(char *out, size_t n, double us)
+static void report_fmt_us(char *out, size_t n, double us)
 {
     if (us >= 1e6)
         snprintf(out, n, "%.3g s", us / 1e6);
@@ -155,7 +158,7 @@ static void fmt_us(char *out, size_t n, double us)
         snprintf(out, n, "%.3g µs", us);
 }
 
-static void svg_throughput(FILE *f, const struct load_result *r, int y0)
+static void report_svg_throughput(FILE *f, const struct load_result *r, int y0)
 {
     int pw = SVG_W - SVG_LEFT - SVG_RIGHT, ph = SVG_PANEL_H - 90;
     int top = y0 + SVG_TOP;
@@ -164,11 +167,12 @@ static void svg_throughput(FILE *f, const struct load_result *r, int y0)
 
     for (size_t i = 1; i < r->nsamples; i++) {
         double dt = r->samples[i].t_s - r->samples[i - 1].t_s;
-        double c = per_s(r->samples[i].commits_durable - r->samples[i - 1].commits_durable, dt);
+        double c =
+            report_per_s(r->samples[i].commits_durable - r->samples[i - 1].commits_durable, dt);
         if (c > ymax)
             ymax = c;
     }
-    ymax = nice_ceil(ymax * 1.05);
+    ymax = report_nice_ceil(ymax * 1.05);
     if (tmax <= 0)
         tmax = 1;
     fprintf(
@@ -178,12 +182,12 @@ static void svg_throughput(FILE *f, const struct load_result *r, int y0)
     for (int i = 0; i <= 4; i++) {
         double v = ymax * i / 4;
         int y = top + ph - (int)(ph * i / 4);
-        fmt_si(lab, sizeof(lab), v);
+        report_fmt_si(lab, sizeof(lab), v);
         fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" class=\"g\"/>\n", SVG_LEFT, y,
                 SVG_LEFT + pw, y);
         fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"yl\">%s</text>\n", SVG_LEFT - 6, y + 4, lab);
     }
-    double step = nice_ceil(tmax / 6);
+    double step = report_nice_ceil(tmax / 6);
     tmax = ceil(tmax / step) * step;
     for (double t = 0; t <= tmax + step / 2; t += step) {
         int x = SVG_LEFT + (int)(pw * t / tmax);
@@ -192,7 +196,7 @@ static void svg_throughput(FILE *f, const struct load_result *r, int y0)
     fprintf(f, "<polyline class=\"tp\" points=\"");
     for (size_t i = 1; i < r->nsamples; i++) {
         const struct load_sample *a = &r->samples[i - 1], *b = &r->samples[i];
-        double c = per_s(b->commits_durable - a->commits_durable, b->t_s - a->t_s);
+        double c = report_per_s(b->commits_durable - a->commits_durable, b->t_s - a->t_s);
         double xa = SVG_LEFT + pw * a->t_s / tmax, xb = SVG_LEFT + pw * b->t_s / tmax;
         double y = top + ph - ph * c / ymax;
         fprintf(f, "%.1f,%.1f %.1f,%.1f ", xa, y, xb, y);
@@ -204,7 +208,7 @@ static void svg_throughput(FILE *f, const struct load_result *r, int y0)
             SVG_LEFT + pw / 2, top + ph + 36);
 }
 
-static void svg_latency(FILE *f, const struct load_result *r, int y0)
+static void report_svg_latency(FILE *f, const struct load_result *r, int y0)
 {
     enum { NB = 40 }; /* 8 bins per decade from 1 µs to 100 s */
     int pw = SVG_W - SVG_LEFT - SVG_RIGHT, ph = SVG_PANEL_H - 90;
@@ -245,7 +249,7 @@ static void svg_latency(FILE *f, const struct load_result *r, int y0)
     }
     for (int d = (int)lo_dec; d <= (int)hi_dec; d++) {
         double x = SVG_LEFT + pw * (d - lo_dec) / (hi_dec - lo_dec);
-        fmt_us(lab, sizeof(lab), pow(10, d));
+        report_fmt_us(lab, sizeof(lab), pow(10, d));
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"g\"/>\n", x, top, x,
                 top + ph);
         fprintf(f, "<text x=\"%.1f\" y=\"%d\" class=\"xl\">%s</text>\n", x, top + ph + 18, lab);
@@ -257,7 +261,7 @@ static void svg_latency(FILE *f, const struct load_result *r, int y0)
     for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]) && h->n; i++) {
         double v = (double)hist_quantile(h, marks[i].q);
         double x = SVG_LEFT + pw * (log10(v + 0.5) - lo_dec) / (hi_dec - lo_dec);
-        fmt_us(lab, sizeof(lab), v);
+        report_fmt_us(lab, sizeof(lab), v);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"q\"/>\n", x, top, x,
                 top + ph);
         bool right = x > SVG_LEFT + pw * 0.8; /* label left of the line near the edge */
@@ -288,17 +292,17 @@ int load_report_svg(const struct load_result *r, const char *path)
             "stroke-dasharray:4 3}.ql{fill:#d62728}.s{fill:#555}</style>\n"
             "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
             SVG_W, height, SVG_W, height);
-    fmt_si(a, sizeof(a), per_s(r->commits_acked, r->duration_s));
-    snprintf(b, sizeof(b), "%.1f", per_s(r->bytes_acked, r->duration_s) / 1e6);
-    fmt_si(c, sizeof(c), (double)r->batches);
+    report_fmt_si(a, sizeof(a), report_per_s(r->commits_acked, r->duration_s));
+    snprintf(b, sizeof(b), "%.1f", report_per_s(r->bytes_acked, r->duration_s) / 1e6);
+    report_fmt_si(c, sizeof(c), (double)r->batches);
     fprintf(f,
             "<text x=\"%d\" y=\"20\" class=\"s\">s3commit-load: %d producers, %llu-%llu byte "
             "commits, %.3g s: %s commits/s, %s MB/s, %s batches, %llu retries%s</text>\n",
             SVG_LEFT, r->producers, (unsigned long long)r->size_min,
             (unsigned long long)r->size_max, r->duration_s, a, b, c, (unsigned long long)r->retries,
             r->ok ? "" : " (FAILED)");
-    svg_throughput(f, r, 20);
-    svg_latency(f, r, 20 + SVG_PANEL_H);
+    report_svg_throughput(f, r, 20);
+    report_svg_latency(f, r, 20 + SVG_PANEL_H);
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -EIO;
 }

@@ -39,7 +39,7 @@ const char *op_name(enum op op)
 }
 
 /* xoshiro256** seeded through splitmix64 */
-static uint64_t splitmix(uint64_t *x)
+static uint64_t mock_splitmix(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -47,26 +47,26 @@ static uint64_t splitmix(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k)
+static uint64_t mock_rotl(uint64_t x, int k)
 {
     return (x << k) | (x >> (64 - k));
 }
 
-static uint64_t rng_next(uint64_t *s)
+static uint64_t mock_rng_next(uint64_t *s)
 {
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    uint64_t r = mock_rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0];
     s[3] ^= s[1];
     s[1] ^= s[2];
     s[0] ^= s[3];
     s[2] ^= t;
-    s[3] = rotl(s[3], 45);
+    s[3] = mock_rotl(s[3], 45);
     return r;
 }
 
-static double rng_unit(uint64_t *s)
+static double mock_rng_unit(uint64_t *s)
 {
-    return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(mock_rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static bool faults_any(const struct faults *f)
@@ -81,9 +81,9 @@ void faults_init(struct mock *m, uint64_t seed)
 {
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
-        m->rng[i] = splitmix(&x);
+        m->rng[i] = mock_splitmix(&x);
     for (int i = 0; i < 4; i++)
-        m->rng_new[i] = splitmix(&x);
+        m->rng_new[i] = mock_splitmix(&x);
     pthread_mutex_init(&m->fault_mu, NULL);
     atomic_store(&m->any_fault, faults_any(&m->faults));
 }
@@ -98,9 +98,9 @@ void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t k
     /* Always the same draws, in this order, so one rate never shifts another's choices.
      * The six original ones come from rng; kinds added later draw after them from rng_new,
      * so a seed gives the same original choices as before those kinds existed. */
-    double d_stall = rng_unit(m->rng), d_reset = rng_unit(m->rng), d_err = rng_unit(m->rng),
-           d_werr = rng_unit(m->rng), d_slow = rng_unit(m->rng), d_jit = rng_unit(m->rng);
-    double d_conf = rng_unit(m->rng_new);
+    double d_stall = mock_rng_unit(m->rng), d_reset = mock_rng_unit(m->rng), d_err = mock_rng_unit(m->rng),
+           d_werr = mock_rng_unit(m->rng), d_slow = mock_rng_unit(m->rng), d_jit = mock_rng_unit(m->rng);
+    double d_conf = mock_rng_unit(m->rng_new);
     /* Outside key_prefix (or bucket-level): no fault, and reset_next is not counted down. */
     if (f->key_prefix_len &&
         (!key || klen < f->key_prefix_len || memcmp(key, f->key_prefix, f->key_prefix_len))) {
@@ -234,7 +234,7 @@ char *faults_json(struct mock *m)
     return s;
 }
 
-static uint64_t ld(atomic_uint_fast64_t *c)
+static uint64_t mock_ld(atomic_uint_fast64_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
 }
@@ -247,7 +247,7 @@ char *stats_json(struct mock *m)
         cJSON *byst = NULL;
         uint64_t total = 0;
         for (int s = 0; s < 600; s++) {
-            uint64_t n = ld(&st->status[op][s]);
+            uint64_t n = mock_ld(&st->status[op][s]);
             if (!n)
                 continue;
             if (!byst) {
@@ -262,12 +262,12 @@ char *stats_json(struct mock *m)
         if (byst)
             cJSON_AddNumberToObject(cJSON_GetObjectItem(ops, op_name(op)), "count", (double)total);
     }
-    cJSON_AddNumberToObject(o, "requests", (double)ld(&st->requests));
-    cJSON_AddNumberToObject(o, "bytes_in", (double)ld(&st->bytes_in));
-    cJSON_AddNumberToObject(o, "bytes_out", (double)ld(&st->bytes_out));
+    cJSON_AddNumberToObject(o, "requests", (double)mock_ld(&st->requests));
+    cJSON_AddNumberToObject(o, "bytes_in", (double)mock_ld(&st->bytes_in));
+    cJSON_AddNumberToObject(o, "bytes_out", (double)mock_ld(&st->bytes_out));
     cJSON *fo = cJSON_AddObjectToObject(o, "faults");
     for (int i = 0; i < F_COUNT; i++)
-        cJSON_AddNumberToObject(fo, fault_names[i], (double)ld(&st->faults[i]));
+        cJSON_AddNumberToObject(fo, fault_names[i], (double)mock_ld(&st->faults[i]));
     static const char *const digest_names[D_COUNT] = {[D_CONTENT_SHA256] = "content_sha256",
                                                       [D_UNSIGNED_PAYLOAD] = "unsigned_payload",
                                                       [D_MD5] = "md5",
@@ -276,11 +276,11 @@ char *stats_json(struct mock *m)
                                                       [D_SHA256] = "sha256"};
     cJSON *dg = cJSON_AddObjectToObject(o, "digests");
     for (int i = 0; i < D_COUNT; i++)
-        cJSON_AddNumberToObject(dg, digest_names[i], (double)ld(&st->digests[i]));
+        cJSON_AddNumberToObject(dg, digest_names[i], (double)mock_ld(&st->digests[i]));
     cJSON *co = cJSON_AddObjectToObject(o, "connections");
     cJSON_AddNumberToObject(co, "open", (double)atomic_load(&st->conns_open));
     cJSON_AddNumberToObject(co, "peak", (double)atomic_load(&st->conns_peak));
-    cJSON_AddNumberToObject(co, "total", (double)ld(&st->conns_total));
+    cJSON_AddNumberToObject(co, "total", (double)mock_ld(&st->conns_total));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;

@@ -16,7 +16,7 @@
 
 struct mock g_mock;
 
-static void usage(FILE *f)
+static void mock_usage(FILE *f)
 {
     fprintf(f, "usage: s3commit-mock [flags]\n"
                "  --listen HOST:PORT         address (default 127.0.0.1:9000; port 0 picks one)\n"
@@ -46,7 +46,7 @@ static void usage(FILE *f)
                "  2 bad flags\n");
 }
 
-static int parse_double(const char *flag, const char *v, double lo, double hi, double *out)
+static int mock_parse_double(const char *flag, const char *v, double lo, double hi, double *out)
 {
     char *end;
     errno = 0;
@@ -60,7 +60,7 @@ static int parse_double(const char *flag, const char *v, double lo, double hi, d
     return 0;
 }
 
-static int open_listener(const char *hostport, int *port_out, char *host_out, size_t hcap)
+static int mock_open_listener(const char *hostport, int *port_out, char *host_out, size_t hcap)
 {
     char host[256];
     const char *colon = strrchr(hostport, ':');
@@ -124,7 +124,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            usage(stdout);
+            mock_usage(stdout);
             return 0;
         }
         if (!strcmp(f, "--version") || !strcmp(f, "-V")) {
@@ -207,7 +207,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "s3commit-mock: unknown flag %s (see --help)\n", f);
                 return 2;
             }
-            if (parse_double(f, v, num[k].lo, num[k].hi, &d) < 0)
+            if (mock_parse_double(f, v, num[k].lo, num[k].hi, &d) < 0)
                 return 2;
             if (num[k].dst)
                 *num[k].dst = d;
@@ -276,7 +276,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int port;
-    int lfd = open_listener(listen_at, &port, cfg->listen_host, sizeof(cfg->listen_host));
+    int lfd = mock_open_listener(listen_at, &port, cfg->listen_host, sizeof(cfg->listen_host));
     if (lfd < 0) {
         store_close(m->store);
         return 1;

@@ -26,7 +26,7 @@
 
 /* ---- small helpers ---- */
 
-static const char *hdr(const struct req *r, const char *name)
+static const char *mock_hdr(const struct req *r, const char *name)
 {
     for (int i = 0; i < r->nh; i++)
         if (strcasecmp(r->hname[i], name) == 0)
@@ -34,7 +34,7 @@ static const char *hdr(const struct req *r, const char *name)
     return NULL;
 }
 
-static int hexv(int c)
+static int mock_hexv(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -44,13 +44,14 @@ static int hexv(int c)
 
 /* Percent-decodes n bytes of s into out (NUL-terminated); '+' becomes ' ' when plus.
  * Returns the decoded length. out must hold n + 1 bytes. */
-static size_t pct_decode(const char *s, size_t n, char *out, bool plus)
+static size_t mock_pct_decode(const char *s, size_t n, char *out, bool plus)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexv((unsigned char)s[i + 1]) >= 0 &&
-            hexv((unsigned char)s[i + 2]) >= 0) {
-            out[o++] = (char)(hexv((unsigned char)s[i + 1]) << 4 | hexv((unsigned char)s[i + 2]));
+        if (s[i] == '%' && i + 2 < n && mock_hexv((unsigned char)s[i + 1]) >= 0 &&
+            mock_hexv((unsigned char)s[i + 2]) >= 0) {
+            out[o++] = (char)(mock_hexv((unsigned char)s[i + 1]) << 4 |
+                              mock_hexv((unsigned char)s[i + 2]));
             i += 2;
         } else if (plus && s[i] == '+') {
             out[o++] = ' ';
@@ -62,7 +63,7 @@ static size_t pct_decode(const char *s, size_t n, char *out, bool plus)
     return o;
 }
 
-static void sb_urlenc(struct sbuf *b, const char *s, size_t n)
+static void mock_sb_urlenc(struct sbuf *b, const char *s, size_t n)
 {
     static const char hx[] = "0123456789ABCDEF";
     for (size_t i = 0; i < n; i++) {
@@ -77,11 +78,11 @@ static void sb_urlenc(struct sbuf *b, const char *s, size_t n)
 }
 
 /* Writes a value into list XML, URL-encoded when encoding-type=url. */
-static void sb_field(struct sbuf *b, const char *s, size_t n, bool url)
+static void mock_sb_field(struct sbuf *b, const char *s, size_t n, bool url)
 {
     if (url) {
         struct sbuf t = {0};
-        sb_urlenc(&t, s, n);
+        mock_sb_urlenc(&t, s, n);
         sb_xml(b, t.p ? t.p : "", t.len);
         sb_free(&t);
     } else {
@@ -89,7 +90,7 @@ static void sb_field(struct sbuf *b, const char *s, size_t n, bool url)
     }
 }
 
-static void http_date(int64_t ms, char *out, size_t n)
+static void mock_http_date(int64_t ms, char *out, size_t n)
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
@@ -97,7 +98,7 @@ static void http_date(int64_t ms, char *out, size_t n)
     strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
-static void iso_date(int64_t ms, char *out, size_t n)
+static void mock_iso_date(int64_t ms, char *out, size_t n)
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
@@ -106,7 +107,7 @@ static void iso_date(int64_t ms, char *out, size_t n)
     snprintf(out + k, n - k, ".%03dZ", (int)(ms % 1000));
 }
 
-static int64_t wall_ms(void)
+static int64_t mock_wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -114,7 +115,7 @@ static int64_t wall_ms(void)
 }
 
 /* Decodes base64 of exactly want bytes. */
-static bool b64_exact(const char *s, unsigned char *out, size_t want)
+static bool mock_b64_exact(const char *s, unsigned char *out, size_t want)
 {
     size_t enc = 4 * ((want + 2) / 3);
     unsigned char tmp[64];
@@ -127,14 +128,14 @@ static bool b64_exact(const char *s, unsigned char *out, size_t want)
     return true;
 }
 
-static void b64(const unsigned char *in, size_t n, char *out)
+static void mock_b64(const unsigned char *in, size_t n, char *out)
 {
     EVP_EncodeBlock((unsigned char *)out, in, (int)n);
 }
 
 static uint32_t crc32_table[256];
 
-static void crc32_init(void)
+static void mock_crc32_init(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
@@ -145,11 +146,11 @@ static void crc32_init(void)
 }
 
 /* CRC-32 (IEEE, as zlib and x-amz-checksum-crc32); only used when a client sends one. */
-static uint32_t crc32_ieee(uint32_t crc, const unsigned char *p, size_t n)
+static uint32_t mock_crc32_ieee(uint32_t crc, const unsigned char *p, size_t n)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     const uint32_t *t = crc32_table;
-    pthread_once(&once, crc32_init);
+    pthread_once(&once, mock_crc32_init);
     crc = ~crc;
     while (n--)
         crc = t[(crc ^ *p++) & 0xff] ^ (crc >> 8);
@@ -168,7 +169,7 @@ void resp_reset(struct resp *o)
 
 /* condition: S3's PreconditionFailed names the header that failed in <Condition> instead
  * of the bucket and key. */
-static void s3_error_body(struct resp *out, int status, const char *code, const char *message,
+static void mock_s3_error_body(struct resp *out, int status, const char *code, const char *message,
                           const struct req *r, const char *condition)
 {
     sb_free(&out->body);
@@ -202,17 +203,17 @@ static void s3_error_body(struct resp *out, int status, const char *code, const 
 void s3_error(struct resp *out, int status, const char *code, const char *message,
               const struct req *r)
 {
-    s3_error_body(out, status, code, message, r, NULL);
+    mock_s3_error_body(out, status, code, message, r, NULL);
 }
 
 /* 412 as S3 words it; condition: "If-Match" or "If-None-Match". */
-static void precondition_failed(struct resp *out, const struct req *r, const char *condition)
+static void mock_precondition_failed(struct resp *out, const struct req *r, const char *condition)
 {
-    s3_error_body(out, 412, "PreconditionFailed",
+    mock_s3_error_body(out, 412, "PreconditionFailed",
                   "At least one of the pre-conditions you specified did not hold", r, condition);
 }
 
-static void answer_xml(struct resp *out, struct sbuf *xml)
+static void mock_answer_xml(struct resp *out, struct sbuf *xml)
 {
     out->status = 200;
     out->body = *xml;
@@ -243,7 +244,7 @@ struct body_check {
 
 enum { CH_SIZE, CH_DATA, CH_DATA_CRLF, CH_TRAILER, CH_DONE };
 
-static void check_free(struct body_check *c)
+static void mock_check_free(struct body_check *c)
 {
     if (!c)
         return;
@@ -254,7 +255,7 @@ static void check_free(struct body_check *c)
 
 void s3_req_reset(struct req *r)
 {
-    check_free(r->check);
+    mock_check_free(r->check);
     blob_unref(r->body);
     free(r->key);
     free(r->path);
@@ -264,7 +265,7 @@ void s3_req_reset(struct req *r)
     r->path = r->query = NULL;
 }
 
-static void feed(struct req *r, const char *p, size_t n)
+static void mock_feed(struct req *r, const char *p, size_t n)
 {
     struct body_check *c = r->check;
     if (c->md5)
@@ -273,7 +274,7 @@ static void feed(struct req *r, const char *p, size_t n)
         EVP_DigestUpdate(c->sha256, p, n);
     c->crc32c = crc32c_update(c->crc32c, p, n);
     if (c->want_crc32)
-        c->crc32 = crc32_ieee(c->crc32, (const unsigned char *)p, n);
+        c->crc32 = mock_crc32_ieee(c->crc32, (const unsigned char *)p, n);
     if (r->keep_body && !c->too_big) {
         size_t have = r->body ? r->body->len : 0;
         if (have + n > g_mock.cfg.max_object_bytes) {
@@ -301,7 +302,7 @@ static void feed(struct req *r, const char *p, size_t n)
 }
 
 /* A trailer line "x-amz-checksum-crc32:base64". */
-static void chunk_trailer(struct req *r, const char *line)
+static void mock_chunk_trailer(struct req *r, const char *line)
 {
     struct body_check *c = r->check;
     const char *colon = strchr(line, ':');
@@ -315,11 +316,11 @@ static void chunk_trailer(struct req *r, const char *line)
         v++;
 #define IS(name) (nl == sizeof(name) - 1 && strncasecmp(line, name, nl) == 0)
     if (IS("x-amz-checksum-crc32c"))
-        c->has_crc32c = b64_exact(v, (unsigned char *)&c->exp_crc32c, 4);
+        c->has_crc32c = mock_b64_exact(v, (unsigned char *)&c->exp_crc32c, 4);
     else if (IS("x-amz-checksum-crc32"))
-        c->has_crc32 = b64_exact(v, (unsigned char *)&c->exp_crc32, 4);
+        c->has_crc32 = mock_b64_exact(v, (unsigned char *)&c->exp_crc32, 4);
     else if (IS("x-amz-checksum-sha256"))
-        c->has_sha256 = b64_exact(v, c->exp_sha256, 32);
+        c->has_sha256 = mock_b64_exact(v, c->exp_sha256, 32);
     else
         return;
 #undef IS
@@ -331,13 +332,13 @@ static void chunk_trailer(struct req *r, const char *line)
 }
 
 /* Decodes aws-chunked framing: "hex[;ext]\r\n" data "\r\n" ... "0\r\n" trailers "\r\n". */
-static void chunked_feed(struct req *r, const char *p, size_t n)
+static void mock_chunked_feed(struct req *r, const char *p, size_t n)
 {
     struct body_check *c = r->check;
     while (n && !c->bad_chunk && c->cstate != CH_DONE) {
         if (c->cstate == CH_DATA) {
             size_t k = n < c->cremain ? n : (size_t)c->cremain;
-            feed(r, p, k);
+            mock_feed(r, p, k);
             p += k;
             n -= k;
             c->cremain -= k;
@@ -383,7 +384,7 @@ static void chunked_feed(struct req *r, const char *p, size_t n)
             if (!c->line[0])
                 c->cstate = CH_DONE;
             else
-                chunk_trailer(r, c->line);
+                mock_chunk_trailer(r, c->line);
             break;
         }
     }
@@ -394,14 +395,14 @@ void s3_body(struct req *r, const char *p, size_t n)
     if (!r->check)
         return;
     if (r->aws_chunked)
-        chunked_feed(r, p, n);
+        mock_chunked_feed(r, p, n);
     else
-        feed(r, p, n);
+        mock_feed(r, p, n);
 }
 
 /* ---- SigV4 verification ---- */
 
-static bool amz_date_ms(const char *d, int64_t *ms)
+static bool mock_amz_date_ms(const char *d, int64_t *ms)
 {
     struct tm tm = {0};
     if (!d || strlen(d) != 16 || d[8] != 'T' || d[15] != 'Z')
@@ -415,7 +416,7 @@ static bool amz_date_ms(const char *d, int64_t *ms)
     return true;
 }
 
-static bool in_list(const char *list, const char *name)
+static bool mock_in_list(const char *list, const char *name)
 {
     size_t n = strlen(name);
     for (const char *p = list; *p;) {
@@ -431,11 +432,11 @@ static bool in_list(const char *list, const char *name)
 }
 
 /* 0 when the request is signed right; else fills out with S3's error and returns -1. */
-static int auth_check(struct mock *m, struct req *r, struct resp *out, const char *raw_path,
-                      const char *raw_query)
+static int mock_auth_check(struct mock *m, struct req *r, struct resp *out, const char *raw_path,
+                           const char *raw_query)
 {
     const struct mock_cfg *cfg = &m->cfg;
-    const char *authz = hdr(r, "authorization");
+    const char *authz = mock_hdr(r, "authorization");
     struct sigv4_auth a;
     char msg[512];
 
@@ -470,9 +471,9 @@ static int auth_check(struct mock *m, struct req *r, struct resp *out, const cha
         s3_error(out, 400, "AuthorizationHeaderMalformed", msg, r);
         return -1;
     }
-    const char *date = hdr(r, "x-amz-date");
+    const char *date = mock_hdr(r, "x-amz-date");
     int64_t ms;
-    if (!date || !amz_date_ms(date, &ms)) {
+    if (!date || !mock_amz_date_ms(date, &ms)) {
         s3_error(out, 403, "AccessDenied",
                  "AWS authentication requires a valid x-amz-date header (YYYYMMDDTHHMMSSZ)", r);
         return -1;
@@ -483,7 +484,7 @@ static int auth_check(struct mock *m, struct req *r, struct resp *out, const cha
         return -1;
     }
     if (cfg->max_skew_s > 0) {
-        int64_t skew = ms - wall_ms();
+        int64_t skew = ms - mock_wall_ms();
         if (skew < 0)
             skew = -skew;
         if (skew > (int64_t)cfg->max_skew_s * 1000) {
@@ -494,18 +495,19 @@ static int auth_check(struct mock *m, struct req *r, struct resp *out, const cha
             return -1;
         }
     }
-    const char *csha = hdr(r, "x-amz-content-sha256");
+    const char *csha = mock_hdr(r, "x-amz-content-sha256");
     if (!csha) {
         s3_error(out, 400, "InvalidRequest",
                  "Missing required header for this request: x-amz-content-sha256", r);
         return -1;
     }
-    if (!in_list(a.signed_headers, "host")) {
+    if (!mock_in_list(a.signed_headers, "host")) {
         s3_error(out, 403, "AccessDenied", "The host header must be signed", r);
         return -1;
     }
     for (int i = 0; i < r->nh; i++) {
-        if (strncasecmp(r->hname[i], "x-amz-", 6) == 0 && !in_list(a.signed_headers, r->hname[i])) {
+        if (strncasecmp(r->hname[i], "x-amz-", 6) == 0 &&
+            !mock_in_list(a.signed_headers, r->hname[i])) {
             snprintf(msg, sizeof(msg),
                      "There were headers present in the request which were not signed: %.100s",
                      r->hname[i]);
@@ -513,7 +515,7 @@ static int auth_check(struct mock *m, struct req *r, struct resp *out, const cha
             return -1;
         }
     }
-    const char *tok = hdr(r, "x-amz-security-token");
+    const char *tok = mock_hdr(r, "x-amz-security-token");
     if (cfg->session_token && (!tok || strcmp(tok, cfg->session_token) != 0)) {
         s3_error(out, 403, "InvalidToken", "The provided token is malformed or otherwise invalid.",
                  r);
@@ -524,7 +526,7 @@ static int auth_check(struct mock *m, struct req *r, struct resp *out, const cha
     struct sigv4_header hs[REQ_MAX_HEADERS];
     size_t nhs = 0;
     for (int i = 0; i < r->nh; i++)
-        if (in_list(a.signed_headers, r->hname[i])) {
+        if (mock_in_list(a.signed_headers, r->hname[i])) {
             hs[nhs].name = r->hname[i];
             hs[nhs].value = r->hvalue[i];
             nhs++;
@@ -570,7 +572,7 @@ static int auth_check(struct mock *m, struct req *r, struct resp *out, const cha
 
 /* ---- routing ---- */
 
-static bool is_ipv4(const char *h, size_t n)
+static bool mock_is_ipv4(const char *h, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!isdigit((unsigned char)h[i]) && h[i] != '.')
@@ -579,14 +581,14 @@ static bool is_ipv4(const char *h, size_t n)
 }
 
 /* Virtual-host bucket from Host, or "" for path-style. */
-static void vhost_bucket(struct mock *m, const struct req *r, char *bucket, size_t cap)
+static void mock_vhost_bucket(struct mock *m, const struct req *r, char *bucket, size_t cap)
 {
-    const char *host = hdr(r, "host");
+    const char *host = mock_hdr(r, "host");
     bucket[0] = '\0';
     if (!host)
         return;
     size_t n = strcspn(host, ":");
-    if (n == 0 || host[0] == '[' || is_ipv4(host, n))
+    if (n == 0 || host[0] == '[' || mock_is_ipv4(host, n))
         return;
     const char *dot = memchr(host, '.', n);
     if (!dot)
@@ -615,7 +617,7 @@ static void vhost_bucket(struct mock *m, const struct req *r, char *bucket, size
 }
 
 /* A query parameter, decoded into out (NULL when absent). */
-static const char *qparam(const struct req *r, const char *name, char *out, size_t cap)
+static const char *mock_qparam(const struct req *r, const char *name, char *out, size_t cap)
 {
     const char *q = r->query;
     size_t nl = strlen(name);
@@ -629,7 +631,7 @@ static const char *qparam(const struct req *r, const char *name, char *out, size
             size_t vl = eq ? len - kl - 1 : 0;
             if (vl >= cap)
                 vl = cap - 1;
-            pct_decode(v, vl, out, true);
+            mock_pct_decode(v, vl, out, true);
             return out;
         }
         q = amp ? amp + 1 : NULL;
@@ -637,13 +639,13 @@ static const char *qparam(const struct req *r, const char *name, char *out, size
     return NULL;
 }
 
-static bool has_qparam(const struct req *r, const char *name)
+static bool mock_has_qparam(const struct req *r, const char *name)
 {
     char tmp[8];
-    return qparam(r, name, tmp, sizeof(tmp)) != NULL;
+    return mock_qparam(r, name, tmp, sizeof(tmp)) != NULL;
 }
 
-static enum op route(struct req *r)
+static enum op mock_route(struct req *r)
 {
     bool bucket = r->bucket[0] != '\0', key = r->key != NULL;
     switch (r->method) {
@@ -652,9 +654,9 @@ static enum op route(struct req *r)
             return OP_LIST_BUCKETS;
         if (key)
             return OP_GET_OBJECT;
-        if (has_qparam(r, "location"))
+        if (mock_has_qparam(r, "location"))
             return OP_GET_BUCKET_LOCATION;
-        if (has_qparam(r, "list-type"))
+        if (mock_has_qparam(r, "list-type"))
             return OP_LIST_OBJECTS_V2;
         return OP_LIST_OBJECTS;
     case HTTP_HEAD:
@@ -664,14 +666,15 @@ static enum op route(struct req *r)
     case HTTP_DELETE:
         return !bucket ? OP_BAD_REQUEST : key ? OP_DELETE_OBJECT : OP_DELETE_BUCKET;
     case HTTP_POST:
-        return (bucket && !key && has_qparam(r, "delete")) ? OP_DELETE_OBJECTS : OP_BAD_REQUEST;
+        return (bucket && !key && mock_has_qparam(r, "delete")) ? OP_DELETE_OBJECTS
+                                                                : OP_BAD_REQUEST;
     default:
         return OP_BAD_REQUEST;
     }
 }
 
 /* Sub-resources the mock does not implement ("?acl", "?uploads", ...). */
-static const char *unsupported_subresource(const struct req *r, char *name, size_t cap)
+static const char *mock_unsupported_subresource(const struct req *r, char *name, size_t cap)
 {
     static const char *const known[] = {"list-type",
                                         "prefix",
@@ -717,91 +720,95 @@ static const char *unsupported_subresource(const struct req *r, char *name, size
 
 /* ---- s3_begin: headers complete ---- */
 
-static void early(struct req *r, struct resp *out, int status, const char *code,
-                  const char *message)
+static void mock_early(struct req *r, struct resp *out, int status, const char *code,
+                       const char *message)
 {
     s3_error(out, status, code, message, r);
     r->early = true;
 }
 
-static bool is_hex64(const char *s)
+static bool mock_is_hex64(const char *s)
 {
     if (!s || strlen(s) != 64)
         return false;
     for (int i = 0; i < 64; i++)
-        if (hexv((unsigned char)s[i]) < 0)
+        if (mock_hexv((unsigned char)s[i]) < 0)
             return false;
     return true;
 }
 
-static void hex_to_bin(const char *s, unsigned char *out, size_t n)
+static void mock_hex_to_bin(const char *s, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        out[i] =
-            (unsigned char)(hexv((unsigned char)s[2 * i]) << 4 | hexv((unsigned char)s[2 * i + 1]));
+        out[i] = (unsigned char)(mock_hexv((unsigned char)s[2 * i]) << 4 |
+                                 mock_hexv((unsigned char)s[2 * i + 1]));
 }
 
 /* Sets up the digests for a body. Returns false (and answers) on a malformed header. */
-static bool setup_checks(struct mock *m, struct req *r, struct resp *out)
+static bool mock_setup_checks(struct mock *m, struct req *r, struct resp *out)
 {
     struct body_check *c = calloc(1, sizeof(*c));
     if (!c) {
-        early(r, out, 500, "InternalError", "out of memory");
+        mock_early(r, out, 500, "InternalError", "out of memory");
         return false;
     }
     r->check = c;
     const char *v;
-    if ((v = hdr(r, "content-md5"))) {
-        if (!b64_exact(v, c->exp_md5, 16)) {
-            early(r, out, 400, "InvalidDigest", "The Content-MD5 you specified was invalid.");
+    if ((v = mock_hdr(r, "content-md5"))) {
+        if (!mock_b64_exact(v, c->exp_md5, 16)) {
+            mock_early(r, out, 400, "InvalidDigest", "The Content-MD5 you specified was invalid.");
             return false;
         }
         c->has_md5 = true;
     }
-    if ((v = hdr(r, "x-amz-checksum-crc32c"))) {
-        if (!b64_exact(v, (unsigned char *)&c->exp_crc32c, 4)) {
-            early(r, out, 400, "InvalidRequest",
-                  "Value for x-amz-checksum-crc32c header is invalid (want base64 of 4 bytes).");
+    if ((v = mock_hdr(r, "x-amz-checksum-crc32c"))) {
+        if (!mock_b64_exact(v, (unsigned char *)&c->exp_crc32c, 4)) {
+            mock_early(
+                r, out, 400, "InvalidRequest",
+                "Value for x-amz-checksum-crc32c header is invalid (want base64 of 4 bytes).");
             return false;
         }
         c->has_crc32c = true;
     }
-    if ((v = hdr(r, "x-amz-checksum-crc32"))) {
-        if (!b64_exact(v, (unsigned char *)&c->exp_crc32, 4)) {
-            early(r, out, 400, "InvalidRequest",
-                  "Value for x-amz-checksum-crc32 header is invalid (want base64 of 4 bytes).");
+    if ((v = mock_hdr(r, "x-amz-checksum-crc32"))) {
+        if (!mock_b64_exact(v, (unsigned char *)&c->exp_crc32, 4)) {
+            mock_early(
+                r, out, 400, "InvalidRequest",
+                "Value for x-amz-checksum-crc32 header is invalid (want base64 of 4 bytes).");
             return false;
         }
         c->has_crc32 = true;
     }
-    if ((v = hdr(r, "x-amz-checksum-sha256"))) {
-        if (!b64_exact(v, c->exp_sha256, 32)) {
-            early(r, out, 400, "InvalidRequest",
-                  "Value for x-amz-checksum-sha256 header is invalid (want base64 of 32 bytes).");
+    if ((v = mock_hdr(r, "x-amz-checksum-sha256"))) {
+        if (!mock_b64_exact(v, c->exp_sha256, 32)) {
+            mock_early(
+                r, out, 400, "InvalidRequest",
+                "Value for x-amz-checksum-sha256 header is invalid (want base64 of 32 bytes).");
             return false;
         }
         c->has_sha256 = true;
     }
-    const char *csha = hdr(r, "x-amz-content-sha256");
+    const char *csha = mock_hdr(r, "x-amz-content-sha256");
     if (csha && strncmp(csha, "STREAMING-", 10) == 0) {
         if (strcmp(csha, "STREAMING-UNSIGNED-PAYLOAD-TRAILER") != 0) {
-            early(r, out, 501, "NotImplemented",
-                  "s3commit-mock supports aws-chunked bodies only as "
-                  "STREAMING-UNSIGNED-PAYLOAD-TRAILER (signed chunks are not implemented)");
+            mock_early(r, out, 501, "NotImplemented",
+                       "s3commit-mock supports aws-chunked bodies only as "
+                       "STREAMING-UNSIGNED-PAYLOAD-TRAILER (signed chunks are not implemented)");
             return false;
         }
         r->aws_chunked = true;
-        if ((v = hdr(r, "x-amz-trailer")))
+        if ((v = mock_hdr(r, "x-amz-trailer")))
             snprintf(c->trailer, sizeof(c->trailer), "%s", v);
     } else if (csha && strcmp(csha, SIGV4_UNSIGNED_PAYLOAD) == 0) {
         c->unsigned_payload = true;
     } else if (csha) {
-        if (!is_hex64(csha)) {
-            early(r, out, 400, "InvalidArgument",
-                  "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or the hex SHA-256 of the body");
+        if (!mock_is_hex64(csha)) {
+            mock_early(
+                r, out, 400, "InvalidArgument",
+                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or the hex SHA-256 of the body");
             return false;
         }
-        hex_to_bin(csha, c->exp_content_sha256, 32);
+        mock_hex_to_bin(csha, c->exp_content_sha256, 32);
         c->has_content_sha256 = true;
     }
     bool need_md5 = c->has_md5 || (r->op == OP_PUT_OBJECT && store_mode(m->store) != STORE_NONE);
@@ -813,7 +820,7 @@ static bool setup_checks(struct mock *m, struct req *r, struct resp *out)
     c->want_crc32 = c->has_crc32 || strcasecmp(c->trailer, "x-amz-checksum-crc32") == 0;
     return true;
 out_nomem:
-    early(r, out, 500, "InternalError", "digest setup failed");
+    mock_early(r, out, 500, "InternalError", "digest setup failed");
     return false;
 }
 
@@ -827,7 +834,7 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
     }
     r->path = strdup(u);
     if (!r->path) {
-        early(r, out, 500, "InternalError", "out of memory");
+        mock_early(r, out, 500, "InternalError", "out of memory");
         return;
     }
     char *qm = strchr(r->path, '?');
@@ -837,7 +844,7 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
     }
     if (r->path[0] != '/') {
         r->op = OP_BAD_REQUEST;
-        early(r, out, 400, "InvalidURI", "Couldn't parse the specified URI.");
+        mock_early(r, out, 400, "InvalidURI", "Couldn't parse the specified URI.");
         return;
     }
 
@@ -846,17 +853,17 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
         r->keep_body = true;
         r->check = calloc(1, sizeof(*r->check));
         if (r->has_cl && r->content_length > CONTROL_BODY_MAX)
-            early(r, out, 413, "EntityTooLarge", "control bodies are limited to 64 KiB");
+            mock_early(r, out, 413, "EntityTooLarge", "control bodies are limited to 64 KiB");
         return;
     }
 
     /* bucket and key */
-    vhost_bucket(m, r, r->bucket, sizeof(r->bucket));
+    mock_vhost_bucket(m, r, r->bucket, sizeof(r->bucket));
     const char *p = r->path + 1;
     if (!r->bucket[0] && *p) {
         size_t bl = strcspn(p, "/");
         if (bl >= sizeof(r->bucket)) {
-            early(r, out, 400, "InvalidBucketName", "The specified bucket is not valid.");
+            mock_early(r, out, 400, "InvalidBucketName", "The specified bucket is not valid.");
             return;
         }
         memcpy(r->bucket, p, bl);
@@ -869,42 +876,42 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
         size_t n = strlen(p);
         r->key = malloc(n + 1);
         if (!r->key) {
-            early(r, out, 500, "InternalError", "out of memory");
+            mock_early(r, out, 500, "InternalError", "out of memory");
             return;
         }
-        r->klen = pct_decode(p, n, r->key, false);
+        r->klen = mock_pct_decode(p, n, r->key, false);
         if (r->klen > 1024) {
-            early(r, out, 400, "KeyTooLongError", "Your key is too long (at most 1024 bytes)");
+            mock_early(r, out, 400, "KeyTooLongError", "Your key is too long (at most 1024 bytes)");
             return;
         }
     }
-    r->op = route(r);
+    r->op = mock_route(r);
     if (r->op == OP_BAD_REQUEST) {
         if (r->method == HTTP_POST)
-            early(r, out, 501, "NotImplemented",
-                  "POST operations (multipart uploads, form uploads) are not implemented by "
-                  "s3commit-mock");
+            mock_early(r, out, 501, "NotImplemented",
+                       "POST operations (multipart uploads, form uploads) are not implemented by "
+                       "s3commit-mock");
         else if (r->method == HTTP_GET || r->method == HTTP_HEAD || r->method == HTTP_PUT ||
                  r->method == HTTP_DELETE)
-            early(r, out, 405, "MethodNotAllowed",
-                  "The specified method is not allowed against this resource.");
+            mock_early(r, out, 405, "MethodNotAllowed",
+                       "The specified method is not allowed against this resource.");
         else
-            early(r, out, 501, "NotImplemented",
-                  "A header or method you provided implies functionality that is not "
-                  "implemented.");
+            mock_early(r, out, 501, "NotImplemented",
+                       "A header or method you provided implies functionality that is not "
+                       "implemented.");
         return;
     }
     char subname[64];
-    const char *sub = unsupported_subresource(r, subname, sizeof(subname));
+    const char *sub = mock_unsupported_subresource(r, subname, sizeof(subname));
     if (sub && r->op != OP_GET_OBJECT && r->op != OP_HEAD_OBJECT) {
         char msg[160];
         snprintf(msg, sizeof(msg), "The sub-resource '%s' is not implemented by s3commit-mock",
                  sub);
-        early(r, out, 501, "NotImplemented", msg);
+        mock_early(r, out, 501, "NotImplemented", msg);
         return;
     }
-    if (r->op == OP_PUT_OBJECT && hdr(r, "x-amz-copy-source")) {
-        early(r, out, 501, "NotImplemented", "CopyObject is not implemented by s3commit-mock");
+    if (r->op == OP_PUT_OBJECT && mock_hdr(r, "x-amz-copy-source")) {
+        mock_early(r, out, 501, "NotImplemented", "CopyObject is not implemented by s3commit-mock");
         return;
     }
 
@@ -912,46 +919,47 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
     if (r->plan.reset)
         return; /* the server resets the connection; nothing else matters */
 
-    if (m->cfg.access_key && auth_check(m, r, out, r->path, r->query) < 0) {
+    if (m->cfg.access_key && mock_auth_check(m, r, out, r->path, r->query) < 0) {
         r->early = true;
         return;
     }
     if (r->op != OP_LIST_BUCKETS && r->op != OP_CREATE_BUCKET &&
         !store_bucket_exists(m->store, r->bucket)) {
-        early(r, out, 404, "NoSuchBucket", "The specified bucket does not exist");
+        mock_early(r, out, 404, "NoSuchBucket", "The specified bucket does not exist");
         return;
     }
     if (r->op == OP_PUT_OBJECT || r->op == OP_CREATE_BUCKET) {
         if (r->has_cl && r->content_length > m->cfg.max_object_bytes) {
-            early(r, out, 400, "EntityTooLarge",
-                  "Your proposed upload exceeds the maximum allowed size (--max-object-bytes)");
+            mock_early(
+                r, out, 400, "EntityTooLarge",
+                "Your proposed upload exceeds the maximum allowed size (--max-object-bytes)");
             return;
         }
-        if (r->op == OP_PUT_OBJECT && !r->has_cl && !hdr(r, "transfer-encoding")) {
-            early(r, out, 411, "MissingContentLength",
-                  "You must provide the Content-Length HTTP header.");
+        if (r->op == OP_PUT_OBJECT && !r->has_cl && !mock_hdr(r, "transfer-encoding")) {
+            mock_early(r, out, 411, "MissingContentLength",
+                       "You must provide the Content-Length HTTP header.");
             return;
         }
-        const char *inm = hdr(r, "if-none-match");
+        const char *inm = mock_hdr(r, "if-none-match");
         if (r->op == OP_PUT_OBJECT && inm) {
             struct objmeta meta;
             if (strcmp(inm, "*") != 0) {
-                early(r, out, 501, "NotImplemented", "If-None-Match on PUT supports only '*'");
+                mock_early(r, out, 501, "NotImplemented", "If-None-Match on PUT supports only '*'");
                 return;
             }
             if (store_get(m->store, r->bucket, r->key, r->klen, &meta, NULL) == 0) {
-                precondition_failed(out, r, "If-None-Match");
+                mock_precondition_failed(out, r, "If-None-Match");
                 r->early = true;
                 return;
             }
         }
-        if (!setup_checks(m, r, out))
+        if (!mock_setup_checks(m, r, out))
             return;
         r->keep_body = r->op == OP_PUT_OBJECT && store_mode(m->store) != STORE_NONE;
         if (r->keep_body && r->has_cl && !r->aws_chunked && r->content_length > 0) {
             r->body = blob_new(r->content_length);
             if (!r->body) {
-                early(r, out, 500, "InternalError", "out of memory");
+                mock_early(r, out, 500, "InternalError", "out of memory");
                 return;
             }
             r->body->len = 0;
@@ -959,7 +967,7 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
         }
     } else if (r->has_body) {
         /* bodies of other operations are read and checked; DeleteObjects keeps its XML */
-        if (!setup_checks(m, r, out))
+        if (!mock_setup_checks(m, r, out))
             return;
         r->keep_body = r->op == OP_DELETE_OBJECTS;
     }
@@ -967,11 +975,11 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
 
 /* ---- operations ---- */
 
-static void list_buckets_cb(void *ctx, const char *name, int64_t ms)
+static void mock_list_buckets_cb(void *ctx, const char *name, int64_t ms)
 {
     struct sbuf *x = ctx;
     char d[40];
-    iso_date(ms, d, sizeof(d));
+    mock_iso_date(ms, d, sizeof(d));
     sb_puts(x, "<Bucket><Name>");
     sb_xml(x, name, strlen(name));
     sb_printf(x, "</Name><CreationDate>%s</CreationDate></Bucket>", d);
@@ -982,34 +990,34 @@ struct list_ctx {
     bool url;
 };
 
-static void list_key_cb(void *ctx, const char *key, size_t klen, const struct objmeta *m)
+static void mock_list_key_cb(void *ctx, const char *key, size_t klen, const struct objmeta *m)
 {
     struct list_ctx *l = ctx;
     char d[40];
-    iso_date(m->mtime_ms, d, sizeof(d));
+    mock_iso_date(m->mtime_ms, d, sizeof(d));
     sb_puts(l->x, "<Contents><Key>");
-    sb_field(l->x, key, klen, l->url);
+    mock_sb_field(l->x, key, klen, l->url);
     sb_printf(l->x,
               "</Key><LastModified>%s</LastModified><ETag>&quot;%s&quot;</ETag>"
               "<Size>%" PRIu64 "</Size><StorageClass>STANDARD</StorageClass></Contents>",
               d, m->etag, m->size);
 }
 
-static void list_prefix_cb(void *ctx, const char *p, size_t n)
+static void mock_list_prefix_cb(void *ctx, const char *p, size_t n)
 {
     struct list_ctx *l = ctx;
     sb_puts(l->x, "<CommonPrefixes><Prefix>");
-    sb_field(l->x, p, n, l->url);
+    mock_sb_field(l->x, p, n, l->url);
     sb_puts(l->x, "</Prefix></CommonPrefixes>");
 }
 
-static void do_list(struct mock *m, struct req *r, struct resp *out, bool v2)
+static void mock_do_list(struct mock *m, struct req *r, struct resp *out, bool v2)
 {
     char prefix[1100], delim[64], token[2048], after[1100], maxk[32], enc[16];
-    bool has_prefix = qparam(r, "prefix", prefix, sizeof(prefix)) != NULL;
-    bool has_delim = qparam(r, "delimiter", delim, sizeof(delim)) != NULL;
-    bool has_token = v2 && qparam(r, "continuation-token", token, sizeof(token)) != NULL;
-    bool has_after = qparam(r, v2 ? "start-after" : "marker", after, sizeof(after)) != NULL;
+    bool has_prefix = mock_qparam(r, "prefix", prefix, sizeof(prefix)) != NULL;
+    bool has_delim = mock_qparam(r, "delimiter", delim, sizeof(delim)) != NULL;
+    bool has_token = v2 && mock_qparam(r, "continuation-token", token, sizeof(token)) != NULL;
+    bool has_after = mock_qparam(r, v2 ? "start-after" : "marker", after, sizeof(after)) != NULL;
     bool url = false;
     int max_keys = 1000;
 
@@ -1019,7 +1027,7 @@ static void do_list(struct mock *m, struct req *r, struct resp *out, bool v2)
         delim[0] = '\0';
     if (!has_after)
         after[0] = '\0';
-    if (qparam(r, "max-keys", maxk, sizeof(maxk))) {
+    if (mock_qparam(r, "max-keys", maxk, sizeof(maxk))) {
         char *end;
         long v = strtol(maxk, &end, 10);
         if (!maxk[0] || *end || v < 0) {
@@ -1029,7 +1037,7 @@ static void do_list(struct mock *m, struct req *r, struct resp *out, bool v2)
         }
         max_keys = v > 1000 ? 1000 : (int)v;
     }
-    if (qparam(r, "encoding-type", enc, sizeof(enc))) {
+    if (mock_qparam(r, "encoding-type", enc, sizeof(enc))) {
         if (strcmp(enc, "url") != 0) {
             s3_error(out, 400, "InvalidArgument", "Invalid Encoding Method specified in Request",
                      r);
@@ -1067,22 +1075,22 @@ static void do_list(struct mock *m, struct req *r, struct resp *out, bool v2)
     }
     struct sbuf x = {0};
     struct list_ctx lc = {.x = &x, .url = url};
-    struct list_sink sink = {.ctx = &lc, .key = list_key_cb, .prefix = list_prefix_cb};
+    struct list_sink sink = {.ctx = &lc, .key = mock_list_key_cb, .prefix = mock_list_prefix_cb};
     struct list_result res;
     sb_puts(&x, XML_DECL "<ListBucketResult xmlns=\"" S3_NS "\"><Name>");
     sb_xml(&x, r->bucket, strlen(r->bucket));
     sb_puts(&x, "</Name><Prefix>");
-    sb_field(&x, prefix, strlen(prefix), url);
+    mock_sb_field(&x, prefix, strlen(prefix), url);
     sb_puts(&x, "</Prefix>");
     if (!v2) {
         sb_puts(&x, "<Marker>");
-        sb_field(&x, after, strlen(after), url);
+        mock_sb_field(&x, after, strlen(after), url);
         sb_puts(&x, "</Marker>");
     }
     sb_printf(&x, "<MaxKeys>%d</MaxKeys>", max_keys);
     if (has_delim) {
         sb_puts(&x, "<Delimiter>");
-        sb_field(&x, delim, strlen(delim), url);
+        mock_sb_field(&x, delim, strlen(delim), url);
         sb_puts(&x, "</Delimiter>");
     }
     if (url)
@@ -1103,20 +1111,20 @@ static void do_list(struct mock *m, struct req *r, struct resp *out, bool v2)
             sb_printf(&x, "<ContinuationToken>%s</ContinuationToken>", token);
         if (has_after) {
             sb_puts(&x, "<StartAfter>");
-            sb_field(&x, after, strlen(after), url);
+            mock_sb_field(&x, after, strlen(after), url);
             sb_puts(&x, "</StartAfter>");
         }
         if (res.truncated && res.last) {
             char *t = malloc(4 * ((res.last_len + 2) / 3) + 1);
             if (t) {
-                b64((const unsigned char *)res.last, res.last_len, t);
+                mock_b64((const unsigned char *)res.last, res.last_len, t);
                 sb_printf(&x, "<NextContinuationToken>%s</NextContinuationToken>", t);
                 free(t);
             }
         }
     } else if (res.truncated && res.last && has_delim) {
         sb_puts(&x, "<NextMarker>");
-        sb_field(&x, res.last, res.last_len, url);
+        mock_sb_field(&x, res.last, res.last_len, url);
         sb_puts(&x, "</NextMarker>");
     }
     if (entries.len)
@@ -1124,12 +1132,12 @@ static void do_list(struct mock *m, struct req *r, struct resp *out, bool v2)
     sb_puts(&x, "</ListBucketResult>");
     sb_free(&entries);
     free(res.last);
-    answer_xml(out, &x);
+    mock_answer_xml(out, &x);
 }
 
 /* "bytes=a-b" | "bytes=a-" | "bytes=-n". Returns 1 (range set), 0 (ignore: whole object)
  * or -1 (unsatisfiable). */
-static int parse_range(const char *v, uint64_t size, uint64_t *first, uint64_t *last)
+static int mock_parse_range(const char *v, uint64_t size, uint64_t *first, uint64_t *last)
 {
     if (strncmp(v, "bytes=", 6) != 0 || strchr(v, ','))
         return 0;
@@ -1165,7 +1173,7 @@ static int parse_range(const char *v, uint64_t size, uint64_t *first, uint64_t *
     return 1;
 }
 
-static void strip_quotes(const char *in, char *out, size_t cap)
+static void mock_strip_quotes(const char *in, char *out, size_t cap)
 {
     size_t n = strlen(in);
     if (n >= 2 && in[0] == '"' && in[n - 1] == '"') {
@@ -1178,7 +1186,7 @@ static void strip_quotes(const char *in, char *out, size_t cap)
     out[n] = '\0';
 }
 
-static void do_get(struct mock *m, struct req *r, struct resp *out, bool head)
+static void mock_do_get(struct mock *m, struct req *r, struct resp *out, bool head)
 {
     struct objmeta meta;
     struct blob *body = NULL;
@@ -1197,20 +1205,20 @@ static void do_get(struct mock *m, struct req *r, struct resp *out, bool head)
         return;
     }
     char tag[80], lm[64];
-    http_date(meta.mtime_ms, lm, sizeof(lm));
-    const char *im = hdr(r, "if-match"), *inm = hdr(r, "if-none-match");
+    mock_http_date(meta.mtime_ms, lm, sizeof(lm));
+    const char *im = mock_hdr(r, "if-match"), *inm = mock_hdr(r, "if-none-match");
     if (im) {
-        strip_quotes(im, tag, sizeof(tag));
+        mock_strip_quotes(im, tag, sizeof(tag));
         if (strcmp(tag, "*") != 0 && strcmp(tag, meta.etag) != 0) {
             blob_unref(body);
-            precondition_failed(out, r, "If-Match");
+            mock_precondition_failed(out, r, "If-Match");
             return;
         }
     }
     sb_printf(&out->head, "ETag: \"%s\"\r\nLast-Modified: %s\r\nAccept-Ranges: bytes\r\n",
               meta.etag, lm);
     if (inm) {
-        strip_quotes(inm, tag, sizeof(tag));
+        mock_strip_quotes(inm, tag, sizeof(tag));
         if (strcmp(tag, "*") == 0 || strcmp(tag, meta.etag) == 0) {
             blob_unref(body);
             out->status = 304;
@@ -1221,8 +1229,8 @@ static void do_get(struct mock *m, struct req *r, struct resp *out, bool head)
     }
     sb_puts(&out->head, "Content-Type: application/octet-stream\r\n");
     uint64_t first = 0, last = meta.size ? meta.size - 1 : 0;
-    const char *range = hdr(r, "range");
-    int rr = range ? parse_range(range, meta.size, &first, &last) : 0;
+    const char *range = mock_hdr(r, "range");
+    int rr = range ? mock_parse_range(range, meta.size, &first, &last) : 0;
     if (rr < 0) {
         blob_unref(body);
         sb_free(&out->head);
@@ -1249,7 +1257,7 @@ static void do_get(struct mock *m, struct req *r, struct resp *out, bool head)
     out->blob_len = (size_t)len;
 }
 
-static void etag_of(struct body_check *c, char etag[33])
+static void mock_etag_of(struct body_check *c, char etag[33])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
@@ -1263,7 +1271,7 @@ static void etag_of(struct body_check *c, char etag[33])
 }
 
 /* Checks every digest the client sent. Returns false after answering. */
-static bool verify_body(struct req *r, struct resp *out, char etag[33])
+static bool mock_verify_body(struct req *r, struct resp *out, char etag[33])
 {
     struct body_check *c = r->check;
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -1289,7 +1297,7 @@ static bool verify_body(struct req *r, struct resp *out, char etag[33])
         return false;
     }
     if (r->aws_chunked) {
-        const char *dl = hdr(r, "x-amz-decoded-content-length");
+        const char *dl = mock_hdr(r, "x-amz-decoded-content-length");
         uint64_t got = r->body ? r->body->len : 0;
         if (dl && r->keep_body && strtoull(dl, NULL, 10) != got) {
             s3_error(out, 400, "IncompleteBody",
@@ -1297,10 +1305,10 @@ static bool verify_body(struct req *r, struct resp *out, char etag[33])
             return false;
         }
     }
-    etag_of(c, etag);
+    mock_etag_of(c, etag);
     if (c->has_md5) {
         unsigned char bin[16];
-        hex_to_bin(etag, bin, 16);
+        mock_hex_to_bin(etag, bin, 16);
         if (memcmp(bin, c->exp_md5, 16) != 0) {
             s3_error(out, 400, "BadDigest",
                      "The Content-MD5 you specified did not match what we received.", r);
@@ -1338,9 +1346,9 @@ static bool verify_body(struct req *r, struct resp *out, char etag[33])
     return true;
 }
 
-/* Counts the digests of a PUT body that verify_body found right and store_put kept: one
+/* Counts the digests of a PUT body that mock_verify_body found right and store_put kept: one
  * relaxed add per kind present, so tests can tell a digest was sent, not just accepted. */
-static void count_digests(struct mock *m, const struct body_check *c)
+static void mock_count_digests(struct mock *m, const struct body_check *c)
 {
     atomic_uint_fast64_t *d = m->stats.digests;
     if (c->has_content_sha256)
@@ -1357,23 +1365,24 @@ static void count_digests(struct mock *m, const struct body_check *c)
         stat_add(&d[D_SHA256], 1);
 }
 
-static void do_put(struct mock *m, struct req *r, struct resp *out)
+static void mock_do_put(struct mock *m, struct req *r, struct resp *out)
 {
     char etag[33];
-    if (!verify_body(r, out, etag))
+    if (!mock_verify_body(r, out, etag))
         return;
-    struct objmeta meta = {.size = r->body ? r->body->len : r->body_bytes, .mtime_ms = wall_ms()};
+    struct objmeta meta = {.size = r->body ? r->body->len : r->body_bytes,
+                           .mtime_ms = mock_wall_ms()};
     if (r->aws_chunked && !r->body) {
-        const char *dl = hdr(r, "x-amz-decoded-content-length");
+        const char *dl = mock_hdr(r, "x-amz-decoded-content-length");
         meta.size = dl ? strtoull(dl, NULL, 10) : 0;
     }
     memcpy(meta.etag, etag, 33);
     struct put_cond cond = {0};
     char im[80];
-    const char *inm = hdr(r, "if-none-match"), *ifm = hdr(r, "if-match");
+    const char *inm = mock_hdr(r, "if-none-match"), *ifm = mock_hdr(r, "if-match");
     cond.if_none_match_star = inm && strcmp(inm, "*") == 0;
     if (ifm) {
-        strip_quotes(ifm, im, sizeof(im));
+        mock_strip_quotes(ifm, im, sizeof(im));
         cond.if_match = im;
     }
     struct blob *body = r->body;
@@ -1391,10 +1400,10 @@ static void do_put(struct mock *m, struct req *r, struct resp *out)
         s3_error(out, 404, "NoSuchBucket", "The specified bucket does not exist", r);
         return;
     case -EEXIST: /* If-None-Match: * lost the race to another PUT of the key */
-        precondition_failed(out, r, "If-None-Match");
+        mock_precondition_failed(out, r, "If-None-Match");
         return;
     case -EPERM:
-        precondition_failed(out, r, "If-Match");
+        mock_precondition_failed(out, r, "If-Match");
         return;
     case -ESRCH:
         s3_error(out, 404, "NoSuchKey", "The specified key does not exist.", r);
@@ -1403,13 +1412,13 @@ static void do_put(struct mock *m, struct req *r, struct resp *out)
         s3_error(out, 500, "InternalError", "storing the object failed", r);
         return;
     }
-    count_digests(m, r->check);
+    mock_count_digests(m, r->check);
     out->status = 200;
     sb_printf(&out->head, "ETag: \"%s\"\r\n", etag);
     static const char *const echo[] = {"x-amz-checksum-crc32c", "x-amz-checksum-crc32",
                                        "x-amz-checksum-sha256", NULL};
     for (int i = 0; echo[i]; i++) {
-        const char *v = hdr(r, echo[i]);
+        const char *v = mock_hdr(r, echo[i]);
         if (v)
             sb_printf(&out->head, "%s: %s\r\n", echo[i], v);
     }
@@ -1427,7 +1436,7 @@ struct del_parse {
     bool too_many;
 };
 
-static void XMLCALL del_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+static void XMLCALL mock_del_start(void *ud, const XML_Char *name, const XML_Char **attrs)
 {
     struct del_parse *d = ud;
     (void)attrs;
@@ -1443,7 +1452,7 @@ static void XMLCALL del_start(void *ud, const XML_Char *name, const XML_Char **a
     }
 }
 
-static void XMLCALL del_end(void *ud, const XML_Char *name)
+static void XMLCALL mock_del_end(void *ud, const XML_Char *name)
 {
     struct del_parse *d = ud;
     (void)name;
@@ -1467,7 +1476,7 @@ static void XMLCALL del_end(void *ud, const XML_Char *name)
     d->depth--;
 }
 
-static void XMLCALL del_text(void *ud, const XML_Char *s, int len)
+static void XMLCALL mock_del_text(void *ud, const XML_Char *s, int len)
 {
     struct del_parse *d = ud;
     if (d->in_key)
@@ -1476,10 +1485,10 @@ static void XMLCALL del_text(void *ud, const XML_Char *s, int len)
         sb_put(&d->quiet_text, s, (size_t)len);
 }
 
-static void do_delete_objects(struct mock *m, struct req *r, struct resp *out)
+static void mock_do_delete_objects(struct mock *m, struct req *r, struct resp *out)
 {
     char etag[33];
-    if (r->check && !verify_body(r, out, etag))
+    if (r->check && !mock_verify_body(r, out, etag))
         return;
     struct del_parse d = {0};
     d.keys = calloc(1000, sizeof(*d.keys));
@@ -1490,8 +1499,8 @@ static void do_delete_objects(struct mock *m, struct req *r, struct resp *out)
         goto out_free;
     }
     XML_SetUserData(xp, &d);
-    XML_SetElementHandler(xp, del_start, del_end);
-    XML_SetCharacterDataHandler(xp, del_text);
+    XML_SetElementHandler(xp, mock_del_start, mock_del_end);
+    XML_SetCharacterDataHandler(xp, mock_del_text);
     if (!r->body || XML_Parse(xp, r->body->data, (int)r->body->len, 1) != XML_STATUS_OK) {
         s3_error(out, 400, "MalformedXML",
                  "The XML you provided was not well-formed or did not validate against our "
@@ -1519,7 +1528,7 @@ static void do_delete_objects(struct mock *m, struct req *r, struct resp *out)
         }
     }
     sb_puts(&x, "</DeleteResult>");
-    answer_xml(out, &x);
+    mock_answer_xml(out, &x);
 out_free:
     if (xp)
         XML_ParserFree(xp);
@@ -1531,7 +1540,7 @@ out_free:
     sb_free(&d.quiet_text);
 }
 
-static void do_control(struct mock *m, struct req *r, struct resp *out)
+static void mock_do_control(struct mock *m, struct req *r, struct resp *out)
 {
     char *json = NULL;
     if (strcmp(r->path, "/_mock/stats") == 0 && r->method == HTTP_GET) {
@@ -1578,7 +1587,7 @@ static void do_control(struct mock *m, struct req *r, struct resp *out)
 void s3_end(struct mock *m, struct req *r, struct resp *out)
 {
     if (r->op == OP_CONTROL) {
-        do_control(m, r, out);
+        mock_do_control(m, r, out);
         return;
     }
     if (r->plan.error) {
@@ -1592,7 +1601,7 @@ void s3_end(struct mock *m, struct req *r, struct resp *out)
     /* S3 answers this to a conditional write racing another one on the same key; the
      * write is not done. Unconditional PUTs never get it. */
     if (r->plan.conflict && r->op == OP_PUT_OBJECT &&
-        (hdr(r, "if-match") || hdr(r, "if-none-match"))) {
+        (mock_hdr(r, "if-match") || mock_hdr(r, "if-none-match"))) {
         s3_error(out, 409, "ConditionalRequestConflict",
                  "A conflicting conditional operation is currently in progress against this "
                  "resource. Please try again.",
@@ -1607,13 +1616,13 @@ void s3_end(struct mock *m, struct req *r, struct resp *out)
         sb_puts(&x, XML_DECL "<ListAllMyBucketsResult xmlns=\"" S3_NS "\"><Owner><ID>"
                              "s3commit-mock</ID><DisplayName>s3commit-mock</DisplayName>"
                              "</Owner><Buckets>");
-        store_list_buckets(m->store, list_buckets_cb, &x);
+        store_list_buckets(m->store, mock_list_buckets_cb, &x);
         sb_puts(&x, "</Buckets></ListAllMyBucketsResult>");
-        answer_xml(out, &x);
+        mock_answer_xml(out, &x);
         break;
     }
     case OP_CREATE_BUCKET: {
-        if (r->check && !verify_body(r, out, etag))
+        if (r->check && !mock_verify_body(r, out, etag))
             return;
         int rc = store_create_bucket(m->store, r->bucket);
         if (rc == -EEXIST)
@@ -1653,22 +1662,22 @@ void s3_end(struct mock *m, struct req *r, struct resp *out)
         if (strcmp(m->cfg.region, "us-east-1") != 0)
             sb_xml(&x, m->cfg.region, strlen(m->cfg.region));
         sb_puts(&x, "</LocationConstraint>");
-        answer_xml(out, &x);
+        mock_answer_xml(out, &x);
         break;
     }
     case OP_LIST_OBJECTS_V2:
     case OP_LIST_OBJECTS:
-        do_list(m, r, out, r->op == OP_LIST_OBJECTS_V2);
+        mock_do_list(m, r, out, r->op == OP_LIST_OBJECTS_V2);
         break;
     case OP_PUT_OBJECT:
-        do_put(m, r, out);
+        mock_do_put(m, r, out);
         break;
     case OP_GET_OBJECT:
     case OP_HEAD_OBJECT:
-        do_get(m, r, out, r->op == OP_HEAD_OBJECT);
+        mock_do_get(m, r, out, r->op == OP_HEAD_OBJECT);
         break;
     case OP_DELETE_OBJECTS:
-        do_delete_objects(m, r, out);
+        mock_do_delete_objects(m, r, out);
         break;
     case OP_DELETE_OBJECT: {
         int rc = store_delete(m->store, r->bucket, r->key, r->klen);

@@ -83,14 +83,14 @@ struct worker {
 
 static char listen_marker, stop_marker;
 
-static int64_t mono_ms(void)
+static int64_t mock_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void set_events(struct conn *c, uint32_t ev)
+static void mock_set_events(struct conn *c, uint32_t ev)
 {
     if (c->events == ev)
         return;
@@ -99,7 +99,7 @@ static void set_events(struct conn *c, uint32_t ev)
     c->events = ev;
 }
 
-static void timer_set(struct conn *c, int64_t at)
+static void mock_timer_set(struct conn *c, int64_t at)
 {
     struct worker *w = c->w;
     c->wake_at = at;
@@ -113,7 +113,7 @@ static void timer_set(struct conn *c, int64_t at)
     }
 }
 
-static void timer_clear(struct conn *c)
+static void mock_timer_clear(struct conn *c)
 {
     struct worker *w = c->w;
     c->wake_at = 0;
@@ -128,7 +128,7 @@ static void timer_clear(struct conn *c)
     c->timed = false;
 }
 
-static void stat_status(struct mock *m, enum op op, int status)
+static void mock_stat_status(struct mock *m, enum op op, int status)
 {
     if (op >= OP_COUNT)
         op = OP_BAD_REQUEST;
@@ -137,14 +137,14 @@ static void stat_status(struct mock *m, enum op op, int status)
     stat_add(&m->stats.status[op][status], 1);
 }
 
-static void conn_close(struct conn *c, bool rst)
+static void mock_conn_close(struct conn *c, bool rst)
 {
     struct worker *w = c->w;
     if (rst) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
-    timer_clear(c);
+    mock_timer_clear(c);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     /* Counted closed before the peer can see the close, so a client that saw its
      * connection end and then asks /_mock/stats never finds it still open. */
@@ -166,11 +166,11 @@ static void conn_close(struct conn *c, bool rst)
 /* ---- bandwidth ---- */
 
 /* How many bytes may move now (SIZE_MAX when unlimited); arms a timer when none. */
-static size_t bw_allow(struct conn *c, size_t want)
+static size_t mock_bw_allow(struct conn *c, size_t want)
 {
     if (c->bw <= 0)
         return want;
-    int64_t now = mono_ms();
+    int64_t now = mock_mono_ms();
     c->tokens += c->bw * (double)(now - c->tok_at) / 1000.0;
     c->tok_at = now;
     double burst = c->bw / 10 > 1024 ? c->bw / 10 : 1024; /* 100 ms worth */
@@ -178,14 +178,14 @@ static size_t bw_allow(struct conn *c, size_t want)
         c->tokens = burst;
     if (c->tokens < 1) {
         int64_t wait = (int64_t)((1 - c->tokens) * 1000.0 / c->bw) + 1;
-        timer_set(c, now + wait);
+        mock_timer_set(c, now + wait);
         stat_add(&c->w->m->stats.faults[F_BANDWIDTH], 1);
         return 0;
     }
     return want < (size_t)c->tokens ? want : (size_t)c->tokens;
 }
 
-static void bw_used(struct conn *c, size_t n)
+static void mock_bw_used(struct conn *c, size_t n)
 {
     if (c->bw > 0)
         c->tokens -= (double)n;
@@ -193,12 +193,12 @@ static void bw_used(struct conn *c, size_t n)
 
 /* ---- parser callbacks ---- */
 
-static struct conn *conn_of(http_parser *p)
+static struct conn *mock_conn_of(http_parser *p)
 {
     return p->data;
 }
 
-static void hput(struct conn *c, const char *p, size_t n)
+static void mock_hput(struct conn *c, const char *p, size_t n)
 {
     struct req *r = c->req;
     if (r->hlen + n + 1 > sizeof(r->hbuf)) {
@@ -209,9 +209,9 @@ static void hput(struct conn *c, const char *p, size_t n)
     r->hlen += n;
 }
 
-static int on_message_begin(http_parser *p)
+static int mock_on_message_begin(http_parser *p)
 {
-    struct conn *c = conn_of(p);
+    struct conn *c = mock_conn_of(p);
     struct req *r = c->req;
     s3_req_reset(r);
     r->url_len = r->hlen = 0;
@@ -235,9 +235,9 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t n)
+static int mock_on_url(http_parser *p, const char *at, size_t n)
 {
-    struct conn *c = conn_of(p);
+    struct conn *c = mock_conn_of(p);
     struct req *r = c->req;
     if (r->url_len + n + 1 > sizeof(r->url)) {
         c->bad_414 = true;
@@ -249,13 +249,13 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t n)
+static int mock_on_header_field(http_parser *p, const char *at, size_t n)
 {
-    struct conn *c = conn_of(p);
+    struct conn *c = mock_conn_of(p);
     struct req *r = c->req;
     if (c->hmode != 1) {
         if (c->hmode == 2)
-            hput(c, "", 1);
+            mock_hput(c, "", 1);
         if (r->nh >= REQ_MAX_HEADERS) {
             c->bad_431 = true;
             return 0;
@@ -265,27 +265,27 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         r->hvalue[c->cur] = "";
         c->hmode = 1;
     }
-    hput(c, at, n);
+    mock_hput(c, at, n);
     return 0;
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t n)
+static int mock_on_header_value(http_parser *p, const char *at, size_t n)
 {
-    struct conn *c = conn_of(p);
+    struct conn *c = mock_conn_of(p);
     struct req *r = c->req;
     if (c->bad_431)
         return 0;
     if (c->hmode != 2) {
-        hput(c, "", 1);
+        mock_hput(c, "", 1);
         r->hvalue[c->cur] = r->hbuf + r->hlen;
         r->nh = c->cur + 1;
         c->hmode = 2;
     }
-    hput(c, at, n);
+    mock_hput(c, at, n);
     return 0;
 }
 
-static const char *find_hdr(const struct req *r, const char *name)
+static const char *mock_find_hdr(const struct req *r, const char *name)
 {
     for (int i = 0; i < r->nh; i++)
         if (strcasecmp(r->hname[i], name) == 0)
@@ -293,25 +293,25 @@ static const char *find_hdr(const struct req *r, const char *name)
     return NULL;
 }
 
-static int on_headers_complete(http_parser *p)
+static int mock_on_headers_complete(http_parser *p)
 {
-    struct conn *c = conn_of(p);
+    struct conn *c = mock_conn_of(p);
     struct req *r = c->req;
     struct mock *m = c->w->m;
     if (c->hmode == 2)
-        hput(c, "", 1);
+        mock_hput(c, "", 1);
     if (c->bad_431 || c->bad_414)
         return -1; /* answered by the error path */
     r->method = p->method;
     r->keep_alive = http_should_keep_alive(p);
-    r->has_cl = find_hdr(r, "content-length") != NULL;
+    r->has_cl = mock_find_hdr(r, "content-length") != NULL;
     r->content_length = r->has_cl ? p->content_length : 0;
     r->has_body = (p->flags & F_CHUNKED) || (r->has_cl && r->content_length > 0);
     /* Every Expect: 100-continue gets its 100 (or a refusal and a close), also with
      * Content-Length: 0, as S3 does: botocore, answered at once without a 100, keeps the
      * final answer's status line for the connection's next 100-continue request and then
      * misreads that request's answer, waiting for its body until the read timeout. */
-    const char *ex = find_hdr(r, "expect");
+    const char *ex = mock_find_hdr(r, "expect");
     r->expect_continue = ex && strcasecmp(ex, "100-continue") == 0;
 
     s3_begin(m, r, &c->resp);
@@ -322,7 +322,7 @@ static int on_headers_complete(http_parser *p)
     }
     if (r->plan.bandwidth > 0) {
         if (c->bw <= 0)
-            c->tok_at = mono_ms();
+            c->tok_at = mock_mono_ms();
         c->bw = r->plan.bandwidth;
     } else {
         c->bw = 0;
@@ -348,36 +348,36 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t n)
+static int mock_on_body(http_parser *p, const char *at, size_t n)
 {
-    struct conn *c = conn_of(p);
+    struct conn *c = mock_conn_of(p);
     c->req->body_bytes += n;
     if (!c->req->early)
         s3_body(c->req, at, n);
     return 0;
 }
 
-static int on_message_complete(http_parser *p)
+static int mock_on_message_complete(http_parser *p)
 {
-    struct conn *c = conn_of(p);
+    struct conn *c = mock_conn_of(p);
     c->message_done = true;
     http_parser_pause(p, 1);
     return 0;
 }
 
 static const http_parser_settings settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
+    .on_message_begin = mock_on_message_begin,
+    .on_url = mock_on_url,
+    .on_header_field = mock_on_header_field,
+    .on_header_value = mock_on_header_value,
+    .on_headers_complete = mock_on_headers_complete,
+    .on_body = mock_on_body,
+    .on_message_complete = mock_on_message_complete,
 };
 
 /* ---- answers ---- */
 
-static const char *reason(int status)
+static const char *mock_reason(int status)
 {
     switch (status) {
     case 431:
@@ -389,7 +389,7 @@ static const char *reason(int status)
     }
 }
 
-static void refresh_date(struct worker *w)
+static void mock_refresh_date(struct worker *w)
 {
     time_t now = time(NULL);
     if (now == w->date_t)
@@ -400,11 +400,11 @@ static void refresh_date(struct worker *w)
     w->date_t = now;
 }
 
-static bool conn_write(struct conn *c);
+static bool mock_conn_write(struct conn *c);
 
 /* Turns c->resp into bytes and starts sending (after the latency fault, if any).
  * Returns false when the connection is gone. */
-static bool start_answer(struct conn *c)
+static bool mock_start_answer(struct conn *c)
 {
     struct worker *w = c->w;
     struct mock *m = w->m;
@@ -429,11 +429,11 @@ static bool start_answer(struct conn *c)
     if (o->no_body)
         c->blen = 0;
     c->boff = 0;
-    refresh_date(w);
+    mock_refresh_date(w);
     int n = snprintf(c->out_hdr, sizeof(c->out_hdr),
                      "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: s3commit-mock\r\n"
                      "x-amz-request-id: %s\r\nx-amz-id-2: %s\r\n%s",
-                     o->status, reason(o->status), w->date, r->request_id, r->request_id,
+                     o->status, mock_reason(o->status), w->date, r->request_id, r->request_id,
                      o->head.p ? o->head.p : "");
     if (n > 0 && (size_t)n < sizeof(c->out_hdr) && o->status != 204 && o->status != 304)
         n += snprintf(c->out_hdr + n, sizeof(c->out_hdr) - (size_t)n,
@@ -450,22 +450,22 @@ static bool start_answer(struct conn *c)
     }
     c->hlen = (size_t)n;
     c->hoff = 0;
-    stat_status(m, r->op, o->status);
+    mock_stat_status(m, r->op, o->status);
     stat_add(&m->stats.requests, 1);
     if (r->plan.delay_ms) {
         stat_add(&m->stats.faults[F_LATENCY], 1);
         c->state = C_WAIT;
-        set_events(c, 0);
-        timer_set(c, mono_ms() + r->plan.delay_ms);
+        mock_set_events(c, 0);
+        mock_timer_set(c, mock_mono_ms() + r->plan.delay_ms);
         return true;
     }
     c->state = C_WRITE;
-    return conn_write(c);
+    return mock_conn_write(c);
 }
 
 /* A request line that starts "TOKEN " names a method we do not know (501); anything
  * else that fails there is a malformed request line (400). */
-static bool unknown_method(const char *p, size_t n)
+static bool mock_unknown_method(const char *p, size_t n)
 {
     size_t i = 0;
     while (i < n && p[i] >= 'A' && p[i] <= 'Z')
@@ -474,7 +474,7 @@ static bool unknown_method(const char *p, size_t n)
 }
 
 /* The parser stopped on an error: answer 400/414/431/501 and close. */
-static bool bad_request(struct conn *c, enum http_errno e, const char *at, size_t n)
+static bool mock_bad_request(struct conn *c, enum http_errno e, const char *at, size_t n)
 {
     struct req *r = c->req;
     struct resp *o = &c->resp;
@@ -487,7 +487,7 @@ static bool bad_request(struct conn *c, enum http_errno e, const char *at, size_
                  "Your request's headers exceed 16 KiB or 100 fields", NULL);
     else if (c->bad_414)
         s3_error(o, 414, "RequestURITooLong", "Your request URI exceeds 8 KiB", NULL);
-    else if (e == HPE_INVALID_METHOD && unknown_method(at, n))
+    else if (e == HPE_INVALID_METHOD && mock_unknown_method(at, n))
         s3_error(o, 501, "NotImplemented", "The request method is not implemented", NULL);
     else if (e == HPE_HEADER_OVERFLOW)
         s3_error(o, 431, "RequestHeaderFieldsTooLarge", "Your request's headers are too large",
@@ -496,11 +496,11 @@ static bool bad_request(struct conn *c, enum http_errno e, const char *at, size_
         s3_error(o, 400, "BadRequest", http_errno_description(e), NULL);
     o->no_body = false;
     snprintf(r->request_id, sizeof(r->request_id), "%016" PRIX64, ++c->w->seq);
-    return start_answer(c);
+    return mock_start_answer(c);
 }
 
 /* A whole request arrived (or an early refusal is ready). */
-static bool handle_message(struct conn *c)
+static bool mock_handle_message(struct conn *c)
 {
     struct mock *m = c->w->m;
     struct req *r = c->req;
@@ -508,18 +508,18 @@ static bool handle_message(struct conn *c)
         s3_end(m, r, &c->resp);
     if (r->plan.stall) {
         stat_add(&m->stats.faults[F_STALL], 1);
-        stat_status(m, r->op, 0);
+        mock_stat_status(m, r->op, 0);
         c->state = C_STALL;
         return true;
     }
     if (r->plan.error)
         stat_add(&m->stats.faults[F_ERROR], 1);
-    return start_answer(c);
+    return mock_start_answer(c);
 }
 
 /* Parses what is buffered up to the end of one request. Returns false when the
  * connection is gone. */
-static bool process_input(struct conn *c)
+static bool mock_process_input(struct conn *c)
 {
     while (c->state == C_READ && c->in_off < c->in_len) {
         size_t start = c->in_off;
@@ -527,44 +527,45 @@ static bool process_input(struct conn *c)
         c->in_off += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
         if (c->reset_now) {
-            stat_status(c->w->m, c->req->op, 0);
-            conn_close(c, true);
+            mock_stat_status(c->w->m, c->req->op, 0);
+            mock_conn_close(c, true);
             return false;
         }
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->p, 0);
             c->message_done = false;
-            return handle_message(c);
+            return mock_handle_message(c);
         }
         if (e != HPE_OK)
-            return bad_request(c, e, c->in + start, c->in_len - start);
+            return mock_bad_request(c, e, c->in + start, c->in_len - start);
     }
     return true;
 }
 
 /* Answers buffered (pipelined) requests one after another, without recursion. */
-static bool drive(struct conn *c)
+static bool mock_drive(struct conn *c)
 {
     while (c->state == C_READ && c->in_off < c->in_len)
-        if (!process_input(c))
+        if (!mock_process_input(c))
             return false;
     if (c->state == C_READ && c->in_off == c->in_len)
         c->in_off = c->in_len = 0;
     return true;
 }
 
-static bool answer_done(struct conn *c)
+static bool mock_answer_done(struct conn *c)
 {
     struct req *r = c->req;
     if (c->resp.close) {
         if (r->plan.slow_close) {
             c->state = C_LINGER;
-            set_events(c, EPOLLIN);
-            timer_set(c, mono_ms() + (r->plan.slow_close_ms ? r->plan.slow_close_ms : 1000));
+            mock_set_events(c, EPOLLIN);
+            mock_timer_set(c,
+                           mock_mono_ms() + (r->plan.slow_close_ms ? r->plan.slow_close_ms : 1000));
             return true;
         }
         shutdown(c->fd, SHUT_WR);
-        conn_close(c, false);
+        mock_conn_close(c, false);
         return false;
     }
     resp_reset(&c->resp);
@@ -572,20 +573,20 @@ static bool answer_done(struct conn *c)
     c->in_message = false;
     c->early_close = false;
     c->state = C_READ;
-    set_events(c, EPOLLIN);
+    mock_set_events(c, EPOLLIN);
     return true;
 }
 
-static bool conn_write(struct conn *c)
+static bool mock_conn_write(struct conn *c)
 {
     struct mock *m = c->w->m;
     for (;;) {
         size_t left = (c->hlen - c->hoff) + (c->blen - c->boff);
         if (left == 0)
-            return answer_done(c);
-        size_t allow = bw_allow(c, left);
+            return mock_answer_done(c);
+        size_t allow = mock_bw_allow(c, left);
         if (allow == 0) {
-            set_events(c, 0);
+            mock_set_events(c, 0);
             return true;
         }
         struct iovec iov[2];
@@ -606,16 +607,16 @@ static bool conn_write(struct conn *c)
         ssize_t w = writev(c->fd, iov, cnt);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                set_events(c, EPOLLOUT);
+                mock_set_events(c, EPOLLOUT);
                 return true;
             }
             if (errno == EINTR)
                 continue;
-            conn_close(c, false);
+            mock_conn_close(c, false);
             return false;
         }
-        c->last_io = mono_ms();
-        bw_used(c, (size_t)w);
+        c->last_io = mock_mono_ms();
+        mock_bw_used(c, (size_t)w);
         stat_add(&m->stats.bytes_out, (uint64_t)w);
         size_t k = (size_t)w;
         size_t hk = k < h ? k : h;
@@ -625,7 +626,7 @@ static bool conn_write(struct conn *c)
 }
 
 /* Reads what the socket has. Returns false when the connection was closed. */
-static bool conn_read(struct conn *c)
+static bool mock_conn_read(struct conn *c)
 {
     struct mock *m = c->w->m;
     if (c->state == C_WRITE || c->state == C_WAIT)
@@ -651,9 +652,9 @@ static bool conn_read(struct conn *c)
             dst = c->in;
             room = c->in_cap;
         }
-        size_t allow = bw_allow(c, room);
+        size_t allow = mock_bw_allow(c, room);
         if (allow == 0) {
-            set_events(c, 0);
+            mock_set_events(c, 0);
             return true;
         }
         ssize_t n = read(c->fd, dst, allow);
@@ -662,23 +663,23 @@ static bool conn_read(struct conn *c)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return true;
-            conn_close(c, false);
+            mock_conn_close(c, false);
             return false;
         }
         if (n == 0) {
             /* the peer is gone: a half-sent request is dropped, never stored */
             if (c->state == C_READ && c->in_message)
-                stat_status(m, c->req->op, 0);
-            conn_close(c, false);
+                mock_stat_status(m, c->req->op, 0);
+            mock_conn_close(c, false);
             return false;
         }
-        c->last_io = mono_ms();
-        bw_used(c, (size_t)n);
+        c->last_io = mock_mono_ms();
+        mock_bw_used(c, (size_t)n);
         stat_add(&m->stats.bytes_in, (uint64_t)n);
         if (c->state != C_READ)
             continue;
         c->in_len += (size_t)n;
-        if (!drive(c))
+        if (!mock_drive(c))
             return false;
         if (c->state != C_READ)
             return true;
@@ -688,48 +689,48 @@ static bool conn_read(struct conn *c)
     return true;
 }
 
-static void conn_event(struct conn *c, uint32_t ev)
+static void mock_conn_event(struct conn *c, uint32_t ev)
 {
     if (ev & (EPOLLERR | EPOLLHUP)) {
         if (c->state == C_READ && c->in_message)
-            stat_status(c->w->m, c->req->op, 0);
-        conn_close(c, false);
+            mock_stat_status(c->w->m, c->req->op, 0);
+        mock_conn_close(c, false);
         return;
     }
     if (c->state == C_WRITE && (ev & EPOLLOUT)) {
-        if (conn_write(c))
-            drive(c);
+        if (mock_conn_write(c))
+            mock_drive(c);
         return;
     }
     if (ev & EPOLLIN)
-        conn_read(c);
+        mock_conn_read(c);
 }
 
-static void conn_timer(struct conn *c)
+static void mock_conn_timer(struct conn *c)
 {
-    timer_clear(c);
+    mock_timer_clear(c);
     switch (c->state) {
     case C_WAIT:
         c->state = C_WRITE;
-        if (conn_write(c))
-            drive(c);
+        if (mock_conn_write(c))
+            mock_drive(c);
         break;
     case C_WRITE:
-        if (conn_write(c))
-            drive(c);
+        if (mock_conn_write(c))
+            mock_drive(c);
         break;
     case C_LINGER:
-        conn_close(c, false);
+        mock_conn_close(c, false);
         break;
     case C_READ:
     case C_STALL:
-        set_events(c, EPOLLIN);
-        conn_read(c);
+        mock_set_events(c, EPOLLIN);
+        mock_conn_read(c);
         break;
     }
 }
 
-static void accept_some(struct worker *w)
+static void mock_accept_some(struct worker *w)
 {
     struct mock *m = w->m;
     for (int i = 0; i < 64; i++) {
@@ -738,7 +739,7 @@ static void accept_some(struct worker *w)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* out of descriptors: stop listening for 100 ms rather than spin */
                 epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
-                w->relisten_at = mono_ms() + 100;
+                w->relisten_at = mock_mono_ms() + 100;
                 fprintf(stderr, "s3commit-mock: accept: %s (pausing 100 ms)\n", strerror(errno));
             }
             return;
@@ -761,7 +762,7 @@ static void accept_some(struct worker *w)
         c->in_cap = IN_CAP_SMALL;
         c->req = r;
         c->state = C_READ;
-        c->last_io = mono_ms();
+        c->last_io = mock_mono_ms();
         http_parser_init(&c->p, HTTP_REQUEST);
         c->p.data = c;
         c->events = EPOLLIN;
@@ -787,7 +788,7 @@ static void accept_some(struct worker *w)
 
 /* Started requests idle longer than --request-timeout-ms answer 400 RequestTimeout;
  * connections idle between requests longer than --idle-timeout-ms are closed. */
-static void sweep(struct worker *w, int64_t now)
+static void mock_sweep(struct worker *w, int64_t now)
 {
     int limit = w->m->cfg.request_timeout_ms;
     int idle = w->m->cfg.idle_timeout_ms;
@@ -795,7 +796,7 @@ static void sweep(struct worker *w, int64_t now)
         next = c->next;
         if (idle > 0 && c->state == C_READ && !c->in_message && c->in_len == c->in_off &&
             now - c->last_io >= idle) {
-            conn_close(c, false);
+            mock_conn_close(c, false);
             continue;
         }
         if (limit <= 0 || c->state != C_READ || !c->in_message || now - c->last_io < limit)
@@ -811,16 +812,16 @@ static void sweep(struct worker *w, int64_t now)
                  r);
         c->resp.no_body = false;
         c->early_close = true;
-        start_answer(c);
+        mock_start_answer(c);
     }
 }
 
-static void *worker_main(void *arg)
+static void *mock_worker_main(void *arg)
 {
     struct worker *w = arg;
     struct epoll_event evs[MAX_EVENTS];
     while (!atomic_load(&w->m->stopping)) {
-        int64_t now = mono_ms();
+        int64_t now = mock_mono_ms();
         int timeout = w->relisten_at ? 100 : 1000;
         if (w->m->cfg.idle_timeout_ms > 0 && w->m->cfg.idle_timeout_ms / 4 < timeout)
             timeout = w->m->cfg.idle_timeout_ms / 4 + 1;
@@ -833,13 +834,13 @@ static void *worker_main(void *arg)
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &listen_marker)
-                accept_some(w);
+                mock_accept_some(w);
             else if (p == &stop_marker)
                 break;
             else
-                conn_event(p, evs[i].events);
+                mock_conn_event(p, evs[i].events);
         }
-        now = mono_ms();
+        now = mock_mono_ms();
         if (w->relisten_at && now >= w->relisten_at) {
             struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE,
                                      .data.ptr = &listen_marker};
@@ -849,18 +850,18 @@ static void *worker_main(void *arg)
         for (struct conn *c = w->timed, *next; c; c = next) {
             next = c->tnext;
             if (c->wake_at <= now)
-                conn_timer(c); /* may close c; next was taken before */
+                mock_conn_timer(c); /* may close c; next was taken before */
         }
         int period = w->m->cfg.idle_timeout_ms > 0 && w->m->cfg.idle_timeout_ms < 4000
                          ? w->m->cfg.idle_timeout_ms / 4
                          : 1000;
         if (now - w->last_sweep >= period) {
             w->last_sweep = now;
-            sweep(w, now);
+            mock_sweep(w, now);
         }
     }
     while (w->conns)
-        conn_close(w->conns, false);
+        mock_conn_close(w->conns, false);
     return NULL;
 }
 
@@ -882,7 +883,7 @@ int server_run(struct mock *m, int listen_fd)
         struct epoll_event se = {.events = EPOLLIN, .data.ptr = &stop_marker};
         if (w->epfd < 0 || w->evfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, listen_fd, &le) < 0 ||
             epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &se) < 0 ||
-            pthread_create(&w->th, NULL, worker_main, w) != 0) {
+            pthread_create(&w->th, NULL, mock_worker_main, w) != 0) {
             fprintf(stderr, "s3commit-mock: cannot start worker %d: %s\n", i, strerror(errno));
             nt = i;
             rc = -EIO;

@@ -71,7 +71,7 @@ void blob_unref(struct blob *b)
         free(b);
 }
 
-static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
+static int mock_key_cmp(const char *a, size_t an, const char *b, size_t bn)
 {
     int c = memcmp(a, b, an < bn ? an : bn);
     if (c)
@@ -80,12 +80,12 @@ static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
 }
 
 /* First index whose key is >= (key) (or > when strict). */
-static size_t lower_bound(const struct bucket *b, const char *key, size_t klen, bool strict)
+static size_t mock_lower_bound(const struct bucket *b, const char *key, size_t klen, bool strict)
 {
     size_t lo = 0, hi = b->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = key_cmp(b->objs[mid]->key, b->objs[mid]->klen, key, klen);
+        int c = mock_key_cmp(b->objs[mid]->key, b->objs[mid]->klen, key, klen);
         if (c < 0 || (strict && c == 0))
             lo = mid + 1;
         else
@@ -94,22 +94,22 @@ static size_t lower_bound(const struct bucket *b, const char *key, size_t klen, 
     return lo;
 }
 
-static struct obj *find(const struct bucket *b, const char *key, size_t klen, size_t *pos)
+static struct obj *mock_find(const struct bucket *b, const char *key, size_t klen, size_t *pos)
 {
     size_t i;
     /* keys usually arrive in order: check the end first */
-    if (b->n && key_cmp(b->objs[b->n - 1]->key, b->objs[b->n - 1]->klen, key, klen) < 0)
+    if (b->n && mock_key_cmp(b->objs[b->n - 1]->key, b->objs[b->n - 1]->klen, key, klen) < 0)
         i = b->n;
     else
-        i = lower_bound(b, key, klen, false);
+        i = mock_lower_bound(b, key, klen, false);
     if (pos)
         *pos = i;
-    if (i < b->n && key_cmp(b->objs[i]->key, b->objs[i]->klen, key, klen) == 0)
+    if (i < b->n && mock_key_cmp(b->objs[i]->key, b->objs[i]->klen, key, klen) == 0)
         return b->objs[i];
     return NULL;
 }
 
-static void obj_free(struct obj *o)
+static void mock_obj_free(struct obj *o)
 {
     if (!o)
         return;
@@ -118,14 +118,14 @@ static void obj_free(struct obj *o)
     free(o);
 }
 
-static int64_t now_ms(void)
+static int64_t mock_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool valid_bucket_name(const char *n)
+static bool mock_valid_bucket_name(const char *n)
 {
     size_t len = strlen(n);
     if (len < 3 || len > 63)
@@ -140,7 +140,7 @@ static bool valid_bucket_name(const char *n)
 
 /* ---- disk helpers ---- */
 
-static int fsync_dir(const char *dir)
+static int mock_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -150,8 +150,8 @@ static int fsync_dir(const char *dir)
     return rc;
 }
 
-static void obj_path(const struct store *s, const char *bucket, const char *key, size_t klen,
-                     char *out, size_t outlen)
+static void mock_obj_path(const struct store *s, const char *bucket, const char *key, size_t klen,
+                          char *out, size_t outlen)
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
@@ -162,7 +162,7 @@ static void obj_path(const struct store *s, const char *bucket, const char *key,
     snprintf(out, outlen, "%s/%s/%s.obj", s->dir, bucket, hex);
 }
 
-static int write_all(int fd, const void *p, size_t n)
+static int mock_write_all(int fd, const void *p, size_t n)
 {
     const char *c = p;
     while (n) {
@@ -178,15 +178,15 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-static int disk_put(struct store *s, const char *bucket, const char *key, size_t klen,
-                    const struct blob *body, const struct objmeta *m)
+static int mock_disk_put(struct store *s, const char *bucket, const char *key, size_t klen,
+                         const struct blob *body, const struct objmeta *m)
 {
     char path[4096], tmp[4200], dir[4096];
     static atomic_uint_fast64_t tmp_seq;
     struct disk_hdr h;
     int rc;
 
-    obj_path(s, bucket, key, klen, path, sizeof(path));
+    mock_obj_path(s, bucket, key, klen, path, sizeof(path));
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, bucket);
     snprintf(tmp, sizeof(tmp), "%s/.tmp-%d-%llu", dir, (int)getpid(),
              (unsigned long long)atomic_fetch_add(&tmp_seq, 1));
@@ -200,8 +200,8 @@ static int disk_put(struct store *s, const char *bucket, const char *key, size_t
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return -EIO;
-    if ((rc = write_all(fd, &h, sizeof(h))) < 0 || (rc = write_all(fd, key, klen)) < 0 ||
-        (body && (rc = write_all(fd, body->data, body->len)) < 0) || fsync(fd) < 0) {
+    if ((rc = mock_write_all(fd, &h, sizeof(h))) < 0 || (rc = mock_write_all(fd, key, klen)) < 0 ||
+        (body && (rc = mock_write_all(fd, body->data, body->len)) < 0) || fsync(fd) < 0) {
         close(fd);
         unlink(tmp);
         return -EIO;
@@ -211,11 +211,11 @@ static int disk_put(struct store *s, const char *bucket, const char *key, size_t
         unlink(tmp);
         return -EIO;
     }
-    return fsync_dir(dir) < 0 ? -EIO : 0;
+    return mock_fsync_dir(dir) < 0 ? -EIO : 0;
 }
 
 /* Reads an object file: header, key and (when body) the body. Returns 0 or -EIO. */
-static int disk_read(const char *path, struct disk_hdr *h, char **key, struct blob **body)
+static int mock_disk_read(const char *path, struct disk_hdr *h, char **key, struct blob **body)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -259,7 +259,7 @@ out_close:
 
 /* ---- buckets ---- */
 
-static struct bucket *bucket_find_locked(struct store *s, const char *name)
+static struct bucket *mock_bucket_find_locked(struct store *s, const char *name)
 {
     for (size_t i = 0; i < s->nb; i++)
         if (strcmp(s->b[i]->name, name) == 0)
@@ -267,7 +267,7 @@ static struct bucket *bucket_find_locked(struct store *s, const char *name)
     return NULL;
 }
 
-static struct bucket *bucket_add_locked(struct store *s, const char *name, int64_t created)
+static struct bucket *mock_bucket_add_locked(struct store *s, const char *name, int64_t created)
 {
     struct bucket *b = calloc(1, sizeof(*b));
     struct bucket **nb = realloc(s->b, (s->nb + 1) * sizeof(*nb));
@@ -291,7 +291,7 @@ static struct bucket *bucket_add_locked(struct store *s, const char *name, int64
     return b;
 }
 
-static int insert_obj(struct bucket *b, struct obj *o, size_t pos)
+static int mock_insert_obj(struct bucket *b, struct obj *o, size_t pos)
 {
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 64;
@@ -307,7 +307,7 @@ static int insert_obj(struct bucket *b, struct obj *o, size_t pos)
     return 0;
 }
 
-static int load_bucket(struct store *s, struct bucket *b)
+static int mock_load_bucket(struct store *s, struct bucket *b)
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/%s", s->dir, b->name);
@@ -327,7 +327,7 @@ static int load_bucket(struct store *s, struct bucket *b)
             continue;
         struct disk_hdr h;
         char *key = NULL;
-        if (disk_read(path, &h, &key, NULL) < 0) {
+        if (mock_disk_read(path, &h, &key, NULL) < 0) {
             fprintf(stderr, "s3commit-mock: skipping unreadable object file %s\n", path);
             continue;
         }
@@ -343,8 +343,8 @@ static int load_bucket(struct store *s, struct bucket *b)
         o->meta.mtime_ms = h.mtime_ms;
         memcpy(o->meta.etag, h.etag, 32);
         o->meta.etag[32] = '\0';
-        if (find(b, key, h.klen, &pos) || insert_obj(b, o, pos) < 0)
-            obj_free(o);
+        if (mock_find(b, key, h.klen, &pos) || mock_insert_obj(b, o, pos) < 0)
+            mock_obj_free(o);
     }
     closedir(d);
     return 0;
@@ -376,13 +376,13 @@ struct store *store_open(enum store_mode mode, const char *data_dir, char *err, 
     while ((e = readdir(d))) {
         char path[4096];
         struct stat st;
-        if (!valid_bucket_name(e->d_name))
+        if (!mock_valid_bucket_name(e->d_name))
             continue;
         snprintf(path, sizeof(path), "%s/%s", data_dir, e->d_name);
         if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
             continue;
-        struct bucket *b = bucket_add_locked(s, e->d_name, (int64_t)st.st_mtime * 1000);
-        if (!b || load_bucket(s, b) < 0) {
+        struct bucket *b = mock_bucket_add_locked(s, e->d_name, (int64_t)st.st_mtime * 1000);
+        if (!b || mock_load_bucket(s, b) < 0) {
             closedir(d);
             snprintf(err, errlen, "--data-dir %s: cannot load bucket %s", data_dir, e->d_name);
             goto out_free;
@@ -402,7 +402,7 @@ void store_close(struct store *s)
     for (size_t i = 0; i < s->nb; i++) {
         struct bucket *b = s->b[i];
         for (size_t j = 0; j < b->n; j++)
-            obj_free(b->objs[j]);
+            mock_obj_free(b->objs[j]);
         free(b->objs);
         pthread_rwlock_destroy(&b->lock);
         free(b);
@@ -421,22 +421,22 @@ enum store_mode store_mode(const struct store *s)
 int store_create_bucket(struct store *s, const char *name)
 {
     int rc = 0;
-    if (!valid_bucket_name(name))
+    if (!mock_valid_bucket_name(name))
         return -EINVAL;
     pthread_rwlock_wrlock(&s->lock);
-    if (bucket_find_locked(s, name)) {
+    if (mock_bucket_find_locked(s, name)) {
         rc = -EEXIST;
         goto out_unlock;
     }
     if (s->mode == STORE_DISK) {
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", s->dir, name);
-        if ((mkdir(path, 0755) < 0 && errno != EEXIST) || fsync_dir(s->dir) < 0) {
+        if ((mkdir(path, 0755) < 0 && errno != EEXIST) || mock_fsync_dir(s->dir) < 0) {
             rc = -EIO;
             goto out_unlock;
         }
     }
-    if (!bucket_add_locked(s, name, now_ms()))
+    if (!mock_bucket_add_locked(s, name, mock_now_ms()))
         rc = -ENOMEM;
 out_unlock:
     pthread_rwlock_unlock(&s->lock);
@@ -465,7 +465,7 @@ int store_delete_bucket(struct store *s, const char *name)
     if (s->mode == STORE_DISK) {
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", s->dir, name);
-        if (rmdir(path) < 0 || fsync_dir(s->dir) < 0) {
+        if (rmdir(path) < 0 || mock_fsync_dir(s->dir) < 0) {
             rc = -EIO;
             goto out_unlock;
         }
@@ -484,7 +484,7 @@ out_unlock:
 bool store_bucket_exists(struct store *s, const char *name)
 {
     pthread_rwlock_rdlock(&s->lock);
-    bool found = bucket_find_locked(s, name) != NULL;
+    bool found = mock_bucket_find_locked(s, name) != NULL;
     pthread_rwlock_unlock(&s->lock);
     return found;
 }
@@ -498,7 +498,7 @@ void store_list_buckets(struct store *s, void (*fn)(void *ctx, const char *name,
     pthread_rwlock_unlock(&s->lock);
 }
 
-static bool cond_ok(const struct obj *o, const struct put_cond *cond, int *rc)
+static bool mock_cond_ok(const struct obj *o, const struct put_cond *cond, int *rc)
 {
     if (!cond)
         return true;
@@ -528,7 +528,7 @@ int store_put(struct store *s, const char *bucket, const char *key, size_t klen,
 
     /* The bucket array lock is held (read) so DeleteBucket cannot free b under us. */
     pthread_rwlock_rdlock(&s->lock);
-    b = bucket_find_locked(s, bucket);
+    b = mock_bucket_find_locked(s, bucket);
     if (!b) {
         pthread_rwlock_unlock(&s->lock);
         return -ENODEV;
@@ -538,10 +538,10 @@ int store_put(struct store *s, const char *bucket, const char *key, size_t klen,
         return 0;
     }
     pthread_rwlock_wrlock(&b->lock);
-    struct obj *o = find(b, key, klen, &pos);
-    if (!cond_ok(o, cond, &rc))
+    struct obj *o = mock_find(b, key, klen, &pos);
+    if (!mock_cond_ok(o, cond, &rc))
         goto out_unlock;
-    if (s->mode == STORE_DISK && (rc = disk_put(s, bucket, key, klen, body, meta)) < 0)
+    if (s->mode == STORE_DISK && (rc = mock_disk_put(s, bucket, key, klen, body, meta)) < 0)
         goto out_unlock;
     if (o) {
         blob_unref(o->body);
@@ -560,8 +560,8 @@ int store_put(struct store *s, const char *bucket, const char *key, size_t klen,
     o->klen = klen;
     o->body = s->mode == STORE_MEMORY ? blob_ref(body) : NULL;
     o->meta = *meta;
-    if (insert_obj(b, o, pos) < 0) {
-        obj_free(o);
+    if (mock_insert_obj(b, o, pos) < 0) {
+        mock_obj_free(o);
         rc = -EIO;
     }
 out_unlock:
@@ -575,13 +575,13 @@ int store_get(struct store *s, const char *bucket, const char *key, size_t klen,
 {
     int rc = 0;
     pthread_rwlock_rdlock(&s->lock);
-    struct bucket *b = bucket_find_locked(s, bucket);
+    struct bucket *b = mock_bucket_find_locked(s, bucket);
     if (!b) {
         pthread_rwlock_unlock(&s->lock);
         return -ENODEV;
     }
     pthread_rwlock_rdlock(&b->lock);
-    struct obj *o = find(b, key, klen, NULL);
+    struct obj *o = mock_find(b, key, klen, NULL);
     if (!o) {
         rc = -ENOENT;
         goto out_unlock;
@@ -596,8 +596,8 @@ int store_get(struct store *s, const char *bucket, const char *key, size_t klen,
          * object, never a mix. */
         char path[4096];
         struct disk_hdr h;
-        obj_path(s, bucket, key, klen, path, sizeof(path));
-        rc = disk_read(path, &h, NULL, body);
+        mock_obj_path(s, bucket, key, klen, path, sizeof(path));
+        rc = mock_disk_read(path, &h, NULL, body);
         if (rc == 0) {
             meta->size = h.size;
             meta->mtime_ms = h.mtime_ms;
@@ -616,41 +616,41 @@ int store_delete(struct store *s, const char *bucket, const char *key, size_t kl
     int rc = 0;
     size_t pos;
     pthread_rwlock_rdlock(&s->lock);
-    struct bucket *b = bucket_find_locked(s, bucket);
+    struct bucket *b = mock_bucket_find_locked(s, bucket);
     if (!b) {
         pthread_rwlock_unlock(&s->lock);
         return -ENODEV;
     }
     pthread_rwlock_wrlock(&b->lock);
-    struct obj *o = find(b, key, klen, &pos);
+    struct obj *o = mock_find(b, key, klen, &pos);
     if (!o)
         goto out_unlock;
     if (s->mode == STORE_DISK) {
         char path[4096], dir[4096];
-        obj_path(s, bucket, key, klen, path, sizeof(path));
+        mock_obj_path(s, bucket, key, klen, path, sizeof(path));
         snprintf(dir, sizeof(dir), "%s/%s", s->dir, bucket);
-        if ((unlink(path) < 0 && errno != ENOENT) || fsync_dir(dir) < 0) {
+        if ((unlink(path) < 0 && errno != ENOENT) || mock_fsync_dir(dir) < 0) {
             rc = -EIO;
             goto out_unlock;
         }
     }
     memmove(b->objs + pos, b->objs + pos + 1, (b->n - pos - 1) * sizeof(*b->objs));
     b->n--;
-    obj_free(o);
+    mock_obj_free(o);
 out_unlock:
     pthread_rwlock_unlock(&b->lock);
     pthread_rwlock_unlock(&s->lock);
     return rc;
 }
 
-static bool has_prefix(const char *k, size_t kl, const char *p, size_t pl)
+static bool mock_has_prefix(const char *k, size_t kl, const char *p, size_t pl)
 {
     return kl >= pl && memcmp(k, p, pl) == 0;
 }
 
 /* Length of the common prefix of key k (prefix + up to and including the first delimiter
  * after it), or 0 when k has none. */
-static size_t common_prefix(const char *k, size_t kl, const struct list_args *a)
+static size_t mock_common_prefix(const char *k, size_t kl, const struct list_args *a)
 {
     if (!a->delimiter_len)
         return 0;
@@ -665,24 +665,24 @@ int store_list(struct store *s, const char *bucket, const struct list_args *a,
 {
     memset(res, 0, sizeof(*res));
     pthread_rwlock_rdlock(&s->lock);
-    struct bucket *b = bucket_find_locked(s, bucket);
+    struct bucket *b = mock_bucket_find_locked(s, bucket);
     if (!b) {
         pthread_rwlock_unlock(&s->lock);
         return -ENODEV;
     }
     pthread_rwlock_rdlock(&b->lock);
     size_t i;
-    if (a->after_len && key_cmp(a->after, a->after_len, a->prefix, a->prefix_len) >= 0)
-        i = lower_bound(b, a->after, a->after_len, true);
+    if (a->after_len && mock_key_cmp(a->after, a->after_len, a->prefix, a->prefix_len) >= 0)
+        i = mock_lower_bound(b, a->after, a->after_len, true);
     else
-        i = lower_bound(b, a->prefix, a->prefix_len, false);
+        i = mock_lower_bound(b, a->prefix, a->prefix_len, false);
     const char *last = NULL;
     size_t last_len = 0;
     for (; i < b->n; i++) {
         const struct obj *o = b->objs[i];
-        if (!has_prefix(o->key, o->klen, a->prefix, a->prefix_len))
+        if (!mock_has_prefix(o->key, o->klen, a->prefix, a->prefix_len))
             break;
-        size_t cp = common_prefix(o->key, o->klen, a);
+        size_t cp = mock_common_prefix(o->key, o->klen, a);
         if (cp) {
             /* all keys under a prefix already emitted (or resumed after) are skipped */
             if ((last && cp == last_len && memcmp(o->key, last, cp) == 0) ||

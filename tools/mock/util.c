@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void sb_grow(struct sbuf *b, size_t more)
+static void mock_sb_grow(struct sbuf *b, size_t more)
 {
     if (b->len + more + 1 <= b->cap)
         return;
@@ -32,7 +32,7 @@ void sb_free(struct sbuf *b)
 
 void sb_put(struct sbuf *b, const void *p, size_t n)
 {
-    sb_grow(b, n);
+    mock_sb_grow(b, n);
     memcpy(b->p + b->len, p, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -51,7 +51,7 @@ void sb_printf(struct sbuf *b, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
-    sb_grow(b, (size_t)n);
+    mock_sb_grow(b, (size_t)n);
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);

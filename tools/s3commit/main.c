@@ -9,7 +9,7 @@
 #include "s3commit_cli.h"
 #include "tool.h"
 
-static void usage(FILE *f)
+static void cli_usage(FILE *f)
 {
     fputs("usage:\n"
           "  s3commit run --config FILE [--input stdin|unix:PATH]\n"
@@ -74,12 +74,12 @@ int main(int argc, char **argv)
 
     tool_set_name("s3commit");
     if (argc < 2) {
-        usage(stderr);
+        cli_usage(stderr);
         return TOOL_EXIT_USAGE;
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
-        usage(stdout);
+        cli_usage(stdout);
         return TOOL_EXIT_OK;
     }
     if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
@@ -108,12 +108,12 @@ int main(int argc, char **argv)
             break;
         }
         case 'h':
-            usage(stdout);
+            cli_usage(stdout);
             return TOOL_EXIT_OK;
         case 'V':
             return print_version();
         default:
-            usage(stderr);
+            cli_usage(stderr);
             return TOOL_EXIT_USAGE;
         }
     }

@@ -78,7 +78,7 @@ static void run_on_durable(void *ctx, uint64_t durable_seq, int err)
     (void)n; /* the eventfd is non-blocking: a full counter still means "wake" */
 }
 
-static struct source *source_new(int fd, bool is_client, uint64_t max_commit)
+static struct source *run_source_new(int fd, bool is_client, uint64_t max_commit)
 {
     struct source *s = calloc(1, sizeof(*s));
     if (!s)
@@ -92,7 +92,7 @@ static struct source *source_new(int fd, bool is_client, uint64_t max_commit)
     return s;
 }
 
-static void source_free(struct source *s)
+static void run_source_free(struct source *s)
 {
     if (!s)
         return;
@@ -104,7 +104,7 @@ static void source_free(struct source *s)
     free(s);
 }
 
-static int source_out_append(struct source *s, const char *line, size_t n)
+static int run_source_out_append(struct source *s, const char *line, size_t n)
 {
     if (s->out_len + n > s->out_cap) {
         size_t cap = s->out_cap ? s->out_cap * 2 : 4096;
@@ -122,7 +122,7 @@ static int source_out_append(struct source *s, const char *line, size_t n)
 }
 
 /* Writes what the client's socket takes now; drops the client's replies if it is gone. */
-static void source_flush(struct source *s)
+static void run_source_flush(struct source *s)
 {
     while (s->out_len > 0) {
         ssize_t n = send(s->fd, s->out, s->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -140,7 +140,7 @@ static void source_flush(struct source *s)
     }
 }
 
-static int source_push_seq(struct source *s, uint64_t seq)
+static int run_source_push_seq(struct source *s, uint64_t seq)
 {
     if (s->seq_head > 0 && s->seq_len == s->seq_cap) {
         memmove(s->seqs, s->seqs + s->seq_head, (s->seq_len - s->seq_head) * sizeof(uint64_t));
@@ -160,17 +160,17 @@ static int source_push_seq(struct source *s, uint64_t seq)
 }
 
 /* Tells a client which of its commits became durable up to W. */
-static void source_report_durable(struct source *s, uint64_t w)
+static void run_source_report_durable(struct source *s, uint64_t w)
 {
     char line[64];
     while (s->seq_head < s->seq_len && s->seqs[s->seq_head] <= w) {
         int n =
             snprintf(line, sizeof(line), "{\"durable_seq\":%" PRIu64 "}\n", s->seqs[s->seq_head]);
-        if (source_out_append(s, line, (size_t)n) < 0)
+        if (run_source_out_append(s, line, (size_t)n) < 0)
             break;
         s->seq_head++;
     }
-    source_flush(s);
+    run_source_flush(s);
 }
 
 static void run_print_durable(struct run *r)
@@ -187,7 +187,7 @@ static void run_print_durable(struct run *r)
     }
     for (int i = 0; i < r->nsrc; i++)
         if (r->src[i]->is_client)
-            source_report_durable(r->src[i], w);
+            run_source_report_durable(r->src[i], w);
 }
 
 static void run_on_signal(struct run *r)
@@ -211,7 +211,7 @@ static void run_service(struct run *r)
     run_print_durable(r);
 }
 
-static void source_reject(struct run *r, struct source *s, const char *msg)
+static void run_source_reject(struct run *r, struct source *s, const char *msg)
 {
     if (s->is_client) {
         cJSON *o = cJSON_CreateObject();
@@ -219,12 +219,12 @@ static void source_reject(struct run *r, struct source *s, const char *msg)
         if (o && cJSON_AddStringToObject(o, "error", msg))
             line = cJSON_PrintUnformatted(o);
         if (line) {
-            source_out_append(s, line, strlen(line));
-            source_out_append(s, "\n", 1);
+            run_source_out_append(s, line, strlen(line));
+            run_source_out_append(s, "\n", 1);
         }
         cJSON_free(line);
         cJSON_Delete(o);
-        source_flush(s);
+        run_source_flush(s);
         S3C_LOG(S3C_LOG_WARN, "event=client_input_error fd=%d msg=\"%s\"", s->fd, msg);
     } else {
         tool_error("stdin: %s", msg);
@@ -235,7 +235,7 @@ static void source_reject(struct run *r, struct source *s, const char *msg)
 
 /* Submits every whole frame buffered in s. Returns false if the run must stop reading
  * all input (the stage refused commits or a signal came while a submit waited). */
-static bool source_submit_frames(struct run *r, struct source *s)
+static bool run_source_submit_frames(struct run *r, struct source *s)
 {
     struct frame f;
     char msg[256];
@@ -249,7 +249,7 @@ static bool source_submit_frames(struct run *r, struct source *s)
                      " bytes, over pipeline.max_commit_bytes (%" PRIu64
                      "); raise it in the config or split the commit",
                      f.offset, f.len, r->max_commit);
-            source_reject(r, s, msg);
+            run_source_reject(r, s, msg);
             return true;
         }
         uint64_t seq = 0;
@@ -268,7 +268,7 @@ static bool source_submit_frames(struct run *r, struct source *s)
         if (rc != 0) {
             snprintf(msg, sizeof(msg), "frame at byte offset %" PRIu64 " was refused: %s", f.offset,
                      s3c_strerror(rc));
-            source_reject(r, s, msg);
+            run_source_reject(r, s, msg);
             if (rc == S3C_ETOOBIG || rc == S3C_EINVAL)
                 return true;
             r->input_error = true; /* the stage failed or closed: stop everything */
@@ -276,8 +276,8 @@ static bool source_submit_frames(struct run *r, struct source *s)
         }
         r->last_seq = seq;
         s->commits++;
-        if (s->is_client && source_push_seq(s, seq) < 0) {
-            source_reject(r, s, "out of memory tracking this client's seqs");
+        if (s->is_client && run_source_push_seq(s, seq) < 0) {
+            run_source_reject(r, s, "out of memory tracking this client's seqs");
             return true;
         }
     }
@@ -285,7 +285,7 @@ static bool source_submit_frames(struct run *r, struct source *s)
 }
 
 /* Reads once from a readable source and submits what is whole. */
-static bool source_read(struct run *r, struct source *s)
+static bool run_source_read(struct run *r, struct source *s)
 {
     char msg[256];
     ssize_t n = frame_reader_fill(&s->fr, s->fd);
@@ -293,14 +293,14 @@ static bool source_read(struct run *r, struct source *s)
         return true;
     if (n < 0) {
         snprintf(msg, sizeof(msg), "read failed: %s", strerror((int)-n));
-        source_reject(r, s, msg);
+        run_source_reject(r, s, msg);
         return !r->input_error;
     }
-    if (!source_submit_frames(r, s))
+    if (!run_source_submit_frames(r, s))
         return false;
     if (n == 0 && !s->in_done) {
         if (frame_reader_truncated(&s->fr, msg, sizeof(msg)))
-            source_reject(r, s, msg);
+            run_source_reject(r, s, msg);
         s->in_done = true;
     }
     return true;
@@ -338,7 +338,8 @@ static void run_accept(struct run *r)
         int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return;
-        struct source *s = r->nsrc < RUN_MAX_CLIENTS ? source_new(fd, true, r->max_commit) : NULL;
+        struct source *s =
+            r->nsrc < RUN_MAX_CLIENTS ? run_source_new(fd, true, r->max_commit) : NULL;
         if (!s) {
             static const char busy[] = "{\"error\":\"too many clients\"}\n";
             ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -360,7 +361,7 @@ static void run_reap_clients(struct run *r)
         bool done = s->is_client && s->in_done && s->seq_head == s->seq_len && s->out_len == 0;
         if (done) {
             S3C_LOG(S3C_LOG_DEBUG, "event=client_done fd=%d commits=%" PRIu64, s->fd, s->commits);
-            source_free(s);
+            run_source_free(s);
         } else {
             r->src[j++] = s;
         }
@@ -421,9 +422,9 @@ static void run_loop_input(struct run *r)
         for (int i = first_src; i < n && r->signals == 0; i++) {
             struct source *s = who[i];
             if (pfd[i].revents & POLLOUT)
-                source_flush(s);
+                run_source_flush(s);
             if (!s->in_done && (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                if (!source_read(r, s))
+                if (!run_source_read(r, s))
                     break;
         }
         run_reap_clients(r);
@@ -442,7 +443,7 @@ static void run_loop_drain(struct run *r, int timeout_ms)
         bool replies_pending = false;
         for (int i = 0; i < r->nsrc; i++) {
             if (r->src[i]->is_client && r->src[i]->out_len)
-                source_flush(r->src[i]); /* a slow reader: keep feeding it */
+                run_source_flush(r->src[i]); /* a slow reader: keep feeding it */
             if (r->src[i]->out_len)
                 replies_pending = true;
         }
@@ -489,7 +490,7 @@ int cmd_run(const char *config_path, const char *input)
     }
 
     if (strcmp(input, "stdin") == 0 || strcmp(input, "-") == 0) {
-        r.src[r.nsrc] = source_new(STDIN_FILENO, false, r.max_commit);
+        r.src[r.nsrc] = run_source_new(STDIN_FILENO, false, r.max_commit);
         if (!r.src[r.nsrc]) {
             tool_error("out of memory");
             goto out_close_fds;
@@ -560,7 +561,7 @@ int cmd_run(const char *config_path, const char *input)
     run_service(&r); /* the last watermark the subscriber saw */
     for (int i = 0; i < r.nsrc; i++)
         if (r.src[i]->is_client)
-            source_flush(r.src[i]);
+            run_source_flush(r.src[i]);
 
     S3C_LOG(S3C_LOG_INFO,
             "event=run_stopped accepted=%" PRIu64 " durable_seq=%" PRIu64 " batches=%" PRIu64
@@ -584,7 +585,7 @@ int cmd_run(const char *config_path, const char *input)
 
 out_free_sources:
     for (int i = 0; i < r.nsrc; i++)
-        source_free(r.src[i]);
+        run_source_free(r.src[i]);
     if (r.lfd >= 0) {
         close(r.lfd);
         unlink(r.sock_path);

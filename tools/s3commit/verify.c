@@ -64,8 +64,9 @@ struct verify {
     size_t nproblems;
 };
 
-static void problem(struct verify *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct verify *v, const char *fmt, ...)
+static void verify_problem(struct verify *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void verify_problem(struct verify *v, const char *fmt, ...)
 {
     char line[700];
     va_list ap;
@@ -81,13 +82,13 @@ static void problem(struct verify *v, const char *fmt, ...)
     }
 }
 
-static bool has_suffix(const char *s, const char *suffix)
+static bool verify_has_suffix(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-static void on_list(void *ctx, const struct xport_result *res)
+static void verify_on_list(void *ctx, const struct xport_result *res)
 {
     struct verify *v = ctx;
     if (res->cls != XPORT_OK) {
@@ -102,10 +103,10 @@ static void on_list(void *ctx, const struct xport_result *res)
         const char *key = res->entries[i].key;
         if (obj_key_is_v1(key, v->cfg->s3.prefix)) {
             if (v->v1++ == 0)
-                problem(v, "%s is an object of the version-1 layout; this log is version 2", key);
+                verify_problem(v, "%s is an object of the version-1 layout; this log is version 2", key);
             continue;
         }
-        if (!has_suffix(key, ".s3c")) {
+        if (!verify_has_suffix(key, ".s3c")) {
             v->others++;
             continue;
         }
@@ -145,7 +146,7 @@ static void on_list(void *ctx, const struct xport_result *res)
     }
 }
 
-static void sleep_ms(int ms)
+static void verify_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -158,7 +159,7 @@ static int verify_list(struct verify *v)
     int attempt = 0;
     while (!v->list_done) {
         v->list_retry = false;
-        int rc = xport_list(v->x, v->cfg->s3.prefix, NULL, v->token, 1000, on_list, v);
+        int rc = xport_list(v->x, v->cfg->s3.prefix, NULL, v->token, 1000, verify_on_list, v);
         if (rc != 0) {
             snprintf(v->list_error, sizeof(v->list_error), "%s", s3c_strerror(rc));
             return -1;
@@ -174,7 +175,7 @@ static int verify_list(struct verify *v)
                 return -1;
             S3C_LOG(S3C_LOG_WARN, "event=list_retry attempt=%d error=\"%s\"", attempt,
                     v->list_error);
-            sleep_ms(attempt < 5 ? 100 << attempt : 2000); /* capped backoff */
+            verify_sleep_ms(attempt < 5 ? 100 << attempt : 2000); /* capped backoff */
             continue;
         }
         attempt = 0;
@@ -182,7 +183,7 @@ static int verify_list(struct verify *v)
     return 0;
 }
 
-static void on_get(void *ctx, const struct xport_result *res)
+static void verify_on_get(void *ctx, const struct xport_result *res)
 {
     struct vobj *o = ctx;
     struct verify *v = o->v;
@@ -201,19 +202,19 @@ static void on_get(void *ctx, const struct xport_result *res)
             v->fatal = true; /* every other read would fail the same way */
             snprintf(v->fatal_error, sizeof(v->fatal_error), "GET %s: %s", o->key, res->error);
         }
-        problem(v, "%s: cannot read it: %s", o->key, res->error);
+        verify_problem(v, "%s: cannot read it: %s", o->key, res->error);
         return;
     }
     if (obj_decode(res->body, res->body_len, &h, NULL, NULL, err, sizeof(err)) != 0) {
-        problem(v, "%s: %s", o->key, err);
+        verify_problem(v, "%s: %s", o->key, err);
         return;
     }
     if (!o->key_ok) {
-        problem(v, "%s: the key does not follow <prefix>log/<first_seq, 20 digits>.s3c", o->key);
+        verify_problem(v, "%s: the key does not follow <prefix>log/<first_seq, 20 digits>.s3c", o->key);
         return;
     }
     if (h.first_seq != o->key_first) {
-        problem(v, "%s: the header says seqs %" PRIu64 "..%" PRIu64 " but the key says %" PRIu64,
+        verify_problem(v, "%s: the header says seqs %" PRIu64 "..%" PRIu64 " but the key says %" PRIu64,
                 o->key, h.first_seq, h.last_seq, o->key_first);
         return;
     }
@@ -241,10 +242,10 @@ static int verify_read_all(struct verify *v)
             if (o->state != V_PENDING)
                 continue;
             /* last < first asks for the whole object */
-            if (xport_get(v->x, o->key, 1, 0, on_get, o) != 0) {
+            if (xport_get(v->x, o->key, 1, 0, verify_on_get, o) != 0) {
                 o->state = V_DONE;
                 v->done++;
-                problem(v, "%s: cannot start the GET", o->key);
+                verify_problem(v, "%s: cannot start the GET", o->key);
                 continue;
             }
             o->state = V_IN_FLIGHT;
@@ -269,7 +270,7 @@ static int verify_read_all(struct verify *v)
     return v->fatal ? -1 : 0;
 }
 
-static int cmp_vobj(const void *a, const void *b)
+static int verify_cmp_vobj(const void *a, const void *b)
 {
     return strcmp(((const struct vobj *)a)->key, ((const struct vobj *)b)->key);
 }
@@ -300,7 +301,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
                    cfg->s3.endpoint, v.list_error);
         goto out_free;
     }
-    qsort(v.objs, v.n, sizeof(*v.objs), cmp_vobj);
+    qsort(v.objs, v.n, sizeof(*v.objs), verify_cmp_vobj);
     if (verify_read_all(&v) != 0) {
         tool_error("cannot read the objects back from %s: %s", cfg->s3.endpoint, v.fatal_error);
         goto out_free;
@@ -334,7 +335,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
         }
         if (!o->ok) { /* on the chain and unreadable: the chain cannot go on */
             bad++;
-            problem(&v, "the chain cannot be followed past seq %" PRIu64 ": %s is bad", next - 1,
+            verify_problem(&v, "the chain cannot be followed past seq %" PRIu64 ": %s is bad", next - 1,
                     o->key);
             ended = true;
             continue;
@@ -347,7 +348,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
         if (o->flags & OBJ_FLAG_EPOCH_START) {
             if (o->epoch <= start_epoch) {
                 regressions++;
-                problem(&v, "%s: EPOCH_START of epoch %" PRIu64 " after one of epoch %" PRIu64,
+                verify_problem(&v, "%s: EPOCH_START of epoch %" PRIu64 " after one of epoch %" PRIu64,
                         o->key, o->epoch, start_epoch);
             }
             start_epoch = o->epoch;
@@ -360,7 +361,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
         } else {
             if (o->epoch != start_epoch) {
                 unfenced++;
-                problem(&v,
+                verify_problem(&v,
                         "%s: epoch %" PRIu64 " without its EPOCH_START (the last was %" PRIu64 ")",
                         o->key, o->epoch, start_epoch);
             }
@@ -372,7 +373,7 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
         }
         if (o->epoch < epoch) {
             regressions++;
-            problem(&v, "%s: epoch %" PRIu64 " after epoch %" PRIu64 " on the chain", o->key,
+            verify_problem(&v, "%s: epoch %" PRIu64 " after epoch %" PRIu64 " on the chain", o->key,
                     o->epoch, epoch);
         }
         epoch = o->epoch;
@@ -383,11 +384,11 @@ int cmd_verify(const char *config_path, int64_t expect_commits)
         chain++;
     }
     if (v.n > 0 && first_seq != 1 && !(v.n == bad))
-        problem(&v, "the chain does not start at seq 1 (no object at log/1)");
+        verify_problem(&v, "the chain does not start at seq 1 (no object at log/1)");
     bool expect_ok = true;
     if (expect_commits >= 0 && commits != (uint64_t)expect_commits) {
         expect_ok = false;
-        problem(&v, "expected %" PRId64 " commits on the chain, found %" PRIu64, expect_commits,
+        verify_problem(&v, "expected %" PRId64 " commits on the chain, found %" PRIu64, expect_commits,
                 commits);
     }
     bool ok = bad == 0 && regressions == 0 && unfenced == 0 && v.v1 == 0 && expect_ok &&
