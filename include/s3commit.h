@@ -159,7 +159,8 @@ struct s3c_stats {
     uint64_t ack_latency_us_sum, ack_latency_count; /* commit-to-durable latency */
     uint64_t ack_latency_hist[24];                  /* bucket i: < 2^i us (last: rest) */
     uint64_t pool_opens, pool_closes, pool_reuses, pool_heartbeat_failures;
-    char last_error[256]; /* the last failure, as words ("" when none) */
+    uint64_t object_bytes; /* bytes of the objects built (compressed, with s3.compression) */
+    char last_error[256];  /* the last failure, as words ("" when none) */
 
     /* The writer protocol (docs/stage.md): epoch, fencing, the manifest and heartbeat. */
     uint64_t epoch;                 /* this stage's writer epoch */
@@ -246,8 +247,8 @@ struct s3c_record {
  * from_seq finds the object holding it from a listing, without reading the log before it.
  * Returns 0, or an error with a message in err. The reader is single-threaded: its calls
  * must come from one thread at a time. */
-int s3c_reader_open(const s3c_config *cfg, const struct s3c_reader_opts *opts,
-                    s3c_reader **out, char *err, size_t errlen);
+int s3c_reader_open(const s3c_config *cfg, const struct s3c_reader_opts *opts, s3c_reader **out,
+                    char *err, size_t errlen);
 
 /* The next record: 0 and *rec; S3C_EEND at the end of the log (or past to_seq); with
  * follow, S3C_ETIMEDOUT when nothing new came within timeout_ms (-1: wait forever); or an
@@ -259,14 +260,14 @@ int s3c_reader_next(s3c_reader *r, struct s3c_record *rec, int timeout_ms);
 const char *s3c_reader_error(const s3c_reader *r);
 
 struct s3c_reader_stats {
-    uint64_t objects;          /* objects on the chain read */
-    uint64_t records;          /* records returned, control ones included */
-    uint64_t control_records;  /* of them, control records */
-    uint64_t bytes;            /* payload bytes returned */
-    uint64_t orphans_skipped;  /* keys off the chain (inside an object's range) or orphans */
-    uint64_t beyond_end;       /* keys listed past the end of the chain (at the last end) */
-    uint64_t gets, lists;      /* requests made */
-    uint64_t last_seq;         /* the last seq of the chain read so far */
+    uint64_t objects;         /* objects on the chain read */
+    uint64_t records;         /* records returned, control ones included */
+    uint64_t control_records; /* of them, control records */
+    uint64_t bytes;           /* payload bytes returned */
+    uint64_t orphans_skipped; /* keys off the chain (inside an object's range) or orphans */
+    uint64_t beyond_end;      /* keys listed past the end of the chain (at the last end) */
+    uint64_t gets, lists;     /* requests made */
+    uint64_t last_seq;        /* the last seq of the chain read so far */
 };
 void s3c_reader_stats_get(const s3c_reader *r, struct s3c_reader_stats *out);
 

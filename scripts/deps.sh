@@ -3,7 +3,7 @@
 # As root it uses apt-get; otherwise it names the missing packages and fails.
 # Usage: scripts/deps.sh build|test|bench|demo|rgw
 set -euo pipefail
-want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev
+want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev libzstd-dev
       libexpat1-dev libhttp-parser-dev)
 case "${1:-build}" in
     build|demo) ;;

@@ -40,6 +40,7 @@ struct key {
 static const char *const addressing_names[] = {"path", "virtual", NULL};
 static const char *const signing_names[] = {"unsigned", "signed", NULL};
 static const char *const checksum_names[] = {"crc32c", "sha256", "md5", "none", NULL};
+static const char *const compression_names[] = {"none", "zstd", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 
 static int check_endpoint(const char *path, const char *v, char *err, size_t errlen);
@@ -62,6 +63,8 @@ static const struct key keys[] = {
     {"s3", "checksum", K_ENUM, F(s3.checksum), 0, 0, checksum_names, NULL},
     {"s3", "tls_verify", K_BOOL, F(s3.tls_verify), 0, 0, NULL, NULL},
     {"s3", "conditional_writes", K_BOOL, F(s3.conditional_writes), 0, 0, NULL, NULL},
+    {"s3", "compression", K_ENUM, F(s3.compression), 0, 0, compression_names, NULL},
+    {"s3", "compression_level", K_INT, F(s3.compression_level), -7, 19, NULL, NULL},
     {"s3", "ca_file", K_STR, F(s3.ca_file), 0, 0, NULL, check_file},
     {"s3", "access_key_id", K_SECRET, F(s3.access_key_id), 0, 0, NULL, NULL},
     {"s3", "secret_access_key", K_SECRET, F(s3.secret_access_key), 0, 0, NULL, NULL},
@@ -119,6 +122,8 @@ void cfg_defaults(struct s3c_config *cfg)
     cfg->s3.checksum = CFG_SUM_CRC32C;
     cfg->s3.tls_verify = true;
     cfg->s3.conditional_writes = true;
+    cfg->s3.compression = CFG_COMP_NONE;
+    cfg->s3.compression_level = 3;
     snprintf(cfg->s3.credentials_source, sizeof(cfg->s3.credentials_source), "none");
     cfg->s3.connect_timeout_ms = 3000;
     cfg->s3.request_timeout_ms = 30000;

@@ -12,6 +12,7 @@
 enum cfg_addressing { CFG_ADDR_PATH, CFG_ADDR_VIRTUAL };
 enum cfg_signing { CFG_SIGN_UNSIGNED, CFG_SIGN_SIGNED };
 enum cfg_checksum { CFG_SUM_CRC32C, CFG_SUM_SHA256, CFG_SUM_MD5, CFG_SUM_NONE };
+enum cfg_compression { CFG_COMP_NONE, CFG_COMP_ZSTD };
 
 struct cfg_s3 {
     char endpoint[256]; /* "http(s)://host[:port]"; default https://s3.<region>.amazonaws.com */
@@ -23,6 +24,8 @@ struct cfg_s3 {
     enum cfg_checksum checksum;       /* default crc32c */
     bool tls_verify;                  /* default true */
     bool conditional_writes;          /* default true: If-None-Match/If-Match, writer fencing */
+    enum cfg_compression compression; /* default none: an object's records as one zstd frame */
+    int compression_level;            /* zstd level, default 3 (-7..19; lower is faster) */
     char ca_file[256];                /* "" = system store */
     char access_key_id[128];          /* "" = anonymous (unsigned requests) */
     char secret_access_key[128];      /* secret */

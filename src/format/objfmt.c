@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+#include <zstd.h>
+
 #include "common/crc32c.h"
 #include "s3commit.h"
 
@@ -173,6 +176,9 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
     int rc = obj_header_decode(buf, len, h, NULL, err, errlen);
     if (rc < 0)
         return rc;
+    if (h->flags & OBJ_FLAG_ZSTD)
+        return obj_fail(err, errlen, "compressed object (flag 0x%x): inflate it first",
+                        OBJ_FLAG_ZSTD);
     size_t body_end = len - OBJ_TRAILER_BYTES;
     uint64_t want = h->first_seq;
     for (uint32_t i = 0; i < h->count; i++) {
@@ -206,5 +212,57 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
                         body_end + 4);
     if (crc32c_update(0, p, body_end) != obj_get32(p + body_end))
         return obj_fail(err, errlen, "object CRC mismatch (trailer at offset %zu)", body_end);
+    return 0;
+}
+
+int obj_inflate(const void *buf, size_t len, unsigned char **out, size_t *outlen, char *err,
+                size_t errlen)
+{
+    const unsigned char *p = buf;
+    struct obj_header h;
+    int rc = obj_header_decode(buf, len, &h, NULL, err, errlen);
+    *out = NULL;
+    *outlen = 0;
+    if (rc < 0)
+        return rc;
+    if (len < OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES)
+        return obj_fail(err, errlen, "object is %zu bytes, shorter than header and trailer (%d)",
+                        len, OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES);
+    size_t body_end = len - OBJ_TRAILER_BYTES;
+    if (!(h.flags & OBJ_FLAG_ZSTD)) {
+        *out = malloc(len ? len : 1);
+        if (!*out)
+            return S3C_ENOMEM;
+        memcpy(*out, buf, len);
+        *outlen = len;
+        return 0;
+    }
+    if (memcmp(p + body_end + 4, OBJ_TRAILER_MAGIC, 4) != 0)
+        return obj_fail(err, errlen, "bad trailer magic at offset %zu (want \"S3CE\")",
+                        body_end + 4);
+    if (crc32c_update(0, p, body_end) != obj_get32(p + body_end))
+        return obj_fail(err, errlen, "object CRC mismatch (trailer at offset %zu)", body_end);
+    const void *frame = p + OBJ_HEADER_BYTES;
+    size_t flen = body_end - OBJ_HEADER_BYTES;
+    unsigned long long raw = ZSTD_getFrameContentSize(frame, flen);
+    if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN || raw > OBJ_INFLATE_MAX)
+        return obj_fail(err, errlen, "the zstd frame at offset %d has no valid content size",
+                        OBJ_HEADER_BYTES);
+    size_t total = OBJ_HEADER_BYTES + (size_t)raw + OBJ_TRAILER_BYTES;
+    unsigned char *o = malloc(total);
+    if (!o)
+        return S3C_ENOMEM;
+    size_t got = ZSTD_decompress(o + OBJ_HEADER_BYTES, (size_t)raw, frame, flen);
+    if (ZSTD_isError(got) || got != raw) {
+        free(o);
+        return obj_fail(err, errlen, "the zstd frame at offset %d does not decompress: %s",
+                        OBJ_HEADER_BYTES, ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short");
+    }
+    h.flags &= (uint16_t)~OBJ_FLAG_ZSTD;
+    obj_header_encode(&h, o);
+    obj_trailer_encode(crc32c_update(0, o, OBJ_HEADER_BYTES + (size_t)raw),
+                       o + OBJ_HEADER_BYTES + raw);
+    *out = o;
+    *outlen = total;
     return 0;
 }

@@ -13,7 +13,9 @@
 #define OBJ_TRAILER_MAGIC "S3CE" /* 4 bytes, no NUL */
 #define OBJ_VERSION 2
 #define OBJ_FLAG_EPOCH_START 0x0001u /* one control record: a writer's fence */
-#define OBJ_FLAGS_KNOWN OBJ_FLAG_EPOCH_START
+#define OBJ_FLAG_ZSTD 0x0002u        /* the records are one zstd frame (header, trailer plain) */
+#define OBJ_FLAGS_KNOWN (OBJ_FLAG_EPOCH_START | OBJ_FLAG_ZSTD)
+#define OBJ_INFLATE_MAX (1ull << 30) /* the most a compressed object may expand to */
 #define OBJ_HEADER_BYTES 40
 #define OBJ_RECORD_HEADER_BYTES 16 /* u32 payload_len, u32 crc32c(payload), u64 seq */
 #define OBJ_TRAILER_BYTES 8        /* u32 crc32c(every byte before), "S3CE" */
@@ -46,11 +48,19 @@ bool obj_key_is_v1(const char *key, const char *prefix);
 int obj_header_decode(const void *buf, size_t len, struct obj_header *h, bool *v1, char *err,
                       size_t errlen);
 
+/* A compressed object (OBJ_FLAG_ZSTD) as the plain object it stands for: its trailer CRC
+ * checked, the frame decompressed, the flag cleared and a new trailer computed, into a
+ * malloc'd buffer the caller frees. A plain object is copied as it is. Returns 0, or
+ * S3C_ECORRUPT (with one line in err) or S3C_ENOMEM. */
+int obj_inflate(const void *buf, size_t len, unsigned char **out, size_t *outlen, char *err,
+                size_t errlen);
+
 /* Called once per record, in order; a negative S3C_E* return stops decoding and is
  * returned. */
 typedef int (*obj_record_fn)(void *ctx, uint64_t seq, const void *payload, uint32_t len);
 
-/* Checks a whole object: the header as obj_header_decode, every record CRC, seqs dense from
+/* Checks a whole plain object (a compressed one: obj_inflate first, or S3C_ECORRUPT
+ * saying so): the header as obj_header_decode, every record CRC, seqs dense from
  * first_seq to last_seq and matching count, the trailer CRC and magic, no trailing bytes.
  * Returns 0 and fills *h, or S3C_ECORRUPT with one line naming what is wrong (and its
  * offset) in err. rec may be NULL. */

@@ -333,6 +333,18 @@ static enum rd_step rd_next_object(struct s3c_reader *r)
             return RD_ERROR;
         }
         struct obj_header h;
+        if (s->len >= OBJ_HEADER_BYTES && (s->body[10] | s->body[11] << 8) & OBJ_FLAG_ZSTD) {
+            unsigned char *plain;
+            size_t plen;
+            int zrc = obj_inflate(s->body, s->len, &plain, &plen, why, sizeof(why));
+            if (zrc < 0) {
+                rd_fail(r, zrc, "%s: %s", s->key, why);
+                return RD_ERROR;
+            }
+            free(s->body);
+            s->body = plain;
+            s->len = plen;
+        }
         if (obj_decode(s->body, s->len, &h, NULL, NULL, why, sizeof(why)) != 0) {
             rd_fail(r, S3C_ECORRUPT, "%s: %s", s->key, why);
             return RD_ERROR;

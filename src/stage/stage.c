@@ -167,6 +167,7 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
     o->fenced = atomic_load(&st->fail_code) == S3C_EFENCED;
     o->epoch = st->ws.epoch;
     o->settled_ours = CGET(settled_ours);
+    o->object_bytes = CGET(bytes_sent_objects);
     o->orphans_replaced = CGET(orphans_replaced);
     if (st->mw) {
         const struct mw_stats *m = mw_stats(st->mw);
@@ -268,11 +269,30 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     st->batches = calloc((size_t)st->nbatches, sizeof(*st->batches));
     if (!st->batches)
         goto out_free_stage;
+    /* s3.compression zstd: a compressor for the persistence thread and, per batch, room
+     * for the frame of the largest batch (the byte trigger may be passed by one commit). */
+    size_t zcap = 0;
+    if (cfg->s3.compression == CFG_COMP_ZSTD) {
+        st->zc = ZSTD_createCCtx();
+        if (!st->zc || ZSTD_isError(ZSTD_CCtx_setParameter(st->zc, ZSTD_c_compressionLevel,
+                                                           cfg->s3.compression_level)))
+            goto out_free_batches;
+        ZSTD_CCtx_setParameter(st->zc, ZSTD_c_contentSizeFlag, 1);
+        zcap = ZSTD_compressBound((size_t)p->batch_bytes_threshold +
+                                  (size_t)cfg->pipeline.max_commit_bytes +
+                                  (size_t)p->batch_size_threshold * OBJ_RECORD_HEADER_BYTES);
+    }
     for (int i = 0; i < st->nbatches; i++) {
         st->batches[i].st = st;
         st->batches[i].iov = calloc((size_t)p->batch_size_threshold + 2, sizeof(struct iovec));
         if (!st->batches[i].iov)
             goto out_free_batches;
+        if (zcap) {
+            st->batches[i].zbuf = malloc(zcap);
+            st->batches[i].zcap = zcap;
+            if (!st->batches[i].zbuf)
+                goto out_free_batches;
+        }
     }
 
     struct ring_opts ro = {.bytes = (uint64_t)cfg->pipeline.ring_bytes,
@@ -365,8 +385,9 @@ out_free_ring:
     ring_free(st->ring);
 out_free_batches:
     for (int i = 0; i < st->nbatches; i++)
-        free(st->batches[i].iov);
+        free(st->batches[i].iov), free(st->batches[i].zbuf);
     free(st->batches);
+    ZSTD_freeCCtx(st->zc);
 out_free_stage:
     pthread_cond_destroy(&st->wcv);
     pthread_mutex_destroy(&st->wmu);
@@ -436,8 +457,9 @@ int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report)
     loop_free(st->loop);
     ring_free(st->ring);
     for (int i = 0; i < st->nbatches; i++)
-        free(st->batches[i].iov);
+        free(st->batches[i].iov), free(st->batches[i].zbuf);
     free(st->batches);
+    ZSTD_freeCCtx(st->zc);
     pthread_cond_destroy(&st->wcv);
     pthread_mutex_destroy(&st->wmu);
     pthread_mutex_destroy(&st->submu);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <zstd.h>
 
 #include "config/config.h"
 #include "format/objfmt.h"
@@ -44,8 +45,10 @@ struct batch {
     char key[OBJ_KEY_MAX];
     struct iovec *iov; /* count + 2 spans: header, records, trailer */
     int iovcnt;
-    uint64_t size;        /* of the whole object */
-    char if_match[300];   /* replacing an orphan: If-Match on its ETag ("" otherwise) */
+    uint64_t size;       /* of the whole object */
+    char if_match[300];  /* replacing an orphan: If-Match on its ETag ("" otherwise) */
+    unsigned char *zbuf; /* s3.compression zstd: the frame of the records (zcap bytes) */
+    size_t zcap;
     struct settle settle; /* B_SETTLE: reading the key back after a 412 */
     struct s3c_stage *st;
 };
@@ -64,6 +67,7 @@ struct s3c_stage {
     struct writer_state ws; /* epoch and where the log resumed (writer_open) */
     struct mw *mw;          /* the manifest and heartbeat writer, on the loop */
     uint64_t base;          /* log seq = ring seq + base (base = the fence's seq) */
+    ZSTD_CCtx *zc;          /* s3.compression zstd: the persistence thread's compressor */
     pthread_t thread;
     struct metrics_srv *metrics;
 
@@ -102,6 +106,7 @@ struct s3c_stage {
         _Atomic uint64_t batch_hist[S3C_BATCH_HIST_BUCKETS], lat_hist[24];
         _Atomic uint64_t pool_opens, pool_closes, pool_reuses, pool_hb_failures;
         _Atomic uint64_t settles, settled_ours, orphans_replaced;
+        _Atomic uint64_t bytes_compressed, bytes_sent_objects;
         _Atomic uint32_t in_flight;
     } c;
     pthread_mutex_t errmu;

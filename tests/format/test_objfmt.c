@@ -1,5 +1,8 @@
 /* The log format (version 2): exact bytes, round trip, every corruption the decoder must
  * catch, the control-record flag, keys, version-1 keys told apart, and the manifest. */
+#include <stdlib.h>
+#include <zstd.h>
+
 #include "common/crc32c.h"
 #include "format/manifest.h"
 #include "format/objfmt.h"
@@ -128,7 +131,7 @@ static void headers(void)
     buf[10] = OBJ_FLAG_EPOCH_START; /* flags: a control object of one record is fine */
     ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), 0);
     ASSERT_EQ(h.flags, OBJ_FLAG_EPOCH_START);
-    buf[10] = 0x02; /* a reserved bit */
+    buf[10] = 0x04; /* a reserved bit */
     ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), S3C_ECORRUPT);
     ASSERT(strstr(err, "flags") != NULL);
     buf[10] = 0;
@@ -140,6 +143,46 @@ static void headers(void)
     buf[10] = OBJ_FLAG_EPOCH_START; /* a control object must hold exactly one record */
     ASSERT_EQ(obj_header_decode(buf, n, &h, &v1, err, sizeof(err)), S3C_ECORRUPT);
     ASSERT_EQ(obj_header_decode(buf, 39, &h, &v1, err, sizeof(err)), S3C_ECORRUPT);
+}
+
+/* A compressed object: the records as one zstd frame between the plain header and
+ * trailer; inflated, it is the plain object with the flag cleared; a flipped byte in the
+ * frame or a frame that lies about its size is caught. */
+static void compressed(void)
+{
+    unsigned char plain[512], z[1024], bad[1024];
+    const char *p[] = {"first commit first commit", "", "third third third third"};
+    size_t n = build(plain, 7, 3, p);
+    size_t raw = n - OBJ_HEADER_BYTES - OBJ_TRAILER_BYTES;
+    memcpy(z, plain, OBJ_HEADER_BYTES);
+    z[10] |= OBJ_FLAG_ZSTD;
+    size_t zl =
+        ZSTD_compress(z + OBJ_HEADER_BYTES, sizeof(z) - 48, plain + OBJ_HEADER_BYTES, raw, 3);
+    ASSERT(!ZSTD_isError(zl));
+    size_t zn = OBJ_HEADER_BYTES + zl;
+    obj_trailer_encode(crc32c_update(0, z, zn), z + zn);
+    zn += OBJ_TRAILER_BYTES;
+    struct obj_header h;
+    char err[256];
+    ASSERT_EQ(obj_decode(z, zn, &h, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "inflate") != NULL);
+    unsigned char *out;
+    size_t outlen;
+    ASSERT_EQ(obj_inflate(z, zn, &out, &outlen, err, sizeof(err)), 0);
+    ASSERT_EQ(outlen, n);
+    ASSERT_MEM_EQ(out, plain, n); /* the plain object, byte for byte */
+    free(out);
+    for (size_t i = OBJ_HEADER_BYTES; i < zn; i++) {
+        memcpy(bad, z, zn);
+        bad[i] ^= 0x10;
+        if (obj_inflate(bad, zn, &out, &outlen, err, sizeof(err)) == 0) {
+            free(out);
+            TEST_FAIL_("flipping byte %zu of the compressed object went unnoticed", i);
+        }
+    }
+    ASSERT_EQ(obj_inflate(plain, n, &out, &outlen, err, sizeof(err)), 0); /* plain: a copy */
+    ASSERT_MEM_EQ(out, plain, n);
+    free(out);
 }
 
 static void manifest_doc(void)
@@ -180,6 +223,7 @@ int main(void)
     RUN(round_trip_and_corruption);
     RUN(keys);
     RUN(headers);
+    RUN(compressed);
     RUN(manifest_doc);
     return 0;
 }
