@@ -659,7 +659,8 @@ struct producer {
     s3c_stage *st;
     uint64_t first;
     _Atomic int stop;
-    _Atomic uint64_t k; /* commits submitted */
+    _Atomic uint64_t k;  /* commits submitted */
+    int burst, pause_ms; /* a pause after each burst commits (0: none) */
     int rc;
 };
 
@@ -679,26 +680,33 @@ static void *producer_main(void *arg)
         }
         ASSERT_UEQ(seq, p->first + k);
         atomic_store(&p->k, k + 1);
-        sleep_ms(1);
+        sleep_ms(p->burst && (k + 1) % (uint64_t)p->burst == 0 ? p->pause_ms : 1);
     }
     return NULL;
 }
 
 /* A writes continuously (20-50 ms per data PUT, so several overlap); B opens on the same
  * prefix. A fails with S3C_EFENCED within seconds; everything A acknowledged is on the
- * chain with A's bytes, and nothing past B's fence was acknowledged; B goes on. */
-static void second_writer_fences_first(void)
+ * chain with A's bytes, and nothing past B's fence was acknowledged; B goes on.
+ * by_data: A never writes its manifest (so B's epoch cannot reach it that way) and pauses
+ * between bursts (so B's fence can stand): A must learn from the 412 its data PUT meets at
+ * B's fence. Otherwise A writes its manifest every 200 ms, which B's epoch fails first. */
+static void two_writers(bool by_data)
 {
     start_mock();
-    const char *cfg = "\"batch_timeout_ms\":2,\"batch_size_threshold\":20,"
-                      "\"max_in_flight_requests\":4,\"target_pool_size\":4,"
-                      "\"manifest_interval_ms\":200,\"writer_heartbeat_interval_ms\":1000";
+    const char *cfg = by_data ? "\"batch_timeout_ms\":2,\"batch_size_threshold\":20,"
+                                "\"max_in_flight_requests\":4,\"target_pool_size\":4," QUIET_MW
+                              : "\"batch_timeout_ms\":2,\"batch_size_threshold\":20,"
+                                "\"max_in_flight_requests\":4,\"target_pool_size\":4,"
+                                "\"manifest_interval_ms\":200,"
+                                "\"writer_heartbeat_interval_ms\":1000";
     s3c_stage *a = open_stage(cfg);
     struct events ev = {0};
     ASSERT_EQ(s3c_subscribe(a, on_durable, &ev), 0);
     mock_faults(&mock, "{\"latency_ms\":20,\"latency_jitter_ms\":30,"
                        "\"key_prefix\":\"" PREFIX "log/\"}");
-    struct producer p = {.st = a, .first = info_of(a).first_seq};
+    struct producer p = {
+        .st = a, .first = info_of(a).first_seq, .burst = by_data ? 30 : 0, .pause_ms = 300};
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, producer_main, &p), 0);
     ASSERT_WITHIN(10000, atomic_load(&ev.last) >= 100);
@@ -712,8 +720,7 @@ static void second_writer_fences_first(void)
     ASSERT_WITHIN(5000, atomic_load(&ev.errors) > 0);
     uint64_t took = s3c__now_ms() - t_open;
     ASSERT_EQ(atomic_load(&ev.err_code), S3C_EFENCED);
-    atomic_store(&p.stop, 1);
-    pthread_join(t, NULL);
+    pthread_join(t, NULL); /* its next submit answers the failure */
     ASSERT_EQ(p.rc, S3C_EFENCED);
     uint64_t a_w = s3c_durable_seq(a);
     ASSERT_UEQ(atomic_load(&ev.last), a_w);
@@ -725,6 +732,8 @@ static void second_writer_fences_first(void)
     ASSERT_LT(a_w, ib.control_seq); /* nothing past B's fence was acknowledged */
     uint64_t sub;
     ASSERT_EQ(s3c_submit(a, "x", 1, 100, &sub), S3C_EFENCED);
+    if (by_data && !strstr(sa.last_error, "written by epoch 2"))
+        TEST_FAIL_("A was not fenced by its data PUT: %s", sa.last_error);
     fprintf(stderr,
             "   A: %llu commits submitted, W %llu, fenced %llu ms after B opened at "
             "%llu\n",
@@ -757,6 +766,16 @@ static void second_writer_fences_first(void)
     ASSERT_UEQ(m.durable_seq, b_last);
     chain_free(&c);
     test_mock_stop(&mock);
+}
+
+static void second_writer_fences_first(void)
+{
+    two_writers(false);
+}
+
+static void second_writer_fences_by_data(void)
+{
+    two_writers(true);
 }
 
 /* ---- 4. orphans ------------------------------------------------------------------------- */
@@ -1221,6 +1240,7 @@ int main(void)
     RUN_CASE(restart_continues_log);
     RUN_CASE(ambiguous_retry_settles_ours);
     RUN_CASE(second_writer_fences_first);
+    RUN_CASE(second_writer_fences_by_data);
     RUN_CASE(orphans_replaced);
     RUN_CASE(manifest_coalesced);
     RUN_CASE(channels_fail_alone);
