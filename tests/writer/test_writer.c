@@ -658,7 +658,6 @@ static void unconditional_store_continues(void)
 struct producer {
     s3c_stage *st;
     uint64_t first;
-    _Atomic int stop;
     _Atomic uint64_t k;  /* commits submitted */
     int burst, pause_ms; /* a pause after each burst commits (0: none) */
     int rc;
@@ -668,7 +667,7 @@ static void *producer_main(void *arg)
 {
     struct producer *p = arg;
     char buf[256];
-    while (!atomic_load(&p->stop)) {
+    for (;;) { /* until a submit fails: the fence */
         uint64_t k = atomic_load(&p->k), seq;
         size_t n = mkpayload('A', k, 120, buf);
         int rc = s3c_submit(p->st, buf, n, 1000, &seq);
