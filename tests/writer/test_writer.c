@@ -1227,8 +1227,11 @@ static void large_prefix_opens_from_hint(void)
 #define RUN_CASE(fn)                                                                               \
     do {                                                                                           \
         const char *only_ = getenv("S3C_TEST_ONLY");                                               \
-        if (!only_ || strcmp(only_, #fn) == 0)                                                     \
+        if (!only_ || strcmp(only_, #fn) == 0) {                                                   \
+            uint64_t t_ = s3c__now_ms();                                                           \
             RUN(fn);                                                                               \
+            fprintf(stderr, "   %llu ms\n", (unsigned long long)(s3c__now_ms() - t_));             \
+        }                                                                                          \
     } while (0)
 
 int main(void)
