@@ -574,6 +574,8 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_sta
                 "s3://%s/%s is not fenced and would overwrite this one's objects; run one "
                 "writer only\"",
                 cfg->s3.bucket, cfg->s3.prefix);
+    int fences = 0; /* fences tried, over every round: an older writer that keeps
+                       extending the chain must not keep us here forever */
     for (int round = 0; round < WRITER_FENCE_TRIES; round++) {
         rc = wopen_take_epoch(&o, floor); /* step 1 */
         if (rc < 0)
@@ -595,6 +597,15 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_sta
                 break; /* the manifest was lost or rewritten: an epoch above the chain's */
             enum wfence_outcome fo;
             uint64_t newer = 0;
+            if (fences++ >= WRITER_FENCE_TRIES) {
+                snprintf(err, errlen,
+                         "%slog/: could not place our fence after %d tries: another writer "
+                         "keeps extending the chain (at seq %" PRIu64 ") and has not seen our "
+                         "epoch in %smanifest.json; stop it, or fix its manifest writes, and "
+                         "open again",
+                         cfg->s3.prefix, WRITER_FENCE_TRIES, c.end, cfg->s3.prefix);
+                return S3C_ES3;
+            }
             rc = wopen_fence(&o, &c, &fo, &newer); /* step 3 */
             if (rc < 0)
                 return rc;
