@@ -579,6 +579,22 @@ static int rd_seek(struct s3c_reader *r, uint64_t max_batch)
         if (ok[i] && hs[i].first_seq <= r->from && hs[i].last_seq >= r->from &&
             (best == n || hs[i].epoch > hs[best].epoch))
             best = i;
+    if (rc == 0 && best == n && lo > 0) {
+        /* The manifest's max_batch_commits is a hint written by the log's writers (older
+         * ones left it stale): an object longer than it starts below lo. Look from the
+         * start instead of failing. */
+        S3C_LOG(S3C_LOG_WARN,
+                "event=reader_seek_widened prefix=%s from_seq=%" PRIu64
+                " max_batch_commits=%" PRIu64
+                " msg=\"no object within max_batch_commits below from_seq holds it\"",
+                r->cfg.s3.prefix, r->from, max_batch);
+        for (size_t i = 0; i < n; i++)
+            free(keys[i]);
+        free(keys);
+        free(hs);
+        free(ok);
+        return rd_seek(r, UINT64_MAX);
+    }
     if (rc == 0 && best == n)
         rc = rd_fail(r, S3C_ECORRUPT,
                      "no object of %slog/ holds seq %" PRIu64 " though the manifest says the log "
@@ -618,7 +634,7 @@ static int rd_position(struct s3c_reader *r)
         goto from_start;
     r->manifest_w = m.durable_seq;
     if (r->from <= m.durable_seq)
-        return rd_seek(r, m.max_batch_commits ? m.max_batch_commits : 1000000);
+        return rd_seek(r, m.max_batch_commits ? m.max_batch_commits : UINT64_MAX);
     /* Past the manifest's W: enter at the object ending there, if it really does. */
     if (m.durable_first_seq > 0) {
         char k[OBJ_KEY_MAX];
