@@ -175,6 +175,8 @@ static long bench_list(const char *prefix, const char *path, uint64_t *total)
 
 /* Runs wrk (one thread, conns connections) for seconds over the keys in keys_file; returns
  * its MB/s (bytes read, headers included) or -1. */
+static double wrk_cpu_s, wrk_bytes; /* of the last wrk run (wait4) */
+
 static double bench_wrk(const char *script, const char *keys_file, int conns, int seconds,
                         long *errors)
 {
@@ -207,15 +209,18 @@ static double bench_wrk(const char *script, const char *keys_file, int conns, in
     out[got] = '\0';
     close(pfd[0]);
     int status;
+    struct rusage ru = {0};
     uint64_t deadline = s3c__now_ms() + (uint64_t)(seconds + 10) * 1000;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
+    while (wait4(pid, &status, WNOHANG, &ru) == 0) {
         if (s3c__now_ms() > deadline) {
             kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
+            wait4(pid, &status, 0, &ru);
             break;
         }
         usleep(10000);
     }
+    wrk_cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     const char *line = strstr(out, "{\"wrk_requests\"");
     cJSON *j = line ? cJSON_Parse(line) : NULL;
     if (!j) {
@@ -223,6 +228,7 @@ static double bench_wrk(const char *script, const char *keys_file, int conns, in
         return -1;
     }
     double bytes = cJSON_GetObjectItem(j, "wrk_bytes_read")->valuedouble;
+    wrk_bytes = bytes;
     double us = cJSON_GetObjectItem(j, "wrk_duration_us")->valuedouble;
     *errors = (long)(cJSON_GetObjectItem(j, "wrk_non2xx")->valuedouble +
                      cJSON_GetObjectItem(j, "wrk_socket_errors")->valuedouble);
@@ -316,12 +322,16 @@ int main(int argc, char **argv)
         double wmb = bench_wrk(script, keys, windows[w], secs, &wrk_err);
         double omb = (double)obj_bytes / rr.seconds / 1e6;
         printf("{\"bench\":\"reader\",\"window\":%d,\"commits\":%" PRIu64 ",\"objects\":%" PRIu64
-               ",\"gets\":%" PRIu64 ",\"seconds\":%.2f,\"cpu_s\":%.2f,\"mb_per_s\":%.1f,\"object_mb_per_s\":%.1f,"
+               ",\"gets\":%" PRIu64
+               ",\"seconds\":%.2f,\"cpu_s\":%.2f,\"mb_per_s\":%.1f,\"object_mb_per_s\":%.1f,"
                "\"commits_per_s\":%.0f,\"wrk_threads\":1,\"wrk_connections\":%d,"
-               "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld}\n",
+               "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld,"
+               "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f}\n",
                windows[w], rr.commits, rr.objects, rr.gets, rr.seconds, rr.cpu,
                (double)rr.bytes / rr.seconds / 1e6, omb, (double)rr.commits / rr.seconds,
-               windows[w], secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err);
+               windows[w], secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err,
+               rr.cpu / ((double)obj_bytes / 1e9),
+               wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0);
         fflush(stdout);
         if (wmb <= 0 || wrk_err)
             fail = 1;
