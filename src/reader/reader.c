@@ -35,7 +35,7 @@ struct rslot {
     bool dropped;         /* dropped while its GET was on the wire: freed when it lands */
     struct rslot *next;   /* the reader's list of dropped slots */
     unsigned char *body;
-    size_t len;
+    size_t len, cap;
     char error[1024];
 };
 
@@ -60,7 +60,11 @@ struct s3c_reader {
 
     /* the object being returned */
     unsigned char *cur;
-    size_t cur_len, cur_off;
+    size_t cur_len, cur_off, cur_cap;
+    /* object buffers kept for reuse: a fresh 1 MiB malloc per object costs page faults */
+    unsigned char *spare[RD_MAX_WINDOW + 2];
+    size_t spare_cap[RD_MAX_WINDOW + 2];
+    int nspare;
     uint32_t cur_left;
     struct obj_header cur_h;
 
@@ -113,11 +117,41 @@ static void rd_page_free(struct rpage *pg)
     memset(pg, 0, sizeof(*pg));
 }
 
+/* A buffer of at least len bytes, from the spares when one is there. */
+static unsigned char *rd_buf_get(struct s3c_reader *r, size_t len, size_t *cap)
+{
+    if (len == 0)
+        len = 1;
+    if (r->nspare > 0) {
+        int i = --r->nspare;
+        if (r->spare_cap[i] >= len) {
+            *cap = r->spare_cap[i];
+            return r->spare[i];
+        }
+        free(r->spare[i]);
+    }
+    unsigned char *p = malloc(len);
+    *cap = p ? len : 0;
+    return p;
+}
+
+static void rd_buf_put(struct s3c_reader *r, unsigned char *p, size_t cap)
+{
+    if (!p)
+        return;
+    if (r->nspare < (int)(sizeof(r->spare) / sizeof(r->spare[0]))) {
+        r->spare[r->nspare] = p;
+        r->spare_cap[r->nspare++] = cap;
+    } else {
+        free(p);
+    }
+}
+
 static void rd_slot_free(struct rslot *s)
 {
     if (!s)
         return;
-    free(s->body);
+    rd_buf_put(s->rd, s->body, s->cap);
     free(s);
 }
 
@@ -136,7 +170,7 @@ static void rd_on_get(void *ctx, const struct xport_result *res)
         return;
     }
     if (res->cls == XPORT_OK) {
-        s->body = malloc(res->body_len ? res->body_len : 1);
+        s->body = rd_buf_get(r, res->body_len, &s->cap);
         if (!s->body) {
             s->state = RS_FAILED;
             snprintf(s->error, sizeof(s->error), "%s: out of memory for %zu bytes", s->key,
@@ -357,9 +391,10 @@ static enum rd_step rd_next_object(struct s3c_reader *r)
             return RD_END; /* an orphan ends the chain (its writer was fenced) */
         if (h.flags & OBJ_FLAG_EPOCH_START)
             r->floor = h.epoch;
-        free(r->cur);
+        rd_buf_put(r, r->cur, r->cur_cap);
         r->cur = s->body;
         r->cur_len = s->len;
+        r->cur_cap = s->cap;
         s->body = NULL;
         r->cur_off = OBJ_HEADER_BYTES;
         r->cur_left = h.count;
@@ -591,6 +626,22 @@ static int rd_seek(struct s3c_reader *r, uint64_t max_batch)
         if (ok[i] && hs[i].first_seq <= r->from && hs[i].last_seq >= r->from &&
             (best == n || hs[i].epoch > hs[best].epoch))
             best = i;
+    if (rc == 0 && best == n && lo > 0) {
+        /* The manifest's max_batch_commits is a hint written by the log's writers (older
+         * ones left it stale): an object longer than it starts below lo. Look from the
+         * start instead of failing. */
+        S3C_LOG(S3C_LOG_WARN,
+                "event=reader_seek_widened prefix=%s from_seq=%" PRIu64
+                " max_batch_commits=%" PRIu64
+                " msg=\"no object within max_batch_commits below from_seq holds it\"",
+                r->cfg.s3.prefix, r->from, max_batch);
+        for (size_t i = 0; i < n; i++)
+            free(keys[i]);
+        free(keys);
+        free(hs);
+        free(ok);
+        return rd_seek(r, UINT64_MAX);
+    }
     if (rc == 0 && best == n)
         rc = rd_fail(r, S3C_ECORRUPT,
                      "no object of %slog/ holds seq %" PRIu64 " though the manifest says the log "
@@ -630,7 +681,7 @@ static int rd_position(struct s3c_reader *r)
         goto from_start;
     r->manifest_w = m.durable_seq;
     if (r->from <= m.durable_seq)
-        return rd_seek(r, m.max_batch_commits ? m.max_batch_commits : 1000000);
+        return rd_seek(r, m.max_batch_commits ? m.max_batch_commits : UINT64_MAX);
     /* Past the manifest's W: enter at the object ending there, if it really does. */
     if (m.durable_first_seq > 0) {
         char k[OBJ_KEY_MAX];
@@ -738,6 +789,8 @@ void s3c_reader_close(s3c_reader *r)
     }
     loop_free(r->loop);
     free(r->cur);
+    for (int i = 0; i < r->nspare; i++)
+        free(r->spare[i]);
     OPENSSL_cleanse(&r->cfg, sizeof(r->cfg));
     free(r);
 }

@@ -1,7 +1,8 @@
 /* End-to-end tests of build/bin/s3commit and s3commit-load against s3commit-mock: run with
  * stdin framing then verify, configs good and bad, truncated and oversized frames, an
- * unreachable endpoint, wrong credentials, a Unix-socket input, a metrics scrape and a
- * load run. Every process started here is stopped by pid. */
+ * unreachable endpoint, wrong credentials, a Unix-socket input, a metrics scrape, a
+ * load run, and cat (round trip, seeks, --control, a copy, --follow, damage, a closed pipe). Every
+ * process started here is stopped by pid. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -911,6 +912,226 @@ static void test_load_mock(void)
     proc_free(&p);
 }
 
+/* ---- s3commit cat ------------------------------------------------------------------ */
+
+/* Byte offset of frame k (0-based) in a framed buffer. */
+static size_t frame_offset(const struct buf *b, int k)
+{
+    size_t off = 0;
+    for (int i = 0; i < k; i++) {
+        ASSERT(off + 4 <= b->len);
+        const unsigned char *p = (const unsigned char *)b->p + off;
+        off += 4 +
+               ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+    }
+    return off;
+}
+
+/* Runs `s3commit cat --config cfg [extra...]` to completion; returns its exit code. */
+static int cat_run(const char *cfg, const char *const *extra, struct proc *p)
+{
+    const char *argv[16] = {bin_s3commit, "cat", "--config", cfg};
+    int n = 4;
+    for (int i = 0; extra && extra[i]; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    return run(argv, NULL, p, 60000);
+}
+
+static void assert_same(const struct proc *p, const char *want, size_t len)
+{
+    if (p->o.len == len && memcmp(p->o.p, want, len) == 0)
+        return;
+    size_t d = 0;
+    while (d < len && d < p->o.len && p->o.p[d] == want[d])
+        d++;
+    TEST_FAIL_("cat gave %zu bytes, want %zu (first difference at %zu); stderr: %s", p->o.len, len,
+               d, p->e.p);
+}
+
+static void test_cat(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    start_mock(&m, NULL);
+    const char *cfg = config_for("cat", m.endpoint, "cat/", "", ",\"batch_size_threshold\":50", "");
+    buf_frame(&in, "", 0); /* an empty commit too */
+    buf_frames(&in, 1999, 3000);
+    ASSERT_EQ(run((const char *[]){bin_s3commit, "run", "--config", cfg, NULL}, &in, &p, 60000), 0);
+    ASSERT_UEQ(last_durable(p.o.p), 2001);
+    proc_free(&p);
+
+    /* The whole log: the bytes run read, exactly. */
+    ASSERT_EQ(cat_run(cfg, NULL, &p), 0);
+    assert_same(&p, in.p, in.len);
+    ASSERT_EQ(p.e.len, strlen(p.e.p));
+    ASSERT(strstr(p.e.p, "control_seq") == NULL); /* control records only with --control */
+    proc_free(&p);
+
+    /* --from-seq / --to-seq: commit k (0-based) has seq k + 2. Seeks into the middle of
+     * an object, onto an object's first seq (2 + 50j + 1 with the control object at 1). */
+    const char *const seeks[][2] = {{"2", NULL}, {"777", NULL}, {"52", NULL}, {"2001", NULL}};
+    for (size_t i = 0; i < sizeof(seeks) / sizeof(seeks[0]); i++) {
+        int from = atoi(seeks[i][0]);
+        ASSERT_EQ(cat_run(cfg, (const char *[]){"--from-seq", seeks[i][0], NULL}, &p), 0);
+        size_t off = frame_offset(&in, from - 2);
+        assert_same(&p, in.p + off, in.len - off);
+        proc_free(&p);
+    }
+    ASSERT_EQ(cat_run(cfg, (const char *[]){"--from-seq", "100", "--to-seq", "1234", NULL}, &p), 0);
+    size_t a = frame_offset(&in, 98), b = frame_offset(&in, 1233);
+    assert_same(&p, in.p + a, b - a);
+    proc_free(&p);
+    ASSERT_EQ(cat_run(cfg, (const char *[]){"--to-seq", "1", NULL}, &p), 0); /* the control only */
+    ASSERT_EQ(p.o.len, 0);
+    proc_free(&p);
+
+    /* --control: the control record as a JSON line on stderr, stdout unchanged. */
+    ASSERT_EQ(cat_run(cfg, (const char *[]){"--control", "--to-seq", "5", NULL}, &p), 0);
+    assert_same(&p, in.p, frame_offset(&in, 4));
+    const char *cl = strstr(p.e.p, "{\"control_seq\":");
+    ASSERT(cl != NULL);
+    cJSON *j = cJSON_ParseWithLength(cl, strcspn(cl, "\n"));
+    if (!j)
+        TEST_FAIL_("--control line is not JSON: %s", p.e.p);
+    ASSERT_EQ(jnum(j, "control_seq"), 1);
+    ASSERT_EQ(jnum(j, "epoch"), 1);
+    ASSERT_EQ(jnum(cJSON_GetObjectItem(j, "record"), "epoch"), 1);
+    cJSON_Delete(j);
+    ASSERT(strstr(cl + 1, "{\"control_seq\":") == NULL); /* one control record */
+    proc_free(&p);
+
+    /* cat A | run B copies the log: B verifies and reads back the same bytes. */
+    const char *cfg_b = config_for("cat-b", m.endpoint, "cat-copy/", "", "", "");
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "'%s' cat --config '%s' | '%s' run --config '%s' >/dev/null",
+             bin_s3commit, cfg, bin_s3commit, cfg_b);
+    ASSERT_EQ(run((const char *[]){"/bin/sh", "-c", cmd, NULL}, NULL, &p, 60000), 0);
+    proc_free(&p);
+    cJSON *sum;
+    ASSERT_EQ(verify(cfg_b, 2000, &sum), 0);
+    ASSERT_EQ(jnum(sum, "last_seq"), 2001);
+    cJSON_Delete(sum);
+    ASSERT_EQ(cat_run(cfg_b, NULL, &p), 0);
+    assert_same(&p, in.p, in.len);
+    proc_free(&p);
+
+    /* A closed stdout (the consumer read 100 bytes and left) ends cat quietly, exit 0. */
+    snprintf(cmd, sizeof(cmd),
+             "'%s' cat --config '%s' | head -c 100 >/dev/null; exit ${PIPESTATUS[0]}", bin_s3commit,
+             cfg);
+    ASSERT_EQ(run((const char *[]){"/bin/bash", "-c", cmd, NULL}, NULL, &p, 60000), 0);
+    if (strstr(p.e.p, "s3commit:") || strstr(p.e.p, "level=error"))
+        TEST_FAIL_("cat was not quiet on a closed stdout: %s", p.e.p);
+    proc_free(&p);
+
+    /* A corrupted object in the middle: cat exits 1 naming its key and the offset, after
+     * writing every commit before it. */
+    static char out[1 << 16];
+    char path[700], key[600];
+    ASSERT_EQ(
+        mockproc_http(&m, "GET", "/commits?list-type=2&prefix=cat/log/", NULL, out, sizeof(out)),
+        200);
+    int nkeys = 0;
+    for (const char *k = out; (k = strstr(k, "<Key>")) != NULL; k += 5)
+        nkeys++;
+    ASSERT_GE(nkeys, 10);
+    const char *k = out;
+    for (int i = 0; i <= nkeys / 2; i++)
+        k = strstr(k, "<Key>") + 5;
+    snprintf(key, sizeof(key), "%.*s", (int)(strstr(k, "</Key>") - k), k);
+    int victim = atoi(key + strlen("cat/log/"));
+    ASSERT_GT(victim, 2);
+    snprintf(path, sizeof(path), "/commits/%s", key);
+    ASSERT_EQ(mockproc_http(&m, "PUT", path,
+                            "S3COMMITxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", out,
+                            sizeof(out)),
+              200);
+    ASSERT_EQ(cat_run(cfg, NULL, &p), 1);
+    if (!strstr(p.e.p, key) || !strstr(p.e.p, "at offset 8"))
+        TEST_FAIL_("stderr names not both %s and an offset: %s", key, p.e.p);
+    assert_same(&p, in.p, frame_offset(&in, victim - 2));
+    proc_free(&p);
+
+    buf_free(&in);
+    mockproc_stop(&m);
+}
+
+/* cat --follow sees the commits of a concurrent run within its poll interval. */
+static void test_cat_follow(void)
+{
+    enum { N = 30, POLL = 200 };
+    struct mockproc m;
+    struct proc w, c;
+    start_mock(&m, NULL);
+    const char *cfg = config_for("follow", m.endpoint, "follow/", "", "", "");
+    proc_start(&w, (const char *[]){bin_s3commit, "run", "--config", cfg, NULL});
+    /* Wait for the run's first line: its epoch is taken, the log exists. */
+    uint64_t end = now_ms() + 20000;
+    while (!(w.o.p && strstr(w.o.p, "first_seq")) && now_ms() < end)
+        proc_pump(&w, NULL, 0, 20);
+    ASSERT(w.o.p && strstr(w.o.p, "\"first_seq\":2"));
+    proc_start(&c, (const char *[]){bin_s3commit, "cat", "--config", cfg, "--follow", "--poll-ms",
+                                    "200", NULL});
+    uint64_t durable_at[N + 2] = {0}, read_at[N + 2] = {0};
+    uint64_t last_w = 1;
+    size_t parsed = 0;
+    int got = 0;
+    uint64_t next_send = now_ms() + 300;
+    int sent = 0;
+    end = now_ms() + 60000;
+    while (got < N && now_ms() < end) {
+        if (sent < N && now_ms() >= next_send) {
+            struct buf one = {0};
+            char msg[32];
+            int n = snprintf(msg, sizeof(msg), "follow-%d", sent);
+            buf_frame(&one, msg, (uint32_t)n);
+            ASSERT_EQ(proc_pump(&w, one.p, one.len, 1000), one.len);
+            buf_free(&one);
+            sent++;
+            next_send = now_ms() + (uint64_t)(rand() % 150);
+        }
+        proc_pump(&w, NULL, 0, 2);
+        proc_pump(&c, NULL, 0, 2);
+        uint64_t t = now_ms();
+        uint64_t wv = last_durable(w.o.p ? w.o.p : "");
+        for (; last_w < wv; last_w++)
+            if (last_w + 1 < N + 2)
+                durable_at[last_w + 1] = t;
+        while (c.o.len >= parsed + 4) { /* frames read by cat so far */
+            const unsigned char *q = (const unsigned char *)c.o.p + parsed;
+            uint32_t len = q[0] | q[1] << 8 | q[2] << 16 | (uint32_t)q[3] << 24;
+            if (c.o.len < parsed + 4 + len)
+                break;
+            char want[32];
+            int n = snprintf(want, sizeof(want), "follow-%d", got);
+            ASSERT_EQ(len, n);
+            ASSERT_MEM_EQ(q + 4, want, len);
+            read_at[got + 2] = t;
+            parsed += 4 + len;
+            got++;
+        }
+    }
+    ASSERT_EQ(got, N);
+    uint64_t worst = 0;
+    for (int s = 2; s < N + 2; s++) {
+        ASSERT(durable_at[s] > 0);
+        uint64_t lag = read_at[s] > durable_at[s] ? read_at[s] - durable_at[s] : 0;
+        worst = lag > worst ? lag : worst;
+    }
+    fprintf(stderr, "   cat --follow: worst durable-to-read lag %" PRIu64 " ms (poll %d ms)\n",
+            worst, POLL);
+    ASSERT_LT(worst, POLL + 1000);
+    proc_close_stdin(&w);
+    ASSERT_EQ(proc_wait(&w, 30000), 0);
+    kill(c.pid, SIGTERM);
+    proc_wait(&c, 10000);
+    proc_free(&w);
+    proc_free(&c);
+    mockproc_stop(&m);
+}
+
 int main(int argc, char **argv)
 {
     const char *bindir = getenv("S3C_BIN_DIR");
@@ -942,6 +1163,8 @@ int main(int argc, char **argv)
     CASE(test_unix_socket_clients);
     CASE(test_metrics_scrape);
     CASE(test_load_mock);
+    CASE(test_cat);
+    CASE(test_cat_follow);
 
     char cmd[400];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

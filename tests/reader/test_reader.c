@@ -1,0 +1,731 @@
+/* The reader (s3c_reader) against s3commit-mock, on logs written by stages: random sizes
+ * read back byte for byte with dense seqs; from_seq and to_seq anywhere in an object; two
+ * epochs with their control records; hand-made orphans skipped and nothing returned past
+ * the chain's end; follow mode within a poll interval of durability; a corrupted or a
+ * missing object named with its key; bad bucket and credentials at open; and a seek near
+ * the end of a long log that does not read the log before it. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "format/objfmt.h"
+#include "mockproc.h"
+#include "s3commit.h"
+#include "support/mockstats.h"
+#include "test.h"
+
+#define AK "AKIDREADERTEST000001"
+#define SK "reader-test-secret-key-0123456789abcdef"
+#define MAX_COMMIT 65536
+
+static struct mockproc mock; /* unsigned requests accepted: the test PUTs by hand */
+
+/* ---- raw HTTP to the mock (binary bodies) ------------------------------------------ */
+
+struct rbuf {
+    unsigned char *p;
+    size_t len;
+};
+
+/* One request on a fresh connection; *out gets the answer's body (malloc'd, NUL-ended).
+ * Returns the HTTP status. */
+static int raw_http(const char *method, const char *path, const void *body, size_t blen,
+                    struct rbuf *out)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mock.port)};
+    char req[1024];
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n",
+                     method, path, mock.port, blen);
+    ASSERT_EQ(write(fd, req, (size_t)n), n);
+    for (size_t off = 0; off < blen;) {
+        ssize_t w = write(fd, (const char *)body + off, blen - off);
+        ASSERT(w > 0);
+        off += (size_t)w;
+    }
+    size_t cap = 65536, got = 0;
+    unsigned char *all = malloc(cap);
+    for (;;) {
+        if (got + 4096 > cap)
+            all = realloc(all, cap *= 2);
+        ASSERT(all != NULL);
+        ssize_t r = read(fd, all + got, cap - got - 1);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    all[got] = '\0';
+    int status = 0;
+    ASSERT_EQ(sscanf((char *)all, "HTTP/1.%*d %d", &status), 1);
+    unsigned char *b = (unsigned char *)strstr((char *)all, "\r\n\r\n");
+    ASSERT(b != NULL);
+    b += 4;
+    if (out) {
+        out->len = got - (size_t)(b - all);
+        out->p = malloc(out->len + 1);
+        memcpy(out->p, b, out->len + 1);
+    }
+    free(all);
+    return status;
+}
+
+/* The first seqs of the keys under <prefix>log/ (one page: the logs here are small). */
+static int list_firsts(const char *prefix, uint64_t *firsts, int max)
+{
+    char path[256];
+    struct rbuf b;
+    snprintf(path, sizeof(path), "/commits?list-type=2&prefix=%slog/&max-keys=1000", prefix);
+    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    int n = 0;
+    for (char *k = (char *)b.p; (k = strstr(k, "<Key>")) != NULL; k += 5) {
+        char key[OBJ_KEY_MAX];
+        char *e = strstr(k, "</Key>");
+        ASSERT(e && n < max);
+        snprintf(key, sizeof(key), "%.*s", (int)(e - k - 5), k + 5);
+        ASSERT(obj_key_parse(key, prefix, &firsts[n]));
+        n++;
+    }
+    free(b.p);
+    return n;
+}
+
+static void obj_path(char *out, size_t n, const char *prefix, uint64_t first)
+{
+    char key[OBJ_KEY_MAX];
+    obj_key(key, sizeof(key), prefix, first);
+    snprintf(out, n, "/commits/%s", key);
+}
+
+/* A valid v2 object of n records from first, each payload the string payloads[i]. */
+static unsigned char *obj_build(uint64_t first, int n, uint64_t epoch, uint16_t flags,
+                                const char *const *payloads, size_t *len)
+{
+    size_t cap = OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES, off = 0;
+    for (int i = 0; i < n; i++)
+        cap += OBJ_RECORD_HEADER_BYTES + strlen(payloads[i]);
+    unsigned char *p = malloc(cap);
+    struct obj_header h = {.version = OBJ_VERSION,
+                           .flags = flags,
+                           .count = (uint32_t)n,
+                           .first_seq = first,
+                           .last_seq = first + (uint64_t)n - 1,
+                           .epoch = epoch};
+    obj_header_encode(&h, p);
+    off = OBJ_HEADER_BYTES;
+    for (int i = 0; i < n; i++) {
+        uint32_t l = (uint32_t)strlen(payloads[i]);
+        obj_record_header_encode(l, crc32c_update(0, payloads[i], l), first + (uint64_t)i, p + off);
+        memcpy(p + off + OBJ_RECORD_HEADER_BYTES, payloads[i], l);
+        off += OBJ_RECORD_HEADER_BYTES + l;
+    }
+    obj_trailer_encode(crc32c_update(0, p, off), p + off);
+    *len = off + OBJ_TRAILER_BYTES;
+    char err[256];
+    struct obj_header chk;
+    if (obj_decode(p, *len, &chk, NULL, NULL, err, sizeof(err)) != 0)
+        TEST_FAIL_("obj_build made a bad object: %s", err);
+    return p;
+}
+
+/* ---- stages and readers ----------------------------------------------------------- */
+
+static s3c_config *mkcfg_at(const char *endpoint, const char *bucket, const char *prefix,
+                            const char *secret, const char *persistence)
+{
+    char json[2048], err[512];
+    s3c_config *cfg = NULL;
+    snprintf(json, sizeof(json),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"%s\",\"prefix\":\"%s\","
+             "\"region\":\"us-east-1\",\"access_key_id\":\"" AK "\","
+             "\"secret_access_key\":\"%s\"},"
+             "\"persistence\":{%s%s\"retry_base_delay_ms\":20,\"max_retry_attempts\":2},"
+             "\"pipeline\":{\"ring_bytes\":4194304,\"max_commit_bytes\":%d}}",
+             endpoint, bucket, prefix, secret, persistence, persistence[0] ? "," : "", MAX_COMMIT);
+    if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0)
+        TEST_FAIL_("config: %s", err);
+    return cfg;
+}
+
+static s3c_config *mkcfg(const char *prefix, const char *persistence)
+{
+    return mkcfg_at(mock.endpoint, "commits", prefix, SK, persistence);
+}
+
+static s3c_stage *open_stage(const char *prefix, const char *persistence)
+{
+    s3c_config *cfg = mkcfg(prefix, persistence);
+    s3c_stage *st;
+    char err[512];
+    if (s3c_stage_open(cfg, &st, err, sizeof(err)) != 0)
+        TEST_FAIL_("stage open: %s", err);
+    s3c_config_free(cfg);
+    return st;
+}
+
+static void close_stage(s3c_stage *st)
+{
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), 0);
+    ASSERT_UEQ(rep.lost_first_seq, 0);
+}
+
+static s3c_reader *open_reader(const char *prefix, uint64_t from, uint64_t to, int follow)
+{
+    s3c_config *cfg = mkcfg(prefix, "");
+    s3c_reader *r;
+    char err[1100];
+    struct s3c_reader_opts o = {
+        .from_seq = from, .to_seq = to, .follow = follow, .poll_interval_ms = 200};
+    if (s3c_reader_open(cfg, &o, &r, err, sizeof(err)) != 0)
+        TEST_FAIL_("reader open: %s", err);
+    s3c_config_free(cfg);
+    return r;
+}
+
+/* The payload of commit i: its length and bytes come from i alone. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+struct commits {
+    unsigned char *data[1024];
+    size_t len[1024];
+    uint64_t seq[1024];
+    int n;
+};
+
+/* Submits n commits of random sizes 0..MAX_COMMIT (the first 0 bytes, the second the max),
+ * keeping copies. */
+static void submit_random(s3c_stage *st, struct commits *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        size_t len = i == 0 ? 0 : i == 1 ? MAX_COMMIT : (size_t)(rng() % (MAX_COMMIT + 1));
+        unsigned char *p = calloc(1, len ? len : 1);
+        for (size_t j = 0; j < len; j++)
+            p[j] = (unsigned char)rng();
+        int k = c->n++;
+        c->data[k] = p;
+        c->len[k] = len;
+        ASSERT_EQ(s3c_submit(st, p, len, 5000, &c->seq[k]), 0);
+        ASSERT(i == 0 || c->seq[k] == c->seq[k - 1] + 1);
+    }
+}
+
+static void commits_free(struct commits *c)
+{
+    for (int i = 0; i < c->n; i++)
+        free(c->data[i]);
+    c->n = 0;
+}
+
+/* Reads to S3C_EEND; checks each returned commit against c (by seq) and that seqs run
+ * densely from `from`. Returns the last seq returned (0: none). */
+static uint64_t read_check(s3c_reader *r, const struct commits *c, uint64_t from, int *controls)
+{
+    struct s3c_record rec;
+    uint64_t want = from;
+    int rc;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0) {
+        ASSERT_UEQ(rec.seq, want);
+        want++;
+        if (rec.control) {
+            if (controls)
+                (*controls)++;
+            continue;
+        }
+        ASSERT(c->n > 0 && rec.seq >= c->seq[0] && rec.seq <= c->seq[c->n - 1]);
+        int i = (int)(rec.seq - c->seq[0]);
+        ASSERT_UEQ(rec.len, c->len[i]);
+        ASSERT_MEM_EQ(rec.data, c->data[i], rec.len);
+    }
+    if (rc != S3C_EEND)
+        TEST_FAIL_("reader: %s (%s)", s3c_strerror(rc), s3c_reader_error(r));
+    /* The end is sticky. */
+    ASSERT_EQ(s3c_reader_next(r, &rec, 0), S3C_EEND);
+    return want - 1;
+}
+
+/* ---- the cases --------------------------------------------------------------------- */
+
+static struct commits rt; /* the "rt/" log, shared by the round trip and the seeks */
+static uint64_t rt_firsts[1000];
+static int rt_objects;
+
+static void test_round_trip(void)
+{
+    s3c_stage *st = open_stage("rt/", "\"batch_bytes_threshold\":300000,\"batch_timeout_ms\":5");
+    submit_random(st, &rt, 300);
+    ASSERT_EQ(s3c_wait_durable(st, rt.seq[rt.n - 1], 20000), 0);
+    close_stage(st);
+    rt_objects = list_firsts("rt/", rt_firsts, 1000);
+    ASSERT_GE(rt_objects, 10); /* many objects, so seeks land inside them */
+
+    s3c_reader *r = open_reader("rt/", 0, 0, 0);
+    struct s3c_record rec;
+    ASSERT_EQ(s3c_reader_next(r, &rec, 10000), 0);
+    ASSERT_UEQ(rec.seq, 1);
+    ASSERT_EQ(rec.control, 1);
+    ASSERT_UEQ(rec.epoch, 1);
+    int controls = 1;
+    ASSERT_UEQ(read_check(r, &rt, 2, &controls), rt.seq[rt.n - 1]);
+    ASSERT_EQ(controls, 1);
+    struct s3c_reader_stats s;
+    s3c_reader_stats_get(r, &s);
+    ASSERT_UEQ(s.records, (uint64_t)rt.n + 1);
+    ASSERT_UEQ(s.control_records, 1);
+    ASSERT_UEQ(s.objects, (uint64_t)rt_objects);
+    ASSERT_UEQ(s.last_seq, rt.seq[rt.n - 1]);
+    ASSERT_UEQ(s.orphans_skipped, 0);
+    ASSERT_UEQ(s.beyond_end, 0);
+    uint64_t bytes = 0;
+    for (int i = 0; i < rt.n; i++)
+        bytes += rt.len[i];
+    ASSERT_GT(s.bytes, bytes); /* and the control record's JSON */
+    s3c_reader_close(r);
+}
+
+/* from_seq on an object's first seq, its last, and inside it; to_seq likewise. */
+static void test_seek_and_to(void)
+{
+    uint64_t end = rt.seq[rt.n - 1];
+    int mid = 1; /* the widest object after the control record's */
+    for (int i = 2; i + 1 < rt_objects; i++)
+        if (rt_firsts[i + 1] - rt_firsts[i] > rt_firsts[mid + 1] - rt_firsts[mid])
+            mid = i;
+    uint64_t first = rt_firsts[mid], last = rt_firsts[mid + 1] - 1;
+    ASSERT_GT(last, first + 1); /* an object of three or more seqs */
+    uint64_t froms[] = {2, first, last, first + 1, end, rt_firsts[rt_objects - 1]};
+    for (size_t i = 0; i < sizeof(froms) / sizeof(froms[0]); i++) {
+        s3c_reader *r = open_reader("rt/", froms[i], 0, 0);
+        ASSERT_UEQ(read_check(r, &rt, froms[i], NULL), end);
+        s3c_reader_close(r);
+    }
+    /* to_seq: on an object's first seq, its last, inside it; with from inside the same one. */
+    uint64_t tos[][2] = {{0, first}, {0, last}, {2, first + 1}, {first, first}, {first + 1, last}};
+    for (size_t i = 0; i < sizeof(tos) / sizeof(tos[0]); i++) {
+        s3c_reader *r = open_reader("rt/", tos[i][0], tos[i][1], 0);
+        uint64_t from = tos[i][0] ? tos[i][0] : 1;
+        ASSERT_UEQ(read_check(r, &rt, from, NULL), tos[i][1]);
+        s3c_reader_close(r);
+    }
+    /* Past the end: nothing, at once. */
+    s3c_reader *r = open_reader("rt/", end + 1, 0, 0);
+    struct s3c_record rec;
+    ASSERT_EQ(s3c_reader_next(r, &rec, 5000), S3C_EEND);
+    s3c_reader_close(r);
+
+    /* The manifest's max_batch_commits (how far below a seq its object may start) covers
+     * the widest object the stage wrote... */
+    struct rbuf b;
+    ASSERT_EQ(raw_http("GET", "/commits/rt/manifest.json", NULL, 0, &b), 200);
+    cJSON *m = cJSON_ParseWithLength((const char *)b.p, b.len);
+    free(b.p);
+    ASSERT(m != NULL);
+    cJSON *mb = cJSON_GetObjectItem(m, "max_batch_commits");
+    ASSERT(cJSON_IsNumber(mb));
+    ASSERT_GE(mb->valuedouble, last - first + 1);
+    /* ...and a stale one (as older writers left it) costs a wider look, not a failure. */
+    cJSON_SetNumberValue(mb, 1);
+    char *text = cJSON_PrintUnformatted(m);
+    ASSERT_EQ(raw_http("PUT", "/commits/rt/manifest.json", text, strlen(text), NULL), 200);
+    free(text);
+    cJSON_Delete(m);
+    r = open_reader("rt/", last, 0, 0);
+    ASSERT_UEQ(read_check(r, &rt, last, NULL), end);
+    s3c_reader_close(r);
+}
+
+/* Two epochs (stages in turn), then two orphans PUT by hand: a lower epoch right after the
+ * chain's end, and one off the chain inside an object's range. */
+static void test_epochs_and_orphans(void)
+{
+    struct commits c = {0};
+    s3c_stage *st = open_stage("ep/", "\"batch_size_threshold\":1");
+    submit_random(st, &c, 5); /* seqs 2..6, one object each */
+    ASSERT_EQ(s3c_wait_durable(st, c.seq[4], 10000), 0);
+    close_stage(st);
+    ASSERT_UEQ(c.seq[0], 2);
+
+    /* The second writer batches its five commits into one object (a long timeout, the
+     * count reached at once). */
+    st = open_stage("ep/", "\"batch_size_threshold\":5,\"batch_timeout_ms\":10000");
+    struct s3c_stage_info info;
+    ASSERT_EQ(s3c_stage_info(st, &info), 0);
+    ASSERT_UEQ(info.epoch, 2);
+    ASSERT_UEQ(info.control_seq, 7);
+    submit_random(st, &c, 5); /* 8..12 */
+    ASSERT_EQ(s3c_wait_durable(st, c.seq[9], 10000), 0);
+    close_stage(st);
+    uint64_t firsts[64];
+    int n = list_firsts("ep/", firsts, 64);
+    ASSERT_GE(n, 8); /* 1, 2..6, 7, then 8.. in one or more objects */
+    ASSERT_UEQ(firsts[6], 7);
+    ASSERT_UEQ(firsts[7], 8);
+    uint64_t inside = 0; /* a seq inside an object of the second writer, not its first */
+    for (int i = 7; i < n && !inside; i++)
+        if ((i + 1 < n ? firsts[i + 1] : 13) - firsts[i] >= 2)
+            inside = firsts[i] + 1;
+    ASSERT_GT(inside, 0);
+    char path[700];
+    struct rbuf b;
+    const char *orphan_beyond[] = {"beyond-1", "beyond-2"};
+    size_t len;
+    unsigned char *o = obj_build(13, 2, 1, 0, orphan_beyond, &len);
+    obj_path(path, sizeof(path), "ep/", 13);
+    ASSERT_EQ(raw_http("PUT", path, o, len, NULL), 200);
+    free(o);
+    const char *orphan_inside[] = {"inside"};
+    o = obj_build(inside, 1, 1, 0, orphan_inside, &len);
+    obj_path(path, sizeof(path), "ep/", inside);
+    ASSERT_EQ(raw_http("PUT", path, o, len, NULL), 200);
+    free(o);
+
+    s3c_reader *r = open_reader("ep/", 0, 0, 0);
+    struct s3c_record rec;
+    uint64_t want = 1;
+    int rc;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0) {
+        ASSERT_UEQ(rec.seq, want);
+        ASSERT(rec.seq <= 12);
+        ASSERT_UEQ(rec.epoch, rec.seq < 7 ? 1 : 2);
+        ASSERT_EQ(rec.control, rec.seq == 1 || rec.seq == 7);
+        if (rec.control) {
+            cJSON *j = cJSON_ParseWithLength(rec.data, rec.len);
+            ASSERT(j != NULL);
+            ASSERT_EQ(cJSON_GetObjectItem(j, "epoch")->valuedouble, rec.epoch);
+            ASSERT_STR_EQ(cJSON_GetObjectItem(j, "type")->valuestring, "epoch_start");
+            cJSON_Delete(j);
+        } else {
+            int i = rec.seq < 7 ? (int)rec.seq - 2 : (int)rec.seq - 3;
+            ASSERT_UEQ(rec.len, c.len[i]);
+            ASSERT_MEM_EQ(rec.data, c.data[i], rec.len);
+        }
+        want++;
+    }
+    ASSERT_EQ(rc, S3C_EEND);
+    ASSERT_UEQ(want, 13);
+    struct s3c_reader_stats s;
+    s3c_reader_stats_get(r, &s);
+    ASSERT_UEQ(s.control_records, 2);
+    ASSERT_UEQ(s.orphans_skipped, 1); /* the one inside an object's range */
+    ASSERT_UEQ(s.beyond_end, 1);      /* log/13, the lower epoch */
+    ASSERT_UEQ(s.last_seq, 12);
+    s3c_reader_close(r);
+
+    /* Seeking: into the object the off-chain one overlaps, and past the chain's end. */
+    r = open_reader("ep/", inside, 0, 0);
+    ASSERT_EQ(s3c_reader_next(r, &rec, 10000), 0);
+    ASSERT_UEQ(rec.seq, inside);
+    ASSERT_UEQ(rec.len, c.len[inside - 3]);
+    ASSERT_MEM_EQ(rec.data, c.data[inside - 3], rec.len);
+    s3c_reader_close(r);
+    r = open_reader("ep/", 13, 0, 0);
+    ASSERT_EQ(s3c_reader_next(r, &rec, 10000), S3C_EEND);
+    s3c_reader_close(r);
+    /* A follower never takes the orphan either. */
+    r = open_reader("ep/", 12, 0, 1);
+    ASSERT_EQ(s3c_reader_next(r, &rec, 10000), 0);
+    ASSERT_UEQ(rec.seq, 12);
+    ASSERT_EQ(s3c_reader_next(r, &rec, 700), S3C_ETIMEDOUT);
+    s3c_reader_close(r);
+
+    /* The orphans are there to be read (the reader chose not to). */
+    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    free(b.p);
+    obj_path(path, sizeof(path), "ep/", 13);
+    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    free(b.p);
+    commits_free(&c);
+}
+
+/* ---- follow ------------------------------------------------------------------------ */
+
+#define FOLLOW_N 40
+#define FOLLOW_POLL_MS 200
+
+struct follow {
+    _Atomic uint64_t durable_at_ms[FOLLOW_N + 3]; /* by seq */
+    _Atomic uint64_t read_at_ms[FOLLOW_N + 3];
+    _Atomic uint64_t last_w;
+    uint64_t last_seq;
+    int error;
+    char msg[1100];
+};
+
+static void on_durable(void *ctx, uint64_t w, int err)
+{
+    struct follow *f = ctx;
+    if (err)
+        return;
+    uint64_t now = test_now_ms_();
+    for (uint64_t s = atomic_load(&f->last_w) + 1; s <= w && s < FOLLOW_N + 3; s++)
+        atomic_store(&f->durable_at_ms[s], now);
+    atomic_store(&f->last_w, w);
+}
+
+static void *follow_thread(void *arg)
+{
+    struct follow *f = arg;
+    s3c_reader *r = open_reader("fo/", 2, 0, 1);
+    uint64_t end = test_now_ms_() + 60000;
+    struct s3c_record rec;
+    while (test_now_ms_() < end) {
+        int rc = s3c_reader_next(r, &rec, 100);
+        if (rc == S3C_ETIMEDOUT)
+            continue;
+        if (rc != 0) {
+            f->error = rc;
+            snprintf(f->msg, sizeof(f->msg), "%s", s3c_reader_error(r));
+            break;
+        }
+        if (rec.seq < FOLLOW_N + 3)
+            atomic_store(&f->read_at_ms[rec.seq], test_now_ms_());
+        if (rec.seq >= f->last_seq)
+            break;
+    }
+    s3c_reader_close(r);
+    return NULL;
+}
+
+static void test_follow(void)
+{
+    static struct follow f;
+    s3c_stage *st = open_stage("fo/", "\"batch_timeout_ms\":5");
+    ASSERT_EQ(s3c_subscribe(st, on_durable, &f), 0);
+    f.last_seq = FOLLOW_N + 1; /* the commits are 2..FOLLOW_N+1 */
+    atomic_store(&f.last_w, 1);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, follow_thread, &f), 0);
+    for (int i = 0; i < FOLLOW_N; i++) {
+        char p[64];
+        uint64_t seq;
+        int n = snprintf(p, sizeof(p), "follow-%d", i);
+        ASSERT_EQ(s3c_submit(st, p, (size_t)n, 5000, &seq), 0);
+        ASSERT_UEQ(seq, (uint64_t)i + 2);
+        /* gaps of 0..150 ms: some commits share a poll, some wait a whole one */
+        usleep((useconds_t)(rng() % 150) * 1000);
+    }
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    close_stage(st);
+    if (f.error)
+        TEST_FAIL_("follower: %s: %s", s3c_strerror(f.error), f.msg);
+    uint64_t worst = 0;
+    for (uint64_t s = 2; s <= f.last_seq; s++) {
+        uint64_t d = atomic_load(&f.durable_at_ms[s]), rd = atomic_load(&f.read_at_ms[s]);
+        ASSERT_GT(d, 0);
+        if (rd == 0)
+            TEST_FAIL_("seq %" PRIu64 " was never read by the follower", s);
+        uint64_t lag = rd > d ? rd - d : 0;
+        worst = lag > worst ? lag : worst;
+    }
+    fprintf(stderr, "   follow: worst durable-to-read lag %" PRIu64 " ms (poll %d ms)\n", worst,
+            FOLLOW_POLL_MS);
+    ASSERT_LT(worst, FOLLOW_POLL_MS + 1000);
+}
+
+/* ---- damage ------------------------------------------------------------------------ */
+
+/* A log of 10 data objects of 3 commits each under prefix; returns the commits. */
+static void write_small_log(const char *prefix, struct commits *c, uint64_t *firsts, int *n)
+{
+    s3c_stage *st = open_stage(prefix, "\"batch_size_threshold\":3,\"batch_timeout_ms\":10000");
+    submit_random(st, c, 30);
+    ASSERT_EQ(s3c_wait_durable(st, c->seq[c->n - 1], 10000), 0);
+    close_stage(st);
+    *n = list_firsts(prefix, firsts, 64);
+    ASSERT_GE(*n, 11); /* a batch may split where the ring wraps */
+}
+
+static void test_corrupt_object(void)
+{
+    struct commits c = {0};
+    uint64_t firsts[64];
+    int n;
+    write_small_log("co/", &c, firsts, &n);
+    int v = 5; /* the victim: an object of two or more records in the middle */
+    while (firsts[v + 1] - firsts[v] < 2)
+        ASSERT_LT(++v, n - 2);
+    char path[700], key[OBJ_KEY_MAX];
+    struct rbuf b;
+    obj_path(path, sizeof(path), "co/", firsts[v]);
+    obj_key(key, sizeof(key), "co/", firsts[v]);
+    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    /* Flip a byte in the second record's payload. */
+    size_t rec0 = OBJ_HEADER_BYTES;
+    uint32_t len0 = (uint32_t)b.p[rec0] | (uint32_t)b.p[rec0 + 1] << 8 |
+                    (uint32_t)b.p[rec0 + 2] << 16 | (uint32_t)b.p[rec0 + 3] << 24;
+    size_t rec1 = rec0 + OBJ_RECORD_HEADER_BYTES + len0;
+    uint32_t len1 = (uint32_t)b.p[rec1] | (uint32_t)b.p[rec1 + 1] << 8 |
+                    (uint32_t)b.p[rec1 + 2] << 16 | (uint32_t)b.p[rec1 + 3] << 24;
+    ASSERT_GT(len1, 0);
+    b.p[rec1 + OBJ_RECORD_HEADER_BYTES + len1 / 2] ^= 0x40;
+    ASSERT_EQ(raw_http("PUT", path, b.p, b.len, NULL), 200);
+    free(b.p);
+
+    s3c_reader *r = open_reader("co/", 0, 0, 0);
+    struct s3c_record rec;
+    uint64_t want = 1;
+    int rc;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0)
+        ASSERT_UEQ(rec.seq, want++);
+    ASSERT_EQ(rc, S3C_ECORRUPT);
+    ASSERT_UEQ(want, firsts[v]); /* everything before it, nothing of it */
+    const char *e = s3c_reader_error(r);
+    char offset[64];
+    snprintf(offset, sizeof(offset), "at offset %zu",
+             rec1 + OBJ_RECORD_HEADER_BYTES); /* its payload */
+    if (!strstr(e, key) || !strstr(e, offset))
+        TEST_FAIL_("the error names neither %s nor '%s': %s", key, offset, e);
+    ASSERT_EQ(s3c_reader_next(r, &rec, 0), S3C_ECORRUPT); /* final */
+    s3c_reader_close(r);
+
+    /* Seeking into it fails the same way. */
+    r = open_reader("co/", firsts[v] + 1, 0, 0);
+    ASSERT_EQ(s3c_reader_next(r, &rec, 10000), S3C_ECORRUPT);
+    ASSERT(strstr(s3c_reader_error(r), key) != NULL);
+    s3c_reader_close(r);
+    commits_free(&c);
+}
+
+static void test_missing_object(void)
+{
+    struct commits c = {0};
+    uint64_t firsts[64];
+    int n;
+    write_small_log("mi/", &c, firsts, &n);
+    char path[700], key[OBJ_KEY_MAX];
+    obj_path(path, sizeof(path), "mi/", firsts[4]);
+    obj_key(key, sizeof(key), "mi/", firsts[4]);
+    ASSERT_EQ(raw_http("DELETE", path, NULL, 0, NULL), 204);
+
+    s3c_reader *r = open_reader("mi/", 0, 0, 0);
+    struct s3c_record rec;
+    uint64_t want = 1;
+    int rc;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0)
+        ASSERT_UEQ(rec.seq, want++);
+    ASSERT_NE(rc, S3C_EEND); /* not a quiet end: the manifest says the log goes on */
+    ASSERT_UEQ(want, firsts[4]);
+    if (!strstr(s3c_reader_error(r), key))
+        TEST_FAIL_("the error does not name %s: %s", key, s3c_reader_error(r));
+    s3c_reader_close(r);
+    commits_free(&c);
+}
+
+static void test_open_errors(void)
+{
+    s3c_reader *r = (s3c_reader *)1;
+    char err[1100];
+    s3c_config *cfg = mkcfg_at(mock.endpoint, "no-such-bucket", "x/", SK, "");
+    int rc = s3c_reader_open(cfg, NULL, &r, err, sizeof(err));
+    fprintf(stderr, "   no bucket: %s: %s\n", s3c_strerror(rc), err);
+    ASSERT_NE(rc, 0);
+    ASSERT(r == NULL);
+    ASSERT(strstr(err, "NoSuchBucket") != NULL);
+    ASSERT(strstr(err, "no-such-bucket") != NULL);
+    s3c_config_free(cfg);
+
+    struct mockproc signed_mock;
+    const char *args[] = {"--access-key", AK, "--secret-key", SK, NULL};
+    ASSERT_EQ(test_mock_start(&signed_mock, args), 0);
+    cfg = mkcfg_at(signed_mock.endpoint, "commits", "x/", "wrong-secret-0000000000", "");
+    r = (s3c_reader *)1;
+    rc = s3c_reader_open(cfg, NULL, &r, err, sizeof(err));
+    fprintf(stderr, "   wrong secret: %s: %s\n", s3c_strerror(rc), err);
+    ASSERT_NE(rc, 0);
+    ASSERT(r == NULL);
+    ASSERT(strstr(err, "SignatureDoesNotMatch") != NULL);
+    ASSERT(strstr(err, "wrong-secret") == NULL);
+    s3c_config_free(cfg);
+    /* The right one reads the (empty) log. */
+    cfg = mkcfg_at(signed_mock.endpoint, "commits", "x/", SK, "");
+    ASSERT_EQ(s3c_reader_open(cfg, NULL, &r, err, sizeof(err)), 0);
+    struct s3c_record rec;
+    ASSERT_EQ(s3c_reader_next(r, &rec, 5000), S3C_EEND);
+    s3c_reader_close(r);
+    s3c_config_free(cfg);
+    test_mock_stop(&signed_mock);
+}
+
+/* A log of a few thousand objects; a reader opened near its end makes a handful of GETs. */
+static void test_seek_is_cheap(void)
+{
+    enum { N = 3000 };
+    s3c_stage *st = open_stage("lg/", "\"batch_size_threshold\":1,\"max_in_flight_requests\":16,"
+                                      "\"target_pool_size\":16");
+    uint64_t seq = 0;
+    for (int i = 0; i < N; i++) {
+        char p[32];
+        int n = snprintf(p, sizeof(p), "long-%d", i);
+        ASSERT_EQ(s3c_submit(st, p, (size_t)n, 5000, &seq), 0);
+    }
+    ASSERT_EQ(s3c_wait_durable(st, seq, 120000), 0);
+    close_stage(st);
+    ASSERT_UEQ(seq, N + 1);
+
+    ASSERT_EQ(mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, (char[4096]){0}, 4096), 204);
+    uint64_t t0 = test_now_ms_();
+    s3c_reader *r = open_reader("lg/", seq - 3, 0, 0);
+    struct s3c_record rec;
+    ASSERT_EQ(s3c_reader_next(r, &rec, 10000), 0);
+    uint64_t first_ms = test_now_ms_() - t0;
+    ASSERT_UEQ(rec.seq, seq - 3);
+    ASSERT_EQ(rec.len, 9);
+    ASSERT_MEM_EQ(rec.data, "long-2996", 9);
+    int rc, more = 0;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0)
+        more++;
+    ASSERT_EQ(rc, S3C_EEND);
+    ASSERT_EQ(more, 3);
+    s3c_reader_close(r);
+    long gets = mock_stat(&mock, "ops.GetObject.count");
+    long lists = mock_stat(&mock, "ops.ListObjectsV2.count");
+    fprintf(stderr, "   seek near the end of %d objects: %ld GETs, %ld lists, %" PRIu64 " ms\n",
+            N + 1, gets, lists, first_ms);
+    ASSERT_LE(gets, 12);
+    ASSERT_LE(lists, 4);
+}
+
+int main(int argc, char **argv)
+{
+    const char *only = argc > 1 ? argv[1] : NULL;
+    signal(SIGPIPE, SIG_IGN);
+    ASSERT_EQ(test_mock_start(&mock, NULL), 0);
+#define CASE(fn)                                                                                   \
+    if (!only || strcmp(only, #fn) == 0)                                                           \
+    RUN(fn)
+    CASE(test_round_trip);
+    if (!only || strcmp(only, "test_seek_and_to") == 0) {
+        if (rt.n == 0)
+            test_round_trip();
+        RUN(test_seek_and_to);
+    }
+    CASE(test_epochs_and_orphans);
+    CASE(test_follow);
+    CASE(test_corrupt_object);
+    CASE(test_missing_object);
+    CASE(test_open_errors);
+    CASE(test_seek_is_cheap);
+    commits_free(&rt);
+    test_mock_stop(&mock);
+    return 0;
+}
