@@ -221,9 +221,6 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
     b->iovcnt = n;
     b->crc32c = crc32c_update(crc, b->trailer, OBJ_TRAILER_BYTES);
     obj_key(b->key, sizeof(b->key), st->cfg.s3.prefix, b->first);
-    /* The manifest tells readers how far below a seq its object can start (seeking). */
-    if (b->rb.count > st->ws.max_batch_commits)
-        st->ws.max_batch_commits = b->rb.count;
     b->size = 0;
     for (int i = 0; i < n; i++)
         b->size += b->iov[i].iov_len;
