@@ -61,8 +61,8 @@ if [ -z "$port" ]; then
     exit 1
 fi
 
-# Two phases of DURATION/2 seconds, each under its own prefix (keys are deterministic, so
-# two runs must not share one). "max" submits as fast as the stage takes commits: that
+# Two phases of DURATION/2 seconds, each under its own prefix (a second run on a prefix
+# continues its log: the restarts below do that). "max" submits as fast as the stage takes commits: that
 # shows capacity, but its ack latency is mostly queueing in the commit ring. "steady"
 # then runs at a third of that rate (at most DEMO_RATE): the latency a commit sees below
 # saturation.
@@ -209,7 +209,7 @@ row "verify" "$(vsum max)" "$(vsum steady)"
 echo
 wide "then on demo/steady/" "s3commit run, commits framed on stdin at $rate/s"
 wide "epoch $k_epoch, kill -9" "from seq $k_first; killed after ${KILL_AFTER}s, durable_seq $k_durable printed"
-wide "epoch $a_epoch, restarted" "resumed at seq $a_recovered; $after commits, durable_seq $a_durable, exit $a_rc"
+wide "epoch $a_epoch, restarted" "found the end at seq $a_recovered; $after commits, durable_seq $a_durable, exit $a_rc"
 wide "one chain" "$(vchain)"
 echo
 wide "reports" "$M $S"

@@ -28,7 +28,7 @@ static void cli_usage(FILE *f)
           "  --config FILE         the JSON config (docs/config.md); check-config takes FILE\n"
           "                        as its operand too\n"
           "  --input stdin|unix:PATH   run: where commits come from (default stdin)\n"
-          "  --expect-commits N    verify: exactly N commits, the last being seq N\n"
+          "  --expect-commits N    verify: exactly N commits on the chain (control records apart)\n"
           "  -h, --help            this text (also after a command: s3commit run --help)\n"
           "  -V, --version         prints \"s3commit VERSION\"\n"
           "exit codes: 0 ok, 1 failed (not durable / check failed), 2 bad usage or config\n",
