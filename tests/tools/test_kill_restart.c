@@ -2,7 +2,9 @@
  * object by object: every seq a run printed durable is on the chain once, with the bytes
  * that run sent for it, and the epochs along the chain only grow. The moments of the
  * kills come from a seeded RNG (S3C_KILL_SEED to replay one); two of the ten may fall
- * inside the open (the epoch, the fence). Every process started here is stopped by pid. */
+ * inside the open (the epoch, the fence). The mock answers in 5-20 ms and refuses one
+ * request in ten with 503, so a kill leaves gaps and orphans for the next run to pass.
+ * Every process started here is stopped by pid. */
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -328,7 +330,19 @@ static void test_kill_restart(void)
 
     char mseed[32];
     snprintf(mseed, sizeof(mseed), "%" PRIu64, seed % 1000000007u);
-    const char *margs[] = {"--latency-ms", "5", "--latency-jitter-ms", "15", "--seed", mseed, NULL};
+    /* 5-20 ms a request, and one in ten refused with 503 (not stored): PUTs retried at the
+     * kill leave gaps, so later runs meet objects off the chain (orphans, beyond the end). */
+    const char *margs[] = {"--latency-ms",
+                           "5",
+                           "--latency-jitter-ms",
+                           "15",
+                           "--error-rate",
+                           "0.1",
+                           "--error-status",
+                           "503",
+                           "--seed",
+                           mseed,
+                           NULL};
     struct mockproc m;
     ASSERT_EQ(mockproc_start(&m, margs), 0);
     track_child(m.pid);
@@ -338,7 +352,7 @@ static void test_kill_restart(void)
     snprintf(text, sizeof(text),
              "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"" KR_PREFIX "\"},\n"
              " \"persistence\":{\"batch_timeout_ms\":2,\"max_in_flight_requests\":8,"
-             "\"retry_base_delay_ms\":20},\n"
+             "\"retry_base_delay_ms\":20,\"max_retry_attempts\":10},\n"
              " \"log\":{\"level\":\"warn\"}}\n",
              m.endpoint);
     write_file(cfg, text);
@@ -359,10 +373,11 @@ static void test_kill_restart(void)
         }
     }
 
-    /* Read back at full speed: the latency was for the runs. */
+    /* Read back at full speed and without errors: the faults were for the runs. */
     char out[4096];
     ASSERT_EQ(mockproc_http(&m, "PUT", "/_mock/faults",
-                            "{\"latency_ms\":0,\"latency_jitter_ms\":0}", out, sizeof(out)),
+                            "{\"latency_ms\":0,\"latency_jitter_ms\":0,\"error_rate\":0}", out,
+                            sizeof(out)),
               200);
     struct kr_chain c;
     kr_read_back(cfg, &c);
@@ -413,6 +428,9 @@ static void test_kill_restart(void)
     cJSON *sum = cJSON_Parse(p.o.p);
     ASSERT(sum != NULL);
     ASSERT(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sum, "ok")));
+    ASSERT_EQ(cJSON_GetObjectItemCaseSensitive(sum, "orphans")->valuedouble +
+                  cJSON_GetObjectItemCaseSensitive(sum, "beyond_end")->valuedouble,
+              (double)c.off_chain);
     ASSERT_EQ(cJSON_GetObjectItemCaseSensitive(sum, "commits")->valuedouble, (double)c.commits);
     ASSERT_EQ(cJSON_GetObjectItemCaseSensitive(sum, "control_records")->valuedouble,
               (double)c.controls);
