@@ -1,9 +1,12 @@
 /* bench-stage: the persistence stage end to end against s3commit-mock --store none on
  * 127.0.0.1 (started and stopped by pid). Prints JSON lines: peak commits/s and MB/s
- * acknowledged; p50/p99/p999 commit-to-durable latency at half of peak load beside the
- * target (batch_timeout_ms + the server's p99 + 1 ms); and, with 20 ms of injected
- * server latency, throughput at max_in_flight_requests 1, 4, 16, 64 beside Little's law
- * (k x batch / 20 ms). Every run is bounded in time. Never run by make test. */
+ * acknowledged and p50/p99/p999 commit-to-durable latency at half of peak load beside the
+ * target (batch_timeout_ms + the server's p99 + 1 ms), each with conditional writes on
+ * (If-None-Match on every PUT, the writer protocol) and off, and their ratio; with 20 ms of
+ * injected server latency, throughput at max_in_flight_requests 1, 4, 16, 64 beside
+ * Little's law (k x batch / 20 ms); and the open time of a log of 100,000 objects (a
+ * memory-store mock) with a current manifest and without one. Every run is bounded in
+ * time. Never run by make test. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,6 +18,7 @@
 #include "common/clock.h"
 #include "mockproc.h"
 #include "s3commit.h"
+#include "support/mockstats.h"
 #include "support/xport_loop.h"
 #include "transport/transport.h"
 
@@ -35,15 +39,18 @@ static void faults(const char *json)
     }
 }
 
+static bool conditional = true; /* s3.conditional_writes of the stages opened */
+
 static s3c_stage *open_stage(const char *persistence, long ring_bytes)
 {
     char json[2048], err[512];
     s3c_config *cfg;
     s3c_stage *st;
     snprintf(json, sizeof(json),
-             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"bench/\"},"
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"bench/\","
+             "\"conditional_writes\":%s},"
              "\"persistence\":{%s},\"pipeline\":{\"ring_bytes\":%ld}}",
-             mock.endpoint, persistence, ring_bytes);
+             mock.endpoint, conditional ? "true" : "false", persistence, ring_bytes);
     if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0 ||
         s3c_stage_open(cfg, &st, err, sizeof(err)) != 0) {
         fprintf(stderr, "bench-stage: %s\n", err);
@@ -211,24 +218,26 @@ int main(int argc, char **argv)
     if (mockproc_start(&mock, args) != 0)
         return 1;
 
-    /* 1. Peak: two producers as fast as the ring takes them, default knobs. */
-    double peak_cps = 0;
-    size_t sizes[] = {128, 4096};
-    for (int i = 0; i < 2; i++) {
-        s3c_stage *st = open_stage("\"batch_timeout_ms\":5", 64L << 20);
-        struct run r = drive(st, 2, sizes[i], secs, 0, NULL);
-        s3c_stage_close(st, NULL);
-        if (i == 0)
-            peak_cps = r.commits_per_s;
-        printf("{\"bench\":\"stage\",\"case\":\"peak\",\"commit_bytes\":%zu,\"producers\":2,"
-               "\"commits_per_s\":%.0f,\"mb_per_s\":%.1f,\"batches\":%" PRIu64
-               ",\"commits_per_put\":%.1f}\n",
-               sizes[i], r.commits_per_s, r.mb_per_s, r.batches, r.commits_per_put);
-        fflush(stdout);
-    }
-
-    /* 2. Latency at half of peak (128-byte commits). */
-    {
+    /* 1-2. Peak (two producers as fast as the ring takes them, default knobs) and latency
+     * at half of peak (128-byte commits), with conditional writes on and then off. */
+    double peak_on = 0, peak_off = 0, p99_on = 0, p99_off = 0;
+    for (int c = 0; c < 2; c++) {
+        conditional = c == 0;
+        double peak_cps = 0;
+        size_t sizes[] = {128, 4096};
+        for (int i = 0; i < 2; i++) {
+            s3c_stage *st = open_stage("\"batch_timeout_ms\":5", 64L << 20);
+            struct run r = drive(st, 2, sizes[i], secs, 0, NULL);
+            s3c_stage_close(st, NULL);
+            if (i == 0)
+                peak_cps = r.commits_per_s;
+            printf("{\"bench\":\"stage\",\"case\":\"peak\",\"conditional_writes\":%s,"
+                   "\"commit_bytes\":%zu,\"producers\":2,\"commits_per_s\":%.0f,"
+                   "\"mb_per_s\":%.1f,\"batches\":%" PRIu64 ",\"commits_per_put\":%.1f}\n",
+                   conditional ? "true" : "false", sizes[i], r.commits_per_s, r.mb_per_s, r.batches,
+                   r.commits_per_put);
+            fflush(stdout);
+        }
         double rate = peak_cps / 2;
         struct lat l = {0};
         l.cap = (uint64_t)(rate * secs * 1.2) + 1000;
@@ -246,18 +255,28 @@ int main(int argc, char **argv)
         size_t avg_batch = (size_t)(r.commits_per_put * (128 + 16)) + 48;
         uint64_t sp99 = server_p99_us(avg_batch, 2000);
         uint64_t p99 = us[n * 99 / 100], target = 5000 + sp99 + 1000;
-        printf("{\"bench\":\"stage\",\"case\":\"half_load\",\"commit_bytes\":128,"
+        printf("{\"bench\":\"stage\",\"case\":\"half_load\",\"conditional_writes\":%s,"
+               "\"commit_bytes\":128,"
                "\"rate_commits_per_s\":%.0f,\"achieved_commits_per_s\":%.0f,"
                "\"commits_per_put\":%.1f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
                ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"batch_timeout_ms\":5,"
                "\"server_p99_us\":%" PRIu64 ",\"target_p99_us\":%" PRIu64 ",\"met\":%s}\n",
-               rate, r.commits_per_s, r.commits_per_put, us[n / 2], p99, us[n * 999 / 1000],
-               us[n - 1], sp99, target, p99 <= target ? "true" : "false");
+               conditional ? "true" : "false", rate, r.commits_per_s, r.commits_per_put, us[n / 2],
+               p99, us[n * 999 / 1000], us[n - 1], sp99, target, p99 <= target ? "true" : "false");
         fflush(stdout);
         free(us);
         free(l.submit_ns);
         free(l.durable_ns);
+        *(c == 0 ? &peak_on : &peak_off) = peak_cps;
+        *(c == 0 ? &p99_on : &p99_off) = (double)p99;
     }
+    conditional = true;
+    printf("{\"bench\":\"stage\",\"case\":\"conditional_writes_cost\",\"commit_bytes\":128,"
+           "\"peak_on_over_off\":%.3f,\"p99_on_over_off\":%.3f,\"target\":\"peak >= 0.95, "
+           "p99 <= 1.05\",\"met\":%s}\n",
+           peak_on / peak_off, p99_on / p99_off,
+           peak_on / peak_off >= 0.95 && p99_on / p99_off <= 1.05 ? "true" : "false");
+    fflush(stdout);
 
     /* 3. 20 ms of server latency: throughput against Little's law, batches of 100. */
     faults("{\"latency_ms\":20}");
@@ -277,6 +296,60 @@ int main(int argc, char **argv)
                "\"ideal_commits_per_s\":%.0f,\"ratio\":%.2f,\"commits_per_put\":%.1f}\n",
                ks[i], r.commits_per_s, ideal, r.commits_per_s / ideal, r.commits_per_put);
         fflush(stdout);
+    }
+    mockproc_stop(&mock);
+
+    /* 4. Open time of a log of 100,000 objects (one commit each) on a memory-store mock:
+     * with the manifest current, then with it deleted (the open lists the whole log). */
+    const char *margs[] = {"--store", "memory", NULL};
+    if (mockproc_start(&mock, margs) != 0)
+        return 1;
+    {
+        s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":1,"
+                                   "\"max_in_flight_requests\":64,\"target_pool_size\":64",
+                                   64L << 20);
+        char one[16] = "commit";
+        uint64_t seq = 0, t0 = s3c__now_ns();
+        for (int i = 0; i < 100000; i++)
+            if (s3c_submit(st, one, sizeof(one), 10000, &seq) != 0)
+                exit(1);
+        if (s3c_wait_durable(st, seq, 600000) != 0)
+            exit(1);
+        double fill_s = (double)(s3c__now_ns() - t0) / 1e9;
+        s3c_stage_close(st, NULL);
+        char out[256];
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1 && mockproc_http(&mock, "DELETE", "/commits/bench/manifest.json", NULL,
+                                           out, sizeof(out)) != 204)
+                exit(1);
+            mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, out, sizeof(out));
+            char json[1024], err[512];
+            s3c_config *cfg;
+            snprintf(json, sizeof(json),
+                     "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"bench/\"}}",
+                     mock.endpoint);
+            if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0)
+                exit(1);
+            uint64_t o0 = s3c__now_ns();
+            if (s3c_stage_open(cfg, &st, err, sizeof(err)) != 0) {
+                fprintf(stderr, "bench-stage: reopen: %s\n", err);
+                exit(1);
+            }
+            double open_ms = (double)(s3c__now_ns() - o0) / 1e6;
+            struct s3c_stage_info info;
+            s3c_stage_info(st, &info);
+            s3c_stage_close(st, NULL);
+            s3c_config_free(cfg);
+            printf("{\"bench\":\"stage\",\"case\":\"open\",\"data_objects\":100000"
+                   ",\"manifest\":%s,\"open_ms\":%.1f,\"recovered_seq\":%" PRIu64
+                   ",\"list_requests\":%d,\"get_requests\":%d,\"fill_s\":%.1f}\n",
+                   pass == 0 ? "true" : "false", open_ms, info.recovered_seq,
+                   mock_op_count(&mock, "ListObjectsV2", 200),
+                   mock_op_count(&mock, "GetObject", 206) + mock_op_count(&mock, "GetObject", 200),
+                   fill_s);
+            fflush(stdout);
+            seq = info.control_seq;
+        }
     }
     mockproc_stop(&mock);
     return 0;

@@ -119,6 +119,36 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
                   st->in_flight);
     metrics_gauge(&o, "s3commit_failed",
                   "1 once the stage is failed (a batch could not be made durable).", st->failed);
+    metrics_gauge(&o, "s3commit_fenced",
+                  "1 once a newer writer took the log over (nothing more is acknowledged).",
+                  st->fenced);
+    metrics_gauge(&o, "s3commit_writer_epoch", "This stage's writer epoch.", st->epoch);
+    metrics_counter(&o, "s3commit_settled_ours_total",
+                    "412 answers read back as this writer's own earlier attempt.",
+                    st->settled_ours);
+    metrics_counter(&o, "s3commit_orphans_replaced_total",
+                    "Older writers' orphans replaced on this writer's chain.",
+                    st->orphans_replaced);
+    metrics_counter(&o, "s3commit_manifest_writes_total", "Manifest writes that landed.",
+                    st->manifest_writes);
+    metrics_counter(&o, "s3commit_manifest_writes_saved_total",
+                    "Watermark moves folded into a later manifest write.",
+                    st->manifest_writes_saved);
+    metrics_counter(&o, "s3commit_manifest_failures_total",
+                    "Failed manifest writes (each retried alone).", st->manifest_failures);
+    metrics_counter(&o, "s3commit_writer_heartbeat_writes_total",
+                    "Writer heartbeat objects that landed.", st->heartbeat_writes);
+    metrics_counter(&o, "s3commit_writer_heartbeat_failures_total",
+                    "Failed writer heartbeat writes (each retried alone).", st->heartbeat_failures);
+    metrics_gauge(&o, "s3commit_manifest_durable_seq",
+                  "The durable watermark the manifest in S3 holds.", st->manifest_durable_seq);
+    metrics_gauge(&o, "s3commit_manifest_unsaved_commits",
+                  "durable_seq minus the manifest's: acknowledged but not in the manifest yet.",
+                  st->manifest_unsaved);
+    metrics_header(&o, "s3commit_writer_heartbeat_age_seconds", "gauge",
+                   "Since the writer's heartbeat object last landed (0: not yet).");
+    metrics_put(&o, "s3commit_writer_heartbeat_age_seconds %" PRIu64 ".%03" PRIu64 "\n",
+                st->heartbeat_age_ms / 1000, st->heartbeat_age_ms % 1000);
     metrics_header(&o, "s3commit_last_error_info", "gauge",
                    "The last failure as a label; value 1 when there is one, 0 when none.");
     metrics_put(&o, "s3commit_last_error_info{message=\"");

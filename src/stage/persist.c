@@ -1,4 +1,4 @@
-/* The persistence thread (seed 002): turns ring batches into S3 objects when a trigger
+/* The persistence thread (docs/stage.md): turns ring batches into S3 objects when a trigger
  * fires, retries each failed batch with its own backoff, and moves the durable watermark
  * only over a contiguous run of succeeded batches (the ring releases in seq order). It
  * never acknowledges past a batch that is not durable and never drops one: a batch that
@@ -239,12 +239,33 @@ static void stage_on_settle(void *ctx, enum settle_result r, const char *etag, c
         b->state = B_BACKOFF; /* parked */
         b->retry_at_ns = UINT64_MAX;
         return;
-    case SETTLE_ORPHAN: /* an older writer's PUT that landed past our fence: replace it */
-        CINC(orphans_replaced, 1);
-        writer_if_match(etag, st->ws.etag_unquoted, b->if_match, sizeof(b->if_match));
+    case SETTLE_ORPHAN: { /* an older writer's PUT that landed past our fence: replace it */
+        char im[sizeof(b->if_match)];
+        writer_if_match(etag, st->ws.etag_unquoted, im, sizeof(im));
+        if (strcmp(im, b->if_match) == 0) {
+            /* Refused with the very ETag the object has: the store wants it unquoted (Ceph
+             * RGW 16) - or, unquoted already, it cannot replace it at all. */
+            if (st->ws.etag_unquoted) {
+                CINC(fail_fatal, 1);
+                b->state = B_BACKOFF;
+                b->retry_at_ns = UINT64_MAX;
+                stage_fail(st, b, "the store refuses If-Match with the orphan's own ETag");
+                return;
+            }
+            st->ws.etag_unquoted = true;
+            S3C_LOG(S3C_LOG_WARN,
+                    "event=etag_unquoted key=%s msg=\"the store refused If-Match "
+                    "with a matching quoted ETag; sending ETags unquoted\"",
+                    b->key);
+            writer_if_match(etag, true, im, sizeof(im));
+        } else {
+            CINC(orphans_replaced, 1);
+        }
+        snprintf(b->if_match, sizeof(b->if_match), "%s", im);
         b->state = B_BACKOFF;
         b->retry_at_ns = 0; /* at once */
         return;
+    }
     case SETTLE_GONE:
         b->if_match[0] = '\0';
         b->state = B_BACKOFF;

@@ -534,6 +534,14 @@ static int wopen_fence(struct wopen *o, const struct wchain *c, enum wfence_outc
             return 0;
         }
         case SETTLE_ORPHAN:
+            if (if_match[0] && strcmp(if_match, w.etag) == 0 && !ws->etag_unquoted) {
+                ws->etag_unquoted = true; /* refused with its own ETag: send it unquoted */
+                S3C_LOG(S3C_LOG_WARN,
+                        "event=etag_unquoted key=%s msg=\"the store refused "
+                        "If-Match with a matching quoted ETag; sending ETags "
+                        "unquoted\"",
+                        key);
+            }
             snprintf(if_match, sizeof(if_match), "%s", w.etag); /* replace it */
             break;
         case SETTLE_GONE:
