@@ -52,6 +52,7 @@ bench: build
 	@for b in build/bin/bench-*; do echo "# $$b" >&2; $$b || exit 1; done
 
 demo: build
+	@scripts/deps.sh demo
 	scripts/demo.sh
 
 format:

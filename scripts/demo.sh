@@ -2,8 +2,10 @@
 # The one-command demo (`make demo`, which builds first): starts s3commit-mock on a free
 # 127.0.0.1 port (objects in memory, 10 ms per request like an in-region S3 PUT), drives
 # the stage with s3commit-load for about 10 seconds in two phases, reads every object back
-# with `s3commit verify`, and prints a short table. It only talks to 127.0.0.1 and always
-# stops the mock it started.
+# with `s3commit verify`, then restarts the stage on the second phase's prefix twice with
+# `s3commit run` (killed with -9 under load, then again to a clean end) and verifies that
+# one chain holds every seq printed durable. It prints a short table, only talks to
+# 127.0.0.1 and always stops the processes it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +34,11 @@ mkdir -p "$OUT"
 "$BIN/s3commit-mock" --listen 127.0.0.1:0 --bucket commits $MOCK_ARGS \
     >"$OUT/mock.out" 2>"$OUT/mock.log" &
 mock_pid=$!
+run_pid=""
 cleanup() {
+    if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
+        kill -KILL "$run_pid" 2>/dev/null || true
+    fi
     if kill -0 "$mock_pid" 2>/dev/null; then
         kill -TERM "$mock_pid" 2>/dev/null || true
         wait "$mock_pid" 2>/dev/null || true
@@ -55,8 +61,8 @@ if [ -z "$port" ]; then
     exit 1
 fi
 
-# Two phases of DURATION/2 seconds, each under its own prefix (keys are deterministic, so
-# two runs must not share one). "max" submits as fast as the stage takes commits: that
+# Two phases of DURATION/2 seconds, each under its own prefix (a second run on a prefix
+# continues its log: the restarts below do that). "max" submits as fast as the stage takes commits: that
 # shows capacity, but its ack latency is mostly queueing in the commit ring. "steady"
 # then runs at a third of that rate (at most DEMO_RATE): the latency a commit sees below
 # saturation.
@@ -94,6 +100,7 @@ echo "demo: s3commit-load ${half}s at a steady $rate commits/s"
 
 echo "demo: s3commit verify on both prefixes (reads every object back)"
 verify_rc=0
+vfield() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$OUT/verify-$1.json"; }
 verify() { # verify NAME CONFIG REPORT: leaves verify's JSON in $OUT/verify-NAME.json
     local n
     n=$(field "$3" commits_acked)
@@ -103,7 +110,68 @@ verify() { # verify NAME CONFIG REPORT: leaves verify's JSON in $OUT/verify-NAME
 }
 verify max "$OUT/config-max.json" "$OUT/report-max.json"
 verify steady "$OUT/config-steady.json" "$OUT/report.json"
-vfield() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$OUT/verify-$1.json"; }
+
+# Restarts: the stage again on demo/steady/, twice, with `s3commit run` and framed commits
+# on stdin (scripts/demo-frames.py). First after the clean end of phase 2: it takes the
+# next epoch and is killed with -9 while commits stream in at the steady rate; then after
+# the kill: the next epoch again, resuming where the log ends, and it runs to the end of
+# its input. Each prints where it resumed, then its durable watermarks.
+KILL_AFTER=${DEMO_KILL_AFTER:-1.5}
+first_line() { # first_line FILE FIELD: a number from the run's first stdout line
+    head -n1 "$1" | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+}
+last_durable() { # last_durable FILE: the last {"durable_seq":N} printed (0 if none)
+    local n
+    n=$(sed -n 's/^{"durable_seq":\([0-9]*\)}$/\1/p' "$1" | tail -n1)
+    echo "${n:-0}"
+}
+echo "demo: restart on demo/steady/ (s3commit run, $rate commits/s on stdin), kill -9 after ${KILL_AFTER}s"
+python3 scripts/demo-frames.py 2 0 "$rate" 2>/dev/null |
+    "$BIN/s3commit" run --config "$OUT/config-steady.json" >"$OUT/run-killed.out" \
+        2>"$OUT/run-killed.log" &
+run_pid=$!
+for _ in $(seq 1 200); do # its first line: the stage is open and reading
+    [ -s "$OUT/run-killed.out" ] && break
+    sleep 0.05
+done
+sleep "$KILL_AFTER"
+kill -KILL "$run_pid" 2>/dev/null || true
+wait "$run_pid" 2>/dev/null || true # the generator stops on the broken pipe
+run_pid=""
+after=$(awk -v r="$rate" -v s="$KILL_AFTER" 'BEGIN { print int(r * s) }')
+echo "demo: restart after the kill -9 (s3commit run, $after commits on stdin, to the end)"
+python3 scripts/demo-frames.py 3 "$after" "$rate" |
+    "$BIN/s3commit" run --config "$OUT/config-steady.json" >"$OUT/run-after-kill.out" \
+        2>"$OUT/run-after-kill.log" && a_rc=0 || a_rc=$?
+[ "$a_rc" -eq 0 ] || verify_rc=1
+k_epoch=$(first_line "$OUT/run-killed.out" epoch)
+if [ -z "$k_epoch" ] || [ -z "$(first_line "$OUT/run-after-kill.out" epoch)" ]; then
+    echo "demo: a restarted s3commit run did not open the stage; see $OUT/run-*.log" >&2
+    cat "$OUT"/run-*.log >&2 || true
+    exit 1
+fi
+k_first=$(first_line "$OUT/run-killed.out" first_seq)
+k_durable=$(last_durable "$OUT/run-killed.out")
+a_epoch=$(first_line "$OUT/run-after-kill.out" epoch)
+a_recovered=$(first_line "$OUT/run-after-kill.out" recovered_seq)
+a_first=$(first_line "$OUT/run-after-kill.out" first_seq)
+a_durable=$(last_durable "$OUT/run-after-kill.out")
+# On the chain: phase 2's acked commits, the killed run's commits up to where the next
+# run resumed (at least every one it printed durable), and all of the last run's.
+expect=$(($(field "$OUT/report.json" commits_acked) + a_recovered - k_first + 1 + after))
+if ! "$BIN/s3commit" verify --config "$OUT/config-steady.json" --expect-commits "$expect" \
+    >"$OUT/verify-restarts.json"; then
+    verify_rc=1
+fi
+# Nothing lost: every seq the killed run printed durable lies below where the next run
+# resumed, the last run made all its commits durable, and verify found one sound chain
+# from seq 1 to the end holding all of them.
+lost="nothing lost: every seq printed durable is on it"
+if [ "$k_durable" -gt "$a_recovered" ] || [ "$a_durable" -ne $((a_first + after - 1)) ] ||
+    [ "$(vfield restarts last_seq)" != "$a_durable" ]; then
+    lost="LOST: see $OUT/run-*.out"
+    verify_rc=1
+fi
 vsum() {
     if grep -q '"ok":true' "$OUT/verify-$1.json" 2>/dev/null; then
         echo "ok: $(vfield "$1" objects) objects, seqs $(vfield "$1" first_seq)..$(vfield "$1" last_seq)"
@@ -112,10 +180,20 @@ vsum() {
     fi
 }
 
+vchain() { # the restarted prefix: its epochs and control records, and nothing lost
+    local epochs
+    epochs=$(grep -o '"epoch":[0-9]*' "$OUT/verify-restarts.json" | cut -d: -f2 | paste -sd, -)
+    if grep -q '"ok":true' "$OUT/verify-restarts.json" 2>/dev/null; then
+        echo "ok: seqs 1..$(vfield restarts last_seq), epochs $epochs ($(vfield restarts control_records) control records); $lost"
+    else
+        echo "FAILED: see $OUT/verify-restarts.json; $lost"
+    fi
+}
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 M=$OUT/report-max.json
 S=$OUT/report.json
 row() { printf '  %-22s %-32s %s\n' "$1" "$2" "$3"; }
+wide() { printf '  %-22s %s\n' "$1" "$2"; }
 lat() { echo "$(ms "$(field "$1" p50 ack_latency_us)") / $(ms "$(field "$1" p99 ack_latency_us)")"; }
 per() { echo "$(field "$1" batches) ($(field "$1" commits_per_batch) commits each)"; }
 echo
@@ -129,6 +207,11 @@ row "acked in order" "$(field "$M" commits_acked) of $(field "$M" commits_submit
     "$(field "$S" commits_acked) of $(field "$S" commits_submitted)"
 row "verify" "$(vsum max)" "$(vsum steady)"
 echo
-printf '  %-22s %s\n' "reports" "$M $S"
-printf '  %-22s %s\n' "plots" "${M%.json}.svg ${S%.json}.svg"
+wide "then on demo/steady/" "s3commit run, commits framed on stdin at $rate/s"
+wide "epoch $k_epoch, kill -9" "from seq $k_first; killed after ${KILL_AFTER}s, durable_seq $k_durable printed"
+wide "epoch $a_epoch, restarted" "found the end at seq $a_recovered; $after commits, durable_seq $a_durable, exit $a_rc"
+wide "one chain" "$(vchain)"
+echo
+wide "reports" "$M $S"
+wide "plots" "${M%.json}.svg ${S%.json}.svg"
 exit "$verify_rc"

@@ -6,7 +6,8 @@ set -euo pipefail
 want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev libzstd-dev
       libexpat1-dev libhttp-parser-dev)
 case "${1:-build}" in
-    build|demo) ;;
+    build) ;;
+    demo)  want+=(python3) ;;                                        # scripts/demo-frames.py frames the restarts' commits
     test)  want+=(awscli prometheus s3cmd python3 python3-boto3 openssl  # aws CLI, s3cmd and botocore drive the mock; promtool checks /metrics; python3 + openssl CLI: the TLS test
                   g++ binutils systemd) ;;                           # test_install: the header as C++, readelf/nm; test_systemd_unit: systemd-analyze
     bench) want+=(wrk) ;;

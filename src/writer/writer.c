@@ -212,6 +212,7 @@ struct wheader {
     char *key;
     uint64_t first;
     bool done, ok, missing;
+    int read_rc; /* the GET failed (S3C_ES3/S3C_ENETWORK): the read, not the object */
     struct obj_header h;
     char error[384];
     int attempts;
@@ -250,7 +251,9 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
     if (r->cls == XPORT_NOT_FOUND) {
         h->missing = true; /* deleted between the listing and the read */
     } else if (r->cls != XPORT_OK) {
-        snprintf(h->error, sizeof(h->error), "%s", r->error);
+        snprintf(h->error, sizeof(h->error), "%s%s", r->error,
+                 r->cls == XPORT_RETRYABLE ? " (retries exhausted)" : "");
+        h->read_rc = r->fail == XPORT_FAIL_NONE || r->cls == XPORT_FATAL ? S3C_ES3 : S3C_ENETWORK;
     } else if (obj_header_decode(r->body, r->body_len, &h->h, &v1, h->error, sizeof(h->error)) ==
                0) {
         h->ok = true;
@@ -337,6 +340,10 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
                     continue; /* inside the chain's last object: off the chain, skipped */
                 if (h->first != c->end + 1 || h->missing) {
                     ended = true; /* a gap: what follows is off the chain */
+                } else if (h->read_rc) {
+                    /* the GET failed (an error answer, or none): the read, not the object */
+                    snprintf(o->err, o->errlen, "%s: cannot read its header: %s", h->key, h->error);
+                    rc = h->read_rc;
                 } else if (!h->ok) {
                     bool v1 = strcmp(h->error, "v1") == 0;
                     snprintf(o->err, o->errlen,
