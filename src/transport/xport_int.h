@@ -101,6 +101,7 @@ struct xport {
     struct loop_timer curl_timer;
     struct pool pool; /* connections, refills and heartbeats (src/pool) */
     bool closing;
+    bool store_checked; /* the store's kind was looked at (answer.c, once) */
 
     /* endpoint, parsed once (url.c) */
     bool https;
