@@ -128,12 +128,12 @@ static void answer_format_error(struct xreq *r, const struct xport_result *res, 
     xport__one_line(r->errline);
 }
 
-/* Ceph RGW names requests "tx<hex>-<hex>-<hex>-<zonegroup>"; AWS S3 uses 16 uppercase
- * alphanumerics (and the mock 16 hex digits). */
-static bool answer_id_is_rgw(const char *id)
+bool xport__request_id_is_rgw(const char *id)
 {
+    if (strncmp(id, "tx", 2) != 0)
+        return false;
     size_t n = strspn(id + 2, "0123456789abcdef");
-    return strncmp(id, "tx", 2) == 0 && n >= 16 && id[2 + n] == '-';
+    return n >= 16 && id[2 + n] == '-';
 }
 
 /* RGW 16 stores a PUT whatever its x-amz-checksum-* says (docs/rgw.md): with an unsigned
@@ -145,7 +145,7 @@ static void answer_check_store(struct xport *x, const char *reqid)
     bool signed_payload = s3->access_key_id[0] && s3->payload_signing == CFG_SIGN_SIGNED;
     x->store_checked = true;
     if (signed_payload || (s3->checksum != CFG_SUM_CRC32C && s3->checksum != CFG_SUM_SHA256) ||
-        !answer_id_is_rgw(reqid))
+        !xport__request_id_is_rgw(reqid))
         return;
     S3C_LOG(S3C_LOG_WARN,
             "event=checksum_unverified store=ceph-rgw checksum=%s msg=\"the endpoint answers as "
