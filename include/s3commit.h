@@ -53,6 +53,7 @@ enum {
     S3C_ECORRUPT = -13, /* data read back failed a format or CRC check */
     S3C_EFENCED = -14,  /* a newer writer took over the log: this stage acknowledges no more */
     S3C_EFORMAT = -15,  /* the prefix holds a log of another layout version */
+    S3C_EEND = -16,     /* a reader reached the end of the log (or its to_seq) */
 };
 
 /* Words for an error code; never NULL. */
@@ -216,6 +217,60 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report);
  * or later enter, an s3c_* call on it: a program with producer threads drains, joins
  * them, then closes. NULL is a no-op. */
 int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report);
+
+/* ---- reading the log back ------------------------------------------------------- */
+
+typedef struct s3c_reader s3c_reader;
+
+struct s3c_reader_opts {
+    uint64_t from_seq;    /* the first seq wanted (0 or 1: from the start) */
+    uint64_t to_seq;      /* the last seq wanted (0: to the end) */
+    int follow;           /* at the end of the log, wait for more instead of S3C_EEND */
+    int poll_interval_ms; /* follow: how often to look for more (0: 500) */
+    int window;           /* GETs kept in flight ahead of the caller (0: max_in_flight_requests) */
+};
+
+/* One record of the log. data points into the reader's buffers: valid until the next
+ * s3c_reader_next() or s3c_reader_close(). */
+struct s3c_record {
+    uint64_t seq;
+    const void *data;
+    size_t len;
+    int control;    /* 1: a control record (a writer's EPOCH_START; data is its JSON) */
+    uint64_t epoch; /* the writer epoch of the object holding it */
+};
+
+/* Opens a reader of the log under cfg's s3.prefix (cfg may be freed after). It follows the
+ * chain of objects with the writer protocol's rules (docs/format.md): seqs in order, each
+ * once, CRC-checked; orphans skipped; nothing past the end of the chain. Starting at
+ * from_seq finds the object holding it from a listing, without reading the log before it.
+ * Returns 0, or an error with a message in err. The reader is single-threaded: its calls
+ * must come from one thread at a time. */
+int s3c_reader_open(const s3c_config *cfg, const struct s3c_reader_opts *opts,
+                    s3c_reader **out, char *err, size_t errlen);
+
+/* The next record: 0 and *rec; S3C_EEND at the end of the log (or past to_seq); with
+ * follow, S3C_ETIMEDOUT when nothing new came within timeout_ms (-1: wait forever); or an
+ * error (S3C_ECORRUPT, S3C_ES3, S3C_ENETWORK, ...) whose words, naming the key and the
+ * offset, s3c_reader_error() gives. An error is final. */
+int s3c_reader_next(s3c_reader *r, struct s3c_record *rec, int timeout_ms);
+
+/* The last error's words ("" when none). */
+const char *s3c_reader_error(const s3c_reader *r);
+
+struct s3c_reader_stats {
+    uint64_t objects;          /* objects on the chain read */
+    uint64_t records;          /* records returned, control ones included */
+    uint64_t control_records;  /* of them, control records */
+    uint64_t bytes;            /* payload bytes returned */
+    uint64_t orphans_skipped;  /* keys off the chain (inside an object's range) or orphans */
+    uint64_t beyond_end;       /* keys listed past the end of the chain (at the last end) */
+    uint64_t gets, lists;      /* requests made */
+    uint64_t last_seq;         /* the last seq of the chain read so far */
+};
+void s3c_reader_stats_get(const s3c_reader *r, struct s3c_reader_stats *out);
+
+void s3c_reader_close(s3c_reader *r); /* NULL ok */
 
 #ifdef __cplusplus
 }

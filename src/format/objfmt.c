@@ -8,62 +8,63 @@
 #include <string.h>
 
 #include "common/crc32c.h"
+#include "s3commit.h"
 
-static void put16(unsigned char *p, uint16_t v)
+static void obj_put16(unsigned char *p, uint16_t v)
 {
     p[0] = (unsigned char)v;
     p[1] = (unsigned char)(v >> 8);
 }
 
-static void put32(unsigned char *p, uint32_t v)
+static void obj_put32(unsigned char *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
-static void put64(unsigned char *p, uint64_t v)
+static void obj_put64(unsigned char *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
-static uint16_t get16(const unsigned char *p)
+static uint16_t obj_get16(const unsigned char *p)
 {
     return (uint16_t)(p[0] | p[1] << 8);
 }
 
-static uint32_t get32(const unsigned char *p)
+static uint32_t obj_get32(const unsigned char *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static uint64_t get64(const unsigned char *p)
+static uint64_t obj_get64(const unsigned char *p)
 {
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+    return (uint64_t)obj_get32(p) | (uint64_t)obj_get32(p + 4) << 32;
 }
 
 void obj_header_encode(const struct obj_header *h, unsigned char out[OBJ_HEADER_BYTES])
 {
     memcpy(out, OBJ_MAGIC, 8);
-    put16(out + 8, h->version);
-    put16(out + 10, h->flags);
-    put32(out + 12, h->count);
-    put64(out + 16, h->first_seq);
-    put64(out + 24, h->last_seq);
-    put64(out + 32, h->epoch);
+    obj_put16(out + 8, h->version);
+    obj_put16(out + 10, h->flags);
+    obj_put32(out + 12, h->count);
+    obj_put64(out + 16, h->first_seq);
+    obj_put64(out + 24, h->last_seq);
+    obj_put64(out + 32, h->epoch);
 }
 
 void obj_record_header_encode(uint32_t payload_len, uint32_t payload_crc, uint64_t seq,
                               unsigned char out[OBJ_RECORD_HEADER_BYTES])
 {
-    put32(out, payload_len);
-    put32(out + 4, payload_crc);
-    put64(out + 8, seq);
+    obj_put32(out, payload_len);
+    obj_put32(out + 4, payload_crc);
+    obj_put64(out + 8, seq);
 }
 
 void obj_trailer_encode(uint32_t crc_before, unsigned char out[OBJ_TRAILER_BYTES])
 {
-    put32(out, crc_before);
+    obj_put32(out, crc_before);
     memcpy(out + 4, OBJ_TRAILER_MAGIC, 4);
 }
 
@@ -120,7 +121,7 @@ static int obj_fail(char *err, size_t errlen, const char *fmt, ...)
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
-    return -1;
+    return S3C_ECORRUPT;
 }
 
 int obj_header_decode(const void *buf, size_t len, struct obj_header *h, bool *v1, char *err,
@@ -134,12 +135,12 @@ int obj_header_decode(const void *buf, size_t len, struct obj_header *h, bool *v
                         OBJ_HEADER_BYTES);
     if (memcmp(p, OBJ_MAGIC, 8) != 0)
         return obj_fail(err, errlen, "bad magic at offset 0 (want \"S3COMMIT\")");
-    h->version = get16(p + 8);
-    h->flags = get16(p + 10);
-    h->count = get32(p + 12);
-    h->first_seq = get64(p + 16);
-    h->last_seq = get64(p + 24);
-    h->epoch = get64(p + 32);
+    h->version = obj_get16(p + 8);
+    h->flags = obj_get16(p + 10);
+    h->count = obj_get32(p + 12);
+    h->first_seq = obj_get64(p + 16);
+    h->last_seq = obj_get64(p + 24);
+    h->epoch = obj_get64(p + 32);
     if (h->version == 1 && v1)
         *v1 = true;
     if (h->version != OBJ_VERSION)
@@ -169,15 +170,16 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
     if (len < OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES)
         return obj_fail(err, errlen, "object is %zu bytes, shorter than header and trailer (%d)",
                         len, OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES);
-    if (obj_header_decode(buf, len, h, NULL, err, errlen) < 0)
-        return -1;
+    int rc = obj_header_decode(buf, len, h, NULL, err, errlen);
+    if (rc < 0)
+        return rc;
     size_t body_end = len - OBJ_TRAILER_BYTES;
     uint64_t want = h->first_seq;
     for (uint32_t i = 0; i < h->count; i++) {
         if (body_end - off < OBJ_RECORD_HEADER_BYTES)
             return obj_fail(err, errlen, "record %u header truncated at offset %zu", i, off);
-        uint32_t plen = get32(p + off), pcrc = get32(p + off + 4);
-        uint64_t seq = get64(p + off + 8);
+        uint32_t plen = obj_get32(p + off), pcrc = obj_get32(p + off + 4);
+        uint64_t seq = obj_get64(p + off + 8);
         off += OBJ_RECORD_HEADER_BYTES;
         if (seq != want)
             return obj_fail(err, errlen,
@@ -191,11 +193,8 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
         if (crc32c_update(0, p + off, plen) != pcrc)
             return obj_fail(err, errlen,
                             "record seq %" PRIu64 " payload CRC mismatch at offset %zu", seq, off);
-        if (rec) {
-            int rc = rec(ctx, seq, p + off, plen);
-            if (rc)
-                return rc;
-        }
+        if (rec && (rc = rec(ctx, seq, p + off, plen)) != 0)
+            return rc;
         off += plen;
         want++;
     }
@@ -205,7 +204,7 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
     if (memcmp(p + body_end + 4, OBJ_TRAILER_MAGIC, 4) != 0)
         return obj_fail(err, errlen, "bad trailer magic at offset %zu (want \"S3CE\")",
                         body_end + 4);
-    if (crc32c_update(0, p, body_end) != get32(p + body_end))
+    if (crc32c_update(0, p, body_end) != obj_get32(p + body_end))
         return obj_fail(err, errlen, "object CRC mismatch (trailer at offset %zu)", body_end);
     return 0;
 }

@@ -41,18 +41,19 @@ bool obj_key_parse(const char *key, const char *prefix, uint64_t *first_seq);
 bool obj_key_is_v1(const char *key, const char *prefix);
 
 /* Decodes and checks the 40-byte header alone (magic, version, flags, count against the
- * seqs, a control object holding exactly one record). Returns 0, or -1 with one line in
- * err naming what is wrong; *v1 (when not NULL) tells a version-1 header apart. */
+ * seqs, a control object holding exactly one record). Returns 0, or S3C_ECORRUPT with one
+ * line in err naming what is wrong; *v1 (when not NULL) tells a version-1 header apart. */
 int obj_header_decode(const void *buf, size_t len, struct obj_header *h, bool *v1, char *err,
                       size_t errlen);
 
-/* Called once per record, in order; a non-zero return stops decoding and is returned. */
+/* Called once per record, in order; a negative S3C_E* return stops decoding and is
+ * returned. */
 typedef int (*obj_record_fn)(void *ctx, uint64_t seq, const void *payload, uint32_t len);
 
 /* Checks a whole object: the header as obj_header_decode, every record CRC, seqs dense from
  * first_seq to last_seq and matching count, the trailer CRC and magic, no trailing bytes.
- * Returns 0 and fills *h, or -1 with one line naming what is wrong (and its offset) in
- * err. rec may be NULL. */
+ * Returns 0 and fills *h, or S3C_ECORRUPT with one line naming what is wrong (and its
+ * offset) in err. rec may be NULL. */
 int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec, void *ctx,
                char *err, size_t errlen);
 

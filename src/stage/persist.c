@@ -1,4 +1,4 @@
-/* The persistence thread (seed 002): turns ring batches into S3 objects when a trigger
+/* The persistence thread (docs/stage.md): turns ring batches into S3 objects when a trigger
  * fires, retries each failed batch with its own backoff, and moves the durable watermark
  * only over a contiguous run of succeeded batches (the ring releases in seq order). It
  * never acknowledges past a batch that is not durable and never drops one: a batch that

@@ -1,4 +1,4 @@
-/* The answer classes of DESIGN.md as one pure function: what may be retried, what is a
+/* The answer classes (docs/transport.md) as one pure function: what may be retried, what is a
  * fact (exists / not found) and what must escalate. Must never guess "ok" for anything
  * that is not a complete 2xx answer. */
 #include <curl/curl.h>
@@ -6,13 +6,13 @@
 
 #include "transport/xport_int.h"
 
-static bool code_is(const char *s3_code, const char *name)
+static bool classify_code_is(const char *s3_code, const char *name)
 {
     return s3_code && strcmp(s3_code, name) == 0;
 }
 
 /* Transfer errors that no retry can fix: our configuration or our own callbacks. */
-static bool curl_error_is_fatal(int cc)
+static bool classify_curl_fatal(int cc)
 {
     switch (cc) {
     case CURLE_UNSUPPORTED_PROTOCOL:
@@ -45,20 +45,22 @@ enum xport_class xport_classify(enum xport_op op, int curl_code, long http_statu
      * (S3 may answer 403 and close before reading a PUT body). A 2xx whose transfer
      * failed is incomplete, so it is judged by the transfer error. */
     if (curl_code != CURLE_OK && (http_status < 300 || http_status > 599))
-        return curl_error_is_fatal(curl_code) ? XPORT_FATAL : XPORT_RETRYABLE;
+        return classify_curl_fatal(curl_code) ? XPORT_FATAL : XPORT_RETRYABLE;
 
     if (http_status >= 200 && http_status <= 299)
         return XPORT_OK;
     if (http_status == 412)
         return XPORT_EXISTS;
     if (http_status == 404) {
-        if (code_is(s3_code, "NoSuchBucket") || op == XPORT_OP_HEAD_BUCKET || op == XPORT_OP_LIST)
+        if (classify_code_is(s3_code, "NoSuchBucket") || op == XPORT_OP_HEAD_BUCKET ||
+            op == XPORT_OP_LIST)
             return XPORT_FATAL;
         return XPORT_NOT_FOUND; /* NoSuchKey, a HEAD's empty 404, If-Match on no key */
     }
-    if (code_is(s3_code, "SlowDown") || code_is(s3_code, "InternalError") ||
-        code_is(s3_code, "RequestTimeout") || code_is(s3_code, "ServiceUnavailable") ||
-        code_is(s3_code, "ConditionalRequestConflict"))
+    if (classify_code_is(s3_code, "SlowDown") || classify_code_is(s3_code, "InternalError") ||
+        classify_code_is(s3_code, "RequestTimeout") ||
+        classify_code_is(s3_code, "ServiceUnavailable") ||
+        classify_code_is(s3_code, "ConditionalRequestConflict"))
         return http_status == 403 ? XPORT_FATAL : XPORT_RETRYABLE;
     switch (http_status) {
     case 500:

@@ -31,7 +31,7 @@ struct pstate {
     bool have_key;
 };
 
-static void copy_str(char *dst, size_t cap, const char *src, size_t len)
+static void s3xml_copy_str(char *dst, size_t cap, const char *src, size_t len)
 {
     if (len >= cap)
         len = cap - 1;
@@ -40,7 +40,7 @@ static void copy_str(char *dst, size_t cap, const char *src, size_t len)
 }
 
 /* Appends s to the list's string arena; returns its offset or (size_t)-1. */
-static size_t list_str(struct pstate *ps, const char *s, size_t len)
+static size_t s3xml_list_str(struct pstate *ps, const char *s, size_t len)
 {
     struct s3xml_list *l = ps->list;
     if (l->slen + len + 1 > l->scap) {
@@ -62,7 +62,7 @@ static size_t list_str(struct pstate *ps, const char *s, size_t len)
     return off;
 }
 
-static bool list_push(struct pstate *ps)
+static bool s3xml_list_push(struct pstate *ps)
 {
     struct s3xml_list *l = ps->list;
     if (l->nentries == l->cap) {
@@ -91,7 +91,7 @@ nomem:
     return false;
 }
 
-static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
+static void XMLCALL s3xml_on_start(void *ud, const XML_Char *name, const XML_Char **attrs)
 {
     struct pstate *ps = ud;
     (void)attrs;
@@ -136,7 +136,7 @@ static void XMLCALL on_start(void *ud, const XML_Char *name, const XML_Char **at
     }
 }
 
-static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
+static void XMLCALL s3xml_on_text(void *ud, const XML_Char *s, int len)
 {
     struct pstate *ps = ud;
     if (ps->field == F_NONE || len <= 0)
@@ -148,7 +148,7 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
     ps->tlen += n;
 }
 
-static void XMLCALL on_end(void *ud, const XML_Char *name)
+static void XMLCALL s3xml_on_end(void *ud, const XML_Char *name)
 {
     struct pstate *ps = ud;
     const char *t = ps->text;
@@ -157,20 +157,20 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     ps->text[n] = '\0';
     switch (ps->field) {
     case F_CODE:
-        copy_str(ps->err->code, sizeof(ps->err->code), t, n);
+        s3xml_copy_str(ps->err->code, sizeof(ps->err->code), t, n);
         break;
     case F_MESSAGE:
-        copy_str(ps->err->message, sizeof(ps->err->message), t, n);
+        s3xml_copy_str(ps->err->message, sizeof(ps->err->message), t, n);
         break;
     case F_REQID:
-        copy_str(ps->err->request_id, sizeof(ps->err->request_id), t, n);
+        s3xml_copy_str(ps->err->request_id, sizeof(ps->err->request_id), t, n);
         break;
     case F_KEY:
-        ps->cur_key = list_str(ps, t, n);
+        ps->cur_key = s3xml_list_str(ps, t, n);
         ps->have_key = ps->cur_key != (size_t)-1;
         break;
     case F_ETAG:
-        ps->cur_etag = list_str(ps, t, n);
+        ps->cur_etag = s3xml_list_str(ps, t, n);
         break;
     case F_SIZE:
         ps->cur_size = strtoull(t, NULL, 10);
@@ -179,7 +179,7 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
         ps->list->truncated = strcmp(t, "true") == 0;
         break;
     case F_TOKEN:
-        ps->list->token_off = list_str(ps, t, n);
+        ps->list->token_off = s3xml_list_str(ps, t, n);
         break;
     default:
         break;
@@ -189,12 +189,12 @@ static void XMLCALL on_end(void *ud, const XML_Char *name)
     if (ps->list && ps->depth == 2 && ps->in_contents && strcmp(name, "Contents") == 0) {
         ps->in_contents = false;
         if (ps->have_key)
-            list_push(ps);
+            s3xml_list_push(ps);
     }
     ps->depth--;
 }
 
-static bool run(struct pstate *ps, const void *xml, size_t len)
+static bool s3xml_run(struct pstate *ps, const void *xml, size_t len)
 {
     XML_Parser p = XML_ParserCreate("UTF-8");
     if (!p) {
@@ -202,8 +202,8 @@ static bool run(struct pstate *ps, const void *xml, size_t len)
         return false;
     }
     XML_SetUserData(p, ps);
-    XML_SetElementHandler(p, on_start, on_end);
-    XML_SetCharacterDataHandler(p, on_text);
+    XML_SetElementHandler(p, s3xml_on_start, s3xml_on_end);
+    XML_SetCharacterDataHandler(p, s3xml_on_text);
     bool ok = len <= (size_t)INT32_MAX && XML_Parse(p, xml, (int)len, 1) == XML_STATUS_OK &&
               ps->root_ok && !ps->nomem;
     XML_ParserFree(p);
@@ -216,7 +216,7 @@ bool s3xml_parse_error(const void *xml, size_t len, struct s3xml_error *out)
     memset(out, 0, sizeof(*out));
     if (!xml || len == 0)
         return false;
-    if (!run(&ps, xml, len)) {
+    if (!s3xml_run(&ps, xml, len)) {
         memset(out, 0, sizeof(*out));
         return false;
     }
@@ -231,7 +231,7 @@ int s3xml_parse_list(const void *xml, size_t len, struct s3xml_list *out)
     out->truncated = false;
     out->next_token = "";
     out->token_off = SIZE_MAX;
-    if (!xml || len == 0 || !run(&ps, xml, len)) {
+    if (!xml || len == 0 || !s3xml_run(&ps, xml, len)) {
         out->nentries = 0;
         out->truncated = false;
         out->next_token = "";

@@ -390,35 +390,35 @@ int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx)
     return xport_start_user(x, XPORT_OP_HEAD_BUCKET, NULL, "HEAD", NULL, NULL, done, ctx);
 }
 
-/* Appends "&name=ENC(value)" (or "name=..." first) to q. Returns 0 or -1. */
-static int xport_query_param(char *q, size_t cap, const char *name, const char *value)
+/* Appends "&name=ENC(value)" (or "name=..." first) to q; false when it does not fit. */
+static bool xport_query_param(char *q, size_t cap, const char *name, const char *value)
 {
     size_t ql = strlen(q);
     int n = snprintf(q + ql, cap - ql, "%s%s=", ql ? "&" : "", name);
     if (n < 0 || (size_t)n >= cap - ql)
-        return -1;
+        return false;
     ql += (size_t)n;
-    return sigv4_uri_encode(value, strlen(value), 0, q + ql, cap - ql) < 0 ? -1 : 0;
+    return sigv4_uri_encode(value, strlen(value), 0, q + ql, cap - ql) >= 0;
 }
 
 int xport_list(struct xport *x, const char *prefix, const char *start_after, const char *token,
                int max_keys, xport_done_fn done, void *ctx)
 {
     char q[XREQ_QUERY_MAX] = "", mk[16];
-    int bad = 0;
+    bool ok = true;
     /* In SigV4's sorted order, so the wire query is already canonical. */
     if (token && token[0])
-        bad |= xport_query_param(q, sizeof(q), "continuation-token", token);
-    bad |= xport_query_param(q, sizeof(q), "list-type", "2");
+        ok = ok && xport_query_param(q, sizeof(q), "continuation-token", token);
+    ok = ok && xport_query_param(q, sizeof(q), "list-type", "2");
     if (max_keys > 0) {
         snprintf(mk, sizeof(mk), "%d", max_keys);
-        bad |= xport_query_param(q, sizeof(q), "max-keys", mk);
+        ok = ok && xport_query_param(q, sizeof(q), "max-keys", mk);
     }
     if (prefix && prefix[0])
-        bad |= xport_query_param(q, sizeof(q), "prefix", prefix);
+        ok = ok && xport_query_param(q, sizeof(q), "prefix", prefix);
     if (start_after && start_after[0])
-        bad |= xport_query_param(q, sizeof(q), "start-after", start_after);
-    if (bad)
+        ok = ok && xport_query_param(q, sizeof(q), "start-after", start_after);
+    if (!ok)
         return S3C_EINVAL;
     return xport_start_user(x, XPORT_OP_LIST, NULL, "GET", NULL, q, done, ctx);
 }

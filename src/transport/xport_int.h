@@ -157,7 +157,7 @@ int xreq_digest_spans(struct xport *x, const EVP_MD *md, const struct iovec *iov
 void xport__b64(const unsigned char *in, size_t n, char *out);
 void xport__hex(const unsigned char *in, size_t n, char *out);
 
-/* The class of an answer (DESIGN.md "Retries are per batch"): curl_code is the CURLE_* of
+/* The class of an answer (docs/transport.md, "Answer classes"): curl_code is the CURLE_* of
  * the transfer, http_status 0 when no answer arrived, s3_code the XML Code ("" or NULL
  * when none). Pure; any thread. (classify.c) */
 enum xport_class xport_classify(enum xport_op op, int curl_code, long http_status,

@@ -1,4 +1,4 @@
-/* The manifest and heartbeat writer (writer.h; seeds 000, 001, 003): W moves mark the
+/* The manifest and heartbeat writer (writer.h, docs/stage.md): W moves mark the
  * manifest dirty; at most every manifest_interval_ms the newest state is written (one
  * write for many moves), concurrently with the heartbeat object; each channel retries
  * alone with its own backoff and keeps its dirt on failure; a 412 on the manifest is read
@@ -75,7 +75,7 @@ static bool mw_manifest_dirty(const struct mw *m)
 }
 
 /* Reports a round's failures once both channels of it are done: the manifest's first
- * (and only it to the stage when both failed), as seed 000 asks. */
+ * (and only it to the stage when both failed): the manifest is the one that matters. */
 static void mw_round_done(struct mw *m)
 {
     if (--m->round_open > 0)

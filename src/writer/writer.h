@@ -82,7 +82,7 @@ struct settle {
 int settle_start(struct settle *s);
 const char *settle_name(enum settle_result r);
 
-/* ---- the manifest and heartbeat writer (seeds 000, 001, 003) ------------------- */
+/* ---- the manifest and heartbeat writer (docs/stage.md) --------------------------- */
 
 /* Health telemetry, read from any thread (relaxed). */
 struct mw_stats {

@@ -3,6 +3,7 @@
 #include "common/crc32c.h"
 #include "format/manifest.h"
 #include "format/objfmt.h"
+#include "s3commit.h"
 #include "test.h"
 
 static size_t build(unsigned char *out, uint64_t first, int n, const char **payloads)
@@ -83,10 +84,10 @@ static void round_trip_and_corruption(void)
     }
     /* Truncation anywhere and trailing bytes are caught. */
     for (size_t cut = 0; cut < n; cut++)
-        ASSERT_EQ(obj_decode(buf, cut, &h, NULL, NULL, err, sizeof(err)), -1);
+        ASSERT_EQ(obj_decode(buf, cut, &h, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
     memcpy(bad, buf, n);
     bad[n] = 0;
-    ASSERT_EQ(obj_decode(bad, n + 1, &h, NULL, NULL, err, sizeof(err)), -1);
+    ASSERT_EQ(obj_decode(bad, n + 1, &h, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
 }
 
 static void keys(void)
@@ -128,17 +129,17 @@ static void headers(void)
     ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), 0);
     ASSERT_EQ(h.flags, OBJ_FLAG_EPOCH_START);
     buf[10] = 0x02; /* a reserved bit */
-    ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), -1);
+    ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), S3C_ECORRUPT);
     ASSERT(strstr(err, "flags") != NULL);
     buf[10] = 0;
     buf[8] = 1; /* version 1 */
-    ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), -1);
+    ASSERT_EQ(obj_header_decode(buf, 40, &h, &v1, err, sizeof(err)), S3C_ECORRUPT);
     ASSERT(v1);
     const char *three[] = {"a", "b", "c"};
     n = build(buf, 5, 3, three);
     buf[10] = OBJ_FLAG_EPOCH_START; /* a control object must hold exactly one record */
-    ASSERT_EQ(obj_header_decode(buf, n, &h, &v1, err, sizeof(err)), -1);
-    ASSERT_EQ(obj_header_decode(buf, 39, &h, &v1, err, sizeof(err)), -1);
+    ASSERT_EQ(obj_header_decode(buf, n, &h, &v1, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT_EQ(obj_header_decode(buf, 39, &h, &v1, err, sizeof(err)), S3C_ECORRUPT);
 }
 
 static void manifest_doc(void)

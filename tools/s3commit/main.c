@@ -23,12 +23,23 @@ static void cli_usage(FILE *f)
           "  s3commit verify --config FILE [--expect-commits N]\n"
           "      reads every object under s3.prefix back and checks format, CRCs, keys and\n"
           "      seq continuity from 1; prints a JSON summary; exit 0 only if all holds\n"
+          "  s3commit cat --config FILE [--from-seq N] [--to-seq M] [--follow] [--control]\n"
+          "      writes the log's commits on stdout in run's framing (u32 LE length + bytes),\n"
+          "      in seq order, each once, CRC-checked; --follow waits for more at the end;\n"
+          "      --control prints control records as JSON lines on stderr; exit 0 at the end\n"
+          "      (or when the reader of stdout goes away), 1 on an error naming the key\n"
           "  s3commit --help | --version\n"
           "flags:\n"
           "  --config FILE         the JSON config (docs/config.md); check-config takes FILE\n"
           "                        as its operand too\n"
           "  --input stdin|unix:PATH   run: where commits come from (default stdin)\n"
-          "  --expect-commits N    verify: exactly N commits, the last being seq N\n"
+          "  --expect-commits N    verify: exactly N commits on the chain (control records\n"
+          "                        not counted)\n"
+          "  --from-seq N          cat: start at seq N (default: the start of the log)\n"
+          "  --to-seq M            cat: stop after seq M (default: the end)\n"
+          "  --follow              cat: at the end of the log, wait for more commits\n"
+          "  --poll-ms N           cat --follow: look for more every N ms (default 500)\n"
+          "  --control             cat: also print control records (JSON lines, stderr)\n"
           "  -h, --help            this text (also after a command: s3commit run --help)\n"
           "  -V, --version         prints \"s3commit VERSION\"\n"
           "exit codes: 0 ok, 1 failed (not durable / check failed), 2 bad usage or config\n",
@@ -65,12 +76,18 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"input", required_argument, NULL, 'i'},
         {"expect-commits", required_argument, NULL, 'e'},
+        {"from-seq", required_argument, NULL, 'f'},
+        {"to-seq", required_argument, NULL, 't'},
+        {"follow", no_argument, NULL, 'F'},
+        {"control", no_argument, NULL, 'C'},
+        {"poll-ms", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *input = "stdin";
     int64_t expect = -1;
+    struct cat_args cat = {0};
 
     tool_set_name("s3commit");
     if (argc < 2) {
@@ -84,8 +101,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
         return print_version();
-    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check-config") != 0 && strcmp(cmd, "verify") != 0) {
-        tool_error("unknown command '%s' (use run, check-config or verify; --help)", cmd);
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check-config") != 0 && strcmp(cmd, "verify") != 0 &&
+        strcmp(cmd, "cat") != 0) {
+        tool_error("unknown command '%s' (use run, check-config, verify or cat; --help)", cmd);
         return TOOL_EXIT_USAGE;
     }
     optind = 2;
@@ -107,6 +125,32 @@ int main(int argc, char **argv)
             expect = (int64_t)v;
             break;
         }
+        case 'f':
+        case 't':
+        case 'p': {
+            uint64_t v;
+            if (!tool_parse_size(optarg, &v) || (c == 'p' && (v == 0 || v > 3600000))) {
+                tool_error("--%s %s: expected a %s integer",
+                           c == 'f'   ? "from-seq"
+                           : c == 't' ? "to-seq"
+                                      : "poll-ms",
+                           optarg, c == 'p' ? "positive (at most 3600000)" : "non-negative");
+                return TOOL_EXIT_USAGE;
+            }
+            if (c == 'f')
+                cat.from_seq = v;
+            else if (c == 't')
+                cat.to_seq = v;
+            else
+                cat.poll_interval_ms = (int)v;
+            break;
+        }
+        case 'F':
+            cat.follow = true;
+            break;
+        case 'C':
+            cat.control = true;
+            break;
         case 'h':
             cli_usage(stdout);
             return TOOL_EXIT_OK;
@@ -132,5 +176,13 @@ int main(int argc, char **argv)
         return cmd_run(config, input);
     if (strcmp(cmd, "check-config") == 0)
         return cmd_check_config(config);
+    if (strcmp(cmd, "cat") == 0) {
+        if (cat.to_seq && cat.from_seq > cat.to_seq) {
+            tool_error("cat: --from-seq %llu is past --to-seq %llu",
+                       (unsigned long long)cat.from_seq, (unsigned long long)cat.to_seq);
+            return TOOL_EXIT_USAGE;
+        }
+        return cmd_cat(config, &cat);
+    }
     return cmd_verify(config, expect);
 }

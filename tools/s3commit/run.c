@@ -533,8 +533,9 @@ int cmd_run(const char *config_path, const char *input)
     /* Ready: the stage is open and the socket (if any) listens, so a client started
      * after this (After=s3commit.service) connects and is served. */
     char state[256];
-    snprintf(state, sizeof(state), "READY=1\nSTATUS=taking commits from %s (epoch %" PRIu64
-             ", first seq %" PRIu64 ")", input, info.epoch, info.first_seq);
+    snprintf(state, sizeof(state),
+             "READY=1\nSTATUS=taking commits from %s (epoch %" PRIu64 ", first seq %" PRIu64 ")",
+             input, info.epoch, info.first_seq);
     run_notify(state);
 
     run_loop_input(&r);
