@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "s3commit.h"
 #include "transport/xport_int.h"
 
@@ -127,6 +128,33 @@ static void answer_format_error(struct xreq *r, const struct xport_result *res, 
     xport__one_line(r->errline);
 }
 
+bool xport__request_id_is_rgw(const char *id)
+{
+    if (strncmp(id, "tx", 2) != 0)
+        return false;
+    size_t n = strspn(id + 2, "0123456789abcdef");
+    return n >= 16 && id[2 + n] == '-';
+}
+
+/* RGW 16 stores a PUT whatever its x-amz-checksum-* says (docs/rgw.md): with an unsigned
+ * payload, s3.checksum crc32c or sha256 then guards nothing between us and the store. Said
+ * once per transport, at the first PUT's answer (readers, which never PUT, stay quiet). */
+static void answer_check_store(struct xport *x, const char *reqid)
+{
+    const struct cfg_s3 *s3 = &x->cfg.s3;
+    bool signed_payload = s3->access_key_id[0] && s3->payload_signing == CFG_SIGN_SIGNED;
+    x->store_checked = true;
+    if (signed_payload || (s3->checksum != CFG_SUM_CRC32C && s3->checksum != CFG_SUM_SHA256) ||
+        !xport__request_id_is_rgw(reqid))
+        return;
+    S3C_LOG(S3C_LOG_WARN,
+            "event=checksum_unverified store=ceph-rgw checksum=%s msg=\"the endpoint answers as "
+            "Ceph RGW, which (16.2 at least) stores a PUT whatever its x-amz-checksum-* says, so "
+            "a body damaged on the way would be stored and acknowledged; set s3.checksum to md5 "
+            "(Content-MD5, which RGW verifies) or s3.payload_signing to signed\"",
+            s3->checksum == CFG_SUM_CRC32C ? "crc32c" : "sha256");
+}
+
 static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
 {
     struct xport_result res;
@@ -160,6 +188,8 @@ static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
     res.s3_code = r->s3e.code;
     res.s3_message = r->s3e.message;
     res.request_id = r->reqid[0] ? r->reqid : r->s3e.request_id;
+    if (!x->store_checked && r->op == XPORT_OP_PUT && r->reqid[0])
+        answer_check_store(x, r->reqid);
     res.etag = r->etag;
     res.duration_us = (s3c__now_ns() - r->start_ns) / 1000u;
     res.entries = NULL;

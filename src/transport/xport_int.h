@@ -101,6 +101,7 @@ struct xport {
     struct loop_timer curl_timer;
     struct pool pool; /* connections, refills and heartbeats (src/pool) */
     bool closing;
+    bool store_checked; /* the store's kind was looked at (answer.c, once) */
 
     /* endpoint, parsed once (url.c) */
     bool https;
@@ -168,5 +169,8 @@ enum xport_fail xport_fail_of(int curl_code);
 void xport__check_done(struct xport *x);
 /* Makes s fit on one log line inside double quotes (server text can hold anything). */
 void xport__one_line(char *s);
+/* An x-amz-request-id of Ceph RGW's form, "tx<hex>-<hex>-<hex>-<zonegroup>" (AWS S3 sends
+ * 16 uppercase alphanumerics, the mock 16 hex digits). */
+bool xport__request_id_is_rgw(const char *id);
 
 #endif

@@ -6,8 +6,8 @@
 
 #include "common/crc32c.h"
 #include "mockproc.h"
-#include "support/mockstats.h"
 #include "sigv4/sigv4.h"
+#include "support/mockstats.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -377,6 +377,68 @@ static void test_bucket_ops(void)
     stop(&m);
 }
 
+static void http_date(time_t t, char *out, size_t cap)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+/* If-Modified-Since / If-Unmodified-Since on GET and HEAD of /commits/c (etag md5), as
+ * AWS S3 answers them (RFC 9110 13.2.2's order): 304 when not modified since, 412 when
+ * modified since, If-Match / If-None-Match taking precedence, an unparseable date ignored. */
+static void test_date_conditions(const struct mockproc *m, const char *md5)
+{
+    struct answer a;
+    char past[64], future[64], hdr[256];
+    http_date(time(NULL) - 86400, past, sizeof(past));
+    http_date(time(NULL) + 86400, future, sizeof(future));
+
+    snprintf(hdr, sizeof(hdr), "If-Modified-Since: %s\r\n", future);
+    ASSERT_EQ(req(m, "GET", "/commits/c", hdr, NULL, 0, &a), 304);
+    ASSERT(head_value(&a, "ETag") != NULL);
+    ASSERT(head_value(&a, "Last-Modified") != NULL);
+    answer_free(&a);
+    ASSERT_EQ(req(m, "HEAD", "/commits/c", hdr, NULL, 0, &a), 304);
+    answer_free(&a);
+    snprintf(hdr, sizeof(hdr), "If-Modified-Since: %s\r\n", past);
+    ASSERT_EQ(req(m, "GET", "/commits/c", hdr, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "five");
+    answer_free(&a);
+    /* the other two HTTP-date forms (RFC 850, asctime) */
+    ASSERT_EQ(req(m, "GET", "/commits/c", "If-Modified-Since: Sunday, 06-Nov-94 08:49:37 GMT\r\n",
+                  NULL, 0, &a),
+              200);
+    answer_free(&a);
+    ASSERT_EQ(
+        req(m, "GET", "/commits/c", "If-Modified-Since: Fri Dec 31 23:59:59 2100\r\n", NULL, 0, &a),
+        304);
+    answer_free(&a);
+    ASSERT_EQ(req(m, "GET", "/commits/c", "If-Modified-Since: yesterday\r\n", NULL, 0, &a), 200);
+    answer_free(&a);
+    /* If-None-Match decides alone when present: a non-matching ETag gives the object */
+    snprintf(hdr, sizeof(hdr), "If-None-Match: \"0123\"\r\nIf-Modified-Since: %s\r\n", future);
+    ASSERT_EQ(req(m, "GET", "/commits/c", hdr, NULL, 0, &a), 200);
+    answer_free(&a);
+
+    snprintf(hdr, sizeof(hdr), "If-Unmodified-Since: %s\r\n", past);
+    ASSERT_EQ(req(m, "GET", "/commits/c", hdr, NULL, 0, &a), 412);
+    ASSERT(body_has(&a, "<Condition>If-Unmodified-Since</Condition>"));
+    answer_free(&a);
+    ASSERT_EQ(req(m, "HEAD", "/commits/c", hdr, NULL, 0, &a), 412);
+    answer_free(&a);
+    snprintf(hdr, sizeof(hdr), "If-Unmodified-Since: %s\r\n", future);
+    ASSERT_EQ(req(m, "GET", "/commits/c", hdr, NULL, 0, &a), 200);
+    answer_free(&a);
+    /* If-Match decides alone when present: a matching ETag gives the object */
+    snprintf(hdr, sizeof(hdr), "If-Match: \"%s\"\r\nIf-Unmodified-Since: %s\r\n", md5, past);
+    ASSERT_EQ(req(m, "GET", "/commits/c", hdr, NULL, 0, &a), 200);
+    answer_free(&a);
+    snprintf(hdr, sizeof(hdr), "If-Unmodified-Since: %s\r\n", past); /* missing key: 404 */
+    ASSERT_EQ(req(m, "GET", "/commits/missing", hdr, NULL, 0, &a), 404);
+    answer_free(&a);
+}
+
 static void test_conditional_writes(void)
 {
     struct mockproc m;
@@ -471,6 +533,7 @@ static void test_conditional_writes(void)
     snprintf(hdr, sizeof(hdr), "If-None-Match: %s\r\n", md5); /* unquoted too */
     ASSERT_EQ(req(&m, "HEAD", "/commits/c", hdr, NULL, 0, &a), 304);
     answer_free(&a);
+    test_date_conditions(&m, md5);
     stop(&m);
 }
 
@@ -683,6 +746,13 @@ static void test_listing(void)
     answer_free(&a);
     ASSERT_EQ(req(&m, "GET", "/commits?prefix=log/&max-keys=5", NULL, NULL, 0, &a), 200);
     ASSERT_EQ(count_of(a.body, "<Contents>"), 5);
+    answer_free(&a);
+    /* max-keys=0: nothing, and complete (as S3), though the bucket holds keys */
+    ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&max-keys=0", NULL, NULL, 0, &a), 200);
+    ASSERT_EQ(count_of(a.body, "<Contents>"), 0);
+    ASSERT(body_has(&a, "<IsTruncated>false</IsTruncated>"));
+    ASSERT(body_has(&a, "<KeyCount>0</KeyCount>"));
+    ASSERT(!body_has(&a, "NextContinuationToken"));
     answer_free(&a);
     ASSERT_EQ(req(&m, "GET", "/commits?list-type=2&max-keys=abc", NULL, NULL, 0, &a), 400);
     ASSERT(body_has(&a, "<Code>InvalidArgument</Code>"));

@@ -283,6 +283,20 @@ static void config_errors_and_tls_warning(void)
     ASSERT(strstr(logbuf, "TOKENIQoJb3JpZ2luX2Vj") == NULL);
 }
 
+/* The store check behind event=checksum_unverified (answer.c): RGW's request ids only. */
+static void rgw_request_ids(void)
+{
+    ASSERT(xport__request_id_is_rgw("tx000003c54b7784a607383-006b0e119d-1009-default"));
+    ASSERT(xport__request_id_is_rgw("tx00000000000000000001-0000000a-1-zg"));
+    ASSERT(!xport__request_id_is_rgw("4442587FB7D0A2F9")); /* AWS S3 */
+    ASSERT(!xport__request_id_is_rgw("0A00000000000001")); /* the mock */
+    ASSERT(!xport__request_id_is_rgw(""));
+    ASSERT(!xport__request_id_is_rgw("tx"));
+    ASSERT(!xport__request_id_is_rgw("tx0123"));                   /* too short */
+    ASSERT(!xport__request_id_is_rgw("tx0000000000000000000001")); /* no '-' */
+    ASSERT(!xport__request_id_is_rgw("TX000003C54B7784A607383-006b0e119d-1009-default"));
+}
+
 int main(void)
 {
     RUN(error_xml);
@@ -290,5 +304,6 @@ int main(void)
     RUN(classes);
     RUN(urls);
     RUN(config_errors_and_tls_warning);
+    RUN(rgw_request_ids);
     return 0;
 }

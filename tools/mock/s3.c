@@ -170,7 +170,7 @@ void resp_reset(struct resp *o)
 /* condition: S3's PreconditionFailed names the header that failed in <Condition> instead
  * of the bucket and key. */
 static void mock_s3_error_body(struct resp *out, int status, const char *code, const char *message,
-                          const struct req *r, const char *condition)
+                               const struct req *r, const char *condition)
 {
     sb_free(&out->body);
     blob_unref(out->blob);
@@ -210,7 +210,8 @@ void s3_error(struct resp *out, int status, const char *code, const char *messag
 static void mock_precondition_failed(struct resp *out, const struct req *r, const char *condition)
 {
     mock_s3_error_body(out, 412, "PreconditionFailed",
-                  "At least one of the pre-conditions you specified did not hold", r, condition);
+                       "At least one of the pre-conditions you specified did not hold", r,
+                       condition);
 }
 
 static void mock_answer_xml(struct resp *out, struct sbuf *xml)
@@ -1104,6 +1105,10 @@ static void mock_do_list(struct mock *m, struct req *r, struct resp *out, bool v
         s3_error(out, 404, "NoSuchBucket", "The specified bucket does not exist", r);
         return;
     }
+    /* max-keys=0 asks for nothing and is answered complete, as S3 does: IsTruncated false
+     * and no NextContinuationToken, whatever the bucket holds. */
+    if (max_keys == 0)
+        res.truncated = false;
     sb_printf(&x, "<IsTruncated>%s</IsTruncated>", res.truncated ? "true" : "false");
     if (v2) {
         sb_printf(&x, "<KeyCount>%d</KeyCount>", res.count);
@@ -1186,6 +1191,26 @@ static void mock_strip_quotes(const char *in, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* An HTTP-date (RFC 9110 5.6.7) in any of its three forms, to seconds since the epoch.
+ * False for anything else: such a condition is ignored, as S3 and RFC 9110 do. */
+static bool mock_http_date_parse(const char *v, int64_t *secs)
+{
+    static const char *const forms[] = {
+        "%a, %d %b %Y %H:%M:%S GMT", /* IMF-fixdate */
+        "%A, %d-%b-%y %H:%M:%S GMT", /* RFC 850 */
+        "%a %b %e %H:%M:%S %Y",      /* asctime */
+    };
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        struct tm tm = {0};
+        const char *end = strptime(v, forms[i], &tm);
+        if (end && !*end) {
+            *secs = (int64_t)timegm(&tm);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void mock_do_get(struct mock *m, struct req *r, struct resp *out, bool head)
 {
     struct objmeta meta;
@@ -1207,6 +1232,10 @@ static void mock_do_get(struct mock *m, struct req *r, struct resp *out, bool he
     char tag[80], lm[64];
     mock_http_date(meta.mtime_ms, lm, sizeof(lm));
     const char *im = mock_hdr(r, "if-match"), *inm = mock_hdr(r, "if-none-match");
+    const char *ims = mock_hdr(r, "if-modified-since"), *ius = mock_hdr(r, "if-unmodified-since");
+    int64_t since, mtime_s = meta.mtime_ms / 1000; /* Last-Modified has whole seconds */
+    /* RFC 9110 13.2.2's order, which S3 documents too: If-Match, else If-Unmodified-Since
+     * (412); then If-None-Match, else If-Modified-Since (304). */
     if (im) {
         mock_strip_quotes(im, tag, sizeof(tag));
         if (strcmp(tag, "*") != 0 && strcmp(tag, meta.etag) != 0) {
@@ -1214,18 +1243,26 @@ static void mock_do_get(struct mock *m, struct req *r, struct resp *out, bool he
             mock_precondition_failed(out, r, "If-Match");
             return;
         }
+    } else if (ius && mock_http_date_parse(ius, &since) && mtime_s > since) {
+        blob_unref(body);
+        mock_precondition_failed(out, r, "If-Unmodified-Since");
+        return;
     }
     sb_printf(&out->head, "ETag: \"%s\"\r\nLast-Modified: %s\r\nAccept-Ranges: bytes\r\n",
               meta.etag, lm);
+    bool not_modified = false;
     if (inm) {
         mock_strip_quotes(inm, tag, sizeof(tag));
-        if (strcmp(tag, "*") == 0 || strcmp(tag, meta.etag) == 0) {
-            blob_unref(body);
-            out->status = 304;
-            out->no_body = true;
-            out->announced_len = 0;
-            return;
-        }
+        not_modified = strcmp(tag, "*") == 0 || strcmp(tag, meta.etag) == 0;
+    } else if (ims && mock_http_date_parse(ims, &since)) {
+        not_modified = mtime_s <= since;
+    }
+    if (not_modified) {
+        blob_unref(body);
+        out->status = 304;
+        out->no_body = true;
+        out->announced_len = 0;
+        return;
     }
     sb_puts(&out->head, "Content-Type: application/octet-stream\r\n");
     uint64_t first = 0, last = meta.size ? meta.size - 1 : 0;
