@@ -24,7 +24,9 @@ static cJSON *cfg_dump_masked(const struct cfg_key *k, const char *v)
 }
 
 /* cJSON indents with tabs; two spaces read better in a terminal. Tabs inside strings are
- * escaped by cJSON, so every raw tab is layout. Takes s; returns it or its replacement. */
+ * escaped by cJSON, so every raw tab is layout. Takes s (cJSON's, freed with cJSON_free:
+ * a program may have given cJSON its own allocator) and returns a malloc'd copy, or NULL
+ * when out of memory. */
 static char *cfg_dump_detab(char *s)
 {
     size_t tabs = 0, o = 0;
@@ -33,8 +35,10 @@ static char *cfg_dump_detab(char *s)
     for (const char *r = s; *r; r++)
         tabs += *r == '\t';
     out = malloc(strlen(s) + tabs + 1);
-    if (!out)
-        return s;
+    if (!out) {
+        cJSON_free(s);
+        return NULL;
+    }
     for (const char *r = s; *r; r++) {
         if (*r != '\t') {
             out[o++] = *r;
@@ -46,7 +50,7 @@ static char *cfg_dump_detab(char *s)
         }
     }
     out[o] = '\0';
-    free(s);
+    cJSON_free(s);
     return out;
 }
 
