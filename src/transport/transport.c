@@ -76,14 +76,26 @@ static int xport_on_curl_timer(CURLM *m, long timeout_ms, void *userp)
     return 0;
 }
 
+/* An error (out of memory) ends libcurl's socket_action before it re-arms its timer, and
+ * may leave a transfer's socket unwatched: with nothing to call libcurl again, that
+ * transfer would hang past its own timeout. So call it again soon. */
+static void xport_socket_action(struct xport *x, curl_socket_t s, int flags)
+{
+    int running = 0;
+    if (curl_multi_socket_action(x->multi, s, flags, &running) != CURLM_OK) {
+        uint64_t at = s3c__now_ns() + 10 * 1000000ull;
+        if (!x->curl_timer.armed || x->curl_timer.deadline_ns > at)
+            loop_timer_arm(x->loop, &x->curl_timer, at);
+    }
+}
+
 static void xport_on_sock_event(void *ctx, int fd, unsigned events)
 {
     struct xport *x = ctx;
-    int running = 0;
     int flags = (events & LOOP_READ ? CURL_CSELECT_IN : 0) |
                 (events & LOOP_WRITE ? CURL_CSELECT_OUT : 0) |
                 (events & LOOP_ERROR ? CURL_CSELECT_ERR : 0);
-    curl_multi_socket_action(x->multi, fd, flags, &running);
+    xport_socket_action(x, fd, flags);
     xport__check_done(x);
     pool_after_io(&x->pool);
 }
@@ -91,8 +103,7 @@ static void xport_on_sock_event(void *ctx, int fd, unsigned events)
 static void xport_on_curl_timeout(void *ctx)
 {
     struct xport *x = ctx;
-    int running = 0;
-    curl_multi_socket_action(x->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    xport_socket_action(x, CURL_SOCKET_TIMEOUT, 0);
     xport__check_done(x);
     pool_after_io(&x->pool);
 }
