@@ -1,0 +1,41 @@
+/* Allocation-failure injection for tests/alloc, SQLite's way: arm "fail the Nth
+ * allocation" (one-shot, or that one and every one after), run a call, see whether a
+ * failure was injected. Counts our code's malloc & co (wrapped at link time with
+ * -Wl,--wrap, see CMakeLists.txt), cJSON's (cJSON_InitHooks), libcurl's
+ * (curl_global_init_mem) and OpenSSL's (CRYPTO_set_mem_functions), and keeps a live
+ * block count per family so a test can check a failed call freed what it took. */
+#ifndef S3C_TEST_ALLOC_FAIL_H
+#define S3C_TEST_ALLOC_FAIL_H
+
+#include <stdbool.h>
+
+enum allocfail_family { AF_OURS, AF_CJSON, AF_CURL, AF_OPENSSL, AF_NFAMILIES };
+
+struct allocfail_live {
+    long n[AF_NFAMILIES]; /* blocks allocated and not yet freed, per family */
+};
+
+/* Installs the cJSON, libcurl and OpenSSL hooks. Must run first in main(), before
+ * OpenSSL allocates anything and before libcurl is initialised; aborts if too late. */
+void allocfail_install(void);
+
+/* From now on the nth counted allocation (1-based) fails; persistent: every one after it
+ * fails too. all_threads false counts only the calling thread's allocations (so open's
+ * count does not depend on what the threads it starts are doing). */
+void allocfail_arm(long nth, bool persistent, bool all_threads);
+
+/* Stops counting. Returns how many allocations were counted since arm. */
+long allocfail_disarm(void);
+
+/* How many allocations of family f were counted since the last arm. */
+long allocfail_seen(enum allocfail_family f);
+
+/* How many failures were injected since the last arm. */
+long allocfail_hits(void);
+
+struct allocfail_live allocfail_live_now(void);
+
+/* Names of the families, for messages. */
+const char *allocfail_family_name(enum allocfail_family f);
+
+#endif

@@ -1,0 +1,337 @@
+/* Allocation-failure tests, SQLite's way: for N = 1, 2, ... the Nth allocation fails
+ * (one-shot, then persistent: the Nth and every later one) during s3c_config_parse,
+ * s3c_config_dump, s3c_stage_open and s3c_stage_close, until a call runs with no failure
+ * injected. Each failed call must return an error (a negative S3C_E* or NULL), free every
+ * block it took and leave no thread running; a close must free everything and return.
+ *
+ * What is counted (alloc_fail.c): every malloc/calloc/realloc/strdup/aligned_alloc of our
+ * code (wrapped at link time: the test links the static library), cJSON's allocations
+ * (cJSON_InitHooks), libcurl's (curl_global_init_mem, installed before the library's
+ * one curl_global_init) and OpenSSL's (CRYPTO_set_mem_functions, first thing in main).
+ * The dependencies are counted too because most of what open allocates is theirs (curl
+ * handles, the multi handle, digest contexts), and our error paths are what must cope
+ * when they fail. glibc's own allocations (getaddrinfo, opendir, thread stacks) and
+ * pthread_create, epoll, eventfd and timerfd failures are not injected.
+ *
+ * One-time process initialisation (curl_global_init, OpenSSL's algorithm fetches, the
+ * signer's pthread key) runs once, unarmed, before the loops: it is not retried after a
+ * failure, so failing it would only fail every later iteration. Open is counted on the
+ * calling thread only (a fresh thread per iteration, so per-thread first-use
+ * allocations are counted too) and the threads open starts are not; close counts every
+ * thread, the persistence thread's last PUT included. Leaks are checked per iteration by
+ * live block counts per family, and under ASan by LeakSanitizer as well. */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc_fail.h"
+#include "mockproc.h"
+#include "s3commit.h"
+#include "test.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define AF_LSAN 1
+#endif
+
+#define AK "AKIDALLOCFAILTEST001"
+#define SK "alloc-fail-test-secret-key-0123456789ab"
+#define MAX_N 200000
+
+static struct mockproc mock;
+static char cfg_json[2048];
+static s3c_config *stage_cfg; /* cfg_json, parsed */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int ntasks(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+    ASSERT(d);
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The live block counts and the thread count are back where they were. Threads are
+ * given a moment: a joined thread's task entry can linger briefly. */
+static void check_nothing_left(const struct allocfail_live *before, int tasks_before,
+                               const char *what, long n, bool persistent)
+{
+    struct allocfail_live now = allocfail_live_now();
+    int tasks = ntasks();
+    for (int i = 0; i < 100 && tasks != tasks_before; i++) {
+        sleep_ms(1);
+        tasks = ntasks();
+    }
+    for (int f = 0; f < AF_NFAMILIES; f++)
+        if (now.n[f] != before->n[f])
+            TEST_FAIL_("%s, allocation %ld failed (%s): %ld %s block(s) left behind", what, n,
+                       persistent ? "persistent" : "one-shot", now.n[f] - before->n[f],
+                       allocfail_family_name((enum allocfail_family)f));
+    if (tasks != tasks_before)
+        TEST_FAIL_("%s, allocation %ld failed (%s): %d thread(s) left running", what, n,
+                   persistent ? "persistent" : "one-shot", tasks - tasks_before);
+#ifdef AF_LSAN
+    if ((n & 15) == 0 && __lsan_do_recoverable_leak_check())
+        TEST_FAIL_("%s, allocation %ld failed: LeakSanitizer found a leak", what, n);
+#endif
+}
+
+/* ---- one call per fresh thread ------------------------------------------------------- */
+
+struct job {
+    long nth;
+    bool persistent;
+    int (*call)(struct job *j);  /* the armed call: 0 or a negative S3C_E* */
+    void (*undo)(struct job *j); /* after a successful call, unarmed */
+    int rc;
+    long seen, hits, by[AF_NFAMILIES];
+    bool lost; /* close: the commit was not made durable */
+    char err[512];
+    s3c_config *cfg;
+    s3c_stage *st;
+    char *dump;
+};
+
+static void *job_main(void *arg)
+{
+    struct job *j = arg;
+    allocfail_arm(j->nth, j->persistent, false);
+    j->rc = j->call(j);
+    j->seen = allocfail_disarm();
+    j->hits = allocfail_hits();
+    for (int f = 0; f < AF_NFAMILIES; f++)
+        j->by[f] = allocfail_seen((enum allocfail_family)f);
+    if (j->rc == 0 && j->undo)
+        j->undo(j);
+    return NULL;
+}
+
+/* Runs call with the Nth allocation failing for N = 1, 2, ... until it runs with no
+ * failure injected. Returns how many allocations the clean run counted. */
+static long fail_each(const char *what, int (*call)(struct job *), void (*undo)(struct job *),
+                      bool persistent)
+{
+    long lost = 0;
+    for (long n = 1; n < MAX_N; n++) {
+        struct job j = {.nth = n, .persistent = persistent, .call = call, .undo = undo};
+        struct allocfail_live before = allocfail_live_now();
+        int tasks = ntasks();
+        pthread_t t;
+        ASSERT_EQ(pthread_create(&t, NULL, job_main, &j), 0);
+        ASSERT_EQ(pthread_join(t, NULL), 0);
+        if (j.hits == 0 && j.rc != 0)
+            TEST_FAIL_("%s failed with no allocation failing: %d (%s)", what, j.rc, j.err);
+        if (j.rc > 0)
+            TEST_FAIL_("%s returned %d, not 0 or a negative S3C_E*", what, j.rc);
+        if (j.rc < 0 && !j.err[0])
+            TEST_FAIL_("%s, allocation %ld failed: returned %d with no message", what, n, j.rc);
+        check_nothing_left(&before, tasks, what, n, persistent);
+        lost += j.lost;
+        if (j.hits == 0) {
+            fprintf(stderr,
+                    "   %s: %ld allocations (ours %ld, cJSON %ld, libcurl %ld, OpenSSL %ld), "
+                    "each failed in turn (%s)",
+                    what, j.seen, j.by[AF_OURS], j.by[AF_CJSON], j.by[AF_CURL], j.by[AF_OPENSSL],
+                    persistent ? "persistent" : "one-shot");
+            if (lost)
+                fprintf(stderr, "; the commit was lost in %ld of %ld runs", lost, n - 1);
+            fprintf(stderr, "\n");
+            return j.seen;
+        }
+    }
+    TEST_FAIL_("%s still hit an injected failure at allocation %d", what, MAX_N);
+}
+
+/* ---- the calls ----------------------------------------------------------------------- */
+
+static int call_parse(struct job *j)
+{
+    int rc = s3c_config_parse(cfg_json, strlen(cfg_json), &j->cfg, j->err, sizeof(j->err));
+    if (rc != 0 && j->cfg)
+        TEST_FAIL_("s3c_config_parse returned %d and a config", rc);
+    return rc;
+}
+
+static void undo_parse(struct job *j)
+{
+    s3c_config_free(j->cfg);
+}
+
+static s3c_config *parse_or_die(void)
+{
+    char err[512];
+    s3c_config *cfg = NULL;
+    if (s3c_config_parse(cfg_json, strlen(cfg_json), &cfg, err, sizeof(err)) != 0)
+        TEST_FAIL_("config: %s", err);
+    return cfg;
+}
+
+static int call_dump(struct job *j)
+{
+    j->dump = s3c_config_dump(j->cfg);
+    if (!j->dump)
+        snprintf(j->err, sizeof(j->err), "NULL");
+    return j->dump ? 0 : S3C_ENOMEM;
+}
+
+static void undo_dump(struct job *j)
+{
+    ASSERT(strstr(j->dump, "\"commits\""));
+    free(j->dump);
+}
+
+static int call_open(struct job *j)
+{
+    int rc = s3c_stage_open(j->cfg, &j->st, j->err, sizeof(j->err));
+    if (rc != 0 && j->st)
+        TEST_FAIL_("s3c_stage_open returned %d and a stage", rc);
+    return rc;
+}
+
+static void undo_open(struct job *j)
+{
+    ASSERT_GT(s3c_metrics_port(j->st), 0);
+    ASSERT_EQ(s3c_stage_close(j->st, NULL), 0);
+}
+
+/* Opens cleanly, lets the pool warm up, then with allocations failing across every
+ * thread submits one commit and closes: the persistence thread's PUT and the shutdown
+ * run with the failure. Close returns 0, or the commit was lost and the report says so. */
+static int call_close(struct job *j)
+{
+    struct s3c_close_report rep;
+    struct s3c_stats s;
+    uint64_t seq = 0;
+    int rc;
+
+    allocfail_disarm();
+    if (s3c_stage_open(j->cfg, &j->st, j->err, sizeof(j->err)) != 0)
+        TEST_FAIL_("open: %s", j->err);
+    for (int i = 0; i < 2000; i++) {
+        s3c_stats_get(j->st, &s);
+        if (s.pool_opens >= 2)
+            break;
+        sleep_ms(1);
+    }
+    sleep_ms(2);
+    allocfail_arm(j->nth, j->persistent, true);
+    ASSERT_EQ(s3c_submit(j->st, "commit", 6, 1000, &seq), 0);
+    if (getenv("AF_VERBOSE") && s3c_stage_drain(j->st, NULL)) { /* close drains once */
+        s3c_stats_get(j->st, &s);
+        fprintf(stderr, "   allocation %ld failed: %s\n", j->nth, s.last_error);
+    }
+    rc = s3c_stage_close(j->st, &rep);
+    j->st = NULL;
+    if (rc == 0) {
+        ASSERT_UEQ(rep.durable_seq, seq);
+        return 0;
+    }
+    ASSERT(rc == S3C_EFAILED || rc == S3C_ETIMEDOUT);
+    ASSERT_UEQ(rep.lost_first_seq, seq);
+    snprintf(j->err, sizeof(j->err), "commit lost: %s", s3c_strerror(rc));
+    if (allocfail_hits() == 0)
+        return rc;
+    /* One allocation failing is a transient error: the PUT is retried and the commit
+     * made durable. Every allocation failing from the Nth on may lose it: that is an
+     * answer (the report names the seq), not a failure of close. */
+    if (!j->persistent)
+        TEST_FAIL_("s3c_stage_close, allocation %ld failed (one-shot): the commit was lost "
+                   "(%s); one failed allocation must cost a retry, not the commit",
+                   j->nth, s3c_strerror(rc));
+    j->lost = true;
+    return 0;
+}
+
+/* ---- the cases ----------------------------------------------------------------------- */
+
+static void test_config_parse(void)
+{
+    fail_each("s3c_config_parse", call_parse, undo_parse, false);
+    fail_each("s3c_config_parse", call_parse, undo_parse, true);
+}
+
+static int call_dump_with_cfg(struct job *j)
+{
+    j->cfg = stage_cfg; /* parsed unarmed in warm_up() */
+    return call_dump(j);
+}
+
+static void test_config_dump(void)
+{
+    fail_each("s3c_config_dump", call_dump_with_cfg, undo_dump, false);
+    fail_each("s3c_config_dump", call_dump_with_cfg, undo_dump, true);
+}
+
+static int call_open_stage(struct job *j)
+{
+    j->cfg = stage_cfg;
+    return call_open(j);
+}
+
+static int call_close_stage(struct job *j)
+{
+    j->cfg = stage_cfg;
+    return call_close(j);
+}
+
+static void test_stage_open(void)
+{
+    fail_each("s3c_stage_open", call_open_stage, undo_open, false);
+    fail_each("s3c_stage_open", call_open_stage, undo_open, true);
+}
+
+static void test_stage_close(void)
+{
+    fail_each("s3c_stage_close", call_close_stage, NULL, false);
+    fail_each("s3c_stage_close", call_close_stage, NULL, true);
+}
+
+/* One clean run of everything, unarmed: the process's one-time initialisation. */
+static void warm_up(void)
+{
+    struct job j = {.nth = MAX_N, .call = call_open_stage, .undo = undo_open};
+    pthread_t t;
+
+    stage_cfg = parse_or_die();
+    ASSERT_EQ(pthread_create(&t, NULL, job_main, &j), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    ASSERT_EQ(j.rc, 0);
+}
+
+int main(void)
+{
+    const char *args[] = {"--access-key", AK, "--secret-key", SK, NULL};
+
+    allocfail_install();
+    ASSERT_EQ(mockproc_start(&mock, args), 0);
+    snprintf(cfg_json, sizeof(cfg_json),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"af/\","
+             "\"region\":\"us-east-1\",\"access_key_id\":\"" AK "\","
+             "\"secret_access_key\":\"" SK "\",\"request_timeout_ms\":500},"
+             "\"persistence\":{\"max_in_flight_requests\":1,\"target_pool_size\":2,"
+             "\"batch_timeout_ms\":1,\"max_retry_attempts\":2,\"retry_base_delay_ms\":5,"
+             "\"max_retry_delay_ms\":20,\"heartbeat_interval_ms\":600000,"
+             "\"shutdown_timeout_ms\":5000},"
+             "\"pipeline\":{\"ring_bytes\":65536,\"max_commit_bytes\":4096},"
+             "\"log\":{\"level\":\"error\"},\"metrics\":{\"listen\":\"127.0.0.1:0\"}}",
+             mock.endpoint);
+    warm_up();
+    RUN(test_config_parse);
+    RUN(test_config_dump);
+    RUN(test_stage_open);
+    RUN(test_stage_close);
+    s3c_config_free(stage_cfg);
+    mockproc_stop(&mock);
+    return 0;
+}
