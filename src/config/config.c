@@ -51,7 +51,14 @@ static int cfg_parse_doc(const char *file, const char *json, size_t len, struct 
     if (memchr(json, '\0', len))
         return cfg_syntax_error(
             file, json, len, (size_t)((const char *)memchr(json, '\0', len) - json), err, errlen);
+    errno = 0;
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (!root && errno == ENOMEM) {
+        /* cJSON answers NULL for bad JSON and for a failed allocation alike; only the
+         * allocator says which (malloc sets ENOMEM, parsing never does). */
+        cfg_fail(err, errlen, "out of memory parsing the JSON");
+        return S3C_ENOMEM;
+    }
     if (!root)
         return cfg_syntax_error(file, json, len, end ? (size_t)(end - json) : 0, err, errlen);
     for (const char *p = end; p < json + len; p++) {
