@@ -12,6 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -25,10 +29,17 @@ char *__real_strdup(const char *s);
 char *__real_strndup(const char *s, size_t n);
 void *__real_aligned_alloc(size_t align, size_t n);
 int __real_posix_memalign(void **out, size_t align, size_t n);
+int __real_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg);
+int __real_epoll_create1(int flags);
+int __real_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+int __real_eventfd(unsigned int initval, int flags);
+int __real_timerfd_create(int clockid, int flags);
+int __real_socket(int domain, int type, int protocol);
 
 static atomic_bool af_armed;
 static atomic_bool af_all_threads;
 static atomic_bool af_persistent;
+static atomic_uint af_kinds; /* AF_KIND_*: what is counted and failed */
 static atomic_long af_target, af_seen, af_hits;
 static pthread_t af_thread;
 static bool af_trace;
@@ -38,7 +49,8 @@ static atomic_long af_seen_by[AF_NFAMILIES]; /* attempts counted since arm, per 
 /* Counts one allocation attempt; true when it must fail. */
 static bool af_fail_now(enum allocfail_family f)
 {
-    if (!atomic_load(&af_armed))
+    if (!atomic_load(&af_armed) ||
+        !(atomic_load(&af_kinds) & (f == AF_SYS ? AF_KIND_SYS : AF_KIND_ALLOC)))
         return false;
     if (!atomic_load(&af_all_threads) && !pthread_equal(pthread_self(), af_thread))
         return false;
@@ -48,7 +60,8 @@ static bool af_fail_now(enum allocfail_family f)
         atomic_fetch_add(&af_hits, 1);
         if (af_trace) { /* AF_TRACE=1: where each injected failure landed */
             void *pcs[32];
-            fprintf(stderr, "alloc_fail: allocation %ld fails here:\n", k);
+            fprintf(stderr, "alloc_fail: %s %ld fails here:\n", f == AF_SYS ? "call" : "allocation",
+                    k);
             backtrace_symbols_fd(pcs, backtrace(pcs, 32), 2);
         }
         errno = ENOMEM;
@@ -193,6 +206,42 @@ static void af_ossl_free(void *p, const char *file, int line)
     __real_free(p);
 }
 
+/* ---- the OS: threads and descriptors -------------------------------------------------
+ * Failed as they fail when a process runs out of threads or descriptors. A DEL on epoll
+ * is never failed: it cannot fail that way, and the callers rightly ignore its result. */
+
+int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+    return af_fail_now(AF_SYS) ? EAGAIN : __real_pthread_create(t, a, fn, arg);
+}
+
+int __wrap_epoll_create1(int flags)
+{
+    return af_fail_now(AF_SYS) ? (errno = EMFILE, -1) : __real_epoll_create1(flags);
+}
+
+int __wrap_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (op != EPOLL_CTL_DEL && af_fail_now(AF_SYS))
+        return errno = ENOMEM, -1;
+    return __real_epoll_ctl(epfd, op, fd, ev);
+}
+
+int __wrap_eventfd(unsigned int initval, int flags)
+{
+    return af_fail_now(AF_SYS) ? (errno = EMFILE, -1) : __real_eventfd(initval, flags);
+}
+
+int __wrap_timerfd_create(int clockid, int flags)
+{
+    return af_fail_now(AF_SYS) ? (errno = EMFILE, -1) : __real_timerfd_create(clockid, flags);
+}
+
+int __wrap_socket(int domain, int type, int protocol)
+{
+    return af_fail_now(AF_SYS) ? (errno = EMFILE, -1) : __real_socket(domain, type, protocol);
+}
+
 /* ---- control ------------------------------------------------------------------------ */
 
 void allocfail_install(void)
@@ -213,9 +262,10 @@ void allocfail_install(void)
     }
 }
 
-void allocfail_arm(long nth, bool persistent, bool all_threads)
+void allocfail_arm(long nth, bool persistent, bool all_threads, unsigned kinds)
 {
     atomic_store(&af_armed, false);
+    atomic_store(&af_kinds, kinds);
     af_thread = pthread_self();
     atomic_store(&af_target, nth);
     atomic_store(&af_seen, 0);
@@ -253,6 +303,6 @@ struct allocfail_live allocfail_live_now(void)
 
 const char *allocfail_family_name(enum allocfail_family f)
 {
-    static const char *const names[] = {"ours", "cJSON", "libcurl", "OpenSSL"};
+    static const char *const names[] = {"ours", "cJSON", "libcurl", "OpenSSL", "system"};
     return f < AF_NFAMILIES ? names[f] : "?";
 }

@@ -1,8 +1,11 @@
 /* Allocation-failure tests, SQLite's way: for N = 1, 2, ... the Nth allocation fails
  * (one-shot, then persistent: the Nth and every later one) during s3c_config_parse,
  * s3c_config_dump, s3c_stage_open and s3c_stage_close, until a call runs with no failure
- * injected. Each failed call must return an error (a negative S3C_E* or NULL), free every
- * block it took and leave no thread running; a close must free everything and return.
+ * injected. A failed call must return an error (S3C_ENOMEM when memory ran out, NULL
+ * for the dump) with a message, free every block it took, close every descriptor and
+ * leave no thread running. A call that absorbed a failure must still work (an open's
+ * stage makes a commit durable). A close must free everything and return, and one
+ * failed allocation during its last PUT must cost a retry, not the commit.
  *
  * What is counted (alloc_fail.c): every malloc/calloc/realloc/strdup/aligned_alloc of our
  * code (wrapped at link time: the test links the static library), cJSON's allocations
@@ -10,8 +13,10 @@
  * one curl_global_init) and OpenSSL's (CRYPTO_set_mem_functions, first thing in main).
  * The dependencies are counted too because most of what open allocates is theirs (curl
  * handles, the multi handle, digest contexts), and our error paths are what must cope
- * when they fail. glibc's own allocations (getaddrinfo, opendir, thread stacks) and
- * pthread_create, epoll, eventfd and timerfd failures are not injected.
+ * when they fail. glibc's own allocations (getaddrinfo, opendir, thread stacks) are not.
+ * A second loop fails open's calls to pthread_create, epoll_create1, epoll_ctl (never a
+ * DEL), eventfd, timerfd_create and socket the same way: running out of threads or
+ * descriptors must be as clean as running out of memory.
  *
  * One-time process initialisation (curl_global_init, OpenSSL's algorithm fetches, the
  * signer's pthread key) runs once, unarmed, before the loops: it is not retried after a
@@ -19,7 +24,10 @@
  * calling thread only (a fresh thread per iteration, so per-thread first-use
  * allocations are counted too) and the threads open starts are not; close counts every
  * thread, the persistence thread's last PUT included. Leaks are checked per iteration by
- * live block counts per family, and under ASan by LeakSanitizer as well. */
+ * live block counts per allocator, and under ASan by LeakSanitizer as well.
+ *
+ * AF_VERBOSE=1 prints each failed call's error; AF_TRACE=1 a backtrace of each injected
+ * failure. */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -50,9 +58,9 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int ntasks(void)
+static int count_dir(const char *path)
 {
-    DIR *d = opendir("/proc/self/task");
+    DIR *d = opendir(path);
     struct dirent *e;
     int n = 0;
     ASSERT(d);
@@ -62,13 +70,23 @@ static int ntasks(void)
     return n;
 }
 
+static int ntasks(void)
+{
+    return count_dir("/proc/self/task");
+}
+
+static int nfds(void)
+{
+    return count_dir("/proc/self/fd");
+}
+
 /* The live block counts and the thread count are back where they were. Threads are
  * given a moment: a joined thread's task entry can linger briefly. */
 static void check_nothing_left(const struct allocfail_live *before, int tasks_before,
-                               const char *what, long n, bool persistent)
+                               int fds_before, const char *what, long n, bool persistent)
 {
     struct allocfail_live now = allocfail_live_now();
-    int tasks = ntasks();
+    int tasks = ntasks(), fds = nfds();
     for (int i = 0; i < 100 && tasks != tasks_before; i++) {
         sleep_ms(1);
         tasks = ntasks();
@@ -81,6 +99,9 @@ static void check_nothing_left(const struct allocfail_live *before, int tasks_be
     if (tasks != tasks_before)
         TEST_FAIL_("%s, allocation %ld failed (%s): %d thread(s) left running", what, n,
                    persistent ? "persistent" : "one-shot", tasks - tasks_before);
+    if (fds != fds_before)
+        TEST_FAIL_("%s, allocation %ld failed (%s): %d descriptor(s) left open", what, n,
+                   persistent ? "persistent" : "one-shot", fds - fds_before);
 #ifdef AF_LSAN
     if ((n & 15) == 0 && __lsan_do_recoverable_leak_check())
         TEST_FAIL_("%s, allocation %ld failed: LeakSanitizer found a leak", what, n);
@@ -92,6 +113,7 @@ static void check_nothing_left(const struct allocfail_live *before, int tasks_be
 struct job {
     long nth;
     bool persistent;
+    unsigned kinds;              /* AF_KIND_*: allocations, OS calls */
     int (*call)(struct job *j);  /* the armed call: 0 or a negative S3C_E* */
     void (*undo)(struct job *j); /* after a successful call, unarmed */
     int rc;
@@ -106,7 +128,7 @@ struct job {
 static void *job_main(void *arg)
 {
     struct job *j = arg;
-    allocfail_arm(j->nth, j->persistent, false);
+    allocfail_arm(j->nth, j->persistent, false, j->kinds);
     j->rc = j->call(j);
     j->seen = allocfail_disarm();
     j->hits = allocfail_hits();
@@ -120,29 +142,38 @@ static void *job_main(void *arg)
 /* Runs call with the Nth allocation failing for N = 1, 2, ... until it runs with no
  * failure injected. Returns how many allocations the clean run counted. */
 static long fail_each(const char *what, int (*call)(struct job *), void (*undo)(struct job *),
-                      bool persistent)
+                      bool persistent, unsigned kinds)
 {
     long lost = 0;
     for (long n = 1; n < MAX_N; n++) {
-        struct job j = {.nth = n, .persistent = persistent, .call = call, .undo = undo};
+        struct job j = {
+            .nth = n, .persistent = persistent, .kinds = kinds, .call = call, .undo = undo};
         struct allocfail_live before = allocfail_live_now();
-        int tasks = ntasks();
+        int tasks = ntasks(), fds = nfds();
         pthread_t t;
         ASSERT_EQ(pthread_create(&t, NULL, job_main, &j), 0);
         ASSERT_EQ(pthread_join(t, NULL), 0);
         if (j.hits == 0 && j.rc != 0)
-            TEST_FAIL_("%s failed with no allocation failing: %d (%s)", what, j.rc, j.err);
+            TEST_FAIL_("%s failed with nothing failing: %d (%s)", what, j.rc, j.err);
         if (j.rc > 0)
             TEST_FAIL_("%s returned %d, not 0 or a negative S3C_E*", what, j.rc);
         if (j.rc < 0 && !j.err[0])
             TEST_FAIL_("%s, allocation %ld failed: returned %d with no message", what, n, j.rc);
-        check_nothing_left(&before, tasks, what, n, persistent);
+        /* Out of memory must say so: S3C_EINVAL or S3C_ECONFIG would send the operator
+         * to fix a config that is fine. */
+        if (j.rc < 0 && j.hits && kinds == AF_KIND_ALLOC && j.rc != S3C_ENOMEM)
+            TEST_FAIL_("%s, allocation %ld failed: returned %d (%s), not S3C_ENOMEM", what, n, j.rc,
+                       j.err);
+        if (j.rc < 0 && getenv("AF_VERBOSE"))
+            fprintf(stderr, "   %s, %ld failed: %d %s\n", what, n, j.rc, j.err);
+        check_nothing_left(&before, tasks, fds, what, n, persistent);
         lost += j.lost;
         if (j.hits == 0) {
             fprintf(stderr,
-                    "   %s: %ld allocations (ours %ld, cJSON %ld, libcurl %ld, OpenSSL %ld), "
+                    "   %s: %ld %s (ours %ld, cJSON %ld, libcurl %ld, OpenSSL %ld, OS %ld), "
                     "each failed in turn (%s)",
-                    what, j.seen, j.by[AF_OURS], j.by[AF_CJSON], j.by[AF_CURL], j.by[AF_OPENSSL],
+                    what, j.seen, kinds == AF_KIND_SYS ? "OS calls" : "allocations", j.by[AF_OURS],
+                    j.by[AF_CJSON], j.by[AF_CURL], j.by[AF_OPENSSL], j.by[AF_SYS],
                     persistent ? "persistent" : "one-shot");
             if (lost)
                 fprintf(stderr, "; the commit was lost in %ld of %ld runs", lost, n - 1);
@@ -199,9 +230,19 @@ static int call_open(struct job *j)
     return rc;
 }
 
+/* An open that succeeded, whatever failed on the way (a warm-up connection not started,
+ * say), gives a stage that works: a commit is made durable. */
 static void undo_open(struct job *j)
 {
+    uint64_t seq = 0;
     ASSERT_GT(s3c_metrics_port(j->st), 0);
+    ASSERT_EQ(s3c_submit(j->st, "commit", 6, 1000, &seq), 0);
+    if (s3c_wait_durable(j->st, seq, 10000) != 0) {
+        struct s3c_stats s;
+        s3c_stats_get(j->st, &s);
+        TEST_FAIL_("open succeeded with failure %ld injected, but the stage cannot write: %s",
+                   j->nth, s.last_error);
+    }
     ASSERT_EQ(s3c_stage_close(j->st, NULL), 0);
 }
 
@@ -225,7 +266,7 @@ static int call_close(struct job *j)
         sleep_ms(1);
     }
     sleep_ms(2);
-    allocfail_arm(j->nth, j->persistent, true);
+    allocfail_arm(j->nth, j->persistent, true, j->kinds);
     ASSERT_EQ(s3c_submit(j->st, "commit", 6, 1000, &seq), 0);
     if (getenv("AF_VERBOSE") && s3c_stage_drain(j->st, NULL)) { /* close drains once */
         s3c_stats_get(j->st, &s);
@@ -257,8 +298,8 @@ static int call_close(struct job *j)
 
 static void test_config_parse(void)
 {
-    fail_each("s3c_config_parse", call_parse, undo_parse, false);
-    fail_each("s3c_config_parse", call_parse, undo_parse, true);
+    fail_each("s3c_config_parse", call_parse, undo_parse, false, AF_KIND_ALLOC);
+    fail_each("s3c_config_parse", call_parse, undo_parse, true, AF_KIND_ALLOC);
 }
 
 static int call_dump_with_cfg(struct job *j)
@@ -269,8 +310,8 @@ static int call_dump_with_cfg(struct job *j)
 
 static void test_config_dump(void)
 {
-    fail_each("s3c_config_dump", call_dump_with_cfg, undo_dump, false);
-    fail_each("s3c_config_dump", call_dump_with_cfg, undo_dump, true);
+    fail_each("s3c_config_dump", call_dump_with_cfg, undo_dump, false, AF_KIND_ALLOC);
+    fail_each("s3c_config_dump", call_dump_with_cfg, undo_dump, true, AF_KIND_ALLOC);
 }
 
 static int call_open_stage(struct job *j)
@@ -287,20 +328,29 @@ static int call_close_stage(struct job *j)
 
 static void test_stage_open(void)
 {
-    fail_each("s3c_stage_open", call_open_stage, undo_open, false);
-    fail_each("s3c_stage_open", call_open_stage, undo_open, true);
+    fail_each("s3c_stage_open", call_open_stage, undo_open, false, AF_KIND_ALLOC);
+    fail_each("s3c_stage_open", call_open_stage, undo_open, true, AF_KIND_ALLOC);
+}
+
+/* The OS refusing a thread, an epoll set, an eventfd, a timerfd or a socket: open must
+ * fail as cleanly as when memory runs out. */
+static void test_stage_open_os(void)
+{
+    fail_each("s3c_stage_open", call_open_stage, undo_open, false, AF_KIND_SYS);
+    fail_each("s3c_stage_open", call_open_stage, undo_open, true, AF_KIND_SYS);
 }
 
 static void test_stage_close(void)
 {
-    fail_each("s3c_stage_close", call_close_stage, NULL, false);
-    fail_each("s3c_stage_close", call_close_stage, NULL, true);
+    fail_each("s3c_stage_close", call_close_stage, NULL, false, AF_KIND_ALLOC);
+    fail_each("s3c_stage_close", call_close_stage, NULL, true, AF_KIND_ALLOC);
 }
 
 /* One clean run of everything, unarmed: the process's one-time initialisation. */
 static void warm_up(void)
 {
-    struct job j = {.nth = MAX_N, .call = call_open_stage, .undo = undo_open};
+    struct job j = {
+        .nth = MAX_N, .kinds = AF_KIND_ALLOC, .call = call_open_stage, .undo = undo_open};
     pthread_t t;
 
     stage_cfg = parse_or_die();
@@ -330,6 +380,7 @@ int main(void)
     RUN(test_config_parse);
     RUN(test_config_dump);
     RUN(test_stage_open);
+    RUN(test_stage_open_os);
     RUN(test_stage_close);
     s3c_config_free(stage_cfg);
     mockproc_stop(&mock);
