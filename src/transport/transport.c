@@ -167,6 +167,12 @@ struct xport *xport_new(const struct s3c_config *cfg, struct loop *loop, char *e
     x->curl_timer = (struct loop_timer){.cb = xport_on_curl_timeout, .ctx = x};
     if (xport__parse_endpoint(x, err, errlen) < 0)
         goto out_free_x;
+    if (s3->access_key_id[0] && sigv4_init() < 0) { /* else open, but never able to sign */
+        snprintf(err, errlen,
+                 "transport: OpenSSL cannot provide SHA-256 and HMAC for signing "
+                 "(out of memory?)");
+        goto out_free_x;
+    }
     long n = cfg->persistence.target_pool_size;
     x->md = EVP_MD_CTX_new();
     if (!x->md || pool_init(&x->pool, x, loop, (int)n, cfg->persistence.heartbeat_interval_ms)) {
