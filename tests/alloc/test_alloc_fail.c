@@ -18,10 +18,13 @@
  * DEL), eventfd, timerfd_create and socket the same way: running out of threads or
  * descriptors must be as clean as running out of memory.
  *
- * One-time process initialisation (curl_global_init, OpenSSL's algorithm fetches, the
- * signer's pthread key) runs once, unarmed, before the loops: it is not retried after a
- * failure, so failing it would only fail every later iteration. Open is counted on the
- * calling thread only (a fresh thread per iteration, so per-thread first-use
+ * What a process sets up once (OpenSSL's providers and the signer's algorithms and
+ * thread key) is tested first, each N in a fork that has not opened a stage yet: after
+ * its failed first open the process must open a working stage, or, where OpenSSL 3.0
+ * itself stays broken (it does not retry its own once-only set-up), refuse to open and
+ * say so. Then one clean open, unarmed, sets all of it up for the loops that follow.
+ * curl_global_init is not failed: the test's curl_global_init_mem performs it. Open is
+ * counted on the calling thread only (a fresh thread per iteration, so per-thread first-use
  * allocations are counted too) and the threads open starts are not; close counts every
  * thread, the persistence thread's last PUT included. Leaks are checked per iteration by
  * live block counts per allocator, and under ASan by LeakSanitizer as well.
