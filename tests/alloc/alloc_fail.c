@@ -49,8 +49,7 @@ static atomic_long af_seen_by[AF_NFAMILIES]; /* attempts counted since arm, per 
 /* Counts one allocation attempt; true when it must fail. */
 static bool af_fail_now(enum allocfail_family f)
 {
-    if (!atomic_load(&af_armed) ||
-        !(atomic_load(&af_kinds) & (f == AF_SYS ? AF_KIND_SYS : AF_KIND_ALLOC)))
+    if (!atomic_load(&af_armed) || !(atomic_load(&af_kinds) & AF_KIND(f)))
         return false;
     if (!atomic_load(&af_all_threads) && !pthread_equal(pthread_self(), af_thread))
         return false;

@@ -19,9 +19,11 @@ enum allocfail_family {
     AF_NFAMILIES
 };
 
-/* What an arm counts and fails. */
-#define AF_KIND_ALLOC 1u /* allocations: the first four families */
-#define AF_KIND_SYS 2u   /* the OS calls of AF_SYS, called from our code */
+/* What an arm counts and fails: a bit per family. */
+#define AF_KIND(f) (1u << (f))
+#define AF_KIND_ALLOC                                                                              \
+    (AF_KIND(AF_OURS) | AF_KIND(AF_CJSON) | AF_KIND(AF_CURL) | AF_KIND(AF_OPENSSL))
+#define AF_KIND_SYS AF_KIND(AF_SYS) /* the OS calls, called from our code */
 
 struct allocfail_live {
     long n[AF_NFAMILIES]; /* blocks allocated and not yet freed, per family */

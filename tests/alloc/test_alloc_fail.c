@@ -1,8 +1,8 @@
 /* Allocation-failure tests, SQLite's way: for N = 1, 2, ... the Nth allocation fails
  * (one-shot, then persistent: the Nth and every later one) during s3c_config_parse,
- * s3c_config_dump, s3c_stage_open and s3c_stage_close, until a call runs with no failure
- * injected. A failed call must return an error (S3C_ENOMEM when memory ran out, NULL
- * for the dump) with a message, free every block it took, close every descriptor and
+ * s3c_config_dump, s3c_stage_open and s3c_stage_close (and in a running stage), until a
+ * call runs with no failure injected. A failed call must return an error (S3C_ENOMEM when memory
+ * ran out, NULL for the dump) with a message, free every block it took, close every descriptor and
  * leave no thread running. A call that absorbed a failure must still work (an open's
  * stage makes a commit durable). A close must free everything and return, and one
  * failed allocation during its last PUT must cost a retry, not the commit.
@@ -357,6 +357,73 @@ static void test_stage_close(void)
     fail_each("s3c_stage_close", call_close_stage, NULL, true, AF_KIND_ALLOC);
 }
 
+/* ---- a running stage ---------------------------------------------------------------------
+ * One stage with heartbeats every 20 ms; for N = 1, 2, ... the Nth allocation in any
+ * thread fails while a commit is submitted and made durable and heartbeats run. One
+ * failure costs a retry (of a PUT, a heartbeat or a connection), never the commit or the
+ * stage. libcurl's own allocations are not failed here: in libcurl (7.88.1, and still in
+ * later multi.c) a failed allocation in singlesocket's per-socket transfer hash leaves
+ * that hash destroyed in the socket hash, and the next transfer added to the socket
+ * divides by its zero slots (SIGFPE): the heartbeats' pause and resume find it. */
+static void *stage_running_main(void *arg)
+{
+    char json[sizeof(cfg_json) + 64], err[512];
+    s3c_config *cfg = NULL;
+    s3c_stage *st = NULL;
+    struct s3c_stats s;
+    long n;
+
+    snprintf(json, sizeof(json), "%s", cfg_json);
+    char *hb = strstr(json, "\"heartbeat_interval_ms\":600000");
+    ASSERT(hb);
+    memcpy(hb, "\"heartbeat_interval_ms\":20    ", strlen("\"heartbeat_interval_ms\":600000"));
+    ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)), 0);
+    ASSERT_EQ(s3c_stage_open(cfg, &st, err, sizeof(err)), 0);
+    sleep_ms(100);
+    for (n = 1; n < MAX_N; n++) {
+        uint64_t seq = 0;
+        if (getenv("AF_VERBOSE"))
+            fprintf(stderr, "   running stage, allocation %ld\n", n);
+        allocfail_arm(n, false, true, AF_KIND_ALLOC & ~AF_KIND(AF_CURL));
+        ASSERT_EQ(s3c_submit(st, "commit", 6, 1000, &seq), 0);
+        int rc = s3c_wait_durable(st, seq, 10000);
+        sleep_ms(30); /* a heartbeat round */
+        allocfail_disarm();
+        if (rc != 0) {
+            s3c_stats_get(st, &s);
+            TEST_FAIL_("running stage, allocation %ld failed (one-shot): commit %llu not "
+                       "durable: %d, %s",
+                       n, (unsigned long long)seq, rc, s.last_error);
+        }
+        if (allocfail_hits() == 0)
+            break;
+    }
+    s3c_stats_get(st, &s);
+    ASSERT_EQ(s.failed, 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    s3c_config_free(cfg);
+    fprintf(stderr,
+            "   running stage: %ld allocations (ours, cJSON, OpenSSL) per commit and "
+            "heartbeat round, each failed in turn (one-shot); %llu heartbeats failed, %llu "
+            "connections opened\n",
+            n - 1, (unsigned long long)s.pool_heartbeat_failures, (unsigned long long)s.pool_opens);
+    *(long *)arg = n;
+    return NULL;
+}
+
+/* On its own thread, like the loops above: the signer's per-thread state goes with it. */
+static void test_stage_running(void)
+{
+    struct allocfail_live before = allocfail_live_now();
+    int tasks = ntasks(), fds = nfds();
+    long n = 0;
+    pthread_t t;
+
+    ASSERT_EQ(pthread_create(&t, NULL, stage_running_main, &n), 0);
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    check_nothing_left(&before, tasks, fds, "running stage", n, false);
+}
+
 /* ---- a fresh process: the first open --------------------------------------------------
  * The loops above run after one clean open, so what a process sets up once (the signer's
  * algorithms and thread key, OpenSSL's lazy set-up) never fails there. Here each N runs
@@ -463,6 +530,7 @@ int main(void)
     RUN(test_stage_open);
     RUN(test_stage_open_os);
     RUN(test_stage_close);
+    RUN(test_stage_running);
     s3c_config_free(stage_cfg);
     mockproc_stop(&mock);
     return 0;
