@@ -51,7 +51,7 @@ static int xport_on_socket(CURL *e, curl_socket_t s, int what, void *userp, void
         } else {
             w = calloc(1, sizeof(*w));
             if (!w)
-                return -1;
+                return 0; /* see below */
             w->next_all = x->all_socks;
             x->all_socks = w;
         }
@@ -62,7 +62,11 @@ static int xport_on_socket(CURL *e, curl_socket_t s, int what, void *userp, void
         curl_multi_assign(x->multi, s, w);
     }
     unsigned ev = (what & CURL_POLL_IN ? LOOP_READ : 0u) | (what & CURL_POLL_OUT ? LOOP_WRITE : 0u);
-    return loop_watch_set(x->loop, &w->w, ev) < 0 ? -1 : 0;
+    /* Out of memory here leaves the socket unwatched: its transfer ends at its timeout and
+     * is retried. Never -1: libcurl would then fail every transfer of the multi handle,
+     * now and for good (and 7.88 can crash on the next call). */
+    (void)loop_watch_set(x->loop, &w->w, ev);
+    return 0;
 }
 
 static int xport_on_curl_timer(CURLM *m, long timeout_ms, void *userp)
