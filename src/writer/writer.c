@@ -140,8 +140,14 @@ static int wopen_get_manifest(struct wopen *o, char *etag, size_t cap)
         return rc;
     if (res.cls == XPORT_OK) {
         snprintf(etag, cap, "%s", res.etag);
-        if (manifest_parse((const char *)res.body, res.body_len, &o->found, perr, sizeof(perr)) <
-            0) {
+        int prc =
+            manifest_parse((const char *)res.body, res.body_len, &o->found, perr, sizeof(perr));
+        if (prc == S3C_ENOMEM) {
+            snprintf(o->err, o->errlen, "%s: %s", o->key, perr);
+            call_res_free(&res);
+            return S3C_ENOMEM;
+        }
+        if (prc < 0) {
             snprintf(o->err, o->errlen,
                      "%s: %s; if it was damaged, delete it (the next open lists the log to "
                      "find its end)",
@@ -212,6 +218,7 @@ struct wheader {
     char *key;
     uint64_t first;
     bool done, ok, missing;
+    bool unread; /* the GET failed (error says why): nothing is known of the object */
     struct obj_header h;
     char error[384];
     int attempts;
@@ -250,6 +257,7 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
     if (r->cls == XPORT_NOT_FOUND) {
         h->missing = true; /* deleted between the listing and the read */
     } else if (r->cls != XPORT_OK) {
+        h->unread = true;
         snprintf(h->error, sizeof(h->error), "%s", r->error);
     } else if (obj_header_decode(r->body, r->body_len, &h->h, &v1, h->error, sizeof(h->error)) ==
                0) {
@@ -336,7 +344,10 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
                 if (h->first <= c->end)
                     continue; /* inside the chain's last object: off the chain, skipped */
                 if (h->first != c->end + 1 || h->missing) {
-                    ended = true; /* a gap: what follows is off the chain */
+                    ended = true;       /* a gap: what follows is off the chain */
+                } else if (h->unread) { /* a failed read says nothing about the object */
+                    snprintf(o->err, o->errlen, "%s: cannot read its header: %s", h->key, h->error);
+                    rc = S3C_EIO;
                 } else if (!h->ok) {
                     bool v1 = strcmp(h->error, "v1") == 0;
                     snprintf(o->err, o->errlen,
