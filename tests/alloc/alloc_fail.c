@@ -41,6 +41,7 @@ static atomic_bool af_all_threads;
 static atomic_bool af_persistent;
 static atomic_uint af_kinds; /* AF_KIND_*: what is counted and failed */
 static atomic_long af_target, af_seen, af_hits;
+static atomic_uint af_hit_kinds; /* AF_KIND_* of the families a failure was injected in */
 static pthread_t af_thread;
 static bool af_trace;
 static atomic_long af_live[AF_NFAMILIES];
@@ -57,6 +58,7 @@ static bool af_fail_now(enum allocfail_family f)
     long k = atomic_fetch_add(&af_seen, 1) + 1, t = atomic_load(&af_target);
     if (k == t || (k > t && atomic_load(&af_persistent))) {
         atomic_fetch_add(&af_hits, 1);
+        atomic_fetch_or(&af_hit_kinds, AF_KIND(f));
         if (af_trace) { /* AF_TRACE=1: where each injected failure landed */
             void *pcs[32];
             fprintf(stderr, "alloc_fail: %s %ld fails here:\n", f == AF_SYS ? "call" : "allocation",
@@ -269,6 +271,7 @@ void allocfail_arm(long nth, bool persistent, bool all_threads, unsigned kinds)
     atomic_store(&af_target, nth);
     atomic_store(&af_seen, 0);
     atomic_store(&af_hits, 0);
+    atomic_store(&af_hit_kinds, 0);
     for (int f = 0; f < AF_NFAMILIES; f++)
         atomic_store(&af_seen_by[f], 0);
     atomic_store(&af_persistent, persistent);
@@ -290,6 +293,11 @@ long allocfail_seen(enum allocfail_family f)
 long allocfail_hits(void)
 {
     return atomic_load(&af_hits);
+}
+
+unsigned allocfail_hit_kinds(void)
+{
+    return atomic_load(&af_hit_kinds);
 }
 
 struct allocfail_live allocfail_live_now(void)

@@ -44,8 +44,9 @@ long allocfail_disarm(void);
 /* How many allocations of family f were counted since the last arm. */
 long allocfail_seen(enum allocfail_family f);
 
-/* How many failures were injected since the last arm. */
+/* How many failures were injected since the last arm, and in which families (AF_KIND). */
 long allocfail_hits(void);
+unsigned allocfail_hit_kinds(void);
 
 struct allocfail_live allocfail_live_now(void);
 
