@@ -10,8 +10,8 @@
 
 /* Copies a credential into dst; refuses one that does not fit or holds bytes that
  * cannot go into an HTTP header. where names the source for the message. */
-static int cred_copy(char *dst, size_t cap, const char *val, const char *where, char *err,
-                     size_t errlen)
+static int cfg_cred_copy(char *dst, size_t cap, const char *val, const char *where, char *err,
+                         size_t errlen)
 {
     size_t n = strlen(val);
 
@@ -29,13 +29,13 @@ static int cred_copy(char *dst, size_t cap, const char *val, const char *where, 
     return 0;
 }
 
-static const char *env_nonempty(const char *name)
+static const char *cfg_env_nonempty(const char *name)
 {
     const char *v = getenv(name);
     return (v && *v) ? v : NULL;
 }
 
-static char *trim(char *s)
+static char *cfg_trim(char *s)
 {
     char *e;
 
@@ -56,8 +56,8 @@ struct ini_creds {
 
 /* Reads [profile] from an AWS shared credentials file. Returns 0 (file_found and
  * found_profile say whether the file and the section exist) or S3C_ECONFIG. */
-static int ini_read(const char *path, const char *profile, struct ini_creds *out, char *err,
-                    size_t errlen)
+static int cfg_ini_read(const char *path, const char *profile, struct ini_creds *out, char *err,
+                        size_t errlen)
 {
     FILE *f = fopen(path, "r");
     char line[4096];
@@ -70,7 +70,7 @@ static int ini_read(const char *path, const char *profile, struct ini_creds *out
     }
     out->file_found = true;
     while (fgets(line, sizeof(line), f)) {
-        char *s = trim(line), *eq, *k, *v, *end;
+        char *s = cfg_trim(line), *eq, *k, *v, *end;
 
         lineno++;
         if (*s == '\0' || *s == '#' || *s == ';')
@@ -82,7 +82,7 @@ static int ini_read(const char *path, const char *profile, struct ini_creds *out
                 goto out_close;
             }
             *end = '\0';
-            k = trim(s + 1);
+            k = cfg_trim(s + 1);
             in_profile = strcmp(k, profile) == 0;
             if (in_profile)
                 out->found_profile = 1;
@@ -94,22 +94,22 @@ static int ini_read(const char *path, const char *profile, struct ini_creds *out
         if (!eq) /* continuation lines of nested settings: not ours */
             continue;
         *eq = '\0';
-        k = trim(s);
-        v = trim(eq + 1);
+        k = cfg_trim(s);
+        v = cfg_trim(eq + 1);
         if (strcmp(k, "aws_access_key_id") == 0) {
             char where[64 + 4096];
             snprintf(where, sizeof(where), "%s: [%s] aws_access_key_id", path, profile);
-            rc = cred_copy(out->key, sizeof(out->key), v, where, err, errlen);
+            rc = cfg_cred_copy(out->key, sizeof(out->key), v, where, err, errlen);
             out->has_key = *v != '\0';
         } else if (strcmp(k, "aws_secret_access_key") == 0) {
             char where[64 + 4096];
             snprintf(where, sizeof(where), "%s: [%s] aws_secret_access_key", path, profile);
-            rc = cred_copy(out->secret, sizeof(out->secret), v, where, err, errlen);
+            rc = cfg_cred_copy(out->secret, sizeof(out->secret), v, where, err, errlen);
             out->has_secret = *v != '\0';
         } else if (strcmp(k, "aws_session_token") == 0 || strcmp(k, "aws_security_token") == 0) {
             char where[64 + 4096];
             snprintf(where, sizeof(where), "%s: [%s] %s", path, profile, k);
-            rc = cred_copy(out->token, sizeof(out->token), v, where, err, errlen);
+            rc = cfg_cred_copy(out->token, sizeof(out->token), v, where, err, errlen);
             out->has_token = *v != '\0';
         }
         if (rc)
@@ -121,12 +121,12 @@ out_close:
     return rc;
 }
 
-static int from_shared_file(struct s3c_config *cfg, char *err, size_t errlen)
+static int cfg_from_shared_file(struct s3c_config *cfg, char *err, size_t errlen)
 {
-    const char *explicit_profile = env_nonempty("AWS_PROFILE");
+    const char *explicit_profile = cfg_env_nonempty("AWS_PROFILE");
     const char *profile = explicit_profile ? explicit_profile : "default";
-    const char *file = env_nonempty("AWS_SHARED_CREDENTIALS_FILE");
-    const char *home = env_nonempty("HOME");
+    const char *file = cfg_env_nonempty("AWS_SHARED_CREDENTIALS_FILE");
+    const char *home = cfg_env_nonempty("HOME");
     char path[4096];
     struct ini_creds ic;
     int rc;
@@ -139,7 +139,7 @@ static int from_shared_file(struct s3c_config *cfg, char *err, size_t errlen)
         path[0] = '\0';
 
     memset(&ic, 0, sizeof(ic));
-    rc = path[0] ? ini_read(path, profile, &ic, err, errlen) : 0;
+    rc = path[0] ? cfg_ini_read(path, profile, &ic, err, errlen) : 0;
     if (rc < 0)
         goto out_wipe;
     if (!ic.file_found || !ic.found_profile) {
@@ -202,30 +202,30 @@ int cfg_resolve_credentials(struct s3c_config *cfg, int file_has_key, int file_h
         return 0;
     }
 
-    ek = env_nonempty("AWS_ACCESS_KEY_ID");
-    es = env_nonempty("AWS_SECRET_ACCESS_KEY");
-    et = env_nonempty("AWS_SESSION_TOKEN");
+    ek = cfg_env_nonempty("AWS_ACCESS_KEY_ID");
+    es = cfg_env_nonempty("AWS_SECRET_ACCESS_KEY");
+    et = cfg_env_nonempty("AWS_SESSION_TOKEN");
     if (ek || es) {
         if (!ek || !es)
             return cfg_fail(err, errlen,
                             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together "
                             "(got only %s)",
                             ek ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY");
-        rc = cred_copy(cfg->s3.access_key_id, sizeof(cfg->s3.access_key_id), ek,
-                       "AWS_ACCESS_KEY_ID", err, errlen);
+        rc = cfg_cred_copy(cfg->s3.access_key_id, sizeof(cfg->s3.access_key_id), ek,
+                           "AWS_ACCESS_KEY_ID", err, errlen);
         if (!rc)
-            rc = cred_copy(cfg->s3.secret_access_key, sizeof(cfg->s3.secret_access_key), es,
-                           "AWS_SECRET_ACCESS_KEY", err, errlen);
+            rc = cfg_cred_copy(cfg->s3.secret_access_key, sizeof(cfg->s3.secret_access_key), es,
+                               "AWS_SECRET_ACCESS_KEY", err, errlen);
         if (!rc && et)
-            rc = cred_copy(cfg->s3.session_token, sizeof(cfg->s3.session_token), et,
-                           "AWS_SESSION_TOKEN", err, errlen);
+            rc = cfg_cred_copy(cfg->s3.session_token, sizeof(cfg->s3.session_token), et,
+                               "AWS_SESSION_TOKEN", err, errlen);
         if (rc)
             return rc;
         snprintf(cfg->s3.credentials_source, sizeof(cfg->s3.credentials_source), "env");
         return 0;
     }
 
-    rc = from_shared_file(cfg, err, errlen);
+    rc = cfg_from_shared_file(cfg, err, errlen);
     if (rc)
         return rc;
     if (cfg->s3.access_key_id[0] == '\0')

@@ -3,10 +3,13 @@
 #include "format/manifest.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "s3commit.h"
 
 int manifest_encode(const struct manifest *m, char *out, size_t cap)
 {
@@ -48,7 +51,12 @@ int manifest_parse(const char *json, size_t len, struct manifest *m, char *err, 
     int rc = -1;
     uint64_t format = 0;
     memset(m, 0, sizeof(*m));
+    errno = 0;
     cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root && errno == ENOMEM) { /* not damage: cJSON says NULL for both */
+        snprintf(err, errlen, "manifest: out of memory parsing it");
+        return S3C_ENOMEM;
+    }
     if (!root || !cJSON_IsObject(root)) {
         snprintf(err, errlen, "manifest: not a JSON object");
         goto out;

@@ -28,7 +28,8 @@ struct manifest {
 int manifest_encode(const struct manifest *m, char *out, size_t cap);
 
 /* Parses a manifest. Returns 0, or -1 with one line in err naming what is wrong (a format
- * other than 2 included). Unknown members are ignored (later versions may add some). */
+ * other than 2 included), or S3C_ENOMEM (not damage: out of memory). Unknown members are
+ * ignored (later versions may add some). */
 int manifest_parse(const char *json, size_t len, struct manifest *m, char *err, size_t errlen);
 
 #endif

@@ -109,6 +109,7 @@ int ring_new(const struct ring_opts *o, struct ring **out)
     struct ring *r;
     uint64_t min_rec, nav = 1;
     pthread_condattr_t ca;
+    int rc = S3C_ENOMEM, e;
 
     *out = NULL;
     if (!ring_is_pow2(o->bytes) || o->bytes < RING_MIN_BYTES || o->bytes > RING_MAX_BYTES ||
@@ -142,8 +143,10 @@ int ring_new(const struct ring_opts *o, struct ring **out)
         goto out_free_parts;
     memset(r->buf, 0, r->size); /* fault the pages in now, not on the producers' path */
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (r->efd < 0)
+    if (r->efd < 0) {
+        rc = S3C_EIO; /* out of descriptors, not memory: errno says which */
         goto out_free_parts;
+    }
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -158,11 +161,13 @@ int ring_new(const struct ring_opts *o, struct ring **out)
     return 0;
 
 out_free_parts:
+    e = errno;
     free(r->slots);
     free(r->avail);
     free(r->buf);
     free(r);
-    return S3C_ENOMEM;
+    errno = e;
+    return rc;
 out_free_ring:
     free(r);
     return S3C_EINVAL;

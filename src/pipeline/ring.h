@@ -34,7 +34,8 @@ struct ring_opts {
     void *release_ctx;
 };
 
-/* Creates a ring. Returns 0, S3C_EINVAL (options out of range) or S3C_ENOMEM. */
+/* Creates a ring. Returns 0, S3C_EINVAL (options out of range), S3C_ENOMEM or S3C_EIO (no
+ * eventfd; errno says why). */
 int ring_new(const struct ring_opts *o, struct ring **out);
 
 /* Frees the ring. No thread may be using it. NULL is a no-op. */

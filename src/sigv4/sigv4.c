@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,8 +368,11 @@ struct hash_state {
     bool sign_keyed;
 };
 
-static pthread_once_t algs_once = PTHREAD_ONCE_INIT;
-static EVP_MD *sha256_md; /* NULL if the fetch failed: every hashing call then fails */
+/* Set up by sigv4_init until once complete (not pthread_once: a fetch that failed for want
+ * of memory must be tried again, or the process could never sign again). */
+static pthread_mutex_t algs_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool algs_ok; /* release: the three below are set */
+static EVP_MD *sha256_md;
 static EVP_MAC *hmac_mac;
 static pthread_key_t state_key; /* only for its destructor, which frees a thread's state */
 static bool state_key_ok;
@@ -396,12 +400,22 @@ static void sigv4_state_free(void *p)
         state_tls = NULL;
 }
 
-static void sigv4_fetch_algs_once(void)
+int sigv4_init(void)
 {
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    state_key_ok = pthread_key_create(&state_key, sigv4_state_free) == 0;
+    if (atomic_load_explicit(&algs_ok, memory_order_acquire))
+        return 0;
+    pthread_mutex_lock(&algs_mu);
+    if (!sha256_md)
+        sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (!hmac_mac)
+        hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (!state_key_ok)
+        state_key_ok = pthread_key_create(&state_key, sigv4_state_free) == 0;
     mac_reinit_ok = OpenSSL_version_num() >= 0x30000030L;
+    bool ok = sha256_md && hmac_mac && state_key_ok;
+    atomic_store_explicit(&algs_ok, ok, memory_order_release);
+    pthread_mutex_unlock(&algs_mu);
+    return ok ? 0 : -1;
 }
 
 static EVP_MAC_CTX *sigv4_new_hmac_sha256(void)
@@ -425,8 +439,7 @@ static struct hash_state *sigv4_thread_state(void)
 
     if (st)
         return st;
-    if (pthread_once(&algs_once, sigv4_fetch_algs_once) != 0 || !sha256_md || !hmac_mac ||
-        !state_key_ok)
+    if (sigv4_init() < 0)
         return NULL;
     st = calloc(1, sizeof(*st));
     if (!st)

@@ -76,6 +76,11 @@ int sigv4_signing_key(const char *secret_key, const char *date8, const char *reg
 int sigv4_signature_with_key(const struct sigv4_request *r, const unsigned char key[32],
                              char sig[65]);
 
+/* Sets up what signing needs from OpenSSL, once per process (a failure is tried again on
+ * the next call; every signing call does it too). Returns 0, or -1 when OpenSSL cannot
+ * provide SHA-256 and HMAC now, so a caller can refuse to start what could never sign. */
+int sigv4_init(void);
+
 /* Wipes the signing key this thread's context keeps between calls (xport_free calls it; a
  * thread's contexts are otherwise freed only when the thread exits, and never for the main
  * thread, since exit() runs no thread-key destructors). */

@@ -305,7 +305,7 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     rc = ring_new(&ro, &st->ring);
     if (rc != 0) {
         snprintf(e, sizeof(e), "stage: cannot create the commit ring of %" PRId64 " bytes: %s",
-                 cfg->pipeline.ring_bytes, s3c_strerror(rc));
+                 cfg->pipeline.ring_bytes, rc == S3C_EIO ? strerror(errno) : s3c_strerror(rc));
         goto out_free_batches;
     }
     st->loop = loop_new();
@@ -320,9 +320,12 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
         snprintf(e, sizeof(e), "stage: cannot watch the ring: %s", s3c_strerror(rc));
         goto out_free_loop;
     }
+    /* Both say why in e only; out of memory is told apart by malloc's ENOMEM, so a
+     * program is not told to fix a config that is fine. */
+    errno = 0;
     st->x = xport_new(cfg, st->loop, e, sizeof(e));
     if (!st->x) {
-        rc = S3C_EINVAL;
+        rc = errno == ENOMEM ? S3C_ENOMEM : S3C_EINVAL;
         goto out_free_loop;
     }
     /* The writer protocol before any commit is accepted: our epoch, the end of the log,
@@ -352,14 +355,16 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
         S3C_LOG(S3C_LOG_WARN, "event=manifest_open_write_late msg=\"the manifest or heartbeat "
                               "is not written yet; retrying in the background\"");
     if (cfg->metrics_listen[0]) {
+        errno = 0;
         st->metrics = metrics_srv_start(cfg->metrics_listen, stage_collect, st, e, sizeof(e));
         if (!st->metrics) {
-            rc = S3C_EIO;
+            rc = errno == ENOMEM ? S3C_ENOMEM : S3C_EIO;
             goto out_free_mw;
         }
     }
-    if (pthread_create(&st->thread, NULL, stage_persistence_main, st) != 0) {
-        snprintf(e, sizeof(e), "stage: cannot start the persistence thread: %s", strerror(errno));
+    int terr = pthread_create(&st->thread, NULL, stage_persistence_main, st);
+    if (terr != 0) { /* pthread_create returns its error; errno is not set */
+        snprintf(e, sizeof(e), "stage: cannot start the persistence thread: %s", strerror(terr));
         rc = S3C_EIO;
         goto out_stop_metrics;
     }

@@ -348,7 +348,7 @@ int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
         if (memcmp(x->sk_date, date, 8) != 0) {
             if (sigv4_signing_key(s3->secret_access_key, date, s3->region, "s3", x->signing_key) <
                 0)
-                return S3C_EINVAL;
+                return S3C_ENOMEM; /* OpenSSL could not hash: out of memory */
             memcpy(x->sk_date, date, 8);
             x->sk_date[8] = '\0';
         }
@@ -360,7 +360,7 @@ int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
             names[nl++] = i + 1 < r->nsh ? ';' : '\0';
         }
         if (sigv4_signature_with_key(&sr, x->signing_key, sig) < 0)
-            return S3C_EINVAL;
+            return S3C_ENOMEM;
         int an = snprintf(auth, sizeof(auth),
                           "AWS4-HMAC-SHA256 Credential=%s/%.8s/%s/s3/aws4_request, "
                           "SignedHeaders=%s, Signature=%s",
@@ -408,12 +408,13 @@ int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
         c = curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
     if (c == CURLE_OK)
         c = curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, r->kind == XREQ_REFILL ? 1L : 0L);
-    if (c != CURLE_OK)
-        return S3C_EINVAL;
+    if (c != CURLE_OK) /* the URL is copied: out of memory is not a bad argument */
+        return c == CURLE_OUT_OF_MEMORY ? S3C_ENOMEM : S3C_EINVAL;
 
     r->start_ns = s3c__now_ns();
-    if (curl_multi_add_handle(x->multi, e) != CURLM_OK)
-        return S3C_EIO;
+    CURLMcode mc = curl_multi_add_handle(x->multi, e);
+    if (mc != CURLM_OK)
+        return mc == CURLM_OUT_OF_MEMORY ? S3C_ENOMEM : S3C_EIO;
     r->active = true;
     pool_on_start(&x->pool.pol);
     return 0;

@@ -51,7 +51,7 @@ static int xport_on_socket(CURL *e, curl_socket_t s, int what, void *userp, void
         } else {
             w = calloc(1, sizeof(*w));
             if (!w)
-                return -1;
+                return 0; /* see below */
             w->next_all = x->all_socks;
             x->all_socks = w;
         }
@@ -62,7 +62,11 @@ static int xport_on_socket(CURL *e, curl_socket_t s, int what, void *userp, void
         curl_multi_assign(x->multi, s, w);
     }
     unsigned ev = (what & CURL_POLL_IN ? LOOP_READ : 0u) | (what & CURL_POLL_OUT ? LOOP_WRITE : 0u);
-    return loop_watch_set(x->loop, &w->w, ev) < 0 ? -1 : 0;
+    /* Out of memory here leaves the socket unwatched: its transfer ends at its timeout and
+     * is retried. Never -1: libcurl would then fail every transfer of the multi handle,
+     * now and for good (and 7.88 can crash on the next call). */
+    (void)loop_watch_set(x->loop, &w->w, ev);
+    return 0;
 }
 
 static int xport_on_curl_timer(CURLM *m, long timeout_ms, void *userp)
@@ -76,14 +80,26 @@ static int xport_on_curl_timer(CURLM *m, long timeout_ms, void *userp)
     return 0;
 }
 
+/* An error (out of memory) ends libcurl's socket_action before it re-arms its timer, and
+ * may leave a transfer's socket unwatched: with nothing to call libcurl again, that
+ * transfer would hang past its own timeout. So call it again soon. */
+static void xport_socket_action(struct xport *x, curl_socket_t s, int flags)
+{
+    int running = 0;
+    if (curl_multi_socket_action(x->multi, s, flags, &running) != CURLM_OK) {
+        uint64_t at = s3c__now_ns() + 10 * 1000000ull;
+        if (!x->curl_timer.armed || x->curl_timer.deadline_ns > at)
+            loop_timer_arm(x->loop, &x->curl_timer, at);
+    }
+}
+
 static void xport_on_sock_event(void *ctx, int fd, unsigned events)
 {
     struct xport *x = ctx;
-    int running = 0;
     int flags = (events & LOOP_READ ? CURL_CSELECT_IN : 0) |
                 (events & LOOP_WRITE ? CURL_CSELECT_OUT : 0) |
                 (events & LOOP_ERROR ? CURL_CSELECT_ERR : 0);
-    curl_multi_socket_action(x->multi, fd, flags, &running);
+    xport_socket_action(x, fd, flags);
     xport__check_done(x);
     pool_after_io(&x->pool);
 }
@@ -91,8 +107,7 @@ static void xport_on_sock_event(void *ctx, int fd, unsigned events)
 static void xport_on_curl_timeout(void *ctx)
 {
     struct xport *x = ctx;
-    int running = 0;
-    curl_multi_socket_action(x->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    xport_socket_action(x, CURL_SOCKET_TIMEOUT, 0);
     xport__check_done(x);
     pool_after_io(&x->pool);
 }
@@ -156,6 +171,12 @@ struct xport *xport_new(const struct s3c_config *cfg, struct loop *loop, char *e
     x->curl_timer = (struct loop_timer){.cb = xport_on_curl_timeout, .ctx = x};
     if (xport__parse_endpoint(x, err, errlen) < 0)
         goto out_free_x;
+    if (s3->access_key_id[0] && sigv4_init() < 0) { /* else open, but never able to sign */
+        snprintf(err, errlen,
+                 "transport: OpenSSL cannot provide SHA-256 and HMAC for signing "
+                 "(out of memory?)");
+        goto out_free_x;
+    }
     long n = cfg->persistence.target_pool_size;
     x->md = EVP_MD_CTX_new();
     if (!x->md || pool_init(&x->pool, x, loop, (int)n, cfg->persistence.heartbeat_interval_ms)) {

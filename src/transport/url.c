@@ -12,12 +12,15 @@ int xport__parse_endpoint(struct xport *x, char *err, size_t errlen)
     CURLU *u = curl_url();
     char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
     int rc = S3C_EINVAL;
+    CURLUcode uc;
 
     if (!u)
-        return S3C_ENOMEM;
-    if (curl_url_set(u, CURLUPART_URL, s3->endpoint, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        goto out_nomem;
+    if ((uc = curl_url_set(u, CURLUPART_URL, s3->endpoint, 0)) != CURLUE_OK ||
+        (uc = curl_url_get(u, CURLUPART_SCHEME, &scheme, 0)) != CURLUE_OK ||
+        (uc = curl_url_get(u, CURLUPART_HOST, &host, 0)) != CURLUE_OK) {
+        if (uc == CURLUE_OUT_OF_MEMORY)
+            goto out_nomem;
         snprintf(err, errlen,
                  "transport: s3.endpoint is not a URL (got \"%s\"); use "
                  "http(s)://host[:port]",
@@ -30,7 +33,12 @@ int xport__parse_endpoint(struct xport *x, char *err, size_t errlen)
                  s3->endpoint);
         goto out_free;
     }
-    if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0) {
+    /* Out of memory must not read as "no path" or "no port": the host header would lose
+     * the port and every request go to the wrong one. */
+    uc = curl_url_get(u, CURLUPART_PATH, &path, 0);
+    if (uc == CURLUE_OUT_OF_MEMORY)
+        goto out_nomem;
+    if (uc == CURLUE_OK && strcmp(path, "/") != 0) {
         snprintf(err, errlen,
                  "transport: s3.endpoint must not have a path (got \"%s\"); the bucket "
                  "goes in s3.bucket",
@@ -38,7 +46,10 @@ int xport__parse_endpoint(struct xport *x, char *err, size_t errlen)
         goto out_free;
     }
     x->https = strcmp(scheme, "https") == 0;
-    if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+    uc = curl_url_get(u, CURLUPART_PORT, &port, 0);
+    if (uc == CURLUE_OUT_OF_MEMORY)
+        goto out_nomem;
+    if (uc != CURLUE_OK)
         port = NULL;
     snprintf(x->host, sizeof(x->host), "%s", host);
     snprintf(x->port, sizeof(x->port), "%s", port ? port : "");
@@ -67,6 +78,10 @@ int xport__parse_endpoint(struct xport *x, char *err, size_t errlen)
         }
     }
     rc = 0;
+    goto out_free;
+out_nomem:
+    snprintf(err, errlen, "transport: out of memory");
+    rc = S3C_ENOMEM;
 out_free:
     curl_free(scheme);
     curl_free(host);

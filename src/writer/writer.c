@@ -140,8 +140,14 @@ static int wopen_get_manifest(struct wopen *o, char *etag, size_t cap)
         return rc;
     if (res.cls == XPORT_OK) {
         snprintf(etag, cap, "%s", res.etag);
-        if (manifest_parse((const char *)res.body, res.body_len, &o->found, perr, sizeof(perr)) <
-            0) {
+        int prc =
+            manifest_parse((const char *)res.body, res.body_len, &o->found, perr, sizeof(perr));
+        if (prc == S3C_ENOMEM) {
+            snprintf(o->err, o->errlen, "%s: %s", o->key, perr);
+            call_res_free(&res);
+            return S3C_ENOMEM;
+        }
+        if (prc < 0) {
             snprintf(o->err, o->errlen,
                      "%s: %s; if it was damaged, delete it (the next open lists the log to "
                      "find its end)",
