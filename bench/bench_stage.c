@@ -156,7 +156,9 @@ static struct run drive(s3c_stage *st, int producers, size_t size, double second
     r.mb_per_s = (double)s.bytes_durable / dt / 1e6;
     r.commits_per_put = s.batches_sent ? (double)s.commits_durable / (double)s.batches_sent : 0;
     struct s3c_close_report rep;
-    if (s3c_stage_drain(st, &rep) != 0 || rep.durable_seq != total) {
+    struct s3c_stage_info info;
+    s3c_stage_info(st, &info);
+    if (s3c_stage_drain(st, &rep) != 0 || rep.durable_seq != info.control_seq + total) {
         fprintf(stderr, "bench-stage: drain lost seqs %" PRIu64 "..%" PRIu64 "\n",
                 rep.lost_first_seq, rep.lost_last_seq);
         exit(1);
