@@ -112,16 +112,17 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
  * the log: dense, in the order commits enter the pipeline, continuing the log this stage
  * opened (the first is s3c_stage_info's first_seq). Blocks while the ring is
  * full for at most timeout_ms (-1 = forever): S3C_ETIMEDOUT. S3C_ETOOBIG when len exceeds
- * pipeline.max_commit_bytes; S3C_ECLOSED after close began; S3C_EFAILED once failed.
+ * pipeline.max_commit_bytes; S3C_ECLOSED after close began; S3C_EFAILED once failed
+ * (S3C_EFENCED once a newer writer took the log over).
  * Thread-safe: any number of producer threads. */
 int s3c_submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, uint64_t *seq);
 
 /* As s3c_submit, but never blocks: S3C_EAGAIN when the ring has no room now. */
 int s3c_try_submit(s3c_stage *st, const void *data, size_t len, uint64_t *seq);
 
-/* Waits until seq is durable (0), the stage failed at or before seq's batch (S3C_EFAILED), the
- * stage closed without making it durable (S3C_ECLOSED), or timeout_ms passed
- * (S3C_ETIMEDOUT; -1 = forever). Thread-safe. */
+/* Waits until seq is durable (0), the stage failed at or before seq's batch (S3C_EFAILED, or
+ * S3C_EFENCED: nothing more is acknowledged once fenced), the stage closed without making it
+ * durable (S3C_ECLOSED), or timeout_ms passed (S3C_ETIMEDOUT; -1 = forever). Thread-safe. */
 int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms);
 
 /* The durable watermark: every seq <= the value is durable. Thread-safe, lock-free. */
@@ -129,9 +130,10 @@ uint64_t s3c_durable_seq(const s3c_stage *st);
 
 /* Durability events. Called on the persistence thread, in order, each time the
  * watermark moves (durable_seq is the new W, always larger than the last), and once with
- * err = S3C_EFAILED when the stage fails (durable_seq is then W at that moment). After a
- * failure W may still move over batches before the failed one; those moves are reported
- * as usual. Must not block and must not call s3c_stage_drain or s3c_stage_close. */
+ * err = S3C_EFAILED when the stage fails, or S3C_EFENCED when a newer writer takes the log
+ * over (a stage already failed is told again with S3C_EFENCED) (durable_seq is then W at that
+ * moment). After a failure W may still move over batches before the failed one; those moves are
+ * reported as usual. Must not block and must not call s3c_stage_drain or s3c_stage_close. */
 typedef void (*s3c_durable_fn)(void *ctx, uint64_t durable_seq, int err);
 
 /* Adds a subscriber (at most 16). Call before the first submit to see every event.
@@ -202,13 +204,13 @@ struct s3c_close_report {
     uint64_t last_seq;       /* the highest seq ever accepted */
     uint64_t lost_first_seq; /* first seq not made durable (0 when none) */
     uint64_t lost_last_seq;  /* last seq not made durable (0 when none) */
-    int error;               /* 0, S3C_ETIMEDOUT (drain ran out) or S3C_EFAILED */
+    int error;               /* 0, S3C_ETIMEDOUT (drain ran out), S3C_EFAILED or S3C_EFENCED */
 };
 
 /* Stops accepting commits, sends everything pending, drains what is in flight for at
  * most persistence.shutdown_timeout_ms and stops the persistence thread. Blocked
- * producers and waiters return S3C_ECLOSED (S3C_EFAILED once failed), and so does every
- * later call; the stage stays allocated. Returns 0 when every accepted commit is durable,
+ * producers and waiters return S3C_ECLOSED (S3C_EFAILED / S3C_EFENCED once failed), and so does
+ * every later call; the stage stays allocated. Returns 0 when every accepted commit is durable,
  * else the report's error; report (may be NULL) says exactly which seqs were not made
  * durable. Thread-safe and idempotent (later calls return the same report); must not be
  * called from a subscriber. */

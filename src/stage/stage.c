@@ -229,7 +229,11 @@ static void stage_mw_fenced(void *ctx, const char *why)
 
 static void stage_mw_error(void *ctx, const char *channel, const char *why)
 {
-    stage_set_error(ctx, "%s write failed: %s", channel, why);
+    struct s3c_stage *st = ctx;
+    /* Once the stage failed, its last error is the one that failed it: a manifest or
+     * heartbeat failure (logged, and in its own stats fields) must not hide it. */
+    if (!atomic_load(&st->failed))
+        stage_set_error(st, "%s write failed: %s", channel, why);
 }
 
 static void stage_collect(void *ctx, struct s3c_stats *out)

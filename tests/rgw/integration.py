@@ -222,7 +222,7 @@ class Suite:
                 a.kill()
                 a.wait()
         self.record(out, err)
-        check(rc != 0, "A exited 0 after being fenced")
+        check(rc == 3, f"A exited {rc} after being fenced (want 3: fenced, not restarted by the unit)")
         msg = [x for x in err.splitlines() if x.startswith("s3commit:")]
         check(msg and "fenced" in msg[-1], f"A's message does not say fenced: {msg}")
         check(took < 10, f"A took {took:.1f} s to stop")

@@ -14,8 +14,9 @@
 /* Exit codes shared by the programs. */
 enum {
     TOOL_EXIT_OK = 0,
-    TOOL_EXIT_FAIL = 1,  /* the work failed: not everything durable, a check failed */
-    TOOL_EXIT_USAGE = 2, /* bad command line or config */
+    TOOL_EXIT_FAIL = 1,   /* the work failed: not everything durable, a check failed */
+    TOOL_EXIT_USAGE = 2,  /* bad command line or config */
+    TOOL_EXIT_FENCED = 3, /* run: a newer writer took the log over (do not restart) */
 };
 
 /* Installs s3c_log_stderr at level (logfmt lines on stderr). */

@@ -42,7 +42,8 @@ static void cli_usage(FILE *f)
           "  --control             cat: also print control records (JSON lines, stderr)\n"
           "  -h, --help            this text (also after a command: s3commit run --help)\n"
           "  -V, --version         prints \"s3commit VERSION\"\n"
-          "exit codes: 0 ok, 1 failed (not durable / check failed), 2 bad usage or config\n",
+          "exit codes: 0 ok, 1 failed (not durable / check failed), 2 bad usage or config,\n"
+          "  3 run was fenced (a newer writer owns the log)\n",
           f);
 }
 

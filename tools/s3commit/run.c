@@ -57,6 +57,7 @@ struct run {
     _Atomic int stage_err;    /* the error the subscriber saw (0 = none) */
     uint64_t printed;         /* the last W written to stdout */
     uint64_t last_seq;        /* the highest seq accepted */
+    uint64_t accepted;        /* commits accepted, all sources */
     int signals;              /* SIGTERM/SIGINT received */
     bool input_error;         /* stdin framing or read error */
     bool stdout_broken;
@@ -275,6 +276,7 @@ static bool run_source_submit_frames(struct run *r, struct source *s)
             return false;
         }
         r->last_seq = seq;
+        r->accepted++;
         s->commits++;
         if (s->is_client && run_source_push_seq(s, seq) < 0) {
             run_source_reject(r, s, "out of memory tracking this client's seqs");
@@ -545,7 +547,7 @@ int cmd_run(const char *config_path, const char *input)
              : atomic_load(&r.stage_err) != 0 ? "the stage failed"
              : r.input_error                  ? "an input error"
                                               : "the end of input",
-             r.last_seq);
+             r.accepted);
     run_notify(state);
     if (r.lfd >= 0) {
         close(r.lfd); /* stop taking clients; the ones connected still get their replies */
@@ -567,7 +569,7 @@ int cmd_run(const char *config_path, const char *input)
     S3C_LOG(S3C_LOG_INFO,
             "event=run_stopped accepted=%" PRIu64 " durable_seq=%" PRIu64 " batches=%" PRIu64
             " retries=%" PRIu64,
-            r.last_seq, rep.durable_seq, stats.batches_sent, stats.retries);
+            r.accepted, rep.durable_seq, stats.batches_sent, stats.retries);
     if (close_rc != 0 || rep.durable_seq < r.last_seq) {
         if (rep.lost_first_seq)
             tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
@@ -579,7 +581,7 @@ int cmd_run(const char *config_path, const char *input)
                        " accepted (%s)%s%s",
                        rep.durable_seq, r.last_seq, s3c_strerror(close_rc),
                        stats.last_error[0] ? "; last error: " : "", stats.last_error);
-        exit_code = TOOL_EXIT_FAIL;
+        exit_code = close_rc == S3C_EFENCED ? TOOL_EXIT_FENCED : TOOL_EXIT_FAIL;
     } else {
         exit_code = r.input_error ? TOOL_EXIT_FAIL : TOOL_EXIT_OK;
     }
