@@ -301,5 +301,16 @@ int cfg_validate(const struct s3c_config *cfg, bool bucket_set, char *err, size_
                         "pipeline.max_commit_bytes must be <= pipeline.ring_bytes / 4 (%lld) "
                         "(got %lld); raise ring_bytes or lower max_commit_bytes",
                         (long long)(pl->ring_bytes / 4), (long long)pl->max_commit_bytes);
+    const struct cfg_spool *sp = &cfg->spool;
+    if (sp->dir[0] && sp->segment_bytes < 2 * (p->batch_bytes_threshold + pl->max_commit_bytes))
+        return cfg_fail(err, errlen,
+                        "spool.segment_bytes must be >= 2 x (persistence.batch_bytes_threshold + "
+                        "pipeline.max_commit_bytes) (%lld) so a batch fits a segment (got %lld)",
+                        (long long)(2 * (p->batch_bytes_threshold + pl->max_commit_bytes)),
+                        (long long)sp->segment_bytes);
+    if (sp->dir[0] && sp->max_bytes < 2 * sp->segment_bytes)
+        return cfg_fail(err, errlen,
+                        "spool.max_bytes must be >= 2 x spool.segment_bytes (%lld) (got %lld)",
+                        (long long)(2 * sp->segment_bytes), (long long)sp->max_bytes);
     return 0;
 }

@@ -58,10 +58,18 @@ struct cfg_pipeline {
     int64_t max_commit_bytes; /* default 1 MiB; > 0 and <= ring_bytes / 4 */
 };
 
+/* The local spool (docs/spool.md): off while dir is "". */
+struct cfg_spool {
+    char dir[512];         /* "" = no spool (the default) */
+    int64_t max_bytes;     /* default 1 GiB: the spool full = backpressure on producers */
+    int64_t segment_bytes; /* default 64 MiB: a segment file rolls over past this */
+};
+
 struct s3c_config {
     struct cfg_s3 s3;
     struct cfg_persistence persistence;
     struct cfg_pipeline pipeline;
+    struct cfg_spool spool;
     enum s3c_log_level log_level; /* "error" | "warn" | "info" (default) | "debug" */
     char metrics_listen[64];      /* "HOST:PORT"; "" disables (the default) */
 };

@@ -71,6 +71,11 @@ const struct cfg_key cfg_keys[] = {
     {"pipeline", "max_commit_bytes", CFG_KEY_I64, F(pipeline.max_commit_bytes), 1, 256 * MIB, NULL,
      NULL},
 
+    {"spool", "dir", CFG_KEY_STR, F(spool.dir), 0, 0, NULL, NULL},
+    {"spool", "max_bytes", CFG_KEY_I64, F(spool.max_bytes), MIB, 1LL << 50, NULL, NULL},
+    {"spool", "segment_bytes", CFG_KEY_I64, F(spool.segment_bytes), 64 * 1024, 4096 * MIB, NULL,
+     NULL},
+
     {"log", "level", CFG_KEY_ENUM, F(log_level), 0, 0, cfg_level_names, NULL},
 
     {"metrics", "listen", CFG_KEY_STR, F(metrics_listen), 0, 0, NULL, cfg_check_listen},
@@ -78,7 +83,7 @@ const struct cfg_key cfg_keys[] = {
 
 #define NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
-const char *const cfg_sections[] = {"s3", "persistence", "pipeline", "log", "metrics"};
+const char *const cfg_sections[] = {"s3", "persistence", "pipeline", "spool", "log", "metrics"};
 #define NSECTIONS (sizeof(cfg_sections) / sizeof(cfg_sections[0]))
 
 const size_t cfg_nkeys = NKEYS;
@@ -117,6 +122,9 @@ void cfg_defaults(struct s3c_config *cfg)
 
     cfg->pipeline.ring_bytes = 64 * MIB;
     cfg->pipeline.max_commit_bytes = MIB;
+
+    cfg->spool.max_bytes = 1024 * MIB;
+    cfg->spool.segment_bytes = 64 * MIB;
 
     cfg->log_level = S3C_LOG_INFO;
     cfg->metrics_listen[0] = '\0';

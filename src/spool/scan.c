@@ -1,0 +1,364 @@
+/* Opening a spool: the directory lock, checking every segment frame by frame, cutting a
+ * torn tail (spool.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "format/objfmt.h"
+#include "s3commit.h"
+#include "spool/spool_int.h"
+
+static int spool_mkdirs(const char *dir)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s", dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *s = '/';
+    }
+    return mkdir(p, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* One process per spool: an flock on <dir>/LOCK, which holds the holder's pid. */
+static int spool_lock(struct spool *sp, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/LOCK", sp->dir);
+    sp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (sp->lock_fd < 0) {
+        snprintf(err, errlen, "spool.dir %s: cannot open %s: %s", sp->dir, path, strerror(errno));
+        return S3C_EIO;
+    }
+    if (flock(sp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char holder[64] = "";
+        ssize_t n = pread(sp->lock_fd, holder, sizeof(holder) - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        snprintf(err, errlen,
+                 "spool.dir %s is in use by another process (pid %s): one process per spool; "
+                 "stop it, or give this one a spool.dir of its own",
+                 sp->dir, holder[0] ? holder : "unknown");
+        close(sp->lock_fd);
+        sp->lock_fd = -1;
+        return S3C_EIO;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(sp->lock_fd, 0) != 0 || pwrite(sp->lock_fd, pid, (size_t)n, 0) != n) {
+        snprintf(err, errlen, "spool.dir %s: cannot write %s: %s", sp->dir, path, strerror(errno));
+        return S3C_EIO;
+    }
+    return 0;
+}
+
+static int spool_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The segment names in dir, sorted. */
+static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, size_t errlen)
+{
+    DIR *d = opendir(sp->dir);
+    size_t cap = 0;
+    *out = NULL;
+    *n = 0;
+    if (!d) {
+        snprintf(err, errlen, "spool.dir %s: cannot list it: %s", sp->dir, strerror(errno));
+        return S3C_EIO;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        if (strlen(e->d_name) != 24 || strcmp(e->d_name + 20, ".seg") != 0)
+            continue;
+        uint64_t v = strtoull(e->d_name, &end, 10);
+        if (end != e->d_name + 20)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *m = realloc(*out, cap * sizeof(*m));
+            if (!m) {
+                closedir(d);
+                return S3C_ENOMEM;
+            }
+            *out = m;
+        }
+        (*out)[(*n)++] = v;
+    }
+    closedir(d);
+    qsort(*out, *n, sizeof(**out), spool_cmp_u64);
+    return 0;
+}
+
+/* A chunk's payload must be its records, seqs first..last, back to back. */
+static bool spool_chunk_ok(const unsigned char *p, const struct spool_frame *f)
+{
+    uint64_t off = 0;
+    for (uint64_t seq = f->first; seq <= f->last; seq++) {
+        uint32_t len;
+        uint64_t rseq;
+        if (off + OBJ_RECORD_HEADER_BYTES > f->len)
+            return false;
+        memcpy(&len, p + off, 4);
+        memcpy(&rseq, p + off + 8, 8);
+        if (rseq != seq || off + OBJ_RECORD_HEADER_BYTES + len > f->len)
+            return false;
+        off += OBJ_RECORD_HEADER_BYTES + len;
+    }
+    return off == f->len;
+}
+
+struct spool_scanner {
+    unsigned char *buf;
+    size_t cap;
+    uint64_t last; /* the last data seq so far (0: none) */
+};
+
+/* Checks one segment; returns the offset of the first frame not to be trusted (its size
+ * when all are good) and says why in why. */
+static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct spool_seg *sg,
+                               struct spool_scanner *sc, struct spool_scan *scan, char *why,
+                               size_t whylen)
+{
+    uint64_t off = 0;
+    while (off < size) {
+        unsigned char h[SPOOL_FRAME_HEADER];
+        struct spool_frame f;
+        uint32_t crc;
+        if (size - off < SPOOL_FRAME_HEADER) {
+            snprintf(why, whylen, "a frame header cut short (%" PRIu64 " bytes)", size - off);
+            return off;
+        }
+        if (pread(fd, h, sizeof(h), (off_t)off) != (ssize_t)sizeof(h) ||
+            spool_frame_decode(h, &f, &crc) != 0) {
+            snprintf(why, whylen, "not a valid frame header");
+            return off;
+        }
+        uint64_t fsize = SPOOL_FRAME_HEADER + (((uint64_t)f.len + 7) & ~(uint64_t)7);
+        if (fsize > size - off) {
+            snprintf(why, whylen, "a frame of %" PRIu32 " bytes cut short", f.len);
+            return off;
+        }
+        if (f.len > sc->cap) {
+            unsigned char *b = realloc(sc->buf, f.len);
+            if (!b) {
+                snprintf(why, whylen, "out of memory reading a frame of %" PRIu32 " bytes", f.len);
+                return off;
+            }
+            sc->buf = b, sc->cap = f.len;
+        }
+        if (pread(fd, sc->buf, f.len, (off_t)(off + SPOOL_FRAME_HEADER)) != (ssize_t)f.len ||
+            crc32c_update(crc32c_update(0, h, 40), sc->buf, f.len) != crc) {
+            snprintf(why, whylen, "CRC mismatch (a torn or damaged write)");
+            return off;
+        }
+        if (f.type == SPOOL_CHUNK && !spool_chunk_ok(sc->buf, &f)) {
+            snprintf(why, whylen, "a chunk whose records do not match its header");
+            return off;
+        }
+        if (f.type != SPOOL_SEAL) {
+            if (sc->last && f.first != sc->last + 1) {
+                snprintf(why, whylen, "seq %" PRIu64 " does not follow seq %" PRIu64, f.first,
+                         sc->last);
+                return off;
+            }
+            if (!scan->first_seq)
+                scan->first_seq = f.first;
+            sc->last = f.last;
+            sg->last = f.last;
+        } else {
+            if (sp->nseals % 256 == 0) {
+                struct spool_seal *s = realloc(sp->seals, (sp->nseals + 256) * sizeof(*s));
+                if (!s) {
+                    snprintf(why, whylen, "out of memory");
+                    return off;
+                }
+                sp->seals = s;
+            }
+            sp->seals[sp->nseals++] = (struct spool_seal){f.first, f.last};
+        }
+        scan->frames++;
+        off += fsize;
+    }
+    return off;
+}
+
+/* Cuts segment names[i] at off (deleting it when nothing is left) and every later one. */
+static void spool_cut(struct spool *sp, const uint64_t *names, size_t n, size_t i, uint64_t off)
+{
+    char path[PATH_MAX];
+    spool_seg_path(sp, names[i], path, sizeof(path));
+    if (off == 0) {
+        unlink(path);
+    } else {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0)
+                S3C_LOG(S3C_LOG_ERROR, "event=spool_cut_failed path=%s error=\"%s\"", path,
+                        strerror(errno));
+            close(fd);
+        }
+    }
+    for (size_t j = i + 1; j < n; j++) {
+        spool_seg_path(sp, names[j], path, sizeof(path));
+        unlink(path);
+    }
+}
+
+static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, size_t errlen)
+{
+    uint64_t *names;
+    size_t n;
+    int rc = spool_list(sp, &names, &n, err, errlen);
+    if (rc != 0)
+        return rc;
+    struct spool_scanner sc = {0};
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char path[600], why[200] = "";
+        struct stat stt;
+        spool_seg_path(sp, names[i], path, sizeof(path));
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &stt) != 0) {
+            snprintf(err, errlen, "spool: cannot open %s: %s", path, strerror(errno));
+            rc = S3C_EIO;
+            if (fd >= 0)
+                close(fd);
+            break;
+        }
+        struct spool_seg sg = {.seg = names[i], .last = names[i] - 1};
+        uint64_t size = (uint64_t)stt.st_size;
+        uint64_t good = spool_scan_seg(sp, fd, size, &sg, &sc, scan, why, sizeof(why));
+        /* What survived a crash of the process may not have reached the disk yet. */
+        if (good > 0 && fdatasync(fd) != 0) {
+            snprintf(err, errlen, "spool: fdatasync of %s failed: %s", path, strerror(errno));
+            rc = S3C_EIO;
+        }
+        close(fd);
+        if (good < size) {
+            scan->cut = true;
+            snprintf(scan->cut_what, sizeof(scan->cut_what),
+                     "segment %s cut at offset %" PRIu64 " (%" PRIu64 " bytes dropped): %s; "
+                     "%zu later segment(s) dropped",
+                     path, good, size - good, why, n - i - 1);
+            S3C_LOG(S3C_LOG_WARN, "event=spool_tail_cut path=%s offset=%" PRIu64
+                                  " dropped_bytes=%" PRIu64 " later_segments=%zu reason=\"%s\"",
+                    path, good, size - good, n - i - 1, why);
+            spool_cut(sp, names, n, i, good);
+            n = i + 1;
+        }
+        if (good == 0) {
+            if (good == size)
+                unlink(path); /* an empty segment holds nothing */
+            continue;
+        }
+        sg.bytes = good;
+        if (spool_seg_add(sp, sg.seg) != 0) {
+            rc = S3C_ENOMEM;
+            break;
+        }
+        sp->segs[sp->nsegs - 1] = sg;
+        scan->bytes += good;
+        scan->segments++;
+    }
+    scan->last_seq = sc.last;
+    free(sc.buf);
+    free(names);
+    return rc;
+}
+
+int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan *scan, char *err,
+               size_t errlen)
+{
+    struct spool *sp = calloc(1, sizeof(*sp));
+    *out = NULL;
+    memset(scan, 0, sizeof(*scan));
+    if (!sp)
+        return S3C_ENOMEM;
+    sp->o = *o;
+    snprintf(sp->dir, sizeof(sp->dir), "%s", o->dir);
+    sp->max_bytes = o->max_bytes;
+    sp->segment_bytes = o->segment_bytes;
+    sp->io.writev = o->io && o->io->writev ? o->io->writev : NULL;
+    sp->io.fdatasync = o->io && o->io->fdatasync ? o->io->fdatasync : NULL;
+    spool_io_defaults(&sp->io);
+    sp->fd = sp->rfd = sp->lock_fd = -1;
+    sp->qcap = o->queue;
+    pthread_mutex_init(&sp->mu, NULL);
+    pthread_mutex_init(&sp->pubmu, NULL);
+    pthread_mutex_init(&sp->segmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sp->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = S3C_ENOMEM;
+    sp->q = calloc(sp->qcap, sizeof(*sp->q));
+    if (!sp->q)
+        goto fail;
+    if (spool_mkdirs(sp->dir) != 0) {
+        snprintf(err, errlen, "spool.dir %s: cannot create it: %s", sp->dir, strerror(errno));
+        rc = S3C_EIO;
+        goto fail;
+    }
+    rc = spool_lock(sp, err, errlen);
+    if (rc != 0)
+        goto fail;
+    rc = spool_scan_all(sp, scan, err, errlen);
+    if (rc != 0)
+        goto fail;
+    atomic_store(&sp->l, scan->last_seq);
+    atomic_store(&sp->bytes, scan->bytes);
+    sp->next_seq = scan->last_seq + 1;
+    if (sp->nsegs) {
+        sp->dseg = sp->cur_seg = sp->segs[sp->nsegs - 1].seg;
+        sp->doff = sp->segs[sp->nsegs - 1].bytes;
+    }
+    *out = sp;
+    return 0;
+fail:
+    spool_free(sp);
+    return rc;
+}
+
+const struct spool_seal *spool_seals(const struct spool *sp, size_t *n)
+{
+    *n = sp->nseals;
+    return sp->seals;
+}
+
+void spool_free(struct spool *sp)
+{
+    if (!sp)
+        return;
+    spool_stop(sp);
+    if (sp->fd >= 0)
+        close(sp->fd);
+    if (sp->rfd >= 0)
+        close(sp->rfd);
+    if (sp->lock_fd >= 0)
+        close(sp->lock_fd); /* and with it the lock */
+    pthread_cond_destroy(&sp->cv);
+    pthread_mutex_destroy(&sp->mu);
+    pthread_mutex_destroy(&sp->pubmu);
+    pthread_mutex_destroy(&sp->segmu);
+    free(sp->q);
+    free(sp->segs);
+    free(sp->seals);
+    free(sp);
+}

@@ -1,0 +1,639 @@
+/* The local spool: segment files, the append thread with group commit, and reading back
+ * (spool.h). Open-time checking and the directory lock are in scan.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "format/objfmt.h"
+#include "s3commit.h"
+#include "spool/spool_int.h"
+
+/* ---- frames ----------------------------------------------------------------------- */
+
+static void spool_put32(unsigned char *p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* little-endian hosts only (x86-64, arm64), as the object format */
+}
+
+static void spool_put64(unsigned char *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+static uint32_t spool_get32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t spool_get64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+void spool_frame_encode(const struct spool_frame *f, unsigned char h[SPOOL_FRAME_HEADER])
+{
+    memset(h, 0, SPOOL_FRAME_HEADER);
+    spool_put32(h, SPOOL_MAGIC);
+    h[4] = (unsigned char)f->type;
+    spool_put32(h + 8, f->len);
+    spool_put32(h + 12, f->count);
+    spool_put64(h + 16, f->first);
+    spool_put64(h + 24, f->last);
+    spool_put64(h + 32, f->epoch);
+}
+
+void spool_frame_seal(unsigned char h[SPOOL_FRAME_HEADER], uint32_t crc)
+{
+    spool_put32(h + 40, crc);
+}
+
+int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_frame *f,
+                       uint32_t *crc)
+{
+    if (spool_get32(h) != SPOOL_MAGIC)
+        return -1;
+    f->type = (enum spool_type)h[4];
+    if (f->type != SPOOL_CHUNK && f->type != SPOOL_SEAL && f->type != SPOOL_OBJECT)
+        return -1;
+    f->len = spool_get32(h + 8);
+    f->count = spool_get32(h + 12);
+    f->first = spool_get64(h + 16);
+    f->last = spool_get64(h + 24);
+    f->epoch = spool_get64(h + 32);
+    *crc = spool_get32(h + 40);
+    if (f->last < f->first || (f->type == SPOOL_CHUNK && f->count != f->last - f->first + 1))
+        return -1;
+    return 0;
+}
+
+void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%020" PRIu64 ".seg", sp->dir, seg);
+}
+
+/* ---- the segment list (shared: the thread changes it, readers look it up) ------------ */
+
+struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg)
+{
+    for (size_t i = 0; i < sp->nsegs; i++)
+        if (sp->segs[i].seg == seg)
+            return &sp->segs[i];
+    return NULL;
+}
+
+int spool_seg_add(struct spool *sp, uint64_t seg)
+{
+    pthread_mutex_lock(&sp->segmu);
+    if (sp->nsegs == sp->segcap) {
+        size_t cap = sp->segcap ? sp->segcap * 2 : 16;
+        struct spool_seg *n = realloc(sp->segs, cap * sizeof(*n));
+        if (!n) {
+            pthread_mutex_unlock(&sp->segmu);
+            return S3C_ENOMEM;
+        }
+        sp->segs = n;
+        sp->segcap = cap;
+    }
+    sp->segs[sp->nsegs++] = (struct spool_seg){.seg = seg, .last = seg - 1, .bytes = 0};
+    pthread_mutex_unlock(&sp->segmu);
+    return 0;
+}
+
+/* Deletes every segment but the open one whose data all lies at or below w. */
+static void spool_delete_behind(struct spool *sp, uint64_t w)
+{
+    size_t keep = 0;
+    pthread_mutex_lock(&sp->segmu);
+    for (size_t i = 0; i < sp->nsegs; i++) {
+        struct spool_seg *s = &sp->segs[i];
+        bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
+        if (!open_one && s->last <= w) {
+            char path[PATH_MAX];
+            spool_seg_path(sp, s->seg, path, sizeof(path));
+            if (unlink(path) != 0 && errno != ENOENT)
+                S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
+                        strerror(errno));
+            atomic_fetch_sub(&sp->bytes, s->bytes);
+            S3C_LOG(S3C_LOG_DEBUG, "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64,
+                    s->seg, s->last);
+            continue;
+        }
+        sp->segs[keep++] = *s;
+    }
+    sp->nsegs = keep;
+    pthread_mutex_unlock(&sp->segmu);
+}
+
+void spool_trim(struct spool *sp, uint64_t seq)
+{
+    spool_delete_behind(sp, seq);
+}
+
+/* ---- appending (the spool thread; before it starts, the opener) ---------------------- */
+
+static ssize_t spool_real_writev(int fd, const struct iovec *iov, int n)
+{
+    return writev(fd, iov, n);
+}
+
+static int spool_real_fdatasync(int fd)
+{
+    return fdatasync(fd);
+}
+
+void spool_io_defaults(struct spool_io *io)
+{
+    if (!io->writev)
+        io->writev = spool_real_writev;
+    if (!io->fdatasync)
+        io->fdatasync = spool_real_fdatasync;
+}
+
+static int spool_fsync_dir(struct spool *sp)
+{
+    int dfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    int rc = fsync(dfd);
+    close(dfd);
+    return rc;
+}
+
+/* Writes iov[0..n) whole, resuming after short writes. */
+static int spool_writev_all(struct spool *sp, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = sp->io.writev(sp->fd, iov, n > IOV_MAX ? IOV_MAX : n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++, n--;
+        }
+        if (n > 0 && w > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Makes sure a segment is open for a frame of size bytes starting at data seq next: rolls
+ * over past segment_bytes. */
+static int spool_ensure_segment(struct spool *sp, uint64_t size, const char **what)
+{
+    if (sp->fd >= 0 && sp->cur_bytes > 0 && sp->cur_bytes + size > sp->segment_bytes) {
+        if (sp->io.fdatasync(sp->fd) != 0) { /* the old one is done: make it durable now */
+            *what = "fdatasync";
+            return -1;
+        }
+        close(sp->fd);
+        sp->fd = -1;
+    }
+    if (sp->fd >= 0)
+        return 0;
+    char path[PATH_MAX];
+    spool_seg_path(sp, sp->next_seq, path, sizeof(path));
+    sp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (sp->fd < 0) {
+        *what = "open";
+        return -1;
+    }
+    sp->cur_seg = sp->next_seq;
+    sp->cur_bytes = 0;
+    sp->dir_dirty = true;
+    if (spool_seg_add(sp, sp->cur_seg) != 0) {
+        errno = ENOMEM;
+        *what = "open";
+        return -1;
+    }
+    return 0;
+}
+
+/* Called once a frame is written: the segment list learns its size and last seq. */
+static void spool_account(struct spool *sp, const struct spool_frame *f, uint64_t size)
+{
+    sp->cur_bytes += size;
+    atomic_fetch_add(&sp->bytes, size);
+    pthread_mutex_lock(&sp->segmu);
+    struct spool_seg *s = spool_seg_find(sp, sp->cur_seg);
+    s->bytes += size;
+    if (f->type != SPOOL_SEAL && f->last > s->last)
+        s->last = f->last;
+    pthread_mutex_unlock(&sp->segmu);
+    if (f->type != SPOOL_SEAL)
+        sp->next_seq = f->last + 1;
+}
+
+static uint64_t spool_frame_size(uint64_t len)
+{
+    return SPOOL_FRAME_HEADER + ((len + 7) & ~(uint64_t)7);
+}
+
+static void spool_fail(struct spool *sp, const char *what, int err)
+{
+    char why[1024];
+    snprintf(why, sizeof(why),
+             "spool %s: %s failed on segment %020" PRIu64 ".seg: %s; seqs above %" PRIu64
+             " are not locally durable and no more commits are accepted",
+             sp->dir, what, sp->cur_seg, strerror(err), atomic_load(&sp->l));
+    pthread_mutex_lock(&sp->pubmu);
+    snprintf(sp->error, sizeof(sp->error), "%s", why);
+    pthread_mutex_unlock(&sp->pubmu);
+    atomic_store(&sp->failed, 1);
+    S3C_LOG(S3C_LOG_ERROR, "event=spool_failed op=%s seg=%" PRIu64 " local_seq=%" PRIu64
+                           " error=\"%s\"", what, sp->cur_seg, atomic_load(&sp->l), strerror(err));
+    if (sp->o.on_error)
+        sp->o.on_error(sp->o.ctx, why);
+}
+
+/* Publishes what the last group made durable: L, the durable end, the request count. */
+static void spool_publish(struct spool *sp, uint64_t l, uint64_t written)
+{
+    pthread_mutex_lock(&sp->pubmu);
+    sp->dseg = sp->cur_seg;
+    sp->doff = sp->cur_bytes;
+    pthread_mutex_unlock(&sp->pubmu);
+    if (l > atomic_load(&sp->l))
+        atomic_store(&sp->l, l);
+    atomic_store_explicit(&sp->written, written, memory_order_release);
+    if (sp->o.notify_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t n = write(sp->o.notify_fd, &one, sizeof(one));
+        (void)n; /* an eventfd: cannot fail short of a full counter */
+    }
+    if (sp->o.on_durable)
+        sp->o.on_durable(sp->o.ctx, atomic_load(&sp->l));
+}
+
+int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj,
+                        size_t len, char *err, size_t errlen)
+{
+    unsigned char h[SPOOL_FRAME_HEADER];
+    static const unsigned char zeros[8];
+    struct spool_frame f = {.type = SPOOL_OBJECT, .len = (uint32_t)len, .first = seq,
+                            .last = seq, .epoch = epoch};
+    const char *what = "write";
+    sp->next_seq = seq;
+    uint64_t size = spool_frame_size(len);
+    spool_frame_encode(&f, h);
+    uint32_t crc = crc32c_update(crc32c_update(0, h, 40), obj, len);
+    spool_frame_seal(h, crc);
+    struct iovec iov[3] = {{h, sizeof(h)}, {(void *)obj, len}, {(void *)zeros, size - SPOOL_FRAME_HEADER - len}};
+    if (spool_ensure_segment(sp, size, &what) != 0 || (what = "write", spool_writev_all(sp, iov, 3)) != 0 ||
+        (what = "fdatasync", sp->io.fdatasync(sp->fd)) != 0 ||
+        (what = "fsync of the directory", spool_fsync_dir(sp)) != 0) {
+        snprintf(err, errlen, "spool %s: %s of segment %020" PRIu64 ".seg failed: %s", sp->dir,
+                 what, sp->cur_seg, strerror(errno));
+        return S3C_EIO;
+    }
+    sp->dir_dirty = false;
+    spool_account(sp, &f, size);
+    spool_publish(sp, seq, atomic_load(&sp->written));
+    return 0;
+}
+
+/* Writes the frames of requests [from, to): returns how many were written (fewer when the
+ * spool is full), or -1 on an I/O error (*what says which call). */
+static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, uint64_t *l,
+                                 const char **what)
+{
+    static const unsigned char zeros[8];
+    struct iovec *iov = sp->iov;
+    int n = 0, nh = 0;
+    uint64_t done = from;
+
+    for (uint64_t i = from; i < to; i++) {
+        struct spool_req *r = &sp->q[i % sp->qcap];
+        struct spool_frame f = {.type = r->type, .first = r->first, .last = r->last,
+                                .epoch = r->epoch, .count = r->count};
+        f.len = r->type == SPOOL_CHUNK ? (uint32_t)r->len : 0;
+        uint64_t size = spool_frame_size(f.len);
+        if (atomic_load(&sp->bytes) + size > sp->max_bytes && r->type != SPOOL_SEAL) {
+            atomic_store(&sp->full, 1);
+            break; /* until W lets segments go */
+        }
+        /* A frame needs its header slot and up to count + 2 iovecs: flush first if the
+         * buffers cannot take it (a chunk never has more records than a batch). */
+        if (nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) {
+            if (spool_writev_all(sp, iov, n) != 0)
+                return *what = "write", -1;
+            n = nh = 0;
+        }
+        if (r->type != SPOOL_SEAL && sp->fd >= 0 && sp->cur_bytes > 0 &&
+            sp->cur_bytes + size > sp->segment_bytes) {
+            if (spool_writev_all(sp, iov, n) != 0) /* what belongs to the old segment */
+                return *what = "write", -1;
+            n = nh = 0;
+        }
+        if (spool_ensure_segment(sp, size, what) != 0)
+            return -1;
+        unsigned char *h = sp->hdrs[nh++];
+        spool_frame_encode(&f, h);
+        uint32_t crc = crc32c_update(0, h, 40);
+        iov[n++] = (struct iovec){h, SPOOL_FRAME_HEADER};
+        if (r->type == SPOOL_CHUNK) {
+            struct ring_iter it;
+            struct ring_rec rec;
+            ring_iter_init(&r->rb, &it);
+            while (ring_iter_next(sp->o.ring, &it, &rec)) {
+                void *span = (unsigned char *)rec.prefix + sp->o.rec_offset;
+                size_t len = OBJ_RECORD_HEADER_BYTES + rec.len;
+                crc = crc32c_update(crc, span, len);
+                iov[n++] = (struct iovec){span, len};
+            }
+            if (size - SPOOL_FRAME_HEADER > f.len)
+                iov[n++] = (struct iovec){(void *)zeros, size - SPOOL_FRAME_HEADER - f.len};
+        }
+        spool_frame_seal(h, crc);
+        r->pos = (struct spool_pos){sp->cur_seg, sp->cur_bytes};
+        spool_account(sp, &f, size);
+        if (r->type == SPOOL_CHUNK && r->last > *l)
+            *l = r->last;
+        done = i + 1;
+    }
+    if (n > 0 && spool_writev_all(sp, iov, n) != 0)
+        return *what = "write", -1;
+    return (int64_t)(done - from);
+}
+
+static void *spool_main(void *arg)
+{
+    struct spool *sp = arg;
+    for (;;) {
+        uint64_t from = atomic_load(&sp->written);
+        pthread_mutex_lock(&sp->mu);
+        for (;;) {
+            uint64_t pushed = atomic_load_explicit(&sp->pushed, memory_order_acquire);
+            bool work = pushed > from && !atomic_load(&sp->full);
+            if (work || sp->stop || sp->poked)
+                break;
+            sp->sleeping = true;
+            struct timespec ts = s3c__deadline_ts(atomic_load(&sp->full) ? 50 : 1000);
+            pthread_cond_timedwait(&sp->cv, &sp->mu, &ts);
+            sp->sleeping = false;
+            if (atomic_load(&sp->full))
+                break; /* look at W again */
+        }
+        bool stop = sp->stop;
+        sp->poked = false;
+        pthread_mutex_unlock(&sp->mu);
+
+        uint64_t w = atomic_load(sp->o.w);
+        if (w > sp->deleted_w) {
+            sp->deleted_w = w;
+            spool_delete_behind(sp, w);
+            /* A full spool whose open segment is all behind W: close it so it can go. */
+            if (atomic_load(&sp->full) && sp->fd >= 0 && sp->next_seq - 1 <= w) {
+                close(sp->fd);
+                sp->fd = -1;
+                spool_delete_behind(sp, w);
+            }
+            if (atomic_load(&sp->bytes) + sp->segment_bytes <= sp->max_bytes)
+                atomic_store(&sp->full, 0);
+        }
+        uint64_t to = atomic_load_explicit(&sp->pushed, memory_order_acquire);
+        if (!atomic_load(&sp->failed) && to > from) {
+            uint64_t l = atomic_load(&sp->l);
+            const char *what = "write";
+            int64_t n = spool_write_group(sp, from, to, &l, &what);
+            if (n < 0) {
+                spool_fail(sp, what, errno);
+            } else if (n > 0) {
+                if (sp->io.fdatasync(sp->fd) != 0) {
+                    spool_fail(sp, "fdatasync", errno);
+                } else if (sp->dir_dirty && spool_fsync_dir(sp) != 0) {
+                    spool_fail(sp, "fsync of the directory", errno);
+                } else {
+                    sp->dir_dirty = false;
+                    atomic_fetch_add(&sp->groups, 1);
+                    spool_publish(sp, l, from + (uint64_t)n);
+                }
+            }
+        }
+        if (stop && (atomic_load(&sp->written) >= to || atomic_load(&sp->failed) ||
+                     atomic_load(&sp->full)))
+            break;
+    }
+    return NULL;
+}
+
+int spool_start(struct spool *sp)
+{
+    if (pthread_create(&sp->thread, NULL, spool_main, sp) != 0)
+        return S3C_EIO;
+    sp->started = true;
+    return 0;
+}
+
+void spool_stop(struct spool *sp)
+{
+    if (!sp || !sp->started)
+        return;
+    pthread_mutex_lock(&sp->mu);
+    sp->stop = true;
+    pthread_cond_signal(&sp->cv);
+    pthread_mutex_unlock(&sp->mu);
+    pthread_join(sp->thread, NULL);
+    sp->started = false;
+}
+
+/* ---- the persistence thread's side ------------------------------------------------ */
+
+struct spool_req *spool_req_next(struct spool *sp)
+{
+    uint64_t pushed = atomic_load_explicit(&sp->pushed, memory_order_relaxed);
+    if (pushed - sp->freed >= sp->qcap)
+        return NULL;
+    struct spool_req *r = &sp->q[pushed % sp->qcap];
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+void spool_push(struct spool *sp)
+{
+    atomic_fetch_add_explicit(&sp->pushed, 1, memory_order_release);
+    if (sp->sleeping) { /* a racy peek: the thread also wakes every second by itself */
+        pthread_mutex_lock(&sp->mu);
+        pthread_cond_signal(&sp->cv);
+        pthread_mutex_unlock(&sp->mu);
+    }
+}
+
+struct spool_req *spool_req_oldest(struct spool *sp, bool *written)
+{
+    uint64_t pushed = atomic_load_explicit(&sp->pushed, memory_order_relaxed);
+    if (sp->freed == pushed)
+        return NULL;
+    *written = atomic_load_explicit(&sp->written, memory_order_acquire) > sp->freed;
+    return &sp->q[sp->freed % sp->qcap];
+}
+
+void spool_req_free(struct spool *sp)
+{
+    sp->freed++;
+}
+
+void spool_poke(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->mu);
+    sp->poked = true;
+    pthread_cond_signal(&sp->cv);
+    pthread_mutex_unlock(&sp->mu);
+}
+
+uint64_t spool_local_seq(const struct spool *sp)
+{
+    return atomic_load(&sp->l);
+}
+
+bool spool_failed(const struct spool *sp)
+{
+    return atomic_load(&sp->failed);
+}
+
+bool spool_full(const struct spool *sp)
+{
+    return atomic_load(&sp->full);
+}
+
+uint64_t spool_bytes(const struct spool *sp)
+{
+    return atomic_load(&sp->bytes);
+}
+
+const char *spool_error(const struct spool *sp)
+{
+    return sp->error;
+}
+
+/* ---- reading back (the persistence thread) ---------------------------------------- */
+
+static int spool_reader_fd(struct spool *sp, uint64_t seg, char *err, size_t errlen)
+{
+    if (sp->rfd >= 0 && sp->rseg == seg)
+        return sp->rfd;
+    if (sp->rfd >= 0)
+        close(sp->rfd);
+    char path[PATH_MAX];
+    spool_seg_path(sp, seg, path, sizeof(path));
+    sp->rfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (sp->rfd < 0) {
+        snprintf(err, errlen, "spool: cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    sp->rseg = seg;
+    return sp->rfd;
+}
+
+/* How far *pos's segment may be read: its durable end, or 0 when it is past the durable
+ * end altogether. Moves *pos to the next segment at the end of a finished one. */
+static uint64_t spool_readable(struct spool *sp, struct spool_pos *pos)
+{
+    for (;;) {
+        uint64_t dseg, doff;
+        pthread_mutex_lock(&sp->pubmu);
+        dseg = sp->dseg, doff = sp->doff;
+        pthread_mutex_unlock(&sp->pubmu);
+        if (pos->seg > dseg)
+            return 0;
+        if (pos->seg == dseg)
+            return doff;
+        pthread_mutex_lock(&sp->segmu);
+        uint64_t end = 0, next = UINT64_MAX;
+        for (size_t i = 0; i < sp->nsegs; i++) {
+            if (sp->segs[i].seg == pos->seg)
+                end = sp->segs[i].bytes;
+            else if (sp->segs[i].seg > pos->seg && sp->segs[i].seg < next)
+                next = sp->segs[i].seg;
+        }
+        pthread_mutex_unlock(&sp->segmu);
+        if (pos->off < end)
+            return end;
+        if (next == UINT64_MAX)
+            return 0;
+        *pos = (struct spool_pos){next, 0};
+    }
+}
+
+int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, void *buf,
+               size_t cap, char *err, size_t errlen)
+{
+    unsigned char h[SPOOL_FRAME_HEADER];
+    uint32_t crc;
+    uint64_t end = spool_readable(sp, pos);
+    if (end == 0 || pos->off + SPOOL_FRAME_HEADER > end)
+        return S3C_EEND;
+    int fd = spool_reader_fd(sp, pos->seg, err, errlen);
+    if (fd < 0)
+        return S3C_EIO;
+    if (pread(fd, h, sizeof(h), (off_t)pos->off) != (ssize_t)sizeof(h) ||
+        spool_frame_decode(h, f, &crc) != 0 || pos->off + spool_frame_size(f->len) > end) {
+        snprintf(err, errlen, "spool: segment %020" PRIu64 ".seg offset %" PRIu64
+                 ": not a valid frame header", pos->seg, pos->off);
+        return S3C_ECORRUPT;
+    }
+    if (buf) {
+        if (f->len > cap) {
+            snprintf(err, errlen, "spool: segment %020" PRIu64 ".seg offset %" PRIu64
+                     ": a frame of %" PRIu32 " bytes does not fit %zu", pos->seg, pos->off,
+                     f->len, cap);
+            return S3C_ECORRUPT;
+        }
+        ssize_t got = pread(fd, buf, f->len, (off_t)(pos->off + SPOOL_FRAME_HEADER));
+        if (got != (ssize_t)f->len ||
+            crc32c_update(crc32c_update(0, h, 40), buf, f->len) != crc) {
+            snprintf(err, errlen, "spool: segment %020" PRIu64 ".seg offset %" PRIu64
+                     ": the frame's CRC does not match (the disk lost or changed it)",
+                     pos->seg, pos->off);
+            return got < 0 ? S3C_EIO : S3C_ECORRUPT;
+        }
+    }
+    pos->off += spool_frame_size(f->len);
+    return 0;
+}
+
+int spool_find(struct spool *sp, uint64_t seq, struct spool_pos *pos, char *err, size_t errlen)
+{
+    uint64_t seg = 0;
+    bool any = false;
+    pthread_mutex_lock(&sp->segmu);
+    for (size_t i = 0; i < sp->nsegs; i++)
+        if (sp->segs[i].seg <= seq && (!any || sp->segs[i].seg > seg))
+            seg = sp->segs[i].seg, any = true;
+    pthread_mutex_unlock(&sp->segmu);
+    if (!any)
+        return S3C_EEND;
+    *pos = (struct spool_pos){seg, 0};
+    for (;;) {
+        struct spool_pos at = *pos;
+        struct spool_frame f;
+        int rc = spool_read(sp, pos, &f, NULL, 0, err, errlen);
+        if (rc != 0)
+            return rc;
+        if (f.type == SPOOL_SEAL)
+            continue;
+        if (f.first == seq) {
+            *pos = at;
+            return 0;
+        }
+        if (f.first > seq)
+            return S3C_EEND;
+    }
+}

@@ -1,0 +1,144 @@
+/* The local spool (docs/spool.md): a write-ahead log on local disk in front of S3. The
+ * persistence thread hands it the ring's commits as chunks (and, per object it forms, a
+ * seal naming the object's seqs); a thread of its own appends them to segment files and
+ * makes each write group durable with one fdatasync before anything in it counts as
+ * locally durable (the watermark L). Segments are deleted once W, the S3-durable watermark,
+ * has passed them. At open the directory is locked, every segment is checked frame by
+ * frame, and a torn tail is cut: nothing after it is trusted.
+ *
+ * Segment files are <dir>/<first seq, 20 digits>.seg: a run of frames, each a 48-byte header
+ * (magic, type, payload length, record count, first and last seq, epoch, CRC-32C of the
+ * header and payload) and its payload padded to 8 bytes. A CHUNK's payload is its records
+ * exactly as the object format lays them out (record header, then bytes), so an object is
+ * its header, the payloads of its chunks, and its trailer. */
+#ifndef S3C_SPOOL_H
+#define S3C_SPOOL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pipeline/ring.h"
+
+#define SPOOL_FRAME_HEADER 48
+
+enum spool_type {
+    SPOOL_CHUNK = 1,  /* commits first..last: their records */
+    SPOOL_SEAL = 2,   /* an object was formed of first..last: replay keeps its bounds */
+    SPOOL_OBJECT = 3, /* a whole object to send as it is (a run's control record) */
+};
+
+struct spool_frame {
+    enum spool_type type;
+    uint32_t len;   /* payload bytes */
+    uint32_t count; /* records in a CHUNK */
+    uint64_t first, last, epoch;
+};
+
+/* Where a frame starts: the segment (its first seq) and the offset in it. */
+struct spool_pos {
+    uint64_t seg, off;
+};
+
+/* One append, filled by the persistence thread and pushed; the spool thread fills pos
+ * before the request counts as written. */
+struct spool_req {
+    enum spool_type type;
+    uint64_t first, last, epoch;
+    uint32_t count;
+    uint64_t len;          /* CHUNK: record bytes (headers and payloads) */
+    struct ring_batch rb;  /* CHUNK: the ring batch holding the records */
+    struct spool_pos pos;  /* written by the spool thread */
+    uint64_t user[4];      /* the persistence thread's own bookkeeping */
+};
+
+/* What the open found on disk. */
+struct spool_scan {
+    uint64_t first_seq, last_seq; /* of the CHUNK/OBJECT frames kept (0, 0: none) */
+    uint64_t bytes;               /* in segment files */
+    int segments;
+    uint64_t frames;
+    bool cut;                     /* a torn or corrupt tail was cut */
+    char cut_what[1024];           /* where and what, as words */
+};
+
+/* A seal found at open: an object formed of first..last. */
+struct spool_seal {
+    uint64_t first, last;
+};
+
+struct spool_io {
+    /* Test hooks: the write and fdatasync the spool thread uses (NULL: the real ones). */
+    ssize_t (*writev)(int fd, const struct iovec *iov, int n);
+    int (*fdatasync)(int fd);
+};
+
+struct spool_opts {
+    const char *dir;
+    uint64_t max_bytes, segment_bytes;
+    uint32_t queue;               /* requests pushed and not yet freed, at most */
+    uint32_t rec_offset;          /* where a ring record's object record header starts */
+    const struct ring *ring;      /* whose batches CHUNK requests name */
+    const _Atomic uint64_t *w;    /* the S3-durable watermark: segments behind it go */
+    int notify_fd;                /* written (8 bytes) after every write group, or -1 */
+    void (*on_durable)(void *ctx, uint64_t l); /* L moved (spool thread) */
+    void (*on_error)(void *ctx, const char *why); /* the spool failed (spool thread, once) */
+    void *ctx;
+    const struct spool_io *io; /* NULL: real I/O */
+};
+
+struct spool;
+
+/* Creates the directory if needed, locks it (a second process is refused with a message
+ * naming the holder's pid), checks every segment and cuts a torn tail. The thread is not
+ * started yet. Returns 0, S3C_EIO (err says which path and why) or S3C_ENOMEM. */
+int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan *scan, char *err,
+               size_t errlen);
+
+/* The seals kept at open, in seq order (valid until spool_free). */
+const struct spool_seal *spool_seals(const struct spool *sp, size_t *n);
+
+/* Appends a whole object synchronously (before the thread starts): the run's control
+ * record, so a replay can send it again byte for byte. Returns 0 or S3C_EIO. */
+int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj,
+                        size_t len, char *err, size_t errlen);
+
+/* Deletes every segment whose frames all lie at or below seq (at open, before the thread). */
+void spool_trim(struct spool *sp, uint64_t seq);
+
+int spool_start(struct spool *sp); /* starts the thread: 0 or S3C_EIO */
+/* Stops the thread after the requests pushed so far are written (or the spool failed). */
+void spool_stop(struct spool *sp);
+void spool_free(struct spool *sp); /* stops first; unlocks the directory (NULL ok) */
+
+/* ---- the persistence thread's side ----------------------------------------------- */
+
+/* A free request slot to fill, or NULL when the queue is full. */
+struct spool_req *spool_req_next(struct spool *sp);
+void spool_push(struct spool *sp); /* publishes the request spool_req_next gave */
+/* The oldest request not yet freed, whether written or not, or NULL (none pushed). */
+struct spool_req *spool_req_oldest(struct spool *sp, bool *written);
+void spool_req_free(struct spool *sp); /* frees the oldest */
+/* Wakes the thread to delete what W passed (cheap; call when W moves). */
+void spool_poke(struct spool *sp);
+
+uint64_t spool_local_seq(const struct spool *sp); /* L: every seq <= L is fsync'd */
+bool spool_failed(const struct spool *sp);
+bool spool_full(const struct spool *sp);          /* waiting for W to free room */
+uint64_t spool_bytes(const struct spool *sp);     /* in segment files now */
+const char *spool_error(const struct spool *sp);  /* "" until it failed */
+
+/* Finds the frame holding seq (a CHUNK or OBJECT frame whose first is seq). Returns 0,
+ * S3C_EEND (no such frame) or S3C_EIO. */
+int spool_find(struct spool *sp, uint64_t seq, struct spool_pos *pos, char *err, size_t errlen);
+
+/* Reads the frame at *pos (header; payload into buf when buf is not NULL and it fits cap)
+ * and moves *pos to the next frame. Reads only what the thread has made durable.
+ * Returns 0, S3C_EEND (nothing durable there yet), S3C_ECORRUPT (a CRC or header check
+ * failed: err names segment and offset) or S3C_EIO. */
+int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, void *buf,
+               size_t cap, char *err, size_t errlen);
+
+#endif

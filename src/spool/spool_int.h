@@ -1,0 +1,82 @@
+/* The spool's insides, shared by spool.c (appending, reading) and scan.c (open, lock,
+ * checking at open, free). */
+#ifndef S3C_SPOOL_INT_H
+#define S3C_SPOOL_INT_H
+
+#include <pthread.h>
+#include <sys/uio.h>
+
+#include "spool/spool.h"
+
+#define SPOOL_MAGIC 0x50533353u /* "S3SP" */
+#define SPOOL_GROUP_IOV 1024    /* iovecs per writev (IOV_MAX) */
+#define SPOOL_GROUP_HEADERS 256 /* frame headers per writev */
+
+struct spool_seg {
+    uint64_t seg;   /* its name: the first data seq written to it */
+    uint64_t last;  /* the last data seq in it (seg - 1: none) */
+    uint64_t bytes; /* written */
+};
+
+struct spool {
+    struct spool_opts o;
+    char dir[512];
+    uint64_t max_bytes, segment_bytes;
+    struct spool_io io;
+    int lock_fd;
+
+    /* The request queue: the persistence thread fills and pushes, the thread writes, the
+     * persistence thread frees in order. */
+    struct spool_req *q;
+    uint32_t qcap;
+    _Atomic uint64_t pushed, written;
+    uint64_t freed; /* the persistence thread's */
+
+    /* Thread control. */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool sleeping, stop, poked;
+
+    /* The thread's writing state. */
+    int fd;                /* the open segment, or -1 */
+    uint64_t cur_seg, cur_bytes;
+    uint64_t next_seq;     /* the next data seq: a new segment's name */
+    bool dir_dirty;        /* a segment was created since the last directory fsync */
+    uint64_t deleted_w;
+    struct iovec iov[SPOOL_GROUP_IOV];
+    unsigned char hdrs[SPOOL_GROUP_HEADERS][SPOOL_FRAME_HEADER];
+
+    /* Published after each group. */
+    pthread_mutex_t pubmu;
+    uint64_t dseg, doff; /* everything before (dseg, doff) is durable */
+    _Atomic uint64_t l;
+    _Atomic int failed, full;
+    _Atomic uint64_t bytes, groups;
+    char error[1024];
+
+    /* Segments (the thread changes the list; readers look it up). */
+    pthread_mutex_t segmu;
+    struct spool_seg *segs;
+    size_t nsegs, segcap;
+
+    /* Reading (the persistence thread): one cached descriptor. */
+    int rfd;
+    uint64_t rseg;
+
+    /* Seals found at open. */
+    struct spool_seal *seals;
+    size_t nseals;
+};
+
+void spool_frame_encode(const struct spool_frame *f, unsigned char h[SPOOL_FRAME_HEADER]);
+void spool_frame_seal(unsigned char h[SPOOL_FRAME_HEADER], uint32_t crc);
+int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_frame *f,
+                       uint32_t *crc);
+void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
+struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg);
+int spool_seg_add(struct spool *sp, uint64_t seg);
+void spool_io_defaults(struct spool_io *io);
+
+#endif
