@@ -140,6 +140,23 @@ typedef void (*s3c_durable_fn)(void *ctx, uint64_t durable_seq, int err);
  * Thread-safe. Returns 0, S3C_EINVAL (NULL fn) or S3C_ENOMEM (too many). */
 int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx);
 
+/* ---- the local spool (spool.dir; docs/spool.md) ---------------------------------- */
+/* With a spool, every accepted commit is also appended to local disk and fsync'd (group
+ * commit) by a thread of its own: L, the locally durable watermark, is the highest seq with
+ * every seq <= L fsync'd. What is locally durable survives a crash or kill -9: the next open
+ * sends it to S3. An S3 outage does not fail a stage with a spool: it is `degraded` (stats)
+ * and keeps accepting until the spool is full. */
+/* L (every seq <= L is in the spool, fsync'd); without a spool, W. Thread-safe, lock-free. */
+uint64_t s3c_local_seq(const s3c_stage *st);
+/* Waits until seq is locally durable (0); S3C_EIO when the spool failed before it (no more
+ * commits are made locally durable); otherwise as s3c_wait_durable. Without a spool it is
+ * s3c_wait_durable. Thread-safe. */
+int s3c_wait_local(s3c_stage *st, uint64_t seq, int timeout_ms);
+/* Adds a subscriber to L: called on the spool's thread, in order, each time L moves, and once
+ * with err = S3C_EIO when the spool fails. Same rules and limit as s3c_subscribe (they share
+ * the 16). S3C_EINVAL without a spool. */
+int s3c_subscribe_local(s3c_stage *st, s3c_durable_fn fn, void *ctx);
+
 #define S3C_BATCH_HIST_BUCKETS 12 /* commits per batch: 1, 2-3, 4-7, ..., >= 2048 */
 
 struct s3c_stats {
@@ -178,6 +195,14 @@ struct s3c_stats {
     uint64_t heartbeat_age_ms;      /* since the last heartbeat landed (0: none yet) */
     char manifest_last_error[256];  /* "" when the last manifest write landed */
     char heartbeat_last_error[256]; /* "" when the last heartbeat landed */
+    /* The local spool (all 0 without one). */
+    uint64_t local_seq;        /* L */
+    uint64_t spool_bytes;      /* in segment files */
+    uint32_t degraded;         /* 1 while S3 does not take objects and the spool holds them */
+    uint32_t spool_failed;     /* 1 once a spool write or fsync failed: nothing more accepted */
+    uint32_t spool_full;       /* 1 while the spool is full: producers feel backpressure */
+    uint64_t spool_reads;      /* frames read back to build objects (outage, replay) */
+    uint64_t replayed_batches; /* objects re-sent from an earlier run's spool */
 };
 
 /* Where this stage's run sits in the log, fixed at open by the writer protocol. */
@@ -205,6 +230,9 @@ struct s3c_close_report {
     uint64_t lost_first_seq; /* first seq not made durable (0 when none) */
     uint64_t lost_last_seq;  /* last seq not made durable (0 when none) */
     int error;               /* 0, S3C_ETIMEDOUT (drain ran out), S3C_EFAILED or S3C_EFENCED */
+    uint64_t local_seq;      /* with a spool: every seq <= it is in the spool (and is sent by
+                                the next open); seqs lost_first..min(lost_last, local_seq) are
+                                therefore not lost, only not in S3 yet */
 };
 
 /* Stops accepting commits, sends everything pending, drains what is in flight for at

@@ -294,8 +294,9 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     snprintf(sp->dir, sizeof(sp->dir), "%s", o->dir);
     sp->max_bytes = o->max_bytes;
     sp->segment_bytes = o->segment_bytes;
-    sp->io.writev = o->io && o->io->writev ? o->io->writev : NULL;
-    sp->io.fdatasync = o->io && o->io->fdatasync ? o->io->fdatasync : NULL;
+    const struct spool_io *io = o->io ? o->io : spool_test_io;
+    sp->io.writev = io ? io->writev : NULL;
+    sp->io.fdatasync = io ? io->fdatasync : NULL;
     spool_io_defaults(&sp->io);
     sp->fd = sp->rfd = sp->lock_fd = -1;
     sp->qcap = o->queue;

@@ -17,6 +17,8 @@
 #include "s3commit.h"
 #include "spool/spool_int.h"
 
+const struct spool_io *spool_test_io;
+
 /* ---- frames ----------------------------------------------------------------------- */
 
 static void spool_put32(unsigned char *p, uint32_t v)
@@ -488,6 +490,26 @@ struct spool_req *spool_req_oldest(struct spool *sp, bool *written)
 void spool_req_free(struct spool *sp)
 {
     sp->freed++;
+}
+
+uint64_t spool_req_pushed(const struct spool *sp)
+{
+    return atomic_load_explicit(&sp->pushed, memory_order_relaxed);
+}
+
+uint64_t spool_req_freed(const struct spool *sp)
+{
+    return sp->freed;
+}
+
+struct spool_req *spool_req_at(struct spool *sp, uint64_t idx)
+{
+    return &sp->q[idx % sp->qcap];
+}
+
+bool spool_req_written(const struct spool *sp, uint64_t idx)
+{
+    return atomic_load_explicit(&sp->written, memory_order_acquire) > idx;
 }
 
 void spool_poke(struct spool *sp)

@@ -75,6 +75,9 @@ struct spool_io {
     int (*fdatasync)(int fd);
 };
 
+/* Tests set this to inject write and fdatasync failures into every spool opened after. */
+extern const struct spool_io *spool_test_io;
+
 struct spool_opts {
     const char *dir;
     uint64_t max_bytes, segment_bytes;
@@ -121,6 +124,11 @@ void spool_push(struct spool *sp); /* publishes the request spool_req_next gave 
 /* The oldest request not yet freed, whether written or not, or NULL (none pushed). */
 struct spool_req *spool_req_oldest(struct spool *sp, bool *written);
 void spool_req_free(struct spool *sp); /* frees the oldest */
+/* Requests by index: every index in [freed, pushed) names a live request. */
+uint64_t spool_req_pushed(const struct spool *sp);
+uint64_t spool_req_freed(const struct spool *sp);
+struct spool_req *spool_req_at(struct spool *sp, uint64_t idx);
+bool spool_req_written(const struct spool *sp, uint64_t idx);
 /* Wakes the thread to delete what W passed (cheap; call when W moves). */
 void spool_poke(struct spool *sp);
 

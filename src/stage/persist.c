@@ -22,29 +22,71 @@ static inline int stage_log2_bucket(uint64_t v, int max)
     return b < max ? b : max - 1;
 }
 
-/* The ring hands batches back strictly in seq order: this is the ordered ack. */
-void stage_on_release(void *ctx, const struct ring_batch *b)
+/* The ordered ack: W moves over the durable batches that continue it, in seq order. */
+static void stage_ack(struct s3c_stage *st)
 {
-    struct s3c_stage *st = ctx;
-    uint64_t now = s3c__now_ns(), sum = 0;
-    struct ring_iter it;
-    struct ring_rec rec;
-
-    ring_iter_init(b, &it);
-    while (ring_iter_next(st->ring, &it, &rec)) {
-        uint64_t t0;
-        memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
-        uint64_t us = now > t0 ? (now - t0) / 1000 : 0;
-        sum += us;
-        CINC(lat_hist[stage_log2_bucket(us, 24)], 1);
+    uint64_t w = atomic_load(&st->durable);
+    while (st->ndone > 0 && (st->done[0].first == w + 1 ||
+                             (w + 1 == st->base && st->done[0].first == st->base + 1))) {
+        struct done *d = &st->done[0];
+        uint64_t now = s3c__now_ns(), sum = 0;
+        if (!st->spool) {
+            struct ring_iter it;
+            struct ring_rec rec;
+            ring_iter_init(&d->rb, &it);
+            while (ring_iter_next(st->ring, &it, &rec)) {
+                uint64_t t0;
+                memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
+                uint64_t us = now > t0 ? (now - t0) / 1000 : 0;
+                sum += us;
+                CINC(lat_hist[stage_log2_bucket(us, 24)], 1);
+            }
+            CINC(lat_sum, sum);
+            CINC(lat_count, d->count);
+            ring_release_sc(st->ring, &d->rb);
+        } else if (d->t_n) {
+            /* The commits' submit times: their sum (a bucket by their mean) */
+            uint64_t us = (now * d->t_n - d->t_sum) / 1000;
+            CINC(lat_hist[stage_log2_bucket(us / d->t_n, 24)], d->t_n);
+            CINC(lat_sum, us);
+            CINC(lat_count, d->t_n);
+        }
+        CINC(commits_durable, d->count);
+        CINC(bytes_durable, d->bytes);
+        w = d->last;
+        atomic_store(&st->durable, w);
+        mw_note_durable(st->mw, w, d->first);
+        st->moved = true;
+        st->ndone--;
+        memmove(&st->done[0], &st->done[1], (size_t)st->ndone * sizeof(st->done[0]));
     }
-    CINC(lat_sum, sum);
-    CINC(lat_count, b->count);
-    CINC(commits_durable, b->count);
-    CINC(bytes_durable, b->bytes);
-    atomic_store(&st->durable, b->last_seq + st->base);
-    mw_note_durable(st->mw, b->last_seq + st->base, b->first_seq + st->base);
-    st->moved = true;
+    if (w + 1 == st->base) { /* a replay just reached our control record, durable since open */
+        atomic_store(&st->durable, st->base);
+        mw_note_durable(st->mw, st->base, st->base);
+        st->moved = true;
+        if (st->ndone > 0)
+            stage_ack(st);
+    }
+}
+
+/* A batch is durable: it waits (off its slot) for the ones before it. */
+static void stage_done(struct s3c_stage *st, struct batch *b)
+{
+    int i = st->ndone;
+    while (i > 0 && st->done[i - 1].first > b->first)
+        i--;
+    memmove(&st->done[i + 1], &st->done[i], (size_t)(st->ndone - i) * sizeof(st->done[0]));
+    st->done[i] = (struct done){.first = b->first,
+                                .last = b->last,
+                                .bytes = b->bytes,
+                                .count = b->count,
+                                .t_sum = b->t_sum,
+                                .t_n = b->t_n,
+                                .rb = b->rb};
+    st->ndone++;
+    b->state = B_FREE;
+    st->outstanding--;
+    stage_ack(st);
 }
 
 void stage_wake_waiters(struct s3c_stage *st)
@@ -61,7 +103,8 @@ static void stage_notify(struct s3c_stage *st, int err)
     uint64_t w = atomic_load(&st->durable);
     int n = atomic_load(&st->nsubs);
     for (int i = 0; i < n; i++)
-        st->subs[i].fn(st->subs[i].ctx, w, err);
+        if (!st->subs[i].local)
+            st->subs[i].fn(st->subs[i].ctx, w, err);
     stage_wake_waiters(st);
 }
 
@@ -132,6 +175,21 @@ static uint64_t stage_rand64(struct s3c_stage *st)
 
 static void stage_send_batch(struct s3c_stage *st, struct batch *b)
 {
+    if (b->need_reload) {
+        /* Its ring space went back during a backoff: the same object, from the spool. */
+        int rc = stage_spool_reload(st, b);
+        if (rc == S3C_EEND) { /* not all of it is written yet: shortly */
+            b->state = B_BACKOFF;
+            b->retry_at_ns = s3c__now_ns() + 1000000u;
+            return;
+        }
+        if (rc != 0) {
+            b->state = B_BACKOFF;
+            b->retry_at_ns = UINT64_MAX;
+            stage_fail(st, b, "cannot read it back from the spool");
+            return;
+        }
+    }
     struct xport_put put = {.key = b->key,
                             .iov = b->iov,
                             .iovcnt = b->iovcnt,
@@ -164,39 +222,51 @@ static void stage_send_batch(struct s3c_stage *st, struct batch *b)
  * the whole, without copying a payload. */
 static void stage_build_batch(struct s3c_stage *st, struct batch *b)
 {
+    struct ring_iter it;
+    struct ring_rec rec;
+    int n = 1;
     b->first = b->rb.first_seq + st->base;
     b->last = b->rb.last_seq + st->base;
+    b->count = b->rb.count;
+    b->bytes = b->rb.bytes;
+    b->epoch = st->ws.epoch;
+    b->from_ring = true;
+    ring_iter_init(&b->rb, &it);
+    while (ring_iter_next(st->ring, &it, &rec))
+        b->iov[n++] = (struct iovec){(unsigned char *)rec.prefix + PFX_RECHDR,
+                                     OBJ_RECORD_HEADER_BYTES + rec.len};
+    stage_finish_object(st, b, n - 1);
+}
+
+void stage_finish_object(struct s3c_stage *st, struct batch *b, int nspans)
+{
     bool zstd = st->zc != NULL;
     struct obj_header h = {.version = OBJ_VERSION,
                            .flags = zstd ? OBJ_FLAG_ZSTD : 0,
-                           .count = b->rb.count,
+                           .count = b->count,
                            .first_seq = b->first,
                            .last_seq = b->last,
-                           .epoch = st->ws.epoch};
-    struct ring_iter it;
-    struct ring_rec rec;
-    int n = 0;
+                           .epoch = b->epoch};
+    int n = 1 + nspans;
 
     /* The bound the manifest gives readers for seeking, raised before the object lands. */
-    if (b->rb.count > st->ws.max_batch_commits)
-        st->ws.max_batch_commits = b->rb.count;
+    if (b->count > st->ws.max_batch_commits)
+        st->ws.max_batch_commits = b->count;
     obj_header_encode(&h, b->header);
-    b->iov[n++] = (struct iovec){b->header, OBJ_HEADER_BYTES};
+    b->iov[0] = (struct iovec){b->header, OBJ_HEADER_BYTES};
     uint32_t crc = crc32c_update(0, b->header, OBJ_HEADER_BYTES);
-    ring_iter_init(&b->rb, &it);
     if (zstd) {
-        /* The records as one zstd frame, streamed from the ring without a staging copy:
+        /* The records as one zstd frame, streamed from their spans without a staging copy:
          * the header and trailer stay plain, the trailer's CRC covers the bytes sent. */
         ZSTD_outBuffer out = {b->zbuf, b->zcap, 0};
         size_t zr = 0;
-        ZSTD_CCtx_reset(st->zc, ZSTD_reset_session_only);
         uint64_t raw = 0;
-        for (struct ring_iter i2 = it; ring_iter_next(st->ring, &i2, &rec);)
-            raw += OBJ_RECORD_HEADER_BYTES + rec.len;
+        ZSTD_CCtx_reset(st->zc, ZSTD_reset_session_only);
+        for (int i = 1; i <= nspans; i++)
+            raw += b->iov[i].iov_len;
         ZSTD_CCtx_setPledgedSrcSize(st->zc, raw);
-        while (ring_iter_next(st->ring, &it, &rec)) {
-            ZSTD_inBuffer in = {(unsigned char *)rec.prefix + PFX_RECHDR,
-                                OBJ_RECORD_HEADER_BYTES + rec.len, 0};
+        for (int i = 1; i <= nspans; i++) {
+            ZSTD_inBuffer in = {b->iov[i].iov_base, b->iov[i].iov_len, 0};
             while (in.pos < in.size && !ZSTD_isError(zr))
                 zr = ZSTD_compressStream2(st->zc, &out, &in, ZSTD_e_continue);
         }
@@ -205,16 +275,13 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
             zr = ZSTD_compressStream2(st->zc, &out, &none, ZSTD_e_end);
         while (zr > 0 && !ZSTD_isError(zr) && out.pos < out.size);
         /* zcap is ZSTD_compressBound of the largest batch, so the frame always fits. */
-        b->iov[n++] = (struct iovec){b->zbuf, out.pos};
+        b->iov[1] = (struct iovec){b->zbuf, out.pos};
+        n = 2;
         crc = crc32c_update(crc, b->zbuf, out.pos);
         CINC(bytes_compressed, out.pos);
     } else {
-        while (ring_iter_next(st->ring, &it, &rec)) {
-            void *span = (unsigned char *)rec.prefix + PFX_RECHDR;
-            size_t len = OBJ_RECORD_HEADER_BYTES + rec.len;
-            b->iov[n++] = (struct iovec){span, len};
-            crc = crc32c_update(crc, span, len);
-        }
+        for (int i = 1; i <= nspans; i++)
+            crc = crc32c_update(crc, b->iov[i].iov_base, b->iov[i].iov_len);
     }
     obj_trailer_encode(crc, b->trailer);
     b->iov[n++] = (struct iovec){b->trailer, OBJ_TRAILER_BYTES};
@@ -243,12 +310,15 @@ static void stage_batch_durable(struct s3c_stage *st, struct batch *b)
     if (st->retry_tokens > st->cfg.persistence.retry_budget)
         st->retry_tokens = st->cfg.persistence.retry_budget;
     CINC(batches_sent, 1);
-    CINC(batch_commits, b->rb.count);
-    CINC(batch_hist[stage_log2_bucket(b->rb.count, S3C_BATCH_HIST_BUCKETS + 1) - 1], 1);
-    struct ring_batch rb = b->rb;
-    b->state = B_FREE;
-    st->outstanding--;
-    ring_release_sc(st->ring, &rb); /* on_release moves W if this was the oldest */
+    CINC(batch_commits, b->count);
+    CINC(batch_hist[stage_log2_bucket(b->count, S3C_BATCH_HIST_BUCKETS + 1) - 1], 1);
+    if (atomic_load(&st->degraded)) {
+        atomic_store(&st->degraded, 0);
+        S3C_LOG(S3C_LOG_INFO,
+                "event=stage_recovered key=%s msg=\"S3 takes objects again: the spool drains\"",
+                b->key);
+    }
+    stage_done(st, b); /* W moves if this was the oldest */
 }
 
 static void stage_retry_later(struct s3c_stage *st, struct batch *b, bool fatal,
@@ -337,8 +407,9 @@ static void stage_put_done(void *ctx, const struct xport_result *res)
                                     .header = b->header,
                                     .trailer = b->trailer,
                                     .size = b->size,
-                                    .epoch = st->ws.epoch,
-                                    .floor_epoch = st->ws.epoch,
+                                    .epoch = b->replayed ? b->epoch : st->ws.epoch,
+                                    .floor_epoch = b->replayed ? b->epoch : st->ws.epoch,
+                                    .replay = b->replayed,
                                     .done = stage_on_settle,
                                     .ctx = b};
         if (settle_start(&b->settle) == 0)
@@ -366,7 +437,26 @@ static void stage_retry_later(struct s3c_stage *st, struct batch *b, bool fatal,
         return;
     }
     CINC(fail_retryable, 1);
-    if (b->attempts > st->cfg.persistence.max_retry_attempts) {
+    bool spent = b->attempts > st->cfg.persistence.max_retry_attempts;
+    if (spent && st->spool && !atomic_load(&st->spool_failed)) {
+        /* The spool holds it: no failure. Park at the capped backoff; W waits. */
+        if (!atomic_load(&st->degraded)) {
+            atomic_store(&st->degraded, 1);
+            CINC(degraded_events, 1);
+            S3C_LOG(S3C_LOG_WARN,
+                    "event=stage_degraded key=%s attempts=%d durable_seq=%" PRIu64
+                    " local_seq=%" PRIu64 " error=\"%s\" msg=\"retries spent; the spool keeps "
+                    "every commit, retrying every %d ms\"",
+                    b->key, b->attempts, atomic_load(&st->durable),
+                    spool_local_seq(st->spool), why, st->cfg.persistence.max_retry_delay_ms);
+        }
+        uint64_t cap = (uint64_t)st->cfg.persistence.max_retry_delay_ms;
+        uint64_t delay_ms = cap / 2 + stage_rand64(st) % (cap / 2 + 1);
+        b->state = B_BACKOFF;
+        b->retry_at_ns = s3c__now_ns() + delay_ms * 1000000u;
+        return;
+    }
+    if (spent) {
         b->state = B_BACKOFF;
         b->retry_at_ns = UINT64_MAX;
         stage_fail(st, b, why);
@@ -463,7 +553,31 @@ void *stage_persistence_main(void *arg)
          * can hold no more, only a reply helps, as at the in-flight limit. */
         struct ring_ready rd = {0};
         bool ring_held = false;
-        while (!failed && st->outstanding < st->nbatches) {
+        if (st->spool) {
+            /* Every commit to the spool at once; batches by the same triggers. */
+            stage_spool_take(st);
+            stage_spool_release(st);
+            while (!failed && st->outstanding < st->nbatches && st->ndone < st->maxdone) {
+                struct batch *b = stage_free_slot(st);
+                int rc = stage_spool_form(st, b, now, closing, &timeout);
+                if (rc < 0) { /* the spool cannot give them back: nothing from here is acked */
+                    S3C_LOG(S3C_LOG_ERROR, "event=stage_failed first_seq=%" PRIu64
+                            " durable_seq=%" PRIu64 " error=\"the spool cannot give these "
+                            "commits back\"", st->next_batch, atomic_load(&st->durable));
+                    stage_fail_from(st, st->next_batch, S3C_EFAILED);
+                }
+                if (rc <= 0)
+                    break;
+                st->outstanding++;
+                st->last_send_ns = now;
+                stage_send_batch(st, b);
+                worked = true;
+                failed = atomic_load(&st->failed);
+            }
+            ring_held = spool_req_next(st->spool) == NULL;
+        }
+        while (!st->spool && !failed && st->outstanding < st->nbatches &&
+               st->ndone < st->maxdone) {
             rd = ring_poll_sc(st->ring, (uint32_t)p->batch_size_threshold,
                               (uint64_t)p->batch_bytes_threshold);
             if (rd.count == 0)
@@ -529,15 +643,16 @@ void *stage_persistence_main(void *arg)
          * nothing before the failed batch is still pending; or the drain ran out of time. */
         if (closing) {
             uint64_t deadline = atomic_load(&st->close_deadline_ns);
-            bool done =
-                failed ? !pending_before_fail : ring_drained_sc(st->ring) && st->outstanding == 0;
+            bool done = failed ? !pending_before_fail
+                               : ring_drained_sc(st->ring) && st->outstanding == 0 &&
+                                     (!st->spool || stage_spool_idle(st));
             if (done || now >= deadline)
                 break;
             int t = stage_ms_until(now, deadline);
             /* A commit claimed before the close may still be mid-copy: its publish will
              * not wake a closed ring's consumer, so look again shortly. */
-            if (!failed && rd.count == 0 && !ring_held && st->outstanding < st->nbatches &&
-                !ring_drained_sc(st->ring))
+            if (!failed && rd.count == 0 && !ring_held &&
+                (st->spool || st->outstanding < st->nbatches) && !ring_drained_sc(st->ring))
                 t = t < 1 ? t : 1;
             timeout = timeout < 0 || t < timeout ? t : timeout;
         }
@@ -547,9 +662,9 @@ void *stage_persistence_main(void *arg)
          * At the in-flight limit, or when the ring holds all it can, only a reply helps,
          * so producers need not wake us. When arming fails, commits are claimed and about
          * to be published: look again at once, then every millisecond, never spinning. */
-        if (!failed && !closing && !ring_held && st->outstanding < st->nbatches) {
-            uint32_t want = 1;
-            if (rd.count > 0) {
+        if (!failed && !closing && !ring_held && (st->spool || st->outstanding < st->nbatches)) {
+            uint32_t want = 1; /* with a spool: every commit at once, for L */
+            if (rd.count > 0 && !st->spool) {
                 /* The rest of a batch: by count, or by bytes at the average commit size
                  * seen so far, whichever comes first. */
                 uint32_t by_count = (uint32_t)p->batch_size_threshold - rd.count;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -37,6 +38,8 @@ static int stage_submit(s3c_stage *st, const void *data, size_t len, int timeout
         return S3C_EINVAL;
     if (atomic_load_explicit(&st->failed, memory_order_relaxed))
         return atomic_load(&st->fail_code);
+    if (atomic_load_explicit(&st->spool_failed, memory_order_relaxed))
+        return S3C_EIO; /* the spool cannot make more commits locally durable */
     if (len > (uint64_t)st->cfg.pipeline.max_commit_bytes)
         return S3C_ETOOBIG;
     rc = try_only ? ring_try_claim_mp(st->ring, (uint32_t)len, &c)
@@ -44,6 +47,8 @@ static int stage_submit(s3c_stage *st, const void *data, size_t len, int timeout
     if (rc != 0) {
         if (rc == S3C_ECLOSED && atomic_load(&st->failed))
             return atomic_load(&st->fail_code);
+        if (rc == S3C_ECLOSED && atomic_load(&st->spool_failed))
+            return S3C_EIO;
         return rc;
     }
     uint64_t log_seq = c.seq + st->base; /* after our fence */
@@ -122,7 +127,7 @@ int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx)
     if (n >= MAX_SUBS) {
         rc = S3C_ENOMEM;
     } else {
-        st->subs[n] = (struct sub){fn, ctx};
+        st->subs[n] = (struct sub){fn, ctx, false};
         atomic_store(&st->nsubs, n + 1); /* publishes the entry to the thread */
     }
     pthread_mutex_unlock(&st->submu);
@@ -186,6 +191,15 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
         mw_last_errors(st->mw, o->manifest_last_error, o->heartbeat_last_error,
                        sizeof(o->manifest_last_error));
     }
+    if (st->spool) {
+        o->local_seq = spool_local_seq(st->spool);
+        o->spool_bytes = spool_bytes(st->spool);
+        o->spool_full = spool_full(st->spool);
+    }
+    o->degraded = (uint32_t)atomic_load(&st->degraded);
+    o->spool_failed = (uint32_t)atomic_load(&st->spool_failed);
+    o->spool_reads = CGET(spool_reads);
+    o->replayed_batches = CGET(replayed_batches);
     pthread_mutex_lock(&st->errmu);
     memcpy(o->last_error, st->last_error, sizeof(o->last_error));
     pthread_mutex_unlock(&st->errmu);
@@ -273,6 +287,10 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     st->batches = calloc((size_t)st->nbatches, sizeof(*st->batches));
     if (!st->batches)
         goto out_free_stage;
+    st->maxdone = st->nbatches * 4; /* as many as the ring holds for in-order release */
+    st->done = calloc((size_t)st->maxdone + 1, sizeof(*st->done));
+    if (!st->done)
+        goto out_free_batches;
     /* s3.compression zstd: a compressor for the persistence thread and, per batch, room
      * for the frame of the largest batch (the byte trigger may be passed by one commit). */
     size_t zcap = 0;
@@ -302,10 +320,10 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     struct ring_opts ro = {.bytes = (uint64_t)cfg->pipeline.ring_bytes,
                            .prefix_bytes = PFX_BYTES,
                            .max_commit = (uint32_t)cfg->pipeline.max_commit_bytes,
-                           /* in flight, plus succeeded ones held for in-order release */
-                           .max_batches = (uint32_t)st->nbatches * 4,
-                           .on_release = stage_on_release,
-                           .release_ctx = st};
+                           /* in flight, plus succeeded ones held for in-order release;
+                              with a spool, the chunks it holds */
+                           .max_batches = cfg->spool.dir[0] ? SPOOL_QUEUE
+                                                            : (uint32_t)st->nbatches * 4};
     rc = ring_new(&ro, &st->ring);
     if (rc != 0) {
         snprintf(e, sizeof(e), "stage: cannot create the commit ring of %" PRId64 " bytes: %s",
@@ -335,11 +353,24 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     /* The writer protocol before any commit is accepted: our epoch, the end of the log,
      * our fence. Run here, on the caller's thread, on the loop the persistence thread
      * takes over once it starts. */
-    rc = writer_open(st->x, &st->cfg, &st->ws, e, sizeof(e));
+    uint64_t spooled = 0; /* the spool's last seq: our fence goes after it */
+    st->spool_efd = -1;
+    if (cfg->spool.dir[0]) {
+        rc = stage_spool_open(st, &spooled, e, sizeof(e));
+        if (rc < 0)
+            goto out_free_spool;
+    }
+    rc = writer_open(st->x, &st->cfg, spooled, &st->ws, e, sizeof(e));
     if (rc < 0)
-        goto out_free_xport;
+        goto out_free_spool;
     st->base = st->ws.control_seq;
     atomic_store(&st->durable, st->ws.control_seq);
+    if (st->spool) {
+        rc = stage_spool_begin(st, e, sizeof(e));
+        if (rc < 0)
+            goto out_free_spool;
+    }
+    uint64_t w0 = atomic_load(&st->durable);
     struct mw_opts mo = {.x = st->x,
                          .cfg = &st->cfg,
                          .ws = &st->ws,
@@ -350,9 +381,12 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     st->mw = mw_new(&mo);
     if (!st->mw) {
         rc = S3C_ENOMEM;
-        goto out_free_xport;
+        goto out_free_spool;
     }
-    mw_note_durable(st->mw, st->ws.control_seq, st->ws.control_seq);
+    if (w0 == st->ws.control_seq)
+        mw_note_durable(st->mw, w0, w0);
+    else if (w0 > 0) /* replaying a spool: the manifest stays at the log's end for now */
+        mw_note_durable(st->mw, w0, st->ws.recovered_first_seq);
     /* The manifest names our fence before the first commit is taken, and the first
      * heartbeat says who we are; a failure here is retried later, not fatal. */
     if (mw_flush(st->mw, cfg->s3.request_timeout_ms, false) < 0)
@@ -386,7 +420,10 @@ out_stop_metrics:
     metrics_srv_stop(st->metrics);
 out_free_mw:
     mw_free(st->mw);
-out_free_xport:
+out_free_spool:
+    spool_free(st->spool);
+    if (st->spool_efd >= 0)
+        close(st->spool_efd);
     xport_free(st->x);
 out_free_loop:
     loop_free(st->loop);
@@ -394,8 +431,9 @@ out_free_ring:
     ring_free(st->ring);
 out_free_batches:
     for (int i = 0; i < st->nbatches; i++)
-        free(st->batches[i].iov), free(st->batches[i].zbuf);
+        free(st->batches[i].iov), free(st->batches[i].zbuf), free(st->batches[i].buf);
     free(st->batches);
+    free(st->done);
     ZSTD_freeCCtx(st->zc);
 out_free_stage:
     pthread_cond_destroy(&st->wcv);
@@ -422,6 +460,7 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report)
         ring_close(st->ring); /* stops producers and wakes the thread */
         loop_wake(st->loop);
         pthread_join(st->thread, NULL);
+        spool_stop(st->spool); /* after it wrote (and fsync'd) every chunk handed to it */
         stage_wake_waiters(st);
         /* The bounded final flush: the manifest at the last W, a last heartbeat. The loop
          * is ours now that the thread is gone. */
@@ -434,14 +473,16 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report)
         struct s3c_close_report *r = &st->report;
         r->durable_seq = atomic_load(&st->durable);
         r->last_seq = ring_last_seq(st->ring) + st->base;
+        r->local_seq = st->spool ? spool_local_seq(st->spool) : r->durable_seq;
         if (r->last_seq > r->durable_seq) {
             r->lost_first_seq = r->durable_seq + 1;
             r->lost_last_seq = r->last_seq;
             r->error = atomic_load(&st->failed) ? atomic_load(&st->fail_code) : S3C_ETIMEDOUT;
             S3C_LOG(S3C_LOG_ERROR,
                     "event=close_incomplete durable_seq=%" PRIu64 " lost_first_seq=%" PRIu64
-                    " lost_last_seq=%" PRIu64 " reason=\"%s\"",
-                    r->durable_seq, r->lost_first_seq, r->lost_last_seq, s3c_strerror(r->error));
+                    " lost_last_seq=%" PRIu64 " local_seq=%" PRIu64 " reason=\"%s\"",
+                    r->durable_seq, r->lost_first_seq, r->lost_last_seq, r->local_seq,
+                    s3c_strerror(r->error));
         } else if (atomic_load(&st->failed)) {
             r->error = atomic_load(&st->fail_code); /* though nothing accepted was lost */
         }
@@ -463,11 +504,17 @@ int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report)
     metrics_srv_stop(st->metrics);
     mw_free(st->mw);
     xport_free(st->x); /* aborts whatever is still on the wire, without callbacks */
+    spool_free(st->spool);
+    if (st->spool && st->spool_efd >= 0)
+        close(st->spool_efd);
+    for (int i = 0; i < st->nbatches; i++)
+        free(st->batches[i].buf);
     loop_free(st->loop);
     ring_free(st->ring);
     for (int i = 0; i < st->nbatches; i++)
         free(st->batches[i].iov), free(st->batches[i].zbuf);
     free(st->batches);
+    free(st->done);
     ZSTD_freeCCtx(st->zc);
     pthread_cond_destroy(&st->wcv);
     pthread_mutex_destroy(&st->wmu);

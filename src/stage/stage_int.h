@@ -16,6 +16,7 @@
 #include "loop/loop.h"
 #include "metrics/metrics.h"
 #include "pipeline/ring.h"
+#include "spool/spool.h"
 #include "s3commit.h"
 #include "transport/transport.h"
 #include "writer/writer.h"
@@ -32,10 +33,14 @@
 
 enum batch_state { B_FREE, B_WIRE, B_BACKOFF, B_SETTLE };
 
+#define SPOOL_QUEUE 4096 /* chunks and seals handed to the spool and not yet freed */
+
 struct batch {
     enum batch_state state;
     struct ring_batch rb;
     uint64_t first, last; /* log seqs: the ring's seqs + the stage's base */
+    uint32_t count;       /* commits */
+    uint64_t bytes;       /* payload bytes */
     int attempts;         /* PUTs started */
     int retry_cost;       /* tokens the last retry took (refunded on success) */
     uint64_t retry_at_ns; /* B_BACKOFF: when to send again */
@@ -51,11 +56,31 @@ struct batch {
     size_t zcap;
     struct settle settle; /* B_SETTLE: reading the key back after a 412 */
     struct s3c_stage *st;
+    /* With a spool (spooled.c). */
+    uint64_t epoch;          /* the object's: a replayed one keeps its run's */
+    bool replayed;           /* from a spool left by an earlier run: settle as a replay */
+    bool from_ring;          /* its spans point into the ring */
+    bool need_reload;        /* ring space under it was given back: read it from the spool */
+    bool whole;              /* buf holds the whole object (a spooled control record) */
+    struct spool_pos spos;   /* the frame of its first commit, once known */
+    bool spos_valid;
+    unsigned char *buf;      /* records (or the whole object) read from the spool */
+    size_t bufcap, buflen;
+    uint64_t t_sum;          /* submit times of its commits still in the ring, for latency */
+    uint32_t t_n;
+};
+
+/* A durable batch waiting for the ones before it (the ordered ack). */
+struct done {
+    uint64_t first, last, bytes, t_sum;
+    uint32_t count, t_n;
+    struct ring_batch rb; /* without a spool: its ring space, released at the ack */
 };
 
 struct sub {
     s3c_durable_fn fn;
     void *ctx;
+    bool local; /* told of L (spool thread), not W */
 };
 
 struct s3c_stage {
@@ -67,6 +92,9 @@ struct s3c_stage {
     struct writer_state ws; /* epoch and where the log resumed (writer_open) */
     struct mw *mw;          /* the manifest and heartbeat writer, on the loop */
     uint64_t base;          /* log seq = ring seq + base (base = the fence's seq) */
+    struct spool *spool;    /* spool.dir: the local spool, or NULL */
+    int spool_efd;          /* written by the spool thread after each write group */
+    struct loop_watch spool_w;
     ZSTD_CCtx *zc;          /* s3.compression zstd: the persistence thread's compressor */
     pthread_t thread;
     struct metrics_srv *metrics;
@@ -77,6 +105,8 @@ struct s3c_stage {
     _Atomic int fail_code;    /* S3C_EFAILED, or S3C_EFENCED: a newer writer took over */
     _Atomic int closing;      /* set once, by s3c_stage_close */
     _Atomic int stopped;      /* the persistence thread has finished */
+    _Atomic int degraded;     /* a spool holds what S3 does not take now (retries spent) */
+    _Atomic int spool_failed; /* the spool could not write: no more commits are accepted */
     _Atomic uint64_t close_deadline_ns;
     pthread_mutex_t wmu; /* waiters sleep on wcv; the thread broadcasts */
     pthread_cond_t wcv;
@@ -88,6 +118,8 @@ struct s3c_stage {
     /* Persistence-thread state. */
     struct batch *batches;     /* max_in_flight_requests slots */
     int nbatches, outstanding; /* slots; batches acquired and not yet durable */
+    struct done *done;         /* durable, not yet acknowledged, in seq order */
+    int ndone, maxdone;
     uint64_t last_send_ns;
     double retry_tokens;
     uint64_t rng;
@@ -96,6 +128,17 @@ struct s3c_stage {
     _Atomic uint64_t fail_first; /* the earliest failed batch: nothing from it on is acked */
     uint64_t fail_last;
     int idle_spins; /* loop turns in a row that could neither sleep nor work */
+
+    /* With a spool: what is not yet in a batch (spooled.c). */
+    uint64_t next_batch;     /* the first log seq not yet in a batch */
+    uint64_t acquired_last;  /* the last log seq taken from the ring */
+    uint64_t qnext;          /* the spool queue index of the first chunk not in a batch */
+    uint64_t replay_end;     /* a replay from an earlier run's spool ends here (0: none) */
+    struct spool_pos cur;    /* the spool frame of next_batch, when it is no longer in the ring */
+    bool cur_valid;
+    const struct spool_seal *seals; /* an earlier run's object bounds (replay) */
+    size_t nseals, seal_i;
+    uint64_t chunk_since_ns; /* when the oldest chunk not in a batch was taken */
 
     /* Counters: written by the persistence thread only, read by anyone (relaxed). */
     struct {
@@ -108,6 +151,7 @@ struct s3c_stage {
         _Atomic uint64_t settles, settled_ours, orphans_replaced;
         _Atomic uint64_t bytes_compressed, bytes_sent_objects;
         _Atomic uint32_t in_flight;
+        _Atomic uint64_t spool_reads, spool_read_bytes, replayed_batches, degraded_events;
     } c;
     pthread_mutex_t errmu;
     char last_error[256];
@@ -123,13 +167,29 @@ struct s3c_stage {
 void stage_set_error(struct s3c_stage *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* persist.c: the persistence thread's body, the ring's release hook (the ordered ack) and
- * the ring's wake-up on the loop. */
+/* persist.c: the persistence thread's body and the ring's wake-up on the loop. */
 void *stage_persistence_main(void *arg);
-void stage_on_release(void *ctx, const struct ring_batch *b);
 void stage_on_ring_wake(void *ctx, int fd, unsigned events);
 void stage_wake_waiters(struct s3c_stage *st);
 /* A newer writer owns the log: acknowledge nothing more (loop thread). */
 void stage_fence(struct s3c_stage *st, const char *why);
+/* Fills the object around b->iov[1 .. n-1] (the records' spans, set by the caller):
+ * compression, header, trailer, CRC, key. */
+void stage_finish_object(struct s3c_stage *st, struct batch *b, int nspans);
+
+/* local.c: opening the spool around the writer protocol, L for producers. */
+int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t errlen);
+int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen);
+
+/* spooled.c: the persistence thread's side of the spool. */
+void stage_spool_take(struct s3c_stage *st);    /* ring chunks to the spool */
+void stage_spool_release(struct s3c_stage *st); /* ring space back, in order */
+/* Forms the next batch into b when one is due: 1, 0 (not now; *timeout may shrink), or a
+ * negative error (stage failed: said). */
+int stage_spool_form(struct s3c_stage *st, struct batch *b, uint64_t now, bool closing,
+                     int *timeout);
+int stage_spool_reload(struct s3c_stage *st, struct batch *b); /* 0, S3C_EEND (not yet), error */
+bool stage_spool_idle(const struct s3c_stage *st); /* nothing left to put in a batch */
+void stage_on_spool_wake(void *ctx, int fd, unsigned events);
 
 #endif

@@ -49,6 +49,13 @@ static void settle_on_header(void *ctx, const struct xport_result *r)
                  (unsigned long long)h.last_seq);
         return settle_finish(s, SETTLE_CHAIN, why);
     }
+    if (s->replay && (memcmp(r->body, s->header, OBJ_HEADER_BYTES) != 0 ||
+                      r->object_size != s->size)) {
+        snprintf(why, sizeof(why), "%s holds another attempt of epoch %llu (seqs %llu..%llu)",
+                 s->key, (unsigned long long)h.epoch, (unsigned long long)h.first_seq,
+                 (unsigned long long)h.last_seq);
+        return settle_finish(s, SETTLE_ORPHAN, why);
+    }
     if (memcmp(r->body, s->header, OBJ_HEADER_BYTES) != 0) {
         snprintf(why, sizeof(why),
                  "%s holds another object of our own epoch %llu (seqs %llu..%llu)", s->key,
@@ -86,6 +93,10 @@ static void settle_on_trailer(void *ctx, const struct xport_result *r)
     }
     if (r->body_len == OBJ_TRAILER_BYTES && memcmp(r->body, s->trailer, OBJ_TRAILER_BYTES) == 0)
         return settle_finish(s, SETTLE_OURS, "our earlier attempt landed");
+    if (s->replay) {
+        snprintf(why, sizeof(why), "%s holds another attempt with our header", s->key);
+        return settle_finish(s, SETTLE_ORPHAN, why);
+    }
     snprintf(why, sizeof(why), "%s has our header but another trailer CRC", s->key);
     settle_finish(s, SETTLE_CORRUPT, why);
 }

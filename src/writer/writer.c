@@ -298,6 +298,7 @@ static int wopen_fetch_headers(struct wopen *o, struct wheader *hs, size_t n)
 
 struct wchain {
     uint64_t end;         /* W: the last seq of the chain */
+    uint64_t end_first;   /* the first seq of the object holding end */
     uint64_t start_epoch; /* epoch of the last EPOCH_START on it */
     uint64_t max_epoch;   /* the highest epoch met on it */
     uint64_t max_count;   /* the most records one object holds */
@@ -376,6 +377,7 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
                     if (h->h.count > c->max_count)
                         c->max_count = h->h.count;
                     c->end = h->h.last_seq;
+                    c->end_first = h->h.first_seq;
                 }
             }
         }
@@ -477,11 +479,11 @@ enum wfence_outcome { WFENCE_STANDS, WFENCE_CHAIN, WFENCE_NEWER };
 
 /* Puts our EPOCH_START at log/<c->end + 1>. *out: it stands, the chain moved on (follow
  * it again), or a newer epoch is there (take an epoch above it). */
-static int wopen_fence(struct wopen *o, const struct wchain *c, enum wfence_outcome *out,
-                       uint64_t *newer)
+static int wopen_fence(struct wopen *o, const struct wchain *c, uint64_t after_seq,
+                       enum wfence_outcome *out, uint64_t *newer)
 {
     struct writer_state *ws = o->ws;
-    uint64_t seq = c->end + 1;
+    uint64_t seq = (c->end > after_seq ? c->end : after_seq) + 1;
     struct wfence f;
     char key[OBJ_KEY_MAX], im[300], if_match[256] = "";
     obj_key(key, sizeof(key), o->cfg->s3.prefix, seq);
@@ -567,8 +569,22 @@ static int wopen_fence(struct wopen *o, const struct wchain *c, enum wfence_outc
 
 /* ---- the whole open ------------------------------------------------------------- */
 
-int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_state *ws, char *err,
-                size_t errlen)
+size_t writer_fence_bytes(const struct writer_state *ws, unsigned char *out, size_t cap)
+{
+    struct wfence f;
+    size_t n = 0;
+    wopen_build_fence(ws, ws->control_seq, ws->recovered_seq, &f);
+    if (f.size > cap)
+        return 0;
+    for (int i = 0; i < 4; i++) {
+        memcpy(out + n, f.iov[i].iov_base, f.iov[i].iov_len);
+        n += f.iov[i].iov_len;
+    }
+    return n;
+}
+
+int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_seq,
+                struct writer_state *ws, char *err, size_t errlen)
 {
     struct wopen o = {.x = x, .cfg = cfg, .ws = ws, .err = err, .errlen = errlen};
     uint64_t floor = 0;
@@ -596,6 +612,7 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_sta
         /* Step 2: from the manifest's hint (the last seq of an object, never ahead of the
          * chain), or from the start when there is none. */
         struct wchain c = {.end = o.found.durable_seq,
+                           .end_first = o.found.durable_first_seq,
                            .start_epoch = o.found.start_epoch,
                            .max_count = o.found.max_batch_commits};
         rc = wopen_check_hint(&o, &c);
@@ -619,7 +636,7 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_sta
                          cfg->s3.prefix, WRITER_FENCE_TRIES, c.end, cfg->s3.prefix);
                 return S3C_ES3;
             }
-            rc = wopen_fence(&o, &c, &fo, &newer); /* step 3 */
+            rc = wopen_fence(&o, &c, after_seq, &fo, &newer); /* step 3 */
             if (rc < 0)
                 return rc;
             if (fo == WFENCE_CHAIN)
@@ -629,7 +646,9 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_sta
                 break;
             }
             ws->recovered_seq = c.end;
-            ws->control_seq = c.end + 1;
+            ws->recovered_first_seq = c.end_first;
+            ws->chain_start_epoch = c.start_epoch;
+            ws->control_seq = (c.end > after_seq ? c.end : after_seq) + 1;
             ws->max_batch_commits = c.max_count;
             S3C_LOG(S3C_LOG_INFO,
                     "event=writer_open epoch=%" PRIu64 " recovered_seq=%" PRIu64

@@ -25,7 +25,10 @@
 struct writer_state {
     uint64_t epoch;             /* ours */
     uint64_t recovered_seq;     /* W: the end of the chain found at open */
-    uint64_t control_seq;       /* W + 1: our EPOCH_START record (the fence) */
+    uint64_t recovered_first_seq; /* the first seq of the object holding W (0: none) */
+    uint64_t chain_start_epoch; /* the epoch of the last EPOCH_START at or before W */
+    uint64_t control_seq;       /* our EPOCH_START record (the fence): W + 1, or past a
+                                   local spool's last seq (writer_open's after_seq) */
     uint64_t max_batch_commits; /* the most records an object of the log holds */
     uint64_t manifest_seq;      /* the durable_seq the manifest holds after our epoch CAS */
     char writer[WRITER_ID_MAX]; /* "host:pid:random" */
@@ -40,8 +43,14 @@ struct writer_state {
  * config's backoff, 412/409 on the manifest re-read and retried, a prefix of the version-1
  * layout refused. Returns 0, or S3C_ES3 / S3C_ENETWORK / S3C_ECORRUPT / S3C_EFORMAT /
  * S3C_ENOMEM with one line in err naming the key and the fix. */
-int writer_open(struct xport *x, const struct s3c_config *cfg, struct writer_state *ws, char *err,
-                size_t errlen);
+int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_seq,
+                struct writer_state *ws, char *err, size_t errlen);
+/* after_seq: the fence goes no lower than after_seq + 1 (a local spool holds seqs up to it
+ * that are still to be sent); 0 for none. */
+
+/* The fence object writer_open placed, byte for byte (so a spool can keep it): writes up
+ * to cap bytes into out and returns its size (0 when cap is too small). */
+size_t writer_fence_bytes(const struct writer_state *ws, unsigned char *out, size_t cap);
 
 /* ---- settling a 412 ------------------------------------------------------------- */
 
@@ -69,6 +78,9 @@ struct settle {
     uint64_t epoch;               /* our epoch */
     uint64_t floor_epoch;         /* below it an object is an orphan: the epoch of the last
                                      EPOCH_START before the key (ours, past our fence) */
+    bool replay;                  /* re-sending a spooled object of epoch `epoch`, past the
+                                     chain's end: another object of that epoch there is an
+                                     unacknowledged attempt of that run, an orphan */
     settle_fn done;
     void *ctx;
     /* private */

@@ -1,0 +1,208 @@
+/* The local spool around the stage (docs/spool.md): opening it before the writer protocol
+ * (its last seq decides where our fence goes), the replay of what an earlier run left in
+ * it, and L for producers and subscribers. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "stage/stage_int.h"
+
+/* L moved (the spool's thread). */
+static void stage_on_local(void *ctx, uint64_t l)
+{
+    struct s3c_stage *st = ctx;
+    int n = atomic_load(&st->nsubs);
+    for (int i = 0; i < n; i++)
+        if (st->subs[i].local)
+            st->subs[i].fn(st->subs[i].ctx, l, 0);
+    stage_wake_waiters(st);
+}
+
+/* A write or fsync failed (the spool's thread, once): accept nothing more. What is in the
+ * ring still goes to S3; L stays where the last good fsync left it. */
+static void stage_on_spool_error(void *ctx, const char *why)
+{
+    struct s3c_stage *st = ctx;
+    atomic_store(&st->spool_failed, 1);
+    stage_set_error(st, "%s", why);
+    ring_close(st->ring);
+    int n = atomic_load(&st->nsubs);
+    for (int i = 0; i < n; i++)
+        if (st->subs[i].local)
+            st->subs[i].fn(st->subs[i].ctx, spool_local_seq(st->spool), S3C_EIO);
+    stage_wake_waiters(st);
+    loop_wake(st->loop);
+}
+
+int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t errlen)
+{
+    const struct cfg_spool *c = &st->cfg.spool;
+    struct spool_scan scan;
+    *last = 0;
+    st->spool_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (st->spool_efd < 0) {
+        snprintf(err, errlen, "stage: cannot create the spool's eventfd: %s", strerror(errno));
+        return S3C_EIO;
+    }
+    struct spool_opts so = {.dir = c->dir,
+                            .max_bytes = (uint64_t)c->max_bytes,
+                            .segment_bytes = (uint64_t)c->segment_bytes,
+                            .queue = SPOOL_QUEUE,
+                            .rec_offset = PFX_RECHDR,
+                            .ring = st->ring,
+                            .w = &st->durable,
+                            .notify_fd = st->spool_efd,
+                            .on_durable = stage_on_local,
+                            .on_error = stage_on_spool_error,
+                            .ctx = st};
+    int rc = spool_open(&so, &st->spool, &scan, err, errlen);
+    if (rc != 0)
+        return rc;
+    S3C_LOG(scan.cut ? S3C_LOG_WARN : S3C_LOG_INFO,
+            "event=spool_open dir=%s segments=%d bytes=%" PRIu64 " first_seq=%" PRIu64
+            " last_seq=%" PRIu64 " cut=%d%s%s%s",
+            c->dir, scan.segments, scan.bytes, scan.first_seq, scan.last_seq, scan.cut,
+            scan.cut ? " what=\"" : "", scan.cut ? scan.cut_what : "", scan.cut ? "\"" : "");
+    st->spool_w = (struct loop_watch){.fd = st->spool_efd, .cb = stage_on_spool_wake};
+    rc = loop_watch_set(st->loop, &st->spool_w, LOOP_READ);
+    if (rc != 0) {
+        snprintf(err, errlen, "stage: cannot watch the spool: %s", s3c_strerror(rc));
+        return rc;
+    }
+    *last = scan.last_seq;
+    return 0;
+}
+
+/* After writer_open: what of the spool is still to go to S3 (the replay), our control
+ * record into the spool, and the thread. */
+int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
+{
+    struct writer_state *ws = &st->ws;
+    uint64_t w = ws->recovered_seq, last = spool_local_seq(st->spool);
+    st->next_batch = st->base + 1;
+    st->acquired_last = st->base;
+    atomic_store(&st->durable, st->base);
+    if (last > w) {
+        struct spool_pos pos, at;
+        struct spool_frame f;
+        int rc = spool_find(st->spool, w + 1, &pos, err, errlen);
+        at = pos;
+        if (rc == 0)
+            rc = spool_read(st->spool, &at, &f, NULL, 0, err, errlen);
+        if (rc == S3C_EEND) {
+            snprintf(err, errlen,
+                     "spool.dir %s holds seqs up to %" PRIu64 ", but no commit at seq %" PRIu64
+                     " where the log in S3 ends (seq %" PRIu64 "): the spool and the log "
+                     "disagree; move spool.dir aside (keep it: it holds commits) and open again",
+                     st->cfg.spool.dir, last, w + 1, w);
+            return S3C_ECORRUPT;
+        }
+        if (rc != 0)
+            return rc;
+        if (f.epoch < ws->chain_start_epoch) {
+            snprintf(err, errlen,
+                     "spool.dir %s holds seqs %" PRIu64 "..%" PRIu64 " of epoch %" PRIu64
+                     ", but a writer of epoch %" PRIu64 " took the log over at or before seq "
+                     "%" PRIu64 ": those commits were never durable in S3 and cannot be placed "
+                     "after it; move spool.dir aside (keep it: it holds commits) and open again",
+                     st->cfg.spool.dir, w + 1, last, f.epoch, ws->chain_start_epoch, w);
+            return S3C_ECORRUPT;
+        }
+        spool_trim(st->spool, w);
+        st->next_batch = w + 1;
+        st->replay_end = last;
+        st->cur = pos;
+        st->cur_valid = true;
+        st->seals = spool_seals(st->spool, &st->nseals);
+        atomic_store(&st->durable, w);
+        S3C_LOG(S3C_LOG_INFO,
+                "event=spool_replay first_seq=%" PRIu64 " last_seq=%" PRIu64
+                " epoch=%" PRIu64 " seals=%zu control_seq=%" PRIu64,
+                w + 1, last, f.epoch, st->nseals, st->base);
+    } else {
+        spool_trim(st->spool, UINT64_MAX); /* all of it is in S3 already */
+    }
+    unsigned char obj[1024];
+    size_t n = writer_fence_bytes(ws, obj, sizeof(obj));
+    int rc = spool_append_object(st->spool, st->base, ws->epoch, obj, n, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (spool_start(st->spool) != 0) {
+        snprintf(err, errlen, "stage: cannot start the spool's thread: %s", strerror(errno));
+        return S3C_EIO;
+    }
+    return 0;
+}
+
+/* ---- L for producers and subscribers ------------------------------------------------ */
+
+uint64_t s3c_local_seq(const s3c_stage *st)
+{
+    if (!st)
+        return 0;
+    return st->spool ? spool_local_seq(st->spool) : atomic_load(&((s3c_stage *)st)->durable);
+}
+
+int s3c_wait_local(s3c_stage *st, uint64_t seq, int timeout_ms)
+{
+    struct timespec dl;
+    int rc = 0;
+    if (!st)
+        return S3C_EINVAL;
+    if (!st->spool)
+        return s3c_wait_durable(st, seq, timeout_ms);
+    if (spool_local_seq(st->spool) >= seq)
+        return 0;
+    if (timeout_ms >= 0)
+        dl = s3c__deadline_ts(timeout_ms);
+    pthread_mutex_lock(&st->wmu);
+    atomic_fetch_add(&st->nwaiters, 1);
+    for (;;) {
+        if (spool_local_seq(st->spool) >= seq) {
+            rc = 0;
+            break;
+        }
+        if (atomic_load(&st->spool_failed)) {
+            rc = S3C_EIO;
+            break;
+        }
+        if (atomic_load(&st->failed) && seq >= atomic_load(&st->fail_first)) {
+            rc = atomic_load(&st->fail_code);
+            break;
+        }
+        if (atomic_load(&st->stopped) && atomic_load(&st->closing)) {
+            rc = S3C_ECLOSED;
+            break;
+        }
+        if (timeout_ms < 0)
+            pthread_cond_wait(&st->wcv, &st->wmu);
+        else if (pthread_cond_timedwait(&st->wcv, &st->wmu, &dl) == ETIMEDOUT) {
+            rc = spool_local_seq(st->spool) >= seq ? 0 : S3C_ETIMEDOUT;
+            break;
+        }
+    }
+    atomic_fetch_sub(&st->nwaiters, 1);
+    pthread_mutex_unlock(&st->wmu);
+    return rc;
+}
+
+int s3c_subscribe_local(s3c_stage *st, s3c_durable_fn fn, void *ctx)
+{
+    int rc = 0;
+    if (!st || !fn || !st->spool)
+        return S3C_EINVAL;
+    pthread_mutex_lock(&st->submu);
+    int n = atomic_load(&st->nsubs);
+    if (n >= MAX_SUBS) {
+        rc = S3C_ENOMEM;
+    } else {
+        st->subs[n] = (struct sub){fn, ctx, true};
+        atomic_store(&st->nsubs, n + 1);
+    }
+    pthread_mutex_unlock(&st->submu);
+    return rc;
+}
