@@ -56,6 +56,9 @@ struct run {
     _Atomic uint64_t durable; /* the newest W the subscriber saw */
     _Atomic int stage_err;    /* the error the subscriber saw (0 = none) */
     uint64_t printed;         /* the last W written to stdout */
+    bool spool;               /* spool.dir is set: L is printed too */
+    _Atomic uint64_t local;   /* the newest L the local subscriber saw */
+    uint64_t printed_local;   /* the last L written to stdout */
     uint64_t last_seq;        /* the highest seq accepted */
     uint64_t accepted;        /* commits accepted, all sources */
     int signals;              /* SIGTERM/SIGINT received */
@@ -77,6 +80,19 @@ static void run_on_durable(void *ctx, uint64_t durable_seq, int err)
     uint64_t one = 1;
     ssize_t n = write(r->efd, &one, sizeof(one));
     (void)n; /* the eventfd is non-blocking: a full counter still means "wake" */
+}
+
+/* The spool's subscriber: runs on the spool's thread, so it only stores and wakes. */
+static void run_on_local(void *ctx, uint64_t local_seq, int err)
+{
+    struct run *r = ctx;
+    uint64_t cur = atomic_load(&r->local);
+    while (local_seq > cur && !atomic_compare_exchange_weak(&r->local, &cur, local_seq))
+        ;
+    (void)err; /* a spool failure also fails the next submit, which stops the input */
+    uint64_t one = 1;
+    ssize_t n = write(r->efd, &one, sizeof(one));
+    (void)n;
 }
 
 static struct source *run_source_new(int fd, bool is_client, uint64_t max_commit)
@@ -176,6 +192,14 @@ static void run_source_report_durable(struct source *s, uint64_t w)
 
 static void run_print_durable(struct run *r)
 {
+    uint64_t l = atomic_load(&r->local);
+    if (r->spool && l > r->printed_local && !r->stdout_broken) {
+        r->printed_local = l;
+        if (printf("{\"local_seq\":%" PRIu64 "}\n", l) < 0 || fflush(stdout) != 0) {
+            r->stdout_broken = true;
+            tool_error("stdout is closed; durable watermarks are no longer printed");
+        }
+    }
     uint64_t w = atomic_load(&r->durable);
     if (w <= r->printed)
         return;
@@ -521,6 +545,7 @@ int cmd_run(const char *config_path, const char *input)
         s3c_stage_close(r.st, NULL);
         goto out_free_sources;
     }
+    r.spool = s3c_subscribe_local(r.st, run_on_local, &r) == 0;
     /* Where the log resumed, first on stdout: one JSON line before the watermarks. */
     struct s3c_stage_info info;
     s3c_stage_info(r.st, &info);
@@ -570,8 +595,24 @@ int cmd_run(const char *config_path, const char *input)
             "event=run_stopped accepted=%" PRIu64 " durable_seq=%" PRIu64 " batches=%" PRIu64
             " retries=%" PRIu64,
             r.accepted, rep.durable_seq, stats.batches_sent, stats.retries);
-    if (close_rc != 0 || rep.durable_seq < r.last_seq) {
-        if (rep.lost_first_seq)
+    if (r.spool && close_rc != S3C_EFENCED && rep.durable_seq < r.last_seq &&
+        rep.local_seq >= r.last_seq && !stats.spool_failed) {
+        /* Nothing is lost: the spool holds it, and the next start sends it. */
+        S3C_LOG(S3C_LOG_WARN,
+                "event=run_stopped_spooled durable_seq=%" PRIu64 " local_seq=%" PRIu64
+                " msg=\"seqs %" PRIu64 "..%" PRIu64 " are not in S3 yet; they are in the spool "
+                "and the next start sends them\"",
+                rep.durable_seq, rep.local_seq, rep.durable_seq + 1, r.last_seq);
+        exit_code = r.input_error ? TOOL_EXIT_FAIL : TOOL_EXIT_OK;
+    } else if (close_rc != 0 || rep.durable_seq < r.last_seq) {
+        if (rep.lost_first_seq && r.spool && rep.local_seq >= rep.lost_first_seq)
+            tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
+                       " are not in S3 (%s); of them, seqs up to %" PRIu64 " are in the spool "
+                       "and the next start sends them%s%s",
+                       rep.lost_first_seq, rep.lost_last_seq, s3c_strerror(close_rc),
+                       rep.local_seq, stats.last_error[0] ? "; last error: " : "",
+                       stats.last_error);
+        else if (rep.lost_first_seq)
             tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
                        " are not durable (%s)%s%s",
                        rep.lost_first_seq, rep.lost_last_seq, s3c_strerror(close_rc),
