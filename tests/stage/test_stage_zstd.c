@@ -15,6 +15,7 @@
 #include "mockproc.h"
 #include "s3commit.h"
 #include "support/mockstats.h"
+#include "support/stage_open.h"
 #include "test.h"
 
 #define ZT_MAX_COMMIT 65536 /* pipeline.max_commit_bytes */
@@ -32,12 +33,9 @@ static uint64_t zt_last_seq;     /* the highest seq submitted */
 
 static uint64_t zt_rng_state = 0x2545f4914f6cdd1dull;
 
-static uint64_t zt_rng(void) /* xorshift64 */
+static uint64_t zt_rng(void)
 {
-    zt_rng_state ^= zt_rng_state << 13;
-    zt_rng_state ^= zt_rng_state >> 7;
-    zt_rng_state ^= zt_rng_state << 17;
-    return zt_rng_state;
+    return test_xorshift64(&zt_rng_state);
 }
 
 static s3c_config *zt_cfg(const char *compression)
@@ -107,24 +105,6 @@ static void zt_phase(s3c_stage *st, bool json, int n)
         zt_last_seq = seq;
     }
     ASSERT_EQ(s3c_wait_durable(st, seq, 30000), 0);
-}
-
-static s3c_stage *zt_open(const char *compression)
-{
-    s3c_config *cfg = zt_cfg(compression);
-    s3c_stage *st;
-    char err[512];
-    if (s3c_stage_open(cfg, &st, err, sizeof(err)) != 0)
-        TEST_FAIL_("stage open: %s", err);
-    s3c_config_free(cfg);
-    return st;
-}
-
-static void zt_close(s3c_stage *st)
-{
-    struct s3c_close_report rep;
-    ASSERT_EQ(s3c_stage_close(st, &rep), 0);
-    ASSERT_UEQ(rep.lost_first_seq, 0);
 }
 
 /* ---- the objects as stored ------------------------------------------------------------ */
@@ -255,12 +235,12 @@ static void zt_read_back(int controls)
 /* Phases of JSON and random commits through a stage with s3.compression zstd (level 3). */
 static void test_zstd_objects(void)
 {
-    s3c_stage *st = zt_open("zstd");
+    s3c_stage *st = test_stage_open(zt_cfg("zstd"));
     for (int p = 0; p < ZT_PHASES; p++)
         zt_phase(st, p % 2 == 0, ZT_PHASE);
     struct s3c_stats s;
     s3c_stats_get(st, &s);
-    zt_close(st);
+    test_stage_close(st);
 
     struct zt_totals t = zt_objects();
     fprintf(stderr,
@@ -285,10 +265,10 @@ static void test_zstd_objects(void)
  * read back in one pass. */
 static void test_restart_without_compression(void)
 {
-    s3c_stage *st = zt_open("none");
+    s3c_stage *st = test_stage_open(zt_cfg("none"));
     zt_phase(st, true, ZT_PHASE);
     zt_phase(st, false, ZT_PHASE);
-    zt_close(st);
+    test_stage_close(st);
     struct zt_totals t = zt_objects();
     ASSERT_EQ(t.controls, 2);
     ASSERT_GE(t.plain_objects, 4);

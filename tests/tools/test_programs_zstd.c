@@ -27,12 +27,9 @@ static struct mockproc mock;
 
 static uint64_t pz_rng_state = 0x853c49e6748fea9bull;
 
-static uint64_t pz_rng(void) /* xorshift64 */
+static uint64_t pz_rng(void)
 {
-    pz_rng_state ^= pz_rng_state << 13;
-    pz_rng_state ^= pz_rng_state >> 7;
-    pz_rng_state ^= pz_rng_state << 17;
-    return pz_rng_state;
+    return test_xorshift64(&pz_rng_state);
 }
 
 /* PZ_COMMITS frames: the first 0 bytes, then max_commit_bytes of JSON lines, then
@@ -169,26 +166,12 @@ static void test_run_cat_verify_zstd(void)
 
 int main(void)
 {
-    const char *bindir = getenv("S3C_BIN_DIR");
-    if (!bindir) {
-        fprintf(stderr, "S3C_BIN_DIR is not set (run through ctest)\n");
-        return 1;
-    }
-    snprintf(bin_s3commit, sizeof(bin_s3commit), "%s/s3commit", bindir);
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/s3c-test-zstd-XXXXXX");
-    ASSERT(mkdtemp(tmpdir) != NULL);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGABRT, on_abort);
+    proc_test_init("zstd", bin_s3commit, sizeof(bin_s3commit), tmpdir, sizeof(tmpdir));
     ASSERT_EQ(mockproc_start(&mock, NULL), 0);
     track_child(mock.pid);
-
     RUN(test_run_cat_verify_zstd);
-
     untrack_child(mock.pid);
     mockproc_stop(&mock);
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    proc_test_done(tmpdir);
     return 0;
 }
