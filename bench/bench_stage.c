@@ -7,9 +7,9 @@
  * Little's law (k x batch / 20 ms); and the open time of a log of 100,000 objects (a
  * memory-store mock) with a current manifest and without one; and s3.compression (none,
  * zstd level 1 and 3) on JSON-like and on random commits: bytes sent per commit byte,
- * commits/s and the persistence thread's CPU share. `bench-stage [seconds] [case]` runs
- * one case (peak, latency_20ms, open, compression) when named. Every run is bounded in
- * time. Never run by make test. */
+ * commits/s, the persistence thread's CPU share and payload per CPU-second of it.
+ * `bench-stage [seconds] [case]` runs one case (peak, latency_20ms, open, compression)
+ * when named. Every run is bounded in time. Never run by make test. */
 #include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
