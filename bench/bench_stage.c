@@ -5,8 +5,12 @@
  * (If-None-Match on every PUT, the writer protocol) and off, and their ratio; with 20 ms of
  * injected server latency, throughput at max_in_flight_requests 1, 4, 16, 64 beside
  * Little's law (k x batch / 20 ms); and the open time of a log of 100,000 objects (a
- * memory-store mock) with a current manifest and without one. Every run is bounded in
- * time. Never run by make test. */
+ * memory-store mock) with a current manifest and without one; and s3.compression (none,
+ * zstd level 1 and 3) on JSON-like and on random commits: bytes sent per commit byte,
+ * commits/s, the persistence thread's CPU share and payload per CPU-second of it.
+ * `bench-stage [seconds] [case]` runs one case (peak, latency_20ms, open, compression)
+ * when named. Every run is bounded in time. Never run by make test. */
+#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -39,7 +43,44 @@ static void faults(const char *json)
     }
 }
 
-static bool conditional = true; /* s3.conditional_writes of the stages opened */
+/* ---- the stage's own thread: found as the one s3c_stage_open started, its CPU time read
+ * from /proc/self/task/<tid>/schedstat (nanoseconds on a CPU) ---- */
+
+static pid_t stage_tids[8]; /* the threads the last open_stage started */
+static int stage_ntids;
+
+static int tasks_list(pid_t *out, int max)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL && n < max)
+        if (e->d_name[0] != '.')
+            out[n++] = (pid_t)atoi(e->d_name);
+    closedir(d);
+    return n;
+}
+
+static uint64_t stage_cpu_ns(void)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < stage_ntids; i++) {
+        char path[64];
+        unsigned long long ns = 0;
+        snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)stage_tids[i]);
+        FILE *f = fopen(path, "r");
+        if (f && fscanf(f, "%llu", &ns) == 1)
+            sum += ns;
+        if (f)
+            fclose(f);
+    }
+    return sum;
+}
+
+static bool conditional = true;   /* s3.conditional_writes of the stages opened */
+static const char *s3_extra = ""; /* more members of "s3" for the stages opened */
 
 static s3c_stage *open_stage(const char *persistence, long ring_bytes)
 {
@@ -48,9 +89,11 @@ static s3c_stage *open_stage(const char *persistence, long ring_bytes)
     s3c_stage *st;
     snprintf(json, sizeof(json),
              "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"bench/\","
-             "\"conditional_writes\":%s},"
+             "\"conditional_writes\":%s%s},"
              "\"persistence\":{%s},\"pipeline\":{\"ring_bytes\":%ld}}",
-             mock.endpoint, conditional ? "true" : "false", persistence, ring_bytes);
+             mock.endpoint, conditional ? "true" : "false", s3_extra, persistence, ring_bytes);
+    pid_t before[64];
+    int nbefore = tasks_list(before, 64);
     if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0 ||
         s3c_stage_open(cfg, &st, err, sizeof(err)) != 0) {
         fprintf(stderr, "bench-stage: %s\n", err);
@@ -58,6 +101,17 @@ static s3c_stage *open_stage(const char *persistence, long ring_bytes)
     }
     s3c_config_free(cfg);
     sleep_ns(200000000); /* let the pool warm up */
+    /* The threads the open started (the persistence thread; metrics are off) */
+    pid_t after[64];
+    int nafter = tasks_list(after, 64);
+    stage_ntids = 0;
+    for (int i = 0; i < nafter && stage_ntids < 8; i++) {
+        bool old = false;
+        for (int j = 0; j < nbefore; j++)
+            old = old || after[i] == before[j];
+        if (!old)
+            stage_tids[stage_ntids++] = after[i];
+    }
     return st;
 }
 
@@ -86,6 +140,13 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Commits to cycle through instead of one repeated fill byte (the compression case). */
+struct workload {
+    unsigned char *data; /* every commit back to back */
+    size_t *off, *len;   /* commit i: data + off[i], len[i] bytes */
+    size_t n, bytes;
+};
+
 struct prod {
     s3c_stage *st;
     size_t size;
@@ -93,6 +154,8 @@ struct prod {
     double rate;     /* commits/s; 0 = as fast as the ring takes them */
     struct lat *lat; /* NULL: no latency record */
     uint64_t commits;
+    const struct workload *w; /* NULL: size bytes of 0x42 */
+    size_t next_w;            /* w: the next commit of the cycle */
 };
 
 static void *producer(void *p)
@@ -100,6 +163,8 @@ static void *producer(void *p)
     struct prod *a = p;
     char buf[65536];
     memset(buf, 0x42, sizeof(buf));
+    const void *data = buf;
+    size_t len = a->size;
     uint64_t start = s3c__now_ns(), next = start;
     while (s3c__now_ns() < a->deadline_ns) {
         int burst = 1000;
@@ -114,7 +179,12 @@ static void *producer(void *p)
         }
         for (int i = 0; i < burst; i++) {
             uint64_t t0 = s3c__now_ns(), seq;
-            if (s3c_submit(a->st, buf, a->size, 10000, &seq) != 0) {
+            if (a->w) {
+                data = a->w->data + a->w->off[a->next_w];
+                len = a->w->len[a->next_w];
+                a->next_w = (a->next_w + 1) % a->w->n;
+            }
+            if (s3c_submit(a->st, data, len, 10000, &seq) != 0) {
                 fprintf(stderr, "bench-stage: submit failed\n");
                 exit(1);
             }
@@ -129,17 +199,23 @@ static void *producer(void *p)
 struct run {
     double commits_per_s, mb_per_s, commits_per_put;
     uint64_t commits, batches;
+    double wall_s, stage_cpu_s; /* until the deadline: wall time, the stage thread's CPU */
+    double sent_per_byte;       /* after the drain: object bytes built / payload bytes */
 };
+
+static const struct workload *drive_workload; /* the producers' commits (NULL: fill bytes) */
 
 static struct run drive(s3c_stage *st, int producers, size_t size, double seconds, double rate,
                         struct lat *lat)
 {
     pthread_t t[8];
     struct prod a[8];
-    uint64_t t0 = s3c__now_ns();
+    uint64_t cpu0 = stage_cpu_ns(), t0 = s3c__now_ns();
     uint64_t deadline = t0 + (uint64_t)(seconds * 1e9);
     for (int i = 0; i < producers; i++) {
-        a[i] = (struct prod){st, size, deadline, rate / producers, lat, 0};
+        a[i] = (struct prod){st, size, deadline, rate / producers, lat, 0, drive_workload, 0};
+        if (drive_workload) /* far apart in the cycle: no commit repeats inside a batch */
+            a[i].next_w = drive_workload->n * (size_t)i / (size_t)producers;
         pthread_create(&t[i], NULL, producer, &a[i]);
     }
     uint64_t total = 0;
@@ -151,7 +227,8 @@ static struct run drive(s3c_stage *st, int producers, size_t size, double second
     struct s3c_stats s;
     s3c_stats_get(st, &s);
     double dt = (double)(s3c__now_ns() - t0) / 1e9;
-    struct run r = {.commits = s.commits_durable, .batches = s.batches_sent};
+    struct run r = {.commits = s.commits_durable, .batches = s.batches_sent, .wall_s = dt};
+    r.stage_cpu_s = (double)(stage_cpu_ns() - cpu0) / 1e9;
     r.commits_per_s = (double)s.commits_durable / dt;
     r.mb_per_s = (double)s.bytes_durable / dt / 1e6;
     r.commits_per_put = s.batches_sent ? (double)s.commits_durable / (double)s.batches_sent : 0;
@@ -163,6 +240,8 @@ static struct run drive(s3c_stage *st, int producers, size_t size, double second
                 rep.lost_first_seq, rep.lost_last_seq);
         exit(1);
     }
+    s3c_stats_get(st, &s);
+    r.sent_per_byte = s.bytes_durable ? (double)s.object_bytes / (double)s.bytes_durable : 0;
     return r;
 }
 
@@ -213,15 +292,10 @@ static uint64_t server_p99_us(size_t body, int count)
     return v;
 }
 
-int main(int argc, char **argv)
+/* 1-2. Peak (two producers as fast as the ring takes them, default knobs) and latency at
+ * half of peak (128-byte commits), with conditional writes on and then off. */
+static void bench_peak(double secs)
 {
-    double secs = argc > 1 ? atof(argv[1]) : 3.0;
-    const char *args[] = {"--store", "none", NULL};
-    if (mockproc_start(&mock, args) != 0)
-        return 1;
-
-    /* 1-2. Peak (two producers as fast as the ring takes them, default knobs) and latency
-     * at half of peak (128-byte commits), with conditional writes on and then off. */
     double peak_on = 0, peak_off = 0, p99_on = 0, p99_off = 0;
     for (int c = 0; c < 2; c++) {
         conditional = c == 0;
@@ -279,8 +353,11 @@ int main(int argc, char **argv)
            peak_on / peak_off, p99_on / p99_off,
            peak_on / peak_off >= 0.95 && p99_on / p99_off <= 1.05 ? "true" : "false");
     fflush(stdout);
+}
 
-    /* 3. 20 ms of server latency: throughput against Little's law, batches of 100. */
+/* 3. 20 ms of server latency: throughput against Little's law, batches of 100. */
+static void bench_latency(double secs)
+{
     faults("{\"latency_ms\":20}");
     int ks[] = {1, 4, 16, 64};
     for (int i = 0; i < 4; i++) {
@@ -299,13 +376,15 @@ int main(int argc, char **argv)
                ks[i], r.commits_per_s, ideal, r.commits_per_s / ideal, r.commits_per_put);
         fflush(stdout);
     }
-    mockproc_stop(&mock);
+}
 
-    /* 4. Open time of a log of 100,000 objects (one commit each) on a memory-store mock:
-     * with the manifest current, then with it deleted (the open lists the whole log). */
+/* 4. Open time of a log of 100,000 objects (one commit each) on a memory-store mock: with the
+ * manifest current, then with it deleted (the open lists the whole log). */
+static void bench_open(void)
+{
     const char *margs[] = {"--store", "memory", NULL};
     if (mockproc_start(&mock, margs) != 0)
-        return 1;
+        exit(1);
     {
         s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":1,"
                                    "\"max_in_flight_requests\":64,\"target_pool_size\":64",
@@ -354,5 +433,162 @@ int main(int argc, char **argv)
         }
     }
     mockproc_stop(&mock);
+}
+
+/* ---- 5. s3.compression: JSON-like commits and random bytes ---- */
+
+static uint64_t wl_rng = 0x5eed;
+
+static uint64_t wl_rand(void) /* splitmix64 */
+{
+    uint64_t z = (wl_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+#define WL_COMMITS 16384 /* more than a batch holds (1000): a batch never repeats a commit */
+
+/* Order and payment events as a transaction processor might commit them: fixed field names,
+ * values that vary (ids, amounts, times, 1-4 line items, a random request id): 230-520 bytes. */
+static void wl_json(struct workload *w)
+{
+    static const char *const events[] = {"order.created", "order.paid", "order.shipped",
+                                         "payment.captured", "order.cancelled"};
+    static const char *const tiers[] = {"bronze", "silver", "gold", "platinum"};
+    static const char *const countries[] = {"DE", "FR", "US", "GB", "NL", "JP", "BR", "IN"};
+    static const char *const channels[] = {"web", "ios", "android", "pos"};
+    static const char *const currencies[] = {"EUR", "USD", "GBP", "JPY"};
+    w->data = malloc((size_t)WL_COMMITS * 1024);
+    w->off = calloc(WL_COMMITS, sizeof(size_t));
+    w->len = calloc(WL_COMMITS, sizeof(size_t));
+    w->n = WL_COMMITS;
+    w->bytes = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        char *o = (char *)w->data + w->bytes;
+        int n = snprintf(o, 1024,
+                         "{\"event\":\"%s\",\"event_id\":\"evt_%016" PRIx64
+                         "\",\"ts\":\"2026-12-01T%02d:%02d:"
+                         "%02d.%03dZ\",\"order\":{\"id\":\"ord_%09" PRIu64
+                         "\",\"customer\":{\"id\":\"cus_%06" PRIu64
+                         "\",\"tier\":\"%s\",\"country\":\"%s\"},\"channel\":\"%s\",\"currency\":"
+                         "\"%s\",\"items\":[",
+                         events[wl_rand() % 5], wl_rand(), (int)(i / 3600 % 24), (int)(i / 60 % 60),
+                         (int)(i % 60), (int)(wl_rand() % 1000), 100000000 + i * 7 + wl_rand() % 7,
+                         wl_rand() % 1000000, tiers[wl_rand() % 4], countries[wl_rand() % 8],
+                         channels[wl_rand() % 4], currencies[wl_rand() % 4]);
+        uint64_t total = 0, items = 1 + wl_rand() % 4;
+        for (uint64_t k = 0; k < items; k++) {
+            uint64_t qty = 1 + wl_rand() % 5, price = 99 + wl_rand() % 50000;
+            total += qty * price;
+            n += snprintf(o + n, (size_t)(1024 - n),
+                          "%s{\"sku\":\"SKU-%05" PRIu64 "\",\"qty\":%" PRIu64
+                          ",\"unit_price_cents\":%" PRIu64 "}",
+                          k ? "," : "", wl_rand() % 100000, qty, price);
+        }
+        n += snprintf(o + n, (size_t)(1024 - n),
+                      "],\"total_cents\":%" PRIu64 ",\"status\":\"%s\"},\"trace\":{\"request_id\":"
+                      "\"%016" PRIx64 "\",\"ip\":\"10.%d.%d.%d\"}}",
+                      total, wl_rand() % 3 ? "pending" : "confirmed", wl_rand(),
+                      (int)(wl_rand() % 256), (int)(wl_rand() % 256), (int)(wl_rand() % 256));
+        w->off[i] = w->bytes;
+        w->len[i] = (size_t)n;
+        w->bytes += (size_t)n;
+    }
+}
+
+/* Random bytes, commit for commit as long as the JSON ones. */
+static void wl_random(struct workload *w, const struct workload *like)
+{
+    w->n = like->n;
+    w->bytes = like->bytes;
+    w->data = malloc(w->bytes);
+    w->off = calloc(w->n, sizeof(size_t));
+    w->len = calloc(w->n, sizeof(size_t));
+    memcpy(w->off, like->off, w->n * sizeof(size_t));
+    memcpy(w->len, like->len, w->n * sizeof(size_t));
+    for (size_t i = 0; i + 8 <= w->bytes; i += 8) {
+        uint64_t v = wl_rand();
+        memcpy(w->data + i, &v, 8);
+    }
+}
+
+static void wl_free(struct workload *w)
+{
+    free(w->data);
+    free(w->off);
+    free(w->len);
+}
+
+/* Each workload with compression none, zstd 1 and zstd 3 (the default level), default
+ * persistence knobs, two producers as fast as the ring takes them: bytes sent per commit byte
+ * (object bytes built over payload bytes, headers and trailers included), commits/s, how
+ * busy the persistence thread was (its CPU time over the wall time), and the payload it
+ * moved per second of its own CPU: the most it can carry with a core to itself, a figure
+ * that holds still when other processes take the CPU and commits/s do not. */
+static void bench_compression(double secs)
+{
+    struct workload wl[2];
+    wl_json(&wl[0]);
+    wl_random(&wl[1], &wl[0]);
+    static const char *const wnames[] = {"json", "random"};
+    static const struct {
+        const char *name, *s3;
+        int level;
+    } modes[] = {
+        {"none", "", 0},
+        {"zstd", ",\"compression\":\"zstd\",\"compression_level\":1", 1},
+        {"zstd", ",\"compression\":\"zstd\",\"compression_level\":3", 3},
+    };
+    for (int w = 0; w < 2; w++) {
+        double cps[3], ceiling[3];
+        for (int m = 0; m < 3; m++) {
+            s3_extra = modes[m].s3;
+            drive_workload = &wl[w];
+            s3c_stage *st = open_stage("\"batch_timeout_ms\":5", 64L << 20);
+            struct run r = drive(st, 2, 0, secs, 0, NULL);
+            s3c_stage_close(st, NULL);
+            cps[m] = r.commits_per_s;
+            ceiling[m] = r.mb_per_s * r.wall_s / r.stage_cpu_s;
+            printf("{\"bench\":\"stage\",\"case\":\"compression\",\"workload\":\"%s\","
+                   "\"compression\":\"%s\",\"level\":%d,\"avg_commit_bytes\":%.0f,\"producers\":2,"
+                   "\"commits_per_s\":%.0f,\"payload_mb_per_s\":%.1f,"
+                   "\"sent_bytes_per_commit_byte\":%.3f,\"commits_per_put\":%.1f,"
+                   "\"stage_thread_cpu_s\":%.2f,\"wall_s\":%.2f,\"stage_thread_busy\":%.2f,"
+                   "\"payload_mb_per_stage_cpu_s\":%.0f,\"stage_threads\":%d}\n",
+                   wnames[w], modes[m].name, modes[m].level, (double)wl[w].bytes / (double)wl[w].n,
+                   r.commits_per_s, r.mb_per_s, r.sent_per_byte, r.commits_per_put, r.stage_cpu_s,
+                   r.wall_s, r.stage_cpu_s / r.wall_s, ceiling[m], stage_ntids);
+            fflush(stdout);
+        }
+        printf("{\"bench\":\"stage\",\"case\":\"compression_cost\",\"workload\":\"%s\","
+               "\"zstd1_over_none_commits_per_s\":%.3f,\"zstd3_over_none_commits_per_s\":%.3f,"
+               "\"zstd1_over_none_stage_ceiling\":%.3f,\"zstd3_over_none_stage_ceiling\":%.3f}\n",
+               wnames[w], cps[1] / cps[0], cps[2] / cps[0], ceiling[1] / ceiling[0],
+               ceiling[2] / ceiling[0]);
+        fflush(stdout);
+    }
+    s3_extra = "";
+    drive_workload = NULL;
+    wl_free(&wl[0]);
+    wl_free(&wl[1]);
+}
+
+int main(int argc, char **argv)
+{
+    double secs = argc > 1 ? atof(argv[1]) : 3.0;
+    const char *only = argc > 2 ? argv[2] : NULL; /* one case by name */
+    const char *args[] = {"--store", "none", NULL};
+    if (mockproc_start(&mock, args) != 0)
+        return 1;
+    if (!only || strcmp(only, "peak") == 0)
+        bench_peak(secs);
+    if (!only || strcmp(only, "compression") == 0)
+        bench_compression(secs);
+    if (!only || strcmp(only, "latency_20ms") == 0)
+        bench_latency(secs);
+    mockproc_stop(&mock);
+    if (!only || strcmp(only, "open") == 0)
+        bench_open();
     return 0;
 }

@@ -375,9 +375,10 @@ static enum rd_step rd_next_object(struct s3c_reader *r)
                 rd_fail(r, zrc, "%s: %s", s->key, why);
                 return RD_ERROR;
             }
-            free(s->body);
+            rd_buf_put(r, s->body, s->cap);
             s->body = plain;
             s->len = plen;
+            s->cap = plen; /* plain's own size: a spare keeps the capacity it really has */
         }
         if (obj_decode(s->body, s->len, &h, NULL, NULL, why, sizeof(why)) != 0) {
             rd_fail(r, S3C_ECORRUPT, "%s: %s", s->key, why);

@@ -20,6 +20,7 @@
 #include "mockproc.h"
 #include "s3commit.h"
 #include "support/mockstats.h"
+#include "support/stage_open.h"
 #include "test.h"
 
 #define AK "AKIDREADERTEST000001"
@@ -167,20 +168,7 @@ static s3c_config *mkcfg(const char *prefix, const char *persistence)
 
 static s3c_stage *open_stage(const char *prefix, const char *persistence)
 {
-    s3c_config *cfg = mkcfg(prefix, persistence);
-    s3c_stage *st;
-    char err[512];
-    if (s3c_stage_open(cfg, &st, err, sizeof(err)) != 0)
-        TEST_FAIL_("stage open: %s", err);
-    s3c_config_free(cfg);
-    return st;
-}
-
-static void close_stage(s3c_stage *st)
-{
-    struct s3c_close_report rep;
-    ASSERT_EQ(s3c_stage_close(st, &rep), 0);
-    ASSERT_UEQ(rep.lost_first_seq, 0);
+    return test_stage_open(mkcfg(prefix, persistence));
 }
 
 static s3c_reader *open_reader(const char *prefix, uint64_t from, uint64_t to, int follow)
@@ -200,10 +188,7 @@ static s3c_reader *open_reader(const char *prefix, uint64_t from, uint64_t to, i
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rng(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return test_xorshift64(&rng_state);
 }
 
 struct commits {
@@ -275,7 +260,7 @@ static void test_round_trip(void)
     s3c_stage *st = open_stage("rt/", "\"batch_bytes_threshold\":300000,\"batch_timeout_ms\":5");
     submit_random(st, &rt, 300);
     ASSERT_EQ(s3c_wait_durable(st, rt.seq[rt.n - 1], 20000), 0);
-    close_stage(st);
+    test_stage_close(st);
     rt_objects = list_firsts("rt/", rt_firsts, 1000);
     ASSERT_GE(rt_objects, 10); /* many objects, so seeks land inside them */
 
@@ -362,7 +347,7 @@ static void test_epochs_and_orphans(void)
     s3c_stage *st = open_stage("ep/", "\"batch_size_threshold\":1");
     submit_random(st, &c, 5); /* seqs 2..6, one object each */
     ASSERT_EQ(s3c_wait_durable(st, c.seq[4], 10000), 0);
-    close_stage(st);
+    test_stage_close(st);
     ASSERT_UEQ(c.seq[0], 2);
 
     /* The second writer batches its five commits into one object (a long timeout, the
@@ -374,7 +359,7 @@ static void test_epochs_and_orphans(void)
     ASSERT_UEQ(info.control_seq, 7);
     submit_random(st, &c, 5); /* 8..12 */
     ASSERT_EQ(s3c_wait_durable(st, c.seq[9], 10000), 0);
-    close_stage(st);
+    test_stage_close(st);
     uint64_t firsts[64];
     int n = list_firsts("ep/", firsts, 64);
     ASSERT_GE(n, 8); /* 1, 2..6, 7, then 8.. in one or more objects */
@@ -525,7 +510,7 @@ static void test_follow(void)
         usleep((useconds_t)(rng() % 150) * 1000);
     }
     ASSERT_EQ(pthread_join(t, NULL), 0);
-    close_stage(st);
+    test_stage_close(st);
     if (f.error)
         TEST_FAIL_("follower: %s: %s", s3c_strerror(f.error), f.msg);
     uint64_t worst = 0;
@@ -550,7 +535,7 @@ static void write_small_log(const char *prefix, struct commits *c, uint64_t *fir
     s3c_stage *st = open_stage(prefix, "\"batch_size_threshold\":3,\"batch_timeout_ms\":10000");
     submit_random(st, c, 30);
     ASSERT_EQ(s3c_wait_durable(st, c->seq[c->n - 1], 10000), 0);
-    close_stage(st);
+    test_stage_close(st);
     *n = list_firsts(prefix, firsts, 64);
     ASSERT_GE(*n, 11); /* a batch may split where the ring wraps */
 }
@@ -679,7 +664,7 @@ static void test_seek_is_cheap(void)
         ASSERT_EQ(s3c_submit(st, p, (size_t)n, 5000, &seq), 0);
     }
     ASSERT_EQ(s3c_wait_durable(st, seq, 120000), 0);
-    close_stage(st);
+    test_stage_close(st);
     ASSERT_UEQ(seq, N + 1);
 
     ASSERT_EQ(mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, (char[4096]){0}, 4096), 204);

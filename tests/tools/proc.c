@@ -233,3 +233,23 @@ void write_file(const char *path, const char *text)
     fputs(text, f);
     ASSERT(fclose(f) == 0);
 }
+
+void proc_test_init(const char *tag, char *bin, size_t binlen, char *tmpdir, size_t tmplen)
+{
+    const char *bindir = getenv("S3C_BIN_DIR");
+    if (!bindir)
+        TEST_FAIL_("S3C_BIN_DIR is not set (run through ctest)");
+    snprintf(bin, binlen, "%s/s3commit", bindir);
+    snprintf(tmpdir, tmplen, "/tmp/s3c-test-%s-XXXXXX", tag);
+    ASSERT(mkdtemp(tmpdir) != NULL);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGABRT, on_abort);
+}
+
+void proc_test_done(const char *tmpdir)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}

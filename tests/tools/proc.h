@@ -51,4 +51,10 @@ int run(const char *const *argv, const struct buf *in, struct proc *p, int ms);
 
 void write_file(const char *path, const char *text);
 
+/* The start of a test of the programs: $S3C_BIN_DIR/s3commit into bin (the test fails when
+ * ctest did not set S3C_BIN_DIR), a fresh /tmp/s3c-test-<tag>-XXXXXX into tmpdir, SIGPIPE
+ * ignored and on_abort installed. proc_test_done removes tmpdir and what it holds. */
+void proc_test_init(const char *tag, char *bin, size_t binlen, char *tmpdir, size_t tmplen);
+void proc_test_done(const char *tmpdir);
+
 #endif

@@ -450,20 +450,8 @@ static void test_kill_restart(void)
 
 int main(void)
 {
-    const char *bindir = getenv("S3C_BIN_DIR");
-    if (!bindir) {
-        fprintf(stderr, "S3C_BIN_DIR is not set (run through ctest)\n");
-        return 1;
-    }
-    snprintf(bin_s3commit, sizeof(bin_s3commit), "%s/s3commit", bindir);
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/s3c-test-kill-XXXXXX");
-    ASSERT(mkdtemp(tmpdir) != NULL);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGABRT, on_abort);
+    proc_test_init("kill", bin_s3commit, sizeof(bin_s3commit), tmpdir, sizeof(tmpdir));
     RUN(test_kill_restart);
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    proc_test_done(tmpdir);
     return 0;
 }
