@@ -72,7 +72,7 @@ const struct cfg_key cfg_keys[] = {
      NULL},
 
     {"spool", "dir", CFG_KEY_STR, F(spool.dir), 0, 0, NULL, NULL},
-    {"spool", "max_bytes", CFG_KEY_I64, F(spool.max_bytes), MIB, 1LL << 50, NULL, NULL},
+    {"spool", "max_bytes", CFG_KEY_I64, F(spool.max_bytes), 128 * 1024, 1LL << 50, NULL, NULL},
     {"spool", "segment_bytes", CFG_KEY_I64, F(spool.segment_bytes), 64 * 1024, 4096 * MIB, NULL,
      NULL},
 

@@ -447,8 +447,8 @@ static void stage_retry_later(struct s3c_stage *st, struct batch *b, bool fatal,
                     "event=stage_degraded key=%s attempts=%d durable_seq=%" PRIu64
                     " local_seq=%" PRIu64 " error=\"%s\" msg=\"retries spent; the spool keeps "
                     "every commit, retrying every %d ms\"",
-                    b->key, b->attempts, atomic_load(&st->durable),
-                    spool_local_seq(st->spool), why, st->cfg.persistence.max_retry_delay_ms);
+                    b->key, b->attempts, atomic_load(&st->durable), spool_local_seq(st->spool), why,
+                    st->cfg.persistence.max_retry_delay_ms);
         }
         uint64_t cap = (uint64_t)st->cfg.persistence.max_retry_delay_ms;
         uint64_t delay_ms = cap / 2 + stage_rand64(st) % (cap / 2 + 1);
@@ -557,13 +557,16 @@ void *stage_persistence_main(void *arg)
             /* Every commit to the spool at once; batches by the same triggers. */
             stage_spool_take(st);
             stage_spool_release(st);
-            while (!failed && st->outstanding < st->nbatches && st->ndone < st->maxdone) {
+            while (!failed && st->outstanding < st->nbatches &&
+                   st->ndone + st->outstanding < st->maxdone) {
                 struct batch *b = stage_free_slot(st);
                 int rc = stage_spool_form(st, b, now, closing, &timeout);
                 if (rc < 0) { /* the spool cannot give them back: nothing from here is acked */
-                    S3C_LOG(S3C_LOG_ERROR, "event=stage_failed first_seq=%" PRIu64
-                            " durable_seq=%" PRIu64 " error=\"the spool cannot give these "
-                            "commits back\"", st->next_batch, atomic_load(&st->durable));
+                    S3C_LOG(S3C_LOG_ERROR,
+                            "event=stage_failed first_seq=%" PRIu64 " durable_seq=%" PRIu64
+                            " error=\"the spool cannot give these "
+                            "commits back\"",
+                            st->next_batch, atomic_load(&st->durable));
                     stage_fail_from(st, st->next_batch, S3C_EFAILED);
                 }
                 if (rc <= 0)
@@ -577,7 +580,7 @@ void *stage_persistence_main(void *arg)
             ring_held = spool_req_next(st->spool) == NULL;
         }
         while (!st->spool && !failed && st->outstanding < st->nbatches &&
-               st->ndone < st->maxdone) {
+               st->ndone + st->outstanding < st->maxdone) {
             rd = ring_poll_sc(st->ring, (uint32_t)p->batch_size_threshold,
                               (uint64_t)p->batch_bytes_threshold);
             if (rd.count == 0)

@@ -288,7 +288,7 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     if (!st->batches)
         goto out_free_stage;
     st->maxdone = st->nbatches * 4; /* as many as the ring holds for in-order release */
-    st->done = calloc((size_t)st->maxdone + 1, sizeof(*st->done));
+    st->done = calloc((size_t)st->maxdone + 1, sizeof(*st->done)); /* ndone + outstanding <= maxdone */
     if (!st->done)
         goto out_free_batches;
     /* s3.compression zstd: a compressor for the persistence thread and, per batch, room

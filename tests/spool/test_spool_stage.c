@@ -1,0 +1,328 @@
+/* The local spool under a stage, against s3commit-mock: an outage longer than the retries
+ * degrades the stage instead of failing it and is ridden out in bounded memory; a full
+ * spool pushes back on producers; a failing fdatasync or write stops the intake without
+ * calling anything locally durable that was not fsync'd; one process per spool; what a
+ * closed stage left in the spool is sent by the next open. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "mockproc.h"
+#include "s3commit.h"
+#include "spool/spool.h"
+#include "support/mockstats.h"
+#include "test.h"
+
+static struct mockproc mock;
+static char dir[64];
+
+#define OUTAGE "{\"error_rate\":1.0,\"error_status\":503,\"key_prefix\":\"sp/log/\"}"
+#define HEALED "{\"error_rate\":0}"
+
+static void sp_fresh_dir(void)
+{
+    char cmd[128];
+    snprintf(dir, sizeof(dir), "/tmp/s3c-spool-test-XXXXXX");
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s/spool", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+static void sp_rm_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+/* max_bytes: the spool's bound; the ring is 1 MiB, so a few MiB of commits must go through
+ * the spool, not the ring. */
+static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
+{
+    char json[2048];
+    s3c_config *cfg = NULL;
+    s3c_stage *st = NULL;
+    snprintf(json, sizeof(json),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"sp/\"},"
+             "\"persistence\":{\"batch_bytes_threshold\":65536,\"max_retry_attempts\":1,"
+             "\"retry_base_delay_ms\":10,\"max_retry_delay_ms\":200,"
+             "\"shutdown_timeout_ms\":1000,\"max_in_flight_requests\":4,"
+             "\"target_pool_size\":4},"
+             "\"pipeline\":{\"ring_bytes\":1048576,\"max_commit_bytes\":16384},"
+             "\"spool\":{\"dir\":\"%s/spool\",\"segment_bytes\":262144,\"max_bytes\":%lld}}",
+             mock.endpoint, dir, max_bytes);
+    ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, errlen), 0);
+    int rc = s3c_stage_open(cfg, &st, err, errlen);
+    s3c_config_free(cfg);
+    return rc == 0 ? st : NULL;
+}
+
+static s3c_stage *sp_open_ok(long long max_bytes)
+{
+    char err[1024];
+    s3c_stage *st = sp_open(max_bytes, err, sizeof(err));
+    if (!st)
+        TEST_FAIL_("stage open: %s", err);
+    return st;
+}
+
+/* Commit i of a test: its length and bytes follow from i. */
+static size_t sp_len(uint64_t i)
+{
+    return 200 + (i * 7919) % 1800;
+}
+
+static void sp_fill(uint64_t i, unsigned char *out)
+{
+    size_t n = sp_len(i);
+    for (size_t j = 0; j < n; j++)
+        out[j] = (unsigned char)(i * 31 + j * 7);
+}
+
+/* Submits commits [from, to) (index i) and checks each gets seq first_seq + i. */
+static int sp_submit(s3c_stage *st, uint64_t first_seq, uint64_t from, uint64_t to, int timeout)
+{
+    unsigned char buf[4096];
+    for (uint64_t i = from; i < to; i++) {
+        uint64_t seq;
+        sp_fill(i, buf);
+        int rc = s3c_submit(st, buf, sp_len(i), timeout, &seq);
+        if (rc != 0)
+            return rc;
+        ASSERT_UEQ(seq, first_seq + i);
+    }
+    return 0;
+}
+
+/* Reads seqs first_seq .. first_seq + n - 1 back from S3 with the reader and checks every
+ * byte of commit i. */
+static void sp_read_back(uint64_t first_seq, uint64_t n)
+{
+    char json[512], err[512];
+    s3c_config *cfg;
+    s3c_reader *r;
+    unsigned char want[4096];
+    snprintf(json, sizeof(json),
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"sp/\"}}",
+             mock.endpoint);
+    ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)), 0);
+    struct s3c_reader_opts o = {.from_seq = first_seq, .to_seq = first_seq + n - 1};
+    ASSERT_EQ(s3c_reader_open(cfg, &o, &r, err, sizeof(err)), 0);
+    s3c_config_free(cfg);
+    struct s3c_record rec;
+    uint64_t i = 0;
+    int rc;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0) {
+        if (rec.control)
+            continue;
+        ASSERT_UEQ(rec.seq, first_seq + i);
+        sp_fill(i, want);
+        ASSERT_UEQ(rec.len, sp_len(i));
+        ASSERT_MEM_EQ(rec.data, want, rec.len);
+        i++;
+    }
+    if (rc != S3C_EEND)
+        TEST_FAIL_("reader: %s", s3c_reader_error(r));
+    ASSERT_UEQ(i, n);
+    s3c_reader_close(r);
+}
+
+static uint64_t sp_first_seq(s3c_stage *st)
+{
+    struct s3c_stage_info info;
+    ASSERT_EQ(s3c_stage_info(st, &info), 0);
+    return info.first_seq;
+}
+
+/* 3 MiB of commits through a 1 MiB ring while every PUT fails: none refused, L follows,
+ * W waits, the stage is degraded and not failed; then S3 heals and all of it lands. */
+static void outage_rides_on_the_spool(void)
+{
+    sp_fresh_dir();
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(st);
+    mock_faults(&mock, OUTAGE);
+    ASSERT_EQ(sp_submit(st, first, 0, 3000, 10000), 0);
+    uint64_t last = first + 2999;
+    ASSERT_EQ(s3c_wait_local(st, last, 10000), 0);
+    struct s3c_stats s;
+    ASSERT_WITHIN(5000, (s3c_stats_get(st, &s), s.degraded == 1));
+    ASSERT_EQ(s.failed, 0);
+    ASSERT_UEQ(s.durable_seq, first - 1); /* only our control record */
+    ASSERT_GT(s.spool_bytes, 3000 * 200);
+    ASSERT_GE(s.local_seq, last);
+    mock_faults(&mock, HEALED);
+    ASSERT_EQ(s3c_wait_durable(st, last, 20000), 0);
+    s3c_stats_get(st, &s);
+    ASSERT_EQ(s.degraded, 0);
+    ASSERT_GT(s.spool_reads, 0); /* the ring was reused: objects came from the spool */
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), 0);
+    ASSERT_UEQ(rep.lost_first_seq, 0);
+    sp_read_back(first, 3000);
+    sp_rm_dir();
+}
+
+/* A full spool (512 KiB) pushes back: a submit with a timeout times out; once S3 heals,
+ * W frees segments and producers go on. */
+static void full_spool_pushes_back(void)
+{
+    sp_fresh_dir();
+    s3c_stage *st = sp_open_ok(512 * 1024);
+    uint64_t first = sp_first_seq(st);
+    mock_faults(&mock, OUTAGE);
+    uint64_t n = 0;
+    int rc = 0;
+    while (n < 20000 && (rc = sp_submit(st, first, n, n + 1, 300)) == 0)
+        n++;
+    ASSERT_EQ(rc, S3C_ETIMEDOUT);
+    ASSERT_LT(n, 4000); /* 512 KiB of spool + 1 MiB of ring hold far fewer than 20000 */
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_EQ(s.spool_full, 1);
+    ASSERT_EQ(s.failed, 0);
+    ASSERT_LE(s.spool_bytes, 512 * 1024);
+    mock_faults(&mock, HEALED);
+    ASSERT_EQ(sp_submit(st, first, n, n + 2000, 20000), 0);
+    ASSERT_EQ(s3c_wait_durable(st, first + n + 1999, 20000), 0);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), 0);
+    ASSERT_UEQ(rep.lost_first_seq, 0);
+    sp_read_back(first, n + 2000);
+    sp_rm_dir();
+}
+
+/* ---- injected disk faults ------------------------------------------------------------ */
+
+static _Atomic int fail_fsync_after = -1, fail_write_after = -1;
+
+static int sp_fdatasync(int fd)
+{
+    if (atomic_load(&fail_fsync_after) == 0) {
+        errno = EIO;
+        return -1;
+    }
+    if (atomic_load(&fail_fsync_after) > 0)
+        atomic_fetch_sub(&fail_fsync_after, 1);
+    return fdatasync(fd);
+}
+
+static ssize_t sp_writev(int fd, const struct iovec *iov, int n)
+{
+    if (atomic_load(&fail_write_after) == 0) {
+        errno = ENOSPC;
+        return -1;
+    }
+    if (atomic_load(&fail_write_after) > 0)
+        atomic_fetch_sub(&fail_write_after, 1);
+    return writev(fd, iov, n);
+}
+
+static const struct spool_io sp_io = {.writev = sp_writev, .fdatasync = sp_fdatasync};
+
+/* After the disk fails: the intake stops with S3C_EIO, L stays below what was not fsync'd,
+ * and what the stage already held still reaches S3. */
+static void disk_fault(_Atomic int *after, const char *what)
+{
+    sp_fresh_dir();
+    spool_test_io = &sp_io;
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(st);
+    ASSERT_EQ(sp_submit(st, first, 0, 200, 5000), 0);
+    ASSERT_EQ(s3c_wait_local(st, first + 199, 5000), 0);
+    ASSERT_EQ(s3c_wait_durable(st, first + 199, 10000), 0);
+    atomic_store(after, 0); /* the disk fails now */
+    uint64_t n = 200;
+    int rc = 0;
+    while (n < 100000 && (rc = sp_submit(st, first, n, n + 1, 5000)) == 0)
+        n++;
+    ASSERT_EQ(rc, S3C_EIO);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_EQ(s.spool_failed, 1);
+    ASSERT(strstr(s.last_error, what) != NULL);
+    ASSERT_LT(s.local_seq, first + n - 1);      /* what came after is not locally durable */
+    ASSERT_EQ(s3c_wait_local(st, first + n - 1, 1000), S3C_EIO);
+    ASSERT_EQ(s3c_wait_durable(st, first + n - 1, 20000), 0); /* but all of it is in S3 */
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), 0);
+    ASSERT_UEQ(rep.lost_first_seq, 0);
+    spool_test_io = NULL;
+    atomic_store(after, -1);
+    sp_read_back(first, n);
+    sp_rm_dir();
+}
+
+static void failing_fsync(void)
+{
+    disk_fault(&fail_fsync_after, "fdatasync");
+}
+
+static void failing_write(void)
+{
+    disk_fault(&fail_write_after, "No space left on device");
+}
+
+/* One process per spool: a second stage on the directory is refused, naming the holder. */
+static void second_stage_refused(void)
+{
+    char err[1024], pid[32];
+    sp_fresh_dir();
+    s3c_stage *a = sp_open_ok(64LL << 20);
+    s3c_stage *b = sp_open(64LL << 20, err, sizeof(err));
+    ASSERT(b == NULL);
+    snprintf(pid, sizeof(pid), "(pid %d)", (int)getpid());
+    ASSERT(strstr(err, "in use by another process") != NULL);
+    ASSERT(strstr(err, pid) != NULL);
+    uint64_t first = sp_first_seq(a);
+    ASSERT_EQ(sp_submit(a, first, 0, 10, 5000), 0); /* the first is unaffected */
+    ASSERT_EQ(s3c_wait_durable(a, first + 9, 10000), 0);
+    ASSERT_EQ(s3c_stage_close(a, NULL), 0);
+    sp_rm_dir();
+}
+
+/* A stage closed during an outage leaves its commits in the spool; the next open sends
+ * them with their seqs, then fences after them. */
+static void next_open_replays(void)
+{
+    sp_fresh_dir();
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(st);
+    mock_faults(&mock, OUTAGE);
+    ASSERT_EQ(sp_submit(st, first, 0, 1500, 10000), 0);
+    ASSERT_EQ(s3c_wait_local(st, first + 1499, 10000), 0);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), S3C_ETIMEDOUT);
+    ASSERT_UEQ(rep.lost_first_seq, first);
+    ASSERT_GE(rep.local_seq, first + 1499); /* not lost: in the spool */
+    mock_faults(&mock, HEALED);
+
+    st = sp_open_ok(64LL << 20);
+    struct s3c_stage_info info;
+    ASSERT_EQ(s3c_stage_info(st, &info), 0);
+    ASSERT_UEQ(info.control_seq, first + 1500); /* the fence goes after the spool */
+    ASSERT_EQ(s3c_wait_durable(st, first + 1500, 20000), 0);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_GT(s.replayed_batches, 0);
+    ASSERT_EQ(s3c_stage_close(st, &rep), 0);
+    sp_read_back(first, 1500);
+    sp_rm_dir();
+}
+
+int main(void)
+{
+    ASSERT_EQ(test_mock_start(&mock, NULL), 0);
+    RUN(outage_rides_on_the_spool);
+    RUN(full_spool_pushes_back);
+    RUN(failing_fsync);
+    RUN(failing_write);
+    RUN(second_stage_refused);
+    RUN(next_open_replays);
+    test_mock_stop(&mock);
+    return 0;
+}
