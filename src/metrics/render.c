@@ -123,6 +123,24 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
                   "1 once a newer writer took the log over (nothing more is acknowledged).",
                   st->fenced);
     metrics_gauge(&o, "s3commit_writer_epoch", "This stage's writer epoch.", st->epoch);
+    metrics_gauge(&o, "s3commit_local_seq",
+                  "L: every seq at or below it is fsync'd in the local spool (0: no spool).",
+                  st->local_seq);
+    metrics_gauge(&o, "s3commit_degraded",
+                  "1 while S3 does not take objects and the spool holds them (retries spent).",
+                  st->degraded);
+    metrics_gauge(&o, "s3commit_spool_bytes", "Bytes in the local spool's segment files.",
+                  st->spool_bytes);
+    metrics_gauge(&o, "s3commit_spool_full",
+                  "1 while the spool is full and producers feel backpressure.", st->spool_full);
+    metrics_gauge(&o, "s3commit_spool_failed",
+                  "1 once a spool write or fsync failed: no more commits are accepted.",
+                  st->spool_failed);
+    metrics_counter(&o, "s3commit_spool_reads_total",
+                    "Spool frames read back to build objects (after an outage, at replay).",
+                    st->spool_reads);
+    metrics_counter(&o, "s3commit_replayed_batches_total",
+                    "Objects re-sent from an earlier run's spool.", st->replayed_batches);
     metrics_counter(&o, "s3commit_settled_ours_total",
                     "412 answers read back as this writer's own earlier attempt.",
                     st->settled_ours);

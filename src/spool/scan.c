@@ -102,7 +102,8 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
         (*out)[(*n)++] = v;
     }
     closedir(d);
-    qsort(*out, *n, sizeof(**out), spool_cmp_u64);
+    if (*n > 1)
+        qsort(*out, *n, sizeof(**out), spool_cmp_u64);
     return 0;
 }
 
