@@ -382,17 +382,19 @@ static void *spool_main(void *arg)
         uint64_t from = atomic_load(&sp->written);
         pthread_mutex_lock(&sp->mu);
         for (;;) {
-            uint64_t pushed = atomic_load_explicit(&sp->pushed, memory_order_acquire);
+            /* Say we may sleep before looking (seq_cst, as spool_push): either we see its
+             * push, or it sees us asleep and signals under the mutex we hold. */
+            atomic_store(&sp->sleeping, true);
+            uint64_t pushed = atomic_load(&sp->pushed);
             bool work = pushed > from && !atomic_load(&sp->full);
             if (work || sp->stop || sp->poked)
                 break;
-            sp->sleeping = true;
             struct timespec ts = s3c__deadline_ts(atomic_load(&sp->full) ? 50 : 1000);
             pthread_cond_timedwait(&sp->cv, &sp->mu, &ts);
-            sp->sleeping = false;
             if (atomic_load(&sp->full))
                 break; /* look at W again */
         }
+        atomic_store(&sp->sleeping, false);
         bool stop = sp->stop;
         sp->poked = false;
         pthread_mutex_unlock(&sp->mu);
@@ -470,8 +472,8 @@ struct spool_req *spool_req_next(struct spool *sp)
 
 void spool_push(struct spool *sp)
 {
-    atomic_fetch_add_explicit(&sp->pushed, 1, memory_order_release);
-    if (sp->sleeping) { /* a racy peek: the thread also wakes every second by itself */
+    atomic_fetch_add(&sp->pushed, 1);
+    if (atomic_load(&sp->sleeping)) {
         pthread_mutex_lock(&sp->mu);
         pthread_cond_signal(&sp->cv);
         pthread_mutex_unlock(&sp->mu);

@@ -37,7 +37,8 @@ struct spool {
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool sleeping, stop, poked;
+    _Atomic bool sleeping; /* the thread may be waiting: a push signals */
+    bool stop, poked;      /* under mu */
 
     /* The thread's writing state. */
     int fd;                /* the open segment, or -1 */
