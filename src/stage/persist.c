@@ -376,7 +376,21 @@ static void stage_on_settle(void *ctx, enum settle_result r, const char *etag, c
     case SETTLE_RETRY:
         stage_retry_later(st, b, false, XPORT_FAIL_NONE, why);
         return;
-    case SETTLE_CHAIN: /* cannot happen past our own fence: the floor is our epoch */
+    case SETTLE_CHAIN: /* a replay met another writer's continuation of the log */
+        if (b->replayed) {
+            char w2[600];
+            snprintf(w2, sizeof(w2),
+                     "%s; the spool's seqs %" PRIu64 ".. cannot be placed (move spool.dir "
+                     "aside, keep it: it holds commits)",
+                     why, b->first);
+            CINC(fail_fatal, 1);
+            b->state = B_BACKOFF;
+            b->retry_at_ns = UINT64_MAX;
+            stage_fail(st, b, w2);
+            return;
+        }
+        /* cannot happen past our own fence, where the floor is our epoch */
+        __attribute__((fallthrough));
     case SETTLE_CORRUPT:
         CINC(fail_fatal, 1);
         stage_set_error(st, "PUT %s: %s", b->key, why);
@@ -408,7 +422,11 @@ static void stage_put_done(void *ctx, const struct xport_result *res)
                                     .trailer = b->trailer,
                                     .size = b->size,
                                     .epoch = b->replayed ? b->epoch : st->ws.epoch,
-                                    .floor_epoch = b->replayed ? b->epoch : st->ws.epoch,
+                                    /* a replay: older than the chain's last fence is an
+                                     * orphan; between it and the spool's run, another
+                                     * writer continued the log (SETTLE_CHAIN: we stop) */
+                                    .floor_epoch =
+                                        b->replayed ? st->ws.chain_start_epoch : st->ws.epoch,
                                     .replay = b->replayed,
                                     .done = stage_on_settle,
                                     .ctx = b};

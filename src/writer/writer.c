@@ -516,7 +516,10 @@ static int wopen_fence(struct wopen *o, const struct wchain *c, uint64_t after_s
                            .trailer = f.trailer,
                            .size = f.size,
                            .epoch = ws->epoch,
-                           .floor_epoch = c->start_epoch,
+                           /* Past a gap (after a spool's seqs) nothing is on the chain,
+                            * nobody acknowledged it: an older epoch's object there (a
+                            * crashed run's fence) is an orphan. */
+                           .floor_epoch = seq > c->end + 1 ? ws->epoch : c->start_epoch,
                            .done = wopen_on_settle,
                            .ctx = &w};
         rc = settle_start(&s);
