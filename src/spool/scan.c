@@ -257,8 +257,9 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
                      "segment %s cut at offset %" PRIu64 " (%" PRIu64 " bytes dropped): %s; "
                      "%zu later segment(s) dropped",
                      path, good, size - good, why, n - i - 1);
-            S3C_LOG(S3C_LOG_WARN, "event=spool_tail_cut path=%s offset=%" PRIu64
-                                  " dropped_bytes=%" PRIu64 " later_segments=%zu reason=\"%s\"",
+            S3C_LOG(S3C_LOG_WARN,
+                    "event=spool_tail_cut path=%s offset=%" PRIu64 " dropped_bytes=%" PRIu64
+                    " later_segments=%zu reason=\"%s\"",
                     path, good, size - good, n - i - 1, why);
             spool_cut(sp, names, n, i, good);
             n = i + 1;

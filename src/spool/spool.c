@@ -259,8 +259,9 @@ static void spool_fail(struct spool *sp, const char *what, int err)
     snprintf(sp->error, sizeof(sp->error), "%s", why);
     pthread_mutex_unlock(&sp->pubmu);
     atomic_store(&sp->failed, 1);
-    S3C_LOG(S3C_LOG_ERROR, "event=spool_failed op=%s seg=%" PRIu64 " local_seq=%" PRIu64
-                           " error=\"%s\"", what, sp->cur_seg, atomic_load(&sp->l), strerror(err));
+    S3C_LOG(S3C_LOG_ERROR,
+            "event=spool_failed op=%s seg=%" PRIu64 " local_seq=%" PRIu64 " error=\"%s\"", what,
+            sp->cur_seg, atomic_load(&sp->l), strerror(err));
     if (sp->o.on_error)
         sp->o.on_error(sp->o.ctx, why);
 }
@@ -284,21 +285,23 @@ static void spool_publish(struct spool *sp, uint64_t l, uint64_t written)
         sp->o.on_durable(sp->o.ctx, atomic_load(&sp->l));
 }
 
-int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj,
-                        size_t len, char *err, size_t errlen)
+int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj, size_t len,
+                        char *err, size_t errlen)
 {
     unsigned char h[SPOOL_FRAME_HEADER];
     static const unsigned char zeros[8];
-    struct spool_frame f = {.type = SPOOL_OBJECT, .len = (uint32_t)len, .first = seq,
-                            .last = seq, .epoch = epoch};
+    struct spool_frame f = {
+        .type = SPOOL_OBJECT, .len = (uint32_t)len, .first = seq, .last = seq, .epoch = epoch};
     const char *what = "write";
     sp->next_seq = seq;
     uint64_t size = spool_frame_size(len);
     spool_frame_encode(&f, h);
     uint32_t crc = crc32c_update(crc32c_update(0, h, 40), obj, len);
     spool_frame_seal(h, crc);
-    struct iovec iov[3] = {{h, sizeof(h)}, {(void *)obj, len}, {(void *)zeros, size - SPOOL_FRAME_HEADER - len}};
-    if (spool_ensure_segment(sp, size, &what) != 0 || (what = "write", spool_writev_all(sp, iov, 3)) != 0 ||
+    struct iovec iov[3] = {
+        {h, sizeof(h)}, {(void *)obj, len}, {(void *)zeros, size - SPOOL_FRAME_HEADER - len}};
+    if (spool_ensure_segment(sp, size, &what) != 0 ||
+        (what = "write", spool_writev_all(sp, iov, 3)) != 0 ||
         (what = "fdatasync", sp->io.fdatasync(sp->fd)) != 0 ||
         (what = "fsync of the directory", spool_fsync_dir(sp)) != 0) {
         snprintf(err, errlen, "spool %s: %s of segment %020" PRIu64 ".seg failed: %s", sp->dir,
@@ -323,8 +326,11 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
 
     for (uint64_t i = from; i < to; i++) {
         struct spool_req *r = &sp->q[i % sp->qcap];
-        struct spool_frame f = {.type = r->type, .first = r->first, .last = r->last,
-                                .epoch = r->epoch, .count = r->count};
+        struct spool_frame f = {.type = r->type,
+                                .first = r->first,
+                                .last = r->last,
+                                .epoch = r->epoch,
+                                .count = r->count};
         f.len = r->type == SPOOL_CHUNK ? (uint32_t)r->len : 0;
         uint64_t size = spool_frame_size(f.len);
         if (atomic_load(&sp->bytes) + size > sp->max_bytes && r->type != SPOOL_SEAL) {
@@ -431,8 +437,8 @@ static void *spool_main(void *arg)
                 }
             }
         }
-        if (stop && (atomic_load(&sp->written) >= to || atomic_load(&sp->failed) ||
-                     atomic_load(&sp->full)))
+        if (stop &&
+            (atomic_load(&sp->written) >= to || atomic_load(&sp->failed) || atomic_load(&sp->full)))
             break;
     }
     return NULL;
@@ -609,21 +615,23 @@ int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, v
         return S3C_EIO;
     if (pread(fd, h, sizeof(h), (off_t)pos->off) != (ssize_t)sizeof(h) ||
         spool_frame_decode(h, f, &crc) != 0 || pos->off + spool_frame_size(f->len) > end) {
-        snprintf(err, errlen, "spool: segment %020" PRIu64 ".seg offset %" PRIu64
-                 ": not a valid frame header", pos->seg, pos->off);
+        snprintf(err, errlen,
+                 "spool: segment %020" PRIu64 ".seg offset %" PRIu64 ": not a valid frame header",
+                 pos->seg, pos->off);
         return S3C_ECORRUPT;
     }
     if (buf) {
         if (f->len > cap) {
-            snprintf(err, errlen, "spool: segment %020" PRIu64 ".seg offset %" PRIu64
-                     ": a frame of %" PRIu32 " bytes does not fit %zu", pos->seg, pos->off,
-                     f->len, cap);
+            snprintf(err, errlen,
+                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64 ": a frame of %" PRIu32
+                     " bytes does not fit %zu",
+                     pos->seg, pos->off, f->len, cap);
             return S3C_ECORRUPT;
         }
         ssize_t got = pread(fd, buf, f->len, (off_t)(pos->off + SPOOL_FRAME_HEADER));
-        if (got != (ssize_t)f->len ||
-            crc32c_update(crc32c_update(0, h, 40), buf, f->len) != crc) {
-            snprintf(err, errlen, "spool: segment %020" PRIu64 ".seg offset %" PRIu64
+        if (got != (ssize_t)f->len || crc32c_update(crc32c_update(0, h, 40), buf, f->len) != crc) {
+            snprintf(err, errlen,
+                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64
                      ": the frame's CRC does not match (the disk lost or changed it)",
                      pos->seg, pos->off);
             return got < 0 ? S3C_EIO : S3C_ECORRUPT;

@@ -48,10 +48,10 @@ struct spool_req {
     enum spool_type type;
     uint64_t first, last, epoch;
     uint32_t count;
-    uint64_t len;          /* CHUNK: record bytes (headers and payloads) */
-    struct ring_batch rb;  /* CHUNK: the ring batch holding the records */
-    struct spool_pos pos;  /* written by the spool thread */
-    uint64_t user[4];      /* the persistence thread's own bookkeeping */
+    uint64_t len;         /* CHUNK: record bytes (headers and payloads) */
+    struct ring_batch rb; /* CHUNK: the ring batch holding the records */
+    struct spool_pos pos; /* written by the spool thread */
+    uint64_t user[4];     /* the persistence thread's own bookkeeping */
 };
 
 /* What the open found on disk. */
@@ -60,8 +60,8 @@ struct spool_scan {
     uint64_t bytes;               /* in segment files */
     int segments;
     uint64_t frames;
-    bool cut;                     /* a torn or corrupt tail was cut */
-    char cut_what[1024];           /* where and what, as words */
+    bool cut;            /* a torn or corrupt tail was cut */
+    char cut_what[1024]; /* where and what, as words */
 };
 
 /* A seal found at open: an object formed of first..last. */
@@ -81,12 +81,12 @@ extern const struct spool_io *spool_test_io;
 struct spool_opts {
     const char *dir;
     uint64_t max_bytes, segment_bytes;
-    uint32_t queue;               /* requests pushed and not yet freed, at most */
-    uint32_t rec_offset;          /* where a ring record's object record header starts */
-    const struct ring *ring;      /* whose batches CHUNK requests name */
-    const _Atomic uint64_t *w;    /* the S3-durable watermark: segments behind it go */
-    int notify_fd;                /* written (8 bytes) after every write group, or -1 */
-    void (*on_durable)(void *ctx, uint64_t l); /* L moved (spool thread) */
+    uint32_t queue;            /* requests pushed and not yet freed, at most */
+    uint32_t rec_offset;       /* where a ring record's object record header starts */
+    const struct ring *ring;   /* whose batches CHUNK requests name */
+    const _Atomic uint64_t *w; /* the S3-durable watermark: segments behind it go */
+    int notify_fd;             /* written (8 bytes) after every write group, or -1 */
+    void (*on_durable)(void *ctx, uint64_t l);    /* L moved (spool thread) */
     void (*on_error)(void *ctx, const char *why); /* the spool failed (spool thread, once) */
     void *ctx;
     const struct spool_io *io; /* NULL: real I/O */
@@ -105,8 +105,8 @@ const struct spool_seal *spool_seals(const struct spool *sp, size_t *n);
 
 /* Appends a whole object synchronously (before the thread starts): the run's control
  * record, so a replay can send it again byte for byte. Returns 0 or S3C_EIO. */
-int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj,
-                        size_t len, char *err, size_t errlen);
+int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj, size_t len,
+                        char *err, size_t errlen);
 
 /* Deletes every segment whose frames all lie at or below seq (at open, before the thread). */
 void spool_trim(struct spool *sp, uint64_t seq);
@@ -134,9 +134,9 @@ void spool_poke(struct spool *sp);
 
 uint64_t spool_local_seq(const struct spool *sp); /* L: every seq <= L is fsync'd */
 bool spool_failed(const struct spool *sp);
-bool spool_full(const struct spool *sp);          /* waiting for W to free room */
-uint64_t spool_bytes(const struct spool *sp);     /* in segment files now */
-const char *spool_error(const struct spool *sp);  /* "" until it failed */
+bool spool_full(const struct spool *sp);         /* waiting for W to free room */
+uint64_t spool_bytes(const struct spool *sp);    /* in segment files now */
+const char *spool_error(const struct spool *sp); /* "" until it failed */
 
 /* Finds the frame holding seq (a CHUNK or OBJECT frame whose first is seq). Returns 0,
  * S3C_EEND (no such frame) or S3C_EIO. */

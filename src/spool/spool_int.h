@@ -41,10 +41,10 @@ struct spool {
     bool stop, poked;      /* under mu */
 
     /* The thread's writing state. */
-    int fd;                /* the open segment, or -1 */
+    int fd; /* the open segment, or -1 */
     uint64_t cur_seg, cur_bytes;
-    uint64_t next_seq;     /* the next data seq: a new segment's name */
-    bool dir_dirty;        /* a segment was created since the last directory fsync */
+    uint64_t next_seq; /* the next data seq: a new segment's name */
+    bool dir_dirty;    /* a segment was created since the last directory fsync */
     uint64_t deleted_w;
     struct iovec iov[SPOOL_GROUP_IOV];
     unsigned char hdrs[SPOOL_GROUP_HEADERS][SPOOL_FRAME_HEADER];

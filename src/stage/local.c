@@ -120,8 +120,8 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
         st->seals = spool_seals(st->spool, &st->nseals);
         atomic_store(&st->durable, w);
         S3C_LOG(S3C_LOG_INFO,
-                "event=spool_replay first_seq=%" PRIu64 " last_seq=%" PRIu64
-                " epoch=%" PRIu64 " seals=%zu control_seq=%" PRIu64,
+                "event=spool_replay first_seq=%" PRIu64 " last_seq=%" PRIu64 " epoch=%" PRIu64
+                " seals=%zu control_seq=%" PRIu64,
                 w + 1, last, f.epoch, st->nseals, st->base);
     } else {
         spool_trim(st->spool, UINT64_MAX); /* all of it is in S3 already */

@@ -416,20 +416,20 @@ static void stage_put_done(void *ctx, const struct xport_result *res)
          * read it back. A 404 on If-Match: the orphan is gone (Ceph answers 412). */
         CINC(settles, 1);
         b->state = B_SETTLE;
-        b->settle = (struct settle){.x = st->x,
-                                    .key = b->key,
-                                    .header = b->header,
-                                    .trailer = b->trailer,
-                                    .size = b->size,
-                                    .epoch = b->replayed ? b->epoch : st->ws.epoch,
-                                    /* a replay: older than the chain's last fence is an
-                                     * orphan; between it and the spool's run, another
-                                     * writer continued the log (SETTLE_CHAIN: we stop) */
-                                    .floor_epoch =
-                                        b->replayed ? st->ws.chain_start_epoch : st->ws.epoch,
-                                    .replay = b->replayed,
-                                    .done = stage_on_settle,
-                                    .ctx = b};
+        b->settle =
+            (struct settle){.x = st->x,
+                            .key = b->key,
+                            .header = b->header,
+                            .trailer = b->trailer,
+                            .size = b->size,
+                            .epoch = b->replayed ? b->epoch : st->ws.epoch,
+                            /* a replay: older than the chain's last fence is an
+                             * orphan; between it and the spool's run, another
+                             * writer continued the log (SETTLE_CHAIN: we stop) */
+                            .floor_epoch = b->replayed ? st->ws.chain_start_epoch : st->ws.epoch,
+                            .replay = b->replayed,
+                            .done = stage_on_settle,
+                            .ctx = b};
         if (settle_start(&b->settle) == 0)
             return;
         stage_retry_later(st, b, false, XPORT_FAIL_NONE, "cannot start reading the key back");

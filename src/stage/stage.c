@@ -288,7 +288,8 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     if (!st->batches)
         goto out_free_stage;
     st->maxdone = st->nbatches * 4; /* as many as the ring holds for in-order release */
-    st->done = calloc((size_t)st->maxdone + 1, sizeof(*st->done)); /* ndone + outstanding <= maxdone */
+    st->done =
+        calloc((size_t)st->maxdone + 1, sizeof(*st->done)); /* ndone + outstanding <= maxdone */
     if (!st->done)
         goto out_free_batches;
     /* s3.compression zstd: a compressor for the persistence thread and, per batch, room
@@ -322,8 +323,8 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
                            .max_commit = (uint32_t)cfg->pipeline.max_commit_bytes,
                            /* in flight, plus succeeded ones held for in-order release;
                               with a spool, the chunks it holds */
-                           .max_batches = cfg->spool.dir[0] ? SPOOL_QUEUE
-                                                            : (uint32_t)st->nbatches * 4};
+                           .max_batches =
+                               cfg->spool.dir[0] ? SPOOL_QUEUE : (uint32_t)st->nbatches * 4};
     rc = ring_new(&ro, &st->ring);
     if (rc != 0) {
         snprintf(e, sizeof(e), "stage: cannot create the commit ring of %" PRId64 " bytes: %s",

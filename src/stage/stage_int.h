@@ -16,8 +16,8 @@
 #include "loop/loop.h"
 #include "metrics/metrics.h"
 #include "pipeline/ring.h"
-#include "spool/spool.h"
 #include "s3commit.h"
+#include "spool/spool.h"
 #include "transport/transport.h"
 #include "writer/writer.h"
 
@@ -57,16 +57,16 @@ struct batch {
     struct settle settle; /* B_SETTLE: reading the key back after a 412 */
     struct s3c_stage *st;
     /* With a spool (spooled.c). */
-    uint64_t epoch;          /* the object's: a replayed one keeps its run's */
-    bool replayed;           /* from a spool left by an earlier run: settle as a replay */
-    bool from_ring;          /* its spans point into the ring */
-    bool need_reload;        /* ring space under it was given back: read it from the spool */
-    bool whole;              /* buf holds the whole object (a spooled control record) */
-    struct spool_pos spos;   /* the frame of its first commit, once known */
+    uint64_t epoch;        /* the object's: a replayed one keeps its run's */
+    bool replayed;         /* from a spool left by an earlier run: settle as a replay */
+    bool from_ring;        /* its spans point into the ring */
+    bool need_reload;      /* ring space under it was given back: read it from the spool */
+    bool whole;            /* buf holds the whole object (a spooled control record) */
+    struct spool_pos spos; /* the frame of its first commit, once known */
     bool spos_valid;
-    unsigned char *buf;      /* records (or the whole object) read from the spool */
+    unsigned char *buf; /* records (or the whole object) read from the spool */
     size_t bufcap, buflen;
-    uint64_t t_sum;          /* submit times of its commits still in the ring, for latency */
+    uint64_t t_sum; /* submit times of its commits still in the ring, for latency */
     uint32_t t_n;
 };
 
@@ -95,7 +95,7 @@ struct s3c_stage {
     struct spool *spool;    /* spool.dir: the local spool, or NULL */
     int spool_efd;          /* written by the spool thread after each write group */
     struct loop_watch spool_w;
-    ZSTD_CCtx *zc;          /* s3.compression zstd: the persistence thread's compressor */
+    ZSTD_CCtx *zc; /* s3.compression zstd: the persistence thread's compressor */
     pthread_t thread;
     struct metrics_srv *metrics;
 
@@ -130,11 +130,11 @@ struct s3c_stage {
     int idle_spins; /* loop turns in a row that could neither sleep nor work */
 
     /* With a spool: what is not yet in a batch (spooled.c). */
-    uint64_t next_batch;     /* the first log seq not yet in a batch */
-    uint64_t acquired_last;  /* the last log seq taken from the ring */
-    uint64_t qnext;          /* the spool queue index of the first chunk not in a batch */
-    uint64_t replay_end;     /* a replay from an earlier run's spool ends here (0: none) */
-    struct spool_pos cur;    /* the spool frame of next_batch, when it is no longer in the ring */
+    uint64_t next_batch;    /* the first log seq not yet in a batch */
+    uint64_t acquired_last; /* the last log seq taken from the ring */
+    uint64_t qnext;         /* the spool queue index of the first chunk not in a batch */
+    uint64_t replay_end;    /* a replay from an earlier run's spool ends here (0: none) */
+    struct spool_pos cur;   /* the spool frame of next_batch, when it is no longer in the ring */
     bool cur_valid;
     const struct spool_seal *seals; /* an earlier run's object bounds (replay) */
     size_t nseals, seal_i;
@@ -189,7 +189,7 @@ void stage_spool_release(struct s3c_stage *st); /* ring space back, in order */
 int stage_spool_form(struct s3c_stage *st, struct batch *b, uint64_t now, bool closing,
                      int *timeout);
 int stage_spool_reload(struct s3c_stage *st, struct batch *b); /* 0, S3C_EEND (not yet), error */
-bool stage_spool_idle(const struct s3c_stage *st); /* nothing left to put in a batch */
+bool stage_spool_idle(const struct s3c_stage *st);             /* nothing left to put in a batch */
 void stage_on_spool_wake(void *ctx, int fd, unsigned events);
 
 #endif

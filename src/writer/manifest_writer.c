@@ -209,8 +209,8 @@ static void mw_start_manifest(struct mw *m)
                            .durable_seq = m->w,
                            .durable_first_seq = m->w_first,
                            /* W is at or past our fence, or (replaying a spool) before it */
-                           .start_epoch = m->w >= ws->control_seq ? ws->epoch
-                                                                  : ws->chain_start_epoch,
+                           .start_epoch =
+                               m->w >= ws->control_seq ? ws->epoch : ws->chain_start_epoch,
                            .max_batch_commits = ws->max_batch_commits,
                            .started_at_ms = ws->started_at_ms,
                            .updated_at_ms = writer_unix_ms()};

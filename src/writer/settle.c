@@ -49,8 +49,8 @@ static void settle_on_header(void *ctx, const struct xport_result *r)
                  (unsigned long long)h.last_seq);
         return settle_finish(s, SETTLE_CHAIN, why);
     }
-    if (s->replay && (memcmp(r->body, s->header, OBJ_HEADER_BYTES) != 0 ||
-                      r->object_size != s->size)) {
+    if (s->replay &&
+        (memcmp(r->body, s->header, OBJ_HEADER_BYTES) != 0 || r->object_size != s->size)) {
         snprintf(why, sizeof(why), "%s holds another attempt of epoch %llu (seqs %llu..%llu)",
                  s->key, (unsigned long long)h.epoch, (unsigned long long)h.first_seq,
                  (unsigned long long)h.last_seq);

@@ -245,7 +245,7 @@ static void disk_fault(_Atomic int *after, const char *what)
     s3c_stats_get(st, &s);
     ASSERT_EQ(s.spool_failed, 1);
     ASSERT(strstr(s.last_error, what) != NULL);
-    ASSERT_LT(s.local_seq, first + n - 1);      /* what came after is not locally durable */
+    ASSERT_LT(s.local_seq, first + n - 1); /* what came after is not locally durable */
     ASSERT_EQ(s3c_wait_local(st, first + n - 1, 1000), S3C_EIO);
     ASSERT_EQ(s3c_wait_durable(st, first + n - 1, 20000), 0); /* but all of it is in S3 */
     struct s3c_close_report rep;

@@ -374,7 +374,8 @@ static void out_of_order_acked_in_order(void)
     mock_faults(&mock, "{\"latency_ms\":0}");
     uint64_t last = submit_n(st, 20, 10);     /* four fast batches */
     ASSERT_WITHIN(5000, put_count(200) >= 5); /* the later batches are stored ... */
-    ASSERT_UEQ(s3c_durable_seq(st), 1);       /* ... but nothing past the control record is acknowledged */
+    ASSERT_UEQ(s3c_durable_seq(st),
+               1); /* ... but nothing past the control record is acknowledged */
     ASSERT_EQ(atomic_load(&ev.calls), 0);
     ASSERT_EQ(s3c_wait_durable(st, last, 5000), 0);
     ASSERT_UEQ(s3c_durable_seq(st), last);
@@ -431,7 +432,8 @@ static void held_batches_do_not_spin(void)
     s3c_stage *st = open_stage("\"batch_timeout_ms\":1,\"batch_size_threshold\":10,"
                                "\"max_in_flight_requests\":2,\"target_pool_size\":2");
     warm_then_faults(2, "{\"latency_ms\":3000}");
-    submit_n(st, 10, 10); /* batch 1..10, slow: 3 s, so a slow (sanitized, loaded) run still sees it held */
+    submit_n(st, 10,
+             10); /* batch 1..10, slow: 3 s, so a slow (sanitized, loaded) run still sees it held */
     wait_delayed("latency", 1);
     mock_faults(&mock, "{\"latency_ms\":0}");
     uint64_t last = submit_n(st, 200, 10); /* fast batches pile up behind it ... */

@@ -609,9 +609,8 @@ int cmd_run(const char *config_path, const char *input)
             tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
                        " are not in S3 (%s); of them, seqs up to %" PRIu64 " are in the spool "
                        "and the next start sends them%s%s",
-                       rep.lost_first_seq, rep.lost_last_seq, s3c_strerror(close_rc),
-                       rep.local_seq, stats.last_error[0] ? "; last error: " : "",
-                       stats.last_error);
+                       rep.lost_first_seq, rep.lost_last_seq, s3c_strerror(close_rc), rep.local_seq,
+                       stats.last_error[0] ? "; last error: " : "", stats.last_error);
         else if (rep.lost_first_seq)
             tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
                        " are not durable (%s)%s%s",
