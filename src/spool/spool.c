@@ -323,6 +323,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
     struct iovec *iov = sp->iov;
     int n = 0, nh = 0;
     uint64_t done = from;
+    atomic_store(&sp->full, 0); /* until a frame finds no room */
 
     for (uint64_t i = from; i < to; i++) {
         struct spool_req *r = &sp->q[i % sp->qcap];
@@ -415,8 +416,7 @@ static void *spool_main(void *arg)
                 sp->fd = -1;
                 spool_delete_behind(sp, w);
             }
-            if (atomic_load(&sp->bytes) + sp->segment_bytes <= sp->max_bytes)
-                atomic_store(&sp->full, 0);
+            atomic_store(&sp->full, 0); /* try again: the group says whether it fits */
         }
         uint64_t to = atomic_load_explicit(&sp->pushed, memory_order_acquire);
         if (!atomic_load(&sp->failed) && to > from) {
