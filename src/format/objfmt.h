@@ -61,7 +61,8 @@ typedef int (*obj_record_fn)(void *ctx, uint64_t seq, const void *payload, uint3
 
 /* Checks a whole plain object (a compressed one: obj_inflate first, or S3C_ECORRUPT
  * saying so): the header as obj_header_decode, every record CRC, seqs dense from
- * first_seq to last_seq and matching count, the trailer CRC and magic, no trailing bytes.
+ * first_seq to last_seq and matching count, the trailer CRC and magic, no trailing bytes,
+ * in one pass over the bytes (record CRCs joined into the object CRC).
  * Returns 0 and fills *h, or S3C_ECORRUPT with one line naming what is wrong (and its
  * offset) in err. rec may be NULL. */
 int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec, void *ctx,

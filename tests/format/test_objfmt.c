@@ -93,6 +93,60 @@ static void round_trip_and_corruption(void)
     ASSERT_EQ(obj_decode(bad, n + 1, &h, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
 }
 
+/* Records long enough that obj_decode joins their CRCs into the object CRC (and short
+ * ones that it runs over directly), equal lengths reusing one operator: the object
+ * decodes, and a payload changed together with its record CRC (every record CRC then
+ * right) is still caught by the object CRC, in each record. */
+static void long_records_joined(void)
+{
+    static const uint32_t lens[] = {0, 1, 511, 512, 513, 4096, 4096, 4096, 70001, 3, 4096, 9000};
+    int n = (int)(sizeof(lens) / sizeof(lens[0]));
+    size_t total = OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES, off = OBJ_HEADER_BYTES;
+    for (int i = 0; i < n; i++)
+        total += OBJ_RECORD_HEADER_BYTES + lens[i];
+    unsigned char *buf = malloc(total), *bad = malloc(total);
+    ASSERT(buf && bad);
+    struct obj_header h = {.version = OBJ_VERSION,
+                           .count = (uint32_t)n,
+                           .first_seq = 50,
+                           .last_seq = 50 + (uint64_t)n - 1,
+                           .epoch = 3};
+    obj_header_encode(&h, buf);
+    size_t pay[16];
+    for (int i = 0; i < n; i++) {
+        unsigned char *q = buf + off + OBJ_RECORD_HEADER_BYTES;
+        for (uint32_t k = 0; k < lens[i]; k++)
+            q[k] = (unsigned char)(k * 31 + (uint32_t)i * 7);
+        obj_record_header_encode(lens[i], crc32c_update(0, q, lens[i]), 50 + (uint64_t)i,
+                                 buf + off);
+        pay[i] = off + OBJ_RECORD_HEADER_BYTES;
+        off += OBJ_RECORD_HEADER_BYTES + lens[i];
+    }
+    obj_trailer_encode(crc32c_update(0, buf, off), buf + off);
+    struct obj_header got;
+    char err[256];
+    ASSERT_EQ(obj_decode(buf, total, &got, NULL, NULL, err, sizeof(err)), 0);
+    ASSERT_UEQ(got.last_seq, 50 + (uint64_t)n - 1);
+    for (int i = 0; i < n; i++) {
+        if (lens[i] == 0)
+            continue;
+        memcpy(bad, buf, total);
+        bad[pay[i] + lens[i] / 2] ^= 0x40;
+        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]),
+                                 50 + (uint64_t)i, bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
+        err[0] = 0;
+        if (obj_decode(bad, total, &got, NULL, NULL, err, sizeof(err)) != S3C_ECORRUPT)
+            TEST_FAIL_("record %d (%u bytes) changed with its CRC went unnoticed", i, lens[i]);
+        ASSERT(strstr(err, "object CRC mismatch") != NULL);
+    }
+    /* the trailer alone wrong */
+    memcpy(bad, buf, total);
+    bad[total - OBJ_TRAILER_BYTES] ^= 1;
+    ASSERT_EQ(obj_decode(bad, total, &got, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
+    free(buf);
+    free(bad);
+}
+
 static void keys(void)
 {
     char k[OBJ_KEY_MAX];
@@ -221,6 +275,7 @@ int main(void)
 {
     RUN(exact_bytes);
     RUN(round_trip_and_corruption);
+    RUN(long_records_joined);
     RUN(keys);
     RUN(headers);
     RUN(compressed);
