@@ -254,6 +254,8 @@ void xport_free(struct xport *x)
         loop_watch_del(x->loop, &w->w);
         free(w);
     }
+    for (int i = 0; i < x->nspare; i++)
+        free(x->spare_body[i]);
     loop_timer_disarm(x->loop, &x->curl_timer);
     pool_stop(&x->pool); /* closing sockets above may have scheduled a refill */
     pool_fini(&x->pool);
