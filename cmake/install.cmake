@@ -23,7 +23,7 @@ install(TARGETS s3commit_shared s3commit EXPORT s3commitTargets
 install(FILES ${PROJECT_SOURCE_DIR}/include/s3commit.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
 # The programs link the static library, so they need no libs3commit.so at run time and
-# no RPATH; only the system libraries (libcurl, libcrypto, libcjson, libexpat, libzstd, libisal).
+# no RPATH; only the system libraries (libcurl, libcrypto, libcjson, libexpat, libzstd).
 install(TARGETS s3commit_cli s3commit-mock s3commit-load RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 install(EXPORT s3commitTargets NAMESPACE s3commit:: DESTINATION ${S3C_CMAKEDIR})

@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh build|test|bench|demo|rgw
 set -euo pipefail
 want=(cmake make gcc pkg-config libcurl4-openssl-dev libssl-dev libcjson-dev libzstd-dev
-      libexpat1-dev libhttp-parser-dev libisal-dev)
+      libexpat1-dev libhttp-parser-dev)
 case "${1:-build}" in
     build) ;;
     demo)  want+=(python3) ;;                                        # scripts/demo-frames.py frames the restarts' commits

@@ -1,12 +1,10 @@
-/* CRC-32C: ISA-L's crc32_iscsi in the library's build; without it (S3C_HAVE_ISAL unset)
- * the CPU's crc32c instruction in three interleaved streams (x86-64 SSE4.2,
+/* CRC-32C: the CPU's crc32c instruction in three interleaved streams (x86-64 SSE4.2,
  * aarch64 ARMv8 CRC extension), picked at run time, with a slicing-by-8 fallback. The
  * hardware functions are compiled for their extension by attribute only, so the file builds
  * with the default -march and never runs an instruction the CPU lacks. Building with
  * -DS3C_CRC32C_NO_HW forces the software path (scripts/cross-aarch64.sh tests it so). */
 #include "common/crc32c.h"
 
-#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
@@ -21,15 +19,6 @@
 #define HWCAP_CRC32 (1 << 7) /* <asm/hwcap.h>; older libcs lack it in <sys/auxv.h> */
 #endif
 #define CRC_HW_NAME "armv8-crc"
-#endif
-
-#if defined(S3C_HAVE_ISAL) && !defined(S3C_CRC32C_NO_HW)
-/* ISA-L's crc32_iscsi (the library's build, CMakeLists.txt): it folds with carry-less
- * multiplication (PCLMULQDQ, AVX-512 VPCLMULQDQ where present), chosen at run time, about
- * 1.6x the crc32 instruction's three streams below on 4 KiB records (docs/format.md).
- * The paths below stay for builds without it (scripts/cross-aarch64.sh, test_crc32c_own). */
-#include <isa-l/crc.h>
-#define CRC_ISAL 1
 #endif
 
 #define POLY 0x82F63B78u /* reflected Castagnoli polynomial */
@@ -204,13 +193,6 @@ static inline bool crc32c_hw_on(void)
 uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
 {
     uint32_t c = ~crc;
-#if defined(CRC_ISAL)
-    /* crc32_iscsi continues a raw state (no inversions) over an int length */
-    const unsigned char *p = buf;
-    for (; len > INT_MAX; p += INT_MAX / 2, len -= INT_MAX / 2)
-        c = crc32_iscsi((unsigned char *)p, INT_MAX / 2, c);
-    return ~crc32_iscsi((unsigned char *)p, (int)len, c);
-#endif
 #if defined(CRC_HW_NAME)
     if (crc32c_hw_on())
         return ~crc32c_hw_run(c, buf, len);
@@ -222,17 +204,12 @@ uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len)
 
 bool crc32c_hw(void)
 {
-#if defined(CRC_ISAL)
-    return true;
-#endif
     return crc32c_hw_on();
 }
 
 const char *crc32c_hw_name(void)
 {
-#if defined(CRC_ISAL)
-    return "isa-l";
-#elif defined(CRC_HW_NAME)
+#if defined(CRC_HW_NAME)
     return crc32c_hw_on() ? CRC_HW_NAME : "software";
 #else
     return "software";

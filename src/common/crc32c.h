@@ -26,8 +26,7 @@ uint32_t crc32c_combine_with(uint32_t crc_a, uint32_t crc_b, uint32_t op);
 /* True when the hardware path is in use (for benchmarks and logs). */
 bool crc32c_hw(void);
 
-/* The path in use, for benchmarks, logs and tests: "isa-l" (the library's build), else
- * "sse4.2", "armv8-crc" or "software".
+/* The path in use, for benchmarks, logs and tests: "sse4.2", "armv8-crc" or "software".
  * A static string; never NULL. */
 const char *crc32c_hw_name(void);
 
