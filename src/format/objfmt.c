@@ -13,10 +13,6 @@
 #include "common/crc32c.h"
 #include "s3commit.h"
 
-/* Payloads this long join the object CRC by crc32c_combine_with (one 32-step multiply)
- * rather than a second CRC over them: below it the second CRC is the cheaper. */
-#define OBJ_COMBINE_MIN 512
-
 static void obj_put16(unsigned char *p, uint16_t v)
 {
     p[0] = (unsigned char)v;
@@ -168,8 +164,9 @@ int obj_header_decode(const void *buf, size_t len, struct obj_header *h, bool *v
     return 0;
 }
 
-int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec, void *ctx,
-               char *err, size_t errlen)
+/* obj_decode's walk; crcs false leaves the CRCs out (a stream checked them already). */
+static int obj_walk(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec,
+                    void *ctx, bool crcs, char *err, size_t errlen)
 {
     const unsigned char *p = buf;
     size_t off = OBJ_HEADER_BYTES;
@@ -187,8 +184,8 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
     uint64_t want = h->first_seq;
     /* One pass over the bytes: the object CRC runs over the headers, and over each payload
      * either directly (short ones, hot in cache) or by joining the payload's own CRC. */
-    uint32_t whole = crc32c_update(0, p, OBJ_HEADER_BYTES), op = 0;
-    size_t op_len = 0;
+    uint32_t whole = crcs ? crc32c_update(0, p, OBJ_HEADER_BYTES) : 0;
+    struct obj_join join = {0};
     for (uint32_t i = 0; i < h->count; i++) {
         if (body_end - off < OBJ_RECORD_HEADER_BYTES)
             return obj_fail(err, errlen, "record %u header truncated at offset %zu", i, off);
@@ -204,19 +201,15 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
                             "record seq %" PRIu64 " payload of %u bytes runs past the "
                             "trailer at offset %zu",
                             seq, plen, off);
-        whole = crc32c_update(whole, p + off - OBJ_RECORD_HEADER_BYTES, OBJ_RECORD_HEADER_BYTES);
-        uint32_t got = crc32c_update(0, p + off, plen);
-        if (got != pcrc)
-            return obj_fail(err, errlen,
-                            "record seq %" PRIu64 " payload CRC mismatch at offset %zu", seq, off);
-        if (plen < OBJ_COMBINE_MIN) {
-            whole = crc32c_update(whole, p + off, plen);
-        } else {
-            if (plen != op_len) {
-                op = crc32c_combine_op(plen);
-                op_len = plen;
-            }
-            whole = crc32c_combine_with(whole, got, op);
+        if (crcs) {
+            whole = crc32c_update(whole, p + off - OBJ_RECORD_HEADER_BYTES,
+                                  OBJ_RECORD_HEADER_BYTES);
+            uint32_t got = crc32c_update(0, p + off, plen);
+            if (got != pcrc)
+                return obj_fail(err, errlen,
+                                "record seq %" PRIu64 " payload CRC mismatch at offset %zu", seq,
+                                off);
+            whole = obj_crc_join(whole, p + off, plen, got, &join);
         }
         if (rec && (rc = rec(ctx, seq, p + off, plen)) != 0)
             return rc;
@@ -229,9 +222,36 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
     if (memcmp(p + body_end + 4, OBJ_TRAILER_MAGIC, 4) != 0)
         return obj_fail(err, errlen, "bad trailer magic at offset %zu (want \"S3CE\")",
                         body_end + 4);
-    if (whole != obj_get32(p + body_end))
+    if (crcs && whole != obj_get32(p + body_end))
         return obj_fail(err, errlen, "object CRC mismatch (trailer at offset %zu)", body_end);
     return 0;
+}
+
+int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec, void *ctx,
+               char *err, size_t errlen)
+{
+    return obj_walk(buf, len, h, rec, ctx, true, err, errlen);
+}
+
+int obj_check(const void *buf, size_t len, const struct obj_stream *st, struct obj_header *h,
+              char *err, size_t errlen)
+{
+    if (st && obj_stream_verified(st, buf, len))
+        return obj_walk(buf, len, h, NULL, NULL, false, err, errlen);
+    return obj_walk(buf, len, h, NULL, NULL, true, err, errlen);
+}
+
+uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen,
+                      uint32_t pcrc, struct obj_join *j)
+{
+    if (plen < OBJ_COMBINE_MIN)
+        return crc32c_update(whole, payload, plen);
+    if (plen != j->len || !j->set) {
+        j->op = crc32c_combine_op(plen);
+        j->len = plen;
+        j->set = true;
+    }
+    return crc32c_combine_with(whole, pcrc, j->op);
 }
 
 int obj_inflate(const void *buf, size_t len, unsigned char **out, size_t *outlen, char *err,

@@ -41,10 +41,12 @@ enum rd_step rd_next_object(struct s3c_reader *r)
             return RD_ERROR;
         }
         struct obj_header h;
+        bool inflated = false;
         if (s->len >= OBJ_HEADER_BYTES && (s->body[10] | s->body[11] << 8) & OBJ_FLAG_ZSTD) {
             unsigned char *plain;
             size_t plen;
             int zrc = obj_inflate(s->body, s->len, &plain, &plen, why, sizeof(why));
+            inflated = true;
             if (zrc < 0) {
                 rd_fail(r, zrc, "%s: %s", s->key, why);
                 return RD_ERROR;
@@ -54,7 +56,8 @@ enum rd_step rd_next_object(struct s3c_reader *r)
             s->len = plen;
             s->cap = plen;
         }
-        if (obj_decode(s->body, s->len, &h, NULL, NULL, why, sizeof(why)) != 0) {
+        /* the CRCs as the stream computed them when the bytes landed (obj_check) */
+        if (obj_check(s->body, s->len, inflated ? NULL : &s->st, &h, why, sizeof(why)) != 0) {
             rd_fail(r, S3C_ECORRUPT, "%s: %s", s->key, why);
             return RD_ERROR;
         }
@@ -87,7 +90,7 @@ static uint32_t rd_le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The next record of the current object (checked whole by obj_decode already). */
+/* The next record of the current object (checked whole by obj_check already). */
 bool rd_take_record(struct s3c_reader *r, struct s3c_record *rec)
 {
     while (r->cur_left > 0) {

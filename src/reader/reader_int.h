@@ -32,6 +32,7 @@ struct rslot { /* one object GET of the window (or a seek's header GET) */
     struct rslot *next;   /* the reader's list of dropped slots */
     unsigned char *body;  /* RS_DONE: the body, taken from the transport (malloc'd) */
     size_t len, cap;
+    struct obj_stream st; /* the body's CRCs, computed as it lands */
     char error[1024];
 };
 

@@ -66,13 +66,22 @@ static void rd_on_get(void *ctx, const struct xport_result *res)
     }
 }
 
+/* Each piece of an object's body as it lands: its CRCs computed while it is in cache. */
+static void rd_on_data(void *ctx, const unsigned char *body, uint64_t off,
+                       const unsigned char *piece, size_t n)
+{
+    struct rslot *s = ctx;
+    obj_stream_feed(&s->st, body, off, piece, n);
+}
+
 int rd_start_get(struct s3c_reader *r, struct rslot *s)
 {
     s->attempts++;
     s->state = RS_WIRE;
     r->st.gets++;
+    obj_stream_init(&s->st); /* every attempt from byte 0 */
     int rc = s->header_only ? xport_get(r->x, s->key, 0, OBJ_HEADER_BYTES - 1, rd_on_get, s)
-                            : xport_get(r->x, s->key, 1, 0, rd_on_get, s);
+                            : xport_get_fed(r->x, s->key, rd_on_data, s, rd_on_get, s);
     if (rc < 0) {
         s->state = RS_FAILED;
         snprintf(s->error, sizeof(s->error), "%s: cannot start the GET: %s", s->key,

@@ -157,7 +157,10 @@ static size_t xreq_on_write(char *data, size_t size, size_t nmemb, void *ud)
     if (r->blen == 0 && r->op == XPORT_OP_GET && !r->reserved) {
         /* Sized once from Content-Length: no growth by doubling, no copy on the way. */
         curl_off_t clen = -1;
+        long status = 0;
         r->reserved = true;
+        r->data_2xx = curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+                      status >= 200 && status < 300;
         if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen) == CURLE_OK &&
             clen > 0 && (uint64_t)clen < XREQ_RESERVE_MAX && (size_t)clen + 1 > r->bcap) {
             xport_give_body(r->x, r->body, r->bcap); /* empty: nothing to keep */
@@ -179,6 +182,9 @@ static size_t xreq_on_write(char *data, size_t size, size_t nmemb, void *ud)
     memcpy(r->body + r->blen, data, n);
     r->blen += n;
     r->body[r->blen] = '\0';
+    if (r->on_data && r->data_2xx)
+        r->on_data(r->data_ctx, (const unsigned char *)r->body, r->blen - n,
+                   (const unsigned char *)data, n);
     return size * nmemb;
 }
 
@@ -332,6 +338,9 @@ int xreq_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum xport_
     r->sends = 0;
     r->blen = 0;
     r->reserved = false;
+    r->data_2xx = false;
+    r->on_data = NULL;
+    r->data_ctx = NULL;
     r->etag[0] = r->reqid[0] = r->errbuf[0] = r->errline[0] = '\0';
     r->object_size = 0;
     r->query[0] = '\0';

@@ -106,6 +106,17 @@ int xport_put(struct xport *x, const struct xport_put *put, xport_done_fn done, 
 /* GetObject (first..last inclusive when last >= first, else the whole object). */
 int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, xport_done_fn done,
               void *ctx);
+/* Called as each piece of a 2xx GET's body lands in its body buffer: the buffer so far
+ * (it may move between calls; it holds every byte up to off + n), where the piece is, and
+ * piece: the same n bytes in libcurl's receive buffer, just written by the kernel and still
+ * in cache (the copy in body may not be: large copies can bypass the cache). For checking
+ * bytes while they are hot; it must not start or stop requests. */
+typedef void (*xport_data_fn)(void *ctx, const unsigned char *body, uint64_t off,
+                              const unsigned char *piece, size_t n);
+/* GetObject of the whole object, data called with each piece as it lands (on a retry the
+ * caller's next GET starts again from byte 0). Returns as xport_get. */
+int xport_get_fed(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
+                  xport_done_fn done, void *ctx);
 int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx);
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx);
 /* ListObjectsV2 of the bucket: prefix, start_after, continuation token (each NULL or ""

@@ -80,7 +80,10 @@ struct xreq {
     /* response */
     char *body;
     size_t blen, bcap, blimit;
-    bool reserved; /* a GET's body buffer was sized from Content-Length */
+    bool reserved;          /* a GET's body buffer was sized from Content-Length */
+    bool data_2xx;          /* the answer is 2xx: on_data sees its body */
+    xport_data_fn on_data;  /* xport_get_fed's hook, or NULL */
+    void *data_ctx;
     char etag[256];
     char reqid[128];
     uint64_t object_size; /* the total of a Content-Range answer (0 when none) */
