@@ -92,6 +92,7 @@ struct obj_stream {
     uint64_t at;      /* the next record header (after the last record: the trailer) */
     uint64_t covered; /* whole is the CRC of [0, covered) */
     uint64_t pay_end; /* the open payload ends here (pay_open) */
+    uint64_t next_seq; /* the seq the next record must have */
     uint32_t whole, pay, pay_want, left;
     struct obj_join join;
     bool started;   /* the header was read */
@@ -105,12 +106,14 @@ void obj_stream_init(struct obj_stream *s);
  * are hottest in cache (it may be base + off). */
 void obj_stream_feed(struct obj_stream *s, const unsigned char *base, uint64_t off,
                      const unsigned char *piece, size_t n);
-/* True when the stream followed the whole of buf (len bytes) and every record CRC and the
- * trailer CRC matched. */
+/* True when the stream followed the whole of buf (len bytes): as many records as the
+ * header counts, seqs dense from its first_seq, each payload within the object and its CRC
+ * right, nothing between the last record and the trailer, the trailer's magic and CRC
+ * right. (The header's own fields are obj_header_decode's to check.) */
 bool obj_stream_verified(const struct obj_stream *s, const void *buf, size_t len);
 
-/* obj_decode without a record callback, taking the CRCs from st when it verified them
- * (the structure is still walked: seqs, lengths, trailer); else the full obj_decode. */
+/* obj_decode without a record callback: when st verified the object, only its header is
+ * decoded (the stream checked the rest as the bytes landed); else the full obj_decode. */
 int obj_check(const void *buf, size_t len, const struct obj_stream *st, struct obj_header *h,
               char *err, size_t errlen);
 

@@ -11,6 +11,11 @@ static uint32_t objs_get32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+static uint64_t objs_get64(const unsigned char *p)
+{
+    return (uint64_t)objs_get32(p) | (uint64_t)objs_get32(p + 4) << 32;
+}
+
 void obj_stream_init(struct obj_stream *s)
 {
     memset(s, 0, sizeof(*s));
@@ -47,6 +52,7 @@ void obj_stream_feed(struct obj_stream *s, const unsigned char *base, uint64_t o
                 return;
             }
             s->left = objs_get32(base + 12);
+            s->next_seq = objs_get64(base + 16);
             s->whole = crc32c_update(0, base, OBJ_HEADER_BYTES);
             s->covered = s->at = s->fed = OBJ_HEADER_BYTES;
             s->started = true;
@@ -60,6 +66,10 @@ void obj_stream_feed(struct obj_stream *s, const unsigned char *base, uint64_t o
             if (end < s->at + OBJ_RECORD_HEADER_BYTES)
                 break; /* the record header is not all here yet */
             const unsigned char *h = base + s->at;
+            if (objs_get64(h + 8) != s->next_seq++) {
+                s->off_track = true; /* not dense: obj_decode names the record */
+                return;
+            }
             s->whole = crc32c_update(s->whole, h, OBJ_RECORD_HEADER_BYTES);
             s->covered = s->fed = s->at + OBJ_RECORD_HEADER_BYTES;
             s->pay_end = s->fed + objs_get32(h);
@@ -82,5 +92,6 @@ bool obj_stream_verified(const struct obj_stream *s, const void *buf, size_t len
     return s->started && !s->off_track && !s->crc_bad && !s->pay_open && s->left == 0 &&
            s->fed == len && len >= OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES &&
            s->covered == len - OBJ_TRAILER_BYTES &&
+           memcmp(p + len - 4, OBJ_TRAILER_MAGIC, 4) == 0 &&
            objs_get32(p + len - OBJ_TRAILER_BYTES) == s->whole;
 }

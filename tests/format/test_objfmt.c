@@ -224,6 +224,34 @@ static void stream_checks(void)
     ASSERT(!obj_stream_verified(&st, bad, total));
     ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
     ASSERT(strstr(err, "record seq 56 payload CRC mismatch") != NULL);
+    /* Structure the stream follows (obj_check then only decodes the header): a seq out of
+     * order, bytes between the last record and the trailer, a bad trailer magic, each with
+     * a trailer CRC that matches, are never verified, and obj_check names them. */
+    memcpy(bad, buf, total);
+    bad[pay[3] - 8] ^= 2; /* record 3's seq */
+    obj_trailer_encode(crc32c_update(0, bad, total - OBJ_TRAILER_BYTES),
+                       bad + total - OBJ_TRAILER_BYTES);
+    feed(&st, bad, total, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total));
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "record 3 at offset") != NULL);
+    unsigned char *longer = malloc(total + 4);
+    ASSERT(longer != NULL);
+    memcpy(longer, buf, total - OBJ_TRAILER_BYTES);
+    memcpy(longer + total - OBJ_TRAILER_BYTES, "junk", 4);
+    obj_trailer_encode(crc32c_update(0, longer, total - OBJ_TRAILER_BYTES), /* records only */
+                       longer + total - OBJ_TRAILER_BYTES + 4);
+    feed(&st, longer, total + 4, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, longer, total + 4));
+    ASSERT_EQ(obj_check(longer, total + 4, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "unexpected bytes") != NULL);
+    free(longer);
+    memcpy(bad, buf, total);
+    bad[total - 1] = 'X';
+    feed(&st, bad, total, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total));
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "trailer magic") != NULL);
     /* A piece missing, the last byte not fed, or bytes past the trailer: not verified (the
      * full check then passes the good bytes, or names the extra ones). */
     feed(&st, buf, total, 700, total / 2);
