@@ -108,9 +108,8 @@ int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, x
               void *ctx);
 /* Called as each piece of a 2xx GET's body lands in its body buffer: the buffer so far
  * (it may move between calls; it holds every byte up to off + n), where the piece is, and
- * piece: the same n bytes in libcurl's receive buffer, just written by the kernel and still
- * in cache (the copy in body may not be: large copies can bypass the cache). For checking
- * bytes while they are hot; it must not start or stop requests. */
+ * piece: the same n bytes in libcurl's receive buffer, just written by the kernel. For
+ * checking bytes while they are in cache; it must not start or stop requests. */
 typedef void (*xport_data_fn)(void *ctx, const unsigned char *body, uint64_t off,
                               const unsigned char *piece, size_t n);
 /* GetObject of the whole object, data called with each piece as it lands (on a retry the
