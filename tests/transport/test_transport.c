@@ -118,92 +118,6 @@ static struct mockproc start_mock(const char *const *args)
 
 static const char *const signed_args[] = {"--access-key", AK, "--secret-key", SK, NULL};
 
-/* What xport_get_fed showed, and the buffer taken from its answer. */
-struct fed {
-    int pieces;
-    uint64_t next;   /* the offset the next piece must start at */
-    bool out_of_order, piece_differs;
-    size_t body_len;
-    unsigned char *taken;
-    size_t cap;
-    enum xport_class cls;
-    int calls;
-};
-
-static void fed_data(void *ctx, const unsigned char *body, uint64_t off, const unsigned char *piece,
-                     size_t n)
-{
-    struct fed *f = ctx;
-    f->pieces++;
-    if (off != f->next)
-        f->out_of_order = true;
-    if (memcmp(body + off, piece, n) != 0)
-        f->piece_differs = true;
-    f->next = off + n;
-}
-
-static void fed_done(void *ctx, const struct xport_result *r)
-{
-    struct fed *f = ctx;
-    f->calls++;
-    f->cls = r->cls;
-    f->body_len = r->body_len;
-    f->taken = xport_take_body(r, &f->cap);
-}
-
-/* xport_get_fed: the body's pieces in order, each already in the buffer, covering it all;
- * the buffer taken from the answer is the body (sized from Content-Length, no growth), and
- * given back it is the one the next GET receives into. An error answer feeds nothing. */
-static void fed_get_and_buffers(void)
-{
-    struct mockproc m = start_mock(signed_args);
-    struct s3c_config c;
-    cfg_for(&c, &m, true);
-    struct xport *x = open_x(&c);
-    static struct got g;
-    static unsigned char big[1536 * 1024 + 7];
-    for (size_t i = 0; i < sizeof(big); i++)
-        big[i] = (unsigned char)(i * 2654435761u >> 11);
-    struct iovec iov = {big, sizeof(big)};
-    put_spans(x, "fed/a", &iov, 1, &g);
-    ASSERT_EQ(g.cls, XPORT_OK);
-    put_spans(x, "fed/b", &iov, 1, &g);
-    ASSERT_EQ(g.cls, XPORT_OK);
-
-    struct fed f = {0};
-    ASSERT_EQ(xport_get_fed(x, "fed/a", fed_data, &f, fed_done, &f), 0);
-    WAIT(x, &f);
-    ASSERT_EQ(f.cls, XPORT_OK);
-    ASSERT(f.pieces > 1);
-    ASSERT(!f.out_of_order);
-    ASSERT(!f.piece_differs);
-    ASSERT_UEQ(f.next, sizeof(big));
-    ASSERT_EQ(f.body_len, sizeof(big));
-    ASSERT(f.taken != NULL);
-    ASSERT_EQ(f.cap, sizeof(big) + 1); /* Content-Length and the NUL, nothing more */
-    ASSERT_MEM_EQ(f.taken, big, sizeof(big));
-    unsigned char *first = f.taken;
-    xport_give_body(x, first, f.cap);
-
-    memset(&f, 0, sizeof(f));
-    ASSERT_EQ(xport_get_fed(x, "fed/b", fed_data, &f, fed_done, &f), 0);
-    WAIT(x, &f);
-    ASSERT_EQ(f.cls, XPORT_OK);
-    ASSERT(f.taken == first); /* received into the buffer given back */
-    ASSERT_MEM_EQ(f.taken, big, sizeof(big));
-    free(f.taken);
-
-    memset(&f, 0, sizeof(f));
-    ASSERT_EQ(xport_get_fed(x, "fed/nope", fed_data, &f, fed_done, &f), 0);
-    WAIT(x, &f);
-    ASSERT_EQ(f.cls, XPORT_NOT_FOUND);
-    ASSERT_EQ(f.pieces, 0);
-    ASSERT(f.taken == NULL);
-    ASSERT_EQ(xport_get_fed(x, "fed/a", NULL, &f, fed_done, &f), S3C_EINVAL);
-    test_xport_free(x);
-    test_mock_stop(&m);
-}
-
 /* PUT from many spans (signed payload), read back whole and by range, HEAD, list. */
 static void roundtrip_signed(void)
 {
@@ -864,7 +778,6 @@ static void free_in_flight(void)
 int main(void)
 {
     RUN(roundtrip_signed);
-    RUN(fed_get_and_buffers);
     RUN(encoded_keys);
     RUN(checksums_and_signing);
     RUN(refused_credentials);
