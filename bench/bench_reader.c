@@ -6,7 +6,8 @@
  * 2. The reader reads it all with window 8 and 16: MB/s of payload and of objects,
  *    commits/s; wrk (one thread, as many connections as the window) GETs the same objects
  *    for as long, cycling over their keys: its MB/s and the ratio (reader / wrk, on object
- *    bytes; target >= 0.9).
+ *    bytes; target >= 0.9), and CPU seconds per GB of the reader, of wrk and of the mock
+ *    under each (the two share the machine's cores with the mock).
  * 3. A stage writes a log of 100,000 objects of one commit (batch_size_threshold 1); a
  *    reader opens at a seq near its end: s3c_reader_open and the first s3c_reader_next,
  *    timed, with the GETs and lists it made.
@@ -92,9 +93,27 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* The mock's CPU seconds so far (user + system), from /proc; -1 when unreadable. */
+static double mock_cpu_s(void)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)mock.pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 struct read_result {
     uint64_t commits, bytes, objects, gets;
-    double seconds, cpu;
+    double seconds, cpu, mock_cpu;
     int rc;
 };
 
@@ -106,7 +125,7 @@ static struct read_result bench_read(const char *prefix, int window)
     char err[1100];
     struct s3c_reader_opts o = {.window = window};
     uint64_t t0 = s3c__now_ns(), end_ms = s3c__now_ms() + PHASE_S * 1000ull;
-    double c0 = cpu_s();
+    double c0 = cpu_s(), m0 = mock_cpu_s();
     out.rc = s3c_reader_open(cfg, &o, &r, err, sizeof(err));
     s3c_config_free(cfg);
     if (out.rc != 0) {
@@ -127,6 +146,7 @@ static struct read_result bench_read(const char *prefix, int window)
     }
     out.seconds = (double)(s3c__now_ns() - t0) / 1e9;
     out.cpu = cpu_s() - c0;
+    out.mock_cpu = mock_cpu_s() - m0;
     out.rc = rc == S3C_EEND ? 0 : rc;
     if (out.rc)
         fprintf(stderr, "bench-reader: read: %s %s\n", s3c_strerror(rc), s3c_reader_error(r));
@@ -319,19 +339,24 @@ int main(int argc, char **argv)
         int secs = (int)(rr.seconds + 0.999);
         secs = secs < 3 ? 3 : secs > 60 ? 60 : secs;
         long wrk_err = 0;
+        double wm0 = mock_cpu_s();
         double wmb = bench_wrk(script, keys, windows[w], secs, &wrk_err);
+        double wmock = mock_cpu_s() - wm0;
         double omb = (double)obj_bytes / rr.seconds / 1e6;
         printf("{\"bench\":\"reader\",\"window\":%d,\"commits\":%" PRIu64 ",\"objects\":%" PRIu64
                ",\"gets\":%" PRIu64
                ",\"seconds\":%.2f,\"cpu_s\":%.2f,\"mb_per_s\":%.1f,\"object_mb_per_s\":%.1f,"
                "\"commits_per_s\":%.0f,\"wrk_threads\":1,\"wrk_connections\":%d,"
                "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld,"
-               "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f}\n",
+               "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f,\"mock_cpu_s_per_gb\":%.3f,"
+               "\"wrk_mock_cpu_s_per_gb\":%.3f}\n",
                windows[w], rr.commits, rr.objects, rr.gets, rr.seconds, rr.cpu,
                (double)rr.bytes / rr.seconds / 1e6, omb, (double)rr.commits / rr.seconds,
                windows[w], secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err,
                rr.cpu / ((double)obj_bytes / 1e9),
-               wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0);
+               wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0,
+               rr.mock_cpu / ((double)obj_bytes / 1e9),
+               wrk_bytes > 0 ? wmock / (wrk_bytes / 1e9) : 0);
         fflush(stdout);
         if (wmb <= 0 || wrk_err)
             fail = 1;

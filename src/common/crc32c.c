@@ -152,54 +152,15 @@ __attribute__((target("+crc"))) static uint32_t crc32c_hw_run(uint32_t c, const 
 }
 #endif
 
-
-/* GF(2) matrix helpers for combine (as zlib's crc32_combine, with the Castagnoli poly). */
-static uint32_t crc32c_gf2_times(const uint32_t *mat, uint32_t vec)
-{
-    uint32_t sum = 0;
-    for (; vec; vec >>= 1, mat++)
-        if (vec & 1)
-            sum ^= *mat;
-    return sum;
-}
-
-static void crc32c_gf2_square(uint32_t *sq, const uint32_t *mat)
-{
-    for (int n = 0; n < 32; n++)
-        sq[n] = crc32c_gf2_times(mat, mat[n]);
-}
+static uint32_t crc32c_multmodp(uint32_t a, uint32_t b);
 
 /* The operator that appends len zero bytes to a raw CRC state, as four byte tables. */
 static void crc32c_zeros_table(uint32_t zeros[][256], size_t len)
 {
-    uint32_t op[32], sq[32], tmp[32];
-    /* op: one zero bit; squared three times: one zero byte. */
-    op[0] = POLY;
-    uint32_t row = 1;
-    for (int n = 1; n < 32; n++, row <<= 1)
-        op[n] = row;
-    crc32c_gf2_square(sq, op); /* 2 bits */
-    crc32c_gf2_square(op, sq); /* 4 bits */
-    crc32c_gf2_square(sq, op); /* 8 bits: sq shifts by one byte */
-    /* result = sq^len, by binary exponentiation (the identity to start) */
-    uint32_t res[32];
-    for (int n = 0; n < 32; n++)
-        res[n] = UINT32_C(1) << n;
-    while (len) {
-        if (len & 1) {
-            for (int n = 0; n < 32; n++)
-                tmp[n] = crc32c_gf2_times(sq, res[n]);
-            memcpy(res, tmp, sizeof(res));
-        }
-        len >>= 1;
-        if (len) {
-            crc32c_gf2_square(tmp, sq);
-            memcpy(sq, tmp, sizeof(sq));
-        }
-    }
+    uint32_t op = crc32c_combine_op(len);
     for (uint32_t i = 0; i < 256; i++)
         for (int k = 0; k < 4; k++)
-            zeros[k][i] = crc32c_gf2_times(res, i << (8 * k));
+            zeros[k][i] = crc32c_multmodp(op, i << (8 * k));
 }
 
 static void crc32c_detect(void)
@@ -255,28 +216,49 @@ const char *crc32c_hw_name(void)
 #endif
 }
 
+/* Combining (the method of zlib 1.2.12's crc32_combine): appending n bytes multiplies the
+ * raw CRC state by x^(8n) modulo P, and x^(8n) is a product of the x^(2^k) mod P held in
+ * x2n[], so an operator costs popcount(n) multiplications and applying it one. */
+static uint32_t x2n[64]; /* x^(2^k) mod P, reflected */
+static pthread_once_t x2n_once = PTHREAD_ONCE_INIT;
+
+/* a * b mod P, both reflected (bit 31 is x^0); branch-free, 32 steps. */
+static uint32_t crc32c_multmodp(uint32_t a, uint32_t b)
+{
+    uint32_t p = 0;
+    for (int i = 0; i < 32; i++) {
+        p ^= b & (0u - (a >> 31));
+        a <<= 1;
+        b = (b >> 1) ^ (POLY & (0u - (b & 1u)));
+    }
+    return p;
+}
+
+static void crc32c_x2n_init(void)
+{
+    uint32_t p = UINT32_C(1) << 30; /* x^1 */
+    x2n[0] = p;
+    for (int k = 1; k < 64; k++)
+        x2n[k] = p = crc32c_multmodp(p, p);
+}
+
+uint32_t crc32c_combine_op(uint64_t len_b)
+{
+    pthread_once(&x2n_once, crc32c_x2n_init);
+    uint32_t p = UINT32_C(1) << 31; /* x^0 */
+    /* x^(8 len) = x^(len << 3): bit j of len is x^(2^(j + 3)) */
+    for (int k = 3; len_b && k < 64; len_b >>= 1, k++)
+        if (len_b & 1)
+            p = crc32c_multmodp(x2n[k], p);
+    return p;
+}
+
+uint32_t crc32c_combine_with(uint32_t crc_a, uint32_t crc_b, uint32_t op)
+{
+    return crc32c_multmodp(op, crc_a) ^ crc_b;
+}
+
 uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
 {
-    uint32_t even[32], odd[32];
-    if (len_b == 0)
-        return crc_a;
-    odd[0] = POLY;
-    uint32_t row = 1;
-    for (int n = 1; n < 32; n++, row <<= 1)
-        odd[n] = row;
-    crc32c_gf2_square(even, odd);
-    crc32c_gf2_square(odd, even);
-    do {
-        crc32c_gf2_square(even, odd);
-        if (len_b & 1)
-            crc_a = crc32c_gf2_times(even, crc_a);
-        len_b >>= 1;
-        if (!len_b)
-            break;
-        crc32c_gf2_square(odd, even);
-        if (len_b & 1)
-            crc_a = crc32c_gf2_times(odd, crc_a);
-        len_b >>= 1;
-    } while (len_b);
-    return crc_a ^ crc_b;
+    return crc32c_combine_with(crc_a, crc_b, crc32c_combine_op(len_b));
 }

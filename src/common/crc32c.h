@@ -12,8 +12,16 @@
  * buffer in order gives the CRC of the whole. Thread-safe. */
 uint32_t crc32c_update(uint32_t crc, const void *buf, size_t len);
 
-/* The CRC of A||B from crc(A), crc(B) and len(B), without touching the bytes. */
+/* The CRC of A||B from crc(A), crc(B) and len(B), without touching the bytes: O(log len)
+ * multiplications in GF(2)[x] mod P, no table larger than 64 words. Thread-safe. */
 uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b);
+
+/* The same in two steps, for many combines with one length (a log object's records often
+ * share theirs): crc32c_combine_op(len_b) is the operator "append len_b bytes"; applying
+ * it costs one multiplication. crc32c_combine_with(a, b, crc32c_combine_op(n)) equals
+ * crc32c_combine(a, b, n). */
+uint32_t crc32c_combine_op(uint64_t len_b);
+uint32_t crc32c_combine_with(uint32_t crc_a, uint32_t crc_b, uint32_t op);
 
 /* True when the hardware path is in use (for benchmarks and logs). */
 bool crc32c_hw(void);

@@ -181,6 +181,10 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
                         OBJ_FLAG_ZSTD);
     size_t body_end = len - OBJ_TRAILER_BYTES;
     uint64_t want = h->first_seq;
+    /* One pass over the bytes: the object CRC runs over the headers, and over each payload
+     * either directly (short ones, hot in cache) or by joining the payload's own CRC. */
+    uint32_t whole = crc32c_update(0, p, OBJ_HEADER_BYTES);
+    struct obj_join join = {0};
     for (uint32_t i = 0; i < h->count; i++) {
         if (body_end - off < OBJ_RECORD_HEADER_BYTES)
             return obj_fail(err, errlen, "record %u header truncated at offset %zu", i, off);
@@ -196,9 +200,12 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
                             "record seq %" PRIu64 " payload of %u bytes runs past the "
                             "trailer at offset %zu",
                             seq, plen, off);
-        if (crc32c_update(0, p + off, plen) != pcrc)
+        whole = crc32c_update(whole, p + off - OBJ_RECORD_HEADER_BYTES, OBJ_RECORD_HEADER_BYTES);
+        uint32_t got = crc32c_update(0, p + off, plen);
+        if (got != pcrc)
             return obj_fail(err, errlen,
                             "record seq %" PRIu64 " payload CRC mismatch at offset %zu", seq, off);
+        whole = obj_crc_join(whole, p + off, plen, got, &join);
         if (rec && (rc = rec(ctx, seq, p + off, plen)) != 0)
             return rc;
         off += plen;
@@ -210,9 +217,34 @@ int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn 
     if (memcmp(p + body_end + 4, OBJ_TRAILER_MAGIC, 4) != 0)
         return obj_fail(err, errlen, "bad trailer magic at offset %zu (want \"S3CE\")",
                         body_end + 4);
-    if (crc32c_update(0, p, body_end) != obj_get32(p + body_end))
+    if (whole != obj_get32(p + body_end))
         return obj_fail(err, errlen, "object CRC mismatch (trailer at offset %zu)", body_end);
     return 0;
+}
+
+int obj_check(const void *buf, size_t len, const struct obj_stream *st, struct obj_header *h,
+              char *err, size_t errlen)
+{
+    if (st && obj_stream_verified(st, buf, len)) {
+        int rc = obj_header_decode(buf, len, h, NULL, err, errlen);
+        if (rc == 0 && (h->flags & OBJ_FLAG_ZSTD))
+            rc = obj_decode(buf, len, h, NULL, NULL, err, errlen); /* says why */
+        return rc;
+    }
+    return obj_decode(buf, len, h, NULL, NULL, err, errlen);
+}
+
+uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen,
+                      uint32_t pcrc, struct obj_join *j)
+{
+    if (plen < OBJ_COMBINE_MIN)
+        return crc32c_update(whole, payload, plen);
+    if (plen != j->len || !j->set) {
+        j->op = crc32c_combine_op(plen);
+        j->len = plen;
+        j->set = true;
+    }
+    return crc32c_combine_with(whole, pcrc, j->op);
 }
 
 int obj_inflate(const void *buf, size_t len, unsigned char **out, size_t *outlen, char *err,

@@ -61,10 +61,60 @@ typedef int (*obj_record_fn)(void *ctx, uint64_t seq, const void *payload, uint3
 
 /* Checks a whole plain object (a compressed one: obj_inflate first, or S3C_ECORRUPT
  * saying so): the header as obj_header_decode, every record CRC, seqs dense from
- * first_seq to last_seq and matching count, the trailer CRC and magic, no trailing bytes.
+ * first_seq to last_seq and matching count, the trailer CRC and magic, no trailing bytes,
+ * in one pass over the bytes (record CRCs joined into the object CRC).
  * Returns 0 and fills *h, or S3C_ECORRUPT with one line naming what is wrong (and its
  * offset) in err. rec may be NULL. */
 int obj_decode(const void *buf, size_t len, struct obj_header *h, obj_record_fn rec, void *ctx,
                char *err, size_t errlen);
+
+/* ---- checking while the bytes arrive (objstream.c) ---------------------------------- */
+
+/* Payloads this long join the object CRC by crc32c_combine_with (one 32-step multiply)
+ * rather than a second CRC over them: below it the second CRC is the cheaper. */
+#define OBJ_COMBINE_MIN 512
+
+struct obj_join { /* the "append n bytes" operator of the last payload length joined */
+    uint32_t op, len;
+    bool set;
+};
+/* The object CRC `whole` continued over a payload whose own CRC is pcrc: by combining
+ * (long payloads) or by running over the bytes (short ones). */
+uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen,
+                      uint32_t pcrc, struct obj_join *j);
+
+/* Follows a plain object's bytes as they land in a buffer, computing every record's CRC
+ * and the object CRC while the bytes are still in cache (a reader's GET: the CRCs then
+ * cost next to nothing, where a pass over a whole object read it back from memory). It
+ * decides nothing alone: obj_check does, with the full check when anything disagreed. */
+struct obj_stream {
+    uint64_t fed;     /* bytes fed: the next feed starts here */
+    uint64_t at;      /* the next record header (after the last record: the trailer) */
+    uint64_t covered; /* whole is the CRC of [0, covered) */
+    uint64_t pay_end; /* the open payload ends here (pay_open) */
+    uint64_t next_seq; /* the seq the next record must have */
+    uint32_t whole, pay, pay_want, left;
+    struct obj_join join;
+    bool started;   /* the header was read */
+    bool pay_open;  /* inside a payload */
+    bool off_track; /* not followed (a compressed object, a feed out of order, ...) */
+    bool crc_bad;   /* a record CRC disagreed */
+};
+void obj_stream_init(struct obj_stream *s);
+/* The bytes [off, off + n) of the object have landed at base + off (base holds every byte
+ * before them too; it may move between calls); piece holds the same n bytes, wherever they
+ * are hottest in cache (it may be base + off). */
+void obj_stream_feed(struct obj_stream *s, const unsigned char *base, uint64_t off,
+                     const unsigned char *piece, size_t n);
+/* True when the stream followed the whole of buf (len bytes): as many records as the
+ * header counts, seqs dense from its first_seq, each payload within the object and its CRC
+ * right, nothing between the last record and the trailer, the trailer's magic and CRC
+ * right. (The header's own fields are obj_header_decode's to check.) */
+bool obj_stream_verified(const struct obj_stream *s, const void *buf, size_t len);
+
+/* obj_decode without a record callback: when st verified the object, only its header is
+ * decoded (the stream checked the rest as the bytes landed); else the full obj_decode. */
+int obj_check(const void *buf, size_t len, const struct obj_stream *st, struct obj_header *h,
+              char *err, size_t errlen);
 
 #endif

@@ -198,6 +198,7 @@ static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
         res.body = r->body ? r->body : "";
         res.body_len = r->blen;
         res.object_size = r->object_size ? r->object_size : r->blen;
+        res.owner = r;
     } else if (res.cls == XPORT_OK && r->op == XPORT_OP_HEAD) {
         res.body_len = clen > 0 ? (size_t)clen : 0;
     } else if (res.cls == XPORT_OK && r->op == XPORT_OP_LIST) {
@@ -241,4 +242,17 @@ void xport__check_done(struct xport *x)
         if (r)
             answer_finish(x, r, cc);
     }
+}
+
+void *xport_take_body(const struct xport_result *res, size_t *cap)
+{
+    struct xreq *r = res->owner;
+    *cap = 0;
+    if (!r || !r->body)
+        return NULL;
+    void *b = r->body;
+    *cap = r->bcap;
+    r->body = NULL;
+    r->bcap = 0;
+    return b;
 }

@@ -101,6 +101,47 @@ static int xreq_on_seek(void *ud, curl_off_t off, int origin)
     return CURL_SEEKFUNC_OK;
 }
 
+/* A buffer of at least need bytes: a spare one given back when one fits, else malloc'd. */
+static char *xreq_body_for(struct xport *x, size_t need, size_t *cap)
+{
+    for (int i = x->nspare - 1; i >= 0; i--) {
+        if (x->spare_cap[i] >= need) {
+            char *b = x->spare_body[i];
+            *cap = x->spare_cap[i];
+            x->nspare--;
+            x->spare_body[i] = x->spare_body[x->nspare];
+            x->spare_cap[i] = x->spare_cap[x->nspare];
+            return b;
+        }
+    }
+    char *b = malloc(need);
+    *cap = b ? need : 0;
+    return b;
+}
+
+void xport_give_body(struct xport *x, void *buf, size_t cap)
+{
+    if (!buf)
+        return;
+    if (x->nspare < XPORT_SPARE_BODIES && cap <= XPORT_SPARE_BODY_MAX) {
+        x->spare_body[x->nspare] = buf;
+        x->spare_cap[x->nspare++] = cap;
+        return;
+    }
+    /* Full: keep the larger buffer (a smaller one fits fewer bodies). */
+    int small = 0;
+    for (int i = 1; i < x->nspare; i++)
+        if (x->spare_cap[i] < x->spare_cap[small])
+            small = i;
+    if (x->nspare > 0 && cap <= XPORT_SPARE_BODY_MAX && x->spare_cap[small] < cap) {
+        free(x->spare_body[small]);
+        x->spare_body[small] = buf;
+        x->spare_cap[small] = cap;
+        return;
+    }
+    free(buf);
+}
+
 static size_t xreq_on_write(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct xreq *r = ud;
@@ -112,6 +153,21 @@ static size_t xreq_on_write(char *data, size_t size, size_t nmemb, void *ud)
         n = r->blimit - r->blen;
         if (n == 0)
             return size * nmemb;
+    }
+    if (r->blen == 0 && r->op == XPORT_OP_GET && !r->reserved) {
+        /* Sized once from Content-Length: no growth by doubling, no copy on the way. */
+        curl_off_t clen = -1;
+        long status = 0;
+        r->reserved = true;
+        r->data_2xx = curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+                      status >= 200 && status < 300;
+        if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen) == CURLE_OK &&
+            clen > 0 && (uint64_t)clen < XREQ_RESERVE_MAX && (size_t)clen + 1 > r->bcap) {
+            xport_give_body(r->x, r->body, r->bcap); /* empty: nothing to keep */
+            r->body = xreq_body_for(r->x, (size_t)clen + 1, &r->bcap);
+            if (!r->body)
+                return CURL_WRITEFUNC_ERROR;
+        }
     }
     if (r->blen + n + 1 > r->bcap) {
         size_t cap = r->bcap ? r->bcap : 4096;
@@ -126,6 +182,9 @@ static size_t xreq_on_write(char *data, size_t size, size_t nmemb, void *ud)
     memcpy(r->body + r->blen, data, n);
     r->blen += n;
     r->body[r->blen] = '\0';
+    if (r->on_data && r->data_2xx)
+        r->on_data(r->data_ctx, (const unsigned char *)r->body, r->blen - n,
+                   (const unsigned char *)data, n);
     return size * nmemb;
 }
 
@@ -278,6 +337,10 @@ int xreq_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum xport_
     r->voff = 0;
     r->sends = 0;
     r->blen = 0;
+    r->reserved = false;
+    r->data_2xx = false;
+    r->on_data = NULL;
+    r->data_ctx = NULL;
     r->etag[0] = r->reqid[0] = r->errbuf[0] = r->errline[0] = '\0';
     r->object_size = 0;
     r->query[0] = '\0';

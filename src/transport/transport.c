@@ -254,6 +254,8 @@ void xport_free(struct xport *x)
         loop_watch_del(x->loop, &w->w);
         free(w);
     }
+    for (int i = 0; i < x->nspare; i++)
+        free(x->spare_body[i]);
     loop_timer_disarm(x->loop, &x->curl_timer);
     pool_stop(&x->pool); /* closing sockets above may have scheduled a refill */
     pool_fini(&x->pool);
@@ -358,8 +360,10 @@ out_release:
     return rc;
 }
 
+/* data (NULL: none) is called with a GET's body as it lands (xport_get_fed). */
 static int xport_start_user(struct xport *x, enum xport_op op, const char *key, const char *method,
-                            const char *range, const char *query, xport_done_fn done, void *ctx)
+                            const char *range, const char *query, xport_data_fn data,
+                            void *data_ctx, xport_done_fn done, void *ctx)
 {
     if (!done)
         return S3C_EINVAL;
@@ -376,6 +380,8 @@ static int xport_start_user(struct xport *x, enum xport_op op, const char *key, 
     }
     r->done = done;
     r->ctx = ctx;
+    r->on_data = data;
+    r->data_ctx = data_ctx;
     if (rc == 0)
         rc = xreq_start_simple(x, r, method, range);
     if (rc < 0) {
@@ -395,20 +401,28 @@ int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, x
     if (last >= first)
         snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
                  (unsigned long long)last);
-    return xport_start_user(x, XPORT_OP_GET, key, "GET", last >= first ? range : NULL, NULL, done,
-                            ctx);
+    return xport_start_user(x, XPORT_OP_GET, key, "GET", last >= first ? range : NULL, NULL, NULL,
+                            NULL, done, ctx);
+}
+
+int xport_get_fed(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
+                  xport_done_fn done, void *ctx)
+{
+    if (!key || !data)
+        return S3C_EINVAL;
+    return xport_start_user(x, XPORT_OP_GET, key, "GET", NULL, NULL, data, data_ctx, done, ctx);
 }
 
 int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx)
 {
     if (!key)
         return S3C_EINVAL;
-    return xport_start_user(x, XPORT_OP_HEAD, key, "HEAD", NULL, NULL, done, ctx);
+    return xport_start_user(x, XPORT_OP_HEAD, key, "HEAD", NULL, NULL, NULL, NULL, done, ctx);
 }
 
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx)
 {
-    return xport_start_user(x, XPORT_OP_HEAD_BUCKET, NULL, "HEAD", NULL, NULL, done, ctx);
+    return xport_start_user(x, XPORT_OP_HEAD_BUCKET, NULL, "HEAD", NULL, NULL, NULL, NULL, done, ctx);
 }
 
 /* Appends "&name=ENC(value)" (or "name=..." first) to q; false when it does not fit. */
@@ -441,7 +455,7 @@ int xport_list(struct xport *x, const char *prefix, const char *start_after, con
         ok = ok && xport_query_param(q, sizeof(q), "start-after", start_after);
     if (!ok)
         return S3C_EINVAL;
-    return xport_start_user(x, XPORT_OP_LIST, NULL, "GET", NULL, q, done, ctx);
+    return xport_start_user(x, XPORT_OP_LIST, NULL, "GET", NULL, q, NULL, NULL, done, ctx);
 }
 
 int xport_in_flight(const struct xport *x)

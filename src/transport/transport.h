@@ -15,6 +15,7 @@
 #include "loop/loop.h"
 
 struct xport;
+struct xreq;
 
 enum xport_class {
     XPORT_OK = 0,    /* 2xx */
@@ -56,6 +57,7 @@ struct xport_result {
     const void *body;
     size_t body_len;
     uint64_t object_size; /* GET: the whole object's size (Content-Range total if ranged) */
+    struct xreq *owner;   /* private to the transport (xport_take_body) */
     /* ListObjectsV2 */
     const struct xport_list_entry *entries;
     size_t nentries;
@@ -64,6 +66,17 @@ struct xport_result {
 };
 
 typedef void (*xport_done_fn)(void *ctx, const struct xport_result *res);
+
+/* From a successful GET's callback: takes its body buffer instead of copying it (the body
+ * was received into one buffer sized from Content-Length). The caller owns the malloc'd
+ * buffer (body_len bytes and a NUL, *cap bytes in all; res->body is it) and either frees
+ * it or gives it back with xport_give_body. NULL (*cap 0) for an empty body or any other
+ * answer. */
+void *xport_take_body(const struct xport_result *res, size_t *cap);
+/* Gives a taken buffer back for later GETs to receive into (a few are kept, the rest
+ * freed): a reader of many large objects then reuses memory instead of faulting in fresh
+ * pages for each. NULL ok. */
+void xport_give_body(struct xport *x, void *buf, size_t cap);
 
 /* Creates the transport from cfg->s3 and the pool knobs of cfg->persistence (copied) on
  * loop (borrowed: it must outlive the transport), opens cfg->persistence.target_pool_size
@@ -93,6 +106,16 @@ int xport_put(struct xport *x, const struct xport_put *put, xport_done_fn done, 
 /* GetObject (first..last inclusive when last >= first, else the whole object). */
 int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, xport_done_fn done,
               void *ctx);
+/* Called as each piece of a 2xx GET's body lands in its body buffer: the buffer so far
+ * (it may move between calls; it holds every byte up to off + n), where the piece is, and
+ * piece: the same n bytes in libcurl's receive buffer, just written by the kernel. For
+ * checking bytes while they are in cache; it must not start or stop requests. */
+typedef void (*xport_data_fn)(void *ctx, const unsigned char *body, uint64_t off,
+                              const unsigned char *piece, size_t n);
+/* GetObject of the whole object, data called with each piece as it lands (on a retry the
+ * caller's next GET starts again from byte 0). Returns as xport_get. */
+int xport_get_fed(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
+                  xport_done_fn done, void *ctx);
 int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx);
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx);
 /* ListObjectsV2 of the bucket: prefix, start_after, continuation token (each NULL or ""

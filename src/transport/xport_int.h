@@ -25,6 +25,9 @@
 #define XREQ_ERRBODY_MAX (64 * 1024)  /* error XML kept from PUT/HEAD answers */
 #define XREQ_LISTBODY_MAX (64u << 20) /* a ListObjectsV2 page */
 #define XREQ_KEEP_BODY_CAP (4u << 20) /* larger response buffers are freed after use */
+#define XREQ_RESERVE_MAX (1ull << 30) /* a larger Content-Length is not believed up front */
+#define XPORT_SPARE_BODIES 16          /* GET body buffers kept for reuse (xport_give_body) */
+#define XPORT_SPARE_BODY_MAX (64u << 20) /* larger ones are freed when given back */
 #define XPORT_KEY_MAX 1024            /* S3's limit on key length */
 /* libcurl's upload buffer. libcurl copies the body into it (it has no zero-copy upload)
  * and the kernel copies it out again, so it is kept small enough to stay in L1/L2 between
@@ -77,6 +80,10 @@ struct xreq {
     /* response */
     char *body;
     size_t blen, bcap, blimit;
+    bool reserved;          /* a GET's body buffer was sized from Content-Length */
+    bool data_2xx;          /* the answer is 2xx: on_data sees its body */
+    xport_data_fn on_data;  /* xport_get_fed's hook, or NULL */
+    void *data_ctx;
     char etag[256];
     char reqid[128];
     uint64_t object_size; /* the total of a Content-Range answer (0 when none) */
@@ -121,6 +128,12 @@ struct xport {
     char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
 
     uint64_t requests, bytes_sent, bytes_received, rewinds, resends;
+
+    /* GET body buffers given back for later GETs to receive into: reused memory, where a
+     * fresh malloc of a large buffer costs page faults on every byte's first write. */
+    void *spare_body[XPORT_SPARE_BODIES];
+    size_t spare_cap[XPORT_SPARE_BODIES];
+    int nspare;
 };
 
 /* url.c */

@@ -170,6 +170,52 @@ static void random_buffers(void)
     free(mem);
 }
 
+/* combine against one pass over the whole, for random splits: either side empty or one
+ * byte, and a buffer cut into many pieces joined one by one with crc32c_combine_with, as
+ * obj_decode joins records (an operator reused for equal lengths). */
+static void combine_random_splits(void)
+{
+    size_t max = 70000;
+    unsigned char *mem = malloc(max);
+    ASSERT(mem != NULL);
+    for (size_t i = 0; i < max; i++)
+        mem[i] = (unsigned char)(rng() >> 56);
+    size_t fixed[][2] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}, {0, 777}, {777, 0}, {1, 65536},
+                         {65536, 1}, {3, 8}, {8191, 8193}};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        size_t a = fixed[i][0], b = fixed[i][1];
+        uint32_t ca = crc32c_update(0, mem, a), cb = crc32c_update(0, mem + a, b);
+        ASSERT_UEQ(crc32c_combine(ca, cb, b), crc_ref(mem, a + b));
+        ASSERT_UEQ(crc32c_combine_with(ca, cb, crc32c_combine_op(b)), crc_ref(mem, a + b));
+    }
+    for (int round = 0; round < 200; round++) {
+        size_t total = rng() % (max + 1);
+        size_t cut = round % 3 == 0 ? rng() % 2 : rng() % (total + 1);
+        if (round % 3 == 1 && total > 0)
+            cut = total - rng() % 2; /* the second part 0 or 1 byte */
+        uint32_t ca = crc32c_update(0, mem, cut), cb = crc32c_update(0, mem + cut, total - cut);
+        uint32_t want = crc_ref(mem, total);
+        if (crc32c_combine(ca, cb, total - cut) != want)
+            TEST_FAIL_("combine of %zu + %zu bytes: 0x%08x, one pass 0x%08x", cut, total - cut,
+                       crc32c_combine(ca, cb, total - cut), want);
+    }
+    for (int round = 0; round < 20; round++) {
+        uint32_t c = 0, op = crc32c_combine_op(0);
+        size_t oplen = 0, piece = 1 + rng() % 5000;
+        for (size_t off = 0, n; off < max; off += n) {
+            n = round % 2 ? piece : rng() % 5000; /* equal pieces reuse the operator */
+            n = n < max - off ? n : max - off;
+            if (n != oplen) {
+                op = crc32c_combine_op(n);
+                oplen = n;
+            }
+            c = crc32c_combine_with(c, crc32c_update(0, mem + off, n), op);
+        }
+        ASSERT_UEQ(c, crc_ref(mem, max));
+    }
+    free(mem);
+}
+
 /* Where the CPU has the instruction, the hardware path must be the one in use. */
 static void hardware_used_where_present(void)
 {
@@ -206,6 +252,7 @@ int main(int argc, char **argv)
     RUN(streaming_and_combine);
     RUN(large_and_unaligned);
     RUN(random_buffers);
+    RUN(combine_random_splits);
     fprintf(stderr, "-- digest of random_buffers: %016" PRIx64 "\n", digest);
     return 0;
 }

@@ -93,6 +93,191 @@ static void round_trip_and_corruption(void)
     ASSERT_EQ(obj_decode(bad, n + 1, &h, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
 }
 
+/* Records long enough that obj_decode joins their CRCs into the object CRC (and short
+ * ones that it runs over directly), equal lengths reusing one operator: the object
+ * decodes, and a payload changed together with its record CRC (every record CRC then
+ * right) is still caught by the object CRC, in each record. */
+/* An object with payloads of the given lengths (seqs from 50, epoch 3); *total its size,
+ * pay[i] where payload i starts. malloc'd. */
+static unsigned char *build_lens(const uint32_t *lens, int n, size_t *total, size_t *pay)
+{
+    size_t off = OBJ_HEADER_BYTES;
+    *total = OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES;
+    for (int i = 0; i < n; i++)
+        *total += OBJ_RECORD_HEADER_BYTES + lens[i];
+    unsigned char *buf = malloc(*total);
+    ASSERT(buf != NULL);
+    struct obj_header h = {.version = OBJ_VERSION,
+                           .count = (uint32_t)n,
+                           .first_seq = 50,
+                           .last_seq = 50 + (uint64_t)n - 1,
+                           .epoch = 3};
+    obj_header_encode(&h, buf);
+    for (int i = 0; i < n; i++) {
+        unsigned char *q = buf + off + OBJ_RECORD_HEADER_BYTES;
+        for (uint32_t k = 0; k < lens[i]; k++)
+            q[k] = (unsigned char)(k * 31 + (uint32_t)i * 7);
+        obj_record_header_encode(lens[i], crc32c_update(0, q, lens[i]), 50 + (uint64_t)i,
+                                 buf + off);
+        pay[i] = off + OBJ_RECORD_HEADER_BYTES;
+        off += OBJ_RECORD_HEADER_BYTES + lens[i];
+    }
+    obj_trailer_encode(crc32c_update(0, buf, off), buf + off);
+    return buf;
+}
+
+static const uint32_t long_lens[] = {0, 1, 511, 512, 513, 4096, 4096, 4096, 70001, 3, 4096, 9000};
+#define NLONG ((int)(sizeof(long_lens) / sizeof(long_lens[0])))
+
+static void long_records_joined(void)
+{
+    const uint32_t *lens = long_lens;
+    int n = NLONG;
+    size_t total, pay[NLONG];
+    unsigned char *buf = build_lens(lens, n, &total, pay), *bad = malloc(total);
+    ASSERT(bad != NULL);
+    struct obj_header got;
+    char err[256];
+    ASSERT_EQ(obj_decode(buf, total, &got, NULL, NULL, err, sizeof(err)), 0);
+    ASSERT_UEQ(got.last_seq, 50 + (uint64_t)n - 1);
+    for (int i = 0; i < n; i++) {
+        if (lens[i] == 0)
+            continue;
+        memcpy(bad, buf, total);
+        bad[pay[i] + lens[i] / 2] ^= 0x40;
+        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]),
+                                 50 + (uint64_t)i, bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
+        err[0] = 0;
+        if (obj_decode(bad, total, &got, NULL, NULL, err, sizeof(err)) != S3C_ECORRUPT)
+            TEST_FAIL_("record %d (%u bytes) changed with its CRC went unnoticed", i, lens[i]);
+        ASSERT(strstr(err, "object CRC mismatch") != NULL);
+    }
+    /* the trailer alone wrong */
+    memcpy(bad, buf, total);
+    bad[total - OBJ_TRAILER_BYTES] ^= 1;
+    ASSERT_EQ(obj_decode(bad, total, &got, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
+    free(buf);
+    free(bad);
+}
+
+/* Feeds buf[0, upto) to a stream in pieces of 1..max bytes (piece: a copy elsewhere, as
+ * libcurl's buffer is), skipping the piece at skip_at when that is not SIZE_MAX. */
+static void feed(struct obj_stream *st, const unsigned char *buf, size_t upto, size_t max,
+                 size_t skip_at)
+{
+    static unsigned char piece[70000];
+    unsigned seed = 7;
+    obj_stream_init(st);
+    for (size_t off = 0, k; off < upto; off += k) {
+        seed = seed * 1103515245u + 12345u;
+        k = 1 + (seed >> 8) % max;
+        k = k < upto - off ? k : upto - off;
+        if (off <= skip_at && skip_at < off + k)
+            continue;
+        memcpy(piece, buf + off, k);
+        obj_stream_feed(st, buf, off, piece, k);
+    }
+}
+
+/* obj_stream and obj_check: an object fed in pieces of any size is verified and checks
+ * without a second CRC pass; anything wrong or not followed leaves it unverified, and
+ * obj_check then names the fault as obj_decode does. */
+static void stream_checks(void)
+{
+    size_t total, pay[NLONG];
+    unsigned char *buf = build_lens(long_lens, NLONG, &total, pay), *bad = malloc(total);
+    struct obj_stream st;
+    struct obj_header h;
+    char err[256];
+    ASSERT(bad != NULL);
+    size_t maxes[] = {1, 3, 16, 17, 700, 5000, 70000};
+    for (size_t i = 0; i < sizeof(maxes) / sizeof(maxes[0]); i++) {
+        feed(&st, buf, total, maxes[i], SIZE_MAX);
+        if (!obj_stream_verified(&st, buf, total))
+            TEST_FAIL_("pieces of up to %zu bytes: not verified", maxes[i]);
+        ASSERT_EQ(obj_check(buf, total, &st, &h, err, sizeof(err)), 0);
+        ASSERT_UEQ(h.last_seq, 50 + NLONG - 1);
+    }
+    /* A payload changed with its record CRC: the trailer CRC disagrees. */
+    memcpy(bad, buf, total);
+    bad[pay[8] + 5] ^= 1;
+    obj_record_header_encode(long_lens[8], crc32c_update(0, bad + pay[8], long_lens[8]), 58,
+                             bad + pay[8] - OBJ_RECORD_HEADER_BYTES);
+    feed(&st, bad, total, 5000, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total));
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "object CRC mismatch") != NULL);
+    /* A payload changed alone: its record CRC disagrees, and obj_check names the record. */
+    memcpy(bad, buf, total);
+    bad[pay[5] + 100] ^= 1;
+    feed(&st, bad, total, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total));
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "record seq 55 payload CRC mismatch") != NULL);
+    /* A payload changed with the trailer CRC made over the changed bytes: only its record
+     * CRC disagrees. */
+    memcpy(bad, buf, total);
+    bad[pay[6] + 1] ^= 0x10;
+    obj_trailer_encode(crc32c_update(0, bad, total - OBJ_TRAILER_BYTES),
+                       bad + total - OBJ_TRAILER_BYTES);
+    feed(&st, bad, total, 3, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total));
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "record seq 56 payload CRC mismatch") != NULL);
+    /* Structure the stream follows (obj_check then only decodes the header): a seq out of
+     * order, bytes between the last record and the trailer, a bad trailer magic, each with
+     * a trailer CRC that matches, are never verified, and obj_check names them. */
+    memcpy(bad, buf, total);
+    bad[pay[3] - 8] ^= 2; /* record 3's seq */
+    obj_trailer_encode(crc32c_update(0, bad, total - OBJ_TRAILER_BYTES),
+                       bad + total - OBJ_TRAILER_BYTES);
+    feed(&st, bad, total, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total));
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "record 3 at offset") != NULL);
+    unsigned char *longer = malloc(total + 4);
+    ASSERT(longer != NULL);
+    memcpy(longer, buf, total - OBJ_TRAILER_BYTES);
+    memcpy(longer + total - OBJ_TRAILER_BYTES, "junk", 4);
+    obj_trailer_encode(crc32c_update(0, longer, total - OBJ_TRAILER_BYTES), /* records only */
+                       longer + total - OBJ_TRAILER_BYTES + 4);
+    feed(&st, longer, total + 4, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, longer, total + 4));
+    ASSERT_EQ(obj_check(longer, total + 4, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "unexpected bytes") != NULL);
+    free(longer);
+    memcpy(bad, buf, total);
+    bad[total - 1] = 'X';
+    feed(&st, bad, total, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total));
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), S3C_ECORRUPT);
+    ASSERT(strstr(err, "trailer magic") != NULL);
+    /* A piece missing, the last byte not fed, or bytes past the trailer: not verified (the
+     * full check then passes the good bytes, or names the extra ones). */
+    feed(&st, buf, total, 700, total / 2);
+    ASSERT(!obj_stream_verified(&st, buf, total));
+    ASSERT_EQ(obj_check(buf, total, &st, &h, err, sizeof(err)), 0);
+    feed(&st, buf, total - 1, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, buf, total));
+    memcpy(bad, buf, total);
+    feed(&st, bad, total, 700, SIZE_MAX);
+    ASSERT(!obj_stream_verified(&st, bad, total - 1));
+    /* Verified means the CRCs were taken as the bytes landed: a byte changed in the buffer
+     * afterwards is the caller's business (obj_check trusts the stream; obj_decode sees it). */
+    feed(&st, buf, total, 5000, SIZE_MAX);
+    memcpy(bad, buf, total);
+    bad[pay[8] + 9] ^= 1;
+    ASSERT_EQ(obj_check(bad, total, &st, &h, err, sizeof(err)), 0);
+    ASSERT_EQ(obj_decode(bad, total, &h, NULL, NULL, err, sizeof(err)), S3C_ECORRUPT);
+    /* A compressed object is not followed. */
+    memcpy(bad, buf, total);
+    bad[10] |= OBJ_FLAG_ZSTD;
+    feed(&st, bad, total, 5000, SIZE_MAX);
+    ASSERT(st.off_track);
+    free(buf);
+    free(bad);
+}
+
 static void keys(void)
 {
     char k[OBJ_KEY_MAX];
@@ -221,6 +406,8 @@ int main(void)
 {
     RUN(exact_bytes);
     RUN(round_trip_and_corruption);
+    RUN(long_records_joined);
+    RUN(stream_checks);
     RUN(keys);
     RUN(headers);
     RUN(compressed);
