@@ -2,9 +2,11 @@
  * one directory: (a) the raw rate of write+fdatasync, as pg_test_fsync measures it (an
  * overwrite of a preallocated file) and as the spool does it (appends to a growing file);
  * (b) locally durable commits/s and MB/s (L, s3c_local_seq) at 128 B and 4 KiB with 1, 2
- * and 4 producers, with p50/p99 commit-to-local-ack latency, and at half of the 128 B peak;
- * (c) end-to-end S3 throughput (W) at 128 B, 2 producers, with the spool on and off. The
- * stage runs against s3commit-mock --store none (started and stopped by pid).
+ * and 4 producers, with p50/p99 commit-to-local-ack latency (a local subscriber times L's
+ * moves; producers time one commit in 16), then at half of the 128 B peak and at 10,000/s;
+ * (c) end-to-end S3 throughput (W) at 128 B, 2 producers, spool off and on, in three
+ * alternating pairs. The stage runs against s3commit-mock --store none (started and stopped
+ * by pid). Every case is bounded in time.
  *
  * Usage: bench-spool [seconds per case, default 3] [only: raw|local|paced|e2e]
  * The directory: $S3C_BENCH_DIR, else the build directory (beside bin/); its filesystem is
@@ -27,13 +29,13 @@
 #include "mockproc.h"
 #include "s3commit.h"
 
-#define BSP_SAMPLE_EVERY 4          /* producers time one commit in this many */
+#define BSP_SAMPLE_EVERY 16         /* producers time one commit in this many */
 #define BSP_MAX_GROUPS (4u << 20)   /* L moves recorded per case */
 #define BSP_MAX_PRODUCERS 4
 
 static struct mockproc bsp_mock;
 static size_t bsp_raw_bytes[8];   /* the append cases of (a): size and mean latency */
-static double bsp_raw_mean_us[8];
+static double bsp_raw_mean_us[8], bsp_raw_p99_us[8];
 static int bsp_nraw;
 static char bsp_root[1024]; /* the bench's own directory (removed at the end) */
 
@@ -131,6 +133,7 @@ static void bsp_raw(const char *mode, size_t size, double secs)
     fflush(stdout);
     if (append && bsp_nraw < 8) {
         bsp_raw_bytes[bsp_nraw] = size;
+        bsp_raw_p99_us[bsp_nraw] = (double)hist_quantile(&h, 0.99);
         bsp_raw_mean_us[bsp_nraw++] = (double)h.sum / (double)(n ? n : 1);
     }
     close(fd);
@@ -203,10 +206,12 @@ static void *bsp_producer(void *p)
                 bsp_sleep_ns(next - now);
         }
         for (int i = 0; i < burst; i++) {
-            uint64_t t0 = s3c__now_ns(), seq;
+            /* Only sampled commits read the clock: the producer's cost stays the stage's. */
+            bool sample = a->commits++ % BSP_SAMPLE_EVERY == 0 && a->nsamp < a->cap;
+            uint64_t t0 = sample ? s3c__now_ns() : 0, seq;
             if (s3c_submit(a->st, buf, a->size, 10000, &seq) != 0)
                 bsp_die("submit failed");
-            if ((a->commits++ % BSP_SAMPLE_EVERY) == 0 && a->nsamp < a->cap) {
+            if (sample) {
                 a->seq[a->nsamp] = seq;
                 a->t0[a->nsamp++] = t0;
             }
@@ -242,7 +247,7 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
     uint64_t deadline = t0 + (uint64_t)(secs * 1e9);
     pthread_t t[BSP_MAX_PRODUCERS];
     for (int i = 0; i < producers; i++) {
-        uint64_t cap = (uint64_t)(secs * 8e6 / BSP_SAMPLE_EVERY) + 1024;
+        uint64_t cap = (uint64_t)(secs * 8e6 / BSP_SAMPLE_EVERY) + 1024; /* 8M commits/s */
         if (!a[i].seq) {
             a[i].seq = calloc(cap, sizeof(uint64_t));
             a[i].t0 = calloc(cap, sizeof(uint64_t));
@@ -321,9 +326,9 @@ static void bsp_spool_dir(char *out, size_t cap)
     snprintf(out, cap, "%s/spool-%d", bsp_root, ++bsp_case_no);
 }
 
-/* Two raw append fdatasyncs of the size nearest (in log terms) to a write group: the p99
- * target of the issue. 0 when (a) did not run. */
-static double bsp_two_fsyncs_us(double group_bytes)
+/* Two raw append fdatasyncs (mean; with p99 set, their p99) of the size nearest (in log
+ * terms) to a write group: the p99 target of the issue. 0 when (a) did not run. */
+static double bsp_two_fsyncs_us(double group_bytes, bool p99)
 {
     int best = -1;
     double bd = 0;
@@ -333,7 +338,7 @@ static double bsp_two_fsyncs_us(double group_bytes)
         if (best < 0 || d < bd)
             best = i, bd = d;
     }
-    return best < 0 ? 0 : 2 * bsp_raw_mean_us[best];
+    return best < 0 ? 0 : 2 * (p99 ? bsp_raw_p99_us[best] : bsp_raw_mean_us[best]);
 }
 
 static double bsp_local(const char *name, int producers, size_t size, double secs, double rate)
@@ -344,18 +349,18 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     bsp_rmdir(dir);
     /* A group's bytes: records (16-byte header + payload) and a 48-byte frame per chunk. */
     double gbytes = r.commits_per_group * (double)(size + 16) + 48;
-    double target = bsp_two_fsyncs_us(gbytes);
+    double target = bsp_two_fsyncs_us(gbytes, false), loose = bsp_two_fsyncs_us(gbytes, true);
     printf("{\"bench\":\"spool\",\"case\":\"%s\",\"commit_bytes\":%zu,\"producers\":%d,"
            "\"rate_commits_per_s\":%.0f,\"local_commits_per_s\":%.0f,\"local_mb_per_s\":%.1f,"
            "\"s3_commits_per_s\":%.0f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
            ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"latency_samples\":%" PRIu64
            ",\"groups_per_s\":%.0f,\"commits_per_group\":%.1f,\"group_interval_us\":%.0f,"
            "\"group_bytes\":%.0f,\"spool_reads\":%" PRIu64 ",\"target_p99_us\":%.0f,"
-           "\"p99_met\":%s,\"target_commits_per_s\":%s,\"rate_met\":%s}\n",
+           "\"p99_met\":%s,\"two_raw_p99_us\":%.0f,\"target_commits_per_s\":%s,\"rate_met\":%s}\n",
            name, size, producers, rate, r.local_cps, r.local_mbps, r.w_cps, r.p50_us, r.p99_us,
            r.p999_us, r.max_us, r.samples, r.groups_per_s, r.commits_per_group, r.group_gap_us,
            gbytes, r.spool_reads, target,
-           target > 0 && (double)r.p99_us <= target ? "true" : "false",
+           target > 0 && (double)r.p99_us <= target ? "true" : "false", loose,
            size == 128 && rate == 0 ? "1000000" : "null",
            size == 128 && rate == 0 ? (r.local_cps >= 1e6 ? "true" : "false") : "null");
     fflush(stdout);
@@ -419,21 +424,33 @@ int main(int argc, char **argv)
                 peak = i == 0 && prods[j] == 2 ? c : peak;
             }
         bsp_local("local_half_load", 2, 128, secs, peak / 2);
+        bsp_local("local_light_load", 1, 128, secs, 10000);
     }
 
-    /* (c) End to end: W with the spool off and on. */
+    /* (c) End to end: W with the spool off and on, in three alternating pairs so that a
+     * neighbour's load falls on both sides; the verdict is on the sums. */
     if (!*only || strcmp(only, "e2e") == 0) {
         char dir[PATH_MAX];
-        struct bsp_run off = bsp_drive(NULL, 2, 128, secs, 0);
-        bsp_spool_dir(dir, sizeof(dir));
-        struct bsp_run on = bsp_drive(dir, 2, 128, secs, 0);
-        bsp_rmdir(dir);
-        double ratio = off.w_cps > 0 ? on.w_cps / off.w_cps : 0;
-        printf("{\"bench\":\"spool\",\"case\":\"s3_throughput\",\"commit_bytes\":128,"
-               "\"producers\":2,\"spool_off_commits_per_s\":%.0f,\"spool_on_commits_per_s\":%.0f,"
-               "\"spool_on_local_commits_per_s\":%.0f,\"on_over_off\":%.3f,"
-               "\"target\":\">= 0.8\",\"met\":%s}\n",
-               off.w_cps, on.w_cps, on.local_cps, ratio, ratio >= 0.8 ? "true" : "false");
+        double sum_off = 0, sum_on = 0;
+        for (int pair = 1; pair <= 3; pair++) {
+            struct bsp_run off = bsp_drive(NULL, 2, 128, secs, 0);
+            bsp_spool_dir(dir, sizeof(dir));
+            struct bsp_run on = bsp_drive(dir, 2, 128, secs, 0);
+            bsp_rmdir(dir);
+            sum_off += off.w_cps;
+            sum_on += on.w_cps;
+            printf("{\"bench\":\"spool\",\"case\":\"s3_throughput\",\"pair\":%d,"
+                   "\"commit_bytes\":128,\"producers\":2,\"spool_off_commits_per_s\":%.0f,"
+                   "\"spool_on_commits_per_s\":%.0f,\"spool_on_local_commits_per_s\":%.0f,"
+                   "\"on_over_off\":%.3f}\n",
+                   pair, off.w_cps, on.w_cps, on.local_cps, off.w_cps > 0 ? on.w_cps / off.w_cps : 0);
+            fflush(stdout);
+        }
+        double ratio = sum_off > 0 ? sum_on / sum_off : 0;
+        printf("{\"bench\":\"spool\",\"case\":\"s3_throughput_ratio\",\"commit_bytes\":128,"
+               "\"producers\":2,\"pairs\":3,\"on_over_off\":%.3f,\"target\":\">= 0.8\","
+               "\"met\":%s}\n",
+               ratio, ratio >= 0.8 ? "true" : "false");
         fflush(stdout);
     }
     mockproc_stop(&bsp_mock);
