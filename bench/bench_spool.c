@@ -3,7 +3,8 @@
  * overwrite of a preallocated file) and as the spool does it (appends to a growing file);
  * (b) locally durable commits/s and MB/s (L, s3c_local_seq) at 128 B and 4 KiB with 1, 2
  * and 4 producers, with p50/p99 commit-to-local-ack latency (a local subscriber times L's
- * moves; producers time one commit in 16), then at half of the 128 B peak and at 10,000/s;
+ * moves; producers time one commit in 16), then at half of the 128 B peak, at 10,000/s, and
+ * at full speed with a 4 MiB ring (at full speed the ring is the backlog, so the latency);
  * (c) end-to-end S3 throughput (W) at 128 B, 2 producers, spool off and on, in three
  * alternating pairs. The stage runs against s3commit-mock --store none (started and stopped
  * by pid). Every case is bounded in time.
@@ -29,15 +30,16 @@
 #include "mockproc.h"
 #include "s3commit.h"
 
-#define BSP_SAMPLE_EVERY 16         /* producers time one commit in this many */
-#define BSP_MAX_GROUPS (4u << 20)   /* L moves recorded per case */
+#define BSP_SAMPLE_EVERY 16       /* producers time one commit in this many */
+#define BSP_MAX_GROUPS (4u << 20) /* L moves recorded per case */
 #define BSP_MAX_PRODUCERS 4
 
 static struct mockproc bsp_mock;
-static size_t bsp_raw_bytes[8];   /* the append cases of (a): size and mean latency */
+static size_t bsp_raw_bytes[8]; /* the append cases of (a): size and mean latency */
 static double bsp_raw_mean_us[8], bsp_raw_p99_us[8];
 static int bsp_nraw;
-static char bsp_root[1024]; /* the bench's own directory (removed at the end) */
+static char bsp_root[1024];             /* the bench's own directory (removed at the end) */
+static long bsp_ring_bytes = 64L << 20; /* pipeline.ring_bytes of the stages opened */
 
 static void bsp_sleep_ns(uint64_t ns)
 {
@@ -154,7 +156,7 @@ static s3c_stage *bsp_open(const char *spool_dir)
     snprintf(json, sizeof(json),
              "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"bench/\"},"
              "\"persistence\":{\"batch_timeout_ms\":5},\"pipeline\":{\"ring_bytes\":%ld}%s}",
-             bsp_mock.endpoint, 64L << 20, spool);
+             bsp_mock.endpoint, bsp_ring_bytes, spool);
     if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0 ||
         s3c_stage_open(cfg, &st, err, sizeof(err)) != 0)
         bsp_die(err);
@@ -183,8 +185,8 @@ struct bsp_prod {
     s3c_stage *st;
     size_t size;
     uint64_t deadline_ns;
-    double rate;          /* commits/s; 0 = as fast as the stage takes them */
-    uint64_t *seq, *t0;   /* sampled commits: seq and submit time */
+    double rate;        /* commits/s; 0 = as fast as the stage takes them */
+    uint64_t *seq, *t0; /* sampled commits: seq and submit time */
     uint64_t nsamp, cap;
     uint64_t commits;
 };
@@ -253,8 +255,8 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
             a[i].t0 = calloc(cap, sizeof(uint64_t));
             a[i].cap = cap;
         }
-        a[i] = (struct bsp_prod){st, size, deadline, rate / producers, a[i].seq, a[i].t0, 0,
-                                 a[i].cap, 0};
+        a[i] = (struct bsp_prod){st, size,     deadline, rate / producers, a[i].seq, a[i].t0,
+                                 0,  a[i].cap, 0};
         pthread_create(&t[i], NULL, bsp_producer, &a[i]);
     }
     uint64_t now = s3c__now_ns();
@@ -334,7 +336,7 @@ static double bsp_two_fsyncs_us(double group_bytes, bool p99)
     double bd = 0;
     for (int i = 0; i < bsp_nraw; i++) {
         double d = group_bytes > (double)bsp_raw_bytes[i] ? group_bytes / (double)bsp_raw_bytes[i]
-                                                         : (double)bsp_raw_bytes[i] / group_bytes;
+                                                          : (double)bsp_raw_bytes[i] / group_bytes;
         if (best < 0 || d < bd)
             best = i, bd = d;
     }
@@ -350,16 +352,17 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     /* A group's bytes: records (16-byte header + payload) and a 48-byte frame per chunk. */
     double gbytes = r.commits_per_group * (double)(size + 16) + 48;
     double target = bsp_two_fsyncs_us(gbytes, false), loose = bsp_two_fsyncs_us(gbytes, true);
-    printf("{\"bench\":\"spool\",\"case\":\"%s\",\"commit_bytes\":%zu,\"producers\":%d,"
-           "\"rate_commits_per_s\":%.0f,\"local_commits_per_s\":%.0f,\"local_mb_per_s\":%.1f,"
+    printf("{\"bench\":\"spool\",\"case\":\"%s\",\"ring_mib\":%ld,\"commit_bytes\":%zu,"
+           "\"producers\":%d,\"rate_commits_per_s\":%.0f,\"local_commits_per_s\":%.0f,\"local_mb_"
+           "per_s\":%.1f,"
            "\"s3_commits_per_s\":%.0f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
            ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"latency_samples\":%" PRIu64
            ",\"groups_per_s\":%.0f,\"commits_per_group\":%.1f,\"group_interval_us\":%.0f,"
            "\"group_bytes\":%.0f,\"spool_reads\":%" PRIu64 ",\"target_p99_us\":%.0f,"
            "\"p99_met\":%s,\"two_raw_p99_us\":%.0f,\"target_commits_per_s\":%s,\"rate_met\":%s}\n",
-           name, size, producers, rate, r.local_cps, r.local_mbps, r.w_cps, r.p50_us, r.p99_us,
-           r.p999_us, r.max_us, r.samples, r.groups_per_s, r.commits_per_group, r.group_gap_us,
-           gbytes, r.spool_reads, target,
+           name, bsp_ring_bytes >> 20, size, producers, rate, r.local_cps, r.local_mbps, r.w_cps,
+           r.p50_us, r.p99_us, r.p999_us, r.max_us, r.samples, r.groups_per_s, r.commits_per_group,
+           r.group_gap_us, gbytes, r.spool_reads, target,
            target > 0 && (double)r.p99_us <= target ? "true" : "false", loose,
            size == 128 && rate == 0 ? "1000000" : "null",
            size == 128 && rate == 0 ? (r.local_cps >= 1e6 ? "true" : "false") : "null");
@@ -425,6 +428,10 @@ int main(int argc, char **argv)
             }
         bsp_local("local_half_load", 2, 128, secs, peak / 2);
         bsp_local("local_light_load", 1, 128, secs, 10000);
+        /* At full speed the backlog is the ring: latency is ring bytes / disk rate. */
+        bsp_ring_bytes = 4L << 20;
+        bsp_local("local_peak", 2, 128, secs, 0);
+        bsp_ring_bytes = 64L << 20;
     }
 
     /* (c) End to end: W with the spool off and on, in three alternating pairs so that a
@@ -443,7 +450,8 @@ int main(int argc, char **argv)
                    "\"commit_bytes\":128,\"producers\":2,\"spool_off_commits_per_s\":%.0f,"
                    "\"spool_on_commits_per_s\":%.0f,\"spool_on_local_commits_per_s\":%.0f,"
                    "\"on_over_off\":%.3f}\n",
-                   pair, off.w_cps, on.w_cps, on.local_cps, off.w_cps > 0 ? on.w_cps / off.w_cps : 0);
+                   pair, off.w_cps, on.w_cps, on.local_cps,
+                   off.w_cps > 0 ? on.w_cps / off.w_cps : 0);
             fflush(stdout);
         }
         double ratio = sum_off > 0 ? sum_on / sum_off : 0;
