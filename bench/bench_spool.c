@@ -189,14 +189,22 @@ struct bsp_prod {
     uint64_t *seq, *t0; /* sampled commits: seq and submit time */
     uint64_t nsamp, cap;
     uint64_t commits;
+    uint64_t cpu_ns; /* the producer's own CPU time */
 };
+
+static uint64_t bsp_cpu_ns(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void *bsp_producer(void *p)
 {
     struct bsp_prod *a = p;
     char buf[4096];
     memset(buf, 0x42, sizeof(buf));
-    uint64_t next = s3c__now_ns();
+    uint64_t next = s3c__now_ns(), cpu0 = bsp_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
     while (s3c__now_ns() < a->deadline_ns) {
         int burst = 256;
         if (a->rate > 0) { /* paced in 1 ms slices */
@@ -219,6 +227,7 @@ static void *bsp_producer(void *p)
             }
         }
     }
+    a->cpu_ns = bsp_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
     return NULL;
 }
 
@@ -227,6 +236,7 @@ struct bsp_run {
     uint64_t p50_us, p99_us, p999_us, max_us, samples;
     double groups_per_s, commits_per_group, group_gap_us;
     uint64_t spool_reads;
+    double stage_ns, producer_ns; /* CPU per commit made durable (L with a spool, else W) */
 };
 
 /* Drives a stage for secs: L and W by the deadline, then a drain that must be whole. */
@@ -245,7 +255,8 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
         bsp_die("cannot subscribe to L");
     struct s3c_stats s0, s1;
     s3c_stats_get(st, &s0);
-    uint64_t l0 = s3c_local_seq(st), t0 = s3c__now_ns();
+    uint64_t l0 = s3c_local_seq(st), t0 = s3c__now_ns(),
+             cpu0 = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
     uint64_t deadline = t0 + (uint64_t)(secs * 1e9);
     pthread_t t[BSP_MAX_PRODUCERS];
     for (int i = 0; i < producers; i++) {
@@ -255,23 +266,33 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
             a[i].t0 = calloc(cap, sizeof(uint64_t));
             a[i].cap = cap;
         }
-        a[i] = (struct bsp_prod){st, size,     deadline, rate / producers, a[i].seq, a[i].t0,
-                                 0,  a[i].cap, 0};
+        a[i] = (struct bsp_prod){.st = st,
+                                 .size = size,
+                                 .deadline_ns = deadline,
+                                 .rate = rate / producers,
+                                 .seq = a[i].seq,
+                                 .t0 = a[i].t0,
+                                 .cap = a[i].cap};
         pthread_create(&t[i], NULL, bsp_producer, &a[i]);
     }
     uint64_t now = s3c__now_ns();
     if (deadline > now)
         bsp_sleep_ns(deadline - now);
-    uint64_t l1 = s3c_local_seq(st);
+    uint64_t l1 = s3c_local_seq(st), cpu = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
     s3c_stats_get(st, &s1);
     double dt = (double)(s3c__now_ns() - t0) / 1e9;
-    uint64_t total = 0;
+    uint64_t total = 0, pcpu = 0;
     for (int i = 0; i < producers; i++) {
         pthread_join(t[i], NULL);
         total += a[i].commits;
+        pcpu += a[i].cpu_ns;
     }
     struct bsp_run r = {0};
     uint64_t lc = spool_dir ? l1 - l0 : 0, wc = s1.commits_durable - s0.commits_durable;
+    /* The process's CPU but the producers' is the stage's (the main thread sleeps). */
+    double n = (double)(spool_dir ? lc : wc);
+    r.stage_ns = n > 0 && cpu > pcpu ? (double)(cpu - pcpu) / n : 0;
+    r.producer_ns = n > 0 ? (double)pcpu / n : 0;
     r.local_cps = (double)lc / dt;
     r.local_mbps = (double)lc * (double)size / dt / 1e6;
     r.w_cps = (double)wc / dt;
@@ -358,11 +379,13 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
            "\"s3_commits_per_s\":%.0f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
            ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"latency_samples\":%" PRIu64
            ",\"groups_per_s\":%.0f,\"commits_per_group\":%.1f,\"group_interval_us\":%.0f,"
-           "\"group_bytes\":%.0f,\"spool_reads\":%" PRIu64 ",\"target_p99_us\":%.0f,"
+           "\"group_bytes\":%.0f,\"spool_reads\":%" PRIu64 ","
+           "\"stage_cpu_ns_per_commit\":%.0f,\"producer_cpu_ns_per_commit\":%.0f,\"target_p99_us\":"
+           "%.0f,"
            "\"p99_met\":%s,\"two_raw_p99_us\":%.0f,\"target_commits_per_s\":%s,\"rate_met\":%s}\n",
            name, bsp_ring_bytes >> 20, size, producers, rate, r.local_cps, r.local_mbps, r.w_cps,
            r.p50_us, r.p99_us, r.p999_us, r.max_us, r.samples, r.groups_per_s, r.commits_per_group,
-           r.group_gap_us, gbytes, r.spool_reads, target,
+           r.group_gap_us, gbytes, r.spool_reads, r.stage_ns, r.producer_ns, target,
            target > 0 && (double)r.p99_us <= target ? "true" : "false", loose,
            size == 128 && rate == 0 ? "1000000" : "null",
            size == 128 && rate == 0 ? (r.local_cps >= 1e6 ? "true" : "false") : "null");
@@ -449,9 +472,12 @@ int main(int argc, char **argv)
             printf("{\"bench\":\"spool\",\"case\":\"s3_throughput\",\"pair\":%d,"
                    "\"commit_bytes\":128,\"producers\":2,\"spool_off_commits_per_s\":%.0f,"
                    "\"spool_on_commits_per_s\":%.0f,\"spool_on_local_commits_per_s\":%.0f,"
-                   "\"on_over_off\":%.3f}\n",
+                   "\"on_over_off\":%.3f,\"stage_cpu_ns_per_commit_off\":%.0f,"
+                   "\"stage_cpu_ns_per_commit_on\":%.0f,\"producer_cpu_ns_per_commit_off\":%.0f,"
+                   "\"producer_cpu_ns_per_commit_on\":%.0f}\n",
                    pair, off.w_cps, on.w_cps, on.local_cps,
-                   off.w_cps > 0 ? on.w_cps / off.w_cps : 0);
+                   off.w_cps > 0 ? on.w_cps / off.w_cps : 0, off.stage_ns, on.stage_ns,
+                   off.producer_ns, on.producer_ns);
             fflush(stdout);
         }
         double ratio = sum_off > 0 ? sum_on / sum_off : 0;
