@@ -47,11 +47,19 @@ static void bsp_sleep_ns(uint64_t ns)
     nanosleep(&ts, NULL);
 }
 
+static void bsp_rmdir(const char *dir);
+static char bsp_cur[1100]; /* the spool directory of the case running, "" when none */
+
+/* Stops the mock and removes what the bench wrote (a 4 KiB case leaves gigabytes). */
 static void bsp_die(const char *what)
 {
     fprintf(stderr, "bench-spool: %s\n", what);
     if (bsp_mock.pid)
         mockproc_stop(&bsp_mock);
+    if (bsp_cur[0])
+        bsp_rmdir(bsp_cur);
+    if (bsp_root[0])
+        bsp_rmdir(bsp_root);
     exit(1);
 }
 
@@ -346,7 +354,8 @@ static int bsp_case_no;
 
 static void bsp_spool_dir(char *out, size_t cap)
 {
-    snprintf(out, cap, "%s/spool-%d", bsp_root, ++bsp_case_no);
+    snprintf(bsp_cur, sizeof(bsp_cur), "%s/spool-%d", bsp_root, ++bsp_case_no);
+    snprintf(out, cap, "%s", bsp_cur);
 }
 
 /* Two raw append fdatasyncs (mean; with p99 set, their p99) of the size nearest (in log
@@ -370,6 +379,7 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     bsp_spool_dir(dir, sizeof(dir));
     struct bsp_run r = bsp_drive(dir, producers, size, secs, rate);
     bsp_rmdir(dir);
+    bsp_cur[0] = 0;
     /* A group's bytes: records (16-byte header + payload) and a 48-byte frame per chunk. */
     double gbytes = r.commits_per_group * (double)(size + 16) + 48;
     double target = bsp_two_fsyncs_us(gbytes, false), loose = bsp_two_fsyncs_us(gbytes, true);
@@ -467,6 +477,7 @@ int main(int argc, char **argv)
             bsp_spool_dir(dir, sizeof(dir));
             struct bsp_run on = bsp_drive(dir, 2, 128, secs, 0);
             bsp_rmdir(dir);
+            bsp_cur[0] = 0;
             sum_off += off.w_cps;
             sum_on += on.w_cps;
             printf("{\"bench\":\"spool\",\"case\":\"s3_throughput\",\"pair\":%d,"
