@@ -107,24 +107,6 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
     return 0;
 }
 
-/* A chunk's payload must be its records, seqs first..last, back to back. */
-static bool spool_chunk_ok(const unsigned char *p, const struct spool_frame *f)
-{
-    uint64_t off = 0;
-    for (uint64_t seq = f->first; seq <= f->last; seq++) {
-        uint32_t len;
-        uint64_t rseq;
-        if (off + OBJ_RECORD_HEADER_BYTES > f->len)
-            return false;
-        memcpy(&len, p + off, 4);
-        memcpy(&rseq, p + off + 8, 8);
-        if (rseq != seq || off + OBJ_RECORD_HEADER_BYTES + len > f->len)
-            return false;
-        off += OBJ_RECORD_HEADER_BYTES + len;
-    }
-    return off == f->len;
-}
-
 struct spool_scanner {
     unsigned char *buf;
     size_t cap;
@@ -165,12 +147,8 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             sc->buf = b, sc->cap = f.len;
         }
         if (pread(fd, sc->buf, f.len, (off_t)(off + SPOOL_FRAME_HEADER)) != (ssize_t)f.len ||
-            crc32c_update(crc32c_update(0, h, 40), sc->buf, f.len) != crc) {
+            !spool_frame_check(h, &f, crc, sc->buf)) {
             snprintf(why, whylen, "CRC mismatch (a torn or damaged write)");
-            return off;
-        }
-        if (f.type == SPOOL_CHUNK && !spool_chunk_ok(sc->buf, &f)) {
-            snprintf(why, whylen, "a chunk whose records do not match its header");
             return off;
         }
         if (f.type != SPOOL_SEAL) {

@@ -81,6 +81,34 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
     return 0;
 }
 
+/* A CHUNK's CRC covers its header and its records' headers, which carry each payload's
+ * CRC-32C (the producer's): so the spool thread reads 16 bytes per record, not all of it,
+ * and a check of a read-back frame still covers every byte. */
+bool spool_frame_check(const unsigned char h[SPOOL_FRAME_HEADER], const struct spool_frame *f,
+                       uint32_t crc, const unsigned char *p)
+{
+    uint32_t c = crc32c_update(0, h, 40);
+    if (f->type != SPOOL_CHUNK)
+        return crc32c_update(c, p, f->len) == crc;
+    uint64_t off = 0;
+    for (uint64_t seq = f->first; seq <= f->last; seq++) {
+        uint32_t len, pcrc;
+        uint64_t rseq;
+        if (off + OBJ_RECORD_HEADER_BYTES > f->len)
+            return false;
+        memcpy(&len, p + off, 4);
+        memcpy(&pcrc, p + off + 4, 4);
+        memcpy(&rseq, p + off + 8, 8);
+        if (rseq != seq || len > f->len - off - OBJ_RECORD_HEADER_BYTES)
+            return false;
+        c = crc32c_update(c, p + off, OBJ_RECORD_HEADER_BYTES);
+        if (crc32c_update(0, p + off + OBJ_RECORD_HEADER_BYTES, len) != pcrc)
+            return false;
+        off += OBJ_RECORD_HEADER_BYTES + len;
+    }
+    return off == f->len && c == crc;
+}
+
 void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%020" PRIu64 ".seg", sp->dir, seg);
@@ -364,7 +392,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             while (ring_iter_next(sp->o.ring, &it, &rec)) {
                 void *span = (unsigned char *)rec.prefix + sp->o.rec_offset;
                 size_t len = OBJ_RECORD_HEADER_BYTES + rec.len;
-                crc = crc32c_update(crc, span, len);
+                crc = crc32c_update(crc, span, OBJ_RECORD_HEADER_BYTES); /* spool_frame_check */
                 iov[n++] = (struct iovec){span, len};
             }
             if (size - SPOOL_FRAME_HEADER > f.len)
@@ -629,7 +657,7 @@ int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, v
             return S3C_ECORRUPT;
         }
         ssize_t got = pread(fd, buf, f->len, (off_t)(pos->off + SPOOL_FRAME_HEADER));
-        if (got != (ssize_t)f->len || crc32c_update(crc32c_update(0, h, 40), buf, f->len) != crc) {
+        if (got != (ssize_t)f->len || !spool_frame_check(h, f, crc, buf)) {
             snprintf(err, errlen,
                      "spool: segment %020" PRIu64 ".seg offset %" PRIu64
                      ": the frame's CRC does not match (the disk lost or changed it)",

@@ -79,5 +79,7 @@ void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
 struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg);
 int spool_seg_add(struct spool *sp, uint64_t seg);
 void spool_io_defaults(struct spool_io *io);
+bool spool_frame_check(const unsigned char h[SPOOL_FRAME_HEADER], const struct spool_frame *f,
+                       uint32_t crc, const unsigned char *p);
 
 #endif

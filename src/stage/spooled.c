@@ -25,13 +25,14 @@ void stage_on_spool_wake(void *ctx, int fd, unsigned events)
         ;
 }
 
-/* The ring or the queue runs short: give back ring space as soon as the spool holds it. */
+/* The ring or the queue runs out: give back ring space as soon as the spool holds it.
+ * Not earlier: a batch built from the spool costs a read and a CRC check of its bytes, so
+ * at full speed with S3 keeping up (a busy ring, nobody waiting) the ring keeps them. */
 static bool stage_spool_pressure(struct s3c_stage *st)
 {
     uint64_t queued = spool_req_pushed(st->spool) - spool_req_freed(st->spool);
-    return ring_producers_waiting(st->ring) ||
-           ring_used_bytes(st->ring) > (uint64_t)st->cfg.pipeline.ring_bytes / 2 ||
-           queued > SPOOL_QUEUE / 2;
+    return ring_producers_waiting(st->ring) || queued > SPOOL_QUEUE * 3 / 4 ||
+           ring_used_bytes(st->ring) > (uint64_t)st->cfg.pipeline.ring_bytes / 8 * 7;
 }
 
 void stage_spool_take(struct s3c_stage *st)
