@@ -34,15 +34,19 @@ static void stage_ack(struct s3c_stage *st)
             struct ring_iter it;
             struct ring_rec rec;
             ring_iter_init(&d->rb, &it);
+            uint64_t n = 0;
             while (ring_iter_next(st->ring, &it, &rec)) {
                 uint64_t t0;
                 memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
+                if (!t0)
+                    continue; /* not sampled */
                 uint64_t us = now > t0 ? (now - t0) / 1000 : 0;
                 sum += us;
+                n++;
                 CINC(lat_hist[stage_log2_bucket(us, 24)], 1);
             }
             CINC(lat_sum, sum);
-            CINC(lat_count, d->count);
+            CINC(lat_count, n);
             ring_release_sc(st->ring, &d->rb);
         } else if (d->t_n) {
             /* The commits' submit times: their sum (a bucket by their mean) */

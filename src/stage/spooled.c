@@ -312,7 +312,7 @@ static void stage_form_from_ring(struct s3c_stage *st, struct batch *b)
             uint64_t t0;
             memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
             b->t_sum += t0;
-            b->t_n++;
+            b->t_n += t0 != 0; /* sampled ones */
             b->iov[n++] = (struct iovec){(unsigned char *)rec.prefix + PFX_RECHDR,
                                          OBJ_RECORD_HEADER_BYTES + rec.len};
         }

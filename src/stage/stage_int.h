@@ -28,6 +28,7 @@
 #define PFX_BYTES (8 + OBJ_RECORD_HEADER_BYTES)
 
 #define MAX_SUBS 16
+#define LAT_SAMPLE 16 /* one commit in LAT_SAMPLE per producer thread is timed */
 #define RETRY_COST 5          /* retry budget tokens per retry (AWS SDK standard mode) */
 #define RETRY_COST_TIMEOUT 10 /* ... per retry after a timeout */
 

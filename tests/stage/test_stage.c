@@ -405,7 +405,9 @@ static void jittered_many_in_flight(void)
     uint64_t n = last - 1; /* seq 1 is the stage's control record */
     ASSERT_UEQ(s.commits_durable, n);
     ASSERT_UEQ(s.bytes_durable, n * 100);
-    ASSERT_UEQ(s.ack_latency_count, n);
+    /* one commit in 16 of this thread is timed: n, give or take the thread's earlier ones */
+    ASSERT_GE(s.ack_latency_count, n / 16 - 1);
+    ASSERT_LE(s.ack_latency_count, n / 16 + 1);
     ASSERT_UEQ(s.batch_commits_sum, n); /* every batch succeeded exactly once */
     ASSERT_UEQ(s.writes_saved, n - s.batches_sent);
     ASSERT_GT(s.writes_saved, n / 2); /* 5000 commits went out in far fewer PUTs */
