@@ -160,6 +160,7 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             if (!scan->first_seq)
                 scan->first_seq = f.first;
             sc->last = f.last;
+            scan->last_epoch = f.epoch;
             sg->last = f.last;
         } else {
             if (sp->nseals % 256 == 0) {

@@ -57,6 +57,7 @@ struct spool_req {
 /* What the open found on disk. */
 struct spool_scan {
     uint64_t first_seq, last_seq; /* of the CHUNK/OBJECT frames kept (0, 0: none) */
+    uint64_t last_epoch;          /* the epoch of the frame holding last_seq */
     uint64_t bytes;               /* in segment files */
     int segments;
     uint64_t frames;

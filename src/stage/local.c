@@ -4,12 +4,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "stage/stage_int.h"
+#include "writer/call.h"
 
 /* L moved (the spool's thread). */
 static void stage_on_local(void *ctx, uint64_t l)
@@ -74,7 +76,88 @@ int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t err
         return rc;
     }
     *last = scan.last_seq;
+    st->spool_epoch = scan.last_epoch;
     return 0;
+}
+
+/* The log in S3 already covers the spool's last seq X: is it our commit there, or did
+ * another writer take the log over and write its own at X? The object holding X must be
+ * of the epoch that spooled X. One listing (from X less the most commits an object holds)
+ * and one header read. Returns 0 (ours), S3C_ECORRUPT (another writer's: err says so) or
+ * an error of the requests. */
+static int stage_spool_in_log(struct s3c_stage *st, uint64_t x, char *err, size_t errlen)
+{
+    const struct s3c_config *cfg = &st->cfg;
+    uint64_t span = st->ws.max_batch_commits;
+    if (span < (uint64_t)cfg->persistence.batch_size_threshold)
+        span = (uint64_t)cfg->persistence.batch_size_threshold;
+    char lp[OBJ_KEY_MAX], after[OBJ_KEY_MAX], key[OBJ_KEY_MAX] = "";
+    snprintf(lp, sizeof(lp), "%slog/", cfg->s3.prefix);
+    obj_key(after, sizeof(after), cfg->s3.prefix, x > span ? x - span : 0);
+    char *token = NULL;
+    uint64_t best = 0;
+    int rc = 0;
+    for (bool more = true; more && rc == 0;) {
+        struct call_res res;
+        struct call_req q = {.op = XPORT_OP_LIST,
+                             .list_prefix = lp,
+                             .start_after = token ? NULL : after,
+                             .token = token,
+                             .max_keys = 1000};
+        rc = call_run(st->x, cfg, &q, &res, err, errlen);
+        if (rc < 0)
+            break;
+        bool past = false;
+        for (size_t i = 0; i < res.nkeys; i++) {
+            uint64_t f;
+            if (!obj_key_parse(res.keys[i], cfg->s3.prefix, &f))
+                continue;
+            if (f > x) {
+                past = true;
+                break;
+            }
+            if (f >= best) {
+                best = f;
+                snprintf(key, sizeof(key), "%s", res.keys[i]);
+            }
+        }
+        free(token);
+        token = NULL;
+        more = !past && res.truncated && res.next_token;
+        if (more) {
+            token = res.next_token;
+            res.next_token = NULL;
+        }
+        call_res_free(&res);
+    }
+    free(token);
+    if (rc < 0)
+        return rc;
+    struct obj_header h = {0};
+    bool found = false;
+    if (key[0]) {
+        struct call_res res;
+        struct call_req q = {
+            .op = XPORT_OP_GET, .key = key, .first = 0, .last = OBJ_HEADER_BYTES - 1};
+        rc = call_run(st->x, cfg, &q, &res, err, errlen);
+        if (rc < 0)
+            return rc;
+        char why[256];
+        found = res.cls == XPORT_OK &&
+                obj_header_decode(res.body, res.body_len, &h, NULL, why, sizeof(why)) == 0 &&
+                h.first_seq <= x && x <= h.last_seq;
+        call_res_free(&res);
+    }
+    if (found && h.epoch == st->spool_epoch)
+        return 0;
+    snprintf(err, errlen,
+             "spool.dir %s holds seqs up to %" PRIu64 " of epoch %" PRIu64 ", but the log in "
+             "S3 holds %s at seq %" PRIu64 ": another writer took the log over, and the "
+             "spool's commits that were not in S3 then cannot be placed after it; move "
+             "spool.dir aside (keep it: it holds commits) and open again",
+             cfg->spool.dir, x, st->spool_epoch, found ? "an object of another epoch" : "no object",
+             x);
+    return S3C_ECORRUPT;
 }
 
 /* After writer_open: what of the spool is still to go to S3 (the replay), our control
@@ -124,6 +207,11 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
                 " seals=%zu control_seq=%" PRIu64,
                 w + 1, last, f.epoch, st->nseals, st->base);
     } else {
+        if (last > 0) { /* in S3 already - ours, or another writer's after a takeover? */
+            int rc = stage_spool_in_log(st, last, err, errlen);
+            if (rc != 0)
+                return rc;
+        }
         spool_trim(st->spool, UINT64_MAX); /* all of it is in S3 already */
     }
     unsigned char obj[1024];

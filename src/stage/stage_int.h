@@ -94,6 +94,7 @@ struct s3c_stage {
     struct mw *mw;          /* the manifest and heartbeat writer, on the loop */
     uint64_t base;          /* log seq = ring seq + base (base = the fence's seq) */
     struct spool *spool;    /* spool.dir: the local spool, or NULL */
+    uint64_t spool_epoch;   /* the epoch of the run that spooled its last seq (at open) */
     int spool_efd;          /* written by the spool thread after each write group */
     struct loop_watch spool_w;
     ZSTD_CCtx *zc; /* s3.compression zstd: the persistence thread's compressor */

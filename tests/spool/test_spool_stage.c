@@ -39,10 +39,16 @@ static void sp_rm_dir(void)
     ASSERT_EQ(system(cmd), 0);
 }
 
-/* max_bytes: the spool's bound; the ring is 1 MiB, so a few MiB of commits must go through
- * the spool, not the ring. */
+/* max_bytes: the spool's bound (0: no spool); the ring is 1 MiB, so a few MiB of commits
+ * must go through the spool, not the ring. */
 static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
 {
+    char spool[256] = "";
+    if (max_bytes)
+        snprintf(spool, sizeof(spool),
+                 ",\"spool\":{\"dir\":\"%s/spool\",\"segment_bytes\":262144,"
+                 "\"max_bytes\":%lld}",
+                 dir, max_bytes);
     char json[2048];
     s3c_config *cfg = NULL;
     s3c_stage *st = NULL;
@@ -52,9 +58,8 @@ static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
              "\"retry_base_delay_ms\":10,\"max_retry_delay_ms\":200,"
              "\"shutdown_timeout_ms\":1000,\"max_in_flight_requests\":4,"
              "\"target_pool_size\":4},"
-             "\"pipeline\":{\"ring_bytes\":1048576,\"max_commit_bytes\":16384},"
-             "\"spool\":{\"dir\":\"%s/spool\",\"segment_bytes\":262144,\"max_bytes\":%lld}}",
-             mock.endpoint, dir, max_bytes);
+             "\"pipeline\":{\"ring_bytes\":1048576,\"max_commit_bytes\":16384}%s}",
+             mock.endpoint, spool);
     ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, errlen), 0);
     int rc = s3c_stage_open(cfg, &st, err, errlen);
     s3c_config_free(cfg);
@@ -314,6 +319,35 @@ static void next_open_replays(void)
     sp_rm_dir();
 }
 
+/* A takeover strands what a spool held and S3 did not: a writer without the spool takes the
+ * log over and writes past the spool's seqs; the next start on the spool must refuse (its
+ * commits stay on disk), not take the other writer's objects for its own. */
+static void takeover_strands_the_spool(void)
+{
+    char err[1024];
+    sp_fresh_dir();
+    s3c_stage *a = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(a);
+    mock_faults(&mock, OUTAGE);
+    ASSERT_EQ(sp_submit(a, first, 0, 300, 10000), 0);
+    ASSERT_EQ(s3c_wait_local(a, first + 299, 10000), 0);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(a, &rep), S3C_ETIMEDOUT);
+    ASSERT_GE(rep.local_seq, first + 299);
+    mock_faults(&mock, HEALED);
+    s3c_stage *b = sp_open(0, err, sizeof(err)); /* another host: no spool */
+    ASSERT(b != NULL);
+    uint64_t bfirst = sp_first_seq(b);
+    ASSERT_UEQ(bfirst, first + 1); /* it continues from the log, over the spool's seqs */
+    ASSERT_EQ(sp_submit(b, bfirst, 0, 600, 10000), 0);
+    ASSERT_EQ(s3c_wait_durable(b, bfirst + 599, 10000), 0);
+    ASSERT_EQ(s3c_stage_close(b, NULL), 0);
+    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+    ASSERT(again == NULL);
+    ASSERT(strstr(err, "another writer took the log over") != NULL);
+    sp_rm_dir();
+}
+
 int main(void)
 {
     ASSERT_EQ(test_mock_start(&mock, NULL), 0);
@@ -323,6 +357,7 @@ int main(void)
     RUN(failing_write);
     RUN(second_stage_refused);
     RUN(next_open_replays);
+    RUN(takeover_strands_the_spool);
     test_mock_stop(&mock);
     return 0;
 }

@@ -605,7 +605,15 @@ int cmd_run(const char *config_path, const char *input)
                 rep.durable_seq, rep.local_seq, rep.durable_seq + 1, r.last_seq);
         exit_code = r.input_error ? TOOL_EXIT_FAIL : TOOL_EXIT_OK;
     } else if (close_rc != 0 || rep.durable_seq < r.last_seq) {
-        if (rep.lost_first_seq && r.spool && rep.local_seq >= rep.lost_first_seq)
+        if (rep.lost_first_seq && r.spool && rep.local_seq >= rep.lost_first_seq &&
+            close_rc == S3C_EFENCED)
+            tool_error("fenced: seqs %" PRIu64 "..%" PRIu64 " are not in S3; of them, seqs up to "
+                       "%" PRIu64 " are in the spool, but a newer writer took the log over, "
+                       "so the next start on this spool refuses them (they stay on disk; "
+                       "docs/spool.md)%s%s",
+                       rep.lost_first_seq, rep.lost_last_seq, rep.local_seq,
+                       stats.last_error[0] ? "; last error: " : "", stats.last_error);
+        else if (rep.lost_first_seq && r.spool && rep.local_seq >= rep.lost_first_seq)
             tool_error("not everything was made durable: seqs %" PRIu64 "..%" PRIu64
                        " are not in S3 (%s); of them, seqs up to %" PRIu64 " are in the spool "
                        "and the next start sends them%s%s",
