@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one-command demo (`make demo`, which builds first): starts s3commit-mock on a free
 # 127.0.0.1 port (objects in memory, 10 ms per request like an in-region S3 PUT), drives
-# the stage with s3commit-load for about 10 seconds in two phases, reads every object back
+# the stage with s3commit-load for about 10 seconds in two phases (the first once more
+# against a second mock with --store none, for comparison), reads every object back
 # with `s3commit verify`, then restarts the stage on the second phase's prefix twice with
 # `s3commit run` (killed with -9 under load, then again to a clean end) and verifies that
 # one chain holds every seq printed durable. It prints a short table, only talks to
