@@ -1,7 +1,9 @@
-/* bench-mock: how fast s3commit-mock --store none takes PUTs, driven by wrk (16
- * connections) on loopback: PUT/s of 4 KiB bodies and MB/s of 1 MiB bodies, one JSON line
- * each. Targets: >= 50,000 PUT/s and >= 2,000 MB/s. The load goes only to 127.0.0.1 for a
- * bounded time; the mock is started and stopped by pid. */
+/* bench-mock: how fast s3commit-mock takes PUTs, driven by wrk (16 connections) on
+ * loopback, with its default in-memory store (ETags as MD5, and as under SSE-KMS with
+ * --etag kms) and with --store none side by side in one run: PUT/s of 4 KiB bodies and MB/s
+ * of 1 MiB bodies, one JSON line per case and store, then one line per case with the
+ * memory/none ratios. Targets (memory store): >= 50,000 PUT/s and >= 2,000 MB/s. The load goes only to 127.0.0.1 for a bounded time; each mock
+ * is started and stopped by pid. */
 #include "mockproc.h"
 
 #include <cjson/cJSON.h>
@@ -9,6 +11,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +104,46 @@ static long mock_put_count(const struct mockproc *m)
     return n;
 }
 
+struct bench_case {
+    const char *name;
+    size_t body;
+};
+
+/* One wrk run of case c against mock m; prints its JSON line and returns the case's figure
+ * (PUT/s for 4 KiB, MB/s for 1 MiB), or -1 when wrk failed. */
+static double bench_one(const struct mockproc *m, const char *store, const char *script,
+                        const struct bench_case *c, int seconds, long ncpu)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "%s/", m->endpoint);
+    struct wrk_result w;
+    long before = mock_put_count(m);
+    double cpu0 = proc_cpu_s(m->pid);
+    if (run_wrk(url, script, c->body, 2, 16, seconds, &w) != 0)
+        return -1;
+    double mock_cpu = proc_cpu_s(m->pid) - cpu0;
+    long counted = mock_put_count(m) - before;
+    double secs = w.duration_us / 1e6;
+    double per_s = secs > 0 ? w.requests / secs : 0;
+    double mbps = per_s * (double)c->body / 1e6;
+    bool small = c->body == 4096;
+    double fig = small ? per_s : mbps;
+    printf("{\"bench\":\"mock\",\"run\":\"%s\",\"store\":\"%s\",\"body_bytes\":%zu,"
+           "\"connections\":16,\"wrk_threads\":2,\"cpus\":%ld,\"seconds\":%.2f,"
+           "\"requests\":%.0f,\"mock_counted\":%ld,\"errors\":%.0f,\"put_per_s\":%.0f,"
+           "\"mb_per_s\":%.1f,\"p50_us\":%.0f,\"p99_us\":%.0f,\"mock_cpu_s\":%.2f,"
+           "\"wrk_cpu_s\":%.2f,\"target\":\"%s\",\"met\":%s}\n",
+           c->name, store, c->body, ncpu, secs, w.requests, counted, w.errors, per_s, mbps,
+           w.p50_us, w.p99_us, mock_cpu, w.cpu_s,
+           small ? ">= 50000 put_per_s" : ">= 2000 mb_per_s",
+           fig >= (small ? 50000 : 2000) ? "true" : "false");
+    fflush(stdout);
+    if (w.errors > 0 || counted < (long)w.requests)
+        fprintf(stderr, "bench-mock: %s (%s): %.0f errors, mock counted %ld of %.0f\n", c->name,
+                store, w.errors, counted, w.requests);
+    return fig;
+}
+
 int main(int argc, char **argv)
 {
     int seconds = 5;
@@ -130,46 +173,43 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct mockproc m;
-    const char *args[] = {"--store", "none", "--bucket", "bench", NULL};
-    if (mockproc_start(&m, args) != 0)
-        return 1;
-    char url[128];
-    snprintf(url, sizeof(url), "%s/", m.endpoint);
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-
+    /* The three mocks run for the whole bench; only one is loaded at a time. */
     static const struct {
         const char *name;
-        size_t body;
-    } runs[] = {{"put_4KiB", 4096}, {"put_1MiB", 1048576}};
+        const char *args[7];
+    } stores[] = {
+        {"none", {"--store", "none", "--bucket", "bench", NULL}},
+        {"memory_md5", {"--store", "memory", "--etag", "md5", "--bucket", "bench", NULL}},
+        {"memory_kms", {"--store", "memory", "--etag", "kms", "--bucket", "bench", NULL}},
+    };
+    enum { NSTORES = sizeof(stores) / sizeof(stores[0]) };
+    struct mockproc mocks[NSTORES];
+    size_t started = 0;
     int rc = 0;
-    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
-        struct wrk_result w;
-        long before = mock_put_count(&m);
-        double cpu0 = proc_cpu_s(m.pid);
-        if (run_wrk(url, script, runs[i].body, 2, 16, seconds, &w) != 0) {
+    for (; started < NSTORES; started++)
+        if (mockproc_start(&mocks[started], stores[started].args) != 0) {
             rc = 1;
             break;
         }
-        double mock_cpu = proc_cpu_s(m.pid) - cpu0;
-        long counted = mock_put_count(&m) - before;
-        double secs = w.duration_us / 1e6;
-        double per_s = secs > 0 ? w.requests / secs : 0;
-        double mbps = per_s * (double)runs[i].body / 1e6;
-        printf("{\"bench\":\"mock\",\"run\":\"%s\",\"body_bytes\":%zu,\"connections\":16,"
-               "\"wrk_threads\":2,\"cpus\":%ld,\"seconds\":%.2f,\"requests\":%.0f,"
-               "\"mock_counted\":%ld,\"errors\":%.0f,\"put_per_s\":%.0f,\"mb_per_s\":%.1f,"
-               "\"p50_us\":%.0f,\"p99_us\":%.0f,\"mock_cpu_s\":%.2f,\"wrk_cpu_s\":%.2f,"
-               "\"target\":\"%s\",\"met\":%s}\n",
-               runs[i].name, runs[i].body, ncpu, secs, w.requests, counted, w.errors, per_s, mbps,
-               w.p50_us, w.p99_us, mock_cpu, w.cpu_s,
-               runs[i].body == 4096 ? ">= 50000 put_per_s" : ">= 2000 mb_per_s",
-               (runs[i].body == 4096 ? per_s >= 50000 : mbps >= 2000) ? "true" : "false");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    static const struct bench_case cases[] = {{"put_4KiB", 4096}, {"put_1MiB", 1048576}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) && rc == 0; i++) {
+        const struct bench_case *c = &cases[i];
+        double fig[NSTORES];
+        for (size_t k = 0; k < NSTORES && rc == 0; k++)
+            if ((fig[k] = bench_one(&mocks[k], stores[k].name, script, c, seconds, ncpu)) < 0)
+                rc = 1;
+        if (rc)
+            break;
+        printf("{\"bench\":\"mock\",\"run\":\"%s_memory_vs_none\",\"unit\":\"%s\","
+               "\"none\":%.1f,\"memory_md5\":%.1f,\"memory_kms\":%.1f,"
+               "\"ratio_md5\":%.2f,\"ratio_kms\":%.2f}\n",
+               c->name, c->body == 4096 ? "put_per_s" : "mb_per_s", fig[0], fig[1], fig[2],
+               fig[0] > 0 ? fig[1] / fig[0] : 0, fig[0] > 0 ? fig[2] / fig[0] : 0);
         fflush(stdout);
-        if (w.errors > 0 || counted < (long)w.requests)
-            fprintf(stderr, "bench-mock: %s: %.0f errors, mock counted %ld of %.0f\n", runs[i].name,
-                    w.errors, counted, w.requests);
     }
-    mockproc_stop(&m);
+    while (started > 0)
+        mockproc_stop(&mocks[--started]);
     return rc;
 }

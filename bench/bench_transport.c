@@ -353,6 +353,8 @@ int main(int argc, char **argv)
         if (rc)
             break;
         double mbm = median(mb, rounds), w1m = median(w1, rounds), w2m = median(w2, rounds);
+        /* Issue 16, target 4: no more CPU per byte than two-thread wrk for the same bytes. */
+        double w2c = median(w2cpu, rounds), cpu_vs = w2c > 0 ? median(cpu, rounds) / w2c : 0;
         printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
                "\"rounds\":%d,\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,"
                "\"mb_per_s\":%.1f,\"wrk_threads\":1,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,"
@@ -360,12 +362,14 @@ int main(int argc, char **argv)
                "\"user_cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f,\"mean_put_ms\":%.2f,"
                "\"opens\":%llu,\"loop_waits_per_put\":%.2f,\"wrk_2threads_mb_per_s\":%.1f,"
                "\"ratio_wrk_2threads\":%.3f,\"wrk_2threads_cpu_s_per_gb\":%.3f,"
-               "\"wrk_errors\":%ld}\n",
+               "\"cpu_vs_wrk_2threads\":%.2f,\"cpu_target\":\"cpu_vs_wrk_2threads <= 1\","
+               "\"cpu_met\":%s,\"wrk_errors\":%ld}\n",
                body, in_flight, seconds, rounds, modes[i].name, (unsigned long long)puts,
                (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0, min_of(pair, rounds),
                max_of(pair, rounds), median(cpu, rounds), median(user, rounds),
                median(w1cpu, rounds), median(lat, rounds), (unsigned long long)opens,
-               median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0, median(w2cpu, rounds), wrk_bad);
+               median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0, median(w2cpu, rounds),
+               cpu_vs, cpu_vs > 0 && cpu_vs <= 1 ? "true" : "false", wrk_bad);
         fflush(stdout);
         if (failed || wrk_bad)
             rc = 1;

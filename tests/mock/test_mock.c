@@ -241,6 +241,7 @@ static void test_object_ops(void)
 
     ASSERT_EQ(req(&m, "PUT", "/commits/dir/a%20b.txt", NULL, body, sizeof(body) - 1, &a), 200);
     ASSERT(strstr(head_value(&a, "ETag"), md5));
+    ASSERT(!head_value(&a, "x-amz-server-side-encryption")); /* --etag md5 is the default */
     answer_free(&a);
 
     ASSERT_EQ(req(&m, "GET", "/commits/dir/a%20b.txt", NULL, NULL, 0, &a), 200);
@@ -1784,6 +1785,51 @@ static void test_digest_stats(void)
     stop(&m);
 }
 
+/* --etag kms: ETags as S3 sends them for SSE-KMS objects: not the MD5, new for every PUT,
+ * the same on GET and HEAD, usable in If-Match; Content-MD5 still checked. */
+static void test_etag_kms(void)
+{
+    struct mockproc m;
+    struct answer a;
+    char h[128], b64[32], md5[33], e1[64], e2[64];
+    const char *args[] = {"--etag", "kms", NULL};
+    start(&m, args);
+    md5_hex("data", 4, md5);
+    ASSERT_EQ(req(&m, "PUT", "/commits/k", NULL, "data", 4, &a), 200);
+    snprintf(e1, sizeof(e1), "%s", head_value(&a, "ETag"));
+    ASSERT_EQ(strlen(e1), 34); /* "32 hex digits" */
+    ASSERT(!strstr(e1, md5));
+    ASSERT_STR_EQ(head_value(&a, "x-amz-server-side-encryption"), "aws:kms");
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/commits/k", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(head_value(&a, "ETag"), e1);
+    ASSERT_STR_EQ(head_value(&a, "x-amz-server-side-encryption"), "aws:kms");
+    answer_free(&a);
+    /* the same body again: a new ETag, and the old one no longer matches */
+    ASSERT_EQ(req(&m, "PUT", "/commits/k", NULL, "data", 4, &a), 200);
+    snprintf(e2, sizeof(e2), "%s", head_value(&a, "ETag"));
+    ASSERT(strcmp(e1, e2) != 0);
+    answer_free(&a);
+    snprintf(h, sizeof(h), "If-Match: %s\r\n", e1);
+    ASSERT_EQ(req(&m, "PUT", "/commits/k", h, "next", 4, &a), 412);
+    answer_free(&a);
+    snprintf(h, sizeof(h), "If-Match: %s\r\n", e2);
+    ASSERT_EQ(req(&m, "PUT", "/commits/k", h, "next", 4, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/k", NULL, NULL, 0, &a), 200);
+    ASSERT_STR_EQ(a.body, "next");
+    answer_free(&a);
+    md5_b64("data", 4, b64);
+    snprintf(h, sizeof(h), "Content-MD5: %s\r\n", b64);
+    ASSERT_EQ(req(&m, "PUT", "/commits/k", h, "datA", 4, &a), 400); /* still checked */
+    ASSERT(body_has(&a, "<Code>BadDigest</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "PUT", "/commits/k", h, "data", 4, &a), 200);
+    ASSERT(!strstr(head_value(&a, "ETag"), md5)); /* an MD5 computed is not the ETag */
+    answer_free(&a);
+    stop(&m);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1803,6 +1849,7 @@ int main(void)
     RUN(test_concurrent_clients);
     RUN(test_data_dir_restart);
     RUN(test_store_none);
+    RUN(test_etag_kms);
     RUN(test_digest_stats);
     return 0;
 }

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +28,8 @@ static void mock_usage(FILE *f)
                "  --region R                 region of the credential scope (us-east-1)\n"
                "  --data-dir DIR             keep objects on disk (fsync'd, atomic rename)\n"
                "  --store memory|disk|none   none: check every request, keep no bodies\n"
+               "  --etag md5|kms             md5: ETag = MD5 of the body (default); kms: as\n"
+               "                             S3 under SSE-KMS (opaque ETag, no MD5 computed)\n"
                "  --max-object-bytes N       largest body accepted (67108864)\n"
                "  --threads N                event loops (default: CPUs, at most 4)\n"
                "  --request-timeout-ms N     idle started request -> 400 RequestTimeout (20000)\n"
@@ -109,7 +112,7 @@ int main(int argc, char **argv)
     const char *listen_at = "127.0.0.1:9000";
     const char *buckets[64];
     int nbuckets = 0;
-    const char *store = NULL;
+    const char *store = NULL, *etag = "md5";
     double d;
 
     cfg->region = "us-east-1";
@@ -156,6 +159,8 @@ int main(int argc, char **argv)
             cfg->data_dir = v;
         else if (!strcmp(f, "--store"))
             store = v;
+        else if (!strcmp(f, "--etag"))
+            etag = v;
         else if (!strcmp(f, "--vhost-domain"))
             cfg->vhost_domain = v;
         else if (!strcmp(f, "--fault-key-prefix")) {
@@ -239,6 +244,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "s3commit-mock: --store must be memory, disk or none (got '%s')\n", store);
         return 2;
     }
+    if (!strcmp(etag, "md5")) {
+        cfg->etag = ETAG_MD5;
+    } else if (!strcmp(etag, "kms")) {
+        cfg->etag = ETAG_KMS;
+    } else {
+        fprintf(stderr, "s3commit-mock: --etag must be md5 or kms (got '%s')\n", etag);
+        return 2;
+    }
     if (cfg->store == STORE_DISK && !cfg->data_dir) {
         fprintf(stderr, "s3commit-mock: --store disk needs --data-dir DIR\n");
         return 2;
@@ -250,6 +263,11 @@ int main(int argc, char **argv)
     }
 
     char err[512];
+    /* Bodies up to 32 MiB come from the heap and freed ones stay there: with glibc's
+     * defaults each 1 MiB body is an mmap whose pages fault in (and are zeroed) as it is
+     * filled, then an munmap, which cost more than copying the body (docs/mock.md). */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     m->store = store_open(cfg->store, cfg->data_dir, err, sizeof(err));
     if (!m->store) {
         fprintf(stderr, "s3commit-mock: %s\n", err);
@@ -284,11 +302,11 @@ int main(int argc, char **argv)
     cfg->listen_port = port;
     printf("listening on %s:%d\n", cfg->listen_host, port);
     fflush(stdout);
-    fprintf(stderr, "s3commit-mock: store=%s threads=%d sigv4=%s buckets=%d\n",
+    fprintf(stderr, "s3commit-mock: store=%s etag=%s threads=%d sigv4=%s buckets=%d\n",
             cfg->store == STORE_MEMORY ? "memory"
             : cfg->store == STORE_DISK ? "disk"
                                        : "none",
-            cfg->threads, cfg->access_key ? "on" : "off", nbuckets);
+            etag, cfg->threads, cfg->access_key ? "on" : "off", nbuckets);
 
     int rc = server_run(m, lfd);
     close(lfd);

@@ -15,6 +15,12 @@
 
 enum store_mode { STORE_MEMORY, STORE_DISK, STORE_NONE };
 
+/* What a PUT's ETag is. MD5: the hex MD5 of the body, as S3 answers for objects stored
+ * plain or under SSE-S3. KMS: as S3 answers for objects under SSE-KMS: an opaque tag that
+ * is not the body's MD5 (new for every PUT), with x-amz-server-side-encryption: aws:kms on
+ * PUT, GET and HEAD answers; no MD5 is computed unless the client sent Content-MD5. */
+enum etag_mode { ETAG_MD5, ETAG_KMS };
+
 struct faults {
     double latency_ms;            /* added before every S3 answer */
     double latency_jitter_ms;     /* plus uniform [0, jitter) */
@@ -39,6 +45,7 @@ struct mock_cfg {
     const char *region;
     const char *data_dir;
     enum store_mode store;
+    enum etag_mode etag;
     uint64_t max_object_bytes;
     int threads;
     uint64_t seed;
@@ -114,7 +121,7 @@ struct blob *blob_ref(struct blob *b);
 void blob_unref(struct blob *b); /* NULL ok */
 
 struct objmeta {
-    char etag[33];   /* hex MD5 of the body, no quotes */
+    char etag[33];   /* 32 hex digits, no quotes (see enum etag_mode) */
     uint64_t size;
     int64_t mtime_ms;
 };
@@ -288,6 +295,10 @@ struct resp {
 /* s3.c. Called by the server for each request; never block on the network. */
 void s3_begin(struct mock *m, struct req *r, struct resp *out); /* headers complete */
 void s3_body(struct req *r, const char *p, size_t n);            /* when !r->early */
+/* Where the next body bytes may be read to in place (the kept body's tail, when its
+ * Content-Length is known), and how many; NULL otherwise. Bytes read there are then
+ * given to the parser at that address, and s3_body counts them without a copy. */
+char *s3_body_room(struct req *r, size_t *room);
 void s3_end(struct mock *m, struct req *r, struct resp *out);   /* message complete */
 void s3_req_reset(struct req *r);                               /* frees per-request state */
 void s3_error(struct resp *out, int status, const char *code, const char *message,

@@ -278,6 +278,10 @@ static void mock_feed(struct req *r, const char *p, size_t n)
         c->crc32 = mock_crc32_ieee(c->crc32, (const unsigned char *)p, n);
     if (r->keep_body && !c->too_big) {
         size_t have = r->body ? r->body->len : 0;
+        if (r->body && p == r->body->data + have && have + n <= r->body_cap) {
+            r->body->len = have + n; /* read in place (s3_body_room) */
+            return;
+        }
         if (have + n > g_mock.cfg.max_object_bytes) {
             c->too_big = true;
             return;
@@ -389,6 +393,15 @@ static void mock_chunked_feed(struct req *r, const char *p, size_t n)
             break;
         }
     }
+}
+
+char *s3_body_room(struct req *r, size_t *room)
+{
+    if (r->early || !r->check || r->aws_chunked || !r->keep_body || !r->body ||
+        r->check->too_big || r->body_cap != r->content_length || r->body->len >= r->body_cap)
+        return NULL;
+    *room = r->body_cap - r->body->len;
+    return r->body->data + r->body->len;
 }
 
 void s3_body(struct req *r, const char *p, size_t n)
@@ -812,7 +825,8 @@ static bool mock_setup_checks(struct mock *m, struct req *r, struct resp *out)
         mock_hex_to_bin(csha, c->exp_content_sha256, 32);
         c->has_content_sha256 = true;
     }
-    bool need_md5 = c->has_md5 || (r->op == OP_PUT_OBJECT && store_mode(m->store) != STORE_NONE);
+    bool need_md5 = c->has_md5 || (r->op == OP_PUT_OBJECT && m->cfg.etag == ETAG_MD5 &&
+                                   store_mode(m->store) != STORE_NONE);
     if (need_md5 && (!(c->md5 = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(c->md5, EVP_md5(), NULL)))
         goto out_nomem;
     if ((c->has_sha256 || c->has_content_sha256 || c->trailer[0]) &&
@@ -1211,6 +1225,19 @@ static bool mock_http_date_parse(const char *v, int64_t *secs)
     return false;
 }
 
+/* With --etag kms, the headers S3 puts on PUT, GET and HEAD answers of an SSE-KMS object
+ * (s3cmd, for one, skips its MD5-versus-ETag check on seeing them). */
+static void mock_sse_headers(struct resp *out)
+{
+    if (g_mock.cfg.etag != ETAG_KMS)
+        return;
+    sb_printf(&out->head,
+              "x-amz-server-side-encryption: aws:kms\r\n"
+              "x-amz-server-side-encryption-aws-kms-key-id: "
+              "arn:aws:kms:%s:000000000000:key/s3commit-mock\r\n",
+              g_mock.cfg.region);
+}
+
 static void mock_do_get(struct mock *m, struct req *r, struct resp *out, bool head)
 {
     struct objmeta meta;
@@ -1250,6 +1277,7 @@ static void mock_do_get(struct mock *m, struct req *r, struct resp *out, bool he
     }
     sb_printf(&out->head, "ETag: \"%s\"\r\nLast-Modified: %s\r\nAccept-Ranges: bytes\r\n",
               meta.etag, lm);
+    mock_sse_headers(out);
     bool not_modified = false;
     if (inm) {
         mock_strip_quotes(inm, tag, sizeof(tag));
@@ -1294,17 +1322,38 @@ static void mock_do_get(struct mock *m, struct req *r, struct resp *out, bool he
     out->blob_len = (size_t)len;
 }
 
-static void mock_etag_of(struct body_check *c, char etag[33])
+/* A 64-bit mix (splitmix64's finaliser): KMS ETags of successive PUTs look unrelated. */
+static uint64_t mock_mix64(uint64_t x)
 {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* The ETag of a PUT (see enum etag_mode). md5_out gets the body's MD5 when one was
+ * computed (Content-MD5 sent, or --etag md5 with a store). Returns whether it was. */
+static bool mock_etag_of(struct body_check *c, uint64_t size, char etag[33],
+                         unsigned char md5_out[16])
+{
+    static atomic_uint_fast64_t kms_seq;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    if (c->md5 && EVP_DigestFinal_ex(c->md5, md, &n) == 1 && n == 16) {
+    bool have_md5 = c->md5 && EVP_DigestFinal_ex(c->md5, md, &n) == 1 && n == 16;
+    if (have_md5)
+        memcpy(md5_out, md, 16);
+    if (g_mock.cfg.etag == ETAG_KMS) {
+        /* opaque and new for every PUT, as S3's under SSE-KMS; carries the CRC-32C and
+         * size so two ETags of different bodies never collide */
+        uint64_t u = mock_mix64(atomic_fetch_add(&kms_seq, 1) ^ (uint64_t)mock_wall_ms() << 20);
+        snprintf(etag, 33, "%08x%08x%016llx", c->crc32c, (uint32_t)size, (unsigned long long)u);
+    } else if (have_md5) {
         for (int i = 0; i < 16; i++)
             snprintf(etag + 2 * i, 3, "%02x", md[i]);
-        return;
+    } else {
+        /* --store none without Content-MD5: no MD5 is computed; the ETag carries the CRC-32C */
+        snprintf(etag, 33, "000000000000000000000000%08x", c->crc32c);
     }
-    /* --store none without Content-MD5: no MD5 is computed; the ETag carries the CRC-32C */
-    snprintf(etag, 33, "000000000000000000000000%08x", c->crc32c);
+    return have_md5;
 }
 
 /* Checks every digest the client sent. Returns false after answering. */
@@ -1342,11 +1391,10 @@ static bool mock_verify_body(struct req *r, struct resp *out, char etag[33])
             return false;
         }
     }
-    mock_etag_of(c, etag);
+    unsigned char md5[16];
+    bool have_md5 = mock_etag_of(c, r->body ? r->body->len : r->body_bytes, etag, md5);
     if (c->has_md5) {
-        unsigned char bin[16];
-        mock_hex_to_bin(etag, bin, 16);
-        if (memcmp(bin, c->exp_md5, 16) != 0) {
+        if (!have_md5 || memcmp(md5, c->exp_md5, 16) != 0) {
             s3_error(out, 400, "BadDigest",
                      "The Content-MD5 you specified did not match what we received.", r);
             return false;
@@ -1452,6 +1500,7 @@ static void mock_do_put(struct mock *m, struct req *r, struct resp *out)
     mock_count_digests(m, r->check);
     out->status = 200;
     sb_printf(&out->head, "ETag: \"%s\"\r\n", etag);
+    mock_sse_headers(out);
     static const char *const echo[] = {"x-amz-checksum-crc32c", "x-amz-checksum-crc32",
                                        "x-amz-checksum-sha256", NULL};
     for (int i = 0; echo[i]; i++) {

@@ -625,6 +625,45 @@ static bool mock_conn_write(struct conn *c)
     }
 }
 
+/* A kept body with a known length, nothing buffered: read straight into the body, at
+ * most what is left of it (never a byte of the next request), and parse it there.
+ * Returns 1 when it read all it asked for, 2 when the caller should stop reading (a short
+ * read, or the request is complete), 0 when the caller should read normally, -1 when the
+ * connection is gone. */
+static int mock_conn_read_body(struct conn *c)
+{
+    struct mock *m = c->w->m;
+    size_t room;
+    char *dst;
+    if (c->state != C_READ || !c->in_message || c->in_off != c->in_len || c->message_done ||
+        !(dst = s3_body_room(c->req, &room)))
+        return 0;
+    size_t allow = mock_bw_allow(c, room);
+    if (allow == 0)
+        return 0; /* the bandwidth fault pauses the socket there */
+    ssize_t n = read(c->fd, dst, allow);
+    if (n <= 0)
+        return 0; /* EAGAIN, EOF and errors: the normal read sees them too */
+    c->last_io = mock_mono_ms();
+    mock_bw_used(c, (size_t)n);
+    stat_add(&m->stats.bytes_in, (uint64_t)n);
+    size_t k = http_parser_execute(&c->p, &settings, dst, (size_t)n);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
+    if (c->reset_now || (e != HPE_OK && e != HPE_PAUSED) || k != (size_t)n) {
+        mock_stat_status(m, c->req->op, 0);
+        mock_conn_close(c, true);
+        return -1;
+    }
+    if (e == HPE_PAUSED) {
+        http_parser_pause(&c->p, 0);
+        c->message_done = false;
+        if (!mock_handle_message(c))
+            return -1;
+        return 2;
+    }
+    return (size_t)n < allow ? 2 : 1;
+}
+
 /* Reads what the socket has. Returns false when the connection was closed. */
 static bool mock_conn_read(struct conn *c)
 {
@@ -632,6 +671,13 @@ static bool mock_conn_read(struct conn *c)
     if (c->state == C_WRITE || c->state == C_WAIT)
         return true; /* pipelined bytes wait in the kernel until the answer is out */
     for (int rounds = 0; rounds < 16; rounds++) {
+        int direct = mock_conn_read_body(c);
+        if (direct < 0)
+            return false;
+        if (direct == 2)
+            return true;
+        if (direct == 1)
+            continue;
         if (c->state == C_READ && c->in_cap < IN_CAP && c->in_message && c->req->has_body) {
             char *bigger = realloc(c->in, IN_CAP); /* bodies read in large chunks */
             if (bigger) {

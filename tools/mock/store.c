@@ -523,6 +523,7 @@ int store_put(struct store *s, const char *bucket, const char *key, size_t klen,
               const struct objmeta *meta, const struct put_cond *cond)
 {
     struct bucket *b;
+    struct blob *old = NULL; /* the body replaced, freed after the locks are dropped */
     int rc = 0;
     size_t pos;
 
@@ -544,7 +545,7 @@ int store_put(struct store *s, const char *bucket, const char *key, size_t klen,
     if (s->mode == STORE_DISK && (rc = mock_disk_put(s, bucket, key, klen, body, meta)) < 0)
         goto out_unlock;
     if (o) {
-        blob_unref(o->body);
+        old = o->body;
         o->body = s->mode == STORE_MEMORY ? blob_ref(body) : NULL;
         o->meta = *meta;
         goto out_unlock;
@@ -567,6 +568,7 @@ int store_put(struct store *s, const char *bucket, const char *key, size_t klen,
 out_unlock:
     pthread_rwlock_unlock(&b->lock);
     pthread_rwlock_unlock(&s->lock);
+    blob_unref(old);
     return rc;
 }
 
