@@ -50,6 +50,7 @@ class Run:
     def __init__(self, rid, slot, spool_dir, proc, t):
         self.id, self.slot, self.spool_dir, self.proc, self.start_t = rid, slot, spool_dir, proc, t
         self.first, self.durable, self.local, self.sent = None, 0, 0, 0
+        self.first_t = self.end_t = None
         self.acks = []  # (t, "durable"|"local", value), each a new high
         self.stop, self.paused = threading.Event(), threading.Event()
         self.end_note, self.rc, self.expect = "", None, "running"
@@ -68,7 +69,7 @@ class Run:
         """Commits sent to it that are not durable yet (0 when drained)."""
         if not self.first:
             return self.sent
-        return max(0, self.first["first_seq"] + self.sent - 1 - self.durable)
+        return max(0, self.first["first_seq"] + self.sent - 1 - self.durable) if self.sent else 0
 
 
 class Mock:
@@ -219,7 +220,7 @@ class Episode:
                 continue
             t = self.now()
             if "first_seq" in o:
-                run.first = o
+                run.first, run.first_t = o, t
                 continue
             kind = "durable" if "durable_seq" in o else "local" if "local_seq" in o else None
             if kind is None:
@@ -264,6 +265,7 @@ class Episode:
         if run.rc is not None:
             return
         run.rc = run.proc.wait()
+        run.end_t = self.now()
         run.end_note = f"{run.expect}, exit {run.rc} at t={self.now():.2f}"
         self.note(f"run {run.id} ended: {run.end_note} durable={run.durable} local={run.local} "
                   f"sent={run.sent}")
@@ -271,6 +273,10 @@ class Episode:
             run.proc.stdin and run.proc.stdin.close()
         except OSError:
             pass
+        if run.spool_dir and run.rc == 3 and run.local > run.durable:
+            # fenced while its spool held commits not in S3: they are stranded by design
+            self.stranding_dirs.add(run.spool_dir)
+            self.count("strand_fenced")
         if run.torn:
             err = self.stderr_of(run)
             if "event=spool_tail_cut" in err:
@@ -292,13 +298,20 @@ class Episode:
         return any(r.alive() and r.spool_dir == d for r in self.runs.values())
 
     def quiesce(self, run, timeout=10):
-        """Stops feeding a run and waits until all it was sent is durable; False if not
-        within the timeout (a storm): then its spool still holds commits not in S3."""
+        """Stops feeding a run and waits until everything it was sent, and everything any
+        run acknowledged locally on its spool, is durable; False if not within the timeout
+        (a storm, or a run still in its open): its spool then holds commits not in S3."""
         run.paused.set()
         end = time.monotonic() + timeout
-        while run.alive() and run.backlog() > 0 and time.monotonic() < end:
+
+        def drained():
+            held = max(r.local for r in self.runs.values() if r.spool_dir == run.spool_dir)
+            return run.first is not None and run.backlog() == 0 and \
+                max(run.durable, run.first["recovered_seq"]) >= held
+
+        while run.alive() and not drained() and time.monotonic() < end:
             time.sleep(0.05)
-        return run.backlog() == 0
+        return drained()
 
     def stop_run(self, run, expect, timeout=25):
         run.expect = expect
@@ -333,7 +346,9 @@ class Episode:
         self.event(f"kill -9 run {r.id} ({r.slot})")
         if e["torn"] and r.spool_dir:
             junk = random.Random(e["junk"]).randbytes(64)
-            what = checker.tear_tail(r.spool_dir, max(r.local, r.durable), e["torn_bytes"], junk)
+            acked = max(max(x.local, x.durable) for x in self.runs.values()
+                        if x.spool_dir == r.spool_dir)  # any run's on this spool
+            what = checker.tear_tail(r.spool_dir, acked, e["torn_bytes"], junk)
             if what and not what.startswith("left"):
                 self.count("torn_tail")
                 self.torn_pending[r.spool_dir] = what
@@ -356,6 +371,9 @@ class Episode:
         if to in SPOOLED and self.slot_busy(to):
             to = "plain"
         if old is None or not old.alive():
+            return
+        if not self.wait_open(old):  # two opens racing: either may win the epoch
+            self.count("takeover_skipped")
             return
         strand = e["strand"] and old.spool_dir is not None and self.allow_strand
         if old.spool_dir and not strand and not self.quiesce(old):
@@ -518,7 +536,9 @@ class Episode:
         for r in self.runs.values():
             if r.rc is None and not r.alive():
                 self.finish(r)
-        for slot in SPOOLED:  # whatever a spool holds goes to S3 (or is refused, stranded)
+        last = self.current.slot if self.current else None
+        order = sorted(SPOOLED, key=lambda slot: slot != last)  # the one with a backlog first
+        for slot in order:  # whatever a spool holds goes to S3 (or is refused, stranded)
             for _ in range(3):
                 if not os.path.isdir(self.spool_dir(slot)):
                     break
@@ -559,6 +579,11 @@ class Episode:
         for r in self.runs.values():
             for a in r.anomalies:
                 self.problem(f"run {r.id}: {a}")
+            for b in self.runs.values():  # the writer protocol: a later open finds it all
+                if b.first and r.end_t is not None and r.end_t < b.first_t and \
+                        r.durable > b.first["recovered_seq"]:
+                    self.problem(f"run {b.id} resumed at {b.first['recovered_seq']}, behind "
+                                 f"durable_seq {r.durable} that run {r.id} printed before it ended")
         for rec in res.lost_list[:20]:
             print("chaos: LOST " + json.dumps(rec, sort_keys=True), flush=True)
         for rec in res.stranded_list[:20]:
