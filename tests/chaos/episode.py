@@ -495,7 +495,7 @@ class Episode:
             key = (w["t"], w["kind"])
             if key not in self.seen_windows:
                 self.seen_windows.add(key)
-                if not w in self.dyn_windows:
+                if w not in self.dyn_windows:
                     self.count(w["kind"])
                 self.fault_log.append((w["t"], w["end"], f"{w['kind']} {w['scope']} {w['set']}"))
         self.note(f"faults: {json.dumps(body, sort_keys=True)}")
