@@ -234,10 +234,21 @@ class Episode:
             else:
                 setattr(run, kind, v)
                 run.acks.append((t, kind, v))
+        run.proc.stdout.close()
 
     def produce(self, run):
         """Frames to the run's stdin at the seed's rate; `sent` is raised before a write, so
-        it bounds what the run could have read."""
+        it bounds what the run could have read. This thread alone closes the run's stdin,
+        so its descriptor is never reused under a write (by the next run's pipe)."""
+        try:
+            self.produce_frames(run)
+        finally:
+            try:
+                run.proc.stdin.close()
+            except OSError:
+                pass
+
+    def produce_frames(self, run):
         n = max(1, int(self.s["knobs"]["rate"] * 0.02))
         deadline = time.monotonic() + 30
         while run.first is None:
@@ -269,10 +280,6 @@ class Episode:
         run.end_note = f"{run.expect}, exit {run.rc} at t={self.now():.2f}"
         self.note(f"run {run.id} ended: {run.end_note} durable={run.durable} local={run.local} "
                   f"sent={run.sent}")
-        try:
-            run.proc.stdin and run.proc.stdin.close()
-        except OSError:
-            pass
         if run.spool_dir and run.rc == 3 and run.local > run.durable:
             # fenced while its spool held commits not in S3: they are stranded by design
             self.stranding_dirs.add(run.spool_dir)
