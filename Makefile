@@ -2,7 +2,7 @@
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build install test test-unit test-asan test-tsan test-rgw bench demo format clean
+.PHONY: all build install test test-unit test-asan test-tsan test-rgw chaos bench demo format clean
 
 all: build
 
@@ -46,6 +46,15 @@ test-tsan:
 # Only the tests against Ceph RGW (docs/rgw.md); the first run as root installs Ceph.
 test-rgw: build
 	scripts/ctest.sh build -L rgw
+
+# The chaos suite (tests/chaos, docs/reliability.md), not in CI: random seeds of EPISODE
+# seconds of combined faults each until DURATION seconds have passed, each seed printed;
+# `make chaos SEED=N [EPISODE=60]` replays one (same seed, same schedule).
+DURATION ?= 600
+EPISODE ?= 60
+chaos: build
+	python3 tests/chaos/chaos.py --bin build/bin --duration $(EPISODE) \
+	  $(if $(SEED),--seed $(SEED),--total $(DURATION)) $(CHAOS_ARGS)
 
 bench: build
 	@scripts/deps.sh bench

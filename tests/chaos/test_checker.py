@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""The chaos checker against logs built by hand, so that each of its verdicts is shown to
+fire: a checker that cannot fail would make every chaos run pass."""
+import os
+import struct
+import sys
+import tempfile
+import unittest
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checker  # noqa: E402
+
+
+class FakeRun:
+    def __init__(self, rid, first_seq, durable, sent, local=0, spool_dir=None):
+        self.id, self.slot, self.spool_dir, self.end_note = rid, "plain", spool_dir, "test"
+        self.first = {"epoch": rid, "recovered_seq": first_seq - 2, "control_seq": first_seq - 1,
+                      "first_seq": first_seq}
+        self.durable, self.local, self.sent = durable, local, sent
+
+    def ack_time(self, seq):
+        return 1.0
+
+
+def log(commits, controls, drop_verify=0):
+    """cat output, cat --control stderr and verify's JSON for commits in log order."""
+    out = b"".join(checker.LEN.pack(len(c)) + c for c in commits)
+    err = b"".join(b'{"control_seq":%d,"epoch":1,"record":{}}\n' % s for s in controls)
+    verify = {"ok": True, "commits": len(commits) - drop_verify,
+              "last_seq": len(commits) + len(controls),
+              "epochs": [{"control_seq": s} for s in controls]}
+    return out, err, verify
+
+
+def check(runs, commits, controls=(1,), refused=()):
+    out, err, verify = log(commits, list(controls))
+    return checker.check({r.id: r for r in runs}, out, err, verify, set(refused), lambda t: [])
+
+
+def run_commits(rid, n):
+    return [checker.commit_bytes(rid, k) for k in range(n)]
+
+
+class CheckerTest(unittest.TestCase):
+    def test_sound_log(self):
+        r = check([FakeRun(1, 2, durable=11, sent=12)], run_commits(1, 12))
+        self.assertEqual((r.acked, r.lost, r.duplicated, r.out_of_order, r.corrupt,
+                          r.unacked_present), (10, 0, 0, 0, 0, 2))
+
+    def test_lost_tail(self):
+        r = check([FakeRun(1, 2, durable=11, sent=12)], run_commits(1, 9))
+        self.assertEqual((r.lost, r.lost_list[0]["first_seq"], r.lost_list[0]["last_seq"]),
+                         (1, 11, 11))
+
+    def test_duplicate(self):
+        c = run_commits(1, 10)
+        r = check([FakeRun(1, 2, durable=11, sent=10)], c + [c[4]])
+        self.assertEqual((r.duplicated, r.lost), (1, 0))
+
+    def test_corrupt_byte(self):
+        c = run_commits(1, 10)
+        c[9] = c[9][:-1] + bytes([c[9][-1] ^ 1]) if len(c[9]) > 16 else c[9] + b"x"
+        r = check([FakeRun(1, 2, durable=10, sent=10)], c)
+        self.assertEqual((r.corrupt, r.lost), (1, 0))
+
+    def test_swapped(self):
+        c = run_commits(1, 10)
+        c[3], c[4] = c[4], c[3]
+        r = check([FakeRun(1, 2, durable=11, sent=10)], c)
+        self.assertEqual((r.out_of_order, r.lost), (2, 0))
+
+    def test_two_runs_and_a_control_record(self):
+        a, b = run_commits(1, 5), run_commits(2, 5)  # run 2's control record at seq 7
+        runs = [FakeRun(1, 2, durable=6, sent=5), FakeRun(2, 8, durable=12, sent=5)]
+        r = check(runs, a + b, controls=(1, 7))
+        self.assertEqual((r.acked, r.lost, r.out_of_order), (10, 0, 0))
+        runs[1] = FakeRun(2, 9, durable=13, sent=5)  # the log has run 2 one seq early
+        r = check(runs, a + b, controls=(1, 7))
+        self.assertEqual((r.out_of_order, r.lost), (5, 0))
+
+    def test_local_acks_stranded_only_after_a_refusal(self):
+        run = FakeRun(1, 2, durable=5, sent=10, local=11, spool_dir="/s")
+        commits = run_commits(1, 4)
+        r = check([run], commits)
+        self.assertEqual((r.lost, r.stranded), (6, 0))
+        r = check([run], commits, refused=("/s",))
+        self.assertEqual((r.lost, r.stranded), (0, 6))
+        r = check([run], run_commits(1, 3), refused=("/s",))  # S3-durable is never stranded
+        self.assertEqual((r.lost, r.stranded), (1, 6))
+
+    def test_ack_past_what_was_sent(self):
+        r = check([FakeRun(1, 2, durable=11, sent=5)], run_commits(1, 5))
+        self.assertEqual(r.corrupt, 1)
+
+
+class TearTailTest(unittest.TestCase):
+    def segment(self, d, frames):
+        data = b""
+        for typ, first, plen in frames:
+            head = struct.pack("<IBxxxIIQQQ", checker.SEG_MAGIC, typ, plen, 1, first, first, 1)
+            data += head + b"\0" * (checker.SEG_HEAD - len(head)) + b"p" * ((plen + 7) & ~7)
+        path = os.path.join(d, "00000000000000000002.seg")
+        with open(path, "wb") as f:
+            f.write(data)
+        return path, len(data)
+
+    def test_cuts_only_past_the_acks(self):
+        with tempfile.TemporaryDirectory() as d:
+            path, n = self.segment(d, [(checker.SEG_CHUNK, 2, 100), (checker.SEG_CHUNK, 3, 100)])
+            self.assertIn("cut 10", checker.tear_tail(d, 2, 10, b"j" * 64))
+            self.assertEqual(os.path.getsize(path), n - 10)
+            path, n = self.segment(d, [(checker.SEG_CHUNK, 2, 100), (checker.SEG_CHUNK, 3, 100)])
+            self.assertIn("appended 10", checker.tear_tail(d, 3, 10, b"j" * 64))
+            self.assertEqual(os.path.getsize(path), n + 10)
+
+
+if __name__ == "__main__":
+    unittest.main()
