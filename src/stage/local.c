@@ -180,7 +180,9 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
             snprintf(err, errlen,
                      "spool.dir %s holds seqs up to %" PRIu64 ", but no commit at seq %" PRIu64
                      " where the log in S3 ends (seq %" PRIu64 "): the spool and the log "
-                     "disagree; move spool.dir aside (keep it: it holds commits) and open again",
+                     "disagree, most likely because another writer took the log over and "
+                     "ended its objects elsewhere; move spool.dir aside (keep it: it holds "
+                     "commits) and open again",
                      st->cfg.spool.dir, last, w + 1, w);
             return S3C_ECORRUPT;
         }
