@@ -56,8 +56,12 @@ static void sp_wait_open(struct proc *p, struct sr_out *o, struct sr_feed *f)
 {
     uint64_t end = now_ms() + 10000;
     while (!o->header) {
-        if (now_ms() > end || (p->out < 0 && p->err < 0))
-            TEST_FAIL_("the run did not open (within 10 s); stderr: %s", p->e.p ? p->e.p : "");
+        if (p->out < 0 && p->err < 0) {
+            int code = proc_wait(p, 5000);
+            TEST_FAIL_("the run exited %d before its first line; stderr: %s", code, p->e.p);
+        }
+        if (now_ms() > end)
+            TEST_FAIL_("the run did not open within 10 s; stderr: %s", p->e.p ? p->e.p : "");
         if (f)
             sr_feed_pump(f, p, 5);
         else
@@ -194,6 +198,321 @@ static void test_kill_with_spool(void)
     mockproc_stop(&m);
 }
 
+/* ---- 2: a 60-second outage under a steady feed ------------------------------------- */
+
+#define OU_RATE 3.0          /* commits per ms: 3,000/s of 150..249 bytes */
+#define OU_MS 60000          /* the outage */
+#define OU_N 180000          /* commits: OU_RATE for OU_MS, then the feed stops */
+#define OU_RING (4u << 20)   /* a small ring, so that memory kept per commit would show */
+/* RSS may grow past its value right after the open by the ring (its pages are touched as
+ * commits pass through) and this much more: the objects formed during the outage and read
+ * back from the spool (8 PUTs in flight of at most 256 KiB + 4 KiB each: 2.1 MiB, plus the
+ * object being formed), libcurl's and the transport's buffers for those requests, and
+ * malloc's per-thread arenas and the stacks first touched under load. 8 MiB is under a
+ * quarter of the 40 MB the outage feeds, so keeping even one byte in eight of what passed
+ * through would fail. */
+#define OU_SLACK_KB (8u << 10)
+#define OU_SAMPLE_MS 500
+
+struct ou_sample {
+    uint64_t t, rss_kb, spool_bytes, l, w;
+};
+
+static void test_outage_60s(void)
+{
+    static struct ou_sample smp[(OU_MS + 30000) / OU_SAMPLE_MS + 300];
+    size_t ns = 0, n_outage = 0;
+    struct sp_case c;
+    sp_case_init(&c, "outage");
+    struct mockproc m;
+    sr_mock_start(&m, c.data);
+    sr_config(c.cfg, m.endpoint, c.spool, OU_RING, 8u << 20);
+    struct sr_feed f;
+    sr_feed_init(&f, 0, OU_N, OU_RATE);
+    struct sr_out o = {0};
+    struct proc p;
+    sp_start_run(&p, c.cfg);
+    sp_wait_open(&p, &o, NULL);
+    uint64_t base_kb = sr_rss_kb(p.pid), last = o.first_seq + OU_N - 1;
+    sr_outage(&m, true);
+    sr_feed_go(&f);
+
+    /* phase 0: the outage while the feed runs, and until every commit is locally durable;
+     * phase 1: S3 answers again, until every commit is durable in S3 */
+    for (int phase = 0; phase < 2; phase++) {
+        uint64_t t0 = now_ms(), next = t0;
+        for (;;) {
+            uint64_t t = now_ms() - t0;
+            if (phase == 0 && t >= OU_MS && sr_feed_whole(&f) == OU_N && o.max_local == last)
+                break;
+            if (phase == 1 && o.max_durable == last)
+                break;
+            if (t > (phase == 0 ? OU_MS + 15000u : 60000u))
+                TEST_FAIL_("phase %d: not done after %" PRIu64 " ms: fed %" PRIu32 " L %" PRIu64
+                           " W %" PRIu64 " of %" PRIu64 "; stderr: %s",
+                           phase, t, sr_feed_whole(&f), o.max_local, o.max_durable, last, p.e.p);
+            sr_feed_pump(&f, &p, 5);
+            sr_parse(&o, &p.o);
+            ASSERT(p.in >= 0 && p.out >= 0); /* no failure: alive and reading */
+            if (now_ms() >= next) {
+                next += OU_SAMPLE_MS;
+                ASSERT(ns < sizeof(smp) / sizeof(smp[0]));
+                smp[ns++] = (struct ou_sample){now_ms() - f.t0, sr_rss_kb(p.pid),
+                                               sr_dir_bytes(c.spool), o.max_local, o.max_durable};
+            }
+        }
+        if (phase == 0) {
+            n_outage = ns;
+            sr_outage(&m, false);
+        }
+    }
+    uint64_t max_kb = 0;
+    for (size_t i = 0; i < ns; i++)
+        max_kb = smp[i].rss_kb > max_kb ? smp[i].rss_kb : max_kb;
+    fprintf(stderr,
+            "   %zu samples: RSS %" PRIu64 " KiB after the open, at most %" PRIu64
+            " KiB (bound %" PRIu64 "); spool %" PRIu64 " bytes at the end of the outage; "
+            "drained %" PRIu64 " ms after it\n",
+            ns, base_kb, max_kb, base_kb + OU_RING / 1024 + OU_SLACK_KB,
+            smp[n_outage - 1].spool_bytes, smp[ns - 1].t - smp[n_outage - 1].t);
+    ASSERT(max_kb <= base_kb + OU_RING / 1024 + OU_SLACK_KB);
+    /* During the outage W stood at the control record, L kept moving (every 5 s of the
+     * feed), and the spool only grew, to at least the commits' bytes. */
+    for (size_t i = 0; i < n_outage; i++) {
+        ASSERT(smp[i].w <= o.control_seq);
+        if (i > 0)
+            ASSERT(smp[i].spool_bytes >= smp[i - 1].spool_bytes);
+        if (i >= 10 && smp[i].t <= OU_MS)
+            ASSERT(smp[i].l > smp[i - 10].l);
+    }
+    ASSERT(smp[n_outage - 1].spool_bytes >= (uint64_t)OU_N * 150);
+    const char *deg = strstr(p.e.p, "event=stage_degraded");
+    ASSERT(deg != NULL && strstr(deg + 1, "event=stage_degraded") == NULL); /* once */
+    ASSERT(strstr(deg, "event=stage_recovered") != NULL);
+    proc_close_stdin(&p);
+    ASSERT_EQ(proc_wait(&p, 30000), 0);
+    sr_parse(&o, &p.o);
+
+    /* Every commit in S3, in order, with its bytes, after the one control record. */
+    struct sr_rec *recs;
+    uint64_t last_seq;
+    size_t n = sr_read_back(bin_s3commit, c.cfg, &recs, &last_seq);
+    ASSERT_EQ(n, OU_N);
+    ASSERT_UEQ(last_seq, last);
+    for (size_t i = 0; i < n; i++)
+        if (recs[i].run != 0 || recs[i].index != i || recs[i].seq != o.first_seq + i)
+            TEST_FAIL_("commit %zu of the log is run %d commit %" PRIu32 " at seq %" PRIu64, i,
+                       recs[i].run, recs[i].index, recs[i].seq);
+    sr_verify(bin_s3commit, c.cfg, OU_N, last);
+    free(recs);
+    sr_feed_free(&f);
+    proc_free(&p);
+    untrack_child(m.pid);
+    mockproc_stop(&m);
+}
+
+/* ---- 3: two runs on one spool directory --------------------------------------------- */
+
+#define TR_N 3000
+
+static void test_two_runs_one_spool(void)
+{
+    struct sp_case c;
+    sp_case_init(&c, "two");
+    struct mockproc m;
+    sr_mock_start(&m, c.data);
+    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20);
+    struct sr_feed f;
+    sr_feed_init(&f, 0, TR_N, 2.0);
+    struct sr_out o = {0};
+    struct proc a, b;
+    sp_start_run(&a, c.cfg);
+    sp_wait_open(&a, &o, NULL);
+    sr_feed_go(&f);
+    /* The second starts while the first takes commits; both are pumped in one loop. */
+    bool b_started = false, b_done = false;
+    int b_code = -1;
+    while (sr_feed_whole(&f) < TR_N || !b_done) {
+        ASSERT(now_ms() - f.t0 < 20000);
+        sr_feed_pump(&f, &a, 5);
+        sr_parse(&o, &a.o);
+        ASSERT(a.in >= 0);
+        if (!b_started && now_ms() - f.t0 >= 300) {
+            sp_start_run(&b, c.cfg);
+            b_started = true;
+        }
+        if (b_started && !b_done) {
+            proc_pump(&b, NULL, 0, 1);
+            if (b.out < 0 && b.err < 0) {
+                proc_close_stdin(&b);
+                b_code = proc_wait(&b, 5000);
+                b_done = true;
+            }
+        }
+    }
+    char pid[32];
+    snprintf(pid, sizeof(pid), "(pid %d)", (int)a.pid);
+    fprintf(stderr, "   the second run exited %d: %s", b_code, b.e.p);
+    ASSERT(b_code != 0);
+    ASSERT(strstr(b.e.p, "in use by another process") != NULL && strstr(b.e.p, pid) != NULL);
+    ASSERT(b.o.len == 0); /* it never opened the stage */
+    proc_free(&b);
+
+    /* The first: every commit durable, and a clean exit. */
+    proc_close_stdin(&a);
+    ASSERT_EQ(proc_wait(&a, 30000), 0);
+    sr_parse(&o, &a.o);
+    ASSERT_UEQ(o.max_durable, o.first_seq + TR_N - 1);
+    ASSERT_UEQ(o.max_local, o.first_seq + TR_N - 1);
+    proc_free(&a);
+
+    /* The lock went with the first: a third run opens the spool. */
+    struct sr_out o3;
+    struct proc p3;
+    ASSERT_EQ(sr_run_drain(bin_s3commit, c.cfg, &p3, &o3, 30000), 0);
+    ASSERT_UEQ(o3.epoch, o.epoch + 1);
+    proc_free(&p3);
+
+    struct sr_rec *recs;
+    uint64_t last_seq;
+    size_t n = sr_read_back(bin_s3commit, c.cfg, &recs, &last_seq);
+    ASSERT_EQ(n, TR_N);
+    for (size_t i = 0; i < n; i++)
+        ASSERT(recs[i].run == 0 && recs[i].index == i && recs[i].seq == o.first_seq + i);
+    ASSERT_UEQ(last_seq, o3.control_seq);
+    sr_verify(bin_s3commit, c.cfg, TR_N, last_seq);
+    free(recs);
+    sr_feed_free(&f);
+    untrack_child(m.pid);
+    mockproc_stop(&m);
+}
+
+/* ---- 4: a torn tail ----------------------------------------------------------------- */
+
+#define TT_N 4000
+#define TT_CUT 100 /* bytes cut off the end of the last segment */
+
+/* The commits the spool's segments hold in whole CHUNK frames below byte `end` of the
+ * segment named last_seg (all of the others): the highest seq. Every segment must be
+ * whole frames to its end (kill -9 leaves no torn write behind a finished fdatasync). */
+static uint64_t tt_last_kept(const char *dir, uint64_t last_seg, uint64_t end, int *torn_type)
+{
+    DIR *d = opendir(dir);
+    ASSERT(d != NULL);
+    struct dirent *e;
+    uint64_t kept = 0;
+    char path[1024];
+    while ((e = readdir(d)) != NULL) {
+        uint64_t seg;
+        if (strlen(e->d_name) != 24 || sscanf(e->d_name, "%20" SCNu64 ".seg", &seg) != 1)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE *fp = fopen(path, "rb");
+        ASSERT(fp != NULL);
+        struct stat st;
+        ASSERT(fstat(fileno(fp), &st) == 0);
+        uint64_t off = 0, size = (uint64_t)st.st_size;
+        unsigned char h[SPOOL_FRAME_HEADER];
+        while (off < size) {
+            struct spool_frame fr;
+            uint32_t crc;
+            ASSERT(fseek(fp, (long)off, SEEK_SET) == 0);
+            ASSERT(fread(h, 1, sizeof(h), fp) == sizeof(h));
+            ASSERT_EQ(spool_frame_decode(h, &fr, &crc), 0);
+            uint64_t next = off + SPOOL_FRAME_HEADER + (((uint64_t)fr.len + 7) & ~7ull);
+            ASSERT(next <= size);
+            if (seg == last_seg && next > end) {
+                *torn_type = (int)fr.type;
+                break;
+            }
+            if (fr.type == SPOOL_CHUNK && fr.last > kept)
+                kept = fr.last;
+            off = next;
+        }
+        fclose(fp);
+    }
+    closedir(d);
+    return kept;
+}
+
+static void test_torn_tail(void)
+{
+    struct sp_case c;
+    sp_case_init(&c, "torn");
+    struct mockproc m;
+    sr_mock_start(&m, c.data);
+    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20);
+    struct sr_feed f;
+    sr_feed_init(&f, 0, TT_N, 4.0);
+    struct sr_out o = {0};
+    struct proc p;
+    sp_start_run(&p, c.cfg);
+    sp_wait_open(&p, &o, NULL);
+    sr_outage(&m, true);
+    sr_feed_go(&f);
+    uint64_t last = o.first_seq + TT_N - 1;
+    while (o.max_local < last) { /* all of it in the spool, none of it in S3 */
+        ASSERT(now_ms() - f.t0 < 20000);
+        sr_feed_pump(&f, &p, 5);
+        sr_parse(&o, &p.o);
+        ASSERT(p.in >= 0);
+    }
+    ASSERT(o.max_durable <= o.control_seq);
+    ASSERT_EQ(kill(p.pid, SIGKILL), 0);
+    ASSERT_EQ(proc_wait(&p, 10000), 128 + SIGKILL);
+    proc_free(&p);
+    sr_outage(&m, false);
+
+    /* Cut the last segment TT_CUT bytes short: inside its last frame or the one before. */
+    DIR *d = opendir(c.spool);
+    ASSERT(d != NULL);
+    struct dirent *e;
+    uint64_t last_seg = 0;
+    int nseg = 0;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t seg;
+        if (strlen(e->d_name) == 24 && sscanf(e->d_name, "%20" SCNu64 ".seg", &seg) == 1)
+            last_seg = seg > last_seg ? seg : last_seg, nseg++;
+    }
+    closedir(d);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%020" PRIu64 ".seg", c.spool, last_seg);
+    struct stat st;
+    ASSERT(stat(path, &st) == 0 && st.st_size > TT_CUT);
+    uint64_t end = (uint64_t)st.st_size - TT_CUT;
+    int torn = 0;
+    uint64_t kept = tt_last_kept(c.spool, last_seg, UINT64_MAX, &torn);
+    ASSERT_UEQ(kept, last); /* whole before the cut */
+    kept = tt_last_kept(c.spool, last_seg, end, &torn);
+    ASSERT(truncate(path, (off_t)end) == 0);
+    fprintf(stderr,
+            "   %d segments; %s cut to %" PRIu64 " bytes, inside a frame of type %d: commits up "
+            "to seq %" PRIu64 " of %" PRIu64 " are whole\n",
+            nseg, path, end, torn, kept, last);
+    ASSERT(kept >= o.first_seq && kept < last);
+
+    /* The restart cuts the tail, says so, and sends what is before it. */
+    struct sr_out o2;
+    ASSERT_EQ(sr_run_drain(bin_s3commit, c.cfg, &p, &o2, 60000), 0);
+    ASSERT(strstr(p.e.p, "event=spool_tail_cut") != NULL);
+    ASSERT(strstr(p.e.p, "cut=1") != NULL);
+    ASSERT_UEQ(o2.control_seq, kept + 1); /* nothing after the cut is given a place */
+    proc_free(&p);
+
+    struct sr_rec *recs;
+    uint64_t last_seq;
+    size_t n = sr_read_back(bin_s3commit, c.cfg, &recs, &last_seq);
+    ASSERT_UEQ(n, kept - o.first_seq + 1);
+    for (size_t i = 0; i < n; i++)
+        ASSERT(recs[i].run == 0 && recs[i].index == i && recs[i].seq == o.first_seq + i);
+    ASSERT_UEQ(last_seq, o2.control_seq);
+    sr_verify(bin_s3commit, c.cfg, n, last_seq);
+    free(recs);
+    sr_feed_free(&f);
+    untrack_child(m.pid);
+    mockproc_stop(&m);
+}
+
 int main(int argc, char **argv)
 {
     const char *bindir = getenv("S3C_BIN_DIR");
@@ -211,6 +530,9 @@ int main(int argc, char **argv)
     if (!only || strcmp(only, #fn) == 0)                                                           \
     RUN(fn)
     CASE(test_kill_with_spool);
+    CASE(test_outage_60s);
+    CASE(test_two_runs_one_spool);
+    CASE(test_torn_tail);
     char cmd[400];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
