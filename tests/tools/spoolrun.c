@@ -58,19 +58,19 @@ void sr_parse(struct sr_out *s, const struct buf *o)
 }
 
 void sr_config(const char *path, const char *endpoint, const char *spool_dir, uint64_t ring_bytes,
-               uint64_t segment_bytes)
+               uint64_t segment_bytes, const char *persistence)
 {
     char text[2048];
     snprintf(text, sizeof(text),
              "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"" SR_PREFIX "\"},\n"
              " \"persistence\":{\"batch_timeout_ms\":2,\"batch_bytes_threshold\":262144,"
              "\"max_in_flight_requests\":8,\"retry_base_delay_ms\":20,\"max_retry_attempts\":3,"
-             "\"max_retry_delay_ms\":200},\n"
+             "\"max_retry_delay_ms\":200%s},\n"
              " \"pipeline\":{\"ring_bytes\":%" PRIu64 ",\"max_commit_bytes\":4096},\n"
              " \"spool\":{\"dir\":\"%s\",\"segment_bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64
              "},\n"
              " \"log\":{\"level\":\"info\"}}\n",
-             endpoint, ring_bytes, spool_dir, segment_bytes, 64 * segment_bytes);
+             endpoint, persistence, ring_bytes, spool_dir, segment_bytes, 64 * segment_bytes);
     write_file(path, text);
 }
 
@@ -167,8 +167,8 @@ static size_t sr_controls(const char *err, uint64_t *seqs, size_t cap)
 size_t sr_read_back(const char *bin, const char *cfg, struct sr_rec **recs, uint64_t *last_seq)
 {
     struct proc p;
-    int code = run((const char *[]){bin, "cat", "--config", cfg, "--control", NULL}, NULL, &p,
-                   120000);
+    int code =
+        run((const char *[]){bin, "cat", "--config", cfg, "--control", NULL}, NULL, &p, 120000);
     if (code != 0)
         TEST_FAIL_("cat exited %d: %s", code, p.e.p);
     uint64_t ctl[256];

@@ -31,10 +31,11 @@ struct sr_out {
 void sr_parse(struct sr_out *s, const struct buf *o);
 
 /* A config at path for the mock at endpoint with prefix SR_PREFIX and a spool in
- * spool_dir; ring_bytes for the ring (max_commit_bytes 4096, batches of 256 KiB at most, 8 PUTs in flight,
- * retries given up after 3 attempts and then every 200 ms with the stage degraded). */
+ * spool_dir; ring_bytes for the ring (max_commit_bytes 4096, batches of 256 KiB at most,
+ * 8 PUTs in flight, retries given up after 3 attempts and then every 200 ms with the stage
+ * degraded); persistence: more "persistence" settings, each after a comma (or ""). */
 void sr_config(const char *path, const char *endpoint, const char *spool_dir, uint64_t ring_bytes,
-               uint64_t segment_bytes);
+               uint64_t segment_bytes, const char *persistence);
 
 /* Starts s3commit-mock keeping objects in data_dir. */
 void sr_mock_start(struct mockproc *m, const char *data_dir);
@@ -45,11 +46,11 @@ void sr_outage(const struct mockproc *m, bool on);
 /* Commits fed to a run's stdin at rate_per_ms from the moment sr_feed_go is called. */
 struct sr_feed {
     int run;
-    uint32_t n;     /* commits prepared */
-    size_t *ends;   /* byte offset after frame i */
-    struct buf in;  /* the frames */
-    size_t sent;    /* bytes written */
-    uint64_t t0;    /* when feeding started (0: not yet) */
+    uint32_t n;    /* commits prepared */
+    size_t *ends;  /* byte offset after frame i */
+    struct buf in; /* the frames */
+    size_t sent;   /* bytes written */
+    uint64_t t0;   /* when feeding started (0: not yet) */
     double rate_per_ms;
 };
 void sr_feed_init(struct sr_feed *f, int run, uint32_t n, double rate_per_ms);

@@ -97,7 +97,7 @@ static void test_kill_with_spool(void)
     sp_case_init(&c, "kill");
     struct mockproc m;
     sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20);
+    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20, "");
 
     for (int r = 0; r < KS_RUNS; r++) {
         struct ks_run *k = &runs[r];
@@ -136,7 +136,10 @@ static void test_kill_with_spool(void)
                 "   run %d (%s): killed %" PRIu64 " ms after its first line; epoch %" PRIu64
                 " control_seq %" PRIu64 ", fed %" PRIu32 ", local_seq %" PRIu64
                 " durable_seq %" PRIu64 "\n",
-                r, k->mode == 0 ? "healthy" : k->mode == 1 ? "outage at the kill" : "outage before",
+                r,
+                k->mode == 0   ? "healthy"
+                : k->mode == 1 ? "outage at the kill"
+                               : "outage before",
                 kill_after, k->o.epoch, k->o.control_seq, k->fed, k->o.max_local, k->o.max_durable);
         /* the watermarks cover only seqs given out so far: the commits fed */
         ASSERT(k->o.max_local < k->o.first_seq + k->fed);
@@ -200,10 +203,10 @@ static void test_kill_with_spool(void)
 
 /* ---- 2: a 60-second outage under a steady feed ------------------------------------- */
 
-#define OU_RATE 3.0          /* commits per ms: 3,000/s of 150..249 bytes */
-#define OU_MS 60000          /* the outage */
-#define OU_N 180000          /* commits: OU_RATE for OU_MS, then the feed stops */
-#define OU_RING (4u << 20)   /* a small ring, so that memory kept per commit would show */
+#define OU_RATE 3.0        /* commits per ms: 3,000/s of 150..249 bytes */
+#define OU_MS 60000        /* the outage */
+#define OU_N 180000        /* commits: OU_RATE for OU_MS, then the feed stops */
+#define OU_RING (4u << 20) /* a small ring, so that memory kept per commit would show */
 /* RSS may grow past its value right after the open by the ring (its pages are touched as
  * commits pass through) and this much more: the objects formed during the outage and read
  * back from the spool (8 PUTs in flight of at most 256 KiB + 4 KiB each: 2.1 MiB, plus the
@@ -226,7 +229,7 @@ static void test_outage_60s(void)
     sp_case_init(&c, "outage");
     struct mockproc m;
     sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, OU_RING, 8u << 20);
+    sr_config(c.cfg, m.endpoint, c.spool, OU_RING, 8u << 20, "");
     struct sr_feed f;
     sr_feed_init(&f, 0, OU_N, OU_RATE);
     struct sr_out o = {0};
@@ -321,7 +324,7 @@ static void test_two_runs_one_spool(void)
     sp_case_init(&c, "two");
     struct mockproc m;
     sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20);
+    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20, "");
     struct sr_feed f;
     sr_feed_init(&f, 0, TR_N, 2.0);
     struct sr_out o = {0};
@@ -441,7 +444,7 @@ static void test_torn_tail(void)
     sp_case_init(&c, "torn");
     struct mockproc m;
     sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20);
+    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20, "");
     struct sr_feed f;
     sr_feed_init(&f, 0, TT_N, 4.0);
     struct sr_out o = {0};
