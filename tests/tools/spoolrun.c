@@ -228,6 +228,22 @@ void sr_verify(const char *bin, const char *cfg, uint64_t commits, uint64_t last
     proc_free(&p);
 }
 
+void sr_check_run0(const char *bin, const char *cfg, uint64_t first_seq, uint64_t n,
+                   uint64_t last_seq)
+{
+    struct sr_rec *recs;
+    uint64_t last;
+    size_t got = sr_read_back(bin, cfg, &recs, &last);
+    ASSERT_UEQ(got, n);
+    for (size_t i = 0; i < got; i++)
+        if (recs[i].run != 0 || recs[i].index != i || recs[i].seq != first_seq + i)
+            TEST_FAIL_("commit %zu of the log is run %d commit %" PRIu32 " at seq %" PRIu64, i,
+                       recs[i].run, recs[i].index, recs[i].seq);
+    ASSERT_UEQ(last, last_seq);
+    sr_verify(bin, cfg, n, last_seq);
+    free(recs);
+}
+
 uint64_t sr_rss_kb(pid_t pid)
 {
     char path[64], line[256];

@@ -81,6 +81,11 @@ size_t sr_read_back(const char *bin, const char *cfg, struct sr_rec **recs, uint
 /* `s3commit verify`: exit 0, "ok":true, and the commit count and last seq given. */
 void sr_verify(const char *bin, const char *cfg, uint64_t commits, uint64_t last_seq);
 
+/* The log holds run 0's commits 0..n-1 at seqs first_seq.., nothing else but control
+ * records, and ends at last_seq (read back, then verify). */
+void sr_check_run0(const char *bin, const char *cfg, uint64_t first_seq, uint64_t n,
+                   uint64_t last_seq);
+
 uint64_t sr_rss_kb(pid_t pid);          /* VmRSS from /proc/PID/status */
 uint64_t sr_dir_bytes(const char *dir); /* bytes in the directory's regular files */
 

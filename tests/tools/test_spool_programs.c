@@ -32,18 +32,28 @@ static uint64_t sp_rand(void) /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-/* A fresh directory under tmpdir for one case: its mock data, its spool, its config. */
+/* A fresh directory under tmpdir for one case (its mock data, its spool, its config), and
+ * the mock keeping its objects there; the config names the mock and the spool. */
 struct sp_case {
     char dir[512], data[600], spool[600], cfg[600];
+    struct mockproc m;
 };
 
-static void sp_case_init(struct sp_case *c, const char *name)
+static void sp_case_init(struct sp_case *c, const char *name, uint64_t ring, uint64_t seg)
 {
     snprintf(c->dir, sizeof(c->dir), "%s/%s", tmpdir, name);
     snprintf(c->data, sizeof(c->data), "%s/mock", c->dir);
     snprintf(c->spool, sizeof(c->spool), "%s/spool", c->dir);
     snprintf(c->cfg, sizeof(c->cfg), "%s/run.json", c->dir);
     ASSERT(mkdir(c->dir, 0700) == 0 && mkdir(c->data, 0700) == 0);
+    sr_mock_start(&c->m, c->data);
+    sr_config(c->cfg, c->m.endpoint, c->spool, ring, seg, "");
+}
+
+static void sp_case_end(struct sp_case *c)
+{
+    untrack_child(c->m.pid);
+    mockproc_stop(&c->m);
 }
 
 static void sp_start_run(struct proc *p, const char *cfg)
@@ -94,10 +104,7 @@ static void test_kill_with_spool(void)
     fprintf(stderr, "   seed %" PRIu64 " (S3C_KILL_SEED=%" PRIu64 " replays these kills)\n", seed,
             seed);
     struct sp_case c;
-    sp_case_init(&c, "kill");
-    struct mockproc m;
-    sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20, "");
+    sp_case_init(&c, "kill", 4u << 20, 1u << 20);
 
     for (int r = 0; r < KS_RUNS; r++) {
         struct ks_run *k = &runs[r];
@@ -119,9 +126,9 @@ static void test_kill_with_spool(void)
         while (now_ms() - f.t0 < kill_after) {
             uint64_t t = now_ms() - f.t0;
             if (k->mode && !on && t >= on_at && (k->mode == 1 || t < off_at))
-                sr_outage(&m, on = true);
+                sr_outage(&c.m, on = true);
             if (on && k->mode == 2 && t >= off_at)
-                sr_outage(&m, on = false);
+                sr_outage(&c.m, on = false);
             sr_feed_pump(&f, &p, 2);
             sr_parse(&k->o, &p.o);
             ASSERT(p.in >= 0); /* alive and reading until the kill */
@@ -130,7 +137,7 @@ static void test_kill_with_spool(void)
         ASSERT_EQ(proc_wait(&p, 10000), 128 + SIGKILL);
         sr_parse(&k->o, &p.o);
         if (on)
-            sr_outage(&m, false); /* the next run opens against a healthy store */
+            sr_outage(&c.m, false); /* the next run opens against a healthy store */
         k->fed = sr_feed_whole(&f);
         fprintf(stderr,
                 "   run %d (%s): killed %" PRIu64 " ms after its first line; epoch %" PRIu64
@@ -197,8 +204,7 @@ static void test_kill_with_spool(void)
     ASSERT_UEQ(last, runs[KS_RUNS].o.control_seq);
     sr_verify(bin_s3commit, c.cfg, n, last);
     free(recs);
-    untrack_child(m.pid);
-    mockproc_stop(&m);
+    sp_case_end(&c);
 }
 
 /* ---- 2: a 60-second outage under a steady feed ------------------------------------- */
@@ -258,10 +264,7 @@ static void test_outage_60s(void)
     static struct ou_sample smp[(OU_MS + 30000) / OU_SAMPLE_MS + 300];
     size_t ns = 0, n_outage = 0;
     struct sp_case c;
-    sp_case_init(&c, "outage");
-    struct mockproc m;
-    sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, OU_RING, 8u << 20, "");
+    sp_case_init(&c, "outage", OU_RING, 8u << 20);
     struct sr_feed f;
     sr_feed_init(&f, 0, OU_N, OU_RATE);
     struct sr_out o = {0};
@@ -270,7 +273,7 @@ static void test_outage_60s(void)
     sp_start_run(&p, c.cfg);
     sp_wait_open(&p, &o, NULL);
     uint64_t base_kb = sr_rss_kb(p.pid), last = o.first_seq + OU_N - 1;
-    sr_outage(&m, true);
+    sr_outage(&c.m, true);
     sr_feed_go(&f);
 
     /* phase 0: the outage while the feed runs, and until every commit is locally durable;
@@ -299,7 +302,7 @@ static void test_outage_60s(void)
         }
         if (phase == 0) {
             n_outage = ns;
-            sr_outage(&m, false);
+            sr_outage(&c.m, false);
         }
     }
     uint64_t max_kb = 0;
@@ -330,21 +333,10 @@ static void test_outage_60s(void)
     sr_parse(&o, &p.o);
 
     /* Every commit in S3, in order, with its bytes, after the one control record. */
-    struct sr_rec *recs;
-    uint64_t last_seq;
-    size_t n = sr_read_back(bin_s3commit, c.cfg, &recs, &last_seq);
-    ASSERT_EQ(n, OU_N);
-    ASSERT_UEQ(last_seq, last);
-    for (size_t i = 0; i < n; i++)
-        if (recs[i].run != 0 || recs[i].index != i || recs[i].seq != o.first_seq + i)
-            TEST_FAIL_("commit %zu of the log is run %d commit %" PRIu32 " at seq %" PRIu64, i,
-                       recs[i].run, recs[i].index, recs[i].seq);
-    sr_verify(bin_s3commit, c.cfg, OU_N, last);
-    free(recs);
+    sr_check_run0(bin_s3commit, c.cfg, o.first_seq, OU_N, last);
     sr_feed_free(&f);
     proc_free(&p);
-    untrack_child(m.pid);
-    mockproc_stop(&m);
+    sp_case_end(&c);
 }
 
 /* ---- 3: two runs on one spool directory --------------------------------------------- */
@@ -354,10 +346,7 @@ static void test_outage_60s(void)
 static void test_two_runs_one_spool(void)
 {
     struct sp_case c;
-    sp_case_init(&c, "two");
-    struct mockproc m;
-    sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20, "");
+    sp_case_init(&c, "two", 4u << 20, 1u << 20);
     struct sr_feed f;
     sr_feed_init(&f, 0, TR_N, 2.0);
     struct sr_out o = {0};
@@ -409,18 +398,9 @@ static void test_two_runs_one_spool(void)
     ASSERT_UEQ(o3.epoch, o.epoch + 1);
     proc_free(&p3);
 
-    struct sr_rec *recs;
-    uint64_t last_seq;
-    size_t n = sr_read_back(bin_s3commit, c.cfg, &recs, &last_seq);
-    ASSERT_EQ(n, TR_N);
-    for (size_t i = 0; i < n; i++)
-        ASSERT(recs[i].run == 0 && recs[i].index == i && recs[i].seq == o.first_seq + i);
-    ASSERT_UEQ(last_seq, o3.control_seq);
-    sr_verify(bin_s3commit, c.cfg, TR_N, last_seq);
-    free(recs);
+    sr_check_run0(bin_s3commit, c.cfg, o.first_seq, TR_N, o3.control_seq);
     sr_feed_free(&f);
-    untrack_child(m.pid);
-    mockproc_stop(&m);
+    sp_case_end(&c);
 }
 
 /* ---- 4: a torn tail ----------------------------------------------------------------- */
@@ -474,17 +454,14 @@ static uint64_t tt_last_kept(const char *dir, uint64_t last_seg, uint64_t end, i
 static void test_torn_tail(void)
 {
     struct sp_case c;
-    sp_case_init(&c, "torn");
-    struct mockproc m;
-    sr_mock_start(&m, c.data);
-    sr_config(c.cfg, m.endpoint, c.spool, 4u << 20, 1u << 20, "");
+    sp_case_init(&c, "torn", 4u << 20, 1u << 20);
     struct sr_feed f;
     sr_feed_init(&f, 0, TT_N, 4.0);
     struct sr_out o = {0};
     struct proc p;
     sp_start_run(&p, c.cfg);
     sp_wait_open(&p, &o, NULL);
-    sr_outage(&m, true);
+    sr_outage(&c.m, true);
     sr_feed_go(&f);
     uint64_t last = o.first_seq + TT_N - 1;
     while (o.max_local < last) { /* all of it in the spool, none of it in S3 */
@@ -497,7 +474,7 @@ static void test_torn_tail(void)
     ASSERT_EQ(kill(p.pid, SIGKILL), 0);
     ASSERT_EQ(proc_wait(&p, 10000), 128 + SIGKILL);
     proc_free(&p);
-    sr_outage(&m, false);
+    sr_outage(&c.m, false);
 
     /* Cut the last segment TT_CUT bytes short: inside its last frame or the one before. */
     DIR *d = opendir(c.spool);
@@ -535,18 +512,9 @@ static void test_torn_tail(void)
     ASSERT_UEQ(o2.control_seq, kept + 1); /* nothing after the cut is given a place */
     proc_free(&p);
 
-    struct sr_rec *recs;
-    uint64_t last_seq;
-    size_t n = sr_read_back(bin_s3commit, c.cfg, &recs, &last_seq);
-    ASSERT_UEQ(n, kept - o.first_seq + 1);
-    for (size_t i = 0; i < n; i++)
-        ASSERT(recs[i].run == 0 && recs[i].index == i && recs[i].seq == o.first_seq + i);
-    ASSERT_UEQ(last_seq, o2.control_seq);
-    sr_verify(bin_s3commit, c.cfg, n, last_seq);
-    free(recs);
+    sr_check_run0(bin_s3commit, c.cfg, o.first_seq, kept - o.first_seq + 1, o2.control_seq);
     sr_feed_free(&f);
-    untrack_child(m.pid);
-    mockproc_stop(&m);
+    sp_case_end(&c);
 }
 
 int main(int argc, char **argv)
