@@ -8,9 +8,13 @@
  * its bytes. The stage runs in a forked child of this test (the hook is the library's, so
  * it cannot be put into the s3commit program); every process is stopped by pid.
  *
- * If PUTs may run ahead of the spool, the killed stage leaves an object that starts right
- * after the spool's last seq, at the key where the next start puts its fence; that start
- * then never places it ("could not place our fence after 50 tries"). */
+ * A PUT may land before the spool has its commits, so the killed stage leaves an object
+ * that starts right after the spool's last seq: at the key where the next start puts its
+ * fence. Past the gap nobody acknowledged it, so the start must replace it (an orphan);
+ * taken for the chain moving on, the start never places its fence ("could not place our
+ * fence after 50 tries"), as before main's 62be867. The test checks that its setup made
+ * that object (a GET of the key); if the stage ever stops sending ahead of its spool,
+ * that check, not the rule, fails. */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -29,10 +33,12 @@
 #include "test.h"
 
 #define AH_COMMITS 5000 /* at most, one every AH_GAP_US: more than the child lives for */
-#define AH_GAP_US 3000
-#define AH_SLOW_US 40000 /* each write group of the spool waits this long: ~15 commits a group */
+#define AH_GAP_US 5000
+#define AH_SLOW_US 40000 /* each write group waits this long: about 10 commits a group */
 #define AH_GAP_AT 200    /* G, after the first seq */
-#define AH_WINDOW 30     /* the spool stops when its last seq is within G..G+AH_WINDOW */
+/* The spool stops when its last seq X is within G..G+AH_WINDOW: the stage keeps at most
+ * 4 x max_in_flight_requests (32) objects past W, so objects reach G+31, and X+1 is one. */
+#define AH_WINDOW 30
 
 static char tmpdir[256];
 static char bin_s3commit[512];
@@ -130,7 +136,7 @@ static void test_put_ahead_of_spool_then_kill(void)
             write_file(stall_path, "");
             stalled_at = lines;
         }
-        if (stalled_at && lines - stalled_at >= 100) /* 300 ms more of commits */
+        if (stalled_at && lines - stalled_at >= 100) /* 500 ms more of commits */
             break;
     }
     ASSERT(stalled_at > 0);
@@ -141,13 +147,14 @@ static void test_put_ahead_of_spool_then_kill(void)
     fclose(in);
     ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     ASSERT(max_w < gap); /* the gap held */
-    /* Whether an object after the spool's last seq landed (the hazard) */
+    /* The case: an object after the spool's last seq landed. */
     snprintf(key, sizeof(key), "/commits/" SR_PREFIX "log/%020" PRIu64 ".s3c", max_l + 1);
     int ahead = mockproc_http(&m, "GET", key, NULL, answer, sizeof(answer));
     fprintf(stderr,
             "   killed after %" PRIu64 " commits: local_seq %" PRIu64 " durable_seq %" PRIu64
             " (gap at %" PRIu64 "); GET %s: %d\n",
             lines, max_l, max_w, gap, key, ahead);
+    ASSERT_EQ(ahead, 200);
     sr_outage(&m, false);
 
     /* The next start opens, sends what the spool kept, and stops. */
