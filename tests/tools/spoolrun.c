@@ -144,7 +144,9 @@ void sr_feed_free(struct sr_feed *f)
 int sr_run_drain(const char *bin, const char *cfg, struct proc *p, struct sr_out *out, int ms)
 {
     memset(out, 0, sizeof(*out));
+    uint64_t t0 = now_ms();
     int code = run((const char *[]){bin, "run", "--config", cfg, NULL}, NULL, p, ms);
+    fprintf(stderr, "   (the run took %" PRIu64 " ms)\n", now_ms() - t0);
     sr_parse(out, &p->o);
     if (code != 0)
         fprintf(stderr, "run stderr:\n%s\n", p->e.p);
@@ -167,6 +169,7 @@ static size_t sr_controls(const char *err, uint64_t *seqs, size_t cap)
 size_t sr_read_back(const char *bin, const char *cfg, struct sr_rec **recs, uint64_t *last_seq)
 {
     struct proc p;
+    uint64_t t0 = now_ms();
     int code =
         run((const char *[]){bin, "cat", "--config", cfg, "--control", NULL}, NULL, &p, 120000);
     if (code != 0)
@@ -206,8 +209,10 @@ size_t sr_read_back(const char *bin, const char *cfg, struct sr_rec **recs, uint
     ASSERT_EQ(c, nctl); /* every control record fell on a seq of the chain */
     *last_seq = seq - 1;
     *recs = v;
-    fprintf(stderr, "   read back: %zu commits and %zu control records, seqs 1..%" PRIu64 "\n", n,
-            nctl, seq - 1);
+    fprintf(stderr,
+            "   read back: %zu commits and %zu control records, seqs 1..%" PRIu64 " (%" PRIu64
+            " ms)\n",
+            n, nctl, seq - 1, now_ms() - t0);
     proc_free(&p);
     return n;
 }

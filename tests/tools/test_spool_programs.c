@@ -356,6 +356,7 @@ static void test_two_runs_one_spool(void)
     sr_feed_go(&f);
     /* The second starts while the first takes commits; both are pumped in one loop. */
     bool b_started = false, b_done = false;
+    uint64_t b_t0 = 0;
     int b_code = -1;
     while (sr_feed_whole(&f) < TR_N || !b_done) {
         ASSERT(now_ms() - f.t0 < 20000);
@@ -364,6 +365,7 @@ static void test_two_runs_one_spool(void)
         ASSERT(a.in >= 0);
         if (!b_started && now_ms() - f.t0 >= 300) {
             sp_start_run(&b, c.cfg);
+            b_t0 = now_ms();
             b_started = true;
         }
         if (b_started && !b_done) {
@@ -372,20 +374,23 @@ static void test_two_runs_one_spool(void)
                 proc_close_stdin(&b);
                 b_code = proc_wait(&b, 5000);
                 b_done = true;
+                b_t0 = now_ms() - b_t0; /* how long it took */
             }
         }
     }
     char pid[32];
     snprintf(pid, sizeof(pid), "(pid %d)", (int)a.pid);
-    fprintf(stderr, "   the second run exited %d: %s", b_code, b.e.p);
+    fprintf(stderr, "   the second run exited %d after %" PRIu64 " ms: %s", b_code, b_t0, b.e.p);
     ASSERT(b_code != 0);
     ASSERT(strstr(b.e.p, "in use by another process") != NULL && strstr(b.e.p, pid) != NULL);
     ASSERT(b.o.len == 0); /* it never opened the stage */
     proc_free(&b);
 
     /* The first: every commit durable, and a clean exit. */
+    uint64_t a_t0 = now_ms();
     proc_close_stdin(&a);
     ASSERT_EQ(proc_wait(&a, 30000), 0);
+    fprintf(stderr, "   the first drained and exited in %" PRIu64 " ms\n", now_ms() - a_t0);
     sr_parse(&o, &a.o);
     ASSERT_UEQ(o.max_durable, o.first_seq + TR_N - 1);
     ASSERT_UEQ(o.max_local, o.first_seq + TR_N - 1);
