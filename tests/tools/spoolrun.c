@@ -3,11 +3,14 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -80,13 +83,50 @@ void sr_mock_start(struct mockproc *m, const char *data_dir)
     track_child(m->pid);
 }
 
+static char sr_http_what[512];
+static pid_t sr_http_mock;
+
+/* The mock did not answer in time: say what was asked and where its threads wait, then
+ * fail (the abort handler stops the children). */
+static void sr_on_alarm(int sig)
+{
+    (void)sig;
+    char path[64], buf[512];
+    ssize_t n;
+    (void)!write(2, sr_http_what, strlen(sr_http_what));
+    snprintf(path, sizeof(path), "/proc/%d/wchan", (int)sr_http_mock);
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0 && (n = read(fd, buf, sizeof(buf) - 1)) > 0) {
+        (void)!write(2, " (the mock's main thread waits in ", 34);
+        (void)!write(2, buf, (size_t)n);
+        (void)!write(2, ")", 1);
+    }
+    if (fd >= 0)
+        close(fd);
+    (void)!write(2, "\n", 1);
+    abort();
+}
+
+int sr_http(const struct mockproc *m, const char *method, const char *path, const char *body,
+            char *out, size_t outlen)
+{
+    snprintf(sr_http_what, sizeof(sr_http_what),
+             "the mock (pid %d) did not answer %s %s within 20 s", (int)m->pid, method, path);
+    sr_http_mock = m->pid;
+    signal(SIGALRM, sr_on_alarm);
+    alarm(20);
+    int rc = mockproc_http(m, method, path, body, out, outlen);
+    alarm(0);
+    return rc;
+}
+
 void sr_outage(const struct mockproc *m, bool on)
 {
     char out[4096];
     const char *body = on ? "{\"error_rate\":1.0,\"error_status\":503,\"key_prefix\":\"" SR_PREFIX
                             "log/\"}"
                           : "{\"error_rate\":0}";
-    ASSERT_EQ(mockproc_http(m, "PUT", "/_mock/faults", body, out, sizeof(out)), 200);
+    ASSERT_EQ(sr_http(m, "PUT", "/_mock/faults", body, out, sizeof(out)), 200);
 }
 
 void sr_feed_init(struct sr_feed *f, int run, uint32_t n, double rate_per_ms)

@@ -39,6 +39,9 @@ void sr_config(const char *path, const char *endpoint, const char *spool_dir, ui
 
 /* Starts s3commit-mock keeping objects in data_dir. */
 void sr_mock_start(struct mockproc *m, const char *data_dir);
+/* mockproc_http, failing the test (with where the mock waits) if no answer comes in 20 s. */
+int sr_http(const struct mockproc *m, const char *method, const char *path, const char *body,
+            char *out, size_t outlen);
 /* on: every request on SR_PREFIX "log/" is answered 503 (the manifest and the writers'
  * heartbeats still work); off: none is. */
 void sr_outage(const struct mockproc *m, bool on);

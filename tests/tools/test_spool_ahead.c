@@ -104,7 +104,7 @@ static void test_put_ahead_of_spool_then_kill(void)
     snprintf(key, sizeof(key), SR_PREFIX "log/%020" PRIu64 ".s3c", gap);
     snprintf(body, sizeof(body), "{\"error_rate\":1.0,\"error_status\":503,\"key_prefix\":\"%s\"}",
              key);
-    ASSERT_EQ(mockproc_http(&m, "PUT", "/_mock/faults", body, answer, sizeof(answer)), 200);
+    ASSERT_EQ(sr_http(&m, "PUT", "/_mock/faults", body, answer, sizeof(answer)), 200);
     snprintf(stall_path, sizeof(stall_path), "%s/stall", tmpdir);
 
     int fds[2];
@@ -149,7 +149,7 @@ static void test_put_ahead_of_spool_then_kill(void)
     ASSERT(max_w < gap); /* the gap held */
     /* The case: an object after the spool's last seq landed. */
     snprintf(key, sizeof(key), "/commits/" SR_PREFIX "log/%020" PRIu64 ".s3c", max_l + 1);
-    int ahead = mockproc_http(&m, "GET", key, NULL, answer, sizeof(answer));
+    int ahead = sr_http(&m, "GET", key, NULL, answer, sizeof(answer));
     fprintf(stderr,
             "   killed after %" PRIu64 " commits: local_seq %" PRIu64 " durable_seq %" PRIu64
             " (gap at %" PRIu64 "); GET %s: %d\n",
