@@ -707,8 +707,13 @@ void *stage_persistence_main(void *arg)
         }
         int rc = loop_run_once(st->loop, timeout);
         if (rc != 0) {
+            static _Thread_local uint64_t stage_loop_logged_ns; /* at most one line a second */
+            uint64_t t = s3c__now_ns();
             stage_set_error(st, "event loop failed: %s", s3c_strerror(rc));
-            S3C_LOG(S3C_LOG_ERROR, "event=loop_failed error=\"%s\"", s3c_strerror(rc));
+            if (t - stage_loop_logged_ns >= 1000000000u) {
+                stage_loop_logged_ns = t;
+                S3C_LOG(S3C_LOG_ERROR, "event=loop_failed error=\"%s\"", s3c_strerror(rc));
+            }
             struct timespec ts = {0, 1000000}; /* do not spin on a broken loop */
             nanosleep(&ts, NULL);
         }
