@@ -239,60 +239,12 @@ uint64_t s3c_local_seq(const s3c_stage *st)
 
 int s3c_wait_local(s3c_stage *st, uint64_t seq, int timeout_ms)
 {
-    struct timespec dl;
-    int rc = 0;
-    if (!st)
-        return S3C_EINVAL;
-    if (!st->spool)
-        return s3c_wait_durable(st, seq, timeout_ms);
-    if (spool_local_seq(st->spool) >= seq)
-        return 0;
-    if (timeout_ms >= 0)
-        dl = s3c__deadline_ts(timeout_ms);
-    pthread_mutex_lock(&st->wmu);
-    atomic_fetch_add(&st->nwaiters, 1);
-    for (;;) {
-        if (spool_local_seq(st->spool) >= seq) {
-            rc = 0;
-            break;
-        }
-        if (atomic_load(&st->spool_failed)) {
-            rc = S3C_EIO;
-            break;
-        }
-        if (atomic_load(&st->failed) && seq >= atomic_load(&st->fail_first)) {
-            rc = atomic_load(&st->fail_code);
-            break;
-        }
-        if (atomic_load(&st->stopped) && atomic_load(&st->closing)) {
-            rc = S3C_ECLOSED;
-            break;
-        }
-        if (timeout_ms < 0)
-            pthread_cond_wait(&st->wcv, &st->wmu);
-        else if (pthread_cond_timedwait(&st->wcv, &st->wmu, &dl) == ETIMEDOUT) {
-            rc = spool_local_seq(st->spool) >= seq ? 0 : S3C_ETIMEDOUT;
-            break;
-        }
-    }
-    atomic_fetch_sub(&st->nwaiters, 1);
-    pthread_mutex_unlock(&st->wmu);
-    return rc;
+    return stage_wait(st, seq, timeout_ms, st && st->spool);
 }
 
 int s3c_subscribe_local(s3c_stage *st, s3c_durable_fn fn, void *ctx)
 {
-    int rc = 0;
-    if (!st || !fn || !st->spool)
+    if (!st || !st->spool)
         return S3C_EINVAL;
-    pthread_mutex_lock(&st->submu);
-    int n = atomic_load(&st->nsubs);
-    if (n >= MAX_SUBS) {
-        rc = S3C_ENOMEM;
-    } else {
-        st->subs[n] = (struct sub){fn, ctx, true};
-        atomic_store(&st->nsubs, n + 1);
-    }
-    pthread_mutex_unlock(&st->submu);
-    return rc;
+    return stage_subscribe(st, fn, ctx, true);
 }

@@ -81,22 +81,33 @@ uint64_t s3c_durable_seq(const s3c_stage *st)
     return st ? atomic_load(&((s3c_stage *)st)->durable) : 0;
 }
 
-int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms)
+/* W, or with local L (the spool's watermark). */
+static uint64_t stage_mark(s3c_stage *st, bool local)
+{
+    return local ? spool_local_seq(st->spool) : atomic_load(&st->durable);
+}
+
+int stage_wait(s3c_stage *st, uint64_t seq, int timeout_ms, bool local)
 {
     struct timespec dl;
     int rc = 0;
 
     if (!st)
         return S3C_EINVAL;
-    if (atomic_load(&st->durable) >= seq)
+    if (stage_mark(st, local) >= seq)
         return 0;
     if (timeout_ms >= 0)
         dl = s3c__deadline_ts(timeout_ms);
     pthread_mutex_lock(&st->wmu);
     atomic_fetch_add(&st->nwaiters, 1);
     for (;;) {
-        if (atomic_load(&st->durable) >= seq) {
+        if (stage_mark(st, local) >= seq) {
             rc = 0;
+            break;
+        }
+        /* A failed spool makes nothing more locally durable. */
+        if (local && atomic_load(&st->spool_failed)) {
+            rc = S3C_EIO;
             break;
         }
         /* Once failed, seqs before the failed batch may still become durable. */
@@ -111,7 +122,7 @@ int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms)
         if (timeout_ms < 0)
             pthread_cond_wait(&st->wcv, &st->wmu);
         else if (pthread_cond_timedwait(&st->wcv, &st->wmu, &dl) == ETIMEDOUT) {
-            rc = atomic_load(&st->durable) >= seq ? 0 : S3C_ETIMEDOUT;
+            rc = stage_mark(st, local) >= seq ? 0 : S3C_ETIMEDOUT;
             break;
         }
     }
@@ -120,7 +131,12 @@ int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms)
     return rc;
 }
 
-int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx)
+int s3c_wait_durable(s3c_stage *st, uint64_t seq, int timeout_ms)
+{
+    return stage_wait(st, seq, timeout_ms, false);
+}
+
+int stage_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx, bool local)
 {
     int rc = 0;
     if (!st || !fn)
@@ -130,11 +146,16 @@ int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx)
     if (n >= MAX_SUBS) {
         rc = S3C_ENOMEM;
     } else {
-        st->subs[n] = (struct sub){fn, ctx, false};
-        atomic_store(&st->nsubs, n + 1); /* publishes the entry to the thread */
+        st->subs[n] = (struct sub){fn, ctx, local};
+        atomic_store(&st->nsubs, n + 1); /* publishes the entry to the threads */
     }
     pthread_mutex_unlock(&st->submu);
     return rc;
+}
+
+int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx)
+{
+    return stage_subscribe(st, fn, ctx, false);
 }
 
 void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)

@@ -28,7 +28,7 @@
 #define PFX_BYTES (8 + OBJ_RECORD_HEADER_BYTES)
 
 #define MAX_SUBS 16
-#define LAT_SAMPLE 16 /* one commit in LAT_SAMPLE per producer thread is timed */
+#define LAT_SAMPLE 16         /* one commit in LAT_SAMPLE per producer thread is timed */
 #define RETRY_COST 5          /* retry budget tokens per retry (AWS SDK standard mode) */
 #define RETRY_COST_TIMEOUT 10 /* ... per retry after a timeout */
 
@@ -165,6 +165,9 @@ struct s3c_stage {
 #define CSET(f, v) atomic_store_explicit(&st->c.f, (v), memory_order_relaxed)
 #define CGET(f) atomic_load_explicit(&st->c.f, memory_order_relaxed)
 
+/* stage.c: waiting on W (or, local, on L) and subscribing to either. */
+int stage_wait(struct s3c_stage *st, uint64_t seq, int timeout_ms, bool local);
+int stage_subscribe(struct s3c_stage *st, s3c_durable_fn fn, void *ctx, bool local);
 /* stage.c */
 void stage_set_error(struct s3c_stage *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
