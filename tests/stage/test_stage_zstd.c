@@ -4,7 +4,8 @@
  * header and trailer, inflates to records holding the bytes submitted, is a fraction of its
  * payload when compressible and no more than payload plus framing when not; s3c_reader gives
  * every commit back byte for byte, also after a restart without compression appended plain
- * objects to the same log. */
+ * objects to the same log, and with two compression threads under a 503/written-error
+ * fault mix. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,7 +22,7 @@
 #define ZT_MAX_COMMIT 65536 /* pipeline.max_commit_bytes */
 #define ZT_PHASE 120        /* commits per phase */
 #define ZT_PHASES 4         /* JSON, random, JSON, random */
-#define ZT_MAX_SEQ 1024
+#define ZT_MAX_SEQ 2048
 
 static struct mockproc mock; /* unsigned requests accepted: objects are read back raw */
 
@@ -38,21 +39,29 @@ static uint64_t zt_rng(void)
     return test_xorshift64(&zt_rng_state);
 }
 
-static s3c_config *zt_cfg(const char *compression)
+/* compression: s3.compression; more: further members of "s3" and then of "persistence"
+ * (each starting with a comma, or ""), the batch size threshold given apart. */
+static s3c_config *zt_cfg_more(const char *compression, const char *s3_more, int batch_size,
+                               const char *persistence_more)
 {
     char json[2048], err[512];
     s3c_config *cfg = NULL;
     snprintf(json, sizeof(json),
              "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"z/\","
              "\"region\":\"us-east-1\",\"access_key_id\":\"AKIDZSTDTEST00000001\","
-             "\"secret_access_key\":\"zstd-test-secret-0123456789\",\"compression\":\"%s\"},"
-             "\"persistence\":{\"batch_timeout_ms\":2,\"batch_size_threshold\":50,"
-             "\"batch_bytes_threshold\":262144},"
+             "\"secret_access_key\":\"zstd-test-secret-0123456789\",\"compression\":\"%s\"%s},"
+             "\"persistence\":{\"batch_timeout_ms\":2,\"batch_size_threshold\":%d,"
+             "\"batch_bytes_threshold\":262144%s},"
              "\"pipeline\":{\"ring_bytes\":4194304,\"max_commit_bytes\":%d}}",
-             mock.endpoint, compression, ZT_MAX_COMMIT);
+             mock.endpoint, compression, s3_more, batch_size, persistence_more, ZT_MAX_COMMIT);
     if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0)
         TEST_FAIL_("config: %s", err);
     return cfg;
+}
+
+static s3c_config *zt_cfg(const char *compression)
+{
+    return zt_cfg_more(compression, "", 50, "");
 }
 
 /* An order event of 200-500 bytes whose ids, amounts and items vary with the RNG; a long
@@ -277,11 +286,43 @@ static void test_restart_without_compression(void)
     zt_read_back(2);
 }
 
+/* Two compression workers and many small batches in flight while the store answers 503
+ * (not stored) or stores and answers 500 (stored: the retry meets a 412 and reads the key
+ * back, which only settles as ours when the re-sent object is the same bytes): every
+ * object is compressed, and every commit reads back byte for byte, in seq order. */
+static void test_compression_threads_under_faults(void)
+{
+    s3c_stage *st = test_stage_open(
+        zt_cfg_more("zstd", ",\"compression_threads\":2", 10,
+                    ",\"max_in_flight_requests\":16,\"max_retry_attempts\":30,"
+                    "\"retry_base_delay_ms\":1,\"max_retry_delay_ms\":20"));
+    mock_faults(&mock, "{\"error_rate\":0.2,\"error_status\":503,\"written_error_rate\":0.2,"
+                       "\"key_prefix\":\"z/log/\"}");
+    for (int p = 0; p < ZT_PHASES; p++)
+        zt_phase(st, p % 2 == 0, ZT_PHASE);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    mock_faults(&mock, "{\"error_rate\":0,\"written_error_rate\":0,\"key_prefix\":\"\"}");
+    test_stage_close(st);
+    fprintf(stderr,
+            "   %" PRIu64 " batches, %" PRIu64 " PUTs, %" PRIu64 " retries, %" PRIu64
+            " settled as ours\n",
+            s.batches_sent, s.put_attempts, s.retries, s.settled_ours);
+    ASSERT_GE(s.batches_sent, (uint64_t)(ZT_PHASES * ZT_PHASE / 10));
+    ASSERT_GT(s.retries, 0);      /* the faults were met */
+    ASSERT_GT(s.settled_ours, 0); /* a re-sent object matched the stored one */
+    struct zt_totals t = zt_objects();
+    ASSERT_EQ(t.controls, 3);
+    ASSERT_GE(t.zstd_objects, 3 * ZT_PHASES + ZT_PHASES * ZT_PHASE / 10);
+    zt_read_back(3);
+}
+
 int main(void)
 {
     ASSERT_EQ(test_mock_start(&mock, NULL), 0);
     RUN(test_zstd_objects);
     RUN(test_restart_without_compression);
+    RUN(test_compression_threads_under_faults);
     test_mock_stop(&mock);
     for (uint64_t s = 0; s < ZT_MAX_SEQ; s++)
         free(zt_data[s]);
