@@ -73,6 +73,7 @@ static void *stage_zq_main(void *arg)
 {
     struct stage_zworker *w = arg;
     struct stage_zq *q = w->q;
+    pthread_setname_np(pthread_self(), "s3c-zstd"); /* told apart in top, perf, bench-stage */
     for (;;) {
         pthread_mutex_lock(&q->mu);
         while (!q->stop && q->ntodo == 0)
