@@ -1,6 +1,8 @@
 /* The stage's insides, shared by stage.c (the API producers and waiters call, open and
- * close) and persist.c (the persistence thread). Only the ring and the atomics below cross
- * threads; everything under "Persistence-thread state" is that thread's alone. */
+ * close), persist.c (the persistence thread) and compress.c (its compression workers). Only
+ * the ring, the atomics below and the compression queue (a batch in B_COMPRESS belongs to
+ * its worker) cross threads; everything under "Persistence-thread state" is that thread's
+ * alone. */
 #ifndef S3C_STAGE_INT_H
 #define S3C_STAGE_INT_H
 
