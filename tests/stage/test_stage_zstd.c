@@ -365,6 +365,35 @@ static void test_compression_threads_over_a_spool(void)
     ASSERT_EQ(system(cmd), 0);
 }
 
+/* Every PUT fails and retries are off: a stage with two compression threads and batches in
+ * compression fails, and closes promptly, reporting the loss (the last case: it leaves seqs
+ * the log does not hold). */
+static void test_compression_threads_fail_cleanly(void)
+{
+    s3c_stage *st = test_stage_open(zt_cfg_more(
+        "zstd", ",\"compression_threads\":2", 10,
+        ",\"max_retry_attempts\":0,\"max_in_flight_requests\":16,\"shutdown_timeout_ms\":3000",
+        4194304, ""));
+    mock_faults(&mock, "{\"error_rate\":1.0,\"error_status\":503,\"key_prefix\":\"z/log/\"}");
+    unsigned char p[400];
+    uint64_t seq = 0;
+    int rc = 0;
+    for (int i = 0; i < 2000 && rc == 0; i++) {
+        zt_json_bytes(p, sizeof(p));
+        rc = s3c_submit(st, p, sizeof(p), 5000, &seq);
+    }
+    ASSERT_EQ(s3c_wait_durable(st, seq, 10000), S3C_EFAILED);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    ASSERT_EQ(s.failed, 1);
+    uint64_t t0 = test_now_ms_();
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), S3C_EFAILED);
+    ASSERT_LT(test_now_ms_() - t0, 3000); /* nothing before the failure was left to wait for */
+    ASSERT_GT(rep.lost_first_seq, 0);
+    mock_faults(&mock, "{\"error_rate\":0,\"key_prefix\":\"\"}");
+}
+
 int main(void)
 {
     ASSERT_EQ(test_mock_start(&mock, NULL), 0);
@@ -372,6 +401,7 @@ int main(void)
     RUN(test_restart_without_compression);
     RUN(test_compression_threads_under_faults);
     RUN(test_compression_threads_over_a_spool);
+    RUN(test_compression_threads_fail_cleanly);
     test_mock_stop(&mock);
     for (uint64_t s = 0; s < ZT_MAX_SEQ; s++)
         free(zt_data[s]);
