@@ -46,7 +46,8 @@ static void faults(const char *json)
 /* ---- the stage's own thread: found as the one s3c_stage_open started, its CPU time read
  * from /proc/self/task/<tid>/schedstat (nanoseconds on a CPU) ---- */
 
-static pid_t stage_tids[8]; /* the threads the last open_stage started */
+static pid_t stage_tids[24]; /* the threads the last open_stage started */
+static bool stage_tid_zstd[24]; /* ... a compression worker ("s3c-zstd") */
 static int stage_ntids;
 
 static int tasks_list(pid_t *out, int max)
@@ -63,10 +64,26 @@ static int tasks_list(pid_t *out, int max)
     return n;
 }
 
-static uint64_t stage_cpu_ns(void)
+/* Whether a thread of ours is a compression worker, by its name. */
+static bool task_is_zstd(pid_t tid)
+{
+    char path[64], name[32] = "";
+    snprintf(path, sizeof(path), "/proc/self/task/%d/comm", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (f && !fgets(name, sizeof(name), f))
+        name[0] = '\0';
+    if (f)
+        fclose(f);
+    return strncmp(name, "s3c-zstd", 8) == 0;
+}
+
+/* The CPU of the stage's threads: all (-1), the persistence thread (0), the workers (1). */
+static uint64_t stage_cpu_ns_of(int which)
 {
     uint64_t sum = 0;
     for (int i = 0; i < stage_ntids; i++) {
+        if (which >= 0 && stage_tid_zstd[i] != (which == 1))
+            continue;
         char path[64];
         unsigned long long ns = 0;
         snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)stage_tids[i]);
@@ -77,6 +94,11 @@ static uint64_t stage_cpu_ns(void)
             fclose(f);
     }
     return sum;
+}
+
+static uint64_t stage_cpu_ns(void)
+{
+    return stage_cpu_ns_of(-1);
 }
 
 static bool conditional = true;   /* s3.conditional_writes of the stages opened */
@@ -105,12 +127,14 @@ static s3c_stage *open_stage(const char *persistence, long ring_bytes)
     pid_t after[64];
     int nafter = tasks_list(after, 64);
     stage_ntids = 0;
-    for (int i = 0; i < nafter && stage_ntids < 8; i++) {
+    for (int i = 0; i < nafter && stage_ntids < 24; i++) {
         bool old = false;
         for (int j = 0; j < nbefore; j++)
             old = old || after[i] == before[j];
-        if (!old)
+        if (!old) {
+            stage_tid_zstd[stage_ntids] = task_is_zstd(after[i]);
             stage_tids[stage_ntids++] = after[i];
+        }
     }
     return st;
 }
@@ -199,7 +223,8 @@ static void *producer(void *p)
 struct run {
     double commits_per_s, mb_per_s, commits_per_put;
     uint64_t commits, batches;
-    double wall_s, stage_cpu_s; /* until the deadline: wall time, the stage thread's CPU */
+    double wall_s, stage_cpu_s; /* until the deadline: wall time, the stage threads' CPU */
+    double persist_cpu_s;       /* ... the persistence thread's alone */
     double sent_per_byte;       /* after the drain: object bytes built / payload bytes */
 };
 
@@ -210,7 +235,7 @@ static struct run drive(s3c_stage *st, int producers, size_t size, double second
 {
     pthread_t t[8];
     struct prod a[8];
-    uint64_t cpu0 = stage_cpu_ns(), t0 = s3c__now_ns();
+    uint64_t cpu0 = stage_cpu_ns(), pcpu0 = stage_cpu_ns_of(0), t0 = s3c__now_ns();
     uint64_t deadline = t0 + (uint64_t)(seconds * 1e9);
     for (int i = 0; i < producers; i++) {
         a[i] = (struct prod){st, size, deadline, rate / producers, lat, 0, drive_workload, 0};
@@ -229,6 +254,7 @@ static struct run drive(s3c_stage *st, int producers, size_t size, double second
     double dt = (double)(s3c__now_ns() - t0) / 1e9;
     struct run r = {.commits = s.commits_durable, .batches = s.batches_sent, .wall_s = dt};
     r.stage_cpu_s = (double)(stage_cpu_ns() - cpu0) / 1e9;
+    r.persist_cpu_s = (double)(stage_cpu_ns_of(0) - pcpu0) / 1e9;
     r.commits_per_s = (double)s.commits_durable / dt;
     r.mb_per_s = (double)s.bytes_durable / dt / 1e6;
     r.commits_per_put = s.batches_sent ? (double)s.commits_durable / (double)s.batches_sent : 0;
@@ -520,12 +546,14 @@ static void wl_free(struct workload *w)
     free(w->len);
 }
 
-/* Each workload with compression none, zstd 1 and zstd 3 (the default level), default
- * persistence knobs, two producers as fast as the ring takes them: bytes sent per commit byte
- * (object bytes built over payload bytes, headers and trailers included), commits/s, how
- * busy the persistence thread was (its CPU time over the wall time), and the payload it
- * moved per second of its own CPU: the most it can carry with a core to itself, a figure
- * that holds still when other processes take the CPU and commits/s do not. */
+/* Each workload with compression none, zstd 1 and zstd 3 (the default level) on one
+ * compression thread (the default), and zstd 3 on two; default persistence knobs, two
+ * producers as fast as the ring takes them: bytes sent per commit byte (object bytes built
+ * over payload bytes, headers and trailers included), commits/s, how busy the stage's
+ * threads were (their CPU time over the wall time: all of them, and the persistence thread
+ * alone), and the payload moved per second of their CPU: the most a stage can carry with a
+ * core per thread, a figure that holds still when other processes take the CPU and
+ * commits/s do not. stage_threads is 1 + the compression workers. */
 static void bench_compression(double secs)
 {
     struct workload wl[2];
@@ -534,15 +562,18 @@ static void bench_compression(double secs)
     static const char *const wnames[] = {"json", "random"};
     static const struct {
         const char *name, *s3;
-        int level;
+        int level, threads;
     } modes[] = {
-        {"none", "", 0},
-        {"zstd", ",\"compression\":\"zstd\",\"compression_level\":1", 1},
-        {"zstd", ",\"compression\":\"zstd\",\"compression_level\":3", 3},
+        {"none", "", 0, 0},
+        {"zstd", ",\"compression\":\"zstd\",\"compression_level\":1", 1, 1},
+        {"zstd", ",\"compression\":\"zstd\",\"compression_level\":3", 3, 1},
+        {"zstd", ",\"compression\":\"zstd\",\"compression_level\":3,\"compression_threads\":2", 3,
+         2},
     };
+    enum { NMODES = sizeof(modes) / sizeof(modes[0]) };
     for (int w = 0; w < 2; w++) {
-        double cps[3], ceiling[3];
-        for (int m = 0; m < 3; m++) {
+        double cps[NMODES], ceiling[NMODES];
+        for (int m = 0; m < NMODES; m++) {
             s3_extra = modes[m].s3;
             drive_workload = &wl[w];
             s3c_stage *st = open_stage("\"batch_timeout_ms\":5", 64L << 20);
@@ -551,21 +582,26 @@ static void bench_compression(double secs)
             cps[m] = r.commits_per_s;
             ceiling[m] = r.mb_per_s * r.wall_s / r.stage_cpu_s;
             printf("{\"bench\":\"stage\",\"case\":\"compression\",\"workload\":\"%s\","
-                   "\"compression\":\"%s\",\"level\":%d,\"avg_commit_bytes\":%.0f,\"producers\":2,"
+                   "\"compression\":\"%s\",\"level\":%d,\"compression_threads\":%d,"
+                   "\"avg_commit_bytes\":%.0f,\"producers\":2,"
                    "\"commits_per_s\":%.0f,\"payload_mb_per_s\":%.1f,"
                    "\"sent_bytes_per_commit_byte\":%.3f,\"commits_per_put\":%.1f,"
                    "\"stage_thread_cpu_s\":%.2f,\"wall_s\":%.2f,\"stage_thread_busy\":%.2f,"
-                   "\"payload_mb_per_stage_cpu_s\":%.0f,\"stage_threads\":%d}\n",
-                   wnames[w], modes[m].name, modes[m].level, (double)wl[w].bytes / (double)wl[w].n,
-                   r.commits_per_s, r.mb_per_s, r.sent_per_byte, r.commits_per_put, r.stage_cpu_s,
-                   r.wall_s, r.stage_cpu_s / r.wall_s, ceiling[m], stage_ntids);
+                   "\"payload_mb_per_stage_cpu_s\":%.0f,\"persist_thread_busy\":%.2f,"
+                   "\"payload_mb_per_persist_cpu_s\":%.0f,\"stage_threads\":%d}\n",
+                   wnames[w], modes[m].name, modes[m].level, modes[m].threads,
+                   (double)wl[w].bytes / (double)wl[w].n, r.commits_per_s, r.mb_per_s,
+                   r.sent_per_byte, r.commits_per_put, r.stage_cpu_s, r.wall_s,
+                   r.stage_cpu_s / r.wall_s, ceiling[m], r.persist_cpu_s / r.wall_s,
+                   r.mb_per_s * r.wall_s / r.persist_cpu_s, stage_ntids);
             fflush(stdout);
         }
         printf("{\"bench\":\"stage\",\"case\":\"compression_cost\",\"workload\":\"%s\","
                "\"zstd1_over_none_commits_per_s\":%.3f,\"zstd3_over_none_commits_per_s\":%.3f,"
+               "\"zstd3_2threads_over_none_commits_per_s\":%.3f,"
                "\"zstd1_over_none_stage_ceiling\":%.3f,\"zstd3_over_none_stage_ceiling\":%.3f}\n",
-               wnames[w], cps[1] / cps[0], cps[2] / cps[0], ceiling[1] / ceiling[0],
-               ceiling[2] / ceiling[0]);
+               wnames[w], cps[1] / cps[0], cps[2] / cps[0], cps[3] / cps[0],
+               ceiling[1] / ceiling[0], ceiling[2] / ceiling[0]);
         fflush(stdout);
     }
     s3_extra = "";

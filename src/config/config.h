@@ -26,6 +26,7 @@ struct cfg_s3 {
     bool conditional_writes;          /* default true: If-None-Match/If-Match, writer fencing */
     enum cfg_compression compression; /* default none: an object's records as one zstd frame */
     int compression_level;            /* zstd level, default 3 (-7..19; lower is faster) */
+    int compression_threads;          /* zstd: compressing threads, default 1 (1..16) */
     char ca_file[256];                /* "" = system store */
     char access_key_id[128];          /* "" = anonymous (unsigned requests) */
     char secret_access_key[128];      /* secret */

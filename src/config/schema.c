@@ -29,6 +29,7 @@ const struct cfg_key cfg_keys[] = {
     {"s3", "conditional_writes", CFG_KEY_BOOL, F(s3.conditional_writes), 0, 0, NULL, NULL},
     {"s3", "compression", CFG_KEY_ENUM, F(s3.compression), 0, 0, cfg_compression_names, NULL},
     {"s3", "compression_level", CFG_KEY_INT, F(s3.compression_level), -7, 19, NULL, NULL},
+    {"s3", "compression_threads", CFG_KEY_INT, F(s3.compression_threads), 1, 16, NULL, NULL},
     {"s3", "ca_file", CFG_KEY_STR, F(s3.ca_file), 0, 0, NULL, cfg_check_file},
     {"s3", "access_key_id", CFG_KEY_SECRET, F(s3.access_key_id), 0, 0, NULL, NULL},
     {"s3", "secret_access_key", CFG_KEY_SECRET, F(s3.secret_access_key), 0, 0, NULL, NULL},
@@ -100,6 +101,7 @@ void cfg_defaults(struct s3c_config *cfg)
     cfg->s3.conditional_writes = true;
     cfg->s3.compression = CFG_COMP_NONE;
     cfg->s3.compression_level = 3;
+    cfg->s3.compression_threads = 1;
     snprintf(cfg->s3.credentials_source, sizeof(cfg->s3.credentials_source), "none");
     cfg->s3.connect_timeout_ms = 3000;
     cfg->s3.request_timeout_ms = 30000;

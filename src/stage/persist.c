@@ -239,66 +239,41 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
     while (ring_iter_next(st->ring, &it, &rec))
         b->iov[n++] = (struct iovec){(unsigned char *)rec.prefix + PFX_RECHDR,
                                      OBJ_RECORD_HEADER_BYTES + rec.len};
-    stage_finish_object(st, b, n - 1);
+    stage_finish_object(st, b, n - 1, true);
 }
 
-void stage_finish_object(struct s3c_stage *st, struct batch *b, int nspans)
+void stage_finish_object(struct s3c_stage *st, struct batch *b, int nspans, bool may_defer)
 {
-    bool zstd = st->zc != NULL;
     struct obj_header h = {.version = OBJ_VERSION,
-                           .flags = zstd ? OBJ_FLAG_ZSTD : 0,
+                           .flags = st->zc ? OBJ_FLAG_ZSTD : 0,
                            .count = b->count,
                            .first_seq = b->first,
                            .last_seq = b->last,
                            .epoch = b->epoch};
-    int n = 1 + nspans;
 
     /* The bound the manifest gives readers for seeking, raised before the object lands. */
     if (b->count > st->ws.max_batch_commits)
         st->ws.max_batch_commits = b->count;
     obj_header_encode(&h, b->header);
     b->iov[0] = (struct iovec){b->header, OBJ_HEADER_BYTES};
-    uint32_t crc = crc32c_update(0, b->header, OBJ_HEADER_BYTES);
-    if (zstd) {
-        /* The records as one zstd frame, streamed from their spans without a staging copy:
-         * the header and trailer stay plain, the trailer's CRC covers the bytes sent. */
-        ZSTD_outBuffer out = {b->zbuf, b->zcap, 0};
-        size_t zr = 0;
-        uint64_t raw = 0;
-        ZSTD_CCtx_reset(st->zc, ZSTD_reset_session_only);
-        for (int i = 1; i <= nspans; i++)
-            raw += b->iov[i].iov_len;
-        ZSTD_CCtx_setPledgedSrcSize(st->zc, raw);
-        for (int i = 1; i <= nspans; i++) {
-            ZSTD_inBuffer in = {b->iov[i].iov_base, b->iov[i].iov_len, 0};
-            while (in.pos < in.size && !ZSTD_isError(zr))
-                zr = ZSTD_compressStream2(st->zc, &out, &in, ZSTD_e_continue);
-        }
-        ZSTD_inBuffer none = {NULL, 0, 0};
-        do
-            zr = ZSTD_compressStream2(st->zc, &out, &none, ZSTD_e_end);
-        while (zr > 0 && !ZSTD_isError(zr) && out.pos < out.size);
-        /* zcap is ZSTD_compressBound of the largest batch, so the frame always fits. */
-        b->iov[1] = (struct iovec){b->zbuf, out.pos};
-        n = 2;
-        crc = crc32c_update(crc, b->zbuf, out.pos);
-        CINC(bytes_compressed, out.pos);
-    } else {
-        for (int i = 1; i <= nspans; i++)
-            crc = crc32c_update(crc, b->iov[i].iov_base, b->iov[i].iov_len);
-    }
-    obj_trailer_encode(crc, b->trailer);
-    b->iov[n++] = (struct iovec){b->trailer, OBJ_TRAILER_BYTES};
-    b->iovcnt = n;
-    b->crc32c = crc32c_update(crc, b->trailer, OBJ_TRAILER_BYTES);
+    b->nspans = nspans;
     obj_key(b->key, sizeof(b->key), st->cfg.s3.prefix, b->first);
-    b->size = 0;
-    for (int i = 0; i < n; i++)
-        b->size += b->iov[i].iov_len;
-    CINC(bytes_sent_objects, b->size);
     b->if_match[0] = '\0';
     b->attempts = 0;
     b->retry_cost = 0;
+    if (st->zc && may_defer && st->zq.nworkers > 0) {
+        stage_zq_push(st, b); /* sent when it comes back (stage_persistence_main) */
+        return;
+    }
+    stage_object_body(b, st->zc);
+    stage_object_counted(st, b);
+}
+
+void stage_object_counted(struct s3c_stage *st, const struct batch *b)
+{
+    if (st->zc)
+        CINC(bytes_compressed, b->iov[1].iov_len);
+    CINC(bytes_sent_objects, b->size);
 }
 
 /* The batch's object is durable (2xx, or a 412 read back as our own bytes). */
@@ -570,6 +545,18 @@ void *stage_persistence_main(void *arg)
         }
         failed = atomic_load(&st->failed);
 
+        /* Batches the compression workers finished: sent now (none past a failure). */
+        for (struct batch *b; (b = stage_zq_pop_done(st)) != NULL; worked = true) {
+            stage_object_counted(st, b);
+            if (failed && b->first >= atomic_load(&st->fail_first)) {
+                b->state = B_BACKOFF; /* parked, like the batches after the failed one */
+                b->retry_at_ns = UINT64_MAX;
+                continue;
+            }
+            stage_send_batch(st, b);
+            failed = atomic_load(&st->failed);
+        }
+
         /* 2. New batches: acquire when a trigger fires and a slot is free. The ring may
          * still hold batches that succeeded behind a slow one (in-order release); when it
          * can hold no more, only a reply helps, as at the in-flight limit. */
@@ -595,7 +582,8 @@ void *stage_persistence_main(void *arg)
                     break;
                 st->outstanding++;
                 st->last_send_ns = now;
-                stage_send_batch(st, b);
+                if (b->state != B_COMPRESS)
+                    stage_send_batch(st, b);
                 worked = true;
                 failed = atomic_load(&st->failed);
             }
@@ -634,7 +622,8 @@ void *stage_persistence_main(void *arg)
                     : closing                          ? "close"
                     : ring_producers_waiting(st->ring) ? "ring_full"
                                                        : "time");
-            stage_send_batch(st, b);
+            if (b->state != B_COMPRESS)
+                stage_send_batch(st, b);
             worked = true;
             failed = atomic_load(&st->failed);
             rd = (struct ring_ready){0};

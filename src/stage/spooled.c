@@ -92,7 +92,8 @@ void stage_spool_release(struct s3c_stage *st)
         }
         struct batch *b = stage_chunk_batch(st, r);
         bool acked = r->last <= atomic_load(&st->durable);
-        bool reading = b && b->state == B_WIRE && b->from_ring;
+        /* on the wire, or with a compression worker: its spans point into the ring */
+        bool reading = b && (b->state == B_WIRE || b->state == B_COMPRESS) && b->from_ring;
         if (acked && (written || failed)) {
             /* done with: the spool has it (or cannot take it), and so has S3 */
         } else if (written && !reading && pressure && !acked) {
@@ -227,8 +228,9 @@ fail_rc:
     return rc;
 }
 
-/* The object around what stage_read_records left in b->buf. */
-static void stage_spool_object(struct s3c_stage *st, struct batch *b)
+/* The object around what stage_read_records left in b->buf; compressed by a worker when
+ * may_defer (a new batch), else here (a reload, inside a send). */
+static void stage_spool_object(struct s3c_stage *st, struct batch *b, bool may_defer)
 {
     b->from_ring = false;
     b->need_reload = false;
@@ -236,7 +238,7 @@ static void stage_spool_object(struct s3c_stage *st, struct batch *b)
     b->t_sum = 0;
     if (!b->whole) {
         b->iov[1] = (struct iovec){b->buf, b->buflen};
-        stage_finish_object(st, b, 1);
+        stage_finish_object(st, b, 1, may_defer);
         return;
     }
     /* A spooled control record: its own bytes, header and trailer included. */
@@ -272,7 +274,7 @@ int stage_spool_reload(struct s3c_stage *st, struct batch *b)
                         b->first, last);
         return S3C_ECORRUPT;
     }
-    stage_spool_object(st, b);
+    stage_spool_object(st, b, false);
     /* The same object again: same key, same bytes; the attempt count and an If-Match
      * carry over. */
     memcpy(b->if_match, im, sizeof(im));
@@ -324,7 +326,7 @@ static void stage_form_from_ring(struct s3c_stage *st, struct batch *b)
     b->need_reload = false;
     b->spos_valid = false;
     b->whole = false;
-    stage_finish_object(st, b, n - 1);
+    stage_finish_object(st, b, n - 1, true);
     st->cur_valid = false;
 }
 
@@ -405,7 +407,7 @@ int stage_spool_form(struct s3c_stage *st, struct batch *b, uint64_t now, bool c
         }
         b->spos = start;
         b->spos_valid = true;
-        stage_spool_object(st, b);
+        stage_spool_object(st, b, true);
         if (replay)
             CINC(replayed_batches, 1);
     }

@@ -316,15 +316,14 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
         calloc((size_t)st->maxdone + 1, sizeof(*st->done)); /* ndone + outstanding <= maxdone */
     if (!st->done)
         goto out_free_batches;
-    /* s3.compression zstd: a compressor for the persistence thread and, per batch, room
-     * for the frame of the largest batch (the byte trigger may be passed by one commit). */
+    /* s3.compression zstd: a compressor for the persistence thread (a spool reload; the
+     * workers have their own) and, per batch, room for the frame of the largest batch (the
+     * byte trigger may be passed by one commit). */
     size_t zcap = 0;
     if (cfg->s3.compression == CFG_COMP_ZSTD) {
-        st->zc = ZSTD_createCCtx();
-        if (!st->zc || ZSTD_isError(ZSTD_CCtx_setParameter(st->zc, ZSTD_c_compressionLevel,
-                                                           cfg->s3.compression_level)))
+        st->zc = stage_zstd_new(cfg);
+        if (!st->zc)
             goto out_free_batches;
-        ZSTD_CCtx_setParameter(st->zc, ZSTD_c_contentSizeFlag, 1);
         zcap = ZSTD_compressBound((size_t)p->batch_bytes_threshold +
                                   (size_t)cfg->pipeline.max_commit_bytes +
                                   (size_t)p->batch_size_threshold * OBJ_RECORD_HEADER_BYTES);
@@ -425,11 +424,16 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
             goto out_free_mw;
         }
     }
+    if (st->zc) {
+        rc = stage_zq_start(st, e, sizeof(e));
+        if (rc != 0)
+            goto out_stop_metrics;
+    }
     int terr = pthread_create(&st->thread, NULL, stage_persistence_main, st);
     if (terr != 0) { /* pthread_create returns its error; errno is not set */
         snprintf(e, sizeof(e), "stage: cannot start the persistence thread: %s", strerror(terr));
         rc = S3C_EIO;
-        goto out_stop_metrics;
+        goto out_stop_compressors;
     }
     S3C_LOG(S3C_LOG_INFO,
             "event=stage_open bucket=%s prefix=%s epoch=%" PRIu64 " recovered_seq=%" PRIu64
@@ -441,6 +445,8 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     *out = st;
     return 0;
 
+out_stop_compressors:
+    stage_zq_stop(st);
 out_stop_metrics:
     metrics_srv_stop(st->metrics);
 out_free_mw:
@@ -485,6 +491,7 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report)
         ring_close(st->ring); /* stops producers and wakes the thread */
         loop_wake(st->loop);
         pthread_join(st->thread, NULL);
+        stage_zq_stop(st); /* a batch still queued past the deadline is not compressed */
         spool_stop(st->spool); /* after it wrote (and fsync'd) every chunk handed to it */
         stage_wake_waiters(st);
         /* The bounded final flush: the manifest at the last W, a last heartbeat. The loop

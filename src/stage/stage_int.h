@@ -1,6 +1,8 @@
 /* The stage's insides, shared by stage.c (the API producers and waiters call, open and
- * close) and persist.c (the persistence thread). Only the ring and the atomics below cross
- * threads; everything under "Persistence-thread state" is that thread's alone. */
+ * close), persist.c (the persistence thread) and compress.c (its compression workers). Only
+ * the ring, the atomics below and the compression queue (a batch in B_COMPRESS belongs to
+ * its worker) cross threads; everything under "Persistence-thread state" is that thread's
+ * alone. */
 #ifndef S3C_STAGE_INT_H
 #define S3C_STAGE_INT_H
 
@@ -32,7 +34,9 @@
 #define RETRY_COST 5          /* retry budget tokens per retry (AWS SDK standard mode) */
 #define RETRY_COST_TIMEOUT 10 /* ... per retry after a timeout */
 
-enum batch_state { B_FREE, B_WIRE, B_BACKOFF, B_SETTLE };
+/* B_COMPRESS: formed, its records with a compression worker (compress.c); nothing but
+ * the worker touches its object fields until it comes back. */
+enum batch_state { B_FREE, B_COMPRESS, B_WIRE, B_BACKOFF, B_SETTLE };
 
 #define SPOOL_QUEUE 4096 /* chunks and seals handed to the spool and not yet freed */
 
@@ -51,6 +55,7 @@ struct batch {
     char key[OBJ_KEY_MAX];
     struct iovec *iov; /* count + 2 spans: header, records, trailer */
     int iovcnt;
+    int nspans;          /* records' spans at iov[1..nspans], before the object is finished */
     uint64_t size;       /* of the whole object */
     char if_match[300];  /* replacing an orphan: If-Match on its ETag ("" otherwise) */
     unsigned char *zbuf; /* s3.compression zstd: the frame of the records (zcap bytes) */
@@ -78,6 +83,29 @@ struct done {
     struct ring_batch rb; /* without a spool: its ring space, released at the ack */
 };
 
+/* s3.compression zstd: the compression workers (compress.c). The persistence thread pushes
+ * formed batches to todo and pops finished ones from done, one hand-off each way per batch;
+ * a worker writes the eventfd, watched on the loop, after each one it finishes. */
+struct stage_zworker {
+    struct stage_zq *q;
+    ZSTD_CCtx *zc; /* its own */
+    pthread_t thread;
+};
+
+struct stage_zq {
+    pthread_mutex_t mu; /* guards the queues and stop */
+    pthread_cond_t cv;  /* workers wait for todo or stop */
+    struct batch **todo, **done; /* FIFOs of cap slots (a batch is in one at most) */
+    int cap, todo_head, ntodo, done_head, ndone;
+    bool stop;
+    int efd; /* written by a worker after each batch it finishes */
+    struct loop_watch w;
+    struct stage_zworker *workers;
+    int nworkers;
+    bool started, watched;
+    int busy; /* persistence thread only: its batches in B_COMPRESS */
+};
+
 struct sub {
     s3c_durable_fn fn;
     void *ctx;
@@ -97,7 +125,8 @@ struct s3c_stage {
     uint64_t spool_epoch;   /* the epoch of the run that spooled its last seq (at open) */
     int spool_efd;          /* written by the spool thread after each write group */
     struct loop_watch spool_w;
-    ZSTD_CCtx *zc; /* s3.compression zstd: the persistence thread's compressor */
+    ZSTD_CCtx *zc; /* s3.compression zstd: the persistence thread's (a spool reload's) */
+    struct stage_zq zq; /* ... and the workers that compress every batch formed */
     pthread_t thread;
     struct metrics_srv *metrics;
 
@@ -178,9 +207,22 @@ void stage_on_ring_wake(void *ctx, int fd, unsigned events);
 void stage_wake_waiters(struct s3c_stage *st);
 /* A newer writer owns the log: acknowledge nothing more (loop thread). */
 void stage_fence(struct s3c_stage *st, const char *why);
-/* Fills the object around b->iov[1 .. n-1] (the records' spans, set by the caller):
- * compression, header, trailer, CRC, key. */
-void stage_finish_object(struct s3c_stage *st, struct batch *b, int nspans);
+/* Fills the object around b->iov[1 .. nspans] (the records' spans, set by the caller):
+ * header, key, then compression, trailer and CRC: with zstd and may_defer, by a worker
+ * (b goes to B_COMPRESS and comes back through stage_zq_pop_done), else at once. */
+void stage_finish_object(struct s3c_stage *st, struct batch *b, int nspans, bool may_defer);
+/* A finished object's byte counters (persistence thread). */
+void stage_object_counted(struct s3c_stage *st, const struct batch *b);
+
+/* compress.c: compression off the persistence thread. */
+ZSTD_CCtx *stage_zstd_new(const struct s3c_config *cfg); /* at s3.compression_level */
+/* The object's body from b->header and b->iov[1 .. b->nspans]: the records (compressed
+ * into b->zbuf when zc), trailer, CRC, size. Any thread; touches b and zc only. */
+void stage_object_body(struct batch *b, ZSTD_CCtx *zc);
+int stage_zq_start(struct s3c_stage *st, char *err, size_t errlen); /* before the thread */
+void stage_zq_stop(struct s3c_stage *st); /* after it: joins workers, drops what is queued */
+void stage_zq_push(struct s3c_stage *st, struct batch *b);  /* -> B_COMPRESS */
+struct batch *stage_zq_pop_done(struct s3c_stage *st);      /* a finished one, or NULL */
 
 /* local.c: opening the spool around the writer protocol, L for producers. */
 int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t errlen);
@@ -193,7 +235,8 @@ void stage_spool_release(struct s3c_stage *st); /* ring space back, in order */
  * negative error (stage failed: said). */
 int stage_spool_form(struct s3c_stage *st, struct batch *b, uint64_t now, bool closing,
                      int *timeout);
-int stage_spool_reload(struct s3c_stage *st, struct batch *b); /* 0, S3C_EEND (not yet), error */
+/* 0, S3C_EEND (not yet), error; compresses on the persistence thread (a rare outage path) */
+int stage_spool_reload(struct s3c_stage *st, struct batch *b);
 bool stage_spool_idle(const struct s3c_stage *st);             /* nothing left to put in a batch */
 void stage_on_spool_wake(void *ctx, int fd, unsigned events);
 
