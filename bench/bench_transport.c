@@ -10,16 +10,11 @@
  * figure is the median over rounds, ratio_min/max the spread of the per-round ratios.
  * One JSON line per checksum mode (both sides send the same headers and bytes). Load goes
  * only to 127.0.0.1, bounded in time; children stopped by pid. Exits 1 if any PUT failed. */
-#include <cjson/cJSON.h>
-#include <errno.h>
 #include <libgen.h>
-#include <openssl/evp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -28,6 +23,7 @@
 #include "mockproc.h"
 #include "support/xport_loop.h"
 #include "transport/transport.h"
+#include "wrk.h"
 
 struct run {
     struct xport *x;
@@ -76,67 +72,6 @@ static double cpu_s(void)
     return cpu_user_s + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
-/* Runs wrk for seconds against url with the Lua script; returns its JSON line parsed. */
-static double wrk_cpu_s; /* user + system CPU of the last wrk run (wait4) */
-
-static cJSON *run_wrk(const char *url, const char *script, int threads, int conns, int seconds,
-                      size_t body)
-{
-    int pfd[2];
-    char t_arg[16], c_arg[16], d_arg[16], bodyenv[32];
-    if (pipe(pfd) < 0)
-        return NULL;
-    snprintf(t_arg, sizeof(t_arg), "%d", threads);
-    snprintf(c_arg, sizeof(c_arg), "%d", conns);
-    snprintf(d_arg, sizeof(d_arg), "%ds", seconds);
-    snprintf(bodyenv, sizeof(bodyenv), "%zu", body);
-    pid_t pid = fork();
-    if (pid < 0)
-        return NULL;
-    if (pid == 0) {
-        dup2(pfd[1], STDOUT_FILENO);
-        close(pfd[0]);
-        close(pfd[1]);
-        setenv("S3C_BODY_BYTES", bodyenv, 1);
-        execlp("wrk", "wrk", "-t", t_arg, "-c", c_arg, "-d", d_arg, "-s", script, url,
-               (char *)NULL);
-        fprintf(stderr, "bench-transport: exec wrk: %s\n", strerror(errno));
-        _exit(127);
-    }
-    close(pfd[1]);
-    static char out[65536];
-    size_t got = 0;
-    uint64_t deadline = s3c__now_ms() + (uint64_t)(seconds + 10) * 1000;
-    for (;;) {
-        ssize_t n = read(pfd[0], out + got, sizeof(out) - 1 - got);
-        if (n <= 0 || got + (size_t)n >= sizeof(out) - 1)
-            break;
-        got += (size_t)n;
-        if (s3c__now_ms() > deadline)
-            break;
-    }
-    out[got] = '\0';
-    close(pfd[0]);
-    int status = 0;
-    struct rusage ru = {0};
-    while (wait4(pid, &status, WNOHANG, &ru) == 0) {
-        if (s3c__now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            wait4(pid, &status, 0, &ru);
-            break;
-        }
-        usleep(10000);
-    }
-    wrk_cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    const char *line = strstr(out, "{\"wrk_requests\"");
-    if (!line) {
-        fprintf(stderr, "bench-transport: no result line from wrk:\n%s\n", out);
-        return NULL;
-    }
-    return cJSON_Parse(line);
-}
-
 #define MAX_ROUNDS 9
 
 static int cmp_double(const void *a, const void *b)
@@ -167,29 +102,6 @@ static double max_of(const double *v, int n)
     for (int i = 1; i < n; i++)
         m = v[i] > m ? v[i] : m;
     return m;
-}
-
-/* What one wrk run measured; errors < 0 when it gave no result. */
-struct wrk_result {
-    double mbps, cpu_per_gb;
-    long errors;
-};
-
-static struct wrk_result wrk_measure(const char *url, const char *script, int threads, int conns,
-                                     int seconds, size_t body)
-{
-    struct wrk_result out = {0, 0, -1};
-    cJSON *w = run_wrk(url, script, threads, conns, seconds, body);
-    if (!w)
-        return out;
-    double reqs = cJSON_GetObjectItem(w, "wrk_requests")->valuedouble;
-    double us = cJSON_GetObjectItem(w, "wrk_duration_us")->valuedouble;
-    out.errors = (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
-                        cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
-    out.mbps = us > 0 ? reqs * (double)body / (us / 1e6) / 1e6 : 0;
-    out.cpu_per_gb = reqs > 0 ? wrk_cpu_s / (reqs * (double)body / 1e9) : 0;
-    cJSON_Delete(w);
-    return out;
 }
 
 struct result {
@@ -284,7 +196,7 @@ int main(int argc, char **argv)
                         "[--in-flight 1..64] [--rounds 1..9]\n");
         return 2;
     }
-    char exe[4096], mockbin[4200], script[4200];
+    char exe[4096], mockbin[4200];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n <= 0)
         return 1;
@@ -292,19 +204,12 @@ int main(int argc, char **argv)
     snprintf(mockbin, sizeof(mockbin), "%s/s3commit-mock", dirname(exe));
     if (!getenv("S3C_MOCK_BIN"))
         setenv("S3C_MOCK_BIN", mockbin, 1);
-    char src[] = __FILE__;
-    snprintf(script, sizeof(script), "%s/bench_transport_put.lua", dirname(src));
 
     /* Both sides send the same bytes ('x', as the Lua script builds them). */
     unsigned char *buf = malloc(body);
     if (!buf)
         return 1;
     memset(buf, 'x', body);
-    uint32_t crc = crc32c_update(0, buf, body);
-    unsigned char be[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
-                           (unsigned char)(crc >> 8), (unsigned char)crc};
-    char crc_b64[16];
-    EVP_EncodeBlock((unsigned char *)crc_b64, be, 4);
 
     struct mockproc m;
     const char *args[] = {"--store", "none", NULL};
@@ -319,7 +224,11 @@ int main(int argc, char **argv)
     } modes[] = {{CFG_SUM_CRC32C, "crc32c"}, {CFG_SUM_NONE, "none"}};
     int rc = 0;
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]) && rc == 0; i++) {
-        setenv("S3C_CRC32C_B64", modes[i].sum == CFG_SUM_CRC32C ? crc_b64 : "", 1);
+        struct wrk_args wa = {.url = url,
+                              .conns = in_flight,
+                              .seconds = seconds,
+                              .body = body,
+                              .crc32c = modes[i].sum == CFG_SUM_CRC32C};
         /* Rounds alternate the three clients so drift on a shared machine hits all of them;
          * each figure is the median of its rounds. */
         double mb[MAX_ROUNDS], cpu[MAX_ROUNDS], user[MAX_ROUNDS], lat[MAX_ROUNDS],
@@ -341,8 +250,10 @@ int main(int argc, char **argv)
             user[k] = res.user_per_gb;
             lat[k] = res.mean_ms;
             waits[k] = res.waits_per_put;
-            struct wrk_result a = wrk_measure(url, script, 1, in_flight, seconds, body);
-            struct wrk_result b2 = wrk_measure(url, script, 2, in_flight, seconds, body);
+            wa.threads = 1;
+            struct wrk_result a = wrk_put(&wa);
+            wa.threads = 2;
+            struct wrk_result b2 = wrk_put(&wa);
             wrk_bad += (a.errors < 0 ? 1 : a.errors) + (b2.errors < 0 ? 1 : b2.errors);
             w1[k] = a.mbps;
             w1cpu[k] = a.cpu_per_gb;
@@ -368,8 +279,8 @@ int main(int argc, char **argv)
                (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0, min_of(pair, rounds),
                max_of(pair, rounds), median(cpu, rounds), median(user, rounds),
                median(w1cpu, rounds), median(lat, rounds), (unsigned long long)opens,
-               median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0, median(w2cpu, rounds),
-               cpu_vs, cpu_vs > 0 && cpu_vs <= 1 ? "true" : "false", wrk_bad);
+               median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0, median(w2cpu, rounds), cpu_vs,
+               cpu_vs > 0 && cpu_vs <= 1 ? "true" : "false", wrk_bad);
         fflush(stdout);
         if (failed || wrk_bad)
             rc = 1;

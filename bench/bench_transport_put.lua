@@ -1,6 +1,6 @@
--- wrk script for bench-transport: PUT bodies of $S3C_BODY_BYTES bytes (default 1 MiB) to
--- s3commit-mock (anonymous, --store none), bytes all 'x' as in bench-transport, then one
--- JSON line with what wrk measured.
+-- wrk script for bench-transport and bench-stage (run by bench/wrk.c): PUT bodies of
+-- $S3C_BODY_BYTES bytes (default 1 MiB) to s3commit-mock (anonymous, --store none), bytes
+-- all 'x' as in bench-transport, then one JSON line with what wrk measured.
 local size = tonumber(os.getenv("S3C_BODY_BYTES") or "1048576")
 wrk.method = "PUT"
 wrk.body = string.rep("x", size)
@@ -9,6 +9,11 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 local crc = os.getenv("S3C_CRC32C_B64")
 if crc and crc ~= "" then
   wrk.headers["x-amz-checksum-crc32c"] = crc
+end
+-- The stage's conditional writes (the server looks the key up before it answers).
+local inm = os.getenv("S3C_IF_NONE_MATCH")
+if inm and inm ~= "" then
+  wrk.headers["If-None-Match"] = inm
 end
 
 done = function(summary, latency, requests)

@@ -1,0 +1,132 @@
+/* Runs wrk for the benchmarks that measure our client against it (wrk.h). The child is
+ * stopped by pid if it outlives its time; its output is one JSON line from the Lua
+ * script's done(). */
+#include "wrk.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <libgen.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+
+const char *wrk_put_script(void)
+{
+    static char path[4200];
+    char src[] = __FILE__;
+    snprintf(path, sizeof(path), "%s/bench_transport_put.lua", dirname(src));
+    return path;
+}
+
+/* The base64 of the big-endian CRC-32C of body bytes of 'x' (x-amz-checksum-crc32c). */
+static void wrk_crc32c_b64(size_t body, char out[16])
+{
+    unsigned char chunk[65536];
+    memset(chunk, 'x', sizeof(chunk));
+    uint32_t crc = 0;
+    for (size_t done = 0; done < body;) {
+        size_t n = body - done < sizeof(chunk) ? body - done : sizeof(chunk);
+        crc = crc32c_update(crc, chunk, n);
+        done += n;
+    }
+    unsigned char be[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
+                           (unsigned char)(crc >> 8), (unsigned char)crc};
+    EVP_EncodeBlock((unsigned char *)out, be, 4);
+}
+
+/* Forks wrk with its output on a pipe; returns the pid, or -1. */
+static pid_t wrk_spawn(const struct wrk_args *a, int *out_fd)
+{
+    int pfd[2];
+    char t_arg[16], c_arg[16], d_arg[16], bodyenv[32], crc[16] = "";
+    if (pipe(pfd) < 0)
+        return -1;
+    snprintf(t_arg, sizeof(t_arg), "%d", a->threads);
+    snprintf(c_arg, sizeof(c_arg), "%d", a->conns);
+    snprintf(d_arg, sizeof(d_arg), "%ds", a->seconds);
+    snprintf(bodyenv, sizeof(bodyenv), "%zu", a->body);
+    if (a->crc32c)
+        wrk_crc32c_b64(a->body, crc);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(pfd[1], STDOUT_FILENO);
+        close(pfd[0]);
+        close(pfd[1]);
+        setenv("S3C_BODY_BYTES", bodyenv, 1);
+        setenv("S3C_CRC32C_B64", crc, 1);
+        setenv("S3C_IF_NONE_MATCH", a->if_none_match ? "*" : "", 1);
+        execlp("wrk", "wrk", "-t", t_arg, "-c", c_arg, "-d", d_arg, "-s", wrk_put_script(), a->url,
+               (char *)NULL);
+        fprintf(stderr, "wrk: exec wrk: %s (scripts/deps.sh bench installs it)\n", strerror(errno));
+        _exit(127);
+    }
+    close(pfd[1]);
+    *out_fd = pfd[0];
+    return pid;
+}
+
+struct wrk_result wrk_put(const struct wrk_args *a)
+{
+    struct wrk_result out = {.errors = -1};
+    int fd;
+    pid_t pid = wrk_spawn(a, &fd);
+    if (pid < 0)
+        return out;
+    static char text[65536];
+    size_t got = 0;
+    uint64_t deadline = s3c__now_ms() + (uint64_t)(a->seconds + 10) * 1000;
+    for (;;) {
+        ssize_t n = read(fd, text + got, sizeof(text) - 1 - got);
+        if (n <= 0 || got + (size_t)n >= sizeof(text) - 1)
+            break;
+        got += (size_t)n;
+        if (s3c__now_ms() > deadline)
+            break;
+    }
+    text[got] = '\0';
+    close(fd);
+    int status = 0;
+    struct rusage ru = {0};
+    while (wait4(pid, &status, WNOHANG, &ru) == 0) {
+        if (s3c__now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            wait4(pid, &status, 0, &ru);
+            break;
+        }
+        usleep(10000);
+    }
+    out.cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    const char *line = strstr(text, "{\"wrk_requests\"");
+    cJSON *w = line ? cJSON_Parse(line) : NULL;
+    if (!w) {
+        fprintf(stderr, "wrk: no result line from wrk:\n%s\n", text);
+        return out;
+    }
+    out.requests = cJSON_GetObjectItem(w, "wrk_requests")->valuedouble;
+    out.seconds = cJSON_GetObjectItem(w, "wrk_duration_us")->valuedouble / 1e6;
+    out.errors = (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
+                        cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
+    out.p50_ms = cJSON_GetObjectItem(w, "wrk_p50_us")->valuedouble / 1e3;
+    out.p99_ms = cJSON_GetObjectItem(w, "wrk_p99_us")->valuedouble / 1e3;
+    cJSON_Delete(w);
+    double bytes = out.requests * (double)a->body;
+    out.puts_per_s = out.seconds > 0 ? out.requests / out.seconds : 0;
+    out.mbps = out.seconds > 0 ? bytes / out.seconds / 1e6 : 0;
+    out.cpu_per_gb = bytes > 0 ? out.cpu_s / (bytes / 1e9) : 0;
+    return out;
+}
