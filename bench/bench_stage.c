@@ -8,8 +8,10 @@
  * memory-store mock) with a current manifest and without one; and s3.compression (none,
  * zstd level 1 and 3) on JSON-like and on random commits: bytes sent per commit byte,
  * commits/s, the persistence thread's CPU share and payload per CPU-second of it.
- * `bench-stage [seconds] [case]` runs one case (peak, latency_20ms, open, compression)
- * when named. Every run is bounded in time. Never run by make test. */
+ * And 1 MiB objects at 8 and 16 in flight on a mock with 10 ms of latency, PUT/s beside
+ * wrk's on the same mock (large_objects).
+ * `bench-stage [seconds] [case]` runs one case (peak, latency_20ms, open, compression,
+ * large_objects) when named. Every run is bounded in time. Never run by make test. */
 #include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -25,6 +27,7 @@
 #include "support/mockstats.h"
 #include "support/xport_loop.h"
 #include "transport/transport.h"
+#include "wrk.h"
 
 static struct mockproc mock;
 
@@ -46,7 +49,7 @@ static void faults(const char *json)
 /* ---- the stage's own thread: found as the one s3c_stage_open started, its CPU time read
  * from /proc/self/task/<tid>/schedstat (nanoseconds on a CPU) ---- */
 
-static pid_t stage_tids[24]; /* the threads the last open_stage started */
+static pid_t stage_tids[24];    /* the threads the last open_stage started */
 static bool stage_tid_zstd[24]; /* ... a compression worker ("s3c-zstd") */
 static int stage_ntids;
 
@@ -610,6 +613,81 @@ static void bench_compression(double secs)
     wl_free(&wl[1]);
 }
 
+/* ---- 6. Large objects against wrk (issue 16, target 2) ---- */
+
+#define LARGE_COMMIT 65536 /* 16 commits fill a 1 MiB batch (batch_bytes_threshold) */
+#define LARGE_ROUNDS 3
+
+/* One round of the stage: k PUTs of ~1 MiB in flight; its PUT/s and mean object size. */
+static void large_stage_round(int k, double secs, double *puts_per_s, double *object_bytes,
+                              double *commits_per_put, double *persist_busy)
+{
+    char p[512];
+    snprintf(p, sizeof(p),
+             "\"batch_timeout_ms\":5,\"batch_size_threshold\":1000,"
+             "\"batch_bytes_threshold\":1048576,\"max_in_flight_requests\":%d,"
+             "\"target_pool_size\":%d",
+             k, k);
+    s3c_stage *st = open_stage(p, 64L << 20);
+    struct run r = drive(st, 2, LARGE_COMMIT, secs, 0, NULL);
+    s3c_stage_close(st, NULL);
+    double payload = r.mb_per_s * 1e6 * r.wall_s; /* durable by the deadline */
+    *puts_per_s = (double)r.batches / r.wall_s;
+    *object_bytes = r.batches ? r.sent_per_byte * payload / (double)r.batches : 0;
+    *commits_per_put = r.commits_per_put;
+    *persist_busy = r.persist_cpu_s / r.wall_s;
+}
+
+/* 1 MiB objects at 8 and 16 in flight on a mock with 10 ms of latency (--store none):
+ * the stage's PUT/s against wrk's (two threads, wrk's default) with as many connections
+ * and a body of the stage's mean object size, on the same mock, rounds alternating.
+ * With 10 ms per PUT both are bound by Little's law (k / 10 ms); what the stage loses
+ * beyond wrk is time its loop spends per MiB. */
+static void bench_large(double secs)
+{
+    const char *margs[] = {"--store", "none", "--latency-ms", "10", NULL};
+    if (mockproc_start(&mock, margs) != 0)
+        exit(1);
+    char url[128];
+    snprintf(url, sizeof(url), "%s/commits/wrk/object", mock.endpoint);
+    int ks[] = {8, 16};
+    for (int i = 0; i < 2; i++) {
+        double pps[LARGE_ROUNDS], wpps[LARGE_ROUNDS], pair[LARGE_ROUNDS], busy[LARGE_ROUNDS];
+        double obj = 0, cpp = 0, wp50 = 0;
+        long wrk_bad = 0;
+        for (int n = 0; n < LARGE_ROUNDS; n++) {
+            large_stage_round(ks[i], secs, &pps[n], &obj, &cpp, &busy[n]);
+            struct wrk_args wa = {.url = url,
+                                  .threads = 2,
+                                  .conns = ks[i],
+                                  .seconds = secs < 1 ? 1 : (int)(secs + 0.5),
+                                  .body = (size_t)(obj + 0.5),
+                                  .crc32c = true,
+                                  .if_none_match = conditional};
+            struct wrk_result w = wrk_put(&wa);
+            wrk_bad += w.errors < 0 ? 1 : w.errors;
+            wpps[n] = w.puts_per_s;
+            wp50 = w.p50_ms;
+            pair[n] = wpps[n] > 0 ? pps[n] / wpps[n] : 0;
+        }
+        double sm = bench_median(pps, LARGE_ROUNDS), wm = bench_median(wpps, LARGE_ROUNDS);
+        double ratio = wm > 0 ? sm / wm : 0;
+        printf("{\"bench\":\"stage\",\"case\":\"large_objects\",\"in_flight\":%d,"
+               "\"server_latency_ms\":10,\"commit_bytes\":%d,\"commits_per_put\":%.1f,"
+               "\"object_bytes\":%.0f,\"rounds\":%d,\"puts_per_s\":%.1f,\"put_ms\":%.2f,"
+               "\"wrk_threads\":2,\"wrk_connections\":%d,\"wrk_puts_per_s\":%.1f,"
+               "\"wrk_put_ms\":%.2f,\"wrk_p50_ms\":%.2f,\"ratio\":%.3f,\"ratio_min\":%.3f,"
+               "\"ratio_max\":%.3f,\"persist_thread_busy\":%.2f,\"target\":\"ratio >= 0.95\","
+               "\"met\":%s,\"wrk_errors\":%ld}\n",
+               ks[i], LARGE_COMMIT, cpp, obj, LARGE_ROUNDS, sm, sm > 0 ? ks[i] / sm * 1e3 : 0,
+               ks[i], wm, wm > 0 ? ks[i] / wm * 1e3 : 0, wp50, ratio, bench_min(pair, LARGE_ROUNDS),
+               bench_max(pair, LARGE_ROUNDS), bench_median(busy, LARGE_ROUNDS),
+               ratio >= 0.95 ? "true" : "false", wrk_bad);
+        fflush(stdout);
+    }
+    mockproc_stop(&mock);
+}
+
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 3.0;
@@ -626,5 +704,7 @@ int main(int argc, char **argv)
     mockproc_stop(&mock);
     if (!only || strcmp(only, "open") == 0)
         bench_open();
+    if (!only || strcmp(only, "large_objects") == 0)
+        bench_large(secs);
     return 0;
 }

@@ -72,37 +72,7 @@ static double cpu_s(void)
     return cpu_user_s + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
-#define MAX_ROUNDS 9
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double t[MAX_ROUNDS];
-    memcpy(t, v, sizeof(double) * (size_t)n);
-    qsort(t, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-}
-
-static double min_of(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] < m ? v[i] : m;
-    return m;
-}
-
-static double max_of(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] > m ? v[i] : m;
-    return m;
-}
+#define MAX_ROUNDS BENCH_MAX_ROUNDS
 
 struct result {
     uint64_t puts, failed;
@@ -263,9 +233,11 @@ int main(int argc, char **argv)
         }
         if (rc)
             break;
-        double mbm = median(mb, rounds), w1m = median(w1, rounds), w2m = median(w2, rounds);
+        double mbm = bench_median(mb, rounds), w1m = bench_median(w1, rounds),
+               w2m = bench_median(w2, rounds);
         /* Issue 16, target 4: no more CPU per byte than two-thread wrk for the same bytes. */
-        double w2c = median(w2cpu, rounds), cpu_vs = w2c > 0 ? median(cpu, rounds) / w2c : 0;
+        double w2c = bench_median(w2cpu, rounds),
+               cpu_vs = w2c > 0 ? bench_median(cpu, rounds) / w2c : 0;
         printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
                "\"rounds\":%d,\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,"
                "\"mb_per_s\":%.1f,\"wrk_threads\":1,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,"
@@ -276,11 +248,12 @@ int main(int argc, char **argv)
                "\"cpu_vs_wrk_2threads\":%.2f,\"cpu_target\":\"cpu_vs_wrk_2threads <= 1\","
                "\"cpu_met\":%s,\"wrk_errors\":%ld}\n",
                body, in_flight, seconds, rounds, modes[i].name, (unsigned long long)puts,
-               (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0, min_of(pair, rounds),
-               max_of(pair, rounds), median(cpu, rounds), median(user, rounds),
-               median(w1cpu, rounds), median(lat, rounds), (unsigned long long)opens,
-               median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0, median(w2cpu, rounds), cpu_vs,
-               cpu_vs > 0 && cpu_vs <= 1 ? "true" : "false", wrk_bad);
+               (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0,
+               bench_min(pair, rounds), bench_max(pair, rounds), bench_median(cpu, rounds),
+               bench_median(user, rounds), bench_median(w1cpu, rounds), bench_median(lat, rounds),
+               (unsigned long long)opens, bench_median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0,
+               bench_median(w2cpu, rounds), cpu_vs, cpu_vs > 0 && cpu_vs <= 1 ? "true" : "false",
+               wrk_bad);
         fflush(stdout);
         if (failed || wrk_bad)
             rc = 1;

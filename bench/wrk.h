@@ -32,4 +32,11 @@ struct wrk_result wrk_put(const struct wrk_args *a);
 /* The path of the PUT script beside this file (bench/bench_transport_put.lua). */
 const char *wrk_put_script(void);
 
+/* Figures over rounds (n >= 1, at most BENCH_MAX_ROUNDS): the median, the least, the most.
+ * The benchmarks alternate their clients round by round so a noisy neighbour hits all. */
+#define BENCH_MAX_ROUNDS 9
+double bench_median(const double *v, int n);
+double bench_min(const double *v, int n);
+double bench_max(const double *v, int n);
+
 #endif
