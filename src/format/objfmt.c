@@ -234,8 +234,8 @@ int obj_check(const void *buf, size_t len, const struct obj_stream *st, struct o
     return obj_decode(buf, len, h, NULL, NULL, err, errlen);
 }
 
-uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen,
-                      uint32_t pcrc, struct obj_join *j)
+uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen, uint32_t pcrc,
+                      struct obj_join *j)
 {
     if (plen < OBJ_COMBINE_MIN)
         return crc32c_update(whole, payload, plen);
@@ -245,6 +245,45 @@ uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t ple
         j->set = true;
     }
     return crc32c_combine_with(whole, pcrc, j->op);
+}
+
+uint32_t obj_records_crc(uint32_t whole, const struct iovec *iov, int n)
+{
+    struct obj_join j = {0};
+    uint64_t tail = 0;  /* bytes of a payload begun in an earlier span, run over as bytes */
+    bool plain = false; /* a header split across spans: everything after it as bytes */
+    for (int i = 0; i < n; i++) {
+        const unsigned char *p = iov[i].iov_base;
+        size_t len = iov[i].iov_len, off = 0;
+        if (plain) {
+            whole = crc32c_update(whole, p, len);
+            continue;
+        }
+        if (tail) {
+            off = tail < len ? (size_t)tail : len;
+            whole = crc32c_update(whole, p, off);
+            tail -= off;
+        }
+        while (off < len) {
+            if (len - off < OBJ_RECORD_HEADER_BYTES) {
+                whole = crc32c_update(whole, p + off, len - off);
+                plain = true;
+                break;
+            }
+            uint32_t plen = obj_get32(p + off), pcrc = obj_get32(p + off + 4);
+            whole = crc32c_update(whole, p + off, OBJ_RECORD_HEADER_BYTES);
+            off += OBJ_RECORD_HEADER_BYTES;
+            if (plen <= len - off) {
+                whole = obj_crc_join(whole, p + off, plen, pcrc, &j);
+                off += plen;
+            } else {
+                whole = crc32c_update(whole, p + off, len - off);
+                tail = plen - (len - off);
+                off = len;
+            }
+        }
+    }
+    return whole;
 }
 
 int obj_inflate(const void *buf, size_t len, unsigned char **out, size_t *outlen, char *err,

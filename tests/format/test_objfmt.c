@@ -145,8 +145,8 @@ static void long_records_joined(void)
             continue;
         memcpy(bad, buf, total);
         bad[pay[i] + lens[i] / 2] ^= 0x40;
-        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]),
-                                 50 + (uint64_t)i, bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
+        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]), 50 + (uint64_t)i,
+                                 bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
         err[0] = 0;
         if (obj_decode(bad, total, &got, NULL, NULL, err, sizeof(err)) != S3C_ECORRUPT)
             TEST_FAIL_("record %d (%u bytes) changed with its CRC went unnoticed", i, lens[i]);
@@ -402,11 +402,67 @@ static void manifest_doc(void)
     ASSERT_EQ(manifest_encode(&m, buf, 10), -1);
 }
 
+/* obj_records_crc over any split of records into spans equals the CRC over the bytes; a
+ * long payload's CRC comes from its header (a stale one shows), a short one's from bytes. */
+static void records_crc_spans(void)
+{
+    enum { NREC = 12 };
+    static unsigned char buf[NREC * (OBJ_RECORD_HEADER_BYTES + 5000)];
+    const uint32_t lens[NREC] = {0, 1, 100, 511, 512, 4096, 4096, 4096, 3000, 77, 4999, 600};
+    size_t off = 0, rec_at[NREC];
+    uint64_t rng = 42;
+    for (int i = 0; i < NREC; i++) {
+        unsigned char *pay = buf + off + OBJ_RECORD_HEADER_BYTES;
+        for (uint32_t k = 0; k < lens[i]; k++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            pay[k] = (unsigned char)(rng >> 56);
+        }
+        obj_record_header_encode(lens[i], crc32c_update(0, pay, lens[i]), (uint64_t)i, buf + off);
+        rec_at[i] = off;
+        off += OBJ_RECORD_HEADER_BYTES + lens[i];
+    }
+    const uint32_t seed = 0x1234abcd; /* the object CRC so far (its header) */
+    uint32_t want = crc32c_update(seed, buf, off);
+    struct iovec iov[NREC];
+    /* one span per record, as the stage hands them */
+    for (int i = 0; i < NREC; i++)
+        iov[i] = (struct iovec){buf + rec_at[i], (i + 1 < NREC ? rec_at[i + 1] : off) - rec_at[i]};
+    ASSERT_EQ(obj_records_crc(seed, iov, NREC), want);
+    /* all in one span; and none at all */
+    iov[0] = (struct iovec){buf, off};
+    ASSERT_EQ(obj_records_crc(seed, iov, 1), want);
+    ASSERT_EQ(obj_records_crc(seed, iov, 0), seed);
+    /* cut every which way: inside headers, inside payloads, empty spans between */
+    struct iovec *cut = calloc(2 * off + 2, sizeof(*cut));
+    for (size_t step = 1; step < 9000; step = step * 3 + 7) {
+        int n = 0;
+        for (size_t at = 0; at < off; n++) {
+            size_t len = n % 5 == 4 ? 0 : at + step < off ? step : off - at;
+            cut[n] = (struct iovec){buf + at, len};
+            at += len;
+        }
+        ASSERT_EQ(obj_records_crc(seed, cut, n), want);
+    }
+    free(cut);
+    /* A long payload changed after its header was written: the header's CRC is what
+     * counts (the result is the CRC of the bytes as the producer made them), so S3's
+     * check against the bytes sent refuses them. A short one is read. */
+    iov[0] = (struct iovec){buf, off};
+    buf[rec_at[5] + OBJ_RECORD_HEADER_BYTES + 10] ^= 1;
+    ASSERT_EQ(obj_records_crc(seed, iov, 1), want);
+    ASSERT(crc32c_update(seed, buf, off) != want);
+    buf[rec_at[5] + OBJ_RECORD_HEADER_BYTES + 10] ^= 1;
+    buf[rec_at[2] + OBJ_RECORD_HEADER_BYTES + 10] ^= 1;
+    ASSERT_EQ(obj_records_crc(seed, iov, 1), crc32c_update(seed, buf, off));
+    ASSERT(obj_records_crc(seed, iov, 1) != want);
+}
+
 int main(void)
 {
     RUN(exact_bytes);
     RUN(round_trip_and_corruption);
     RUN(long_records_joined);
+    RUN(records_crc_spans);
     RUN(stream_checks);
     RUN(keys);
     RUN(headers);
