@@ -38,6 +38,10 @@
  * of the receiver per byte (docs/transport.md). */
 #define XPORT_UPLOAD_BUFFER (2 * 65483)
 
+/* Upload buffers written back to back on one socket per loop event while it takes them
+ * (transport.c): up to 16 x ~128 KiB, 2 MiB. */
+#define XPORT_SEND_BURST 16
+
 /* hex SHA-256 of zero bytes: the payload hash of a request without a body */
 #define XPORT_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -124,6 +128,8 @@ struct xport {
     struct xreq *all_reqs;
     struct sockwatch *free_socks;
     struct sockwatch *all_socks;
+    int burst_fd;   /* the socket a burst of sends writes (-1: none) */
+    bool burst_out; /* ... and libcurl still wants to write to it */
     int user_in_flight;
     EVP_MD_CTX *md;
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
