@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "common/clock.h"
@@ -618,9 +619,24 @@ static void bench_compression(double secs)
 #define LARGE_COMMIT 65536 /* 16 commits fill a 1 MiB batch (batch_bytes_threshold) */
 #define LARGE_ROUNDS 3
 
-/* One round of the stage: k PUTs of ~1 MiB in flight; its PUT/s and mean object size. */
-static void large_stage_round(int k, double secs, double *puts_per_s, double *object_bytes,
-                              double *commits_per_put, double *persist_busy)
+/* What one round of the stage measured. */
+struct large_round {
+    double puts_per_s, object_bytes, commits_per_put;
+    double persist_busy;   /* the persistence thread's CPU over the wall time */
+    double cpu_ms_per_put; /* the whole process (producers included) per PUT */
+};
+
+/* The process's user + system CPU seconds so far (producers and stage threads). */
+static double large_process_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+/* One round of the stage: k PUTs of ~1 MiB in flight for secs, then the drain. */
+static struct large_round large_stage_round(int k, double secs)
 {
     char p[512];
     snprintf(p, sizeof(p),
@@ -629,20 +645,27 @@ static void large_stage_round(int k, double secs, double *puts_per_s, double *ob
              "\"target_pool_size\":%d",
              k, k);
     s3c_stage *st = open_stage(p, 64L << 20);
+    double cpu0 = large_process_cpu_s();
     struct run r = drive(st, 2, LARGE_COMMIT, secs, 0, NULL);
+    double cpu = large_process_cpu_s() - cpu0; /* to the drain's end: over every PUT */
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
     s3c_stage_close(st, NULL);
     double payload = r.mb_per_s * 1e6 * r.wall_s; /* durable by the deadline */
-    *puts_per_s = (double)r.batches / r.wall_s;
-    *object_bytes = r.batches ? r.sent_per_byte * payload / (double)r.batches : 0;
-    *commits_per_put = r.commits_per_put;
-    *persist_busy = r.persist_cpu_s / r.wall_s;
+    return (struct large_round){
+        .puts_per_s = (double)r.batches / r.wall_s,
+        .object_bytes = r.batches ? r.sent_per_byte * payload / (double)r.batches : 0,
+        .commits_per_put = r.commits_per_put,
+        .persist_busy = r.persist_cpu_s / r.wall_s,
+        .cpu_ms_per_put = s.batches_sent ? cpu * 1e3 / (double)s.batches_sent : 0};
 }
 
 /* 1 MiB objects at 8 and 16 in flight on a mock with 10 ms of latency (--store none):
  * the stage's PUT/s against wrk's (two threads, wrk's default) with as many connections
  * and a body of the stage's mean object size, on the same mock, rounds alternating.
  * With 10 ms per PUT both are bound by Little's law (k / 10 ms); what the stage loses
- * beyond wrk is time its loop spends per MiB. */
+ * beyond wrk is time spent per MiB on its side. cpu_ms_per_put is the whole process's CPU
+ * per PUT (the producers' copies into the ring included), wrk_cpu_ms_per_put wrk's. */
 static void bench_large(double secs)
 {
     const char *margs[] = {"--store", "none", "--latency-ms", "10", NULL};
@@ -653,10 +676,16 @@ static void bench_large(double secs)
     int ks[] = {8, 16};
     for (int i = 0; i < 2; i++) {
         double pps[LARGE_ROUNDS], wpps[LARGE_ROUNDS], pair[LARGE_ROUNDS], busy[LARGE_ROUNDS];
+        double cpu[LARGE_ROUNDS], wcpu[LARGE_ROUNDS];
         double obj = 0, cpp = 0, wp50 = 0;
         long wrk_bad = 0;
         for (int n = 0; n < LARGE_ROUNDS; n++) {
-            large_stage_round(ks[i], secs, &pps[n], &obj, &cpp, &busy[n]);
+            struct large_round lr = large_stage_round(ks[i], secs);
+            pps[n] = lr.puts_per_s;
+            busy[n] = lr.persist_busy;
+            cpu[n] = lr.cpu_ms_per_put;
+            obj = lr.object_bytes;
+            cpp = lr.commits_per_put;
             struct wrk_args wa = {.url = url,
                                   .threads = 2,
                                   .conns = ks[i],
@@ -667,6 +696,7 @@ static void bench_large(double secs)
             struct wrk_result w = wrk_put(&wa);
             wrk_bad += w.errors < 0 ? 1 : w.errors;
             wpps[n] = w.puts_per_s;
+            wcpu[n] = w.requests > 0 ? w.cpu_s * 1e3 / w.requests : 0;
             wp50 = w.p50_ms;
             pair[n] = wpps[n] > 0 ? pps[n] / wpps[n] : 0;
         }
@@ -677,11 +707,13 @@ static void bench_large(double secs)
                "\"object_bytes\":%.0f,\"rounds\":%d,\"puts_per_s\":%.1f,\"put_ms\":%.2f,"
                "\"wrk_threads\":2,\"wrk_connections\":%d,\"wrk_puts_per_s\":%.1f,"
                "\"wrk_put_ms\":%.2f,\"wrk_p50_ms\":%.2f,\"ratio\":%.3f,\"ratio_min\":%.3f,"
-               "\"ratio_max\":%.3f,\"persist_thread_busy\":%.2f,\"target\":\"ratio >= 0.95\","
-               "\"met\":%s,\"wrk_errors\":%ld}\n",
+               "\"ratio_max\":%.3f,\"persist_thread_busy\":%.2f,\"cpu_ms_per_put\":%.3f,"
+               "\"wrk_cpu_ms_per_put\":%.3f,\"target\":\"ratio >= 0.95\",\"met\":%s,"
+               "\"wrk_errors\":%ld}\n",
                ks[i], LARGE_COMMIT, cpp, obj, LARGE_ROUNDS, sm, sm > 0 ? ks[i] / sm * 1e3 : 0,
                ks[i], wm, wm > 0 ? ks[i] / wm * 1e3 : 0, wp50, ratio, bench_min(pair, LARGE_ROUNDS),
                bench_max(pair, LARGE_ROUNDS), bench_median(busy, LARGE_ROUNDS),
+               bench_median(cpu, LARGE_ROUNDS), bench_median(wcpu, LARGE_ROUNDS),
                ratio >= 0.95 ? "true" : "false", wrk_bad);
         fflush(stdout);
     }
