@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "mockproc.h"
 #include "s3commit.h"
+#include "wrk.h"
 
 #define COMMIT_BYTES 4096
 #define PHASE_S 180 /* the bound of each phase */
@@ -200,59 +201,16 @@ static double wrk_cpu_s, wrk_bytes; /* of the last wrk run (wait4) */
 static double bench_wrk(const char *script, const char *keys_file, int conns, int seconds,
                         long *errors)
 {
-    int pfd[2];
-    char c_arg[16], d_arg[16];
-    if (pipe(pfd) < 0)
+    char keys_env[4200];
+    snprintf(keys_env, sizeof(keys_env), "S3C_KEYS_FILE=%s", keys_file);
+    const char *env[] = {keys_env, NULL};
+    struct wrk_result w = wrk_run(script, mock.endpoint, 1, conns, seconds, env);
+    wrk_cpu_s = w.cpu_s;
+    wrk_bytes = w.bytes_read;
+    *errors = w.errors;
+    if (w.errors < 0)
         return -1;
-    snprintf(c_arg, sizeof(c_arg), "%d", conns);
-    snprintf(d_arg, sizeof(d_arg), "%ds", seconds);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        dup2(pfd[1], STDOUT_FILENO);
-        close(pfd[0]);
-        close(pfd[1]);
-        setenv("S3C_KEYS_FILE", keys_file, 1);
-        execlp("wrk", "wrk", "-t", "1", "-c", c_arg, "-d", d_arg, "-s", script, mock.endpoint,
-               (char *)NULL);
-        fprintf(stderr, "bench-reader: exec wrk: %s (scripts/deps.sh bench installs it)\n",
-                strerror(errno));
-        _exit(127);
-    }
-    close(pfd[1]);
-    static char out[65536];
-    size_t got = 0;
-    ssize_t n;
-    while ((n = read(pfd[0], out + got, sizeof(out) - 1 - got)) > 0)
-        got += (size_t)n;
-    out[got] = '\0';
-    close(pfd[0]);
-    int status;
-    struct rusage ru = {0};
-    uint64_t deadline = s3c__now_ms() + (uint64_t)(seconds + 10) * 1000;
-    while (wait4(pid, &status, WNOHANG, &ru) == 0) {
-        if (s3c__now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            wait4(pid, &status, 0, &ru);
-            break;
-        }
-        usleep(10000);
-    }
-    wrk_cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    const char *line = strstr(out, "{\"wrk_requests\"");
-    cJSON *j = line ? cJSON_Parse(line) : NULL;
-    if (!j) {
-        fprintf(stderr, "bench-reader: no result line from wrk:\n%s\n", out);
-        return -1;
-    }
-    double bytes = cJSON_GetObjectItem(j, "wrk_bytes_read")->valuedouble;
-    wrk_bytes = bytes;
-    double us = cJSON_GetObjectItem(j, "wrk_duration_us")->valuedouble;
-    *errors = (long)(cJSON_GetObjectItem(j, "wrk_non2xx")->valuedouble +
-                     cJSON_GetObjectItem(j, "wrk_socket_errors")->valuedouble);
-    cJSON_Delete(j);
+    double bytes = w.bytes_read, us = w.seconds * 1e6;
     return us > 0 ? bytes / (us / 1e6) / 1e6 : -1;
 }
 

@@ -1,4 +1,4 @@
-/* Runs wrk for the benchmarks that measure our client against it (wrk.h). The child is
+/* Runs wrk for the benchmarks that measure our clients against it (wrk.h). The child is
  * stopped by pid if it outlives its time; its output is one JSON line from the Lua
  * script's done(). */
 #include "wrk.h"
@@ -44,18 +44,16 @@ static void wrk_crc32c_b64(size_t body, char out[16])
 }
 
 /* Forks wrk with its output on a pipe; returns the pid, or -1. */
-static pid_t wrk_spawn(const struct wrk_args *a, int *out_fd)
+static pid_t wrk_spawn(const char *script, const char *url, int threads, int conns, int seconds,
+                       const char *const *env, int *out_fd)
 {
     int pfd[2];
-    char t_arg[16], c_arg[16], d_arg[16], bodyenv[32], crc[16] = "";
+    char t_arg[16], c_arg[16], d_arg[16];
     if (pipe(pfd) < 0)
         return -1;
-    snprintf(t_arg, sizeof(t_arg), "%d", a->threads);
-    snprintf(c_arg, sizeof(c_arg), "%d", a->conns);
-    snprintf(d_arg, sizeof(d_arg), "%ds", a->seconds);
-    snprintf(bodyenv, sizeof(bodyenv), "%zu", a->body);
-    if (a->crc32c)
-        wrk_crc32c_b64(a->body, crc);
+    snprintf(t_arg, sizeof(t_arg), "%d", threads);
+    snprintf(c_arg, sizeof(c_arg), "%d", conns);
+    snprintf(d_arg, sizeof(d_arg), "%ds", seconds);
     pid_t pid = fork();
     if (pid < 0) {
         close(pfd[0]);
@@ -66,10 +64,9 @@ static pid_t wrk_spawn(const struct wrk_args *a, int *out_fd)
         dup2(pfd[1], STDOUT_FILENO);
         close(pfd[0]);
         close(pfd[1]);
-        setenv("S3C_BODY_BYTES", bodyenv, 1);
-        setenv("S3C_CRC32C_B64", crc, 1);
-        setenv("S3C_IF_NONE_MATCH", a->if_none_match ? "*" : "", 1);
-        execlp("wrk", "wrk", "-t", t_arg, "-c", c_arg, "-d", d_arg, "-s", wrk_put_script(), a->url,
+        for (int i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        execlp("wrk", "wrk", "-t", t_arg, "-c", c_arg, "-d", d_arg, "-s", script, url,
                (char *)NULL);
         fprintf(stderr, "wrk: exec wrk: %s (scripts/deps.sh bench installs it)\n", strerror(errno));
         _exit(127);
@@ -79,16 +76,24 @@ static pid_t wrk_spawn(const struct wrk_args *a, int *out_fd)
     return pid;
 }
 
-struct wrk_result wrk_put(const struct wrk_args *a)
+/* A number of the result line; 0 when a script does not print it. */
+static double wrk_num(const cJSON *w, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItem(w, name);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+struct wrk_result wrk_run(const char *script, const char *url, int threads, int conns, int seconds,
+                          const char *const *env)
 {
     struct wrk_result out = {.errors = -1};
     int fd;
-    pid_t pid = wrk_spawn(a, &fd);
+    pid_t pid = wrk_spawn(script, url, threads, conns, seconds, env, &fd);
     if (pid < 0)
         return out;
     static char text[65536];
     size_t got = 0;
-    uint64_t deadline = s3c__now_ms() + (uint64_t)(a->seconds + 10) * 1000;
+    uint64_t deadline = s3c__now_ms() + (uint64_t)(seconds + 10) * 1000;
     for (;;) {
         ssize_t n = read(fd, text + got, sizeof(text) - 1 - got);
         if (n <= 0 || got + (size_t)n >= sizeof(text) - 1)
@@ -117,13 +122,27 @@ struct wrk_result wrk_put(const struct wrk_args *a)
         fprintf(stderr, "wrk: no result line from wrk:\n%s\n", text);
         return out;
     }
-    out.requests = cJSON_GetObjectItem(w, "wrk_requests")->valuedouble;
-    out.seconds = cJSON_GetObjectItem(w, "wrk_duration_us")->valuedouble / 1e6;
-    out.errors = (long)(cJSON_GetObjectItem(w, "wrk_non2xx")->valuedouble +
-                        cJSON_GetObjectItem(w, "wrk_socket_errors")->valuedouble);
-    out.p50_ms = cJSON_GetObjectItem(w, "wrk_p50_us")->valuedouble / 1e3;
-    out.p99_ms = cJSON_GetObjectItem(w, "wrk_p99_us")->valuedouble / 1e3;
+    out.requests = wrk_num(w, "wrk_requests");
+    out.seconds = wrk_num(w, "wrk_duration_us") / 1e6;
+    out.bytes_read = wrk_num(w, "wrk_bytes_read");
+    out.errors = (long)(wrk_num(w, "wrk_non2xx") + wrk_num(w, "wrk_socket_errors"));
+    out.p50_ms = wrk_num(w, "wrk_p50_us") / 1e3;
+    out.p99_ms = wrk_num(w, "wrk_p99_us") / 1e3;
     cJSON_Delete(w);
+    return out;
+}
+
+struct wrk_result wrk_put(const struct wrk_args *a)
+{
+    char body[48], crc[16] = "", crc_env[48], inm[32];
+    snprintf(body, sizeof(body), "S3C_BODY_BYTES=%zu", a->body);
+    if (a->crc32c)
+        wrk_crc32c_b64(a->body, crc);
+    snprintf(crc_env, sizeof(crc_env), "S3C_CRC32C_B64=%s", crc);
+    snprintf(inm, sizeof(inm), "S3C_IF_NONE_MATCH=%s", a->if_none_match ? "*" : "");
+    const char *env[] = {body, crc_env, inm, NULL};
+    struct wrk_result out =
+        wrk_run(wrk_put_script(), a->url, a->threads, a->conns, a->seconds, env);
     double bytes = out.requests * (double)a->body;
     out.puts_per_s = out.seconds > 0 ? out.requests / out.seconds : 0;
     out.mbps = out.seconds > 0 ? bytes / out.seconds / 1e6 : 0;

@@ -8,7 +8,23 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* One wrk run: PUTs of body bytes ('x', as the Lua script builds them) to url. */
+/* What one wrk run measured; errors < 0 when it gave no result (not run, no JSON line). */
+struct wrk_result {
+    double requests, seconds; /* requests that completed, over wrk's own duration */
+    double bytes_read;        /* what wrk received, headers included */
+    double puts_per_s, mbps;  /* wrk_put: requests/s, 10^6 body bytes per second */
+    double cpu_s, cpu_per_gb; /* wrk's user + system CPU (wait4), and per 10^9 body bytes */
+    double p50_ms, p99_ms;    /* wrk's latency percentiles */
+    long errors;              /* non-2xx answers + socket errors; < 0: no result */
+};
+
+/* Any wrk run whose Lua script's done() prints the JSON line bench_transport_put.lua
+ * prints ({"wrk_requests":...}): env is "NAME=value" strings for the child (NULL-ended,
+ * or NULL). Fills requests, seconds, bytes_read, cpu_s, p50/p99 and errors. */
+struct wrk_result wrk_run(const char *script, const char *url, int threads, int conns, int seconds,
+                          const char *const *env);
+
+/* One PUT run: bodies of body bytes ('x', as the Lua script builds them) to url. */
 struct wrk_args {
     const char *url;    /* e.g. "http://127.0.0.1:PORT/commits/wrk/object" */
     int threads, conns; /* wrk -t and -c */
@@ -18,15 +34,7 @@ struct wrk_args {
     bool if_none_match; /* send If-None-Match: * (the stage's conditional writes) */
 };
 
-/* What one wrk run measured; errors < 0 when it gave no result (not run, no JSON line). */
-struct wrk_result {
-    double requests, seconds; /* PUTs that completed, over wrk's own duration */
-    double puts_per_s, mbps;  /* mbps: 10^6 body bytes per second */
-    double cpu_s, cpu_per_gb; /* wrk's user + system CPU (wait4), and per 10^9 body bytes */
-    double p50_ms, p99_ms;    /* wrk's latency percentiles */
-    long errors;              /* non-2xx answers + socket errors; < 0: no result */
-};
-
+/* wrk_run with bench_transport_put.lua, and the per-body figures filled in. */
 struct wrk_result wrk_put(const struct wrk_args *a);
 
 /* The path of the PUT script beside this file (bench/bench_transport_put.lua). */
