@@ -250,38 +250,34 @@ uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t ple
 uint32_t obj_records_crc(uint32_t whole, const struct iovec *iov, int n)
 {
     struct obj_join j = {0};
-    uint64_t tail = 0;  /* bytes of a payload begun in an earlier span, run over as bytes */
-    bool plain = false; /* a header split across spans: everything after it as bytes */
+    uint64_t tail = 0;  /* bytes of a payload begun in an earlier span: run over */
+    bool plain = false; /* a header split across spans: everything after it run over */
     for (int i = 0; i < n; i++) {
         const unsigned char *p = iov[i].iov_base;
-        size_t len = iov[i].iov_len, off = 0;
-        if (plain) {
-            whole = crc32c_update(whole, p, len);
-            continue;
-        }
-        if (tail) {
+        size_t len = iov[i].iov_len, off = 0, run = 0; /* [run, off) is still to run over */
+        if (!plain && tail) {
             off = tail < len ? (size_t)tail : len;
-            whole = crc32c_update(whole, p, off);
             tail -= off;
         }
-        while (off < len) {
+        while (!plain && off < len) {
             if (len - off < OBJ_RECORD_HEADER_BYTES) {
-                whole = crc32c_update(whole, p + off, len - off);
                 plain = true;
                 break;
             }
             uint32_t plen = obj_get32(p + off), pcrc = obj_get32(p + off + 4);
-            whole = crc32c_update(whole, p + off, OBJ_RECORD_HEADER_BYTES);
-            off += OBJ_RECORD_HEADER_BYTES;
-            if (plen <= len - off) {
-                whole = obj_crc_join(whole, p + off, plen, pcrc, &j);
-                off += plen;
-            } else {
-                whole = crc32c_update(whole, p + off, len - off);
-                tail = plen - (len - off);
-                off = len;
+            size_t pay = off + OBJ_RECORD_HEADER_BYTES;
+            if (plen > len - pay) {
+                tail = plen - (len - pay);
+                break;
             }
+            off = pay + plen;
+            if (plen < OBJ_COMBINE_MIN)
+                continue; /* short records stay in the run: one pass over many of them */
+            whole = crc32c_update(whole, p + run, pay - run);
+            whole = obj_crc_join(whole, p + pay, plen, pcrc, &j);
+            run = off;
         }
+        whole = crc32c_update(whole, p + run, len - run);
     }
     return whole;
 }

@@ -88,8 +88,9 @@ uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t ple
  * into spans), taking each long payload's CRC from its record header instead of reading
  * the payload: for a writer whose records were just made by producers that computed those
  * CRCs from their own bytes (S3 then checks the object CRC against the bytes it got, so a
- * payload that changed on the way is refused, not hidden). A record or header split
- * across spans is run over byte by byte. Equal to crc32c_update over the bytes whenever
+ * payload that changed on the way is refused, not hidden). Short payloads (under
+ * OBJ_COMBINE_MIN) are run over together with their neighbours in one pass, as is a
+ * record or header split across spans. Equal to crc32c_update over the bytes whenever
  * every header's CRC is its payload's. */
 uint32_t obj_records_crc(uint32_t whole, const struct iovec *iov, int n);
 
