@@ -2,8 +2,8 @@
  * loopback, with its default in-memory store (ETags as MD5, and as under SSE-KMS with
  * --etag kms) and with --store none side by side in one run: PUT/s of 4 KiB bodies and MB/s
  * of 1 MiB bodies, one JSON line per case and store, then one line per case with the
- * memory/none ratios. Targets (memory store): >= 50,000 PUT/s and >= 2,000 MB/s. The load goes only
- * to 127.0.0.1 for a bounded time; each mock is started and stopped by pid. */
+ * memory/none ratios. Targets (memory store): >= 50,000 PUT/s and >= 2,000 MB/s. The load goes only to 127.0.0.1 for a bounded time; each mock
+ * is started and stopped by pid. */
 #include "mockproc.h"
 
 #include <cjson/cJSON.h>
@@ -134,7 +134,8 @@ static double bench_one(const struct mockproc *m, const char *store, const char 
            "\"mb_per_s\":%.1f,\"p50_us\":%.0f,\"p99_us\":%.0f,\"mock_cpu_s\":%.2f,"
            "\"wrk_cpu_s\":%.2f,\"target\":\"%s\",\"met\":%s}\n",
            c->name, store, c->body, ncpu, secs, w.requests, counted, w.errors, per_s, mbps,
-           w.p50_us, w.p99_us, mock_cpu, w.cpu_s, small ? ">= 50000 put_per_s" : ">= 2000 mb_per_s",
+           w.p50_us, w.p99_us, mock_cpu, w.cpu_s,
+           small ? ">= 50000 put_per_s" : ">= 2000 mb_per_s",
            fig >= (small ? 50000 : 2000) ? "true" : "false");
     fflush(stdout);
     if (w.errors > 0 || counted < (long)w.requests)

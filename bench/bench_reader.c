@@ -301,19 +301,20 @@ int main(int argc, char **argv)
         double wmb = bench_wrk(script, keys, windows[w], secs, &wrk_err);
         double wmock = mock_cpu_s() - wm0;
         double omb = (double)obj_bytes / rr.seconds / 1e6;
-        printf(
-            "{\"bench\":\"reader\",\"window\":%d,\"commits\":%" PRIu64 ",\"objects\":%" PRIu64
-            ",\"gets\":%" PRIu64
-            ",\"seconds\":%.2f,\"cpu_s\":%.2f,\"mb_per_s\":%.1f,\"object_mb_per_s\":%.1f,"
-            "\"commits_per_s\":%.0f,\"wrk_threads\":1,\"wrk_connections\":%d,"
-            "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld,"
-            "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f,\"mock_cpu_s_per_gb\":%.3f,"
-            "\"wrk_mock_cpu_s_per_gb\":%.3f}\n",
-            windows[w], rr.commits, rr.objects, rr.gets, rr.seconds, rr.cpu,
-            (double)rr.bytes / rr.seconds / 1e6, omb, (double)rr.commits / rr.seconds, windows[w],
-            secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err, rr.cpu / ((double)obj_bytes / 1e9),
-            wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0,
-            rr.mock_cpu / ((double)obj_bytes / 1e9), wrk_bytes > 0 ? wmock / (wrk_bytes / 1e9) : 0);
+        printf("{\"bench\":\"reader\",\"window\":%d,\"commits\":%" PRIu64 ",\"objects\":%" PRIu64
+               ",\"gets\":%" PRIu64
+               ",\"seconds\":%.2f,\"cpu_s\":%.2f,\"mb_per_s\":%.1f,\"object_mb_per_s\":%.1f,"
+               "\"commits_per_s\":%.0f,\"wrk_threads\":1,\"wrk_connections\":%d,"
+               "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld,"
+               "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f,\"mock_cpu_s_per_gb\":%.3f,"
+               "\"wrk_mock_cpu_s_per_gb\":%.3f}\n",
+               windows[w], rr.commits, rr.objects, rr.gets, rr.seconds, rr.cpu,
+               (double)rr.bytes / rr.seconds / 1e6, omb, (double)rr.commits / rr.seconds,
+               windows[w], secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err,
+               rr.cpu / ((double)obj_bytes / 1e9),
+               wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0,
+               rr.mock_cpu / ((double)obj_bytes / 1e9),
+               wrk_bytes > 0 ? wmock / (wrk_bytes / 1e9) : 0);
         fflush(stdout);
         if (wmb <= 0 || wrk_err)
             fail = 1;

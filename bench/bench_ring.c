@@ -1,8 +1,8 @@
 /* bench-ring: commits per second through the commit ring (claim, copy, publish; poll,
  * acquire, walk, release) beside a plain mutex + condition-variable queue moving the
  * same commits in the same run. One JSON line per case. Never run by make test. */
-#include <poll.h>
 #include <pthread.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +15,7 @@
 #include "pipeline/ring.h"
 #include "s3commit.h"
 
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -25,7 +26,7 @@ static double now_s(void)
 struct job {
     struct ring *r;
     uint32_t size;
-    uint64_t n;            /* commits per producer */
+    uint64_t n; /* commits per producer */
     _Atomic uint64_t full; /* claims that found the ring full */
 };
 
@@ -57,8 +58,8 @@ static void *ring_producer(void *p)
 static double run_ring(uint64_t ring_bytes, uint32_t size, int producers, uint64_t total,
                        double *full_frac, double *per_batch)
 {
-    struct ring_opts o = {
-        .bytes = ring_bytes, .prefix_bytes = 16, .max_commit = 4096, .max_batches = 8};
+    struct ring_opts o = {.bytes = ring_bytes, .prefix_bytes = 16, .max_commit = 4096,
+                          .max_batches = 8};
     struct ring *r;
     pthread_t t[8];
     struct job j;
@@ -242,8 +243,8 @@ int main(int argc, char **argv)
                    "\"claims_found_full\":%.4f,\"commits_per_batch\":%.0f,"
                    "\"mutex_queue_commits_per_s\":%.0f,\"ratio\":%.2f,"
                    "\"batched_mutex_queue_commits_per_s\":%.0f,\"batched_ratio\":%.2f}\n",
-                   (unsigned long long)sizes[si], producers, (unsigned long long)total, best_ring,
-                   full, per_batch, best_mq, best_ring / best_mq, best_mqb, best_ring / best_mqb);
+                   (unsigned long long)sizes[si], producers, (unsigned long long)total,
+                   best_ring, full, per_batch, best_mq, best_ring / best_mq, best_mqb, best_ring / best_mqb);
             fflush(stdout);
         }
     /* Issue 16's target for the full-ring path: 2 producers on the 1 MiB ring at >= 3x

@@ -50,7 +50,7 @@ static void faults(const char *json)
 /* ---- the stage's own thread: found as the one s3c_stage_open started, its CPU time read
  * from /proc/self/task/<tid>/schedstat (nanoseconds on a CPU) ---- */
 
-static pid_t stage_tids[24];    /* the threads the last open_stage started */
+static pid_t stage_tids[24]; /* the threads the last open_stage started */
 static bool stage_tid_zstd[24]; /* ... a compression worker ("s3c-zstd") */
 static int stage_ntids;
 

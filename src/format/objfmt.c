@@ -234,8 +234,8 @@ int obj_check(const void *buf, size_t len, const struct obj_stream *st, struct o
     return obj_decode(buf, len, h, NULL, NULL, err, errlen);
 }
 
-uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen, uint32_t pcrc,
-                      struct obj_join *j)
+uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen,
+                      uint32_t pcrc, struct obj_join *j)
 {
     if (plen < OBJ_COMBINE_MIN)
         return crc32c_update(whole, payload, plen);

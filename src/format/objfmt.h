@@ -81,8 +81,8 @@ struct obj_join { /* the "append n bytes" operator of the last payload length jo
 };
 /* The object CRC `whole` continued over a payload whose own CRC is pcrc: by combining
  * (long payloads) or by running over the bytes (short ones). */
-uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen, uint32_t pcrc,
-                      struct obj_join *j);
+uint32_t obj_crc_join(uint32_t whole, const unsigned char *payload, uint32_t plen,
+                      uint32_t pcrc, struct obj_join *j);
 
 /* The object CRC `whole` continued over records back to back in iov[0 .. n-1] (any split
  * into spans), taking each long payload's CRC from its record header instead of reading
@@ -99,10 +99,10 @@ uint32_t obj_records_crc(uint32_t whole, const struct iovec *iov, int n);
  * cost next to nothing, where a pass over a whole object read it back from memory). It
  * decides nothing alone: obj_check does, with the full check when anything disagreed. */
 struct obj_stream {
-    uint64_t fed;      /* bytes fed: the next feed starts here */
-    uint64_t at;       /* the next record header (after the last record: the trailer) */
-    uint64_t covered;  /* whole is the CRC of [0, covered) */
-    uint64_t pay_end;  /* the open payload ends here (pay_open) */
+    uint64_t fed;     /* bytes fed: the next feed starts here */
+    uint64_t at;      /* the next record header (after the last record: the trailer) */
+    uint64_t covered; /* whole is the CRC of [0, covered) */
+    uint64_t pay_end; /* the open payload ends here (pay_open) */
     uint64_t next_seq; /* the seq the next record must have */
     uint32_t whole, pay, pay_want, left;
     struct obj_join join;

@@ -18,8 +18,8 @@ ZSTD_CCtx *stage_zstd_new(const struct s3c_config *cfg)
 {
     ZSTD_CCtx *zc = ZSTD_createCCtx();
     if (!zc ||
-        ZSTD_isError(
-            ZSTD_CCtx_setParameter(zc, ZSTD_c_compressionLevel, cfg->s3.compression_level)) ||
+        ZSTD_isError(ZSTD_CCtx_setParameter(zc, ZSTD_c_compressionLevel,
+                                            cfg->s3.compression_level)) ||
         ZSTD_isError(ZSTD_CCtx_setParameter(zc, ZSTD_c_contentSizeFlag, 1))) {
         ZSTD_freeCCtx(zc);
         return NULL;
@@ -111,12 +111,13 @@ int stage_zq_start(struct s3c_stage *st, char *err, size_t errlen)
     int n = st->cfg.s3.compression_threads;
     q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (q->efd < 0) {
-        snprintf(err, errlen, "stage: cannot create the compressors' eventfd: %s", strerror(errno));
+        snprintf(err, errlen, "stage: cannot create the compressors' eventfd: %s",
+                 strerror(errno));
         return S3C_EIO;
     }
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
-    q->started = true;     /* from here on, stage_zq_stop undoes it */
+    q->started = true; /* from here on, stage_zq_stop undoes it */
     q->cap = st->nbatches; /* a batch is in at most one queue, once */
     q->todo = calloc((size_t)q->cap, sizeof(*q->todo));
     q->done = calloc((size_t)q->cap, sizeof(*q->done));
@@ -147,7 +148,8 @@ int stage_zq_start(struct s3c_stage *st, char *err, size_t errlen)
         int terr = pthread_create(&w->thread, NULL, stage_zq_main, w);
         if (terr != 0) {
             ZSTD_freeCCtx(w->zc);
-            snprintf(err, errlen, "stage: cannot start a compression thread: %s", strerror(terr));
+            snprintf(err, errlen, "stage: cannot start a compression thread: %s",
+                     strerror(terr));
             stage_zq_stop(st);
             return S3C_EIO;
         }

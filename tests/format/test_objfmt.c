@@ -145,8 +145,8 @@ static void long_records_joined(void)
             continue;
         memcpy(bad, buf, total);
         bad[pay[i] + lens[i] / 2] ^= 0x40;
-        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]), 50 + (uint64_t)i,
-                                 bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
+        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]),
+                                 50 + (uint64_t)i, bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
         err[0] = 0;
         if (obj_decode(bad, total, &got, NULL, NULL, err, sizeof(err)) != S3C_ECORRUPT)
             TEST_FAIL_("record %d (%u bytes) changed with its CRC went unnoticed", i, lens[i]);
