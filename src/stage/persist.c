@@ -29,27 +29,12 @@ static void stage_ack(struct s3c_stage *st)
     while (st->ndone > 0 && (st->done[0].first == w + 1 ||
                              (w + 1 == st->base && st->done[0].first == st->base + 1))) {
         struct done *d = &st->done[0];
-        uint64_t now = s3c__now_ns(), sum = 0;
-        if (!st->spool) {
-            struct ring_iter it;
-            struct ring_rec rec;
-            ring_iter_init(&d->rb, &it);
-            uint64_t n = 0;
-            while (ring_iter_next(st->ring, &it, &rec)) {
-                uint64_t t0;
-                memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
-                if (!t0)
-                    continue; /* not sampled */
-                uint64_t us = now > t0 ? (now - t0) / 1000 : 0;
-                sum += us;
-                n++;
-                CINC(lat_hist[stage_log2_bucket(us, 24)], 1);
-            }
-            CINC(lat_sum, sum);
-            CINC(lat_count, n);
+        uint64_t now = s3c__now_ns();
+        if (!st->spool)
             ring_release_sc(st->ring, &d->rb);
-        } else if (d->t_n) {
-            /* The commits' submit times: their sum (a bucket by their mean) */
+        if (d->t_n) {
+            /* The sampled commits' submit times: their sum (a bucket by their mean), taken
+             * when the batch was built, so the ack does not walk its records again. */
             uint64_t us = (now * d->t_n - d->t_sum) / 1000;
             CINC(lat_hist[stage_log2_bucket(us / d->t_n, 24)], d->t_n);
             CINC(lat_sum, us);
@@ -235,10 +220,17 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
     b->bytes = b->rb.bytes;
     b->epoch = st->ws.epoch;
     b->from_ring = true;
+    b->t_sum = 0;
+    b->t_n = 0;
     ring_iter_init(&b->rb, &it);
-    while (ring_iter_next(st->ring, &it, &rec))
+    while (ring_iter_next(st->ring, &it, &rec)) {
+        uint64_t t0;
+        memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
+        b->t_sum += t0;
+        b->t_n += t0 != 0; /* sampled ones */
         b->iov[n++] = (struct iovec){(unsigned char *)rec.prefix + PFX_RECHDR,
                                      OBJ_RECORD_HEADER_BYTES + rec.len};
+    }
     stage_finish_object(st, b, n - 1, true);
 }
 
