@@ -676,7 +676,7 @@ static void *small_ring_producer(void *p)
 static double small_ring_run(double secs, double *cpu_ns)
 {
     double cpu0 = small_cpu_s();
-    struct ring_opts o = {.bytes = 64u << 20, .prefix_bytes = 24, .max_commit = 1 << 20,
+    struct ring_opts o = {.bytes = 64u << 20, .prefix_bytes = 16, .max_commit = 1 << 20,
                           .max_batches = 32};
     struct ring *r;
     if (ring_new(&o, &r) != 0)
