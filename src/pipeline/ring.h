@@ -76,7 +76,8 @@ struct ring_ready {
 
 /* Looks at newly published commits, up to max_count commits and max_bytes payload bytes
  * (a single commit larger than max_bytes still counts as one full batch). Cheap: each
- * record is examined once. Returns what is ready. */
+ * commit's avail slot is read once, in order; the records themselves are not touched.
+ * Returns what is ready. */
 struct ring_ready ring_poll_sc(struct ring *r, uint32_t max_count, uint64_t max_bytes);
 
 struct ring_batch {
