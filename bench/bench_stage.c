@@ -747,12 +747,15 @@ static double small_stage_run(double secs, double *busy, double *per_put, double
 static void bench_small(double secs, int sides)
 {
     double ring[SMALL_ROUNDS] = {0}, stage[SMALL_ROUNDS] = {0};
+    double ring_cpu[SMALL_ROUNDS] = {0}, stage_cpu[SMALL_ROUNDS] = {0};
     for (int i = 0; i < SMALL_ROUNDS; i++) {
         double busy = 0, per_put = 0, ring_ns = 0, stage_ns = 0;
         if (sides & 1)
             ring[i] = small_ring_run(secs, &ring_ns);
         if (sides & 2)
             stage[i] = small_stage_run(secs, &busy, &per_put, &stage_ns);
+        ring_cpu[i] = ring_ns;
+        stage_cpu[i] = stage_ns;
         printf("{\"bench\":\"stage\",\"case\":\"small_round\",\"round\":%d,\"commit_bytes\":%d,"
                "\"producers\":2,\"ring_alone_commits_per_s\":%.0f,\"stage_commits_per_s\":%.0f,"
                "\"ratio\":%.3f,\"ring_cpu_ns_per_commit\":%.0f,\"stage_cpu_ns_per_commit\":%.0f,"
@@ -763,13 +766,18 @@ static void bench_small(double secs, int sides)
     }
     if (sides != 3)
         return;
-    qsort(ring, SMALL_ROUNDS, sizeof(double), cmp_double);
-    qsort(stage, SMALL_ROUNDS, sizeof(double), cmp_double);
-    double ratio = stage[SMALL_ROUNDS / 2] / ring[SMALL_ROUNDS / 2];
+    double *all[] = {ring, stage, ring_cpu, stage_cpu};
+    for (int k = 0; k < 4; k++)
+        qsort(all[k], SMALL_ROUNDS, sizeof(double), cmp_double);
+    int m = SMALL_ROUNDS / 2;
+    double ratio = stage[m] / ring[m];
+    /* CPU per commit holds stiller than commits/s on a shared machine: it says how much
+     * of the gap is work the stage does and the ring alone does not. */
     printf("{\"bench\":\"stage\",\"case\":\"small\",\"commit_bytes\":%d,\"producers\":2,"
            "\"rounds\":%d,\"ring_alone_commits_per_s\":%.0f,\"stage_commits_per_s\":%.0f,"
-           "\"ratio\":%.3f,\"target\":\"stage >= 0.5 x ring alone (medians)\",\"met\":%s}\n",
-           SMALL_BYTES, SMALL_ROUNDS, ring[SMALL_ROUNDS / 2], stage[SMALL_ROUNDS / 2], ratio,
+           "\"ratio\":%.3f,\"ring_cpu_ns_per_commit\":%.0f,\"stage_cpu_ns_per_commit\":%.0f,"
+           "\"target\":\"stage >= 0.5 x ring alone (medians)\",\"met\":%s}\n",
+           SMALL_BYTES, SMALL_ROUNDS, ring[m], stage[m], ratio, ring_cpu[m], stage_cpu[m],
            ratio >= 0.5 ? "true" : "false");
     fflush(stdout);
 }
