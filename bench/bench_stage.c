@@ -8,8 +8,10 @@
  * memory-store mock) with a current manifest and without one; and s3.compression (none,
  * zstd level 1 and 3) on JSON-like and on random commits: bytes sent per commit byte,
  * commits/s, the persistence thread's CPU share and payload per CPU-second of it.
- * `bench-stage [seconds] [case]` runs one case (peak, latency_20ms, open, compression)
- * when named. Every run is bounded in time. Never run by make test. */
+ * And small: 128-byte commits from two producers through the stage beside the ring alone
+ * (issue 16 target 3: the stage at >= 0.5 of it), with CPU per commit of each.
+ * `bench-stage [seconds] [case]` runs one case (peak, latency_20ms, open, compression,
+ * small; small_ring / small_stage one side of it, for perf) when named. Every run is bounded in time. Never run by make test. */
 #include <dirent.h>
 #include <poll.h>
 #include <unistd.h>
