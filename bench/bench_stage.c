@@ -9,10 +9,15 @@
  * zstd level 1 and 3) on JSON-like and on random commits: bytes sent per commit byte,
  * commits/s, the persistence thread's CPU share and payload per CPU-second of it.
  * And 1 MiB objects at 8 and 16 in flight on a mock with 10 ms of latency, PUT/s beside
- * wrk's on the same mock (large_objects).
+ * wrk's on the same mock (large_objects). And small: 128-byte commits from two producers
+ * through the stage beside the ring alone (issue 16 target 3: the stage at >= 0.5 of it),
+ * with CPU per commit of each.
  * `bench-stage [seconds] [case]` runs one case (peak, latency_20ms, open, compression,
- * large_objects) when named. Every run is bounded in time. Never run by make test. */
+ * large_objects, small; small_ring / small_stage one side of it, for perf) when named.
+ * Every run is bounded in time. Never run by make test. */
 #include <dirent.h>
+#include <poll.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -206,7 +211,8 @@ static void *producer(void *p)
                 sleep_ns(next - now);
         }
         for (int i = 0; i < burst; i++) {
-            uint64_t t0 = s3c__now_ns(), seq;
+            /* the clock only when latency is recorded: it cost as much as a commit */
+            uint64_t t0 = a->lat ? s3c__now_ns() : 0, seq;
             if (a->w) {
                 data = a->w->data + a->w->off[a->next_w];
                 len = a->w->len[a->next_w];
@@ -720,6 +726,175 @@ static void bench_large(double secs)
     mockproc_stop(&mock);
 }
 
+/* ---- 6. small commits: the stage's peak beside the ring alone (issue 16, target 3) ----
+ * The same two producers, 128-byte commits, as fast as they go: once into a bare commit
+ * ring (the stage's size, prefix and batch limits; one consumer thread polling, acquiring
+ * and releasing batches the way the persistence thread does, no S3), once into a stage.
+ * Rounds alternate ring, stage so both see the same machine; each round prints its pair
+ * and the last line the medians and their ratio. */
+
+#include "pipeline/ring.h"
+
+#define SMALL_BYTES 128
+#define SMALL_ROUNDS 3
+
+/* CPU seconds used so far by this process (every thread) and by the mock. */
+static double small_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    double s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    char path[64];
+    unsigned long ut = 0, stt = 0;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)mock.pid);
+    FILE *f = fopen(path, "r");
+    if (f && fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt) ==
+                 2)
+        s += (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+    if (f)
+        fclose(f);
+    return s;
+}
+
+struct small_job {
+    struct ring *r;
+    uint64_t deadline_ns;
+    uint64_t commits;
+    _Atomic bool done; /* commits is final */
+};
+
+static void *small_ring_producer(void *p)
+{
+    struct small_job *j = p;
+    unsigned char payload[SMALL_BYTES];
+    memset(payload, 0x42, sizeof(payload));
+    while (s3c__now_ns() < j->deadline_ns) {
+        for (int i = 0; i < 1000; i++) { /* the clock once per 1000, as the stage's producer */
+            struct ring_claim c;
+            if (ring_claim_mp(j->r, SMALL_BYTES, 10000, &c) != 0) {
+                fprintf(stderr, "bench-stage: ring claim failed\n");
+                exit(1);
+            }
+            memcpy(c.data, payload, SMALL_BYTES);
+            ring_publish_mp(j->r, &c);
+            j->commits++;
+        }
+    }
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+/* Commits/s through the ring alone: what the consumer took by the producers' deadline;
+ * *cpu_ns = CPU nanoseconds per commit, every thread. */
+static double small_ring_run(double secs, double *cpu_ns)
+{
+    double cpu0 = small_cpu_s();
+    struct ring_opts o = {.bytes = 64u << 20, .prefix_bytes = 16, .max_commit = 1 << 20,
+                          .max_batches = 32};
+    struct ring *r;
+    if (ring_new(&o, &r) != 0)
+        exit(1);
+    pthread_t t[2];
+    struct small_job j[2];
+    uint64_t t0 = s3c__now_ns(), deadline = t0 + (uint64_t)(secs * 1e9), got = 0;
+    for (int i = 0; i < 2; i++) {
+        j[i] = (struct small_job){r, deadline, 0, false};
+        pthread_create(&t[i], NULL, small_ring_producer, &j[i]);
+    }
+    double cps = 0;
+    for (;;) {
+        /* The persistence thread's pattern: a full batch at once, else sleep until the rest
+         * of one is published or 5 ms (batch_timeout_ms) pass, then take what is there. */
+        struct ring_ready rd = ring_poll_sc(r, 1000, 1 << 20);
+        if (!rd.full && ring_arm_sc(r, 1000 - rd.count)) {
+            struct pollfd pfd = {.fd = ring_wait_fd(r), .events = POLLIN};
+            uint64_t v;
+            if (poll(&pfd, 1, 5) > 0 && read(pfd.fd, &v, 8) < 0)
+                exit(1);
+            rd = ring_poll_sc(r, 1000, 1 << 20);
+        }
+        struct ring_batch b;
+        if (ring_acquire_sc(r, &b)) {
+            got += b.count;
+            ring_release_sc(r, &b);
+        }
+        uint64_t now = s3c__now_ns();
+        if (now >= deadline && cps == 0)
+            cps = (double)got / ((double)(now - t0) / 1e9);
+        /* Past the deadline the producers finish their burst; take the rest, then stop. */
+        if (cps > 0 && atomic_load(&j[0].done) && atomic_load(&j[1].done) &&
+            got == j[0].commits + j[1].commits)
+            break;
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    *cpu_ns = (small_cpu_s() - cpu0) * 1e9 / (double)got;
+    ring_free(r);
+    return cps;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The stage's commits/s with the two producers; *busy = its persistence thread's CPU share,
+ * *per_put = commits per object, *cpu_ns = CPU nanoseconds per commit of every thread and
+ * the mock, the drain included. */
+static double small_stage_run(double secs, double *busy, double *per_put, double *cpu_ns)
+{
+    s3c_stage *st = open_stage("\"batch_timeout_ms\":5", 64L << 20);
+    double cpu0 = small_cpu_s();
+    struct run r = drive(st, 2, SMALL_BYTES, secs, 0, NULL);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    *cpu_ns = (small_cpu_s() - cpu0) * 1e9 / (double)s.commits_durable;
+    s3c_stage_close(st, NULL);
+    *busy = r.persist_cpu_s / r.wall_s;
+    *per_put = r.commits_per_put;
+    return r.commits_per_s;
+}
+
+/* sides: 1 the ring alone, 2 the stage, 3 both (the target); one side alone is for perf. */
+static void bench_small(double secs, int sides)
+{
+    double ring[SMALL_ROUNDS] = {0}, stage[SMALL_ROUNDS] = {0};
+    double ring_cpu[SMALL_ROUNDS] = {0}, stage_cpu[SMALL_ROUNDS] = {0};
+    for (int i = 0; i < SMALL_ROUNDS; i++) {
+        double busy = 0, per_put = 0, ring_ns = 0, stage_ns = 0;
+        if (sides & 1)
+            ring[i] = small_ring_run(secs, &ring_ns);
+        if (sides & 2)
+            stage[i] = small_stage_run(secs, &busy, &per_put, &stage_ns);
+        ring_cpu[i] = ring_ns;
+        stage_cpu[i] = stage_ns;
+        printf("{\"bench\":\"stage\",\"case\":\"small_round\",\"round\":%d,\"commit_bytes\":%d,"
+               "\"producers\":2,\"ring_alone_commits_per_s\":%.0f,\"stage_commits_per_s\":%.0f,"
+               "\"ratio\":%.3f,\"ring_cpu_ns_per_commit\":%.0f,\"stage_cpu_ns_per_commit\":%.0f,"
+               "\"commits_per_put\":%.1f,\"persist_thread_busy\":%.2f}\n",
+               i + 1, SMALL_BYTES, ring[i], stage[i], ring[i] > 0 ? stage[i] / ring[i] : 0,
+               ring_ns, stage_ns, per_put, busy);
+        fflush(stdout);
+    }
+    if (sides != 3)
+        return;
+    double *all[] = {ring, stage, ring_cpu, stage_cpu};
+    for (int k = 0; k < 4; k++)
+        qsort(all[k], SMALL_ROUNDS, sizeof(double), cmp_double);
+    int m = SMALL_ROUNDS / 2;
+    double ratio = stage[m] / ring[m];
+    /* CPU per commit holds stiller than commits/s on a shared machine: it says how much
+     * of the gap is work the stage does and the ring alone does not. */
+    printf("{\"bench\":\"stage\",\"case\":\"small\",\"commit_bytes\":%d,\"producers\":2,"
+           "\"rounds\":%d,\"ring_alone_commits_per_s\":%.0f,\"stage_commits_per_s\":%.0f,"
+           "\"ratio\":%.3f,\"ring_cpu_ns_per_commit\":%.0f,\"stage_cpu_ns_per_commit\":%.0f,"
+           "\"target\":\"stage >= 0.5 x ring alone (medians)\",\"met\":%s}\n",
+           SMALL_BYTES, SMALL_ROUNDS, ring[m], stage[m], ratio, ring_cpu[m], stage_cpu[m],
+           ratio >= 0.5 ? "true" : "false");
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 3.0;
@@ -729,6 +904,12 @@ int main(int argc, char **argv)
         return 1;
     if (!only || strcmp(only, "peak") == 0)
         bench_peak(secs);
+    if (!only || strcmp(only, "small") == 0)
+        bench_small(secs, 3);
+    if (only && strcmp(only, "small_ring") == 0)
+        bench_small(secs, 1);
+    if (only && strcmp(only, "small_stage") == 0)
+        bench_small(secs, 2);
     if (!only || strcmp(only, "compression") == 0)
         bench_compression(secs);
     if (!only || strcmp(only, "latency_20ms") == 0)

@@ -4,18 +4,22 @@
  * next stage before its space is reused. The hot paths never allocate, log or make a
  * system call, except one eventfd write when the consumer is asleep.
  *
- * Layout: every commit is contiguous in the buffer (never two spans). A record is an
- * 8-byte word (payload length), prefix_bytes the caller owns, then the payload padded to
- * 8 bytes. A record that would cross the end of the buffer is preceded by a pad record
- * filling the rest of the lap, so a commit may take up to twice its size transiently;
- * hence a record may be at most half the ring. Positions and seqs are 64-bit and never
- * wrap in practice; offsets in the buffer are position & (bytes - 1). */
+ * Layout: every commit is contiguous in the buffer (never two spans). A record is the
+ * prefix_bytes the caller owns, then the payload, unpadded and unaligned, so records of a
+ * batch lie back to back: a consumer can hand on a run of them as one span (only a payload
+ * shorter than 24 bytes, or the end of a lap, leaves a gap). The lengths travel beside the
+ * records, in the array that publishes them. A record that would cross the end of the
+ * buffer starts the next lap instead, leaving the rest of the lap unused, so a commit may
+ * take up to twice its size transiently; hence a record may be at most half the ring.
+ * Positions and seqs are 64-bit and never wrap in practice; offsets in the buffer are
+ * position & (bytes - 1). */
 #ifndef S3C_RING_H
 #define S3C_RING_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct ring;
 
@@ -48,8 +52,6 @@ struct ring_claim {
     void *prefix; /* prefix_bytes the caller may fill */
     void *data;   /* len bytes the caller must fill */
     uint32_t len;
-    uint64_t pos_; /* private */
-    uint64_t pad_; /* private */
 };
 
 /* Claims room for one commit of len bytes. Blocks (sleeping, not spinning) while the ring
@@ -74,7 +76,8 @@ struct ring_ready {
 
 /* Looks at newly published commits, up to max_count commits and max_bytes payload bytes
  * (a single commit larger than max_bytes still counts as one full batch). Cheap: each
- * record is examined once. Returns what is ready. */
+ * commit's avail slot is read once, in order; the records themselves are not touched.
+ * Returns what is ready. */
 struct ring_ready ring_poll_sc(struct ring *r, uint32_t max_count, uint64_t max_bytes);
 
 struct ring_batch {
@@ -82,18 +85,26 @@ struct ring_batch {
     uint32_t count;
     uint64_t bytes;        /* payload bytes */
     uint64_t start_, end_; /* private: positions */
+    uint64_t skip_;        /* private: where it skipped the end of a lap (0: it did not) */
     uint32_t slot_;        /* private */
+    bool gap_;             /* private: a short payload left a gap after its record */
 };
 
 /* Takes what the last ring_poll_sc() found ready as one batch, without copying. Returns
  * false when nothing is ready or max_batches are already held. */
 bool ring_acquire_sc(struct ring *r, struct ring_batch *b);
 
+/* A held batch's records as the buffer holds them, back to back: into iov, one span, or
+ * two when the batch crosses the end of the buffer; each span is records only, whole, in
+ * seq order. Returns the count, or 0 when a payload shorter than 24 bytes left a gap in
+ * between (walk the records with ring_iter then). */
+int ring_batch_spans(const struct ring *r, const struct ring_batch *b, struct iovec iov[2]);
+
 struct ring_rec {
     uint64_t seq;
     uint32_t len;
-    void *prefix;     /* prefix_bytes, as the producer left them */
-    const void *data; /* len bytes */
+    void *prefix;     /* prefix_bytes, as the producer left them (no alignment) */
+    const void *data; /* len bytes, right after the prefix */
 };
 
 struct ring_iter {
@@ -152,5 +163,9 @@ uint64_t ring_used_bytes(const struct ring *r);
 
 /* The record size a payload of len bytes takes (for sizing checks). */
 uint64_t ring_record_bytes(const struct ring *r, uint32_t len);
+
+/* The most records the ring can hold at once: a caller's per-seq side table of this many
+ * slots (indexed by seq modulo it) is never overwritten before the seq is released. */
+uint64_t ring_max_records(const struct ring *r);
 
 #endif

@@ -22,6 +22,26 @@ static inline int stage_log2_bucket(uint64_t v, int max)
     return b < max ? b : max - 1;
 }
 
+/* Each sampled commit of a held ring batch into the latency histogram: one in LAT_SAMPLE,
+ * found by its seq, so the ack never walks the batch's records. */
+static void stage_lat_count(struct s3c_stage *st, const struct ring_batch *rb, uint64_t now)
+{
+    uint64_t hist[24] = {0}, sum = 0, n = 0;
+    for (uint64_t s = (rb->first_seq + LAT_SAMPLE - 1) & ~(uint64_t)(LAT_SAMPLE - 1);
+         s <= rb->last_seq; s += LAT_SAMPLE) {
+        uint64_t t0 = st->lat_t[(s / LAT_SAMPLE) & st->lat_mask];
+        uint64_t us = now > t0 ? (now - t0) / 1000 : 0;
+        hist[stage_log2_bucket(us, 24)]++;
+        sum += us;
+        n++;
+    }
+    for (int i = 0; i < 24; i++)
+        if (hist[i])
+            CINC(lat_hist[i], hist[i]);
+    CINC(lat_sum, sum);
+    CINC(lat_count, n);
+}
+
 /* The ordered ack: W moves over the durable batches that continue it, in seq order. */
 static void stage_ack(struct s3c_stage *st)
 {
@@ -29,24 +49,9 @@ static void stage_ack(struct s3c_stage *st)
     while (st->ndone > 0 && (st->done[0].first == w + 1 ||
                              (w + 1 == st->base && st->done[0].first == st->base + 1))) {
         struct done *d = &st->done[0];
-        uint64_t now = s3c__now_ns(), sum = 0;
+        uint64_t now = s3c__now_ns();
         if (!st->spool) {
-            struct ring_iter it;
-            struct ring_rec rec;
-            ring_iter_init(&d->rb, &it);
-            uint64_t n = 0;
-            while (ring_iter_next(st->ring, &it, &rec)) {
-                uint64_t t0;
-                memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
-                if (!t0)
-                    continue; /* not sampled */
-                uint64_t us = now > t0 ? (now - t0) / 1000 : 0;
-                sum += us;
-                n++;
-                CINC(lat_hist[stage_log2_bucket(us, 24)], 1);
-            }
-            CINC(lat_sum, sum);
-            CINC(lat_count, n);
+            stage_lat_count(st, &d->rb, now); /* before the release: the times are kept */
             ring_release_sc(st->ring, &d->rb);
         } else if (d->t_n) {
             /* The commits' submit times: their sum (a bucket by their mean) */
@@ -221,9 +226,9 @@ static void stage_send_batch(struct s3c_stage *st, struct batch *b)
     CINC(in_flight, 1);
 }
 
-/* Builds the object for a freshly acquired batch: header, one span per record (its
- * record header and payload are contiguous in the ring), trailer, and the CRC-32C of
- * the whole, without copying a payload. */
+/* Builds the object for a freshly acquired batch: header, the records as they lie in the
+ * ring (each is its object record, so a run of them is one span), trailer, and the CRC-32C
+ * of the whole, without copying a payload. */
 static void stage_build_batch(struct s3c_stage *st, struct batch *b)
 {
     struct ring_iter it;
@@ -235,10 +240,24 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
     b->bytes = b->rb.bytes;
     b->epoch = st->ws.epoch;
     b->from_ring = true;
-    ring_iter_init(&b->rb, &it);
-    while (ring_iter_next(st->ring, &it, &rec))
-        b->iov[n++] = (struct iovec){(unsigned char *)rec.prefix + PFX_RECHDR,
-                                     OBJ_RECORD_HEADER_BYTES + rec.len};
+    b->t_sum = 0; /* latency is counted at the ack, from the ring (stage_lat_count) */
+    b->t_n = 0;
+    int nruns = ring_batch_spans(st->ring, &b->rb, &b->iov[1]);
+    _Static_assert(PFX_RECHDR == 0, "a ring record must be exactly the object's record");
+    if (nruns > 0) {
+        stage_finish_object(st, b, nruns, true);
+        return;
+    }
+    ring_iter_init(&b->rb, &it); /* a short commit left a gap: join the runs around it */
+    while (ring_iter_next(st->ring, &it, &rec)) {
+        unsigned char *p = (unsigned char *)rec.prefix + PFX_RECHDR;
+        size_t len = OBJ_RECORD_HEADER_BYTES + rec.len;
+        struct iovec *last = &b->iov[n - 1];
+        if (n > 1 && (unsigned char *)last->iov_base + last->iov_len == p)
+            last->iov_len += len; /* back to back in the ring: one span */
+        else
+            b->iov[n++] = (struct iovec){p, len};
+    }
     stage_finish_object(st, b, n - 1, true);
 }
 

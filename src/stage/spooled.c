@@ -310,11 +310,10 @@ static void stage_form_from_ring(struct s3c_stage *st, struct batch *b)
         struct ring_iter it;
         struct ring_rec rec;
         ring_iter_init(&r->rb, &it);
+        uint32_t tn;
+        b->t_sum += stage_lat_sum(st, &r->rb, &tn); /* sampled ones */
+        b->t_n += tn;
         while (ring_iter_next(st->ring, &it, &rec)) {
-            uint64_t t0;
-            memcpy(&t0, (unsigned char *)rec.prefix + PFX_TIME, 8);
-            b->t_sum += t0;
-            b->t_n += t0 != 0; /* sampled ones */
             b->iov[n++] = (struct iovec){(unsigned char *)rec.prefix + PFX_RECHDR,
                                          OBJ_RECORD_HEADER_BYTES + rec.len};
         }

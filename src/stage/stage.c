@@ -52,18 +52,30 @@ static int stage_submit(s3c_stage *st, const void *data, size_t len, int timeout
         return rc;
     }
     uint64_t log_seq = c.seq + st->base; /* after our fence */
-    unsigned char *pfx = c.prefix;
-    /* Commit-to-durable latency is sampled: one commit in 16 of each producer thread reads
-     * the clock (0 = not sampled), which was a tenth of a producer's time at 128 bytes. */
-    static _Thread_local uint32_t stage_tick;
-    uint64_t now = (stage_tick++ & (LAT_SAMPLE - 1)) == 0 ? s3c__now_ns() : 0;
-    memcpy(pfx + PFX_TIME, &now, 8);
+    /* Commit-to-durable latency is sampled: the commits whose ring seq LAT_SAMPLE divides
+     * read the clock (reading it for each was a tenth of a producer's time at 128 bytes). */
+    if ((c.seq & (LAT_SAMPLE - 1)) == 0)
+        st->lat_t[(c.seq / LAT_SAMPLE) & st->lat_mask] = s3c__now_ns();
     memcpy(c.data, data, len);
-    obj_record_header_encode((uint32_t)len, crc32c_update(0, data, len), log_seq, pfx + PFX_RECHDR);
+    obj_record_header_encode((uint32_t)len, crc32c_update(0, data, len), log_seq,
+                             (unsigned char *)c.prefix + PFX_RECHDR);
     ring_publish_mp(st->ring, &c);
     if (seq)
         *seq = log_seq;
     return 0;
+}
+
+uint64_t stage_lat_sum(const struct s3c_stage *st, const struct ring_batch *rb, uint32_t *n)
+{
+    uint64_t sum = 0;
+    *n = 0;
+    /* the first multiple of LAT_SAMPLE at or after first_seq */
+    for (uint64_t s = (rb->first_seq + LAT_SAMPLE - 1) & ~(uint64_t)(LAT_SAMPLE - 1);
+         s <= rb->last_seq; s += LAT_SAMPLE) {
+        sum += st->lat_t[(s / LAT_SAMPLE) & st->lat_mask];
+        (*n)++;
+    }
+    return sum;
 }
 
 int s3c_submit(s3c_stage *st, const void *data, size_t len, int timeout_ms, uint64_t *seq)
@@ -354,6 +366,12 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
                  cfg->pipeline.ring_bytes, rc == S3C_EIO ? strerror(errno) : s3c_strerror(rc));
         goto out_free_batches;
     }
+    st->lat_mask = ring_max_records(st->ring) / LAT_SAMPLE - 1;
+    st->lat_t = calloc(st->lat_mask + 1, sizeof(*st->lat_t));
+    if (!st->lat_t) {
+        rc = S3C_ENOMEM;
+        goto out_free_ring;
+    }
     st->loop = loop_new();
     if (!st->loop) {
         rc = errno == ENOMEM ? S3C_ENOMEM : S3C_EIO;
@@ -459,6 +477,7 @@ out_free_spool:
 out_free_loop:
     loop_free(st->loop);
 out_free_ring:
+    free(st->lat_t);
     ring_free(st->ring);
 out_free_batches:
     for (int i = 0; i < st->nbatches; i++)
@@ -542,6 +561,7 @@ int s3c_stage_close(s3c_stage *st, struct s3c_close_report *report)
     for (int i = 0; i < st->nbatches; i++)
         free(st->batches[i].buf);
     loop_free(st->loop);
+    free(st->lat_t);
     ring_free(st->ring);
     for (int i = 0; i < st->nbatches; i++)
         free(st->batches[i].iov), free(st->batches[i].zbuf);

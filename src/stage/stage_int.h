@@ -23,14 +23,14 @@
 #include "transport/transport.h"
 #include "writer/writer.h"
 
-/* Each ring record's prefix: the submit time (for commit-to-durable latency), then the
- * object format's record header, so header + payload go to S3 as one span. */
-#define PFX_TIME 0
-#define PFX_RECHDR 8
-#define PFX_BYTES (8 + OBJ_RECORD_HEADER_BYTES)
+/* Each ring record's prefix is the object format's record header, so a ring record is
+ * exactly the object's record and a batch's records, back to back in the ring, go to S3
+ * as one span (two when the batch crosses the end of the ring). */
+#define PFX_RECHDR 0
+#define PFX_BYTES OBJ_RECORD_HEADER_BYTES
 
 #define MAX_SUBS 16
-#define LAT_SAMPLE 16         /* one commit in LAT_SAMPLE per producer thread is timed */
+#define LAT_SAMPLE 16 /* a power of two: the commits whose ring seq it divides are timed */
 #define RETRY_COST 5          /* retry budget tokens per retry (AWS SDK standard mode) */
 #define RETRY_COST_TIMEOUT 10 /* ... per retry after a timeout */
 
@@ -125,6 +125,11 @@ struct s3c_stage {
     uint64_t spool_epoch;   /* the epoch of the run that spooled its last seq (at open) */
     int spool_efd;          /* written by the spool thread after each write group */
     struct loop_watch spool_w;
+    /* Commit-to-durable latency: the submit time of every LAT_SAMPLE-th ring seq, at
+     * lat_t[(seq / LAT_SAMPLE) & lat_mask]; written by its producer before it publishes,
+     * read by the persistence thread before the seq's ring space is released. */
+    uint64_t *lat_t;
+    uint64_t lat_mask;
     ZSTD_CCtx *zc; /* s3.compression zstd: the persistence thread's (a spool reload's) */
     struct stage_zq zq; /* ... and the workers that compress every batch formed */
     pthread_t thread;
@@ -197,6 +202,8 @@ struct s3c_stage {
 /* stage.c: waiting on W (or, local, on L) and subscribing to either. */
 int stage_wait(struct s3c_stage *st, uint64_t seq, int timeout_ms, bool local);
 int stage_subscribe(struct s3c_stage *st, s3c_durable_fn fn, void *ctx, bool local);
+/* stage.c: the sampled submit times of a held ring batch's commits: their sum, *n of them. */
+uint64_t stage_lat_sum(const struct s3c_stage *st, const struct ring_batch *rb, uint32_t *n);
 /* stage.c */
 void stage_set_error(struct s3c_stage *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
