@@ -102,7 +102,7 @@ static int xreq_on_seek(void *ud, curl_off_t off, int origin)
 }
 
 /* A buffer of at least need bytes: a spare one given back when one fits, else malloc'd. */
-static char *xreq_body_for(struct xport *x, size_t need, size_t *cap)
+char *xreq_body_for(struct xport *x, size_t need, size_t *cap)
 {
     for (int i = x->nspare - 1; i >= 0; i--) {
         if (x->spare_cap[i] >= need) {
@@ -369,9 +369,8 @@ static void xreq_amz_date(char out[17])
 }
 
 /* Adds the signed headers in SigV4's sorted order (content-md5, host, if-*, range,
- * x-amz-*), then Authorization, then the unsigned ones, and hands everything to libcurl. */
-int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
-                        const struct xreq_sign_extra *sx)
+ * x-amz-*), then Authorization, then the unsigned ones, and writes r->url. */
+int xreq_sign(struct xport *x, struct xreq *r, const char *method, const struct xreq_sign_extra *sx)
 {
     const struct cfg_s3 *s3 = &x->cfg.s3;
     bool anon = s3->access_key_id[0] == '\0';
@@ -443,7 +442,17 @@ int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
         snprintf(r->url, sizeof(r->url), "%s%s%s%s", x->origin, r->path, q ? "?" : "", r->query);
     if (n < 0 || (size_t)n >= sizeof(r->url))
         return S3C_EINVAL;
+    return 0;
+}
 
+/* Signs r and hands it to libcurl. */
+int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
+                        const struct xreq_sign_extra *sx)
+{
+    const struct cfg_s3 *s3 = &x->cfg.s3;
+    int rc = xreq_sign(x, r, method, sx);
+    if (rc < 0)
+        return rc;
     CURL *e = r->easy;
     CURLcode c = curl_easy_setopt(e, CURLOPT_URL, r->url);
     if (c == CURLE_OK)
