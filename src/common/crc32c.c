@@ -407,8 +407,26 @@ uint32_t crc32c_combine_op(uint64_t len_b)
     return p;
 }
 
+#if defined(__x86_64__)
+/* a * b mod P with one carry-less multiply: the 63-bit reflected product, shifted to 64
+ * bits, is L * x^32 + H for its low and high words, and the crc32 instruction gives
+ * L * x^32 mod P. (The loop above takes ~32 dependent steps; a reader joins every
+ * record's CRC into its object's with this.) */
+__attribute__((target("sse4.2,pclmul"))) static uint32_t crc32c_multmodp_clmul(uint32_t a,
+                                                                               uint32_t b)
+{
+    __m128i p = _mm_clmulepi64_si128(_mm_cvtsi32_si128((int)a), _mm_cvtsi32_si128((int)b), 0);
+    uint64_t v = (uint64_t)_mm_cvtsi128_si64(p) << 1;
+    return _mm_crc32_u32(0, (uint32_t)v) ^ (uint32_t)(v >> 32);
+}
+#endif
+
 uint32_t crc32c_combine_with(uint32_t crc_a, uint32_t crc_b, uint32_t op)
 {
+#if defined(__x86_64__)
+    if (crc32c_path() >= CRC_PCLMUL)
+        return crc32c_multmodp_clmul(op, crc_a) ^ crc_b;
+#endif
     return crc32c_multmodp(op, crc_a) ^ crc_b;
 }
 
