@@ -63,8 +63,8 @@ static uint32_t crc32c_sw(uint32_t c, const unsigned char *p, size_t n)
         memcpy(&w, p, 8);
         w ^= c;
         c = table[7][w & 0xff] ^ table[6][(w >> 8) & 0xff] ^ table[5][(w >> 16) & 0xff] ^
-            table[4][(w >> 24) & 0xff] ^ table[3][(w >> 32) & 0xff] ^
-            table[2][(w >> 40) & 0xff] ^ table[1][(w >> 48) & 0xff] ^ table[0][w >> 56];
+            table[4][(w >> 24) & 0xff] ^ table[3][(w >> 32) & 0xff] ^ table[2][(w >> 40) & 0xff] ^
+            table[1][(w >> 48) & 0xff] ^ table[0][w >> 56];
         p += 8;
         n -= 8;
     }
@@ -144,9 +144,8 @@ static void crc32c_fold_consts(uint64_t k[2], unsigned bytes)
 __attribute__((target("sse4.2,pclmul"))) static inline __m128i crc32c_fold16(__m128i x, __m128i k,
                                                                              __m128i y)
 {
-    return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00),
-                                       _mm_clmulepi64_si128(x, k, 0x11)),
-                         y);
+    return _mm_xor_si128(
+        _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)), y);
 }
 
 __attribute__((target("sse4.2,pclmul"))) static inline uint64_t crc32c_fold_finish(__m128i x)
@@ -156,9 +155,8 @@ __attribute__((target("sse4.2,pclmul"))) static inline uint64_t crc32c_fold_fini
 }
 
 /* n a multiple of 64, at least 64: the raw CRC after the run from raw state c. */
-__attribute__((target("sse4.2,pclmul"))) static uint32_t crc32c_pclmul(uint32_t c,
-                                                                       const unsigned char *p,
-                                                                       size_t n)
+__attribute__((target("sse4.2,pclmul"))) static uint32_t
+crc32c_pclmul(uint32_t c, const unsigned char *p, size_t n)
 {
     const __m128i *v = (const __m128i *)(const void *)p;
     __m128i x0 = _mm_xor_si128(_mm_loadu_si128(v), _mm_cvtsi32_si128((int)c));
@@ -190,8 +188,8 @@ __attribute__((target("sse4.2,pclmul,avx2,vpclmulqdq"))) static uint32_t
 crc32c_vpclmul(uint32_t c, const unsigned char *p, size_t n)
 {
     const __m256i *v = (const __m256i *)(const void *)p;
-    __m256i x0 = _mm256_xor_si256(_mm256_loadu_si256(v),
-                                  _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)c)));
+    __m256i x0 =
+        _mm256_xor_si256(_mm256_loadu_si256(v), _mm256_zextsi128_si256(_mm_cvtsi32_si128((int)c)));
     __m256i x1 = _mm256_loadu_si256(v + 1), x2 = _mm256_loadu_si256(v + 2);
     __m256i x3 = _mm256_loadu_si256(v + 3);
     __m256i k = _mm256_set_epi64x((long long)fold_k1024[1], (long long)fold_k1024[0],
@@ -202,8 +200,8 @@ crc32c_vpclmul(uint32_t c, const unsigned char *p, size_t n)
         x2 = crc32c_fold32(x2, k, _mm256_loadu_si256(v + 2));
         x3 = crc32c_fold32(x3, k, _mm256_loadu_si256(v + 3));
     }
-    k = _mm256_set_epi64x((long long)fold_k256[1], (long long)fold_k256[0],
-                          (long long)fold_k256[1], (long long)fold_k256[0]);
+    k = _mm256_set_epi64x((long long)fold_k256[1], (long long)fold_k256[0], (long long)fold_k256[1],
+                          (long long)fold_k256[0]);
     x1 = crc32c_fold32(x0, k, x1);
     x2 = crc32c_fold32(x1, k, x2);
     x3 = crc32c_fold32(x2, k, x3);

@@ -355,8 +355,7 @@ static bool xd_head_done(struct xdconn *c, size_t stop)
     bool has_len = p->content_length != ULLONG_MAX && !(p->flags & F_CHUNKED);
     if (!http_should_keep_alive(p))
         c->no_reuse = true;
-    if (c->status >= 200 && c->status < 300 && has_len &&
-        p->content_length < XREQ_RESERVE_MAX) {
+    if (c->status >= 200 && c->status < 300 && has_len && p->content_length < XREQ_RESERVE_MAX) {
         /* The parser stopped on the head's last byte (its final LF). */
         size_t start = stop + 1, extra = c->hlen > start ? c->hlen - start : 0;
         c->clen = p->content_length;
@@ -379,8 +378,7 @@ static bool xd_head_done(struct xdconn *c, size_t stop)
         memcpy(r->body, c->head + start, extra);
         c->got = extra;
         if (extra && r->on_data)
-            r->on_data(r->data_ctx, (unsigned char *)r->body, 0, (unsigned char *)r->body,
-                       extra);
+            r->on_data(r->data_ctx, (unsigned char *)r->body, 0, (unsigned char *)r->body, extra);
         return true;
     }
     /* Errors, redirects, chunked or unsized bodies: the parser reads them. */
@@ -442,8 +440,8 @@ static bool xd_read(struct xdconn *c)
         if (e != CURLE_OK || n == 0) {
             if (c->st == XD_HEAD && c->hlen == 0 && xd_resend(c))
                 return false;
-            const char *why = e == CURLE_OK ? "the server closed the connection"
-                                            : curl_easy_strerror(e);
+            const char *why =
+                e == CURLE_OK ? "the server closed the connection" : curl_easy_strerror(e);
             if (c->st == XD_BODY)
                 xd_fail(c, CURLE_PARTIAL_FILE, "%s at body offset %llu of %llu", why,
                         (unsigned long long)c->got, (unsigned long long)c->clen);
@@ -469,8 +467,7 @@ static bool xd_read(struct xdconn *c)
             }
         } else if (c->st == XD_BODY) {
             if (r->on_data)
-                r->on_data(r->data_ctx, (unsigned char *)r->body, c->got, (unsigned char *)dst,
-                           n);
+                r->on_data(r->data_ctx, (unsigned char *)r->body, c->got, (unsigned char *)dst, n);
             c->got += n;
         } else {
             size_t used = http_parser_execute(&c->p, &xd_settings, dst, n);
@@ -546,8 +543,8 @@ static void xd_on_event(void *ctx, int fd, unsigned events)
 static int xd_format(struct xdconn *c, struct xreq *r)
 {
     bool q = r->query[0] != '\0';
-    int n = snprintf(c->req, XD_REQ_MAX, "GET %s%s%s HTTP/1.1\r\n", r->path, q ? "?" : "",
-                     r->query);
+    int n =
+        snprintf(c->req, XD_REQ_MAX, "GET %s%s%s HTTP/1.1\r\n", r->path, q ? "?" : "", r->query);
     if (n < 0 || n >= XD_REQ_MAX)
         return -1;
     size_t len = (size_t)n;

@@ -75,14 +75,12 @@ static void large_and_unaligned(void)
     unsigned char *buf = malloc(max + 8);
     for (size_t i = 0; i < max + 8; i++)
         buf[i] = (unsigned char)(i * 2654435761u >> 13);
-    size_t lens[] = {0, 1, 7, 8, 767, 768, 769, 3 * 256 + 8, 24575, 24576, 24577, 24576 + 768,
-                     max};
+    size_t lens[] = {0, 1, 7, 8, 767, 768, 769, 3 * 256 + 8, 24575, 24576, 24577, 24576 + 768, max};
     for (size_t a = 0; a < 8; a += 3)
         for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
             uint32_t want = crc_ref(buf + a, lens[i]);
             if (crc32c_update(0, buf + a, lens[i]) != want)
-                TEST_FAIL_("length %zu at offset %zu: CRC differs from the reference", lens[i],
-                           a);
+                TEST_FAIL_("length %zu at offset %zu: CRC differs from the reference", lens[i], a);
         }
     /* Streaming in uneven pieces across the block boundaries. */
     uint32_t c = 0;
@@ -181,8 +179,8 @@ static void combine_random_splits(void)
     ASSERT(mem != NULL);
     for (size_t i = 0; i < max; i++)
         mem[i] = (unsigned char)(rng() >> 56);
-    size_t fixed[][2] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}, {0, 777}, {777, 0}, {1, 65536},
-                         {65536, 1}, {3, 8}, {8191, 8193}};
+    size_t fixed[][2] = {{0, 0},   {0, 1},     {1, 0},     {1, 1}, {0, 777},
+                         {777, 0}, {1, 65536}, {65536, 1}, {3, 8}, {8191, 8193}};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         size_t a = fixed[i][0], b = fixed[i][1];
         uint32_t ca = crc32c_update(0, mem, a), cb = crc32c_update(0, mem + a, b);

@@ -78,12 +78,12 @@ static void get_one(struct xport *x, const char *key, struct got *g)
 /* ---- the scripted server ------------------------------------------------------------ */
 
 struct answer {
-    char head[1024];     /* the head as written, "\r\n\r\n" included */
-    const void *body;    /* bytes after the head (chunk framing included when chunked) */
+    char head[1024];  /* the head as written, "\r\n\r\n" included */
+    const void *body; /* bytes after the head (chunk framing included when chunked) */
     size_t body_len;
-    size_t splits[8];    /* offsets into head + body at which a write ends (0: none) */
-    bool close_after;    /* close the connection once written */
-    int close_delay_ms;  /* ... this long after */
+    size_t splits[8];   /* offsets into head + body at which a write ends (0: none) */
+    bool close_after;   /* close the connection once written */
+    int close_delay_ms; /* ... this long after */
 };
 
 struct srv {
@@ -295,7 +295,9 @@ static void head_split_across_reads(void)
     /* The request on the wire is the signed GET libcurl would send. */
     ASSERT(strncmp(s.get_req, "GET /b/log/split-head HTTP/1.1\r\n", 32) == 0);
     ASSERT(strstr(s.get_req, "Authorization: AWS4-HMAC-SHA256 Credential=AKIDDIRECTTEST000001/"));
-    ASSERT(strstr(s.get_req, "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n"));
+    ASSERT(
+        strstr(s.get_req, "x-amz-content-sha256: "
+                          "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n"));
     ASSERT(strstr(s.get_req, "\r\nExpect") == NULL);
     got_free(x, &g);
     test_xport_free(x);
@@ -361,14 +363,16 @@ static void errors_with_xml(void)
     unsigned char *ok = test_body(ok_len, 3);
     struct answer an[6];
     memset(&an[1], 0, sizeof(an[1]) * 5);
-    snprintf(an[1].head, sizeof(an[1].head),
-             "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: %zu\r\n\r\n",
-             strlen(slow));
+    snprintf(
+        an[1].head, sizeof(an[1].head),
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: %zu\r\n\r\n",
+        strlen(slow));
     an[1].body = slow;
     an[1].body_len = strlen(slow);
     an[1].splits[0] = strlen(an[1].head) + 20;
-    snprintf(an[2].head, sizeof(an[2].head),
-             "HTTP/1.1 403 Forbidden\r\nx-amz-request-id: RID2\r\nTransfer-Encoding: chunked\r\n\r\n");
+    snprintf(
+        an[2].head, sizeof(an[2].head),
+        "HTTP/1.1 403 Forbidden\r\nx-amz-request-id: RID2\r\nTransfer-Encoding: chunked\r\n\r\n");
     an[2].body = chunked;
     an[2].body_len = strlen(chunked);
     an[2].splits[0] = strlen(an[2].head) + 3;
@@ -494,7 +498,7 @@ static void keep_alive_and_stale(void)
     check_ok(&g, body, len);
     got_free(x, &g);
     xport_stats_get(x, &st1);
-    ASSERT_UEQ(st1.reuses - st0.reuses, 3); /* k2, k4 and k5's first sending */
+    ASSERT_UEQ(st1.reuses - st0.reuses, 3);   /* k2, k4 and k5's first sending */
     ASSERT_UEQ(st1.resends - st0.resends, 1); /* k5, on a fresh connection */
     test_xport_free(x);
     srv_join(&s);
@@ -583,8 +587,9 @@ static void chunked_ok(void)
  * an empty one), a missing key is NOT_FOUND, a wrong secret is refused with the hint. */
 static void mock_signed(void)
 {
-    const char *args[] = {"--bucket", "commits", "--access-key", "AKIDDIRECTMOCK000001",
-                          "--secret-key", "direct-mock-secret", NULL};
+    const char *args[] = {
+        "--bucket",           "commits", "--access-key", "AKIDDIRECTMOCK000001", "--secret-key",
+        "direct-mock-secret", NULL};
     struct mockproc m;
     ASSERT_EQ(test_mock_start(&m, args), 0);
     struct s3c_config c;

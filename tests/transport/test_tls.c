@@ -129,8 +129,8 @@ static void sink(void *ctx, enum s3c_log_level level, const char *msg)
     snprintf(logbuf + l, sizeof(logbuf) - l, "%s\n", msg);
 }
 
-static void on_data(void *ctx, const unsigned char *body, uint64_t off,
-                    const unsigned char *piece, size_t n)
+static void on_data(void *ctx, const unsigned char *body, uint64_t off, const unsigned char *piece,
+                    size_t n)
 {
     (void)ctx, (void)body, (void)off, (void)piece, (void)n;
 }
