@@ -264,28 +264,11 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double median(const double *v, int n)
+/* v sorted into out (n <= 16): the median, least and most of a run's rounds. */
+static void sorted(const double *v, int n, double *out)
 {
-    double s[16];
-    memcpy(s, v, (size_t)n * sizeof(double));
-    qsort(s, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-static double min_of(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] < m ? v[i] : m;
-    return m;
-}
-
-static double max_of(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] > m ? v[i] : m;
-    return m;
+    memcpy(out, v, (size_t)n * sizeof(double));
+    qsort(out, (size_t)n, sizeof(double), cmp_double);
 }
 
 static long mock_get_count(void)
@@ -403,12 +386,15 @@ int main(int argc, char **argv)
             cpus[nr] = rr.cpu / ((double)obj_bytes / 1e9);
             wcpus[nr++] = wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0;
         }
+        double sr[16], sc[16], sw[16];
+        sorted(ratios, nr, sr);
+        sorted(cpus, nr, sc);
+        sorted(wcpus, nr, sw);
         if (nr > 1) /* each round's two clients run seconds apart, under whatever else runs */
             printf("{\"bench\":\"reader\",\"window\":%d,\"rounds\":%d,\"ratio_median\":%.3f,"
                    "\"ratio_min\":%.3f,\"ratio_max\":%.3f,\"cpu_s_per_gb_median\":%.3f,"
                    "\"wrk_cpu_s_per_gb_median\":%.3f}\n",
-                   windows[w], nr, median(ratios, nr), min_of(ratios, nr), max_of(ratios, nr),
-                   median(cpus, nr), median(wcpus, nr));
+                   windows[w], nr, sr[nr / 2], sr[0], sr[nr - 1], sc[nr / 2], sw[nr / 2]);
         fflush(stdout);
     }
     unlink(keys);

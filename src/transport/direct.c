@@ -232,16 +232,8 @@ static int xd_on_body(http_parser *p, const char *at, size_t len)
     size_t limit = ok ? XREQ_RESERVE_MAX : XREQ_ERRBODY_MAX;
     if (r->blen + len > limit)
         len = limit - r->blen;
-    if (r->blen + len + 1 > r->bcap) {
-        size_t cap = r->bcap ? r->bcap : 4096;
-        while (cap < r->blen + len + 1)
-            cap *= 2;
-        char *b = realloc(r->body, cap);
-        if (!b)
-            return 1; /* an error: the answer ends as out of memory */
-        r->body = b;
-        r->bcap = cap;
-    }
+    if (xreq_body_room(r, len) < 0)
+        return 1; /* an error: the answer ends as out of memory */
     memcpy(r->body + r->blen, at, len);
     r->blen += len;
     r->body[r->blen] = '\0';

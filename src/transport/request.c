@@ -142,6 +142,21 @@ void xport_give_body(struct xport *x, void *buf, size_t cap)
     free(buf);
 }
 
+int xreq_body_room(struct xreq *r, size_t n)
+{
+    if (r->blen + n + 1 <= r->bcap)
+        return 0;
+    size_t cap = r->bcap ? r->bcap : 4096;
+    while (cap < r->blen + n + 1)
+        cap *= 2;
+    char *b = realloc(r->body, cap);
+    if (!b)
+        return S3C_ENOMEM;
+    r->body = b;
+    r->bcap = cap;
+    return 0;
+}
+
 static size_t xreq_on_write(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct xreq *r = ud;
@@ -169,16 +184,8 @@ static size_t xreq_on_write(char *data, size_t size, size_t nmemb, void *ud)
                 return CURL_WRITEFUNC_ERROR;
         }
     }
-    if (r->blen + n + 1 > r->bcap) {
-        size_t cap = r->bcap ? r->bcap : 4096;
-        while (cap < r->blen + n + 1)
-            cap *= 2;
-        char *b = realloc(r->body, cap);
-        if (!b)
-            return CURL_WRITEFUNC_ERROR;
-        r->body = b;
-        r->bcap = cap;
-    }
+    if (xreq_body_room(r, n) < 0)
+        return CURL_WRITEFUNC_ERROR;
     memcpy(r->body + r->blen, data, n);
     r->blen += n;
     r->body[r->blen] = '\0';

@@ -172,6 +172,8 @@ int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
 /* Signs r (unless anonymous): its header lines and r->url, ready to send. */
 int xreq_sign(struct xport *x, struct xreq *r, const char *method,
               const struct xreq_sign_extra *sx);
+/* Room in r->body for n more bytes and a NUL (grown by doubling): 0 or S3C_ENOMEM. */
+int xreq_body_room(struct xreq *r, size_t n);
 /* A GET body buffer of at least need bytes: a spare one given back when one fits. */
 char *xreq_body_for(struct xport *x, size_t need, size_t *cap);
 /* Starts a request with no body (GET, HEAD, HeadBucket, LIST). */

@@ -250,6 +250,15 @@ static void answer_ok(struct answer *a, const void *body, size_t len, const char
     a->body_len = len;
 }
 
+/* The scripted server with the answers, and a transport pointed at it, warmed up. */
+static struct xport *srv_open(struct srv *s, struct answer *an, int n)
+{
+    srv_start(s, an, n);
+    struct xport *x = srv_xport(s);
+    ASSERT_EQ(xport_drain(x, 5000), 0);
+    return x;
+}
+
 static unsigned char *test_body(size_t len, uint64_t seed)
 {
     unsigned char *b = malloc(len ? len : 1);
@@ -276,28 +285,26 @@ static void check_ok(const struct got *g, const unsigned char *body, size_t len)
 /* The head in pieces of 7 bytes, the last one ending between the final CR and LF. */
 static void head_split_across_reads(void)
 {
-    struct answer an[2];
+    struct answer an[1];
     size_t len = 3000;
     unsigned char *body = test_body(len, 1);
-    answer_ok(&an[1], body, len, "\"0123456789abcdef0123456789abcdef\"");
-    size_t hl = strlen(an[1].head);
+    answer_ok(&an[0], body, len, "\"0123456789abcdef0123456789abcdef\"");
+    size_t hl = strlen(an[0].head);
     for (int k = 0; k < 7; k++)
-        an[1].splits[k] = (size_t)(k + 1) * 7;
-    an[1].splits[7] = hl - 1;
+        an[0].splits[k] = (size_t)(k + 1) * 7;
+    an[0].splits[7] = hl - 1;
     struct srv s;
-    srv_start(&s, an + 1, 2 - 1);
-    struct xport *x = srv_xport(&s);
+    struct xport *x = srv_open(&s, an, 1);
     struct got g;
-    ASSERT_EQ(xport_drain(x, 5000), 0);
     get_one(x, "log/split-head", &g);
     check_ok(&g, body, len);
     ASSERT_STR_EQ(g.etag, "\"0123456789abcdef0123456789abcdef\"");
     /* The request on the wire is the signed GET libcurl would send. */
     ASSERT(strncmp(s.get_req, "GET /b/log/split-head HTTP/1.1\r\n", 32) == 0);
     ASSERT(strstr(s.get_req, "Authorization: AWS4-HMAC-SHA256 Credential=AKIDDIRECTTEST000001/"));
-    ASSERT(
-        strstr(s.get_req, "x-amz-content-sha256: "
-                          "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n"));
+    ASSERT(strstr(s.get_req,
+                  "x-amz-content-sha256: "
+                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n"));
     ASSERT(strstr(s.get_req, "\r\nExpect") == NULL);
     got_free(x, &g);
     test_xport_free(x);
@@ -320,16 +327,14 @@ static void body_split_every_offset_class(void)
     }
     const size_t classes[] = {0, 1, 4095 - hl, 4096 - hl, 4097 - hl, 16384, len - 1, len};
     enum { N = sizeof(classes) / sizeof(classes[0]) };
-    struct answer an[N + 1];
+    struct answer an[N];
     for (int i = 0; i < N; i++) {
-        answer_ok(&an[i + 1], body, len, "\"e\"");
-        an[i + 1].splits[0] = hl + classes[i];
-        an[i + 1].splits[1] = hl + classes[i] + 1; /* one lone byte after it */
+        answer_ok(&an[i], body, len, "\"e\"");
+        an[i].splits[0] = hl + classes[i];
+        an[i].splits[1] = hl + classes[i] + 1; /* one lone byte after it */
     }
     struct srv s;
-    srv_start(&s, an + 1, N + 1 - 1);
-    struct xport *x = srv_xport(&s);
-    ASSERT_EQ(xport_drain(x, 5000), 0);
+    struct xport *x = srv_open(&s, an, N);
     for (int i = 0; i < N; i++) {
         struct got g;
         get_one(x, "log/split-body", &g);
@@ -361,34 +366,32 @@ static void errors_with_xml(void)
              denied, strlen(denied) - 10, denied + 10);
     size_t ok_len = 777;
     unsigned char *ok = test_body(ok_len, 3);
-    struct answer an[6];
-    memset(&an[1], 0, sizeof(an[1]) * 5);
+    struct answer an[5];
+    memset(&an[0], 0, sizeof(an[0]) * 5);
     snprintf(
-        an[1].head, sizeof(an[1].head),
+        an[0].head, sizeof(an[0].head),
         "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: %zu\r\n\r\n",
         strlen(slow));
-    an[1].body = slow;
-    an[1].body_len = strlen(slow);
-    an[1].splits[0] = strlen(an[1].head) + 20;
+    an[0].body = slow;
+    an[0].body_len = strlen(slow);
+    an[0].splits[0] = strlen(an[0].head) + 20;
     snprintf(
-        an[2].head, sizeof(an[2].head),
+        an[1].head, sizeof(an[1].head),
         "HTTP/1.1 403 Forbidden\r\nx-amz-request-id: RID2\r\nTransfer-Encoding: chunked\r\n\r\n");
-    an[2].body = chunked;
-    an[2].body_len = strlen(chunked);
-    an[2].splits[0] = strlen(an[2].head) + 3;
-    snprintf(an[3].head, sizeof(an[3].head),
+    an[1].body = chunked;
+    an[1].body_len = strlen(chunked);
+    an[1].splits[0] = strlen(an[1].head) + 3;
+    snprintf(an[2].head, sizeof(an[2].head),
              "HTTP/1.1 404 Not Found\r\nContent-Length: %zu\r\n\r\n", strlen(nokey));
-    an[3].body = nokey;
-    an[3].body_len = strlen(nokey);
-    snprintf(an[4].head, sizeof(an[4].head),
+    an[2].body = nokey;
+    an[2].body_len = strlen(nokey);
+    snprintf(an[3].head, sizeof(an[3].head),
              "HTTP/1.1 301 Moved Permanently\r\nContent-Length: %zu\r\n\r\n", strlen(moved));
-    an[4].body = moved;
-    an[4].body_len = strlen(moved);
-    answer_ok(&an[5], ok, ok_len, "\"ok\"");
+    an[3].body = moved;
+    an[3].body_len = strlen(moved);
+    answer_ok(&an[4], ok, ok_len, "\"ok\"");
     struct srv s;
-    srv_start(&s, an + 1, 6 - 1);
-    struct xport *x = srv_xport(&s);
-    ASSERT_EQ(xport_drain(x, 5000), 0);
+    struct xport *x = srv_open(&s, an, 5);
     struct got g;
 
     get_one(x, "log/slow", &g);
@@ -432,15 +435,13 @@ static void close_mid_body(void)
 {
     size_t len = 100000;
     unsigned char *body = test_body(len, 4);
-    struct answer an[3];
+    struct answer an[2];
+    answer_ok(&an[0], body, len, "\"e\"");
+    an[0].body_len = 5000; /* Content-Length still says 100000 */
+    an[0].close_after = true;
     answer_ok(&an[1], body, len, "\"e\"");
-    an[1].body_len = 5000; /* Content-Length still says 100000 */
-    an[1].close_after = true;
-    answer_ok(&an[2], body, len, "\"e\"");
     struct srv s;
-    srv_start(&s, an + 1, 3 - 1);
-    struct xport *x = srv_xport(&s);
-    ASSERT_EQ(xport_drain(x, 5000), 0);
+    struct xport *x = srv_open(&s, an, 2);
     struct got g;
     get_one(x, "log/cut", &g);
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
@@ -465,16 +466,14 @@ static void keep_alive_and_stale(void)
 {
     size_t len = 5000;
     unsigned char *body = test_body(len, 5);
-    struct answer an[6];
-    for (int i = 1; i < 6; i++)
+    struct answer an[5];
+    for (int i = 0; i < 5; i++)
         answer_ok(&an[i], body, len, "\"k\"");
-    an[2].close_after = true; /* after the second GET */
-    an[4].close_after = true; /* after the fourth, once the client has gone idle */
-    an[4].close_delay_ms = 50;
+    an[1].close_after = true; /* after the second GET */
+    an[3].close_after = true; /* after the fourth, once the client has gone idle */
+    an[3].close_delay_ms = 50;
     struct srv s;
-    srv_start(&s, an + 1, 6 - 1);
-    struct xport *x = srv_xport(&s);
-    ASSERT_EQ(xport_drain(x, 5000), 0);
+    struct xport *x = srv_open(&s, an, 5);
     struct xport_stats st0, st1;
     xport_stats_get(x, &st0);
     struct got g;
@@ -514,17 +513,15 @@ static void content_length_mismatch(void)
 {
     size_t len = 1000;
     unsigned char *body = test_body(len + 10, 6);
-    struct answer an[4];
+    struct answer an[3];
+    answer_ok(&an[0], body, len, "\"m\"");
+    an[0].body_len = len + 10; /* 10 bytes nobody asked for */
     answer_ok(&an[1], body, len, "\"m\"");
-    an[1].body_len = len + 10; /* 10 bytes nobody asked for */
-    answer_ok(&an[2], body, len, "\"m\"");
-    answer_ok(&an[3], body, len + 10, "\"m\"");
-    an[3].body_len = len; /* says 1010, sends 1000, closes */
-    an[3].close_after = true;
+    answer_ok(&an[2], body, len + 10, "\"m\"");
+    an[2].body_len = len; /* says 1010, sends 1000, closes */
+    an[2].close_after = true;
     struct srv s;
-    srv_start(&s, an + 1, 4 - 1);
-    struct xport *x = srv_xport(&s);
-    ASSERT_EQ(xport_drain(x, 5000), 0);
+    struct xport *x = srv_open(&s, an, 3);
     struct got g;
     get_one(x, "log/long", &g);
     check_ok(&g, body, len);
@@ -560,18 +557,16 @@ static void chunked_ok(void)
         n += 2;
     }
     n += (size_t)snprintf(framed + n, cap - n, "0\r\n\r\n");
-    struct answer an[2];
-    memset(&an[1], 0, sizeof(an[1]));
-    snprintf(an[1].head, sizeof(an[1].head),
+    struct answer an[1];
+    memset(&an[0], 0, sizeof(an[0]));
+    snprintf(an[0].head, sizeof(an[0].head),
              "HTTP/1.1 200 OK\r\nETag: \"c\"\r\nTransfer-Encoding: chunked\r\n\r\n");
-    an[1].body = framed;
-    an[1].body_len = n;
-    an[1].splits[0] = strlen(an[1].head) + 2;
-    an[1].splits[1] = strlen(an[1].head) + 3000;
+    an[0].body = framed;
+    an[0].body_len = n;
+    an[0].splits[0] = strlen(an[0].head) + 2;
+    an[0].splits[1] = strlen(an[0].head) + 3000;
     struct srv s;
-    srv_start(&s, an + 1, 2 - 1);
-    struct xport *x = srv_xport(&s);
-    ASSERT_EQ(xport_drain(x, 5000), 0);
+    struct xport *x = srv_open(&s, an, 1);
     struct got g;
     get_one(x, "log/chunked", &g);
     check_ok(&g, body, len);
