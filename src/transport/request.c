@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "common/clock.h"
@@ -112,6 +113,18 @@ char *xreq_body_for(struct xport *x, size_t need, size_t *cap)
             x->spare_body[i] = x->spare_body[x->nspare];
             x->spare_cap[i] = x->spare_cap[x->nspare];
             return b;
+        }
+    }
+    if (need >= XREQ_HUGE_BODY) {
+        /* Whole huge pages: the kernel's copy out of the socket into a body (a reader's
+         * largest cost) takes ~10% less CPU than into 4 KiB pages (docs/programs.md,
+         * "Reader throughput"), for up to twice the memory of a body just over 1 MiB. */
+        size_t sz = (need + XREQ_HUGE_PAGE - 1) & ~(size_t)(XREQ_HUGE_PAGE - 1);
+        void *m = NULL;
+        if (posix_memalign(&m, XREQ_HUGE_PAGE, sz) == 0) {
+            (void)madvise(m, sz, MADV_HUGEPAGE); /* a hint: without it, plain pages */
+            *cap = sz;
+            return m;
         }
     }
     char *b = malloc(need);

@@ -28,6 +28,8 @@
 #define XREQ_RESERVE_MAX (1ull << 30) /* a larger Content-Length is not believed up front */
 #define XPORT_SPARE_BODIES 16          /* GET body buffers kept for reuse (xport_give_body) */
 #define XPORT_SPARE_BODY_MAX (64u << 20) /* larger ones are freed when given back */
+#define XREQ_HUGE_BODY (1u << 20)        /* GET bodies this large go in huge pages */
+#define XREQ_HUGE_PAGE (2u << 20)
 #define XPORT_KEY_MAX 1024            /* S3's limit on key length */
 /* libcurl's upload buffer. libcurl copies the body into it (it has no zero-copy upload)
  * and the kernel copies it out again, so it is kept small enough to stay in L2 between
