@@ -223,15 +223,14 @@ static int xd_on_headers_complete(http_parser *p)
     return 0;
 }
 
-/* A slow body's bytes: a 2xx's kept whole (and fed), an error document's up to its limit. */
+/* A slow body's bytes: a 2xx's kept whole (and fed), an error document's up to 64 KiB. */
 static int xd_on_body(http_parser *p, const char *at, size_t len)
 {
     struct xdconn *c = p->data;
     struct xreq *r = c->r;
     bool ok = c->status >= 200 && c->status < 300;
-    size_t limit = ok ? XREQ_RESERVE_MAX : XREQ_ERRBODY_MAX;
-    if (r->blen + len > limit)
-        len = limit - r->blen;
+    if (!ok && r->blen + len > XREQ_ERRBODY_MAX) /* of an error document, what fits */
+        len = XREQ_ERRBODY_MAX - r->blen;
     if (xreq_body_room(r, len) < 0)
         return 1; /* an error: the answer ends as out of memory */
     memcpy(r->body + r->blen, at, len);
