@@ -44,6 +44,8 @@ struct xdconn {
     int fd;
     struct loop_watch w;
     struct loop_timer timer; /* the request's request_timeout_ms */
+    struct loop_timer speed; /* every low_speed_time_ms: enough bytes since the last look? */
+    uint64_t rx, rx_mark;    /* bytes received for the request; at the last look */
     enum xd_state st;
     struct xreq *r; /* the GET on this connection, NULL when idle */
     int answers;    /* answers read to their end on it (> 0: it is being reused) */
@@ -72,6 +74,7 @@ static void xd_on_event(void *ctx, int fd, unsigned events);
 /* ---- connections -------------------------------------------------------------------- */
 
 static void xd_on_timeout(void *ctx);
+static void xd_on_speed(void *ctx);
 
 /* Opens a connection with libcurl (blocking for the connect and TLS handshake, bounded by
  * s3.connect_timeout_ms). NULL with *cc and errbuf set when it cannot. */
@@ -120,6 +123,7 @@ static struct xdconn *xd_conn_open(struct xport *x, int *cc, char *errbuf)
     c->fd = fd;
     c->w = (struct loop_watch){.fd = fd, .cb = xd_on_event, .ctx = c};
     c->timer = (struct loop_timer){.cb = xd_on_timeout, .ctx = c};
+    c->speed = (struct loop_timer){.cb = xd_on_speed, .ctx = c};
     c->next_all = x->direct->all;
     x->direct->all = c;
     x->direct->nconn++;
@@ -154,6 +158,7 @@ static void xd_conn_close(struct xdconn *c)
     c->x->pool.pol.closes++;
     loop_watch_del(c->x->loop, &c->w);
     loop_timer_disarm(c->x->loop, &c->timer);
+    loop_timer_disarm(c->x->loop, &c->speed);
     curl_easy_cleanup(c->easy); /* closes the socket */
     free(c->req);
     free(c);
@@ -272,6 +277,7 @@ static void xd_finish(struct xdconn *c, int cc)
     int64_t clen = c->st == XD_BODY ? (int64_t)c->clen : -1;
     c->r = NULL;
     loop_timer_disarm(x->loop, &c->timer);
+    loop_timer_disarm(x->loop, &c->speed);
     x->requests++;
     x->bytes_sent += c->req_off;
     x->bytes_received += c->hlen + r->blen;
@@ -311,6 +317,28 @@ static void xd_on_timeout(void *ctx)
             (unsigned long long)(c->st == XD_BODY ? c->got : c->r->blen));
 }
 
+/* libcurl's low-speed limit: fewer than s3.low_speed_limit_bytes per second over a whole
+ * s3.low_speed_time_ms ends the request as a timeout (retryable), at whatever offset. */
+static void xd_on_speed(void *ctx)
+{
+    struct xdconn *c = ctx;
+    const struct cfg_s3 *s3 = &c->x->cfg.s3;
+    if (!c->r)
+        return;
+    uint64_t want = (uint64_t)s3->low_speed_limit_bytes * (uint64_t)s3->low_speed_time_ms / 1000;
+    if (c->rx - c->rx_mark < want) {
+        xd_fail(c, CURLE_OPERATION_TIMEDOUT,
+                "under s3.low_speed_limit_bytes (%d bytes/s) for s3.low_speed_time_ms (%d ms); "
+                "%llu body bytes received",
+                s3->low_speed_limit_bytes, s3->low_speed_time_ms,
+                (unsigned long long)(c->st == XD_BODY ? c->got : c->r->blen));
+        return;
+    }
+    c->rx_mark = c->rx;
+    loop_timer_arm(c->x->loop, &c->speed,
+                   s3c__now_ns() + (uint64_t)s3->low_speed_time_ms * 1000000u);
+}
+
 /* A reused connection that the server had closed before this request reached it: the
  * request is sent again on a fresh one, once, as libcurl does. */
 static bool xd_resend(struct xdconn *c)
@@ -320,8 +348,7 @@ static bool xd_resend(struct xdconn *c)
     if (c->answers == 0 || c->hlen > 0 || r->sends > 1)
         return false;
     c->r = NULL;
-    loop_timer_disarm(x->loop, &c->timer);
-    xd_conn_close(c);
+    xd_conn_close(c); /* its timers too */
     x->resends++;
     int cc;
     struct xdconn *n = xd_conn_open(x, &cc, r->errbuf);
@@ -443,6 +470,7 @@ static bool xd_read(struct xdconn *c)
                 xd_fail(c, CURLE_PARTIAL_FILE, "%s at body offset %zu", why, r->blen);
             return false;
         }
+        c->rx += n;
         if (c->st == XD_HEAD) {
             size_t at = c->hlen;
             c->hlen += n;
@@ -575,6 +603,10 @@ static void xd_start(struct xdconn *c, struct xreq *r)
     c->p.data = c;
     loop_timer_arm(x->loop, &c->timer,
                    r->start_ns + (uint64_t)x->cfg.s3.request_timeout_ms * 1000000u);
+    c->rx = c->rx_mark = 0;
+    if (x->cfg.s3.low_speed_limit_bytes > 0 && x->cfg.s3.low_speed_time_ms > 0)
+        loop_timer_arm(x->loop, &c->speed,
+                       s3c__now_ns() + (uint64_t)x->cfg.s3.low_speed_time_ms * 1000000u);
     if (xd_format(c, r) < 0) {
         xd_fail(c, CURLE_URL_MALFORMAT, "the request does not fit in %d bytes", XD_REQ_MAX);
         return;

@@ -84,6 +84,7 @@ struct answer {
     size_t splits[8];   /* offsets into head + body at which a write ends (0: none) */
     bool close_after;   /* close the connection once written */
     int close_delay_ms; /* ... this long after */
+    int stall_ms;       /* a pause after the first piece */
 };
 
 struct srv {
@@ -92,6 +93,7 @@ struct srv {
     struct answer *answers;
     int nanswers;
     int accepts, requests; /* connections that carried GETs, GETs; read after the join */
+    int low_speed_ms;      /* s3.low_speed_time_ms for the transport (0: the default) */
     char req[8192];        /* the request being read */
     char get_req[8192];    /* the last GET's head */
 };
@@ -139,6 +141,8 @@ static void srv_answer(struct srv *s, int fd, const struct answer *a)
             at = end;
             if (at < total)
                 usleep(3000); /* the client reads this piece before the next is sent */
+            if (at < total && k == 0 && a->stall_ms)
+                usleep((useconds_t)a->stall_ms * 1000);
         }
     }
     free(all);
@@ -203,7 +207,9 @@ static void *srv_main(void *arg)
 
 static void srv_start(struct srv *s, struct answer *answers, int n)
 {
+    int low_speed_ms = s->low_speed_ms;
     memset(s, 0, sizeof(*s));
+    s->low_speed_ms = low_speed_ms;
     s->answers = answers;
     s->nanswers = n;
     s->lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -234,6 +240,8 @@ static struct xport *srv_xport(const struct srv *s)
     snprintf(c.s3.secret_access_key, sizeof(c.s3.secret_access_key), "direct-test-secret");
     c.persistence.target_pool_size = 1;
     c.s3.request_timeout_ms = 10000;
+    if (s->low_speed_ms)
+        c.s3.low_speed_time_ms = s->low_speed_ms;
     struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     return x;
@@ -539,6 +547,35 @@ static void content_length_mismatch(void)
     free(body);
 }
 
+/* A body that stops coming: under s3.low_speed_limit_bytes (1024/s) for
+ * s3.low_speed_time_ms (1 s) ends the GET as a retryable timeout, naming the offset, well
+ * before the request timeout (10 s). */
+static void low_speed_limit(void)
+{
+    size_t len = 100000;
+    unsigned char *body = test_body(len, 9);
+    struct answer an[1];
+    answer_ok(&an[0], body, len, "\"s\"");
+    an[0].splits[0] = strlen(an[0].head) + 5000;
+    an[0].stall_ms = 3000;
+    struct srv s = {.low_speed_ms = 1000};
+    struct xport *x = srv_open(&s, an, 1);
+    struct got g;
+    uint64_t t0 = test_now_ms_();
+    get_one(x, "log/stall", &g);
+    uint64_t took = test_now_ms_() - t0;
+    ASSERT_EQ(g.cls, XPORT_RETRYABLE);
+    ASSERT_EQ(g.fail, XPORT_FAIL_TIMEOUT);
+    ASSERT(strstr(g.error, "GET log/stall: "));
+    ASSERT(strstr(g.error, "s3.low_speed_limit_bytes"));
+    ASSERT(strstr(g.error, "5000 body bytes received"));
+    ASSERT_GE(took, 1000);
+    ASSERT_LT(took, 2900);
+    test_xport_free(x);
+    srv_join(&s);
+    free(body);
+}
+
 /* A 2xx without Content-Length (chunked) is read through the parser, fed as it lands. */
 static void chunked_ok(void)
 {
@@ -647,6 +684,7 @@ int main(void)
     RUN(keep_alive_and_stale);
     RUN(content_length_mismatch);
     RUN(chunked_ok);
+    RUN(low_speed_limit);
     RUN(mock_signed);
     return 0;
 }
