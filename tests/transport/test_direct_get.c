@@ -267,6 +267,13 @@ static struct xport *srv_open(struct srv *s, struct answer *an, int n)
     return x;
 }
 
+/* The transport closed (its connections with it), then the server's thread joined. */
+static void srv_close(struct srv *s, struct xport *x)
+{
+    test_xport_free(x);
+    srv_join(s);
+}
+
 static unsigned char *test_body(size_t len, uint64_t seed)
 {
     unsigned char *b = malloc(len ? len : 1);
@@ -315,8 +322,7 @@ static void head_split_across_reads(void)
                   "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\r\n"));
     ASSERT(strstr(s.get_req, "\r\nExpect") == NULL);
     got_free(x, &g);
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     free(body);
 }
 
@@ -349,8 +355,7 @@ static void body_split_every_offset_class(void)
         check_ok(&g, body, len);
         got_free(x, &g);
     }
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     ASSERT_EQ(s.accepts, 1); /* one connection for every GET: kept alive */
     ASSERT_EQ(s.requests, N);
     free(body);
@@ -431,8 +436,7 @@ static void errors_with_xml(void)
     get_one(x, "log/ok", &g);
     check_ok(&g, ok, ok_len);
     got_free(x, &g);
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     ASSERT_EQ(s.accepts, 1); /* every answer was read to its end: one connection for all */
     free(ok);
 }
@@ -460,8 +464,7 @@ static void close_mid_body(void)
     get_one(x, "log/whole", &g);
     check_ok(&g, body, len);
     got_free(x, &g);
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     ASSERT_EQ(s.accepts, 2);
     free(body);
 }
@@ -507,8 +510,7 @@ static void keep_alive_and_stale(void)
     xport_stats_get(x, &st1);
     ASSERT_UEQ(st1.reuses - st0.reuses, 3);   /* k2, k4 and k5's first sending */
     ASSERT_UEQ(st1.resends - st0.resends, 1); /* k5, on a fresh connection */
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     ASSERT_EQ(s.accepts, 3);
     ASSERT_EQ(s.requests, 5);
     free(body);
@@ -541,8 +543,7 @@ static void content_length_mismatch(void)
     ASSERT_EQ(g.cls, XPORT_RETRYABLE);
     ASSERT(strstr(g.error, "GET log/short: "));
     ASSERT(strstr(g.error, "at body offset 1000 of 1010"));
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     ASSERT_EQ(s.accepts, 2); /* "long", then a fresh one for "next" and "short" */
     free(body);
 }
@@ -571,8 +572,7 @@ static void low_speed_limit(void)
     ASSERT(strstr(g.error, "5000 body bytes received"));
     ASSERT_GE(took, 1000);
     ASSERT_LT(took, 2900);
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     free(body);
 }
 
@@ -609,8 +609,7 @@ static void chunked_ok(void)
     check_ok(&g, body, len);
     ASSERT_STR_EQ(g.etag, "\"c\"");
     got_free(x, &g);
-    test_xport_free(x);
-    srv_join(&s);
+    srv_close(&s, x);
     free(framed);
     free(body);
 }
