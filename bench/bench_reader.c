@@ -3,7 +3,8 @@
  * of a long log takes.
  *
  * 1. A stage writes --gb GiB (default 1) of 4 KiB commits into 1 MiB objects.
- * 2. The reader reads it all with window 8 and 16: MB/s of payload and of objects,
+ * 2. The reader reads it all with window 8 and 16, --rounds times (3) each, alternating
+ *    with wrk, and a median line per window: MB/s of payload and of objects,
  *    commits/s; wrk (one thread, as many connections as the window) GETs the same objects
  *    for as long, cycling over their keys: its MB/s and the ratio (reader / wrk, on object
  *    bytes; target >= 0.9), and CPU seconds per GB of the reader, of wrk and of the mock
@@ -18,6 +19,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +216,19 @@ static double bench_wrk(const char *script, const char *keys_file, int conns, in
     return us > 0 ? bytes / (us / 1e6) / 1e6 : -1;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* v sorted into out (n <= 16): the median, least and most of a run's rounds. */
+static void sorted(const double *v, int n, double *out)
+{
+    memcpy(out, v, (size_t)n * sizeof(double));
+    qsort(out, (size_t)n, sizeof(double), cmp_double);
+}
+
 static long mock_get_count(void)
 {
     static char out[65536];
@@ -231,18 +246,22 @@ int main(int argc, char **argv)
 {
     double gb = 1.0;
     long seek_objects = 100000;
+    int rounds = 3;
+    bool bad = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--gb") == 0 && i + 1 < argc)
             gb = atof(argv[++i]);
         else if (strcmp(argv[i], "--seek-objects") == 0 && i + 1 < argc)
             seek_objects = atol(argv[++i]);
-        else {
-            fprintf(stderr, "usage: bench-reader [--gb 0.01..8] [--seek-objects 1000..1000000]\n");
-            return 2;
-        }
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else
+            bad = true;
     }
-    if (gb < 0.01 || gb > 8 || seek_objects < 1000 || seek_objects > 1000000) {
-        fprintf(stderr, "usage: bench-reader [--gb 0.01..8] [--seek-objects 1000..1000000]\n");
+    if (bad || gb < 0.01 || gb > 8 || seek_objects < 1000 || seek_objects > 1000000 || rounds < 1 ||
+        rounds > 16) {
+        fprintf(stderr, "usage: bench-reader [--gb 0.01..8] [--seek-objects 1000..1000000] "
+                        "[--rounds 1..16]\n");
         return 2;
     }
     char exe[4096], mockbin[4200], script[4200], keys[256];
@@ -287,37 +306,54 @@ int main(int argc, char **argv)
     /* 2. Read it all, window 8 and 16; wrk with as many connections, for as long. */
     const int windows[] = {8, 16};
     for (int w = 0; w < 2; w++) {
-        struct read_result rr = bench_read("big/", windows[w]);
-        if (rr.rc || rr.commits != commits) {
-            fprintf(stderr, "bench-reader: read %" PRIu64 " of %" PRIu64 " commits\n", rr.commits,
-                    commits);
-            fail = 1;
-            continue;
+        double ratios[16], cpus[16], wcpus[16];
+        int nr = 0;
+        for (int round = 0; round < rounds; round++) {
+            struct read_result rr = bench_read("big/", windows[w]);
+            if (rr.rc || rr.commits != commits) {
+                fprintf(stderr, "bench-reader: read %" PRIu64 " of %" PRIu64 " commits\n",
+                        rr.commits, commits);
+                fail = 1;
+                continue;
+            }
+            int secs = (int)(rr.seconds + 0.999);
+            secs = secs < 3 ? 3 : secs > 60 ? 60 : secs;
+            long wrk_err = 0;
+            double wm0 = mock_cpu_s();
+            double wmb = bench_wrk(script, keys, windows[w], secs, &wrk_err);
+            double wmock = mock_cpu_s() - wm0;
+            double omb = (double)obj_bytes / rr.seconds / 1e6;
+            printf("{\"bench\":\"reader\",\"window\":%d,\"round\":%d,\"commits\":%" PRIu64
+                   ",\"objects\":%" PRIu64 ",\"gets\":%" PRIu64
+                   ",\"seconds\":%.2f,\"cpu_s\":%.2f,\"mb_per_s\":%.1f,\"object_mb_per_s\":%.1f,"
+                   "\"commits_per_s\":%.0f,\"wrk_threads\":1,\"wrk_connections\":%d,"
+                   "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld,"
+                   "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f,\"mock_cpu_s_per_gb\":%.3f,"
+                   "\"wrk_mock_cpu_s_per_gb\":%.3f}\n",
+                   windows[w], round + 1, rr.commits, rr.objects, rr.gets, rr.seconds, rr.cpu,
+                   (double)rr.bytes / rr.seconds / 1e6, omb, (double)rr.commits / rr.seconds,
+                   windows[w], secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err,
+                   rr.cpu / ((double)obj_bytes / 1e9),
+                   wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0,
+                   rr.mock_cpu / ((double)obj_bytes / 1e9),
+                   wrk_bytes > 0 ? wmock / (wrk_bytes / 1e9) : 0);
+            fflush(stdout);
+            if (wmb <= 0 || wrk_err)
+                fail = 1;
+            ratios[nr] = wmb > 0 ? omb / wmb : 0;
+            cpus[nr] = rr.cpu / ((double)obj_bytes / 1e9);
+            wcpus[nr++] = wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0;
         }
-        int secs = (int)(rr.seconds + 0.999);
-        secs = secs < 3 ? 3 : secs > 60 ? 60 : secs;
-        long wrk_err = 0;
-        double wm0 = mock_cpu_s();
-        double wmb = bench_wrk(script, keys, windows[w], secs, &wrk_err);
-        double wmock = mock_cpu_s() - wm0;
-        double omb = (double)obj_bytes / rr.seconds / 1e6;
-        printf("{\"bench\":\"reader\",\"window\":%d,\"commits\":%" PRIu64 ",\"objects\":%" PRIu64
-               ",\"gets\":%" PRIu64
-               ",\"seconds\":%.2f,\"cpu_s\":%.2f,\"mb_per_s\":%.1f,\"object_mb_per_s\":%.1f,"
-               "\"commits_per_s\":%.0f,\"wrk_threads\":1,\"wrk_connections\":%d,"
-               "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld,"
-               "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f,\"mock_cpu_s_per_gb\":%.3f,"
-               "\"wrk_mock_cpu_s_per_gb\":%.3f}\n",
-               windows[w], rr.commits, rr.objects, rr.gets, rr.seconds, rr.cpu,
-               (double)rr.bytes / rr.seconds / 1e6, omb, (double)rr.commits / rr.seconds,
-               windows[w], secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err,
-               rr.cpu / ((double)obj_bytes / 1e9),
-               wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0,
-               rr.mock_cpu / ((double)obj_bytes / 1e9),
-               wrk_bytes > 0 ? wmock / (wrk_bytes / 1e9) : 0);
+        double sr[16], sc[16], sw[16];
+        sorted(ratios, nr, sr);
+        sorted(cpus, nr, sc);
+        sorted(wcpus, nr, sw);
+        if (nr > 1) /* each round's two clients run seconds apart, under whatever else runs */
+            printf("{\"bench\":\"reader\",\"window\":%d,\"rounds\":%d,\"ratio_median\":%.3f,"
+                   "\"ratio_min\":%.3f,\"ratio_max\":%.3f,\"cpu_s_per_gb_median\":%.3f,"
+                   "\"wrk_cpu_s_per_gb_median\":%.3f}\n",
+                   windows[w], nr, sr[nr / 2], sr[0], sr[nr - 1], sc[nr / 2], sw[nr / 2]);
         fflush(stdout);
-        if (wmb <= 0 || wrk_err)
-            fail = 1;
     }
     unlink(keys);
 

@@ -157,7 +157,6 @@ static void answer_check_store(struct xport *x, const char *reqid)
 
 static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
 {
-    struct xport_result res;
     long status = 0, nconn = 0;
     curl_off_t up = 0, down = 0, clen = -1;
 
@@ -173,7 +172,12 @@ static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
     x->bytes_sent += (uint64_t)(up > 0 ? up : 0);
     x->bytes_received += (uint64_t)(down > 0 ? down : 0);
     pool_on_done(&x->pool.pol, status > 0 && nconn == 0);
+    xport__answer(x, r, (int)cc, status, clen);
+}
 
+void xport__answer(struct xport *x, struct xreq *r, int cc, long status, int64_t clen)
+{
+    struct xport_result res;
     memset(&res, 0, sizeof(res));
     memset(&r->s3e, 0, sizeof(r->s3e));
     if (status >= 300 && r->blen > 0) {
@@ -183,8 +187,8 @@ static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
         xport__one_line(r->s3e.request_id);
     }
     res.http_status = status;
-    res.fail = xport_fail_of((int)cc);
-    res.cls = xport_classify(r->op, (int)cc, status, r->s3e.code);
+    res.fail = xport_fail_of(cc);
+    res.cls = xport_classify(r->op, cc, status, r->s3e.code);
     res.s3_code = r->s3e.code;
     res.s3_message = r->s3e.message;
     res.request_id = r->reqid[0] ? r->reqid : r->s3e.request_id;
@@ -215,7 +219,7 @@ static void answer_finish(struct xport *x, struct xreq *r, CURLcode cc)
                      "ListObjectsV2 answer is not a ListBucketResult document");
         }
     }
-    answer_format_error(r, &res, (int)cc);
+    answer_format_error(r, &res, cc);
     if (res.cls == XPORT_RETRYABLE && res.http_status == 200 && r->op == XPORT_OP_LIST)
         snprintf(r->errline, sizeof(r->errline), "LIST %s: %s", x->cfg.s3.bucket, r->s3e.message);
     res.error = r->errline;

@@ -256,6 +256,7 @@ void xport_free(struct xport *x)
     if (!x)
         return;
     x->closing = true;
+    xport__direct_free(x);
     pool_stop(&x->pool);
     for (struct xreq *r = x->all_reqs; r; r = r->next_all) {
         if (r->active) {

@@ -116,6 +116,14 @@ typedef void (*xport_data_fn)(void *ctx, const unsigned char *body, uint64_t off
  * caller's next GET starts again from byte 0). Returns as xport_get. */
 int xport_get_fed(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
                   xport_done_fn done, void *ctx);
+/* xport_get_fed with the body received by recv() straight into the buffer it is handed
+ * over in (libcurl copies it out of its own receive buffer first): the same signed
+ * request, sent on a connection libcurl opened (CURLOPT_CONNECT_ONLY) and the transport
+ * reads itself, kept alive between GETs; the same results, error lines and classes.
+ * Connections are opened on first use, blocking the loop for the connect (docs/transport.md,
+ * "Direct GETs"); at most target_pool_size, further GETs wait for one. */
+int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
+                     xport_done_fn done, void *ctx);
 int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx);
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx);
 /* ListObjectsV2 of the bucket: prefix, start_after, continuation token (each NULL or ""

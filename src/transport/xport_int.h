@@ -28,6 +28,8 @@
 #define XREQ_RESERVE_MAX (1ull << 30) /* a larger Content-Length is not believed up front */
 #define XPORT_SPARE_BODIES 16          /* GET body buffers kept for reuse (xport_give_body) */
 #define XPORT_SPARE_BODY_MAX (64u << 20) /* larger ones are freed when given back */
+#define XREQ_HUGE_BODY (1u << 20)        /* GET bodies this large go in huge pages */
+#define XREQ_HUGE_PAGE (2u << 20)
 #define XPORT_KEY_MAX 1024            /* S3's limit on key length */
 /* libcurl's upload buffer. libcurl copies the body into it (it has no zero-copy upload)
  * and the kernel copies it out again, so it is kept small enough to stay in L2 between
@@ -139,10 +141,14 @@ struct xport {
 
     /* GET body buffers given back for later GETs to receive into: reused memory, where a
      * fresh malloc of a large buffer costs page faults on every byte's first write. */
+    struct xdirect *direct; /* direct.c's connections (xport_get_direct), NULL until used */
     void *spare_body[XPORT_SPARE_BODIES];
     size_t spare_cap[XPORT_SPARE_BODIES];
     int nspare;
 };
+
+/* direct.c: closes its connections and drops queued GETs without callbacks. */
+void xport__direct_free(struct xport *x);
 
 /* url.c */
 int xport__parse_endpoint(struct xport *x, char *err, size_t errlen);
@@ -171,6 +177,13 @@ struct xreq_sign_extra {
 /* Signs r (unless anonymous), hands it to libcurl and counts it with the pool. */
 int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
                         const struct xreq_sign_extra *sx);
+/* Signs r (unless anonymous): its header lines and r->url, ready to send. */
+int xreq_sign(struct xport *x, struct xreq *r, const char *method,
+              const struct xreq_sign_extra *sx);
+/* Room in r->body for n more bytes and a NUL (grown by doubling): 0 or S3C_ENOMEM. */
+int xreq_body_room(struct xreq *r, size_t n);
+/* A GET body buffer of at least need bytes: a spare one given back when one fits. */
+char *xreq_body_for(struct xport *x, size_t need, size_t *cap);
 /* Starts a request with no body (GET, HEAD, HeadBucket, LIST). */
 int xreq_start_simple(struct xport *x, struct xreq *r, const char *method, const char *range);
 int xreq_digest_spans(struct xport *x, const EVP_MD *md, const struct iovec *iov, int n,
@@ -188,6 +201,9 @@ enum xport_fail xport_fail_of(int curl_code);
 
 /* answer.c: completed transfers, their results and error lines. */
 void xport__check_done(struct xport *x);
+/* A finished request's result for its owner (curl code cc, status 0 when no answer,
+ * Content-Length clen or -1; r->body, blen, etag, reqid, errbuf filled), then r released. */
+void xport__answer(struct xport *x, struct xreq *r, int cc, long status, int64_t clen);
 /* Makes s fit on one log line inside double quotes (server text can hold anything). */
 void xport__one_line(char *s);
 /* An x-amz-request-id of Ceph RGW's form, "tx<hex>-<hex>-<hex>-<zonegroup>" (AWS S3 sends

@@ -91,7 +91,7 @@ readelf -d "$tmp/consumer_pc_shared" | grep -q "NEEDED.*libs3commit.so.$soversio
 # all there, then link libs3commit.a with what s3commit.pc itself names: its
 # Requires.private modules (shared) and its Libs.private.
 static_flags=" $(pc --static --libs) "
-for f in -ls3commit -lcurl -lcrypto -lcjson -lexpat -lzstd -lpthread -lm; do
+for f in -ls3commit -lcurl -lcrypto -lcjson -lexpat -lzstd -lhttp_parser -lpthread -lm; do
     case "$static_flags" in *" $f "*) ;; *) fail "pkg-config --static --libs lacks $f: $static_flags" ;; esac
 done
 requires=$(pkg-config --print-requires-private s3commit | awk '{print $1}')

@@ -129,8 +129,15 @@ static void sink(void *ctx, enum s3c_log_level level, const char *msg)
     snprintf(logbuf + l, sizeof(logbuf) - l, "%s\n", msg);
 }
 
-/* One GET over a fresh transport with the given TLS settings. */
-static struct got get_with(int port, bool verify, const char *ca)
+static void on_data(void *ctx, const unsigned char *body, uint64_t off, const unsigned char *piece,
+                    size_t n)
+{
+    (void)ctx, (void)body, (void)off, (void)piece, (void)n;
+}
+
+/* One GET over a fresh transport with the given TLS settings (direct: xport_get_direct,
+ * whose connection libcurl opens and whose bytes curl_easy_recv decrypts). */
+static struct got get_via(int port, bool verify, const char *ca, bool direct)
 {
     struct s3c_config c;
     char err[256];
@@ -146,11 +153,19 @@ static struct got get_with(int port, bool verify, const char *ca)
     if (!x)
         TEST_FAIL_("xport_new: %s", err);
     struct got g = {0};
-    ASSERT_EQ(xport_get(x, "k", 1, 0, on_done, &g), 0);
+    if (direct)
+        ASSERT_EQ(xport_get_direct(x, "k", on_data, NULL, on_done, &g), 0);
+    else
+        ASSERT_EQ(xport_get(x, "k", 1, 0, on_done, &g), 0);
     ASSERT_EQ(xport_drain(x, 10000), 0);
     ASSERT_EQ(g.calls, 1);
     test_xport_free(x);
     return g;
+}
+
+static struct got get_with(int port, bool verify, const char *ca)
+{
+    return get_via(port, verify, ca, false);
 }
 
 int main(void)
@@ -184,6 +199,19 @@ int main(void)
     if (g.cls != XPORT_OK)
         TEST_FAIL_("GET with ca_file: %s", g.error);
     ASSERT_STR_EQ(g.body, "over tls");
+
+    fprintf(stderr, "-- direct GETs: the same checks, the same answers\n");
+    g = get_via(port, true, NULL, true);
+    ASSERT_EQ(g.cls, XPORT_FATAL);
+    ASSERT_EQ(g.fail, XPORT_FAIL_TLS);
+    ASSERT(strstr(g.error, "GET k: ") != NULL);
+    ASSERT(strstr(g.error, "set s3.ca_file") != NULL);
+    g = get_via(port, true, ca, true);
+    if (g.cls != XPORT_OK)
+        TEST_FAIL_("direct GET with ca_file: %s", g.error);
+    ASSERT_STR_EQ(g.body, "over tls");
+    g = get_via(port, true, other, true);
+    ASSERT_EQ(g.cls, XPORT_FATAL);
 
     fprintf(stderr, "-- another CA is refused\n");
     g = get_with(port, true, other);

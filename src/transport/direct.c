@@ -1,0 +1,705 @@
+/* Direct GETs (xport_get_direct): a whole-object GET whose body is received by recv()
+ * straight into the buffer it is handed over in. libcurl 7.88 cannot receive into caller
+ * memory: every byte goes through its receive buffer and a memcpy in the write callback,
+ * 21% of the reader's CPU (docs/programs.md, "Reader throughput"). Here libcurl still
+ * opens the connection (CURLOPT_CONNECT_ONLY: resolve, connect, TLS with the same checks)
+ * and moves the bytes (curl_easy_send/curl_easy_recv, which for plain HTTP is recv() into
+ * the buffer given); the request is the one request.c signs for libcurl; the answer's head
+ * is parsed by http_parser; answers other than a 2xx with a Content-Length (errors,
+ * redirects, chunked) are read through http_parser too; every answer ends in answer.c as
+ * a libcurl transfer's does (error documents, classes, error lines). Single-threaded, on
+ * the transport's loop. It must never read past an answer's end into the next one, nor
+ * put a connection whose answer was not read to its end back to use. */
+#include <errno.h>
+#include <http_parser.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "common/clock.h"
+#include "s3commit.h"
+#include "transport/xport_int.h"
+
+#define XD_HEAD_MAX (16 * 1024) /* an answer's head (S3's are under 2 KiB) */
+/* Bytes asked for per read while the head is incomplete: body bytes that come with it are
+ * copied into the body buffer, so this bounds that copy per answer. */
+#define XD_HEAD_READ 4096
+#define XD_REQ_MAX (XREQ_URL_MAX + XREQ_HDR_MAX + 64)
+
+enum xd_state {
+    XD_IDLE, /* no request: watched only to notice the server closing it */
+    XD_SEND, /* the request is being written */
+    XD_HEAD, /* the answer's head is being read */
+    XD_BODY, /* a 2xx body of known length, received straight into r->body */
+    XD_SLOW, /* any other body, read through http_parser */
+};
+
+struct xdconn {
+    struct xport *x;
+    struct xdconn *next_all, *next_idle;
+    CURL *easy; /* CONNECT_ONLY: owns the socket and the TLS session */
+    int fd;
+    struct loop_watch w;
+    struct loop_timer timer; /* the request's request_timeout_ms */
+    struct loop_timer speed; /* every low_speed_time_ms: enough bytes since the last look? */
+    uint64_t rx, rx_mark;    /* bytes received for the request; at the last look */
+    enum xd_state st;
+    struct xreq *r; /* the GET on this connection, NULL when idle */
+    int answers;    /* answers read to their end on it (> 0: it is being reused) */
+    bool no_reuse;  /* bytes beyond the answer, or Connection: close */
+    char *req;      /* the request's wire text */
+    size_t req_len, req_off;
+    http_parser p;
+    long status;
+    bool complete; /* http_parser saw the end of a slow answer */
+    char head[XD_HEAD_MAX];
+    size_t hlen;
+    size_t f_off, f_len, v_off, v_len; /* the header being parsed, as offsets into head */
+    bool in_value;
+    uint64_t clen, got; /* XD_BODY: Content-Length and bytes received */
+};
+
+struct xdirect {
+    struct xdconn *all, *idle;
+    int nconn;
+    struct xreq *queue, *queue_tail; /* GETs waiting for a connection (next_free links) */
+};
+
+static void xd_start(struct xdconn *c, struct xreq *r);
+static void xd_on_event(void *ctx, int fd, unsigned events);
+
+/* ---- connections -------------------------------------------------------------------- */
+
+static void xd_on_timeout(void *ctx);
+static void xd_on_speed(void *ctx);
+
+/* Opens a connection with libcurl (blocking for the connect and TLS handshake, bounded by
+ * s3.connect_timeout_ms). NULL with *cc and errbuf set when it cannot. */
+static struct xdconn *xd_conn_open(struct xport *x, int *cc, char *errbuf)
+{
+    const struct cfg_s3 *s3 = &x->cfg.s3;
+    struct xdconn *c = calloc(1, sizeof(*c));
+    char url[XREQ_URL_MAX];
+    *cc = CURLE_OUT_OF_MEMORY;
+    errbuf[0] = '\0';
+    if (!c || !(c->req = malloc(XD_REQ_MAX)) || !(c->easy = curl_easy_init()))
+        goto fail;
+    snprintf(url, sizeof(url), "%s/", x->origin);
+    CURLcode e = CURLE_OK;
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if (e == CURLE_OK)                                                                         \
+            e = curl_easy_setopt(c->easy, opt, val);                                               \
+    } while (0)
+    SET(CURLOPT_URL, url);
+    SET(CURLOPT_CONNECT_ONLY, 1L);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_ERRORBUFFER, errbuf);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)s3->connect_timeout_ms);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_SSL_VERIFYPEER, s3->tls_verify ? 1L : 0L);
+    SET(CURLOPT_SSL_VERIFYHOST, s3->tls_verify ? 2L : 0L);
+    if (s3->ca_file[0])
+        SET(CURLOPT_CAINFO, s3->ca_file);
+#undef SET
+    if (e == CURLE_OK)
+        e = curl_easy_perform(c->easy);
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    if (e == CURLE_OK)
+        e = curl_easy_getinfo(c->easy, CURLINFO_ACTIVESOCKET, &fd);
+    if (e == CURLE_OK && fd == CURL_SOCKET_BAD)
+        e = CURLE_COULDNT_CONNECT;
+    curl_easy_setopt(c->easy, CURLOPT_ERRORBUFFER, NULL); /* errbuf is the caller's */
+    if (e != CURLE_OK) {
+        *cc = (int)e;
+        goto fail;
+    }
+    c->x = x;
+    c->fd = fd;
+    c->w = (struct loop_watch){.fd = fd, .cb = xd_on_event, .ctx = c};
+    c->timer = (struct loop_timer){.cb = xd_on_timeout, .ctx = c};
+    c->speed = (struct loop_timer){.cb = xd_on_speed, .ctx = c};
+    c->next_all = x->direct->all;
+    x->direct->all = c;
+    x->direct->nconn++;
+    x->pool.pol.opens++;
+    return c;
+fail:
+    if (c) {
+        if (c->easy)
+            curl_easy_cleanup(c->easy);
+        free(c->req);
+        free(c);
+    }
+    return NULL;
+}
+
+static void xd_conn_close(struct xdconn *c)
+{
+    struct xdirect *d = c->x->direct;
+    for (struct xdconn **p = &d->all; *p; p = &(*p)->next_all) {
+        if (*p == c) {
+            *p = c->next_all;
+            break;
+        }
+    }
+    for (struct xdconn **p = &d->idle; *p; p = &(*p)->next_idle) {
+        if (*p == c) {
+            *p = c->next_idle;
+            break;
+        }
+    }
+    d->nconn--;
+    c->x->pool.pol.closes++;
+    loop_watch_del(c->x->loop, &c->w);
+    loop_timer_disarm(c->x->loop, &c->timer);
+    loop_timer_disarm(c->x->loop, &c->speed);
+    curl_easy_cleanup(c->easy); /* closes the socket */
+    free(c->req);
+    free(c);
+}
+
+/* ---- the answer's head -------------------------------------------------------------- */
+
+static void xd_header_done(struct xdconn *c)
+{
+    struct xreq *r = c->r;
+    const char *n = c->head + c->f_off, *v = c->head + c->v_off;
+    size_t vl = c->v_len;
+    while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        vl--;
+    char *out = NULL;
+    size_t cap = 0;
+    if (c->f_len == 4 && strncasecmp(n, "etag", 4) == 0) {
+        out = r->etag;
+        cap = sizeof(r->etag);
+    } else if (c->f_len == 16 && strncasecmp(n, "x-amz-request-id", 16) == 0) {
+        out = r->reqid;
+        cap = sizeof(r->reqid);
+    }
+    if (out) {
+        if (vl >= cap)
+            vl = cap - 1;
+        memcpy(out, v, vl);
+        out[vl] = '\0';
+    }
+    c->f_len = c->v_len = 0;
+    c->in_value = false;
+}
+
+static int xd_on_field(http_parser *p, const char *at, size_t len)
+{
+    struct xdconn *c = p->data;
+    size_t off = (size_t)(at - c->head);
+    if (c->in_value)
+        xd_header_done(c);
+    else if (c->f_len > 0 && off != c->f_off + c->f_len)
+        c->f_len = 0; /* the previous header had an empty value */
+    if (c->f_len == 0)
+        c->f_off = off;
+    c->f_len += len; /* a name split across reads arrives in pieces, contiguous in head */
+    return 0;
+}
+
+static int xd_on_value(http_parser *p, const char *at, size_t len)
+{
+    struct xdconn *c = p->data;
+    if (!c->in_value) {
+        c->in_value = true;
+        c->v_off = (size_t)(at - c->head);
+        c->v_len = 0;
+    }
+    c->v_len += len;
+    return 0;
+}
+
+static int xd_on_headers_complete(http_parser *p)
+{
+    struct xdconn *c = p->data;
+    if (c->in_value)
+        xd_header_done(c);
+    c->status = p->status_code;
+    http_parser_pause(p, 1); /* the caller decides how the body is read */
+    return 0;
+}
+
+/* A slow body's bytes: a 2xx's kept whole (and fed), an error document's up to 64 KiB. */
+static int xd_on_body(http_parser *p, const char *at, size_t len)
+{
+    struct xdconn *c = p->data;
+    struct xreq *r = c->r;
+    bool ok = c->status >= 200 && c->status < 300;
+    if (!ok && r->blen + len > XREQ_ERRBODY_MAX) /* of an error document, what fits */
+        len = XREQ_ERRBODY_MAX - r->blen;
+    if (xreq_body_room(r, len) < 0)
+        return 1; /* an error: the answer ends as out of memory */
+    memcpy(r->body + r->blen, at, len);
+    r->blen += len;
+    r->body[r->blen] = '\0';
+    if (ok && r->on_data && len)
+        r->on_data(r->data_ctx, (const unsigned char *)r->body, r->blen - len,
+                   (const unsigned char *)r->body + r->blen - len, len);
+    return 0;
+}
+
+static int xd_on_complete(http_parser *p)
+{
+    struct xdconn *c = p->data;
+    c->complete = true;
+    http_parser_pause(p, 1); /* never into a next answer */
+    return 0;
+}
+
+static const http_parser_settings xd_settings = {
+    .on_header_field = xd_on_field,
+    .on_header_value = xd_on_value,
+    .on_headers_complete = xd_on_headers_complete,
+    .on_body = xd_on_body,
+    .on_message_complete = xd_on_complete,
+};
+
+/* ---- ending a request --------------------------------------------------------------- */
+
+static void xd_dispatch(struct xport *x);
+
+/* Ends c's request: cc 0 when the answer was read to its end (then the connection is kept
+ * unless told otherwise), else a CURLE_* code with errbuf already written. */
+static void xd_finish(struct xdconn *c, int cc)
+{
+    struct xport *x = c->x;
+    struct xreq *r = c->r;
+    long status = c->status;
+    int64_t clen = c->st == XD_BODY ? (int64_t)c->clen : -1;
+    c->r = NULL;
+    loop_timer_disarm(x->loop, &c->timer);
+    loop_timer_disarm(x->loop, &c->speed);
+    x->requests++;
+    x->bytes_sent += c->req_off;
+    x->bytes_received += c->hlen + r->blen;
+    if (cc == 0 && !c->no_reuse && http_should_keep_alive(&c->p)) {
+        c->answers++;
+        c->st = XD_IDLE;
+        c->next_idle = x->direct->idle;
+        x->direct->idle = c;
+        (void)loop_watch_set(x->loop, &c->w, LOOP_READ);
+    } else {
+        xd_conn_close(c);
+    }
+    xport__answer(x, r, cc, status, clen);
+    xd_dispatch(x);
+}
+
+static void xd_fail(struct xdconn *c, int cc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void xd_fail(struct xdconn *c, int cc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->r->errbuf, sizeof(c->r->errbuf), fmt, ap);
+    va_end(ap);
+    c->no_reuse = true;
+    xd_finish(c, cc);
+}
+
+static void xd_on_timeout(void *ctx)
+{
+    struct xdconn *c = ctx;
+    if (!c->r)
+        return;
+    xd_fail(c, CURLE_OPERATION_TIMEDOUT,
+            "no complete answer within s3.request_timeout_ms (%d ms); %llu body bytes received",
+            c->x->cfg.s3.request_timeout_ms,
+            (unsigned long long)(c->st == XD_BODY ? c->got : c->r->blen));
+}
+
+/* libcurl's low-speed limit: fewer than s3.low_speed_limit_bytes per second over a whole
+ * s3.low_speed_time_ms ends the request as a timeout (retryable), at whatever offset. */
+static void xd_on_speed(void *ctx)
+{
+    struct xdconn *c = ctx;
+    const struct cfg_s3 *s3 = &c->x->cfg.s3;
+    if (!c->r)
+        return;
+    uint64_t want = (uint64_t)s3->low_speed_limit_bytes * (uint64_t)s3->low_speed_time_ms / 1000;
+    if (c->rx - c->rx_mark < want) {
+        xd_fail(c, CURLE_OPERATION_TIMEDOUT,
+                "under s3.low_speed_limit_bytes (%d bytes/s) for s3.low_speed_time_ms (%d ms); "
+                "%llu body bytes received",
+                s3->low_speed_limit_bytes, s3->low_speed_time_ms,
+                (unsigned long long)(c->st == XD_BODY ? c->got : c->r->blen));
+        return;
+    }
+    c->rx_mark = c->rx;
+    loop_timer_arm(c->x->loop, &c->speed,
+                   s3c__now_ns() + (uint64_t)s3->low_speed_time_ms * 1000000u);
+}
+
+/* A reused connection that the server had closed before this request reached it: the
+ * request is sent again on a fresh one, once, as libcurl does. */
+static bool xd_resend(struct xdconn *c)
+{
+    struct xport *x = c->x;
+    struct xreq *r = c->r;
+    if (c->answers == 0 || c->hlen > 0 || r->sends > 1)
+        return false;
+    c->r = NULL;
+    xd_conn_close(c); /* its timers too */
+    x->resends++;
+    int cc;
+    struct xdconn *n = xd_conn_open(x, &cc, r->errbuf);
+    if (!n) {
+        x->requests++;
+        xport__answer(x, r, cc, 0, -1);
+        return true;
+    }
+    xd_start(n, r);
+    return true;
+}
+
+/* ---- reading and writing ------------------------------------------------------------ */
+
+/* The head is complete (the parser paused at its end; p is where it stopped): the body is
+ * received straight into a buffer sized from Content-Length when the answer is a 2xx that
+ * has one, else read through the parser. Returns false when the request ended. */
+static bool xd_head_done(struct xdconn *c, size_t stop)
+{
+    struct xreq *r = c->r;
+    http_parser *p = &c->p;
+    bool has_len = p->content_length != ULLONG_MAX && !(p->flags & F_CHUNKED);
+    if (!http_should_keep_alive(p))
+        c->no_reuse = true;
+    if (c->status >= 200 && c->status < 300 && has_len && p->content_length < XREQ_RESERVE_MAX) {
+        /* The parser stopped on the head's last byte (its final LF). */
+        size_t start = stop + 1, extra = c->hlen > start ? c->hlen - start : 0;
+        c->clen = p->content_length;
+        c->got = 0;
+        c->st = XD_BODY;
+        if (r->bcap < c->clen + 1) {
+            xport_give_body(c->x, r->body, r->bcap);
+            r->body = xreq_body_for(c->x, (size_t)c->clen + 1, &r->bcap);
+            if (!r->body) {
+                r->bcap = 0;
+                xd_fail(c, CURLE_OUT_OF_MEMORY, "no memory for a %llu-byte body",
+                        (unsigned long long)c->clen);
+                return false;
+            }
+        }
+        if (extra > c->clen) {
+            extra = (size_t)c->clen;
+            c->no_reuse = true; /* bytes past the answer: the connection is out of step */
+        }
+        memcpy(r->body, c->head + start, extra);
+        c->got = extra;
+        if (extra && r->on_data)
+            r->on_data(r->data_ctx, (unsigned char *)r->body, 0, (unsigned char *)r->body, extra);
+        return true;
+    }
+    /* Errors, redirects, chunked or unsized bodies: the parser reads them. */
+    c->st = XD_SLOW;
+    r->blen = 0;
+    http_parser_pause(p, 0);
+    size_t fed = http_parser_execute(p, &xd_settings, c->head + stop, c->hlen - stop);
+    if (HTTP_PARSER_ERRNO(p) != HPE_OK && HTTP_PARSER_ERRNO(p) != HPE_PAUSED) {
+        xd_fail(c, CURLE_WEIRD_SERVER_REPLY, "the answer's body is not valid HTTP: %s",
+                http_errno_description(HTTP_PARSER_ERRNO(p)));
+        return false;
+    }
+    if (c->complete) {
+        if (stop + fed < c->hlen)
+            c->no_reuse = true;
+        xd_finish(c, 0);
+        return false;
+    }
+    return true;
+}
+
+/* Reads what the socket has. Returns false when the request ended (c may be gone). */
+static bool xd_read(struct xdconn *c)
+{
+    struct xreq *r = c->r;
+    for (;;) {
+        char *dst;
+        size_t want;
+        if (c->st == XD_HEAD) {
+            if (c->hlen == sizeof(c->head)) {
+                xd_fail(c, CURLE_WEIRD_SERVER_REPLY, "the answer's head is over %d bytes",
+                        XD_HEAD_MAX);
+                return false;
+            }
+            dst = c->head + c->hlen;
+            want = sizeof(c->head) - c->hlen;
+            if (want > XD_HEAD_READ)
+                want = XD_HEAD_READ;
+        } else if (c->st == XD_BODY) {
+            dst = r->body + c->got;
+            want = (size_t)(c->clen - c->got);
+        } else {
+            dst = c->head; /* the head is done with: its room holds the slow body's reads */
+            want = sizeof(c->head);
+        }
+        size_t n = 0;
+        CURLcode e = curl_easy_recv(c->easy, dst, want, &n);
+        if (e == CURLE_AGAIN)
+            return true;
+        if (e == CURLE_OK && n == 0 && c->st == XD_SLOW) {
+            /* The end of an answer that ends with the connection. */
+            http_parser_execute(&c->p, &xd_settings, NULL, 0);
+            c->no_reuse = true;
+            if (c->complete) {
+                xd_finish(c, 0);
+                return false;
+            }
+        }
+        if (e != CURLE_OK || n == 0) {
+            if (c->st == XD_HEAD && c->hlen == 0 && xd_resend(c))
+                return false;
+            const char *why =
+                e == CURLE_OK ? "the server closed the connection" : curl_easy_strerror(e);
+            if (c->st == XD_BODY)
+                xd_fail(c, CURLE_PARTIAL_FILE, "%s at body offset %llu of %llu", why,
+                        (unsigned long long)c->got, (unsigned long long)c->clen);
+            else if (c->st == XD_HEAD)
+                xd_fail(c, e == CURLE_OK ? CURLE_GOT_NOTHING : (int)e,
+                        "%s after %zu bytes of the answer's head", why, c->hlen);
+            else
+                xd_fail(c, CURLE_PARTIAL_FILE, "%s at body offset %zu", why, r->blen);
+            return false;
+        }
+        c->rx += n;
+        if (c->st == XD_HEAD) {
+            size_t at = c->hlen;
+            c->hlen += n;
+            size_t used = http_parser_execute(&c->p, &xd_settings, dst, n);
+            enum http_errno he = HTTP_PARSER_ERRNO(&c->p);
+            if (he == HPE_PAUSED) {
+                if (!xd_head_done(c, at + used))
+                    return false;
+            } else if (he != HPE_OK) {
+                xd_fail(c, CURLE_WEIRD_SERVER_REPLY, "the answer is not valid HTTP: %s",
+                        http_errno_description(he));
+                return false;
+            }
+        } else if (c->st == XD_BODY) {
+            if (r->on_data)
+                r->on_data(r->data_ctx, (unsigned char *)r->body, c->got, (unsigned char *)dst, n);
+            c->got += n;
+        } else {
+            size_t used = http_parser_execute(&c->p, &xd_settings, dst, n);
+            enum http_errno he = HTTP_PARSER_ERRNO(&c->p);
+            if (he != HPE_OK && !(he == HPE_PAUSED && c->complete)) {
+                xd_fail(c, CURLE_WEIRD_SERVER_REPLY, "the answer's body is not valid HTTP: %s",
+                        http_errno_description(he));
+                return false;
+            }
+            if (c->complete && used < n)
+                c->no_reuse = true;
+        }
+        if (c->st == XD_BODY && c->got == c->clen) {
+            r->blen = (size_t)c->clen;
+            r->body[r->blen] = '\0';
+            /* More bytes already behind the body: the connection is out of step. (With TLS
+             * they would be in the TLS layer; the next answer's head then fails to parse.) */
+            char b;
+            if (!c->x->https && recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
+                c->no_reuse = true;
+            xd_finish(c, 0);
+            return false;
+        }
+        if (c->st == XD_SLOW && c->complete) {
+            xd_finish(c, 0);
+            return false;
+        }
+    }
+}
+
+static void xd_send(struct xdconn *c)
+{
+    while (c->req_off < c->req_len) {
+        size_t n = 0;
+        CURLcode e = curl_easy_send(c->easy, c->req + c->req_off, c->req_len - c->req_off, &n);
+        if (e == CURLE_AGAIN) {
+            (void)loop_watch_set(c->x->loop, &c->w, LOOP_READ | LOOP_WRITE);
+            return;
+        }
+        if (e != CURLE_OK) {
+            if (c->req_off == 0 && xd_resend(c))
+                return;
+            xd_fail(c, CURLE_SEND_ERROR, "%s after %zu of %zu bytes of the request",
+                    curl_easy_strerror(e), c->req_off, c->req_len);
+            return;
+        }
+        c->req_off += n;
+    }
+    c->st = XD_HEAD;
+    (void)loop_watch_set(c->x->loop, &c->w, LOOP_READ);
+}
+
+static void xd_on_event(void *ctx, int fd, unsigned events)
+{
+    struct xdconn *c = ctx;
+    (void)fd;
+    if (c->st == XD_IDLE) { /* the server closed it, or sent what nobody asked for */
+        xd_conn_close(c);
+        return;
+    }
+    if (c->st == XD_SEND && (events & (LOOP_WRITE | LOOP_ERROR))) {
+        xd_send(c);
+        return;
+    }
+    if (events & (LOOP_READ | LOOP_ERROR))
+        xd_read(c);
+}
+
+/* ---- starting requests -------------------------------------------------------------- */
+
+/* Writes the request's wire text: request.c's header lines, less the ones that only tell
+ * libcurl to leave a header out ("Name:"). */
+static int xd_format(struct xdconn *c, struct xreq *r)
+{
+    bool q = r->query[0] != '\0';
+    int n =
+        snprintf(c->req, XD_REQ_MAX, "GET %s%s%s HTTP/1.1\r\n", r->path, q ? "?" : "", r->query);
+    if (n < 0 || n >= XD_REQ_MAX)
+        return -1;
+    size_t len = (size_t)n;
+    for (int i = 0; i < r->nlines; i++) {
+        const char *l = r->lines[i].data;
+        size_t ll = strlen(l);
+        if (ll > 0 && l[ll - 1] == ':')
+            continue;
+        if (len + ll + 4 > XD_REQ_MAX)
+            return -1;
+        memcpy(c->req + len, l, ll);
+        memcpy(c->req + len + ll, "\r\n", 2);
+        len += ll + 2;
+    }
+    memcpy(c->req + len, "\r\n", 2);
+    c->req_len = len + 2;
+    return 0;
+}
+
+static void xd_start(struct xdconn *c, struct xreq *r)
+{
+    struct xport *x = c->x;
+    c->r = r;
+    c->hlen = 0;
+    c->f_len = c->v_len = 0;
+    c->in_value = false;
+    c->status = 0;
+    c->complete = false;
+    c->no_reuse = false;
+    c->req_off = 0;
+    c->st = XD_SEND;
+    r->blen = 0;
+    r->sends++;
+    if (c->answers > 0)
+        x->pool.pol.reuses++;
+    http_parser_init(&c->p, HTTP_RESPONSE);
+    c->p.data = c;
+    loop_timer_arm(x->loop, &c->timer,
+                   r->start_ns + (uint64_t)x->cfg.s3.request_timeout_ms * 1000000u);
+    c->rx = c->rx_mark = 0;
+    if (x->cfg.s3.low_speed_limit_bytes > 0 && x->cfg.s3.low_speed_time_ms > 0)
+        loop_timer_arm(x->loop, &c->speed,
+                       s3c__now_ns() + (uint64_t)x->cfg.s3.low_speed_time_ms * 1000000u);
+    if (xd_format(c, r) < 0) {
+        xd_fail(c, CURLE_URL_MALFORMAT, "the request does not fit in %d bytes", XD_REQ_MAX);
+        return;
+    }
+    xd_send(c);
+}
+
+/* Starts queued GETs on idle connections, or on new ones while below the pool's size. */
+static void xd_dispatch(struct xport *x)
+{
+    struct xdirect *d = x->direct;
+    while (d->queue && !x->closing) {
+        struct xdconn *c = d->idle;
+        struct xreq *r = d->queue;
+        if (!c && d->nconn >= x->cfg.persistence.target_pool_size)
+            return;
+        d->queue = r->next_free;
+        if (!d->queue)
+            d->queue_tail = NULL;
+        r->next_free = NULL;
+        if (c) {
+            d->idle = c->next_idle;
+            xd_start(c, r);
+            continue;
+        }
+        int cc;
+        c = xd_conn_open(x, &cc, r->errbuf);
+        if (!c) {
+            x->requests++;
+            xport__answer(x, r, cc, 0, -1);
+            continue;
+        }
+        xd_start(c, r);
+    }
+}
+
+/* An HTTP proxy would need the request in its absolute form: such GETs stay with libcurl. */
+static bool xd_proxied(const struct xport *x)
+{
+    const char *names[] = {x->https ? "https_proxy" : "http_proxy",
+                           x->https ? "HTTPS_PROXY" : "HTTP_PROXY", "all_proxy", "ALL_PROXY"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = getenv(names[i]);
+        if (v && v[0])
+            return true;
+    }
+    return false;
+}
+
+int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
+                     xport_done_fn done, void *ctx)
+{
+    if (!key || !data || !done)
+        return S3C_EINVAL;
+    if (xd_proxied(x))
+        return xport_get_fed(x, key, data, data_ctx, done, ctx);
+    if (!x->direct && !(x->direct = calloc(1, sizeof(*x->direct))))
+        return S3C_ENOMEM;
+    struct xreq *r = xreq_get(x);
+    if (!r)
+        return S3C_ENOMEM;
+    int rc = xreq_begin(x, r, XREQ_USER, XPORT_OP_GET, key);
+    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256};
+    if (rc == 0)
+        rc = xreq_sign(x, r, "GET", &sx);
+    if (rc < 0) {
+        xreq_release(x, r);
+        return rc;
+    }
+    r->done = done;
+    r->ctx = ctx;
+    r->on_data = data;
+    r->data_ctx = data_ctx;
+    r->data_2xx = true;
+    r->start_ns = s3c__now_ns();
+    r->next_free = NULL;
+    if (x->direct->queue_tail)
+        x->direct->queue_tail->next_free = r;
+    else
+        x->direct->queue = r;
+    x->direct->queue_tail = r;
+    x->user_in_flight++;
+    xd_dispatch(x);
+    return 0;
+}
+
+void xport__direct_free(struct xport *x)
+{
+    struct xdirect *d = x->direct;
+    if (!d)
+        return;
+    while (d->all)
+        xd_conn_close(d->all); /* their requests are in x->all_reqs: freed there */
+    free(d);
+    x->direct = NULL;
+}
