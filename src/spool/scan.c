@@ -284,6 +284,9 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     pthread_mutex_init(&sp->mu, NULL);
     pthread_mutex_init(&sp->pubmu, NULL);
     pthread_mutex_init(&sp->segmu, NULL);
+    pthread_mutex_init(&sp->fmu, NULL);
+    pthread_cond_init(&sp->fcv, NULL);
+    atomic_flag_clear(&sp->fail_once);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -339,6 +342,8 @@ void spool_free(struct spool *sp)
     pthread_mutex_destroy(&sp->mu);
     pthread_mutex_destroy(&sp->pubmu);
     pthread_mutex_destroy(&sp->segmu);
+    pthread_cond_destroy(&sp->fcv);
+    pthread_mutex_destroy(&sp->fmu);
     free(sp->q);
     free(sp->segs);
     free(sp->seals);

@@ -224,17 +224,37 @@ static int spool_writev_all(struct spool *sp, struct iovec *iov, int n)
     return 0;
 }
 
+/* Waits until the flusher has made durable everything posted (the writer, before it
+ * closes a segment). Returns 0, or -1 when the spool failed. */
+static int spool_drain(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->fmu);
+    while ((sp->mark_new || sp->fbusy) && !atomic_load(&sp->failed))
+        pthread_cond_wait(&sp->fcv, &sp->fmu);
+    pthread_mutex_unlock(&sp->fmu);
+    return atomic_load(&sp->failed) ? -1 : 0;
+}
+
+/* Closes the open segment once everything written to it is durable. */
+static int spool_close_segment(struct spool *sp)
+{
+    /* Before the threads start (the control record) nobody else syncs it. */
+    int rc = sp->started ? spool_drain(sp) : sp->io.fdatasync(sp->fd);
+    if (rc != 0)
+        return -1;
+    close(sp->fd);
+    sp->fd = -1;
+    return 0;
+}
+
 /* Makes sure a segment is open for a frame of size bytes starting at data seq next: rolls
- * over past segment_bytes. */
+ * over past segment_bytes (what the old one holds was posted to the flusher). */
 static int spool_ensure_segment(struct spool *sp, uint64_t size, const char **what)
 {
-    if (sp->fd >= 0 && sp->cur_bytes > 0 && sp->cur_bytes + size > sp->segment_bytes) {
-        if (sp->io.fdatasync(sp->fd) != 0) { /* the old one is done: make it durable now */
-            *what = "fdatasync";
-            return -1;
-        }
-        close(sp->fd);
-        sp->fd = -1;
+    if (sp->fd >= 0 && sp->cur_bytes > 0 && sp->cur_bytes + size > sp->segment_bytes &&
+        spool_close_segment(sp) != 0) {
+        *what = "fdatasync";
+        return -1;
     }
     if (sp->fd >= 0)
         return 0;
@@ -276,34 +296,40 @@ static uint64_t spool_frame_size(uint64_t len)
     return SPOOL_FRAME_HEADER + ((len + 7) & ~(uint64_t)7);
 }
 
-static void spool_fail(struct spool *sp, const char *what, int err)
+/* The writer or the flusher: the first failure is the one reported. */
+static void spool_fail(struct spool *sp, const char *what, uint64_t seg, int err)
 {
+    if (atomic_flag_test_and_set(&sp->fail_once))
+        return;
     char why[1024];
     snprintf(why, sizeof(why),
              "spool %s: %s failed on segment %020" PRIu64 ".seg: %s; seqs above %" PRIu64
              " are not locally durable and no more commits are accepted",
-             sp->dir, what, sp->cur_seg, strerror(err), atomic_load(&sp->l));
+             sp->dir, what, seg, strerror(err), atomic_load(&sp->l));
     pthread_mutex_lock(&sp->pubmu);
     snprintf(sp->error, sizeof(sp->error), "%s", why);
     pthread_mutex_unlock(&sp->pubmu);
     atomic_store(&sp->failed, 1);
+    pthread_mutex_lock(&sp->fmu); /* a writer waiting for the flusher stops waiting */
+    pthread_cond_broadcast(&sp->fcv);
+    pthread_mutex_unlock(&sp->fmu);
     S3C_LOG(S3C_LOG_ERROR,
             "event=spool_failed op=%s seg=%" PRIu64 " local_seq=%" PRIu64 " error=\"%s\"", what,
-            sp->cur_seg, atomic_load(&sp->l), strerror(err));
+            seg, atomic_load(&sp->l), strerror(err));
     if (sp->o.on_error)
         sp->o.on_error(sp->o.ctx, why);
 }
 
-/* Publishes what the last group made durable: L, the durable end, the request count. */
-static void spool_publish(struct spool *sp, uint64_t l, uint64_t written)
+/* Publishes what a group made durable: L, the durable end, the request count. */
+static void spool_publish(struct spool *sp, const struct spool_mark *m)
 {
     pthread_mutex_lock(&sp->pubmu);
-    sp->dseg = sp->cur_seg;
-    sp->doff = sp->cur_bytes;
+    sp->dseg = m->seg;
+    sp->doff = m->off;
     pthread_mutex_unlock(&sp->pubmu);
-    if (l > atomic_load(&sp->l))
-        atomic_store(&sp->l, l);
-    atomic_store_explicit(&sp->written, written, memory_order_release);
+    if (m->l > atomic_load(&sp->l))
+        atomic_store(&sp->l, m->l);
+    atomic_store_explicit(&sp->written, m->written, memory_order_release);
     if (sp->o.notify_fd >= 0) {
         uint64_t one = 1;
         ssize_t n = write(sp->o.notify_fd, &one, sizeof(one));
@@ -311,6 +337,57 @@ static void spool_publish(struct spool *sp, uint64_t l, uint64_t written)
     }
     if (sp->o.on_durable)
         sp->o.on_durable(sp->o.ctx, atomic_load(&sp->l));
+}
+
+/* The writer: requests [0, written) are in the open segment up to cur_bytes, the last data
+ * seq among them l. The flusher takes the latest post. */
+static void spool_post(struct spool *sp, uint64_t l, uint64_t written)
+{
+    pthread_mutex_lock(&sp->fmu);
+    bool dir = sp->mark.dir && sp->mark_new; /* not taken yet: still owed */
+    sp->mark = (struct spool_mark){.seg = sp->cur_seg,
+                                   .off = sp->cur_bytes,
+                                   .l = l,
+                                   .written = written,
+                                   .fd = sp->fd,
+                                   .dir = dir || sp->dir_dirty};
+    sp->dir_dirty = false;
+    sp->mark_new = true;
+    if (!sp->fbusy)
+        pthread_cond_broadcast(&sp->fcv);
+    pthread_mutex_unlock(&sp->fmu);
+}
+
+static void *spool_flush_main(void *arg)
+{
+    struct spool *sp = arg;
+    pthread_mutex_lock(&sp->fmu);
+    for (;;) {
+        while (!sp->mark_new && !sp->fstop)
+            pthread_cond_wait(&sp->fcv, &sp->fmu);
+        if (!sp->mark_new)
+            break; /* stopping, and nothing is owed */
+        struct spool_mark m = sp->mark;
+        sp->mark_new = false;
+        sp->fbusy = true;
+        pthread_mutex_unlock(&sp->fmu);
+        /* The fd stays open: the writer closes a segment only after spool_drain. */
+        if (atomic_load(&sp->failed)) {
+            /* nothing more is published after a failure */
+        } else if (sp->io.fdatasync(m.fd) != 0) {
+            spool_fail(sp, "fdatasync", m.seg, errno);
+        } else if (m.dir && spool_fsync_dir(sp) != 0) {
+            spool_fail(sp, "fsync of the directory", m.seg, errno);
+        } else {
+            atomic_fetch_add(&sp->groups, 1);
+            spool_publish(sp, &m);
+        }
+        pthread_mutex_lock(&sp->fmu);
+        sp->fbusy = false;
+        pthread_cond_broadcast(&sp->fcv); /* a writer in spool_drain */
+    }
+    pthread_mutex_unlock(&sp->fmu);
+    return NULL;
 }
 
 int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj, size_t len,
@@ -338,12 +415,27 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
     }
     sp->dir_dirty = false;
     spool_account(sp, &f, size);
-    spool_publish(sp, seq, atomic_load(&sp->written));
+    spool_publish(sp, &(struct spool_mark){.seg = sp->cur_seg,
+                                           .off = sp->cur_bytes,
+                                           .l = seq,
+                                           .written = atomic_load(&sp->written)});
     return 0;
 }
 
-/* Writes the frames of requests [from, to): returns how many were written (fewer when the
- * spool is full), or -1 on an I/O error (*what says which call). */
+/* Writes the frames gathered in sp->iov and posts them to the flusher: requests
+ * [0, written) are then in the file, the last data seq among them l. */
+static int spool_write_out(struct spool *sp, int *n, int *nh, uint64_t l, uint64_t written)
+{
+    if (*n > 0 && spool_writev_all(sp, sp->iov, *n) != 0)
+        return -1;
+    *n = *nh = 0;
+    spool_post(sp, l, written);
+    return 0;
+}
+
+/* Writes the frames of requests [from, to), posting to the flusher after every writev so
+ * that it syncs what is written while the rest is written. Returns how many were written
+ * (fewer when the spool is full), or -1 on an I/O error (*what says which call). */
 static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, uint64_t *l,
                                  const char **what)
 {
@@ -366,19 +458,14 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             atomic_store(&sp->full, 1);
             break; /* until W lets segments go */
         }
-        /* A frame needs its header slot and up to count + 2 iovecs: flush first if the
-         * buffers cannot take it (a chunk never has more records than a batch). */
-        if (nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) {
-            if (spool_writev_all(sp, iov, n) != 0)
-                return *what = "write", -1;
-            n = nh = 0;
-        }
-        if (r->type != SPOOL_SEAL && sp->fd >= 0 && sp->cur_bytes > 0 &&
-            sp->cur_bytes + size > sp->segment_bytes) {
-            if (spool_writev_all(sp, iov, n) != 0) /* what belongs to the old segment */
-                return *what = "write", -1;
-            n = nh = 0;
-        }
+        /* A frame needs its header slot and up to count + 2 iovecs: write first if the
+         * buffers cannot take it (a chunk never has more records than a batch), or if the
+         * frame goes to a new segment (what is gathered belongs to the old one). */
+        bool roll = r->type != SPOOL_SEAL && sp->fd >= 0 && sp->cur_bytes > 0 &&
+                    sp->cur_bytes + size > sp->segment_bytes;
+        if ((roll || nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) &&
+            spool_write_out(sp, &n, &nh, *l, i) != 0)
+            return *what = "write", -1;
         if (spool_ensure_segment(sp, size, what) != 0)
             return -1;
         unsigned char *h = sp->hdrs[nh++];
@@ -405,16 +492,19 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             *l = r->last;
         done = i + 1;
     }
-    if (n > 0 && spool_writev_all(sp, iov, n) != 0)
+    if (done > from && spool_write_out(sp, &n, &nh, *l, done) != 0)
         return *what = "write", -1;
     return (int64_t)(done - from);
 }
 
+/* The writer: appends what the persistence thread pushed, deletes what W passed. It never
+ * waits on an fdatasync but at a segment's end; the flusher publishes L. */
 static void *spool_main(void *arg)
 {
     struct spool *sp = arg;
+    uint64_t l = atomic_load(&sp->l); /* the last data seq written */
     for (;;) {
-        uint64_t from = atomic_load(&sp->written);
+        uint64_t from = sp->wnext;
         pthread_mutex_lock(&sp->mu);
         for (;;) {
             /* Say we may sleep before looking (seq_cst, as spool_push): either we see its
@@ -439,44 +529,47 @@ static void *spool_main(void *arg)
             sp->deleted_w = w;
             spool_delete_behind(sp, w);
             /* A full spool whose open segment is all behind W: close it so it can go. */
-            if (atomic_load(&sp->full) && sp->fd >= 0 && sp->next_seq - 1 <= w) {
-                close(sp->fd);
-                sp->fd = -1;
+            if (atomic_load(&sp->full) && sp->fd >= 0 && sp->next_seq - 1 <= w &&
+                spool_close_segment(sp) == 0)
                 spool_delete_behind(sp, w);
-            }
             atomic_store(&sp->full, 0); /* try again: the group says whether it fits */
         }
         uint64_t to = atomic_load_explicit(&sp->pushed, memory_order_acquire);
         if (!atomic_load(&sp->failed) && to > from) {
-            uint64_t l = atomic_load(&sp->l);
             const char *what = "write";
             int64_t n = spool_write_group(sp, from, to, &l, &what);
-            if (n < 0) {
-                spool_fail(sp, what, errno);
-            } else if (n > 0) {
-                if (sp->io.fdatasync(sp->fd) != 0) {
-                    spool_fail(sp, "fdatasync", errno);
-                } else if (sp->dir_dirty && spool_fsync_dir(sp) != 0) {
-                    spool_fail(sp, "fsync of the directory", errno);
-                } else {
-                    sp->dir_dirty = false;
-                    atomic_fetch_add(&sp->groups, 1);
-                    spool_publish(sp, l, from + (uint64_t)n);
-                }
-            }
+            if (n < 0)
+                spool_fail(sp, what, sp->cur_seg, errno);
+            else
+                sp->wnext = from + (uint64_t)n;
         }
-        if (stop &&
-            (atomic_load(&sp->written) >= to || atomic_load(&sp->failed) || atomic_load(&sp->full)))
+        if (stop && (sp->wnext >= to || atomic_load(&sp->failed) || atomic_load(&sp->full)))
             break;
     }
+    spool_drain(sp); /* what was written is synced (or the spool failed) before stop returns */
     return NULL;
+}
+
+static void spool_stop_flusher(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->fmu);
+    sp->fstop = true;
+    pthread_cond_broadcast(&sp->fcv);
+    pthread_mutex_unlock(&sp->fmu);
+    pthread_join(sp->flusher, NULL);
 }
 
 int spool_start(struct spool *sp)
 {
-    if (pthread_create(&sp->thread, NULL, spool_main, sp) != 0)
+    sp->wnext = atomic_load(&sp->written);
+    if (pthread_create(&sp->flusher, NULL, spool_flush_main, sp) != 0)
         return S3C_EIO;
     sp->started = true;
+    if (pthread_create(&sp->thread, NULL, spool_main, sp) != 0) {
+        spool_stop_flusher(sp);
+        sp->started = false;
+        return S3C_EIO;
+    }
     return 0;
 }
 
@@ -489,6 +582,7 @@ void spool_stop(struct spool *sp)
     pthread_cond_signal(&sp->cv);
     pthread_mutex_unlock(&sp->mu);
     pthread_join(sp->thread, NULL);
+    spool_stop_flusher(sp);
     sp->started = false;
 }
 

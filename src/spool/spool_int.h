@@ -32,22 +32,40 @@ struct spool {
     _Atomic uint64_t pushed, written;
     uint64_t freed; /* the persistence thread's */
 
-    /* Thread control. */
-    pthread_t thread;
+    /* Thread control: the writer (spool_main) and the flusher (spool_flush_main). */
+    pthread_t thread, flusher;
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     _Atomic bool sleeping; /* the thread may be waiting: a push signals */
     bool stop, poked;      /* under mu */
 
-    /* The thread's writing state. */
-    int fd; /* the open segment, or -1 */
+    /* The writer's state. */
+    uint64_t wnext; /* requests written (not yet durable: the flusher says when) */
+    int fd;         /* the open segment, or -1 */
     uint64_t cur_seg, cur_bytes;
     uint64_t next_seq; /* the next data seq: a new segment's name */
     bool dir_dirty;    /* a segment was created since the last directory fsync */
     uint64_t deleted_w;
     struct iovec iov[SPOOL_GROUP_IOV];
     unsigned char hdrs[SPOOL_GROUP_HEADERS][SPOOL_FRAME_HEADER];
+
+    /* The flusher fdatasyncs what the writer has written (group N) while the writer writes
+     * group N+1: the writer posts the end of what it wrote after every writev, the flusher
+     * takes the latest post. Under fmu. */
+    pthread_mutex_t fmu;
+    pthread_cond_t fcv;
+    struct spool_mark {
+        uint64_t seg, off; /* written up to here */
+        uint64_t l;        /* the last data seq written */
+        uint64_t written;  /* requests written */
+        int fd;            /* the segment to fdatasync */
+        bool dir;          /* a segment was created: fsync the directory too */
+    } mark;
+    bool mark_new; /* posted since the flusher took it */
+    bool fbusy;    /* the flusher is syncing what it took */
+    bool fstop;
+    atomic_flag fail_once;
 
     /* Published after each group. */
     pthread_mutex_t pubmu;
