@@ -247,12 +247,55 @@ static int spool_close_segment(struct spool *sp)
     return 0;
 }
 
-/* Makes sure a segment is open for a frame of size bytes starting at data seq next: rolls
- * over past segment_bytes (what the old one holds was posted to the flusher). */
-static int spool_ensure_segment(struct spool *sp, uint64_t size, const char **what)
+/* Whether a data frame of size bytes goes to a new segment: past segment_bytes, or as soon
+ * as a prepared segment is ready while the open one is appended to (a file that grows
+ * commits ext4's journal on every fdatasync). Decided once per frame. */
+static bool spool_must_roll(struct spool *sp, uint64_t size)
 {
-    if (sp->fd >= 0 && sp->cur_bytes > 0 && sp->cur_bytes + size > sp->segment_bytes &&
-        spool_close_segment(sp) != 0) {
+    if (sp->fd < 0 || sp->cur_bytes == 0)
+        return false;
+    return sp->cur_bytes + size > sp->segment_bytes ||
+           (!sp->cur_prepared && atomic_load(&sp->prep_ready));
+}
+
+/* Opens the segment named next_seq: the prepared file renamed into place when one is
+ * ready, else a new, empty one. Either way the directory is fsync'd before anything in it
+ * counts (dir_dirty). */
+static int spool_open_segment(struct spool *sp, const char *path)
+{
+    sp->cur_prepared = false;
+    if (atomic_load(&sp->prep_ready)) {
+        char prep[PATH_MAX];
+        snprintf(prep, sizeof(prep), "%s/" SPOOL_PREP_NAME, sp->dir);
+        bool moved = rename(prep, path) == 0;
+        pthread_mutex_lock(&sp->pmu); /* taken: the preparer makes the next one */
+        atomic_store(&sp->prep_ready, false);
+        sp->prep_failed = false;
+        pthread_cond_signal(&sp->pcv);
+        pthread_mutex_unlock(&sp->pmu);
+        if (moved) {
+            sp->fd = open(path, O_WRONLY | O_CLOEXEC);
+            sp->cur_prepared = sp->fd >= 0;
+            return sp->fd;
+        }
+    } else {
+        pthread_mutex_lock(&sp->pmu); /* a rollover: the preparer may try again */
+        if (sp->prep_failed) {
+            sp->prep_failed = false;
+            pthread_cond_signal(&sp->pcv);
+        }
+        pthread_mutex_unlock(&sp->pmu);
+    }
+    sp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    return sp->fd;
+}
+
+/* Makes sure a segment is open for the next frame (starting at data seq next_seq),
+ * closing the open one first when roll says so (what it holds was posted to the
+ * flusher). */
+static int spool_ensure_segment(struct spool *sp, bool roll, const char **what)
+{
+    if (roll && spool_close_segment(sp) != 0) {
         *what = "fdatasync";
         return -1;
     }
@@ -260,8 +303,7 @@ static int spool_ensure_segment(struct spool *sp, uint64_t size, const char **wh
         return 0;
     char path[PATH_MAX];
     spool_seg_path(sp, sp->next_seq, path, sizeof(path));
-    sp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-    if (sp->fd < 0) {
+    if (spool_open_segment(sp, path) < 0) {
         *what = "open";
         return -1;
     }
@@ -405,7 +447,7 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
     spool_frame_seal(h, crc);
     struct iovec iov[3] = {
         {h, sizeof(h)}, {(void *)obj, len}, {(void *)zeros, size - SPOOL_FRAME_HEADER - len}};
-    if (spool_ensure_segment(sp, size, &what) != 0 ||
+    if (spool_ensure_segment(sp, false, &what) != 0 ||
         (what = "write", spool_writev_all(sp, iov, 3)) != 0 ||
         (what = "fdatasync", sp->io.fdatasync(sp->fd)) != 0 ||
         (what = "fsync of the directory", spool_fsync_dir(sp)) != 0) {
@@ -461,12 +503,11 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         /* A frame needs its header slot and up to count + 2 iovecs: write first if the
          * buffers cannot take it (a chunk never has more records than a batch), or if the
          * frame goes to a new segment (what is gathered belongs to the old one). */
-        bool roll = r->type != SPOOL_SEAL && sp->fd >= 0 && sp->cur_bytes > 0 &&
-                    sp->cur_bytes + size > sp->segment_bytes;
+        bool roll = r->type != SPOOL_SEAL && spool_must_roll(sp, size);
         if ((roll || nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) &&
             spool_write_out(sp, &n, &nh, *l, i) != 0)
             return *what = "write", -1;
-        if (spool_ensure_segment(sp, size, what) != 0)
+        if (spool_ensure_segment(sp, roll, what) != 0)
             return -1;
         unsigned char *h = sp->hdrs[nh++];
         spool_frame_encode(&f, h);
@@ -550,6 +591,69 @@ static void *spool_main(void *arg)
     return NULL;
 }
 
+/* Creates SPOOL_PREP_NAME, segment_bytes (rounded up to a page) of zeros, written around
+ * the page cache where the filesystem allows (no copy, no dirty pages) and fdatasync'd,
+ * so its blocks are allocated and written before any frame goes there. */
+static int spool_prepare(struct spool *sp)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/" SPOOL_PREP_NAME, sp->dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0600);
+    if (fd < 0 && errno == EINVAL) /* no O_DIRECT here (tmpfs) */
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    uint64_t size = (sp->segment_bytes + 4095) & ~(uint64_t)4095;
+    int rc = 0;
+    for (uint64_t off = 0; off < size && rc == 0; off += SPOOL_PREP_CHUNK) {
+        size_t n = size - off < SPOOL_PREP_CHUNK ? (size_t)(size - off) : SPOOL_PREP_CHUNK;
+        if (atomic_load(&sp->pstop) || pwrite(fd, sp->zeros, n, (off_t)off) != (ssize_t)n)
+            rc = -1;
+    }
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = -1;
+    close(fd);
+    if (rc != 0) {
+        S3C_LOG(S3C_LOG_DEBUG, "event=spool_prepare_failed path=%s error=\"%s\"", path,
+                strerror(errno));
+        unlink(path);
+    }
+    return rc;
+}
+
+/* The preparer: keeps one prepared segment ready. A failure (a full disk) is not the
+ * spool's failure: the writer goes on with segments that grow, and the preparer tries
+ * again at the next rollover. */
+static void *spool_prep_main(void *arg)
+{
+    struct spool *sp = arg;
+    pthread_mutex_lock(&sp->pmu);
+    while (!atomic_load(&sp->pstop)) {
+        if (atomic_load(&sp->prep_ready) || sp->prep_failed) {
+            pthread_cond_wait(&sp->pcv, &sp->pmu);
+            continue;
+        }
+        pthread_mutex_unlock(&sp->pmu);
+        int rc = spool_prepare(sp);
+        pthread_mutex_lock(&sp->pmu);
+        if (rc == 0)
+            atomic_store(&sp->prep_ready, true);
+        else
+            sp->prep_failed = true;
+    }
+    pthread_mutex_unlock(&sp->pmu);
+    return NULL;
+}
+
+static void spool_stop_preparer(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->pmu);
+    atomic_store(&sp->pstop, true);
+    pthread_cond_signal(&sp->pcv);
+    pthread_mutex_unlock(&sp->pmu);
+    pthread_join(sp->preparer, NULL);
+}
+
 static void spool_stop_flusher(struct spool *sp)
 {
     pthread_mutex_lock(&sp->fmu);
@@ -562,11 +666,16 @@ static void spool_stop_flusher(struct spool *sp)
 int spool_start(struct spool *sp)
 {
     sp->wnext = atomic_load(&sp->written);
-    if (pthread_create(&sp->flusher, NULL, spool_flush_main, sp) != 0)
+    if (pthread_create(&sp->preparer, NULL, spool_prep_main, sp) != 0)
         return S3C_EIO;
+    if (pthread_create(&sp->flusher, NULL, spool_flush_main, sp) != 0) {
+        spool_stop_preparer(sp);
+        return S3C_EIO;
+    }
     sp->started = true;
     if (pthread_create(&sp->thread, NULL, spool_main, sp) != 0) {
         spool_stop_flusher(sp);
+        spool_stop_preparer(sp);
         sp->started = false;
         return S3C_EIO;
     }
@@ -583,6 +692,7 @@ void spool_stop(struct spool *sp)
     pthread_mutex_unlock(&sp->mu);
     pthread_join(sp->thread, NULL);
     spool_stop_flusher(sp);
+    spool_stop_preparer(sp);
     sp->started = false;
 }
 

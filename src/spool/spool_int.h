@@ -11,6 +11,8 @@
 #define SPOOL_MAGIC 0x50533353u /* "S3SP" */
 #define SPOOL_GROUP_IOV 1024    /* iovecs per writev (IOV_MAX) */
 #define SPOOL_GROUP_HEADERS 256 /* frame headers per writev */
+#define SPOOL_PREP_NAME "prepared.tmp"
+#define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
 
 struct spool_seg {
     uint64_t seg;   /* its name: the first data seq written to it */
@@ -32,8 +34,9 @@ struct spool {
     _Atomic uint64_t pushed, written;
     uint64_t freed; /* the persistence thread's */
 
-    /* Thread control: the writer (spool_main) and the flusher (spool_flush_main). */
-    pthread_t thread, flusher;
+    /* Thread control: the writer (spool_main), the flusher (spool_flush_main) and the
+     * preparer (spool_prep_main). */
+    pthread_t thread, flusher, preparer;
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -46,6 +49,7 @@ struct spool {
     uint64_t cur_seg, cur_bytes;
     uint64_t next_seq; /* the next data seq: a new segment's name */
     bool dir_dirty;    /* a segment was created since the last directory fsync */
+    bool cur_prepared; /* the open segment is a zero-filled one: writes overwrite */
     uint64_t deleted_w;
     struct iovec iov[SPOOL_GROUP_IOV];
     unsigned char hdrs[SPOOL_GROUP_HEADERS][SPOOL_FRAME_HEADER];
@@ -66,6 +70,16 @@ struct spool {
     bool fbusy;    /* the flusher is syncing what it took */
     bool fstop;
     atomic_flag fail_once;
+
+    /* The preparer keeps one zero-filled, fdatasync'd segment file (SPOOL_PREP_NAME)
+     * ready: data written over it changes no file metadata, so its fdatasync commits no
+     * journal. The writer renames it into place at a rollover. Under pmu. */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    _Atomic bool prep_ready; /* the file is ready (the writer takes it) */
+    bool prep_failed;        /* the last try failed: wait for the next rollover */
+    _Atomic bool pstop;
+    unsigned char *zeros; /* SPOOL_PREP_CHUNK bytes, page-aligned (O_DIRECT) */
 
     /* Published after each group. */
     pthread_mutex_t pubmu;
