@@ -320,19 +320,18 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     pthread_mutex_init(&sp->fmu, NULL);
     pthread_cond_init(&sp->fcv, NULL);
     pthread_mutex_init(&sp->pmu, NULL);
-    pthread_cond_init(&sp->pcv, NULL);
     atomic_flag_clear(&sp->fail_once);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&sp->cv, &ca);
+    pthread_cond_init(&sp->pcv, &ca); /* timed waits: s3c__deadline_ts is monotonic */
     pthread_condattr_destroy(&ca);
     int rc = S3C_ENOMEM;
     sp->q = calloc(sp->qcap, sizeof(*sp->q));
-    sp->zeros = aligned_alloc(4096, SPOOL_PREP_CHUNK);
+    sp->zeros = calloc(1, SPOOL_PREP_CHUNK);
     if (!sp->q || !sp->zeros)
         goto fail;
-    memset(sp->zeros, 0, SPOOL_PREP_CHUNK);
     if (spool_mkdirs(sp->dir) != 0) {
         snprintf(err, errlen, "spool.dir %s: cannot create it: %s", sp->dir, strerror(errno));
         rc = S3C_EIO;

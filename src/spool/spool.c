@@ -323,6 +323,7 @@ static void spool_account(struct spool *sp, const struct spool_frame *f, uint64_
 {
     sp->cur_bytes += size;
     atomic_fetch_add(&sp->bytes, size);
+    atomic_fetch_add_explicit(&sp->appended, size, memory_order_relaxed);
     pthread_mutex_lock(&sp->segmu);
     struct spool_seg *s = spool_seg_find(sp, sp->cur_seg);
     s->bytes += size;
@@ -591,16 +592,16 @@ static void *spool_main(void *arg)
     return NULL;
 }
 
-/* Creates SPOOL_PREP_NAME, segment_bytes (rounded up to a page) of zeros, written around
- * the page cache where the filesystem allows (no copy, no dirty pages) and fdatasync'd,
- * so its blocks are allocated and written before any frame goes there. */
+/* Creates SPOOL_PREP_NAME, segment_bytes (rounded up to a page) of zeros, fdatasync'd, so
+ * its blocks are allocated and written before any frame goes there. Written through the
+ * page cache on purpose: the frames written over it later end mid-page, and a page that
+ * is not in the cache would be read from the disk first (written around the cache with
+ * O_DIRECT, every group paid a read: measured, see docs/spool.md). */
 static int spool_prepare(struct spool *sp)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/" SPOOL_PREP_NAME, sp->dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0600);
-    if (fd < 0 && errno == EINVAL) /* no O_DIRECT here (tmpfs) */
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
     uint64_t size = (sp->segment_bytes + 4095) & ~(uint64_t)4095;
@@ -621,16 +622,37 @@ static int spool_prepare(struct spool *sp)
     return rc;
 }
 
-/* The preparer: keeps one prepared segment ready. A failure (a full disk) is not the
- * spool's failure: the writer goes on with segments that grow, and the preparer tries
- * again at the next rollover. */
+/* Whether the spool is written slowly enough for a prepared segment to pay: below a
+ * segment per SPOOL_PREP_SLOW_S seconds, where groups are small and the journal commit
+ * of an append is most of an fdatasync. Faster, groups are large (the journal commit is
+ * a small part of one) and zero-filling would double the bytes written and copied.
+ * Measured over the last SPOOL_PREP_WINDOW_MS; true at the start. */
+static bool spool_prep_pays(struct spool *sp, uint64_t *t_ref, uint64_t *a_ref, bool *slow)
+{
+    uint64_t now = s3c__now_ns(), a = atomic_load(&sp->appended);
+    if (now - *t_ref >= (uint64_t)SPOOL_PREP_WINDOW_MS * 1000000u) {
+        double rate = (double)(a - *a_ref) * 1e9 / (double)(now - *t_ref);
+        *slow = rate * SPOOL_PREP_SLOW_S < (double)sp->segment_bytes;
+        *t_ref = now;
+        *a_ref = a;
+    }
+    return *slow;
+}
+
+/* The preparer: keeps one prepared segment ready while the spool is written slowly. A
+ * failure (a full disk) is not the spool's failure: the writer goes on with segments that
+ * grow, and the preparer tries again at the next rollover. */
 static void *spool_prep_main(void *arg)
 {
     struct spool *sp = arg;
+    uint64_t t_ref = s3c__now_ns(), a_ref = atomic_load(&sp->appended);
+    bool slow = true;
     pthread_mutex_lock(&sp->pmu);
     while (!atomic_load(&sp->pstop)) {
-        if (atomic_load(&sp->prep_ready) || sp->prep_failed) {
-            pthread_cond_wait(&sp->pcv, &sp->pmu);
+        if (atomic_load(&sp->prep_ready) || sp->prep_failed ||
+            !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
+            struct timespec ts = s3c__deadline_ts(SPOOL_PREP_WINDOW_MS / 4);
+            pthread_cond_timedwait(&sp->pcv, &sp->pmu, &ts);
             continue;
         }
         pthread_mutex_unlock(&sp->pmu);

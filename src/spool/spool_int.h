@@ -13,6 +13,8 @@
 #define SPOOL_GROUP_HEADERS 256 /* frame headers per writev */
 #define SPOOL_PREP_NAME "prepared.tmp"
 #define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
+#define SPOOL_PREP_SLOW_S 4          /* prepare while a segment lasts longer than this */
+#define SPOOL_PREP_WINDOW_MS 400     /* over which the write rate is measured */
 
 struct spool_seg {
     uint64_t seg;   /* its name: the first data seq written to it */
@@ -79,7 +81,8 @@ struct spool {
     _Atomic bool prep_ready; /* the file is ready (the writer takes it) */
     bool prep_failed;        /* the last try failed: wait for the next rollover */
     _Atomic bool pstop;
-    unsigned char *zeros; /* SPOOL_PREP_CHUNK bytes, page-aligned (O_DIRECT) */
+    _Atomic uint64_t appended; /* bytes ever written by the writer: its rate */
+    unsigned char *zeros; /* SPOOL_PREP_CHUNK zero bytes */
 
     /* Published after each group. */
     pthread_mutex_t pubmu;

@@ -292,6 +292,32 @@ static void second_stage_refused(void)
 
 /* A stage closed during an outage leaves its commits in the spool; the next open sends
  * them with their seqs, then fences after them. */
+/* Segments of the spool that were prepared (zero-filled to segment_bytes, 262144 here) and
+ * still end in unwritten zeros: the next open must end their frames there, not cut. */
+static int sp_prepared_segments(void)
+{
+    char cmd[256];
+    int n = 0;
+    snprintf(cmd, sizeof(cmd), "ls %s/spool/*.seg", dir);
+    FILE *ls = popen(cmd, "r");
+    ASSERT(ls != NULL);
+    char path[512];
+    while (fgets(path, sizeof(path), ls)) {
+        path[strcspn(path, "\n")] = '\0';
+        FILE *f = fopen(path, "rb");
+        unsigned char tail[64], zero[64] = {0};
+        ASSERT(f != NULL);
+        ASSERT_EQ(fseek(f, 0, SEEK_END), 0);
+        long size = ftell(f);
+        if (size == 262144 && fseek(f, -64, SEEK_END) == 0 && fread(tail, 1, 64, f) == 64 &&
+            memcmp(tail, zero, 64) == 0)
+            n++;
+        fclose(f);
+    }
+    pclose(ls);
+    return n;
+}
+
 static void next_open_replays(void)
 {
     sp_fresh_dir();
@@ -304,6 +330,7 @@ static void next_open_replays(void)
     ASSERT_EQ(s3c_stage_close(st, &rep), S3C_ETIMEDOUT);
     ASSERT_UEQ(rep.lost_first_seq, first);
     ASSERT_GE(rep.local_seq, first + 1499); /* not lost: in the spool */
+    ASSERT_GT(sp_prepared_segments(), 0);
     mock_faults(&mock, HEALED);
 
     st = sp_open_ok(64LL << 20);
