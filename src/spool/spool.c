@@ -382,12 +382,31 @@ static void spool_publish(struct spool *sp, const struct spool_mark *m)
         sp->o.on_durable(sp->o.ctx, atomic_load(&sp->l));
 }
 
+/* Makes what m names durable and publishes it (the flusher, or the writer inline). */
+static void spool_sync_mark(struct spool *sp, const struct spool_mark *m)
+{
+    /* The fd stays open: the writer closes a segment only after spool_drain. */
+    if (atomic_load(&sp->failed)) {
+        /* nothing more is published after a failure */
+    } else if (sp->io.fdatasync(m->fd) != 0) {
+        spool_fail(sp, "fdatasync", m->seg, errno);
+    } else if (m->dir && spool_fsync_dir(sp) != 0) {
+        spool_fail(sp, "fsync of the directory", m->seg, errno);
+    } else {
+        atomic_fetch_add(&sp->groups, 1);
+        spool_publish(sp, m);
+    }
+}
+
 /* The writer: requests [0, written) are in the open segment up to cur_bytes, the last data
- * seq among them l. The flusher takes the latest post. */
-static void spool_post(struct spool *sp, uint64_t l, uint64_t written)
+ * seq among them l. The flusher takes the latest post; but a small group with nothing
+ * behind it (idle is the writer's last post for now) and an idle flusher is synced here:
+ * at light load the hand-over to another thread was one more wake-up per commit. */
+static void spool_post(struct spool *sp, uint64_t l, uint64_t written, bool idle)
 {
     pthread_mutex_lock(&sp->fmu);
     bool dir = sp->mark.dir && sp->mark_new; /* not taken yet: still owed */
+    uint64_t prev = sp->mark.seg == sp->cur_seg ? sp->mark.off : 0;
     sp->mark = (struct spool_mark){.seg = sp->cur_seg,
                                    .off = sp->cur_bytes,
                                    .l = l,
@@ -395,9 +414,19 @@ static void spool_post(struct spool *sp, uint64_t l, uint64_t written)
                                    .fd = sp->fd,
                                    .dir = dir || sp->dir_dirty};
     sp->dir_dirty = false;
-    sp->mark_new = true;
-    if (!sp->fbusy)
+    if (idle && !sp->fbusy && !sp->mark_new && sp->cur_bytes - prev <= SPOOL_INLINE_SYNC_BYTES) {
+        struct spool_mark m = sp->mark;
+        sp->fbusy = true; /* the flusher keeps off */
+        pthread_mutex_unlock(&sp->fmu);
+        spool_sync_mark(sp, &m);
+        pthread_mutex_lock(&sp->fmu);
+        sp->fbusy = false;
         pthread_cond_broadcast(&sp->fcv);
+    } else {
+        sp->mark_new = true;
+        if (!sp->fbusy)
+            pthread_cond_broadcast(&sp->fcv);
+    }
     pthread_mutex_unlock(&sp->fmu);
 }
 
@@ -406,25 +435,15 @@ static void *spool_flush_main(void *arg)
     struct spool *sp = arg;
     pthread_mutex_lock(&sp->fmu);
     for (;;) {
-        while (!sp->mark_new && !sp->fstop)
+        while ((!sp->mark_new || sp->fbusy) && !sp->fstop)
             pthread_cond_wait(&sp->fcv, &sp->fmu);
-        if (!sp->mark_new)
+        if (!sp->mark_new || sp->fbusy)
             break; /* stopping, and nothing is owed */
         struct spool_mark m = sp->mark;
         sp->mark_new = false;
         sp->fbusy = true;
         pthread_mutex_unlock(&sp->fmu);
-        /* The fd stays open: the writer closes a segment only after spool_drain. */
-        if (atomic_load(&sp->failed)) {
-            /* nothing more is published after a failure */
-        } else if (sp->io.fdatasync(m.fd) != 0) {
-            spool_fail(sp, "fdatasync", m.seg, errno);
-        } else if (m.dir && spool_fsync_dir(sp) != 0) {
-            spool_fail(sp, "fsync of the directory", m.seg, errno);
-        } else {
-            atomic_fetch_add(&sp->groups, 1);
-            spool_publish(sp, &m);
-        }
+        spool_sync_mark(sp, &m);
         pthread_mutex_lock(&sp->fmu);
         sp->fbusy = false;
         pthread_cond_broadcast(&sp->fcv); /* a writer in spool_drain */
@@ -467,12 +486,13 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
 
 /* Writes the frames gathered in sp->iov and posts them to the flusher: requests
  * [0, written) are then in the file, the last data seq among them l. */
-static int spool_write_out(struct spool *sp, int *n, int *nh, uint64_t l, uint64_t written)
+static int spool_write_out(struct spool *sp, int *n, int *nh, uint64_t l, uint64_t written,
+                           bool last)
 {
     if (*n > 0 && spool_writev_all(sp, sp->iov, *n) != 0)
         return -1;
     *n = *nh = 0;
-    spool_post(sp, l, written);
+    spool_post(sp, l, written, last && atomic_load(&sp->pushed) == written);
     return 0;
 }
 
@@ -506,7 +526,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
          * frame goes to a new segment (what is gathered belongs to the old one). */
         bool roll = r->type != SPOOL_SEAL && spool_must_roll(sp, size);
         if ((roll || nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) &&
-            spool_write_out(sp, &n, &nh, *l, i) != 0)
+            spool_write_out(sp, &n, &nh, *l, i, false) != 0)
             return *what = "write", -1;
         if (spool_ensure_segment(sp, roll, what) != 0)
             return -1;
@@ -534,7 +554,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             *l = r->last;
         done = i + 1;
     }
-    if (done > from && spool_write_out(sp, &n, &nh, *l, done) != 0)
+    if (done > from && spool_write_out(sp, &n, &nh, *l, done, true) != 0)
         return *what = "write", -1;
     return (int64_t)(done - from);
 }

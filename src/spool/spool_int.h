@@ -11,6 +11,7 @@
 #define SPOOL_MAGIC 0x50533353u /* "S3SP" */
 #define SPOOL_GROUP_IOV 1024    /* iovecs per writev (IOV_MAX) */
 #define SPOOL_GROUP_HEADERS 256 /* frame headers per writev */
+#define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
 #define SPOOL_PREP_NAME "prepared.tmp"
 #define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
 #define SPOOL_PREP_SLOW_S 4          /* prepare while a segment lasts longer than this */
