@@ -308,6 +308,8 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     snprintf(sp->dir, sizeof(sp->dir), "%s", o->dir);
     sp->max_bytes = o->max_bytes;
     sp->segment_bytes = o->segment_bytes;
+    sp->prep_bytes = (o->segment_bytes < SPOOL_PREP_MAX ? o->segment_bytes : SPOOL_PREP_MAX) &
+                     ~(uint64_t)4095;
     const struct spool_io *io = o->io ? o->io : spool_test_io;
     sp->io.writev = io ? io->writev : NULL;
     sp->io.fdatasync = io ? io->fdatasync : NULL;

@@ -247,15 +247,18 @@ static int spool_close_segment(struct spool *sp)
     return 0;
 }
 
-/* Whether a data frame of size bytes goes to a new segment: past segment_bytes, or as soon
- * as a prepared segment is ready while the open one is appended to (a file that grows
- * commits ext4's journal on every fdatasync). Decided once per frame. */
+/* Whether a data frame of size bytes goes to a new segment: past segment_bytes; or when
+ * a prepared segment is ready, as soon as the open one grows (an append: a file that
+ * grows commits ext4's journal on every fdatasync), which an unprepared one always does
+ * and a prepared one past its zeros (prep_bytes). Decided once per frame. */
 static bool spool_must_roll(struct spool *sp, uint64_t size)
 {
     if (sp->fd < 0 || sp->cur_bytes == 0)
         return false;
-    return sp->cur_bytes + size > sp->segment_bytes ||
-           (!sp->cur_prepared && atomic_load(&sp->prep_ready));
+    if (sp->cur_bytes + size > sp->segment_bytes)
+        return true;
+    bool grows = !sp->cur_prepared || sp->cur_bytes + size > sp->prep_bytes;
+    return grows && atomic_load(&sp->prep_ready);
 }
 
 /* Opens the segment named next_seq: the prepared file renamed into place when one is
@@ -612,7 +615,7 @@ static void *spool_main(void *arg)
     return NULL;
 }
 
-/* Creates SPOOL_PREP_NAME, segment_bytes (rounded up to a page) of zeros, fdatasync'd, so
+/* Creates SPOOL_PREP_NAME, prep_bytes of zeros, fdatasync'd, so
  * its blocks are allocated and written before any frame goes there. Written through the
  * page cache on purpose: the frames written over it later end mid-page, and a page that
  * is not in the cache would be read from the disk first (written around the cache with
@@ -624,7 +627,7 @@ static int spool_prepare(struct spool *sp)
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    uint64_t size = (sp->segment_bytes + 4095) & ~(uint64_t)4095;
+    uint64_t size = sp->prep_bytes;
     int rc = 0;
     for (uint64_t off = 0; off < size && rc == 0; off += SPOOL_PREP_CHUNK) {
         size_t n = size - off < SPOOL_PREP_CHUNK ? (size_t)(size - off) : SPOOL_PREP_CHUNK;
@@ -642,17 +645,17 @@ static int spool_prepare(struct spool *sp)
     return rc;
 }
 
-/* Whether the spool is written slowly enough for a prepared segment to pay: below a
- * segment per SPOOL_PREP_SLOW_S seconds, where groups are small and the journal commit
- * of an append is most of an fdatasync. Faster, groups are large (the journal commit is
- * a small part of one) and zero-filling would double the bytes written and copied.
+/* Whether the spool is written slowly enough for a prepared segment to pay: under
+ * SPOOL_PREP_RATE, where groups are small and the journal commit of an append is most of
+ * an fdatasync. Faster, groups are large (the journal commit is a small part of one) and
+ * zero-filling would add as many bytes written and copied as the frames themselves.
  * Measured over the last SPOOL_PREP_WINDOW_MS; true at the start. */
 static bool spool_prep_pays(struct spool *sp, uint64_t *t_ref, uint64_t *a_ref, bool *slow)
 {
     uint64_t now = s3c__now_ns(), a = atomic_load(&sp->appended);
     if (now - *t_ref >= (uint64_t)SPOOL_PREP_WINDOW_MS * 1000000u) {
         double rate = (double)(a - *a_ref) * 1e9 / (double)(now - *t_ref);
-        *slow = rate * SPOOL_PREP_SLOW_S < (double)sp->segment_bytes;
+        *slow = rate < (double)SPOOL_PREP_RATE;
         *t_ref = now;
         *a_ref = a;
     }

@@ -14,7 +14,8 @@
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
 #define SPOOL_PREP_NAME "prepared.tmp"
 #define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
-#define SPOOL_PREP_SLOW_S 4          /* prepare while a segment lasts longer than this */
+#define SPOOL_PREP_MAX (8u << 20)    /* a prepared segment's zeros, at most */
+#define SPOOL_PREP_RATE (8u << 20)   /* prepare while the spool is written slower (bytes/s) */
 #define SPOOL_PREP_WINDOW_MS 400     /* over which the write rate is measured */
 
 struct spool_seg {
@@ -84,6 +85,7 @@ struct spool {
     _Atomic bool pstop;
     _Atomic uint64_t appended; /* bytes ever written by the writer: its rate */
     unsigned char *zeros; /* SPOOL_PREP_CHUNK zero bytes */
+    uint64_t prep_bytes;  /* a prepared segment's size: segment_bytes, at most SPOOL_PREP_MAX */
 
     /* Published after each group. */
     pthread_mutex_t pubmu;
