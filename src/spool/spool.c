@@ -142,6 +142,35 @@ int spool_seg_add(struct spool *sp, uint64_t seg)
     return 0;
 }
 
+static void spool_unlink(struct spool *sp, uint64_t seg)
+{
+    char path[PATH_MAX];
+    spool_seg_path(sp, seg, path, sizeof(path));
+    if (unlink(path) != 0 && errno != ENOENT)
+        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
+                strerror(errno));
+}
+
+/* Unlinks a segment W has passed: on the preparer's thread once the threads run (the
+ * unlink of a 64 MiB segment held the writer up to 33 ms at half load, every segment),
+ * here when they do not or its queue is full. A crash before the unlink leaves a segment
+ * behind W, which the next open trims. */
+static void spool_unlink_later(struct spool *sp, uint64_t seg)
+{
+    bool queued = false;
+    if (sp->started) {
+        pthread_mutex_lock(&sp->pmu);
+        if (sp->nunlink < SPOOL_UNLINK_QUEUE) {
+            sp->unlink_q[sp->nunlink++] = seg;
+            pthread_cond_signal(&sp->pcv);
+            queued = true;
+        }
+        pthread_mutex_unlock(&sp->pmu);
+    }
+    if (!queued)
+        spool_unlink(sp, seg);
+}
+
 /* Deletes every segment but the open one whose data all lies at or below w. */
 static void spool_delete_behind(struct spool *sp, uint64_t w)
 {
@@ -151,11 +180,7 @@ static void spool_delete_behind(struct spool *sp, uint64_t w)
         struct spool_seg *s = &sp->segs[i];
         bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
         if (!open_one && s->last <= w) {
-            char path[PATH_MAX];
-            spool_seg_path(sp, s->seg, path, sizeof(path));
-            if (unlink(path) != 0 && errno != ENOENT)
-                S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
-                        strerror(errno));
+            spool_unlink_later(sp, s->seg);
             atomic_fetch_sub(&sp->bytes, s->bytes);
             S3C_LOG(S3C_LOG_DEBUG, "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64,
                     s->seg, s->last);
@@ -662,7 +687,8 @@ static bool spool_prep_pays(struct spool *sp, uint64_t *t_ref, uint64_t *a_ref, 
     return *slow;
 }
 
-/* The preparer: keeps one prepared segment ready while the spool is written slowly. A
+/* The preparer: unlinks the segments W passed, and keeps one prepared segment ready while
+ * the spool is written slowly. A
  * failure (a full disk) is not the spool's failure: the writer goes on with segments that
  * grow, and the preparer tries again at the next rollover. */
 static void *spool_prep_main(void *arg)
@@ -671,7 +697,20 @@ static void *spool_prep_main(void *arg)
     uint64_t t_ref = s3c__now_ns(), a_ref = atomic_load(&sp->appended);
     bool slow = true;
     pthread_mutex_lock(&sp->pmu);
-    while (!atomic_load(&sp->pstop)) {
+    for (;;) {
+        if (sp->nunlink > 0) {
+            uint64_t q[SPOOL_UNLINK_QUEUE];
+            int n = sp->nunlink;
+            memcpy(q, sp->unlink_q, (size_t)n * sizeof(q[0]));
+            sp->nunlink = 0;
+            pthread_mutex_unlock(&sp->pmu);
+            for (int i = 0; i < n; i++)
+                spool_unlink(sp, q[i]);
+            pthread_mutex_lock(&sp->pmu);
+            continue;
+        }
+        if (atomic_load(&sp->pstop))
+            break;
         if (atomic_load(&sp->prep_ready) || sp->prep_failed ||
             !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
             struct timespec ts = s3c__deadline_ts(SPOOL_PREP_WINDOW_MS / 4);

@@ -12,6 +12,7 @@
 #define SPOOL_GROUP_IOV 1024    /* iovecs per writev (IOV_MAX) */
 #define SPOOL_GROUP_HEADERS 256 /* frame headers per writev */
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
+#define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
 #define SPOOL_PREP_NAME "prepared.tmp"
 #define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
 #define SPOOL_PREP_MAX (8u << 20)    /* a prepared segment's zeros, at most */
@@ -86,6 +87,8 @@ struct spool {
     _Atomic uint64_t appended; /* bytes ever written by the writer: its rate */
     unsigned char *zeros; /* SPOOL_PREP_CHUNK zero bytes */
     uint64_t prep_bytes;  /* a prepared segment's size: segment_bytes, at most SPOOL_PREP_MAX */
+    uint64_t unlink_q[SPOOL_UNLINK_QUEUE]; /* segments W passed, for the preparer to unlink */
+    int nunlink;
 
     /* Published after each group. */
     pthread_mutex_t pubmu;
