@@ -111,7 +111,30 @@ struct spool_scanner {
     unsigned char *buf;
     size_t cap;
     uint64_t last; /* the last data seq so far (0: none) */
+    bool zero_end; /* the segment just checked ends in zeros (a prepared one): not a cut */
 };
+
+/* Whether [off, size) of the file is all zero bytes: the unwritten rest of a prepared
+ * segment, where the frames end. */
+static bool spool_zero_from(int fd, uint64_t off, uint64_t size, struct spool_scanner *sc)
+{
+    if (sc->cap < SPOOL_PREP_CHUNK) {
+        unsigned char *b = realloc(sc->buf, SPOOL_PREP_CHUNK);
+        if (!b)
+            return false;
+        sc->buf = b, sc->cap = SPOOL_PREP_CHUNK;
+    }
+    while (off < size) {
+        size_t n = size - off < SPOOL_PREP_CHUNK ? (size_t)(size - off) : SPOOL_PREP_CHUNK;
+        if (pread(fd, sc->buf, n, (off_t)off) != (ssize_t)n)
+            return false;
+        for (size_t i = 0; i < n; i++)
+            if (sc->buf[i])
+                return false;
+        off += n;
+    }
+    return true;
+}
 
 /* Checks one segment; returns the offset of the first frame not to be trusted (its size
  * when all are good) and says why in why. */
@@ -120,10 +143,18 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
                                size_t whylen)
 {
     uint64_t off = 0;
+    sc->zero_end = false;
     while (off < size) {
         unsigned char h[SPOOL_FRAME_HEADER];
         struct spool_frame f;
         uint32_t crc;
+        /* A prepared segment: its frames end where its zeros begin. Zeros followed by
+         * anything else are a torn write like any other. */
+        if (spool_zero_from(fd, off, off + (size - off < 8 ? size - off : 8), sc) &&
+            spool_zero_from(fd, off, size, sc)) {
+            sc->zero_end = true;
+            return off;
+        }
         if (size - off < SPOOL_FRAME_HEADER) {
             snprintf(why, whylen, "a frame header cut short (%" PRIu64 " bytes)", size - off);
             return off;
@@ -230,7 +261,9 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
             rc = S3C_EIO;
         }
         close(fd);
-        if (good < size) {
+        if (good < size && sc.zero_end) {
+            /* the unwritten rest of a prepared segment: the frames end here */
+        } else if (good < size) {
             scan->cut = true;
             snprintf(scan->cut_what, sizeof(scan->cut_what),
                      "segment %s cut at offset %" PRIu64 " (%" PRIu64 " bytes dropped): %s; "
@@ -244,8 +277,8 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
             n = i + 1;
         }
         if (good == 0) {
-            if (good == size)
-                unlink(path); /* an empty segment holds nothing */
+            if (good == size || sc.zero_end)
+                unlink(path); /* an empty (or prepared, unused) segment holds nothing */
             continue;
         }
         sg.bytes = good;
@@ -275,6 +308,8 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     snprintf(sp->dir, sizeof(sp->dir), "%s", o->dir);
     sp->max_bytes = o->max_bytes;
     sp->segment_bytes = o->segment_bytes;
+    sp->prep_bytes = (o->segment_bytes < SPOOL_PREP_MAX ? o->segment_bytes : SPOOL_PREP_MAX) &
+                     ~(uint64_t)4095;
     const struct spool_io *io = o->io ? o->io : spool_test_io;
     sp->io.writev = io ? io->writev : NULL;
     sp->io.fdatasync = io ? io->fdatasync : NULL;
@@ -284,14 +319,20 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     pthread_mutex_init(&sp->mu, NULL);
     pthread_mutex_init(&sp->pubmu, NULL);
     pthread_mutex_init(&sp->segmu, NULL);
+    pthread_mutex_init(&sp->fmu, NULL);
+    pthread_cond_init(&sp->fcv, NULL);
+    pthread_mutex_init(&sp->pmu, NULL);
+    atomic_flag_clear(&sp->fail_once);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&sp->cv, &ca);
+    pthread_cond_init(&sp->pcv, &ca); /* timed waits: s3c__deadline_ts is monotonic */
     pthread_condattr_destroy(&ca);
     int rc = S3C_ENOMEM;
     sp->q = calloc(sp->qcap, sizeof(*sp->q));
-    if (!sp->q)
+    sp->zeros = calloc(1, SPOOL_PREP_CHUNK);
+    if (!sp->q || !sp->zeros)
         goto fail;
     if (spool_mkdirs(sp->dir) != 0) {
         snprintf(err, errlen, "spool.dir %s: cannot create it: %s", sp->dir, strerror(errno));
@@ -301,6 +342,9 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     rc = spool_lock(sp, err, errlen);
     if (rc != 0)
         goto fail;
+    char prep[PATH_MAX];
+    snprintf(prep, sizeof(prep), "%s/" SPOOL_PREP_NAME, sp->dir);
+    unlink(prep); /* a prepared segment the last run did not take: it holds nothing */
     rc = spool_scan_all(sp, scan, err, errlen);
     if (rc != 0)
         goto fail;
@@ -339,6 +383,11 @@ void spool_free(struct spool *sp)
     pthread_mutex_destroy(&sp->mu);
     pthread_mutex_destroy(&sp->pubmu);
     pthread_mutex_destroy(&sp->segmu);
+    pthread_cond_destroy(&sp->fcv);
+    pthread_mutex_destroy(&sp->fmu);
+    pthread_cond_destroy(&sp->pcv);
+    pthread_mutex_destroy(&sp->pmu);
+    free(sp->zeros);
     free(sp->q);
     free(sp->segs);
     free(sp->seals);

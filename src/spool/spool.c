@@ -142,6 +142,35 @@ int spool_seg_add(struct spool *sp, uint64_t seg)
     return 0;
 }
 
+static void spool_unlink(struct spool *sp, uint64_t seg)
+{
+    char path[PATH_MAX];
+    spool_seg_path(sp, seg, path, sizeof(path));
+    if (unlink(path) != 0 && errno != ENOENT)
+        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
+                strerror(errno));
+}
+
+/* Unlinks a segment W has passed: on the preparer's thread once the threads run (the
+ * unlink of a 64 MiB segment held the writer up to 33 ms at half load, every segment),
+ * here when they do not or its queue is full. A crash before the unlink leaves a segment
+ * behind W, which the next open trims. */
+static void spool_unlink_later(struct spool *sp, uint64_t seg)
+{
+    bool queued = false;
+    if (sp->started) {
+        pthread_mutex_lock(&sp->pmu);
+        if (sp->nunlink < SPOOL_UNLINK_QUEUE) {
+            sp->unlink_q[sp->nunlink++] = seg;
+            pthread_cond_signal(&sp->pcv);
+            queued = true;
+        }
+        pthread_mutex_unlock(&sp->pmu);
+    }
+    if (!queued)
+        spool_unlink(sp, seg);
+}
+
 /* Deletes every segment but the open one whose data all lies at or below w. */
 static void spool_delete_behind(struct spool *sp, uint64_t w)
 {
@@ -151,11 +180,7 @@ static void spool_delete_behind(struct spool *sp, uint64_t w)
         struct spool_seg *s = &sp->segs[i];
         bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
         if (!open_one && s->last <= w) {
-            char path[PATH_MAX];
-            spool_seg_path(sp, s->seg, path, sizeof(path));
-            if (unlink(path) != 0 && errno != ENOENT)
-                S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
-                        strerror(errno));
+            spool_unlink_later(sp, s->seg);
             atomic_fetch_sub(&sp->bytes, s->bytes);
             S3C_LOG(S3C_LOG_DEBUG, "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64,
                     s->seg, s->last);
@@ -224,24 +249,89 @@ static int spool_writev_all(struct spool *sp, struct iovec *iov, int n)
     return 0;
 }
 
-/* Makes sure a segment is open for a frame of size bytes starting at data seq next: rolls
- * over past segment_bytes. */
-static int spool_ensure_segment(struct spool *sp, uint64_t size, const char **what)
+/* Waits until the flusher has made durable everything posted (the writer, before it
+ * closes a segment). Returns 0, or -1 when the spool failed. */
+static int spool_drain(struct spool *sp)
 {
-    if (sp->fd >= 0 && sp->cur_bytes > 0 && sp->cur_bytes + size > sp->segment_bytes) {
-        if (sp->io.fdatasync(sp->fd) != 0) { /* the old one is done: make it durable now */
-            *what = "fdatasync";
-            return -1;
+    pthread_mutex_lock(&sp->fmu);
+    while ((sp->mark_new || sp->fbusy) && !atomic_load(&sp->failed))
+        pthread_cond_wait(&sp->fcv, &sp->fmu);
+    pthread_mutex_unlock(&sp->fmu);
+    return atomic_load(&sp->failed) ? -1 : 0;
+}
+
+/* Closes the open segment once everything written to it is durable. */
+static int spool_close_segment(struct spool *sp)
+{
+    /* Before the threads start (the control record) nobody else syncs it. */
+    int rc = sp->started ? spool_drain(sp) : sp->io.fdatasync(sp->fd);
+    if (rc != 0)
+        return -1;
+    close(sp->fd);
+    sp->fd = -1;
+    return 0;
+}
+
+/* Whether a data frame of size bytes goes to a new segment: past segment_bytes; or when
+ * a prepared segment is ready, as soon as the open one grows (an append: a file that
+ * grows commits ext4's journal on every fdatasync), which an unprepared one always does
+ * and a prepared one past its zeros (prep_bytes). Decided once per frame. */
+static bool spool_must_roll(struct spool *sp, uint64_t size)
+{
+    if (sp->fd < 0 || sp->cur_bytes == 0)
+        return false;
+    if (sp->cur_bytes + size > sp->segment_bytes)
+        return true;
+    bool grows = !sp->cur_prepared || sp->cur_bytes + size > sp->prep_bytes;
+    return grows && atomic_load(&sp->prep_ready);
+}
+
+/* Opens the segment named next_seq: the prepared file renamed into place when one is
+ * ready, else a new, empty one. Either way the directory is fsync'd before anything in it
+ * counts (dir_dirty). */
+static int spool_open_segment(struct spool *sp, const char *path)
+{
+    sp->cur_prepared = false;
+    if (atomic_load(&sp->prep_ready)) {
+        char prep[PATH_MAX];
+        snprintf(prep, sizeof(prep), "%s/" SPOOL_PREP_NAME, sp->dir);
+        bool moved = rename(prep, path) == 0;
+        pthread_mutex_lock(&sp->pmu); /* taken: the preparer makes the next one */
+        atomic_store(&sp->prep_ready, false);
+        sp->prep_failed = false;
+        pthread_cond_signal(&sp->pcv);
+        pthread_mutex_unlock(&sp->pmu);
+        if (moved) {
+            sp->fd = open(path, O_WRONLY | O_CLOEXEC);
+            sp->cur_prepared = sp->fd >= 0;
+            return sp->fd;
         }
-        close(sp->fd);
-        sp->fd = -1;
+    } else {
+        pthread_mutex_lock(&sp->pmu); /* a rollover: the preparer may try again */
+        if (sp->prep_failed) {
+            sp->prep_failed = false;
+            pthread_cond_signal(&sp->pcv);
+        }
+        pthread_mutex_unlock(&sp->pmu);
+    }
+    sp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    return sp->fd;
+}
+
+/* Makes sure a segment is open for the next frame (starting at data seq next_seq),
+ * closing the open one first when roll says so (what it holds was posted to the
+ * flusher). */
+static int spool_ensure_segment(struct spool *sp, bool roll, const char **what)
+{
+    if (roll && spool_close_segment(sp) != 0) {
+        *what = "fdatasync";
+        return -1;
     }
     if (sp->fd >= 0)
         return 0;
     char path[PATH_MAX];
     spool_seg_path(sp, sp->next_seq, path, sizeof(path));
-    sp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-    if (sp->fd < 0) {
+    if (spool_open_segment(sp, path) < 0) {
         *what = "open";
         return -1;
     }
@@ -261,6 +351,7 @@ static void spool_account(struct spool *sp, const struct spool_frame *f, uint64_
 {
     sp->cur_bytes += size;
     atomic_fetch_add(&sp->bytes, size);
+    atomic_fetch_add_explicit(&sp->appended, size, memory_order_relaxed);
     pthread_mutex_lock(&sp->segmu);
     struct spool_seg *s = spool_seg_find(sp, sp->cur_seg);
     s->bytes += size;
@@ -276,34 +367,40 @@ static uint64_t spool_frame_size(uint64_t len)
     return SPOOL_FRAME_HEADER + ((len + 7) & ~(uint64_t)7);
 }
 
-static void spool_fail(struct spool *sp, const char *what, int err)
+/* The writer or the flusher: the first failure is the one reported. */
+static void spool_fail(struct spool *sp, const char *what, uint64_t seg, int err)
 {
+    if (atomic_flag_test_and_set(&sp->fail_once))
+        return;
     char why[1024];
     snprintf(why, sizeof(why),
              "spool %s: %s failed on segment %020" PRIu64 ".seg: %s; seqs above %" PRIu64
              " are not locally durable and no more commits are accepted",
-             sp->dir, what, sp->cur_seg, strerror(err), atomic_load(&sp->l));
+             sp->dir, what, seg, strerror(err), atomic_load(&sp->l));
     pthread_mutex_lock(&sp->pubmu);
     snprintf(sp->error, sizeof(sp->error), "%s", why);
     pthread_mutex_unlock(&sp->pubmu);
     atomic_store(&sp->failed, 1);
+    pthread_mutex_lock(&sp->fmu); /* a writer waiting for the flusher stops waiting */
+    pthread_cond_broadcast(&sp->fcv);
+    pthread_mutex_unlock(&sp->fmu);
     S3C_LOG(S3C_LOG_ERROR,
             "event=spool_failed op=%s seg=%" PRIu64 " local_seq=%" PRIu64 " error=\"%s\"", what,
-            sp->cur_seg, atomic_load(&sp->l), strerror(err));
+            seg, atomic_load(&sp->l), strerror(err));
     if (sp->o.on_error)
         sp->o.on_error(sp->o.ctx, why);
 }
 
-/* Publishes what the last group made durable: L, the durable end, the request count. */
-static void spool_publish(struct spool *sp, uint64_t l, uint64_t written)
+/* Publishes what a group made durable: L, the durable end, the request count. */
+static void spool_publish(struct spool *sp, const struct spool_mark *m)
 {
     pthread_mutex_lock(&sp->pubmu);
-    sp->dseg = sp->cur_seg;
-    sp->doff = sp->cur_bytes;
+    sp->dseg = m->seg;
+    sp->doff = m->off;
     pthread_mutex_unlock(&sp->pubmu);
-    if (l > atomic_load(&sp->l))
-        atomic_store(&sp->l, l);
-    atomic_store_explicit(&sp->written, written, memory_order_release);
+    if (m->l > atomic_load(&sp->l))
+        atomic_store(&sp->l, m->l);
+    atomic_store_explicit(&sp->written, m->written, memory_order_release);
     if (sp->o.notify_fd >= 0) {
         uint64_t one = 1;
         ssize_t n = write(sp->o.notify_fd, &one, sizeof(one));
@@ -311,6 +408,76 @@ static void spool_publish(struct spool *sp, uint64_t l, uint64_t written)
     }
     if (sp->o.on_durable)
         sp->o.on_durable(sp->o.ctx, atomic_load(&sp->l));
+}
+
+/* Makes what m names durable and publishes it (the flusher, or the writer inline). */
+static void spool_sync_mark(struct spool *sp, const struct spool_mark *m)
+{
+    /* The fd stays open: the writer closes a segment only after spool_drain. */
+    if (atomic_load(&sp->failed)) {
+        /* nothing more is published after a failure */
+    } else if (sp->io.fdatasync(m->fd) != 0) {
+        spool_fail(sp, "fdatasync", m->seg, errno);
+    } else if (m->dir && spool_fsync_dir(sp) != 0) {
+        spool_fail(sp, "fsync of the directory", m->seg, errno);
+    } else {
+        atomic_fetch_add(&sp->groups, 1);
+        spool_publish(sp, m);
+    }
+}
+
+/* The writer: requests [0, written) are in the open segment up to cur_bytes, the last data
+ * seq among them l. The flusher takes the latest post; but a small group with nothing
+ * behind it (idle is the writer's last post for now) and an idle flusher is synced here:
+ * at light load the hand-over to another thread was one more wake-up per commit. */
+static void spool_post(struct spool *sp, uint64_t l, uint64_t written, bool idle)
+{
+    pthread_mutex_lock(&sp->fmu);
+    bool dir = sp->mark.dir && sp->mark_new; /* not taken yet: still owed */
+    uint64_t prev = sp->mark.seg == sp->cur_seg ? sp->mark.off : 0;
+    sp->mark = (struct spool_mark){.seg = sp->cur_seg,
+                                   .off = sp->cur_bytes,
+                                   .l = l,
+                                   .written = written,
+                                   .fd = sp->fd,
+                                   .dir = dir || sp->dir_dirty};
+    sp->dir_dirty = false;
+    if (idle && !sp->fbusy && !sp->mark_new && sp->cur_bytes - prev <= SPOOL_INLINE_SYNC_BYTES) {
+        struct spool_mark m = sp->mark;
+        sp->fbusy = true; /* the flusher keeps off */
+        pthread_mutex_unlock(&sp->fmu);
+        spool_sync_mark(sp, &m);
+        pthread_mutex_lock(&sp->fmu);
+        sp->fbusy = false;
+        pthread_cond_broadcast(&sp->fcv);
+    } else {
+        sp->mark_new = true;
+        if (!sp->fbusy)
+            pthread_cond_broadcast(&sp->fcv);
+    }
+    pthread_mutex_unlock(&sp->fmu);
+}
+
+static void *spool_flush_main(void *arg)
+{
+    struct spool *sp = arg;
+    pthread_mutex_lock(&sp->fmu);
+    for (;;) {
+        while ((!sp->mark_new || sp->fbusy) && !sp->fstop)
+            pthread_cond_wait(&sp->fcv, &sp->fmu);
+        if (!sp->mark_new || sp->fbusy)
+            break; /* stopping, and nothing is owed */
+        struct spool_mark m = sp->mark;
+        sp->mark_new = false;
+        sp->fbusy = true;
+        pthread_mutex_unlock(&sp->fmu);
+        spool_sync_mark(sp, &m);
+        pthread_mutex_lock(&sp->fmu);
+        sp->fbusy = false;
+        pthread_cond_broadcast(&sp->fcv); /* a writer in spool_drain */
+    }
+    pthread_mutex_unlock(&sp->fmu);
+    return NULL;
 }
 
 int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const void *obj, size_t len,
@@ -328,7 +495,7 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
     spool_frame_seal(h, crc);
     struct iovec iov[3] = {
         {h, sizeof(h)}, {(void *)obj, len}, {(void *)zeros, size - SPOOL_FRAME_HEADER - len}};
-    if (spool_ensure_segment(sp, size, &what) != 0 ||
+    if (spool_ensure_segment(sp, false, &what) != 0 ||
         (what = "write", spool_writev_all(sp, iov, 3)) != 0 ||
         (what = "fdatasync", sp->io.fdatasync(sp->fd)) != 0 ||
         (what = "fsync of the directory", spool_fsync_dir(sp)) != 0) {
@@ -338,12 +505,28 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
     }
     sp->dir_dirty = false;
     spool_account(sp, &f, size);
-    spool_publish(sp, seq, atomic_load(&sp->written));
+    spool_publish(sp, &(struct spool_mark){.seg = sp->cur_seg,
+                                           .off = sp->cur_bytes,
+                                           .l = seq,
+                                           .written = atomic_load(&sp->written)});
     return 0;
 }
 
-/* Writes the frames of requests [from, to): returns how many were written (fewer when the
- * spool is full), or -1 on an I/O error (*what says which call). */
+/* Writes the frames gathered in sp->iov and posts them to the flusher: requests
+ * [0, written) are then in the file, the last data seq among them l. */
+static int spool_write_out(struct spool *sp, int *n, int *nh, uint64_t l, uint64_t written,
+                           bool last)
+{
+    if (*n > 0 && spool_writev_all(sp, sp->iov, *n) != 0)
+        return -1;
+    *n = *nh = 0;
+    spool_post(sp, l, written, last && atomic_load(&sp->pushed) == written);
+    return 0;
+}
+
+/* Writes the frames of requests [from, to), posting to the flusher after every writev so
+ * that it syncs what is written while the rest is written. Returns how many were written
+ * (fewer when the spool is full), or -1 on an I/O error (*what says which call). */
 static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, uint64_t *l,
                                  const char **what)
 {
@@ -366,20 +549,14 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             atomic_store(&sp->full, 1);
             break; /* until W lets segments go */
         }
-        /* A frame needs its header slot and up to count + 2 iovecs: flush first if the
-         * buffers cannot take it (a chunk never has more records than a batch). */
-        if (nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) {
-            if (spool_writev_all(sp, iov, n) != 0)
-                return *what = "write", -1;
-            n = nh = 0;
-        }
-        if (r->type != SPOOL_SEAL && sp->fd >= 0 && sp->cur_bytes > 0 &&
-            sp->cur_bytes + size > sp->segment_bytes) {
-            if (spool_writev_all(sp, iov, n) != 0) /* what belongs to the old segment */
-                return *what = "write", -1;
-            n = nh = 0;
-        }
-        if (spool_ensure_segment(sp, size, what) != 0)
+        /* A frame needs its header slot and up to count + 2 iovecs: write first if the
+         * buffers cannot take it (a chunk never has more records than a batch), or if the
+         * frame goes to a new segment (what is gathered belongs to the old one). */
+        bool roll = r->type != SPOOL_SEAL && spool_must_roll(sp, size);
+        if ((roll || nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) &&
+            spool_write_out(sp, &n, &nh, *l, i, false) != 0)
+            return *what = "write", -1;
+        if (spool_ensure_segment(sp, roll, what) != 0)
             return -1;
         unsigned char *h = sp->hdrs[nh++];
         spool_frame_encode(&f, h);
@@ -405,16 +582,19 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             *l = r->last;
         done = i + 1;
     }
-    if (n > 0 && spool_writev_all(sp, iov, n) != 0)
+    if (done > from && spool_write_out(sp, &n, &nh, *l, done, true) != 0)
         return *what = "write", -1;
     return (int64_t)(done - from);
 }
 
+/* The writer: appends what the persistence thread pushed, deletes what W passed. It never
+ * waits on an fdatasync but at a segment's end; the flusher publishes L. */
 static void *spool_main(void *arg)
 {
     struct spool *sp = arg;
+    uint64_t l = atomic_load(&sp->l); /* the last data seq written */
     for (;;) {
-        uint64_t from = atomic_load(&sp->written);
+        uint64_t from = sp->wnext;
         pthread_mutex_lock(&sp->mu);
         for (;;) {
             /* Say we may sleep before looking (seq_cst, as spool_push): either we see its
@@ -439,44 +619,150 @@ static void *spool_main(void *arg)
             sp->deleted_w = w;
             spool_delete_behind(sp, w);
             /* A full spool whose open segment is all behind W: close it so it can go. */
-            if (atomic_load(&sp->full) && sp->fd >= 0 && sp->next_seq - 1 <= w) {
-                close(sp->fd);
-                sp->fd = -1;
+            if (atomic_load(&sp->full) && sp->fd >= 0 && sp->next_seq - 1 <= w &&
+                spool_close_segment(sp) == 0)
                 spool_delete_behind(sp, w);
-            }
             atomic_store(&sp->full, 0); /* try again: the group says whether it fits */
         }
         uint64_t to = atomic_load_explicit(&sp->pushed, memory_order_acquire);
         if (!atomic_load(&sp->failed) && to > from) {
-            uint64_t l = atomic_load(&sp->l);
             const char *what = "write";
             int64_t n = spool_write_group(sp, from, to, &l, &what);
-            if (n < 0) {
-                spool_fail(sp, what, errno);
-            } else if (n > 0) {
-                if (sp->io.fdatasync(sp->fd) != 0) {
-                    spool_fail(sp, "fdatasync", errno);
-                } else if (sp->dir_dirty && spool_fsync_dir(sp) != 0) {
-                    spool_fail(sp, "fsync of the directory", errno);
-                } else {
-                    sp->dir_dirty = false;
-                    atomic_fetch_add(&sp->groups, 1);
-                    spool_publish(sp, l, from + (uint64_t)n);
-                }
-            }
+            if (n < 0)
+                spool_fail(sp, what, sp->cur_seg, errno);
+            else
+                sp->wnext = from + (uint64_t)n;
         }
-        if (stop &&
-            (atomic_load(&sp->written) >= to || atomic_load(&sp->failed) || atomic_load(&sp->full)))
+        if (stop && (sp->wnext >= to || atomic_load(&sp->failed) || atomic_load(&sp->full)))
             break;
     }
+    spool_drain(sp); /* what was written is synced (or the spool failed) before stop returns */
     return NULL;
+}
+
+/* Creates SPOOL_PREP_NAME, prep_bytes of zeros, fdatasync'd, so
+ * its blocks are allocated and written before any frame goes there. Written through the
+ * page cache on purpose: the frames written over it later end mid-page, and a page that
+ * is not in the cache would be read from the disk first (written around the cache with
+ * O_DIRECT, every group paid a read: measured, see docs/spool.md). */
+static int spool_prepare(struct spool *sp)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/" SPOOL_PREP_NAME, sp->dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    uint64_t size = sp->prep_bytes;
+    int rc = 0;
+    for (uint64_t off = 0; off < size && rc == 0; off += SPOOL_PREP_CHUNK) {
+        size_t n = size - off < SPOOL_PREP_CHUNK ? (size_t)(size - off) : SPOOL_PREP_CHUNK;
+        if (atomic_load(&sp->pstop) || pwrite(fd, sp->zeros, n, (off_t)off) != (ssize_t)n)
+            rc = -1;
+    }
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = -1;
+    close(fd);
+    if (rc != 0) {
+        S3C_LOG(S3C_LOG_DEBUG, "event=spool_prepare_failed path=%s error=\"%s\"", path,
+                strerror(errno));
+        unlink(path);
+    }
+    return rc;
+}
+
+/* Whether the spool is written slowly enough for a prepared segment to pay: under
+ * SPOOL_PREP_RATE, where groups are small and the journal commit of an append is most of
+ * an fdatasync. Faster, groups are large (the journal commit is a small part of one) and
+ * zero-filling would add as many bytes written and copied as the frames themselves.
+ * Measured over the last SPOOL_PREP_WINDOW_MS; true at the start. */
+static bool spool_prep_pays(struct spool *sp, uint64_t *t_ref, uint64_t *a_ref, bool *slow)
+{
+    uint64_t now = s3c__now_ns(), a = atomic_load(&sp->appended);
+    if (now - *t_ref >= (uint64_t)SPOOL_PREP_WINDOW_MS * 1000000u) {
+        double rate = (double)(a - *a_ref) * 1e9 / (double)(now - *t_ref);
+        *slow = rate < (double)SPOOL_PREP_RATE;
+        *t_ref = now;
+        *a_ref = a;
+    }
+    return *slow;
+}
+
+/* The preparer: unlinks the segments W passed, and keeps one prepared segment ready while
+ * the spool is written slowly. A
+ * failure (a full disk) is not the spool's failure: the writer goes on with segments that
+ * grow, and the preparer tries again at the next rollover. */
+static void *spool_prep_main(void *arg)
+{
+    struct spool *sp = arg;
+    uint64_t t_ref = s3c__now_ns(), a_ref = atomic_load(&sp->appended);
+    bool slow = true;
+    pthread_mutex_lock(&sp->pmu);
+    for (;;) {
+        if (sp->nunlink > 0) {
+            uint64_t q[SPOOL_UNLINK_QUEUE];
+            int n = sp->nunlink;
+            memcpy(q, sp->unlink_q, (size_t)n * sizeof(q[0]));
+            sp->nunlink = 0;
+            pthread_mutex_unlock(&sp->pmu);
+            for (int i = 0; i < n; i++)
+                spool_unlink(sp, q[i]);
+            pthread_mutex_lock(&sp->pmu);
+            continue;
+        }
+        if (atomic_load(&sp->pstop))
+            break;
+        if (atomic_load(&sp->prep_ready) || sp->prep_failed ||
+            !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
+            struct timespec ts = s3c__deadline_ts(SPOOL_PREP_WINDOW_MS / 4);
+            pthread_cond_timedwait(&sp->pcv, &sp->pmu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&sp->pmu);
+        int rc = spool_prepare(sp);
+        pthread_mutex_lock(&sp->pmu);
+        if (rc == 0)
+            atomic_store(&sp->prep_ready, true);
+        else
+            sp->prep_failed = true;
+    }
+    pthread_mutex_unlock(&sp->pmu);
+    return NULL;
+}
+
+static void spool_stop_preparer(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->pmu);
+    atomic_store(&sp->pstop, true);
+    pthread_cond_signal(&sp->pcv);
+    pthread_mutex_unlock(&sp->pmu);
+    pthread_join(sp->preparer, NULL);
+}
+
+static void spool_stop_flusher(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->fmu);
+    sp->fstop = true;
+    pthread_cond_broadcast(&sp->fcv);
+    pthread_mutex_unlock(&sp->fmu);
+    pthread_join(sp->flusher, NULL);
 }
 
 int spool_start(struct spool *sp)
 {
-    if (pthread_create(&sp->thread, NULL, spool_main, sp) != 0)
+    sp->wnext = atomic_load(&sp->written);
+    if (pthread_create(&sp->preparer, NULL, spool_prep_main, sp) != 0)
         return S3C_EIO;
+    if (pthread_create(&sp->flusher, NULL, spool_flush_main, sp) != 0) {
+        spool_stop_preparer(sp);
+        return S3C_EIO;
+    }
     sp->started = true;
+    if (pthread_create(&sp->thread, NULL, spool_main, sp) != 0) {
+        spool_stop_flusher(sp);
+        spool_stop_preparer(sp);
+        sp->started = false;
+        return S3C_EIO;
+    }
     return 0;
 }
 
@@ -489,6 +775,8 @@ void spool_stop(struct spool *sp)
     pthread_cond_signal(&sp->cv);
     pthread_mutex_unlock(&sp->mu);
     pthread_join(sp->thread, NULL);
+    spool_stop_flusher(sp);
+    spool_stop_preparer(sp);
     sp->started = false;
 }
 

@@ -11,6 +11,13 @@
 #define SPOOL_MAGIC 0x50533353u /* "S3SP" */
 #define SPOOL_GROUP_IOV 1024    /* iovecs per writev (IOV_MAX) */
 #define SPOOL_GROUP_HEADERS 256 /* frame headers per writev */
+#define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
+#define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
+#define SPOOL_PREP_NAME "prepared.tmp"
+#define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
+#define SPOOL_PREP_MAX (8u << 20)    /* a prepared segment's zeros, at most */
+#define SPOOL_PREP_RATE (8u << 20)   /* prepare while the spool is written slower (bytes/s) */
+#define SPOOL_PREP_WINDOW_MS 400     /* over which the write rate is measured */
 
 struct spool_seg {
     uint64_t seg;   /* its name: the first data seq written to it */
@@ -32,22 +39,56 @@ struct spool {
     _Atomic uint64_t pushed, written;
     uint64_t freed; /* the persistence thread's */
 
-    /* Thread control. */
-    pthread_t thread;
+    /* Thread control: the writer (spool_main), the flusher (spool_flush_main) and the
+     * preparer (spool_prep_main). */
+    pthread_t thread, flusher, preparer;
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     _Atomic bool sleeping; /* the thread may be waiting: a push signals */
     bool stop, poked;      /* under mu */
 
-    /* The thread's writing state. */
-    int fd; /* the open segment, or -1 */
+    /* The writer's state. */
+    uint64_t wnext; /* requests written (not yet durable: the flusher says when) */
+    int fd;         /* the open segment, or -1 */
     uint64_t cur_seg, cur_bytes;
     uint64_t next_seq; /* the next data seq: a new segment's name */
     bool dir_dirty;    /* a segment was created since the last directory fsync */
+    bool cur_prepared; /* the open segment is a zero-filled one: writes overwrite */
     uint64_t deleted_w;
     struct iovec iov[SPOOL_GROUP_IOV];
     unsigned char hdrs[SPOOL_GROUP_HEADERS][SPOOL_FRAME_HEADER];
+
+    /* The flusher fdatasyncs what the writer has written (group N) while the writer writes
+     * group N+1: the writer posts the end of what it wrote after every writev, the flusher
+     * takes the latest post. Under fmu. */
+    pthread_mutex_t fmu;
+    pthread_cond_t fcv;
+    struct spool_mark {
+        uint64_t seg, off; /* written up to here */
+        uint64_t l;        /* the last data seq written */
+        uint64_t written;  /* requests written */
+        int fd;            /* the segment to fdatasync */
+        bool dir;          /* a segment was created: fsync the directory too */
+    } mark;
+    bool mark_new; /* posted since the flusher took it */
+    bool fbusy;    /* the flusher is syncing what it took */
+    bool fstop;
+    atomic_flag fail_once;
+
+    /* The preparer keeps one zero-filled, fdatasync'd segment file (SPOOL_PREP_NAME)
+     * ready: data written over it changes no file metadata, so its fdatasync commits no
+     * journal. The writer renames it into place at a rollover. Under pmu. */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    _Atomic bool prep_ready; /* the file is ready (the writer takes it) */
+    bool prep_failed;        /* the last try failed: wait for the next rollover */
+    _Atomic bool pstop;
+    _Atomic uint64_t appended; /* bytes ever written by the writer: its rate */
+    unsigned char *zeros; /* SPOOL_PREP_CHUNK zero bytes */
+    uint64_t prep_bytes;  /* a prepared segment's size: segment_bytes, at most SPOOL_PREP_MAX */
+    uint64_t unlink_q[SPOOL_UNLINK_QUEUE]; /* segments W passed, for the preparer to unlink */
+    int nunlink;
 
     /* Published after each group. */
     pthread_mutex_t pubmu;

@@ -25,14 +25,33 @@ void stage_on_spool_wake(void *ctx, int fd, unsigned events)
         ;
 }
 
+/* W has not moved for SPOOL_W_STALL_MS while commits wait for it: S3 is not keeping up
+ * (an outage, or retries), as opposed to a ring that is full because producers outrun
+ * a healthy pipeline, where W moves every few milliseconds. */
+static bool stage_w_stalled(struct s3c_stage *st)
+{
+    uint64_t w = atomic_load(&st->durable), now = s3c__now_ns();
+    if (w != st->w_seen || st->w_seen_ns == 0) {
+        st->w_seen = w;
+        st->w_seen_ns = now;
+        return false;
+    }
+    return now - st->w_seen_ns > (uint64_t)SPOOL_W_STALL_MS * 1000000u;
+}
+
 /* The ring or the queue runs out: give back ring space as soon as the spool holds it.
  * Not earlier: a batch built from the spool costs a read and a CRC check of its bytes, so
- * at full speed with S3 keeping up (a busy ring, nobody waiting) the ring keeps them. */
+ * at full speed with S3 keeping up (a busy ring, W moving) the ring keeps them: there the
+ * read-back only spends the CPU the pipeline is short of (measured: L ran to 4.6 M/s while
+ * W fell behind, 7,000 frames read back in 3 s; see docs/spool.md). */
 static bool stage_spool_pressure(struct s3c_stage *st)
 {
     uint64_t queued = spool_req_pushed(st->spool) - spool_req_freed(st->spool);
-    return ring_producers_waiting(st->ring) || queued > SPOOL_QUEUE * 3 / 4 ||
-           ring_used_bytes(st->ring) > (uint64_t)st->cfg.pipeline.ring_bytes / 8 * 7;
+    if (queued > SPOOL_QUEUE * 3 / 4)
+        return true;
+    bool ring_short = ring_producers_waiting(st->ring) ||
+                      ring_used_bytes(st->ring) > (uint64_t)st->cfg.pipeline.ring_bytes / 8 * 7;
+    return ring_short && stage_w_stalled(st);
 }
 
 void stage_spool_take(struct s3c_stage *st)

@@ -39,6 +39,7 @@
 enum batch_state { B_FREE, B_COMPRESS, B_WIRE, B_BACKOFF, B_SETTLE };
 
 #define SPOOL_QUEUE 4096 /* chunks and seals handed to the spool and not yet freed */
+#define SPOOL_W_STALL_MS 200 /* W still this long with a full ring: S3 is not keeping up */
 
 struct batch {
     enum batch_state state;
@@ -175,6 +176,7 @@ struct s3c_stage {
     const struct spool_seal *seals; /* an earlier run's object bounds (replay) */
     size_t nseals, seal_i;
     uint64_t chunk_since_ns; /* when the oldest chunk not in a batch was taken */
+    uint64_t w_seen, w_seen_ns; /* W as the spool's side last saw it move, and when */
 
     /* Counters: written by the persistence thread only, read by anyone (relaxed). */
     struct {

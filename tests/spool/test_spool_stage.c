@@ -4,6 +4,8 @@
  * calling anything locally durable that was not fsync'd; one process per spool; what a
  * closed stage left in the spool is sent by the next open. */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +15,7 @@
 
 #include "mockproc.h"
 #include "s3commit.h"
-#include "spool/spool.h"
+#include "spool/spool_int.h" /* spool_frame_decode: reading segments back */
 #include "support/mockstats.h"
 #include "test.h"
 
@@ -272,6 +274,143 @@ static void failing_write(void)
     disk_fault(&fail_write_after, "No space left on device");
 }
 
+/* ---- L covers only bytes an fdatasync began after (the writer and the flusher) ---- */
+
+#define LS_FILES 256
+static struct ls_file {
+    char path[256];
+    uint64_t written, synced; /* bytes writev'd; of those, written before a good fdatasync began */
+} ls_files[LS_FILES];
+static int ls_n;
+static pthread_mutex_t ls_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t ls_bad, ls_checked;
+
+static struct ls_file *ls_file(int fd) /* under ls_mu */
+{
+    char link[64], path[256];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof(path) - 1);
+    ASSERT(n > 0);
+    path[n] = '\0';
+    for (int i = 0; i < ls_n; i++)
+        if (strcmp(ls_files[i].path, path) == 0)
+            return &ls_files[i];
+    ASSERT(ls_n < LS_FILES);
+    snprintf(ls_files[ls_n].path, sizeof(ls_files[ls_n].path), "%s", path);
+    return &ls_files[ls_n++];
+}
+
+static ssize_t ls_writev(int fd, const struct iovec *iov, int n)
+{
+    ssize_t w = writev(fd, iov, n);
+    if (w > 0) {
+        pthread_mutex_lock(&ls_mu);
+        ls_file(fd)->written += (uint64_t)w; /* a segment is written from 0, in order */
+        pthread_mutex_unlock(&ls_mu);
+    }
+    return w;
+}
+
+static int ls_fdatasync(int fd)
+{
+    pthread_mutex_lock(&ls_mu);
+    struct ls_file *f = ls_file(fd);
+    uint64_t before = f->written;
+    pthread_mutex_unlock(&ls_mu);
+    usleep(10000); /* a slow disk: the writer goes on writing meanwhile */
+    int rc = fdatasync(fd);
+    pthread_mutex_lock(&ls_mu);
+    if (rc == 0 && before > f->synced)
+        f->synced = before; /* only what was written before the call is surely on disk */
+    pthread_mutex_unlock(&ls_mu);
+    return rc;
+}
+
+static int ls_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct ls_file *)a)->path, ((const struct ls_file *)b)->path);
+}
+
+/* The highest seq such that every frame up to it lies in synced bytes of its segment
+ * (segments in name order, as seqs). Under ls_mu. */
+static uint64_t ls_covered(void)
+{
+    struct ls_file segs[LS_FILES];
+    int n = 0;
+    for (int i = 0; i < ls_n; i++)
+        if (strstr(ls_files[i].path, ".seg"))
+            segs[n++] = ls_files[i];
+    qsort(segs, (size_t)n, sizeof(segs[0]), ls_cmp);
+    uint64_t covered = 0;
+    for (int i = 0; i < n; i++) {
+        int fd = open(segs[i].path, O_RDONLY | O_CLOEXEC);
+        ASSERT(fd >= 0); /* nothing is deleted: W stays behind */
+        uint64_t off = 0;
+        unsigned char h[SPOOL_FRAME_HEADER];
+        struct spool_frame f;
+        uint32_t crc;
+        while (off + SPOOL_FRAME_HEADER <= segs[i].synced &&
+               pread(fd, h, sizeof(h), (off_t)off) == (ssize_t)sizeof(h) &&
+               spool_frame_decode(h, &f, &crc) == 0) {
+            uint64_t next = off + SPOOL_FRAME_HEADER + (((uint64_t)f.len + 7) & ~7ull);
+            if (next > segs[i].synced)
+                break;
+            if (f.type != SPOOL_SEAL && f.last > covered)
+                covered = f.last;
+            off = next;
+        }
+        close(fd);
+        if (segs[i].synced < segs[i].written)
+            break; /* later segments cannot count before this one is whole */
+    }
+    return covered;
+}
+
+static void ls_on_local(void *ctx, uint64_t l, int err)
+{
+    (void)ctx;
+    if (err)
+        return;
+    pthread_mutex_lock(&ls_mu);
+    uint64_t covered = ls_covered();
+    pthread_mutex_unlock(&ls_mu);
+    if (l > covered && atomic_load(&ls_bad) == 0)
+        atomic_store(&ls_bad, l);
+    atomic_fetch_add(&ls_checked, 1);
+}
+
+static const struct spool_io ls_io = {.writev = ls_writev, .fdatasync = ls_fdatasync};
+
+/* With fdatasync slow enough that the writer writes on while the flusher syncs, every move
+ * of L is checked against the bytes on disk: it never names a commit that was written
+ * after the fdatasync that published it began, across segment rollovers. */
+static void local_seq_only_covers_synced_bytes(void)
+{
+    sp_fresh_dir();
+    spool_test_io = &ls_io;
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(st);
+    mock_faults(&mock, OUTAGE); /* W stays put: every segment stays to be read */
+    ASSERT_EQ(s3c_subscribe_local(st, ls_on_local, NULL), 0);
+    /* One stream: the writer always has more, so the flusher (not the writer, as for a
+     * small group alone) syncs while the writer writes. Several segments. */
+    ASSERT_EQ(sp_submit(st, first, 0, 3000, 10000), 0);
+    ASSERT_EQ(s3c_wait_local(st, first + 2999, 20000), 0);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), S3C_ETIMEDOUT);
+    mock_faults(&mock, HEALED);
+    spool_test_io = NULL;
+    int segs = 0;
+    for (int i = 0; i < ls_n; i++)
+        segs += strstr(ls_files[i].path, ".seg") != NULL;
+    fprintf(stderr, "   %" PRIu64 " moves of L checked, %d segments\n", atomic_load(&ls_checked),
+            segs);
+    ASSERT_UEQ(atomic_load(&ls_bad), 0);
+    ASSERT_GT(atomic_load(&ls_checked), 10);
+    ASSERT_GT(segs, 3);
+    sp_rm_dir();
+}
+
 /* One process per spool: a second stage on the directory is refused, naming the holder. */
 static void second_stage_refused(void)
 {
@@ -292,6 +431,32 @@ static void second_stage_refused(void)
 
 /* A stage closed during an outage leaves its commits in the spool; the next open sends
  * them with their seqs, then fences after them. */
+/* Segments of the spool that were prepared (zero-filled to segment_bytes, 262144 here) and
+ * still end in unwritten zeros: the next open must end their frames there, not cut. */
+static int sp_prepared_segments(void)
+{
+    char cmd[256];
+    int n = 0;
+    snprintf(cmd, sizeof(cmd), "ls %s/spool/*.seg", dir);
+    FILE *ls = popen(cmd, "r");
+    ASSERT(ls != NULL);
+    char path[512];
+    while (fgets(path, sizeof(path), ls)) {
+        path[strcspn(path, "\n")] = '\0';
+        FILE *f = fopen(path, "rb");
+        unsigned char tail[64], zero[64] = {0};
+        ASSERT(f != NULL);
+        ASSERT_EQ(fseek(f, 0, SEEK_END), 0);
+        long size = ftell(f);
+        if (size == 262144 && fseek(f, -64, SEEK_END) == 0 && fread(tail, 1, 64, f) == 64 &&
+            memcmp(tail, zero, 64) == 0)
+            n++;
+        fclose(f);
+    }
+    pclose(ls);
+    return n;
+}
+
 static void next_open_replays(void)
 {
     sp_fresh_dir();
@@ -304,6 +469,7 @@ static void next_open_replays(void)
     ASSERT_EQ(s3c_stage_close(st, &rep), S3C_ETIMEDOUT);
     ASSERT_UEQ(rep.lost_first_seq, first);
     ASSERT_GE(rep.local_seq, first + 1499); /* not lost: in the spool */
+    ASSERT_GT(sp_prepared_segments(), 0);
     mock_faults(&mock, HEALED);
 
     st = sp_open_ok(64LL << 20);
@@ -355,6 +521,7 @@ int main(void)
     RUN(full_spool_pushes_back);
     RUN(failing_fsync);
     RUN(failing_write);
+    RUN(local_seq_only_covers_synced_bytes);
     RUN(second_stage_refused);
     RUN(next_open_replays);
     RUN(takeover_strands_the_spool);
