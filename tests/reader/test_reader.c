@@ -350,15 +350,18 @@ static void test_epochs_and_orphans(void)
     test_stage_close(st);
     ASSERT_UEQ(c.seq[0], 2);
 
-    /* The second writer batches its five commits into one object (a long timeout, the
-     * count reached at once). */
+    /* The second writer batches its commits (a long timeout): the first goes at once (the
+     * stage is idle), the other four wait behind its PUT, which the mock holds for 300 ms
+     * so that a loaded machine, slow to make the next payloads, still batches them. */
     st = open_stage("ep/", "\"batch_size_threshold\":5,\"batch_timeout_ms\":10000");
     struct s3c_stage_info info;
     ASSERT_EQ(s3c_stage_info(st, &info), 0);
     ASSERT_UEQ(info.epoch, 2);
     ASSERT_UEQ(info.control_seq, 7);
+    mock_faults(&mock, "{\"latency_ms\":300}");
     submit_random(st, &c, 5); /* 8..12 */
     ASSERT_EQ(s3c_wait_durable(st, c.seq[9], 10000), 0);
+    mock_faults(&mock, "{\"latency_ms\":0}");
     test_stage_close(st);
     uint64_t firsts[64];
     int n = list_firsts("ep/", firsts, 64);
