@@ -153,38 +153,46 @@ static void spool_unlink(struct spool *sp, uint64_t seg)
 
 /* Unlinks a segment W has passed: on the preparer's thread once the threads run (the
  * unlink of a 64 MiB segment held the writer up to 33 ms at half load, every segment),
- * here when they do not or its queue is full. A crash before the unlink leaves a segment
- * behind W, which the next open trims. */
-static void spool_unlink_later(struct spool *sp, uint64_t seg)
+ * here when they do not. A crash before the unlink leaves a segment behind W, which the
+ * next open trims. Segments go strictly oldest first: a newer one unlinked while an older
+ * one waits in the queue would leave a hole that a crash turns into a seq gap, and the
+ * scan cuts everything after a gap, locally durable commits included. So when the queue
+ * is full this returns false and the segment stays, for the next W move. */
+static bool spool_unlink_later(struct spool *sp, uint64_t seg)
 {
-    bool queued = false;
-    if (sp->started) {
-        pthread_mutex_lock(&sp->pmu);
-        if (sp->nunlink < SPOOL_UNLINK_QUEUE) {
-            sp->unlink_q[sp->nunlink++] = seg;
-            pthread_cond_signal(&sp->pcv);
-            queued = true;
-        }
-        pthread_mutex_unlock(&sp->pmu);
-    }
-    if (!queued)
+    if (!sp->started) {
         spool_unlink(sp, seg);
+        return true;
+    }
+    bool queued = false;
+    pthread_mutex_lock(&sp->pmu);
+    if (sp->nunlink < SPOOL_UNLINK_QUEUE) {
+        sp->unlink_q[sp->nunlink++] = seg;
+        pthread_cond_signal(&sp->pcv);
+        queued = true;
+    }
+    pthread_mutex_unlock(&sp->pmu);
+    return queued;
 }
 
 /* Deletes every segment but the open one whose data all lies at or below w. */
 static void spool_delete_behind(struct spool *sp, uint64_t w)
 {
     size_t keep = 0;
+    bool stop = false; /* the unlink queue is full: this one and every later one stay */
     pthread_mutex_lock(&sp->segmu);
     for (size_t i = 0; i < sp->nsegs; i++) {
         struct spool_seg *s = &sp->segs[i];
         bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
-        if (!open_one && s->last <= w) {
-            spool_unlink_later(sp, s->seg);
-            atomic_fetch_sub(&sp->bytes, s->bytes);
-            S3C_LOG(S3C_LOG_DEBUG, "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64,
-                    s->seg, s->last);
-            continue;
+        if (!stop && !open_one && s->last <= w) {
+            if (spool_unlink_later(sp, s->seg)) {
+                atomic_fetch_sub(&sp->bytes, s->bytes);
+                S3C_LOG(S3C_LOG_DEBUG,
+                        "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64, s->seg,
+                        s->last);
+                continue;
+            }
+            stop = true;
         }
         sp->segs[keep++] = *s;
     }
@@ -373,17 +381,21 @@ static void spool_fail(struct spool *sp, const char *what, uint64_t seg, int err
     if (atomic_flag_test_and_set(&sp->fail_once))
         return;
     char why[1024];
+    /* Under pubmu, as spool_publish: once failed is set L no longer moves, so the L this
+     * message names is the last one anybody sees (a sync that was under way when the
+     * other thread failed is not published, though it may have succeeded). */
+    pthread_mutex_lock(&sp->pubmu);
+    atomic_store(&sp->failed, 1);
     snprintf(why, sizeof(why),
              "spool %s: %s failed on segment %020" PRIu64 ".seg: %s; seqs above %" PRIu64
              " are not locally durable and no more commits are accepted",
              sp->dir, what, seg, strerror(err), atomic_load(&sp->l));
-    pthread_mutex_lock(&sp->pubmu);
     snprintf(sp->error, sizeof(sp->error), "%s", why);
     pthread_mutex_unlock(&sp->pubmu);
-    atomic_store(&sp->failed, 1);
     pthread_mutex_lock(&sp->fmu); /* a writer waiting for the flusher stops waiting */
     pthread_cond_broadcast(&sp->fcv);
     pthread_mutex_unlock(&sp->fmu);
+    spool_poke(sp); /* a sleeping writer wakes to go quiet (spool_main) */
     S3C_LOG(S3C_LOG_ERROR,
             "event=spool_failed op=%s seg=%" PRIu64 " local_seq=%" PRIu64 " error=\"%s\"", what,
             seg, atomic_load(&sp->l), strerror(err));
@@ -395,11 +407,15 @@ static void spool_fail(struct spool *sp, const char *what, uint64_t seg, int err
 static void spool_publish(struct spool *sp, const struct spool_mark *m)
 {
     pthread_mutex_lock(&sp->pubmu);
+    if (atomic_load(&sp->failed)) { /* the failure's message named L: it stays */
+        pthread_mutex_unlock(&sp->pubmu);
+        return;
+    }
     sp->dseg = m->seg;
     sp->doff = m->off;
-    pthread_mutex_unlock(&sp->pubmu);
     if (m->l > atomic_load(&sp->l))
         atomic_store(&sp->l, m->l);
+    pthread_mutex_unlock(&sp->pubmu);
     atomic_store_explicit(&sp->written, m->written, memory_order_release);
     if (sp->o.notify_fd >= 0) {
         uint64_t one = 1;
@@ -524,6 +540,49 @@ static int spool_write_out(struct spool *sp, int *n, int *nh, uint64_t l, uint64
     return 0;
 }
 
+/* The CRC a chunk frame's header carries: its first 40 bytes (crc, given) and every
+ * record's header, which holds the payload's own CRC (spool_frame_check). */
+static uint32_t spool_chunk_crc(struct spool *sp, const struct spool_req *r, uint32_t crc)
+{
+    struct ring_iter it;
+    struct ring_rec rec;
+    ring_iter_init(&r->rb, &it);
+    while (ring_iter_next(sp->o.ring, &it, &rec))
+        crc = crc32c_update(crc, (unsigned char *)rec.prefix + sp->o.rec_offset,
+                            OBJ_RECORD_HEADER_BYTES);
+    return crc;
+}
+
+/* Gathers a chunk's records (header and payload) after its frame header: records that lie
+ * back to back in the ring are one iovec, so a chunk is one or two unless short payloads
+ * left gaps between its records. When the iovecs run out inside the frame, what is
+ * gathered is written without a post: the flusher is told of whole frames only, and the
+ * frame's header is already sealed. A chunk of any record count fits this way (a batch
+ * may hold up to batch_size_threshold records, far more than IOV_MAX). */
+static int spool_chunk_iov(struct spool *sp, const struct spool_req *r, int *n, int *nh)
+{
+    struct iovec *iov = sp->iov;
+    struct ring_iter it;
+    struct ring_rec rec;
+    ring_iter_init(&r->rb, &it);
+    while (ring_iter_next(sp->o.ring, &it, &rec)) {
+        unsigned char *span = (unsigned char *)rec.prefix + sp->o.rec_offset;
+        size_t len = OBJ_RECORD_HEADER_BYTES + rec.len;
+        struct iovec *prev = *n > 0 ? &iov[*n - 1] : NULL;
+        if (prev && (unsigned char *)prev->iov_base + prev->iov_len == span) {
+            prev->iov_len += len; /* the next record in the ring (never a frame header) */
+            continue;
+        }
+        if (*n >= SPOOL_GROUP_IOV - 1) { /* one left for the padding */
+            if (spool_writev_all(sp, iov, *n) != 0)
+                return -1;
+            *n = *nh = 0; /* every header gathered so far is written */
+        }
+        iov[(*n)++] = (struct iovec){span, len};
+    }
+    return 0;
+}
+
 /* Writes the frames of requests [from, to), posting to the flusher after every writev so
  * that it syncs what is written while the rest is written. Returns how many were written
  * (fewer when the spool is full), or -1 on an I/O error (*what says which call). */
@@ -536,7 +595,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
     uint64_t done = from;
     atomic_store(&sp->full, 0); /* until a frame finds no room */
 
-    for (uint64_t i = from; i < to; i++) {
+    for (uint64_t i = from; i < to && !atomic_load(&sp->failed); i++) {
         struct spool_req *r = &sp->q[i % sp->qcap];
         struct spool_frame f = {.type = r->type,
                                 .first = r->first,
@@ -549,11 +608,12 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             atomic_store(&sp->full, 1);
             break; /* until W lets segments go */
         }
-        /* A frame needs its header slot and up to count + 2 iovecs: write first if the
-         * buffers cannot take it (a chunk never has more records than a batch), or if the
-         * frame goes to a new segment (what is gathered belongs to the old one). */
+        /* A frame needs its header slot and, as a rule, up to 4 iovecs (header, the
+         * records in one or two runs, padding): write first if the buffers cannot take
+         * that (a chunk with gaps that needs more writes part of itself, spool_chunk_iov),
+         * or if the frame goes to a new segment (what is gathered belongs to the old one). */
         bool roll = r->type != SPOOL_SEAL && spool_must_roll(sp, size);
-        if ((roll || nh == SPOOL_GROUP_HEADERS || n + (int)f.count + 2 > SPOOL_GROUP_IOV) &&
+        if ((roll || nh == SPOOL_GROUP_HEADERS || n + 4 > SPOOL_GROUP_IOV) &&
             spool_write_out(sp, &n, &nh, *l, i, false) != 0)
             return *what = "write", -1;
         if (spool_ensure_segment(sp, roll, what) != 0)
@@ -561,21 +621,16 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         unsigned char *h = sp->hdrs[nh++];
         spool_frame_encode(&f, h);
         uint32_t crc = crc32c_update(0, h, 40);
+        if (r->type == SPOOL_CHUNK)
+            crc = spool_chunk_crc(sp, r, crc);
+        spool_frame_seal(h, crc); /* sealed before any of the frame may be written */
         iov[n++] = (struct iovec){h, SPOOL_FRAME_HEADER};
         if (r->type == SPOOL_CHUNK) {
-            struct ring_iter it;
-            struct ring_rec rec;
-            ring_iter_init(&r->rb, &it);
-            while (ring_iter_next(sp->o.ring, &it, &rec)) {
-                void *span = (unsigned char *)rec.prefix + sp->o.rec_offset;
-                size_t len = OBJ_RECORD_HEADER_BYTES + rec.len;
-                crc = crc32c_update(crc, span, OBJ_RECORD_HEADER_BYTES); /* spool_frame_check */
-                iov[n++] = (struct iovec){span, len};
-            }
+            if (spool_chunk_iov(sp, r, &n, &nh) != 0)
+                return *what = "write", -1;
             if (size - SPOOL_FRAME_HEADER > f.len)
                 iov[n++] = (struct iovec){(void *)zeros, size - SPOOL_FRAME_HEADER - f.len};
         }
-        spool_frame_seal(h, crc);
         r->pos = (struct spool_pos){sp->cur_seg, sp->cur_bytes};
         spool_account(sp, &f, size);
         if (r->type == SPOOL_CHUNK && r->last > *l)
@@ -601,7 +656,7 @@ static void *spool_main(void *arg)
              * push, or it sees us asleep and signals under the mutex we hold. */
             atomic_store(&sp->sleeping, true);
             uint64_t pushed = atomic_load(&sp->pushed);
-            bool work = pushed > from && !atomic_load(&sp->full);
+            bool work = pushed > from && !atomic_load(&sp->full) && !atomic_load(&sp->failed);
             if (work || sp->stop || sp->poked)
                 break;
             struct timespec ts = s3c__deadline_ts(atomic_load(&sp->full) ? 50 : 1000);
@@ -632,6 +687,15 @@ static void *spool_main(void *arg)
                 spool_fail(sp, what, sp->cur_seg, errno);
             else
                 sp->wnext = from + (uint64_t)n;
+        }
+        if (atomic_load(&sp->failed) && !atomic_load(&sp->wquiet)) {
+            /* Out of spool_write_group for good: the ring space of what it held may go. */
+            atomic_store(&sp->wquiet, 1);
+            if (sp->o.notify_fd >= 0) {
+                uint64_t one = 1;
+                ssize_t nw = write(sp->o.notify_fd, &one, sizeof(one));
+                (void)nw; /* an eventfd */
+            }
         }
         if (stop && (sp->wnext >= to || atomic_load(&sp->failed) || atomic_load(&sp->full)))
             break;
@@ -852,6 +916,11 @@ uint64_t spool_local_seq(const struct spool *sp)
 bool spool_failed(const struct spool *sp)
 {
     return atomic_load(&sp->failed);
+}
+
+bool spool_writer_quiet(const struct spool *sp)
+{
+    return atomic_load(&sp->wquiet);
 }
 
 bool spool_full(const struct spool *sp)

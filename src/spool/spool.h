@@ -135,6 +135,10 @@ void spool_poke(struct spool *sp);
 
 uint64_t spool_local_seq(const struct spool *sp); /* L: every seq <= L is fsync'd */
 bool spool_failed(const struct spool *sp);
+/* After a failure: whether the writer is done reading the ring memory of the requests it
+ * held (it may be inside a group when the flusher fails). Until then their ring space must
+ * not go back, even acknowledged. The notify fd is written when it turns true. */
+bool spool_writer_quiet(const struct spool *sp);
 bool spool_full(const struct spool *sp);         /* waiting for W to free room */
 uint64_t spool_bytes(const struct spool *sp);    /* in segment files now */
 const char *spool_error(const struct spool *sp); /* "" until it failed */

@@ -95,6 +95,7 @@ struct spool {
     uint64_t dseg, doff; /* everything before (dseg, doff) is durable */
     _Atomic uint64_t l;
     _Atomic int failed, full;
+    _Atomic int wquiet; /* failed, and the writer has stopped reading requests' ring memory */
     _Atomic uint64_t bytes, groups;
     char error[1024];
 

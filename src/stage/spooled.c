@@ -95,7 +95,9 @@ static struct batch *stage_chunk_batch(struct s3c_stage *st, const struct spool_
 
 void stage_spool_release(struct s3c_stage *st)
 {
-    bool failed = atomic_load(&st->spool_failed);
+    /* After a failure the spool takes nothing more, but its writer may still be reading
+     * the requests it held: their ring space waits until it is out (it notifies). */
+    bool failed = atomic_load(&st->spool_failed) && spool_writer_quiet(st->spool);
     bool pressure = stage_spool_pressure(st);
     for (;;) {
         bool written;
