@@ -9,7 +9,16 @@
  * redirects, chunked) are read through http_parser too; every answer ends in answer.c as
  * a libcurl transfer's does (error documents, classes, error lines). Single-threaded, on
  * the transport's loop. It must never read past an answer's end into the next one, nor
- * put a connection whose answer was not read to its end back to use. */
+ * put a connection whose answer was not read to its end back to use.
+ *
+ * Direct PUTs (s3.direct_put, plain HTTP only): the same connections carry PUTs whose
+ * signed head and body spans go out together by sendmsg() straight from the caller's
+ * memory. libcurl 7.88 has no zero-copy upload: its read callback copies every body byte
+ * into its upload buffer before the kernel copies it again, 16.9% of the transport's
+ * samples at 1 MiB PUTs (docs/transport.md, "Direct PUTs"). A PUT is never sent again by
+ * the transport once any byte of it may have reached the server (the stage retries by its
+ * own rules); an answer that comes before the body's end is read and ends the PUT, and
+ * that connection is then closed. */
 #include <errno.h>
 #include <http_parser.h>
 #include <stdarg.h>
@@ -17,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "common/clock.h"
@@ -46,7 +57,7 @@ struct xdconn {
     struct loop_watch w;
     struct loop_timer timer; /* the request's request_timeout_ms */
     struct loop_timer speed; /* every low_speed_time_ms: enough bytes since the last look? */
-    uint64_t rx, rx_mark;    /* bytes received for the request; at the last look */
+    uint64_t rx, rx_mark;    /* bytes moved (a PUT's sent too) for the request; at the last look */
     enum xd_state st;
     struct xreq *r; /* the GET on this connection, NULL when idle */
     int answers;    /* answers read to their end on it (> 0: it is being reused) */
@@ -329,15 +340,29 @@ static void xd_on_speed(void *ctx)
     if (!c->r)
         return;
     uint64_t want = (uint64_t)s3->low_speed_limit_bytes * (uint64_t)s3->low_speed_time_ms / 1000;
-    if (c->rx - c->rx_mark < want) {
-        xd_fail(c, CURLE_OPERATION_TIMEDOUT,
-                "under s3.low_speed_limit_bytes (%d bytes/s) for s3.low_speed_time_ms (%d ms); "
-                "%llu body bytes received",
-                s3->low_speed_limit_bytes, s3->low_speed_time_ms,
-                (unsigned long long)(c->st == XD_BODY ? c->got : c->r->blen));
+    /* A PUT's bytes count when they leave the socket's send queue, not when they enter it:
+     * a large queue fills at once and then drains for longer than a look's period. */
+    uint64_t moved = c->rx;
+    int queued = 0;
+    if (c->r->op == XPORT_OP_PUT && ioctl(c->fd, SIOCOUTQ, &queued) == 0 && queued > 0 &&
+        (uint64_t)queued <= moved)
+        moved -= (uint64_t)queued;
+    if (moved < c->rx_mark || moved - c->rx_mark < want) {
+        if (c->r->op == XPORT_OP_PUT)
+            xd_fail(c, CURLE_OPERATION_TIMEDOUT,
+                    "under s3.low_speed_limit_bytes (%d bytes/s) for s3.low_speed_time_ms (%d "
+                    "ms); %llu of %llu body bytes sent, %d of them still queued",
+                    s3->low_speed_limit_bytes, s3->low_speed_time_ms,
+                    (unsigned long long)c->body_off, (unsigned long long)c->r->body_len, queued);
+        else
+            xd_fail(c, CURLE_OPERATION_TIMEDOUT,
+                    "under s3.low_speed_limit_bytes (%d bytes/s) for s3.low_speed_time_ms (%d "
+                    "ms); %llu body bytes received",
+                    s3->low_speed_limit_bytes, s3->low_speed_time_ms,
+                    (unsigned long long)(c->st == XD_BODY ? c->got : c->r->blen));
         return;
     }
-    c->rx_mark = c->rx;
+    c->rx_mark = moved;
     loop_timer_arm(c->x->loop, &c->speed,
                    s3c__now_ns() + (uint64_t)s3->low_speed_time_ms * 1000000u);
 }
@@ -570,6 +595,7 @@ static void xd_send_put(struct xdconn *c)
                     (unsigned long long)c->body_off, (unsigned long long)r->body_len);
             return;
         }
+        c->rx += (uint64_t)k; /* the low-speed limit counts bytes either way, as libcurl's */
         size_t left = (size_t)k;
         size_t h = c->req_len - c->req_off < left ? c->req_len - c->req_off : left;
         c->req_off += h;

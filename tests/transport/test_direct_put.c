@@ -222,6 +222,8 @@ static void *srv_main(void *arg)
     return NULL;
 }
 
+static int low_speed_ms; /* s3.low_speed_time_ms for the next srv_open (0: the default) */
+
 static struct xport *srv_open(struct srv *s, struct answer *an, int n, int rcvbuf, int slow_us)
 {
     memset(s, 0, sizeof(*s));
@@ -250,6 +252,8 @@ static struct xport *srv_open(struct srv *s, struct answer *an, int n, int rcvbu
     c.s3.direct_put = true;
     c.persistence.target_pool_size = 1;
     c.s3.request_timeout_ms = 1500;
+    if (low_speed_ms)
+        c.s3.low_speed_time_ms = low_speed_ms;
     struct xport *x = test_xport_new(&c, err, sizeof(err));
     ASSERT(x != NULL);
     return x;
@@ -306,6 +310,32 @@ static void partial_writes_and_split_head(void)
     ASSERT(strncmp(s.head[0], "PUT /b/log/big HTTP/1.1\r\n", 25) == 0);
     ASSERT(strstr(s.head[0], "\r\nx-amz-checksum-crc32c: "));
     ASSERT(strstr(s.head[0], "\r\nExpect") == NULL);
+    free(body);
+}
+
+/* A body that takes several s3.low_speed_time_ms periods to send, at far more than
+ * s3.low_speed_limit_bytes per second: bytes sent count for the limit, as libcurl's do. */
+static void slow_send_is_not_low_speed(void)
+{
+    struct answer an[1];
+    answer(&an[0], "200 OK", NULL);
+    struct srv s;
+    low_speed_ms = 100;
+    struct xport *x = srv_open(&s, an, 1, 4096, 1000);
+    low_speed_ms = 0;
+    size_t len = 2u << 20;
+    unsigned char *body = test_body(len, 6);
+    struct iovec v = {body, len};
+    struct xport_put p = {.key = "log/slow", .iov = &v, .iovcnt = 1};
+    struct res g;
+    uint64_t t0 = test_now_ms_();
+    put_one(x, &p, &g);
+    if (g.cls != XPORT_OK)
+        fprintf(stderr, "slow: %s\n", g.error);
+    ASSERT_EQ(g.cls, XPORT_OK);
+    ASSERT(test_now_ms_() - t0 > 200); /* it did span more than one look */
+    srv_close(&s, x);
+    ASSERT_EQ(s.body_crc[0], crc32c_update(0, body, len));
     free(body);
 }
 
@@ -473,6 +503,7 @@ static void mock_signed(void)
 int main(void)
 {
     RUN(partial_writes_and_split_head);
+    RUN(slow_send_is_not_low_speed);
     RUN(statuses_and_keep_alive);
     RUN(close_mid_body_and_mid_answer);
     RUN(no_reuse_after_extra_or_unread);
