@@ -250,7 +250,8 @@ int main(int argc, char **argv)
         /* Issue 16, target 4: no more CPU per byte than two-thread wrk for the same bytes. */
         double w2c = bench_median(w2cpu, rounds),
                cpu_vs = w2c > 0 ? bench_median(cpu, rounds) / w2c : 0,
-               dcpu_vs = w2c > 0 ? bench_median(dcpu, rounds) / w2c : 0, dmbm = bench_median(dmb, rounds);
+               dcpu_vs = w2c > 0 ? bench_median(dcpu, rounds) / w2c : 0,
+               dmbm = bench_median(dmb, rounds);
         printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
                "\"rounds\":%d,\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,"
                "\"mb_per_s\":%.1f,\"wrk_threads\":1,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,"

@@ -21,12 +21,12 @@
  * that connection is then closed. */
 #include <errno.h>
 #include <http_parser.h>
+#include <linux/sockios.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -590,9 +590,11 @@ static void xd_send_put(struct xdconn *c)
             return;
         }
         if (k < 0) {
-            xd_fail(c, CURLE_SEND_ERROR, "%s after %zu of %zu bytes of the head and %llu of %llu "
-                    "body bytes", strerror(errno), c->req_off, c->req_len,
-                    (unsigned long long)c->body_off, (unsigned long long)r->body_len);
+            xd_fail(c, CURLE_SEND_ERROR,
+                    "%s after %zu of %zu bytes of the head and %llu of %llu "
+                    "body bytes",
+                    strerror(errno), c->req_off, c->req_len, (unsigned long long)c->body_off,
+                    (unsigned long long)r->body_len);
             return;
         }
         c->rx += (uint64_t)k; /* the low-speed limit counts bytes either way, as libcurl's */
@@ -675,8 +677,8 @@ static int xd_format(struct xdconn *c, struct xreq *r)
     bool q = r->query[0] != '\0';
     int n;
     if (r->op == XPORT_OP_PUT)
-        n = snprintf(c->req, XD_REQ_MAX, "PUT %s%s%s HTTP/1.1\r\nContent-Length: %llu\r\n",
-                     r->path, q ? "?" : "", r->query, (unsigned long long)r->body_len);
+        n = snprintf(c->req, XD_REQ_MAX, "PUT %s%s%s HTTP/1.1\r\nContent-Length: %llu\r\n", r->path,
+                     q ? "?" : "", r->query, (unsigned long long)r->body_len);
     else
         n = snprintf(c->req, XD_REQ_MAX, "GET %s%s%s HTTP/1.1\r\n", r->path, q ? "?" : "",
                      r->query);

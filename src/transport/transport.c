@@ -449,7 +449,8 @@ int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx)
 
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx)
 {
-    return xport_start_user(x, XPORT_OP_HEAD_BUCKET, NULL, "HEAD", NULL, NULL, NULL, NULL, done, ctx);
+    return xport_start_user(x, XPORT_OP_HEAD_BUCKET, NULL, "HEAD", NULL, NULL, NULL, NULL, done,
+                            ctx);
 }
 
 /* Appends "&name=ENC(value)" (or "name=..." first) to q; false when it does not fit. */

@@ -79,9 +79,9 @@ enum cut { CUT_NONE, CUT_MID_BODY, CUT_MID_ANSWER, CUT_EXTRA, CUT_NEVER_END };
 struct answer {
     char head[1024];
     const char *body;
-    size_t split;     /* the head written in two pieces at this offset (0: one piece) */
+    size_t split; /* the head written in two pieces at this offset (0: one piece) */
     enum cut cut;
-    size_t cut_at;    /* CUT_MID_BODY: body bytes read before the close */
+    size_t cut_at; /* CUT_MID_BODY: body bytes read before the close */
 };
 
 struct srv {
@@ -89,10 +89,10 @@ struct srv {
     pthread_t th;
     struct answer *answers;
     int nanswers;
-    int rcvbuf;           /* SO_RCVBUF of accepted sockets (0: the default) */
-    int slow_us;          /* a pause between body reads */
+    int rcvbuf;            /* SO_RCVBUF of accepted sockets (0: the default) */
+    int slow_us;           /* a pause between body reads */
     int accepts, requests; /* connections that carried PUTs, PUTs */
-    uint64_t body_len[8]; /* per request: the Content-Length, body bytes read, their CRC */
+    uint64_t body_len[8];  /* per request: the Content-Length, body bytes read, their CRC */
     uint64_t body_got[8];
     uint32_t body_crc[8];
     char head[8][2048];
@@ -441,8 +441,9 @@ static void no_reuse_after_extra_or_unread(void)
  * If-None-Match on an existing key and If-Match with a wrong ETag give 412 on both paths. */
 static void mock_signed(void)
 {
-    const char *args[] = {"--bucket",     "commits", "--access-key", "AKIDDIRECTMOCK000001",
-                          "--secret-key", "direct-mock-secret", NULL};
+    const char *args[] = {
+        "--bucket",           "commits", "--access-key", "AKIDDIRECTMOCK000001", "--secret-key",
+        "direct-mock-secret", NULL};
     struct mockproc m;
     ASSERT_EQ(test_mock_start(&m, args), 0);
     size_t len = (1u << 20) + 333;
