@@ -683,6 +683,8 @@ static void bench_large(double secs)
     for (int i = 0; i < 2; i++) {
         double pps[LARGE_ROUNDS], wpps[LARGE_ROUNDS], pair[LARGE_ROUNDS], busy[LARGE_ROUNDS];
         double cpu[LARGE_ROUNDS], wcpu[LARGE_ROUNDS];
+        /* the same round with s3.direct_put (PUT bodies by sendmsg from the ring) */
+        double dpps[LARGE_ROUNDS], dpair[LARGE_ROUNDS], dbusy[LARGE_ROUNDS], dcpu[LARGE_ROUNDS];
         double obj = 0, cpp = 0, wp50 = 0;
         long wrk_bad = 0;
         for (int n = 0; n < LARGE_ROUNDS; n++) {
@@ -692,6 +694,12 @@ static void bench_large(double secs)
             cpu[n] = lr.cpu_ms_per_put;
             obj = lr.object_bytes;
             cpp = lr.commits_per_put;
+            s3_extra = ",\"direct_put\":true";
+            struct large_round dr = large_stage_round(ks[i], secs);
+            s3_extra = "";
+            dpps[n] = dr.puts_per_s;
+            dbusy[n] = dr.persist_busy;
+            dcpu[n] = dr.cpu_ms_per_put;
             struct wrk_args wa = {.url = url,
                                   .threads = 2,
                                   .conns = ks[i],
@@ -705,9 +713,11 @@ static void bench_large(double secs)
             wcpu[n] = w.requests > 0 ? w.cpu_s * 1e3 / w.requests : 0;
             wp50 = w.p50_ms;
             pair[n] = wpps[n] > 0 ? pps[n] / wpps[n] : 0;
+            dpair[n] = wpps[n] > 0 ? dpps[n] / wpps[n] : 0;
         }
         double sm = bench_median(pps, LARGE_ROUNDS), wm = bench_median(wpps, LARGE_ROUNDS);
         double ratio = wm > 0 ? sm / wm : 0;
+        double dm = bench_median(dpps, LARGE_ROUNDS), dratio = wm > 0 ? dm / wm : 0;
         printf("{\"bench\":\"stage\",\"case\":\"large_objects\",\"in_flight\":%d,"
                "\"server_latency_ms\":10,\"commit_bytes\":%d,\"commits_per_put\":%.1f,"
                "\"object_bytes\":%.0f,\"rounds\":%d,\"puts_per_s\":%.1f,\"put_ms\":%.2f,"
@@ -715,12 +725,17 @@ static void bench_large(double secs)
                "\"wrk_put_ms\":%.2f,\"wrk_p50_ms\":%.2f,\"ratio\":%.3f,\"ratio_min\":%.3f,"
                "\"ratio_max\":%.3f,\"persist_thread_busy\":%.2f,\"cpu_ms_per_put\":%.3f,"
                "\"wrk_cpu_ms_per_put\":%.3f,\"target\":\"ratio >= 0.95\",\"met\":%s,"
-               "\"wrk_errors\":%ld}\n",
+               "\"wrk_errors\":%ld,\"direct_put_puts_per_s\":%.1f,\"direct_put_ratio\":%.3f,"
+               "\"direct_put_ratio_min\":%.3f,\"direct_put_ratio_max\":%.3f,"
+               "\"direct_put_persist_thread_busy\":%.2f,\"direct_put_cpu_ms_per_put\":%.3f,"
+               "\"direct_put_met\":%s}\n",
                ks[i], LARGE_COMMIT, cpp, obj, LARGE_ROUNDS, sm, sm > 0 ? ks[i] / sm * 1e3 : 0,
                ks[i], wm, wm > 0 ? ks[i] / wm * 1e3 : 0, wp50, ratio, bench_min(pair, LARGE_ROUNDS),
                bench_max(pair, LARGE_ROUNDS), bench_median(busy, LARGE_ROUNDS),
                bench_median(cpu, LARGE_ROUNDS), bench_median(wcpu, LARGE_ROUNDS),
-               ratio >= 0.95 ? "true" : "false", wrk_bad);
+               ratio >= 0.95 ? "true" : "false", wrk_bad, dm, dratio, bench_min(dpair, LARGE_ROUNDS),
+               bench_max(dpair, LARGE_ROUNDS), bench_median(dbusy, LARGE_ROUNDS),
+               bench_median(dcpu, LARGE_ROUNDS), dratio >= 0.95 ? "true" : "false");
         fflush(stdout);
     }
     mockproc_stop(&mock);
@@ -861,26 +876,38 @@ static void bench_small(double secs, int sides)
 {
     double ring[SMALL_ROUNDS] = {0}, stage[SMALL_ROUNDS] = {0};
     double ring_cpu[SMALL_ROUNDS] = {0}, stage_cpu[SMALL_ROUNDS] = {0};
+    double dstage[SMALL_ROUNDS] = {0}, dstage_cpu[SMALL_ROUNDS] = {0}; /* s3.direct_put */
     for (int i = 0; i < SMALL_ROUNDS; i++) {
         double busy = 0, per_put = 0, ring_ns = 0, stage_ns = 0;
         if (sides & 1)
             ring[i] = small_ring_run(secs, &ring_ns);
+        double dbusy = 0, dper_put = 0, dstage_ns = 0;
         if (sides & 2)
             stage[i] = small_stage_run(secs, &busy, &per_put, &stage_ns);
+        if (sides & 2) {
+            s3_extra = ",\"direct_put\":true";
+            dstage[i] = small_stage_run(secs, &dbusy, &dper_put, &dstage_ns);
+            s3_extra = "";
+        }
         ring_cpu[i] = ring_ns;
         stage_cpu[i] = stage_ns;
+        dstage_cpu[i] = dstage_ns;
         printf("{\"bench\":\"stage\",\"case\":\"small_round\",\"round\":%d,\"commit_bytes\":%d,"
                "\"producers\":2,\"ring_alone_commits_per_s\":%.0f,\"stage_commits_per_s\":%.0f,"
                "\"ratio\":%.3f,\"ring_cpu_ns_per_commit\":%.0f,\"stage_cpu_ns_per_commit\":%.0f,"
-               "\"commits_per_put\":%.1f,\"persist_thread_busy\":%.2f}\n",
+               "\"commits_per_put\":%.1f,\"persist_thread_busy\":%.2f,"
+               "\"direct_put_stage_commits_per_s\":%.0f,\"direct_put_ratio\":%.3f,"
+               "\"direct_put_stage_cpu_ns_per_commit\":%.0f,\"direct_put_commits_per_put\":%.1f,"
+               "\"direct_put_persist_thread_busy\":%.2f}\n",
                i + 1, SMALL_BYTES, ring[i], stage[i], ring[i] > 0 ? stage[i] / ring[i] : 0,
-               ring_ns, stage_ns, per_put, busy);
+               ring_ns, stage_ns, per_put, busy, dstage[i],
+               ring[i] > 0 ? dstage[i] / ring[i] : 0, dstage_ns, dper_put, dbusy);
         fflush(stdout);
     }
     if (sides != 3)
         return;
-    double *all[] = {ring, stage, ring_cpu, stage_cpu};
-    for (int k = 0; k < 4; k++)
+    double *all[] = {ring, stage, ring_cpu, stage_cpu, dstage, dstage_cpu};
+    for (int k = 0; k < 6; k++)
         qsort(all[k], SMALL_ROUNDS, sizeof(double), cmp_double);
     int m = SMALL_ROUNDS / 2;
     double ratio = stage[m] / ring[m];
@@ -889,9 +916,12 @@ static void bench_small(double secs, int sides)
     printf("{\"bench\":\"stage\",\"case\":\"small\",\"commit_bytes\":%d,\"producers\":2,"
            "\"rounds\":%d,\"ring_alone_commits_per_s\":%.0f,\"stage_commits_per_s\":%.0f,"
            "\"ratio\":%.3f,\"ring_cpu_ns_per_commit\":%.0f,\"stage_cpu_ns_per_commit\":%.0f,"
-           "\"target\":\"stage >= 0.5 x ring alone (medians)\",\"met\":%s}\n",
+           "\"target\":\"stage >= 0.5 x ring alone (medians)\",\"met\":%s,"
+           "\"direct_put_stage_commits_per_s\":%.0f,\"direct_put_ratio\":%.3f,"
+           "\"direct_put_stage_cpu_ns_per_commit\":%.0f,\"direct_put_met\":%s}\n",
            SMALL_BYTES, SMALL_ROUNDS, ring[m], stage[m], ratio, ring_cpu[m], stage_cpu[m],
-           ratio >= 0.5 ? "true" : "false");
+           ratio >= 0.5 ? "true" : "false", dstage[m], dstage[m] / ring[m], dstage_cpu[m],
+           dstage[m] / ring[m] >= 0.5 ? "true" : "false");
     fflush(stdout);
 }
 

@@ -81,14 +81,16 @@ struct result {
 };
 
 /* The transport phase: in_flight PUTs kept in flight for seconds after a 0.5 s warm-up. */
-static int run_transport(const struct mockproc *m, enum cfg_checksum sum, int in_flight,
-                         int seconds, unsigned char *buf, size_t body, struct result *out)
+static int run_transport(const struct mockproc *m, enum cfg_checksum sum, bool direct_put,
+                         int in_flight, int seconds, unsigned char *buf, size_t body,
+                         struct result *out)
 {
     struct s3c_config c;
     cfg_defaults(&c);
     snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m->endpoint);
     snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
     c.s3.checksum = sum;
+    c.s3.direct_put = direct_put;
     c.persistence.max_in_flight_requests = in_flight;
     c.persistence.target_pool_size = in_flight;
     char err[512];
@@ -203,15 +205,24 @@ int main(int argc, char **argv)
          * each figure is the median of its rounds. */
         double mb[MAX_ROUNDS], cpu[MAX_ROUNDS], user[MAX_ROUNDS], lat[MAX_ROUNDS],
             waits[MAX_ROUNDS], w1[MAX_ROUNDS], w1cpu[MAX_ROUNDS], w2[MAX_ROUNDS], w2cpu[MAX_ROUNDS],
-            pair[MAX_ROUNDS];
+            pair[MAX_ROUNDS], dmb[MAX_ROUNDS], dcpu[MAX_ROUNDS], dpair[MAX_ROUNDS];
         uint64_t puts = 0, failed = 0, opens = 0;
         long wrk_bad = 0;
         for (int k = 0; k < rounds; k++) {
             struct result res = {0};
-            if (run_transport(&m, modes[i].sum, in_flight, seconds, buf, body, &res) < 0) {
+            if (run_transport(&m, modes[i].sum, false, in_flight, seconds, buf, body, &res) < 0) {
                 rc = 1;
                 break;
             }
+            /* the same with s3.direct_put: the body by sendmsg() from buf, not libcurl */
+            struct result dres = {0};
+            if (run_transport(&m, modes[i].sum, true, in_flight, seconds, buf, body, &dres) < 0) {
+                rc = 1;
+                break;
+            }
+            failed += dres.failed;
+            dmb[k] = dres.mbps;
+            dcpu[k] = dres.cpu_per_gb;
             puts += res.puts;
             failed += res.failed;
             opens = res.opens > opens ? res.opens : opens;
@@ -230,6 +241,7 @@ int main(int argc, char **argv)
             w2[k] = b2.mbps;
             w2cpu[k] = b2.cpu_per_gb;
             pair[k] = a.mbps > 0 ? res.mbps / a.mbps : 0;
+            dpair[k] = a.mbps > 0 ? dres.mbps / a.mbps : 0;
         }
         if (rc)
             break;
@@ -237,7 +249,9 @@ int main(int argc, char **argv)
                w2m = bench_median(w2, rounds);
         /* Issue 16, target 4: no more CPU per byte than two-thread wrk for the same bytes. */
         double w2c = bench_median(w2cpu, rounds),
-               cpu_vs = w2c > 0 ? bench_median(cpu, rounds) / w2c : 0;
+               cpu_vs = w2c > 0 ? bench_median(cpu, rounds) / w2c : 0,
+               dcpu_vs = w2c > 0 ? bench_median(dcpu, rounds) / w2c : 0,
+               dmbm = bench_median(dmb, rounds);
         printf("{\"bench\":\"transport\",\"body_bytes\":%zu,\"in_flight\":%d,\"seconds\":%d,"
                "\"rounds\":%d,\"checksum\":\"%s\",\"puts\":%llu,\"failed\":%llu,"
                "\"mb_per_s\":%.1f,\"wrk_threads\":1,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,"
@@ -246,14 +260,19 @@ int main(int argc, char **argv)
                "\"opens\":%llu,\"loop_waits_per_put\":%.2f,\"wrk_2threads_mb_per_s\":%.1f,"
                "\"ratio_wrk_2threads\":%.3f,\"wrk_2threads_cpu_s_per_gb\":%.3f,"
                "\"cpu_vs_wrk_2threads\":%.2f,\"cpu_target\":\"cpu_vs_wrk_2threads <= 1\","
-               "\"cpu_met\":%s,\"wrk_errors\":%ld}\n",
+               "\"cpu_met\":%s,\"wrk_errors\":%ld,\"direct_put_mb_per_s\":%.1f,"
+               "\"direct_put_ratio\":%.3f,\"direct_put_ratio_min\":%.3f,"
+               "\"direct_put_ratio_max\":%.3f,\"direct_put_cpu_s_per_gb\":%.3f,"
+               "\"direct_put_cpu_vs_wrk_2threads\":%.2f,\"direct_put_cpu_met\":%s}\n",
                body, in_flight, seconds, rounds, modes[i].name, (unsigned long long)puts,
                (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0,
                bench_min(pair, rounds), bench_max(pair, rounds), bench_median(cpu, rounds),
                bench_median(user, rounds), bench_median(w1cpu, rounds), bench_median(lat, rounds),
                (unsigned long long)opens, bench_median(waits, rounds), w2m, w2m > 0 ? mbm / w2m : 0,
                bench_median(w2cpu, rounds), cpu_vs, cpu_vs > 0 && cpu_vs <= 1 ? "true" : "false",
-               wrk_bad);
+               wrk_bad, dmbm, w1m > 0 ? dmbm / w1m : 0, bench_min(dpair, rounds),
+               bench_max(dpair, rounds), bench_median(dcpu, rounds), dcpu_vs,
+               dcpu_vs > 0 && dcpu_vs <= 1 ? "true" : "false");
         fflush(stdout);
         if (failed || wrk_bad)
             rc = 1;

@@ -26,6 +26,7 @@ const struct cfg_key cfg_keys[] = {
     {"s3", "payload_signing", CFG_KEY_ENUM, F(s3.payload_signing), 0, 0, cfg_signing_names, NULL},
     {"s3", "checksum", CFG_KEY_ENUM, F(s3.checksum), 0, 0, cfg_checksum_names, NULL},
     {"s3", "tls_verify", CFG_KEY_BOOL, F(s3.tls_verify), 0, 0, NULL, NULL},
+    {"s3", "direct_put", CFG_KEY_BOOL, F(s3.direct_put), 0, 0, NULL, NULL},
     {"s3", "conditional_writes", CFG_KEY_BOOL, F(s3.conditional_writes), 0, 0, NULL, NULL},
     {"s3", "compression", CFG_KEY_ENUM, F(s3.compression), 0, 0, cfg_compression_names, NULL},
     {"s3", "compression_level", CFG_KEY_INT, F(s3.compression_level), -7, 19, NULL, NULL},

@@ -370,6 +370,12 @@ int xport_put(struct xport *x, const struct xport_put *put, xport_done_fn done, 
     sx.if_match = put->if_match;
     r->done = done;
     r->ctx = ctx;
+    if (xport__direct_put_ok(x)) { /* counts itself in user_in_flight */
+        rc = xport__put_direct(x, r, &sx);
+        if (rc < 0)
+            goto out_release;
+        return 0;
+    }
     rc = xreq_sign_and_start(x, r, "PUT", &sx);
     if (rc < 0)
         goto out_release;
@@ -443,7 +449,8 @@ int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx)
 
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx)
 {
-    return xport_start_user(x, XPORT_OP_HEAD_BUCKET, NULL, "HEAD", NULL, NULL, NULL, NULL, done, ctx);
+    return xport_start_user(x, XPORT_OP_HEAD_BUCKET, NULL, "HEAD", NULL, NULL, NULL, NULL, done,
+                            ctx);
 }
 
 /* Appends "&name=ENC(value)" (or "name=..." first) to q; false when it does not fit. */

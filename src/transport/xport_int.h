@@ -149,6 +149,11 @@ struct xport {
 
 /* direct.c: closes its connections and drops queued GETs without callbacks. */
 void xport__direct_free(struct xport *x);
+/* s3.direct_put is set, the endpoint is plain HTTP and no proxy is configured. */
+bool xport__direct_put_ok(struct xport *x);
+/* Signs the PUT r and sends it on direct.c's connections, its body written from r->iov. */
+struct xreq_sign_extra;
+int xport__put_direct(struct xport *x, struct xreq *r, const struct xreq_sign_extra *sx);
 
 /* url.c */
 int xport__parse_endpoint(struct xport *x, char *err, size_t errlen);

@@ -62,6 +62,14 @@ static void wait_delayed(const char *fault, long n)
     ASSERT_WITHIN(5000, mock_stat(&mock, path) >= n);
 }
 
+/* S3C_TEST_DIRECT_PUT=1 (ctest's test_stage_direct_put): the same cases with PUT bodies
+ * sent by direct.c instead of libcurl (s3.direct_put). */
+static const char *direct_put(void)
+{
+    const char *e = getenv("S3C_TEST_DIRECT_PUT");
+    return e && e[0] == '1' ? ",\"direct_put\":true" : "";
+}
+
 static s3c_config *mkcfg(const char *persistence)
 {
     char json[2048], err[512];
@@ -69,11 +77,11 @@ static s3c_config *mkcfg(const char *persistence)
     snprintf(json, sizeof(json),
              "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"t/\","
              "\"region\":\"us-east-1\",\"access_key_id\":\"" AK "\","
-             "\"secret_access_key\":\"" SK "\"},"
+             "\"secret_access_key\":\"" SK "\"%s},"
              "\"persistence\":{%s%s\"manifest_interval_ms\":3600000,"
              "\"writer_heartbeat_interval_ms\":3600000},"
              "\"pipeline\":{\"ring_bytes\":1048576,\"max_commit_bytes\":65536}}",
-             mock.endpoint, persistence, persistence[0] ? "," : "");
+             mock.endpoint, direct_put(), persistence, persistence[0] ? "," : "");
     if (s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)) != 0)
         TEST_FAIL_("config: %s", err);
     return cfg;
