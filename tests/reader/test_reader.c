@@ -620,8 +620,9 @@ static void test_missing_object(void)
 }
 
 /* A slow head does not idle the window: while the mock holds the GET of the first object
- * (1.5 s: time for three small GETs on a loaded machine), the reader GETs (and keeps) the objects behind it, up to twice its window, and still
- * returns every commit in order once the head lands. */
+ * (1.5 s: time for three small GETs on a loaded machine), the reader GETs (and keeps) the
+ * objects behind it, up to twice its window, and still returns every commit in order once
+ * the head lands. */
 static void test_slow_head_reads_ahead(void)
 {
     struct commits c = {0};
