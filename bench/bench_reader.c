@@ -8,7 +8,9 @@
  *    commits/s; wrk (one thread, as many connections as the window) GETs the same objects
  *    for as long, cycling over their keys: its MB/s and the ratio (reader / wrk, on object
  *    bytes; target >= 0.9), and CPU seconds per GB of the reader, of wrk and of the mock
- *    under each (the two share the machine's cores with the mock).
+ *    under each (the two share the machine's cores with the mock). A round's seconds are
+ *    split into the reader's CPU, its wait for a CPU (runq_s) and the rest (idle_s: waiting
+ *    for bytes). --window N reads with that window only.
  * 3. A stage writes a log of 100,000 objects of one commit (batch_size_threshold 1); a
  *    reader opens at a seq near its end: s3c_reader_open and the first s3c_reader_next,
  *    timed, with the GETs and lists it made.
@@ -117,11 +119,33 @@ static double mock_cpu_s(void)
 struct read_result {
     uint64_t commits, bytes, objects, gets;
     double seconds, cpu, mock_cpu;
+    double runq, mock_runq; /* seconds runnable but not running (runq_wait_s) */
     int rc;
 };
 
+/* Seconds pid's threads (the first 64 ids from pid) have waited for a CPU while runnable
+ * (/proc schedstat): on a shared 2-core machine this, not the reader's own work, is most
+ * of a round's time, and it differs between the reader's run and wrk's. */
+static double runq_wait_s(int pid)
+{
+    char path[128];
+    double sum = 0;
+    for (int t = pid; t < pid + 64; t++) {
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/schedstat", pid, t);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        unsigned long long run_ns, wait_ns;
+        if (fscanf(f, "%llu %llu", &run_ns, &wait_ns) == 2)
+            sum += (double)wait_ns / 1e9;
+        fclose(f);
+    }
+    return sum;
+}
+
 static struct read_result bench_read(const char *prefix, int window)
 {
+    double q0 = runq_wait_s((int)getpid()), mq0 = runq_wait_s((int)mock.pid);
     struct read_result out = {0};
     s3c_config *cfg = bench_cfg(prefix, "");
     s3c_reader *r;
@@ -148,6 +172,8 @@ static struct read_result bench_read(const char *prefix, int window)
         }
     }
     out.seconds = (double)(s3c__now_ns() - t0) / 1e9;
+    out.runq = runq_wait_s((int)getpid()) - q0;
+    out.mock_runq = runq_wait_s((int)mock.pid) - mq0;
     out.cpu = cpu_s() - c0;
     out.mock_cpu = mock_cpu_s() - m0;
     out.rc = rc == S3C_EEND ? 0 : rc;
@@ -246,7 +272,7 @@ int main(int argc, char **argv)
 {
     double gb = 1.0;
     long seek_objects = 100000;
-    int rounds = 3;
+    int rounds = 3, only_window = 0;
     bool bad = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--gb") == 0 && i + 1 < argc)
@@ -255,13 +281,15 @@ int main(int argc, char **argv)
             seek_objects = atol(argv[++i]);
         else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
             rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--window") == 0 && i + 1 < argc)
+            only_window = atoi(argv[++i]);
         else
             bad = true;
     }
     if (bad || gb < 0.01 || gb > 8 || seek_objects < 1000 || seek_objects > 1000000 || rounds < 1 ||
-        rounds > 16) {
+        rounds > 16 || only_window < 0 || only_window > 64) {
         fprintf(stderr, "usage: bench-reader [--gb 0.01..8] [--seek-objects 1000..1000000] "
-                        "[--rounds 1..16]\n");
+                        "[--rounds 1..16] [--window 1..64]\n");
         return 2;
     }
     char exe[4096], mockbin[4200], script[4200], keys[256];
@@ -304,8 +332,8 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     /* 2. Read it all, window 8 and 16; wrk with as many connections, for as long. */
-    const int windows[] = {8, 16};
-    for (int w = 0; w < 2; w++) {
+    const int windows[] = {only_window ? only_window : 8, 16}; /* --window: that one only */
+    for (int w = 0; w < (only_window ? 1 : 2); w++) {
         double ratios[16], cpus[16], wcpus[16];
         int nr = 0;
         for (int round = 0; round < rounds; round++) {
@@ -329,14 +357,16 @@ int main(int argc, char **argv)
                    "\"commits_per_s\":%.0f,\"wrk_threads\":1,\"wrk_connections\":%d,"
                    "\"wrk_seconds\":%d,\"wrk_mb_per_s\":%.1f,\"ratio\":%.3f,\"wrk_errors\":%ld,"
                    "\"cpu_s_per_gb\":%.3f,\"wrk_cpu_s_per_gb\":%.3f,\"mock_cpu_s_per_gb\":%.3f,"
-                   "\"wrk_mock_cpu_s_per_gb\":%.3f}\n",
+                   "\"wrk_mock_cpu_s_per_gb\":%.3f,\"idle_s\":%.3f,\"runq_s\":%.3f,"
+                   "\"mock_runq_s\":%.3f}\n",
                    windows[w], round + 1, rr.commits, rr.objects, rr.gets, rr.seconds, rr.cpu,
                    (double)rr.bytes / rr.seconds / 1e6, omb, (double)rr.commits / rr.seconds,
                    windows[w], secs, wmb, wmb > 0 ? omb / wmb : 0, wrk_err,
                    rr.cpu / ((double)obj_bytes / 1e9),
                    wrk_bytes > 0 ? wrk_cpu_s / (wrk_bytes / 1e9) : 0,
                    rr.mock_cpu / ((double)obj_bytes / 1e9),
-                   wrk_bytes > 0 ? wmock / (wrk_bytes / 1e9) : 0);
+                   wrk_bytes > 0 ? wmock / (wrk_bytes / 1e9) : 0,
+                   rr.seconds - rr.cpu - rr.runq, rr.runq, rr.mock_runq);
             fflush(stdout);
             if (wmb <= 0 || wrk_err)
                 fail = 1;

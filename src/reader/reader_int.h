@@ -63,8 +63,9 @@ struct s3c_reader {
 
     /* keys ahead, in key order: the page, then GETs in the window */
     struct rpage page;
-    struct rslot *slots[RD_MAX_WINDOW];
-    int nslots; /* slots[0] is the lowest key */
+    struct rslot *slots[2 * RD_MAX_WINDOW]; /* window GETs in flight + as many read ahead */
+    int nslots;  /* slots[0] is the lowest key */
+    int ahead;   /* slots beyond window r->window may hold (read, waiting for the head) */
     char *token;
     bool list_wire, list_more, list_need;
     int list_attempts;

@@ -188,11 +188,24 @@ void rd_start_list(struct s3c_reader *r, bool fresh)
     }
 }
 
-/* Keeps the window full: keys from the page into slots, their GETs started. */
+/* GETs the window counts as in flight: on the wire or waiting for a retry. */
+static int rd_in_flight(const struct s3c_reader *r)
+{
+    int n = 0;
+    for (int i = 0; i < r->nslots; i++)
+        n += r->slots[i]->state == RS_WIRE || r->slots[i]->state == RS_IDLE;
+    return n;
+}
+
+/* Keeps the window full: keys from the page into slots, their GETs started. The window
+ * counts GETs in flight, not slots: an object read ahead of a slow head gives its
+ * connection to the next key while it waits (up to r->ahead of them), so one slow
+ * answer does not idle the other connections (docs/programs.md, "Reader throughput"). */
 void rd_top_up(struct s3c_reader *r)
 {
     uint64_t now = s3c__now_ns();
-    while (r->nslots < r->window && r->page.pos < r->page.n) {
+    int busy = rd_in_flight(r);
+    while (busy < r->window && r->nslots < r->window + r->ahead && r->page.pos < r->page.n) {
         struct rslot *s = calloc(1, sizeof(*s));
         if (!s) {
             rd_fail(r, S3C_ENOMEM, "out of memory reading %slog/", r->cfg.s3.prefix);
@@ -201,13 +214,16 @@ void rd_top_up(struct s3c_reader *r)
         s->rd = r;
         snprintf(s->key, sizeof(s->key), "%s", r->page.keys[r->page.pos]);
         s->first = r->page.first[r->page.pos++];
+        s->state = RS_IDLE; /* started below */
         r->slots[r->nslots++] = s;
+        busy++;
     }
     for (int i = 0; i < r->nslots; i++) {
         struct rslot *s = r->slots[i];
         if (s->state == RS_IDLE && s->retry_at_ns <= now)
             rd_start_get(r, s);
     }
-    if (r->page.pos == r->page.n && r->list_more && !r->list_wire && r->nslots < r->window)
+    if (r->page.pos == r->page.n && r->list_more && !r->list_wire && busy < r->window &&
+        r->nslots < r->window + r->ahead)
         rd_start_list(r, false);
 }
