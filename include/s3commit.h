@@ -260,7 +260,9 @@ struct s3c_reader_opts {
     uint64_t to_seq;      /* the last seq wanted (0: to the end) */
     int follow;           /* at the end of the log, wait for more instead of S3C_EEND */
     int poll_interval_ms; /* follow: how often to look for more (0: 500) */
-    int window;           /* GETs kept in flight ahead of the caller (0: max_in_flight_requests) */
+    int window;           /* GETs kept in flight ahead of the caller (0: max_in_flight_requests);
+                           * up to as many finished objects more may wait behind a slow one,
+                           * so memory is up to twice window objects */
 };
 
 /* One record of the log. data points into the reader's buffers: valid until the next
