@@ -49,6 +49,9 @@ struct ring {
     _Alignas(64) _Atomic uint64_t tail_pos; /* every byte before it is free */
     _Atomic uint64_t tail_seq;              /* every seq <= it is released */
     _Atomic uint32_t waiters;               /* producers sleeping on cv */
+    /* Raised (under mu) each time a producer is about to sleep for room: a sleeper the
+     * consumer has not answered with a release since makes ring_arm_sc refuse. */
+    _Atomic uint64_t sleeps;
 
     /* Set by the consumer before it sleeps, cleared by the producer that wakes it. */
     _Alignas(64) _Atomic uint64_t armed; /* 0, or the seq whose publish wakes */
@@ -61,6 +64,7 @@ struct ring {
     uint64_t ready_skip; /* where the ready ones skipped the end of a lap (0: they did not) */
     struct slot *slots;
     uint32_t slot_head, slot_tail; /* FIFO of held batches: [tail, head) */
+    uint64_t answered;             /* sleeps at the last broadcast of room */
 
     /* Read-only after ring_new. */
     _Alignas(64) unsigned char *buf;
@@ -265,20 +269,20 @@ int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_clai
 
     if (timeout_ms > 0)
         deadline = s3c__deadline_ts(timeout_ms);
-    /* Sleep until a release (or close) broadcasts. waiters is raised before the re-check
-     * and the consumer reads it after moving the tail (both seq_cst), so either we see
-     * the room or it sees us. */
-    /* Raise waiters first, then poke the consumer: it may be waiting for a fuller batch
-     * and room comes only when it sends one. ring_arm_sc refuses to sleep while waiters
-     * is raised, so the poke cannot be lost between the two. */
+    /* Sleep until a release (or close) broadcasts. Each time, before the re-check: raise
+     * waiters and sleeps, then poke the consumer if it is armed (it may be waiting for a
+     * fuller batch, and room comes only when it sends one). Both are seq_cst, as are the
+     * consumer's tail store and its loads of them after, so either we see the room or it
+     * sees us (and broadcasts, or refuses to arm: the poke cannot be lost). */
     pthread_mutex_lock(&r->mu);
     atomic_fetch_add(&r->waiters, 1);
-    if (atomic_load(&r->armed) && atomic_exchange(&r->armed, 0)) {
-        uint64_t one = 1;
-        ssize_t n = write(r->efd, &one, sizeof(one));
-        (void)n;
-    }
     for (;;) {
+        atomic_fetch_add(&r->sleeps, 1);
+        if (atomic_load(&r->armed) && atomic_exchange(&r->armed, 0)) {
+            uint64_t one = 1;
+            ssize_t n = write(r->efd, &one, sizeof(one));
+            (void)n;
+        }
         rc = ring_claim_now(r, len, c);
         if (rc != S3C_EAGAIN)
             break;
@@ -441,8 +445,12 @@ void ring_release_sc(struct ring *r, const struct ring_batch *b)
         r->slot_tail++;
         moved = true;
     }
-    if (moved && atomic_load(&r->waiters) > 0) {
+    /* Wake the producers sleeping for room, unless every one of them was already woken
+     * by an earlier release (they will find this room too): a consumer that releases
+     * small batches quickly does not broadcast for each. */
+    if (moved && atomic_load(&r->waiters) > 0 && atomic_load(&r->sleeps) != r->answered) {
         pthread_mutex_lock(&r->mu);
+        r->answered = atomic_load(&r->sleeps);
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
     }
@@ -464,7 +472,11 @@ bool ring_arm_sc(struct ring *r, uint32_t want)
     atomic_store(&r->armed, wake_at);
     uint64_t h = atomic_load(&r->head);
     uint64_t claimed = ring_unpack(r->scan_seq - 1, HEAD_SEQ(h), SEQ_MASK);
-    if ((h & CLOSED_BIT) || claimed >= wake_at || atomic_load(&r->waiters) > 0) {
+    /* A producer sleeping for room that no release has answered needs the consumer to
+     * send what it holds; one already woken by a release needs nothing more from it, and
+     * the commits it is about to publish fill the batch the consumer sleeps for. */
+    bool unanswered = atomic_load(&r->waiters) > 0 && atomic_load(&r->sleeps) != r->answered;
+    if ((h & CLOSED_BIT) || claimed >= wake_at || unanswered) {
         atomic_store(&r->armed, 0);
         return false;
     }
