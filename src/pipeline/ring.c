@@ -75,6 +75,7 @@ struct ring {
      * last: most of the consumer's time at 128-byte commits). */
     _Atomic uint64_t *avail;
     uint64_t avail_mask;
+    unsigned avail_shift; /* log2(slots) - 3 */
     uint32_t prefix, max_commit, max_batches;
     ring_release_fn on_release;
     void *release_ctx;
@@ -82,6 +83,14 @@ struct ring {
     pthread_mutex_t mu; /* only for sleeping producers */
     pthread_cond_t cv;
 };
+
+/* Consecutive seqs land on different cache lines (8 slots a line; seq s in line group
+ * s & 7), so two producers publishing neighbouring seqs do not pass one line back and
+ * forth; the consumer reading in order walks 8 sequential streams. */
+static inline uint64_t ring_avail_idx(const struct ring *r, uint64_t seq)
+{
+    return (seq & 7) << r->avail_shift | ((seq >> 3) & (r->avail_mask >> 3));
+}
 
 #define AVAIL(seq, len) ((uint64_t)(uint32_t)(seq) << 32 | (uint32_t)(len))
 
@@ -143,6 +152,7 @@ int ring_new(const struct ring_opts *o, struct ring **out)
     while (nav < r->size / min_rec + 1)
         nav <<= 1;
     r->avail_mask = nav - 1;
+    r->avail_shift = (unsigned)__builtin_ctzll(nav) - 3;
 
     r->buf = aligned_alloc(4096, r->size);
     r->avail = calloc(nav, sizeof(*r->avail));
@@ -302,7 +312,7 @@ int ring_claim_mp(struct ring *r, uint32_t len, int timeout_ms, struct ring_clai
 
 void ring_publish_mp(struct ring *r, const struct ring_claim *c)
 {
-    atomic_store_explicit(&r->avail[c->seq & r->avail_mask], AVAIL(c->seq, c->len),
+    atomic_store_explicit(&r->avail[ring_avail_idx(r, c->seq)], AVAIL(c->seq, c->len),
                           memory_order_release);
     /* The claim's CAS on head was a full barrier; ring_arm_sc looks at head after arming,
      * so a consumer that missed this claim is seen armed here (see ring_arm_sc). */
@@ -317,7 +327,7 @@ void ring_publish_mp(struct ring *r, const struct ring_claim *c)
 /* Whether seq is published; if so, *len is its length. */
 static inline bool ring_published(const struct ring *r, uint64_t seq, uint32_t *len)
 {
-    uint64_t e = atomic_load_explicit(&r->avail[seq & r->avail_mask], memory_order_acquire);
+    uint64_t e = atomic_load_explicit(&r->avail[ring_avail_idx(r, seq)], memory_order_acquire);
     *len = (uint32_t)e;
     return e >> 32 == (uint32_t)seq;
 }
@@ -418,7 +428,7 @@ bool ring_iter_next(const struct ring *r, struct ring_iter *it, struct ring_rec 
     if (it->pos >= it->end)
         return false;
     /* Held records are published, and their avail slots are not reused before release. */
-    uint32_t len = (uint32_t)atomic_load_explicit(&r->avail[it->seq & r->avail_mask],
+    uint32_t len = (uint32_t)atomic_load_explicit(&r->avail[ring_avail_idx(r, it->seq)],
                                                   memory_order_relaxed);
     uint64_t pos = ring_rec_start(r, it->pos, len);
     rec->seq = it->seq++;
