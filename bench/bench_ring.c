@@ -76,10 +76,14 @@ static uint64_t ring_batch_walk(const struct ring *r, const struct ring_batch *b
 }
 
 /* Commits per second; *full_frac = the share of claims that found the ring full,
- * *per_batch = commits per batch the consumer took. */
+ * *per_batch = commits per batch the consumer took. hold = batches the consumer keeps
+ * before it releases the oldest (1: each at once; 8: like a stage with 8 PUTs in flight,
+ * which keeps a 1 MiB ring full). */
 static double run_ring(uint64_t ring_bytes, uint32_t size, int producers, uint64_t total,
-                       double *full_frac, double *per_batch)
+                       int hold, double *full_frac, double *per_batch)
 {
+    struct ring_batch held[8];
+    int nheld = 0;
     struct ring_opts o = {.bytes = ring_bytes, .prefix_bytes = 16, .max_commit = 4096,
                           .max_batches = 8};
     struct ring *r;
@@ -115,7 +119,13 @@ static double run_ring(uint64_t ring_bytes, uint32_t size, int producers, uint64
         got += b.count;
         check += ring_batch_walk(r, &b);
         batches++;
-        ring_release_sc(r, &b);
+        held[nheld++] = b;
+        if (nheld == hold || got == total) {
+            for (int i = 0; i < (got == total ? nheld : 1); i++)
+                ring_release_sc(r, &held[i]);
+            nheld = got == total ? 0 : nheld - 1;
+            memmove(held, held + (got == total ? 0 : 1), sizeof(held[0]) * (size_t)nheld);
+        }
     }
     double dt = now_s() - t0;
     for (int i = 0; i < producers; i++)
@@ -248,7 +258,7 @@ int main(int argc, char **argv)
             double best_ring = 0, best_mq = 0, best_mqb = 0, full = 0, per_batch = 0;
             for (int rep = 0; rep < 3; rep++) { /* best of three, interleaved */
                 double f, pb;
-                double a = run_ring(sizes[si], commit, producers, total, &f, &pb);
+                double a = run_ring(sizes[si], commit, producers, total, 1, &f, &pb);
                 double b = ring_only ? 1 : run_mutex(sizes[si], commit, producers, total, 0);
                 double c = ring_only ? 1 : run_mutex(sizes[si], commit, producers, total, 1);
                 if (a > best_ring) {
@@ -282,6 +292,23 @@ int main(int argc, char **argv)
                "\"target\":\">= 3 vs_mutex and >= 0.5 vs_free_ring\",\"met\":%s}\n",
                ring_at[0][2], full_at[0][2], ring_at[1][2], mq_at[0][2], vs_mq, vs_free,
                vs_mq >= 3 && vs_free >= 0.5 ? "true" : "false");
+        /* The same 1 MiB ring kept full by a consumer that holds 8 batches, releasing the
+         * oldest as it takes a new one (a stage waiting on 8 PUTs): every claim near the
+         * end of the free space sleeps and is woken by a release. For the record; the
+         * mutex queue of the line above is the yardstick. */
+        double best = 0, full = 0, per_batch = 0;
+        for (int rep = 0; rep < 3; rep++) {
+            double f, pb, a = run_ring(sizes[0], commit, 2, total, 8, &f, &pb);
+            if (a > best) {
+                best = a;
+                full = f;
+                per_batch = pb;
+            }
+        }
+        printf("{\"bench\":\"ring\",\"run\":\"held_8\",\"ring_bytes\":%llu,\"producers\":2,"
+               "\"commits_per_s\":%.0f,\"claims_found_full\":%.4f,\"commits_per_batch\":%.0f,"
+               "\"vs_mutex\":%.2f}\n",
+               (unsigned long long)sizes[0], best, full, per_batch, best / mq_at[0][2]);
     }
     return 0;
 }

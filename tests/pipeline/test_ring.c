@@ -487,6 +487,52 @@ static void arm_wakes(void)
     ring_free(r);
 }
 
+/* A producer sleeping for room keeps the consumer awake until a release answers it; a
+ * release too small for it wakes it, and when it goes back to sleep it pokes the consumer
+ * (or stops it from arming) again: the consumer never sleeps on a producer it must free. */
+static void resleeping_producer_wakes_consumer(void)
+{
+    struct ring *r = mk(4096, 0, 1000, NULL, NULL);
+    struct pollfd pfd = {.fd = ring_wait_fd(r), .events = POLLIN};
+    unsigned char buf[24] = {3};
+    struct ring_claim c;
+    uint64_t v;
+    while (ring_try_claim_mp(r, 24, &c) == 0) { /* full of 24-byte records */
+        memcpy(c.data, buf, 24);
+        ring_publish_mp(r, &c);
+    }
+    struct blocked_arg a = {.r = r, .len = 1000, .timeout_ms = -1};
+    pthread_t t;
+    pthread_create(&t, NULL, blocked_claimer, &a);
+    ASSERT_WITHIN(5000, ring_waiting_count(r) == 1);
+
+    struct ring_batch one, rest;
+    ring_poll_sc(r, 1, UINT64_MAX);
+    ASSERT(ring_acquire_sc(r, &one));
+    ASSERT(take(r, &rest));
+    ASSERT(!ring_arm_sc(r, 1)); /* a sleeper no release has answered: send, do not sleep */
+
+    /* 24 bytes back: not enough for 1000. The producer wakes, finds no room, sleeps again. */
+    ring_release_sc(r, &one);
+    for (int i = 0; i < 50; i++) {
+        if (ring_arm_sc(r, 1)) {
+            /* Armed while it was still on its way back to sleep: it must poke us. */
+            ASSERT_EQ(poll(&pfd, 1, 5000), 1);
+            ASSERT_EQ(read(pfd.fd, &v, 8), 8);
+        }
+        ASSERT_EQ(atomic_load(&a.done), 0);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    ASSERT(!ring_arm_sc(r, 1)); /* back asleep, unanswered again */
+    ring_release_sc(r, &rest);
+    ASSERT_WITHIN(5000, atomic_load(&a.done) == 1);
+    pthread_join(t, NULL);
+    ASSERT_EQ(a.rc, 0);
+    ring_close(r);
+    ring_free(r);
+}
+
 /* A claim made before close and published after it is still seen: drained waits for it. */
 static void close_waits_for_claimed(void)
 {
@@ -546,6 +592,7 @@ int main(void)
     RUN(close_while_blocked);
     RUN(close_waits_for_claimed);
     RUN(arm_wakes);
+    RUN(resleeping_producer_wakes_consumer);
     RUN(four_producers_order_and_density);
     RUN(stress_millions);
     return 0;
