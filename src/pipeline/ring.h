@@ -126,9 +126,10 @@ int ring_wait_fd(const struct ring *r);
 
 /* Arms the wake-up before the consumer sleeps on ring_wait_fd(): the producer that
  * publishes the want-th commit beyond the last poll (want >= 1), or any producer that
- * finds the ring full, makes the fd readable, as does close. Returns false (not armed)
- * when that many are already claimed or the ring is closed: then poll again instead of
- * sleeping. A consumer with nothing in flight arms with want = 1 (a blocking acquire);
+ * finds the ring full (each time it goes to sleep for room), makes the fd readable, as does
+ * close. Returns false (not armed) when that many are already claimed, the ring is closed,
+ * or a producer sleeps for room that no release has woken since (it needs the consumer to
+ * send and release): then poll again instead of sleeping. A consumer with nothing in flight arms with want = 1 (a blocking acquire);
  * one collecting a batch arms with the commits it still wants, so producers make no
  * system call per commit. */
 bool ring_arm_sc(struct ring *r, uint32_t want);
