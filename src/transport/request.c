@@ -115,6 +115,7 @@ char *xreq_body_for(struct xport *x, size_t need, size_t *cap)
             return b;
         }
     }
+    x->body_allocs++;
     if (need >= XREQ_HUGE_BODY) {
         /* Whole huge pages: the kernel's copy out of the socket into a body (a reader's
          * largest cost) takes ~10% less CPU than into 4 KiB pages (docs/programs.md,
@@ -136,7 +137,7 @@ void xport_give_body(struct xport *x, void *buf, size_t cap)
 {
     if (!buf)
         return;
-    if (x->nspare < XPORT_SPARE_BODIES && cap <= XPORT_SPARE_BODY_MAX) {
+    if (x->nspare < x->spare_max && cap <= XPORT_SPARE_BODY_MAX) {
         x->spare_body[x->nspare] = buf;
         x->spare_cap[x->nspare++] = cap;
         return;
@@ -153,6 +154,13 @@ void xport_give_body(struct xport *x, void *buf, size_t cap)
         return;
     }
     free(buf);
+}
+
+void xport_keep_bodies(struct xport *x, int n)
+{
+    x->spare_max = n < 0 ? 0 : n > XPORT_SPARE_BODIES_MAX ? XPORT_SPARE_BODIES_MAX : n;
+    while (x->nspare > x->spare_max)
+        free(x->spare_body[--x->nspare]);
 }
 
 int xreq_body_room(struct xreq *r, size_t n)

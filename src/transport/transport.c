@@ -188,6 +188,7 @@ struct xport *xport_new(const struct s3c_config *cfg, struct loop *loop, char *e
     x->cfg = *cfg;
     x->loop = loop;
     x->burst_fd = -1;
+    x->spare_max = XPORT_SPARE_BODIES;
     x->curl_timer = (struct loop_timer){.cb = xport_on_curl_timeout, .ctx = x};
     if (xport__parse_endpoint(x, err, errlen) < 0)
         goto out_free_x;
@@ -512,6 +513,7 @@ void xport_stats_get(const struct xport *x, struct xport_stats *out)
     out->rewinds = x->rewinds;
     out->resends = x->resends;
     out->busy = x->pool.pol.active;
+    out->body_allocs = x->body_allocs;
 }
 
 int xport_drain(struct xport *x, int timeout_ms)

@@ -77,6 +77,12 @@ void *xport_take_body(const struct xport_result *res, size_t *cap);
  * freed): a reader of many large objects then reuses memory instead of faulting in fresh
  * pages for each. NULL ok. */
 void xport_give_body(struct xport *x, void *buf, size_t cap);
+/* Keeps up to n buffers given back (default 16; n is capped at 160), for a caller that
+ * holds more bodies at once than that: with fewer, the buffers past the limit are freed
+ * and the next GETs fault in fresh ones (a reader with window 16 holds up to 33 bodies of
+ * 2 MiB: zeroing fresh huge pages was 8% of its CPU, docs/programs.md). The buffers kept
+ * are never more than the caller once held at the same time. */
+void xport_keep_bodies(struct xport *x, int n);
 
 /* Creates the transport from cfg->s3 and the pool knobs of cfg->persistence (copied) on
  * loop (borrowed: it must outlive the transport), opens cfg->persistence.target_pool_size
@@ -154,6 +160,8 @@ struct xport_stats {
     uint64_t resends;       /* requests libcurl sent again on a fresh connection after a
                                reused one died under them (always from byte 0) */
     int busy;               /* requests in libcurl now, warm-ups and heartbeats too */
+    uint64_t body_allocs;   /* GET body buffers sized from Content-Length that were made
+                               fresh, not taken from those given back (xport_give_body) */
 };
 void xport_stats_get(const struct xport *x, struct xport_stats *out);
 

@@ -22,15 +22,16 @@
 #define XREQ_URL_MAX (300 + XREQ_PATH_MAX + XREQ_QUERY_MAX)
 #define XREQ_HDR_MAX 12288 /* header lines and their signing copies (token <= 2 KiB) */
 #define XREQ_NHDR 20
-#define XREQ_ERRBODY_MAX (64 * 1024)  /* error XML kept from PUT/HEAD answers */
-#define XREQ_LISTBODY_MAX (64u << 20) /* a ListObjectsV2 page */
-#define XREQ_KEEP_BODY_CAP (4u << 20) /* larger response buffers are freed after use */
-#define XREQ_RESERVE_MAX (1ull << 30) /* a larger Content-Length is not believed up front */
-#define XPORT_SPARE_BODIES 16          /* GET body buffers kept for reuse (xport_give_body) */
+#define XREQ_ERRBODY_MAX (64 * 1024)     /* error XML kept from PUT/HEAD answers */
+#define XREQ_LISTBODY_MAX (64u << 20)    /* a ListObjectsV2 page */
+#define XREQ_KEEP_BODY_CAP (4u << 20)    /* larger response buffers are freed after use */
+#define XREQ_RESERVE_MAX (1ull << 30)    /* a larger Content-Length is not believed up front */
+#define XPORT_SPARE_BODIES 16            /* GET body buffers kept for reuse (xport_give_body) */
+#define XPORT_SPARE_BODIES_MAX 160       /* the most xport_keep_bodies may ask for */
 #define XPORT_SPARE_BODY_MAX (64u << 20) /* larger ones are freed when given back */
 #define XREQ_HUGE_BODY (1u << 20)        /* GET bodies this large go in huge pages */
 #define XREQ_HUGE_PAGE (2u << 20)
-#define XPORT_KEY_MAX 1024            /* S3's limit on key length */
+#define XPORT_KEY_MAX 1024 /* S3's limit on key length */
 /* libcurl's upload buffer. libcurl copies the body into it (it has no zero-copy upload)
  * and the kernel copies it out again, so it is kept small enough to stay in L2 between
  * the two copies (2 MiB, one send per body, took ~0.39 CPU s/GB), and each send is a whole
@@ -88,9 +89,9 @@ struct xreq {
     /* response */
     char *body;
     size_t blen, bcap, blimit;
-    bool reserved;          /* a GET's body buffer was sized from Content-Length */
-    bool data_2xx;          /* the answer is 2xx: on_data sees its body */
-    xport_data_fn on_data;  /* xport_get_fed's hook, or NULL */
+    bool reserved;         /* a GET's body buffer was sized from Content-Length */
+    bool data_2xx;         /* the answer is 2xx: on_data sees its body */
+    xport_data_fn on_data; /* xport_get_fed's hook, or NULL */
     void *data_ctx;
     char etag[256];
     char reqid[128];
@@ -142,9 +143,10 @@ struct xport {
     /* GET body buffers given back for later GETs to receive into: reused memory, where a
      * fresh malloc of a large buffer costs page faults on every byte's first write. */
     struct xdirect *direct; /* direct.c's connections (xport_get_direct), NULL until used */
-    void *spare_body[XPORT_SPARE_BODIES];
-    size_t spare_cap[XPORT_SPARE_BODIES];
-    int nspare;
+    void *spare_body[XPORT_SPARE_BODIES_MAX];
+    size_t spare_cap[XPORT_SPARE_BODIES_MAX];
+    int nspare, spare_max; /* spare_max: XPORT_SPARE_BODIES unless xport_keep_bodies */
+    uint64_t body_allocs;  /* bodies not found among the spares (xport_stats) */
 };
 
 /* direct.c: closes its connections and drops queued GETs without callbacks. */

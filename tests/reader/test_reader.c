@@ -18,6 +18,7 @@
 #include "common/crc32c.h"
 #include "format/objfmt.h"
 #include "mockproc.h"
+#include "reader/reader_int.h" /* the reader's transport, for its buffer count */
 #include "s3commit.h"
 #include "support/mockstats.h"
 #include "support/stage_open.h"
@@ -594,6 +595,68 @@ static void test_corrupt_object(void)
     commits_free(&c);
 }
 
+/* Large objects arrive in many receives, each piece checked as it lands (obj_stream): a
+ * payload byte flipped in the middle of a 1 MiB object, or its trailer's CRC, still stops
+ * the read at that object with its key and the offset (the full obj_decode names it). */
+static void test_corrupt_large_object(void)
+{
+    s3c_stage *st = open_stage("cl/", "\"batch_bytes_threshold\":1048576,"
+                                      "\"batch_size_threshold\":100000,\"batch_timeout_ms\":10000");
+    static unsigned char p[4096];
+    uint64_t seq = 0;
+    for (int i = 0; i < 800; i++) {
+        memset(p, 'a' + i % 26, sizeof(p));
+        ASSERT_EQ(s3c_submit(st, p, sizeof(p), 5000, &seq), 0);
+    }
+    ASSERT_EQ(s3c_wait_durable(st, seq, 10000), 0);
+    test_stage_close(st);
+    uint64_t firsts[16];
+    int n = list_firsts("cl/", firsts, 16);
+    ASSERT_GE(n, 4); /* the control object and three of ~1 MiB */
+    int v = n / 2;   /* a large object in the middle of the log */
+    char path[700], key[OBJ_KEY_MAX];
+    struct rbuf b;
+    obj_path(path, sizeof(path), "cl/", firsts[v]);
+    obj_key(key, sizeof(key), "cl/", firsts[v]);
+    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    ASSERT_GT(b.len, 512 * 1024);
+    uint64_t count = firsts[v + 1] - firsts[v];
+    /* The record in the middle: its payload's offset. */
+    size_t at = OBJ_HEADER_BYTES;
+    for (uint64_t i = 0; i < count / 2; i++)
+        at += OBJ_RECORD_HEADER_BYTES + ((uint32_t)b.p[at] | (uint32_t)b.p[at + 1] << 8 |
+                                         (uint32_t)b.p[at + 2] << 16 | (uint32_t)b.p[at + 3] << 24);
+    size_t pay = at + OBJ_RECORD_HEADER_BYTES;
+    for (int round = 0; round < 2; round++) {
+        size_t flip = round == 0 ? pay + 1000 : b.len - OBJ_TRAILER_BYTES + 1;
+        b.p[flip] ^= 0x08;
+        ASSERT_EQ(raw_http("PUT", path, b.p, b.len, NULL), 200);
+        b.p[flip] ^= 0x08; /* the good bytes back, for the next round */
+        s3c_reader *r = open_reader("cl/", 0, 0, 0);
+        struct s3c_record rec;
+        uint64_t want = 1;
+        int rc;
+        while ((rc = s3c_reader_next(r, &rec, 10000)) == 0)
+            ASSERT_UEQ(rec.seq, want++);
+        ASSERT_EQ(rc, S3C_ECORRUPT);
+        ASSERT_UEQ(want, firsts[v]); /* everything before it, nothing of it */
+        const char *e = s3c_reader_error(r);
+        char what[128];
+        if (round == 0)
+            snprintf(what, sizeof(what),
+                     "record seq %" PRIu64 " payload CRC mismatch at offset %zu",
+                     firsts[v] + count / 2, pay);
+        else
+            snprintf(what, sizeof(what), "object CRC mismatch (trailer at offset %zu)",
+                     b.len - OBJ_TRAILER_BYTES);
+        fprintf(stderr, "   %s\n", e);
+        if (!strstr(e, key) || !strstr(e, what))
+            TEST_FAIL_("the error names neither %s nor '%s': %s", key, what, e);
+        s3c_reader_close(r);
+    }
+    free(b.p);
+}
+
 static void test_missing_object(void)
 {
     struct commits c = {0};
@@ -655,6 +718,68 @@ static void test_slow_head_reads_ahead(void)
     ASSERT_UEQ(read_check(r, &c, 2, NULL), c.seq[c.n - 1]);
     s3c_reader_close(r);
     commits_free(&c);
+}
+
+/* A reader holds up to twice its window's bodies (GETs in flight and as many read ahead)
+ * and the one it returns from: the transport keeps them all when they are given back, so
+ * a whole read makes no more body buffers than that and the manifest's (2 * window + 2).
+ * With the transport's default of 16 kept, window 10 freed those over 16 after each slow
+ * head and made them again (25 here); at window 16 on 1 MiB objects that was ~430 fresh
+ * 2 MiB buffers per GiB, zeroing them 8% of the reader's CPU. */
+static void test_bodies_are_reused(void)
+{
+    enum { W = 10 };
+    s3c_stage *st = open_stage("br/", "\"batch_size_threshold\":2,\"batch_timeout_ms\":10000");
+    static unsigned char p[20000];
+    uint64_t seq = 0;
+    for (int i = 0; i < 160; i++) {
+        memset(p, 'a' + i % 26, sizeof(p));
+        ASSERT_EQ(s3c_submit(st, p, sizeof(p), 5000, &seq), 0);
+    }
+    ASSERT_EQ(s3c_wait_durable(st, seq, 10000), 0);
+    test_stage_close(st);
+    uint64_t firsts[128];
+    int n = list_firsts("br/", firsts, 128);
+    ASSERT_GE(n, 60);
+    /* The head held while the window reads ahead, then the read-ahead drained with no GET
+     * landing in between (2 * W bodies given back at once); then the same again further on,
+     * when the reader needs 2 * W + 1 bodies once more. */
+    char key[OBJ_KEY_MAX], faults[OBJ_KEY_MAX + 64];
+    const int held[2] = {1, 40};
+    obj_key(key, sizeof(key), "br/", firsts[held[0]]);
+    snprintf(faults, sizeof(faults), "{\"latency_ms\":800,\"key_prefix\":\"%s\"}", key);
+    mock_faults(&mock, faults);
+    s3c_config *cfg = mkcfg("br/", "");
+    s3c_reader *r;
+    char err[1100];
+    struct s3c_reader_opts o = {.window = W};
+    ASSERT_EQ(s3c_reader_open(cfg, &o, &r, err, sizeof(err)), 0);
+    s3c_config_free(cfg);
+    struct s3c_record rec;
+    uint64_t want = 1, records = 0;
+    int rc, phase = 0;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0) {
+        ASSERT_UEQ(rec.seq, want++);
+        records += !rec.control;
+        if (phase == 0 && rec.seq == firsts[held[0]]) { /* the first hold is over */
+            obj_key(key, sizeof(key), "br/", firsts[held[1]]);
+            snprintf(faults, sizeof(faults), "{\"latency_ms\":800,\"key_prefix\":\"%s\"}", key);
+            mock_faults(&mock, faults);
+            phase = 1;
+        } else if (phase == 1 && rec.seq == firsts[held[1]]) {
+            mock_faults(&mock, "{\"latency_ms\":0,\"key_prefix\":\"\"}");
+            phase = 2;
+        }
+    }
+    ASSERT_EQ(phase, 2);
+    ASSERT_EQ(rc, S3C_EEND);
+    ASSERT_UEQ(records, 160);
+    struct xport_stats xs;
+    xport_stats_get(r->x, &xs);
+    fprintf(stderr, "   window %d, %d objects: %" PRIu64 " body buffers made\n", W, n,
+            xs.body_allocs);
+    ASSERT_LE(xs.body_allocs, 2 * W + 2);
+    s3c_reader_close(r);
 }
 
 static void test_open_errors(void)
@@ -748,8 +873,10 @@ int main(int argc, char **argv)
     CASE(test_epochs_and_orphans);
     CASE(test_follow);
     CASE(test_corrupt_object);
+    CASE(test_corrupt_large_object);
     CASE(test_missing_object);
     CASE(test_slow_head_reads_ahead);
+    CASE(test_bodies_are_reused);
     CASE(test_open_errors);
     CASE(test_seek_is_cheap);
     commits_free(&rt);
