@@ -152,6 +152,7 @@ int main(int argc, char **argv)
 {
     int seconds = 3, in_flight = 8, rounds = 3;
     size_t body = 1 << 20;
+    const char *only = NULL; /* --client: run one client alone (for perf/strace), no JSON */
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--seconds") == 0)
             seconds = atoi(argv[i + 1]);
@@ -161,6 +162,8 @@ int main(int argc, char **argv)
             in_flight = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--rounds") == 0)
             rounds = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--client") == 0)
+            only = argv[i + 1];
     }
     if (seconds < 1 || seconds > 30 || in_flight < 1 || in_flight > 64 || body < 4 ||
         body > (64u << 20) || rounds < 1 || rounds > MAX_ROUNDS) {
@@ -189,6 +192,33 @@ int main(int argc, char **argv)
         return 1;
     char url[128];
     snprintf(url, sizeof(url), "%s/commits/wrk/object", m.endpoint);
+
+    if (only) { /* one client alone, crc32c, for a profiler attached by pid */
+        int rc = 0;
+        fprintf(stderr, "bench-transport: pid %d, client %s\n", (int)getpid(), only);
+        if (strcmp(only, "libcurl") == 0 || strcmp(only, "direct") == 0) {
+            struct result res = {0};
+            rc = run_transport(&m, CFG_SUM_CRC32C, strcmp(only, "direct") == 0, in_flight,
+                               seconds, buf, body, &res) < 0 || res.failed;
+            printf("{\"client\":\"%s\",\"mb_per_s\":%.1f,\"cpu_s_per_gb\":%.3f,"
+                   "\"user_cpu_s_per_gb\":%.3f}\n",
+                   only, res.mbps, res.cpu_per_gb, res.user_per_gb);
+        } else if (strcmp(only, "wrk1") == 0 || strcmp(only, "wrk2") == 0) {
+            struct wrk_args wa = {.url = url, .conns = in_flight, .seconds = seconds,
+                                  .body = body, .crc32c = true, .threads = only[3] - '0'};
+            struct wrk_result w = wrk_put(&wa);
+            rc = w.errors != 0;
+            printf("{\"client\":\"%s\",\"mb_per_s\":%.1f,\"cpu_s_per_gb\":%.3f,"
+                   "\"user_cpu_s_per_gb\":%.3f}\n",
+                   only, w.mbps, w.cpu_per_gb, w.user_cpu_per_gb);
+        } else {
+            fprintf(stderr, "bench-transport: --client libcurl|direct|wrk1|wrk2\n");
+            rc = 2;
+        }
+        mockproc_stop(&m);
+        free(buf);
+        return rc;
+    }
 
     const struct {
         enum cfg_checksum sum;
