@@ -3,7 +3,7 @@
  * memory: every byte goes through its receive buffer and a memcpy in the write callback,
  * 21% of the reader's CPU (docs/programs.md, "Reader throughput"). Here libcurl still
  * opens the connection (CURLOPT_CONNECT_ONLY: resolve, connect, TLS with the same checks)
- * and moves the bytes (curl_easy_send/curl_easy_recv, which for plain HTTP is recv() into
+ * and moves the bytes (curl_easy_send/curl_easy_recv; for plain HTTP recv() itself, into
  * the buffer given); the request is the one request.c signs for libcurl; the answer's head
  * is parsed by http_parser; answers other than a 2xx with a Content-Length (errors,
  * redirects, chunked) are read through http_parser too; every answer ends in answer.c as
