@@ -69,7 +69,7 @@ static void start_one(struct run *r)
 }
 
 /* wrk's CPU that is not per byte: LuaJIT, the body built per thread, connecting, the last
- * requests' bytes sent but never answered, exit (~18 ms for -t2 here, 1.5-4% of a 3 s
+ * requests' bytes sent but never answered, exit (16-23 ms for -t2 here, 1.5-5% of a 3 s
  * run's CPU). Measured as wrk -d1s against keys the mock holds for 10 s (each connection
  * sends one request and waits), and taken off each run's CPU: the transport's figure
  * leaves out its start-up too (xport_new, warm-up). */
