@@ -334,6 +334,8 @@ int main(int argc, char **argv)
         double mbm = bench_median(mb, rounds), w1m = bench_median(w1, rounds),
                w2m = bench_median(w2, rounds);
         /* Issue 16, target 4: no more CPU per byte than two-thread wrk for the same bytes. */
+        /* The same against one wrk thread: the transport's shape (one sending thread). */
+        double w1c = bench_median(w1cpu, rounds);
         double w2c = bench_median(w2cpu, rounds),
                cpu_vs = w2c > 0 ? bench_median(cpu, rounds) / w2c : 0,
                dcpu_vs = w2c > 0 ? bench_median(dcpu, rounds) / w2c : 0,
@@ -354,7 +356,8 @@ int main(int argc, char **argv)
                "\"wrk_2threads_user_cpu_s_per_gb\":%.3f,\"cpu_vs_wrk_2threads_min\":%.2f,"
                "\"cpu_vs_wrk_2threads_max\":%.2f,\"direct_put_cpu_vs_wrk_2threads_min\":%.2f,"
                "\"direct_put_cpu_vs_wrk_2threads_max\":%.2f,\"wrk_fixed_cpu_ms\":%.1f,"
-               "\"wrk_2threads_fixed_cpu_ms\":%.1f}\n",
+               "\"wrk_2threads_fixed_cpu_ms\":%.1f,\"cpu_vs_wrk_1thread\":%.2f,"
+               "\"direct_put_cpu_vs_wrk_1thread\":%.2f}\n",
                body, in_flight, seconds, rounds, modes[i].name, (unsigned long long)puts,
                (unsigned long long)failed, mbm, w1m, w1m > 0 ? mbm / w1m : 0,
                bench_min(pair, rounds), bench_max(pair, rounds), bench_median(cpu, rounds),
@@ -366,7 +369,9 @@ int main(int argc, char **argv)
                dcpu_vs > 0 && dcpu_vs <= 1 ? "true" : "false", sign ? "true" : "false",
                bench_median(duser, rounds), bench_median(w2user, rounds),
                bench_min(cpair, rounds), bench_max(cpair, rounds), bench_min(dcpair, rounds),
-               bench_max(dcpair, rounds), fix1.cpu_s * 1e3, fix2.cpu_s * 1e3);
+               bench_max(dcpair, rounds), fix1.cpu_s * 1e3, fix2.cpu_s * 1e3,
+               w1c > 0 ? bench_median(cpu, rounds) / w1c : 0,
+               w1c > 0 ? bench_median(dcpu, rounds) / w1c : 0);
         fflush(stdout);
         if (failed || wrk_bad)
             rc = 1;
