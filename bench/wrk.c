@@ -114,8 +114,8 @@ struct wrk_result wrk_run(const char *script, const char *url, int threads, int 
         }
         usleep(10000);
     }
-    out.cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    out.user_cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+    out.cpu_s = out.user_cpu_s + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     const char *line = strstr(text, "{\"wrk_requests\"");
     cJSON *w = line ? cJSON_Parse(line) : NULL;
     if (!w) {
@@ -147,6 +147,7 @@ struct wrk_result wrk_put(const struct wrk_args *a)
     out.puts_per_s = out.seconds > 0 ? out.requests / out.seconds : 0;
     out.mbps = out.seconds > 0 ? bytes / out.seconds / 1e6 : 0;
     out.cpu_per_gb = bytes > 0 ? out.cpu_s / (bytes / 1e9) : 0;
+    out.user_cpu_per_gb = bytes > 0 ? out.user_cpu_s / (bytes / 1e9) : 0;
     return out;
 }
 

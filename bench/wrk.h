@@ -14,6 +14,7 @@ struct wrk_result {
     double bytes_read;        /* what wrk received, headers included */
     double puts_per_s, mbps;  /* wrk_put: requests/s, 10^6 body bytes per second */
     double cpu_s, cpu_per_gb; /* wrk's user + system CPU (wait4), and per 10^9 body bytes */
+    double user_cpu_s, user_cpu_per_gb; /* the user-space part of it */
     double p50_ms, p99_ms;    /* wrk's latency percentiles */
     long errors;              /* non-2xx answers + socket errors; < 0: no result */
 };

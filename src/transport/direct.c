@@ -3,7 +3,7 @@
  * memory: every byte goes through its receive buffer and a memcpy in the write callback,
  * 21% of the reader's CPU (docs/programs.md, "Reader throughput"). Here libcurl still
  * opens the connection (CURLOPT_CONNECT_ONLY: resolve, connect, TLS with the same checks)
- * and moves the bytes (curl_easy_send/curl_easy_recv, which for plain HTTP is recv() into
+ * and moves the bytes (curl_easy_send/curl_easy_recv; for plain HTTP recv() itself, into
  * the buffer given); the request is the one request.c signs for libcurl; the answer's head
  * is parsed by http_parser; answers other than a 2xx with a Content-Length (errors,
  * redirects, chunked) are read through http_parser too; every answer ends in answer.c as
@@ -449,6 +449,25 @@ static bool xd_head_done(struct xdconn *c, size_t stop)
     return true;
 }
 
+/* curl_easy_recv, or for plain HTTP the recv() it would make, without libcurl's layers:
+ * ~1% of the samples of a direct 1 MiB PUT, one call per answer (docs/transport.md). */
+static CURLcode xd_recv(struct xdconn *c, char *dst, size_t want, size_t *n)
+{
+    if (c->x->https)
+        return curl_easy_recv(c->easy, dst, want, n);
+    for (;;) {
+        ssize_t k = recv(c->fd, dst, want, 0);
+        if (k >= 0) {
+            *n = (size_t)k;
+            return CURLE_OK;
+        }
+        if (errno == EINTR)
+            continue;
+        *n = 0;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? CURLE_AGAIN : CURLE_RECV_ERROR;
+    }
+}
+
 /* Reads what the socket has. Returns false when the request ended (c may be gone). */
 static bool xd_read(struct xdconn *c)
 {
@@ -474,7 +493,7 @@ static bool xd_read(struct xdconn *c)
             want = sizeof(c->head);
         }
         size_t n = 0;
-        CURLcode e = curl_easy_recv(c->easy, dst, want, &n);
+        CURLcode e = xd_recv(c, dst, want, &n);
         if (e == CURLE_AGAIN)
             return true;
         if (e == CURLE_OK && n == 0 && c->st == XD_SLOW) {

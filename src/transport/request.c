@@ -388,12 +388,17 @@ int xreq_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum xport_
     return 0;
 }
 
-static void xreq_amz_date(char out[17])
+/* x-amz-date, formatted once per second (gmtime_r and strftime were ~0.5 us a request). */
+static void xreq_amz_date(struct xport *x, char out[17])
 {
     time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
+    if (now != x->amz_sec || !x->amz_date[0]) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(x->amz_date, sizeof(x->amz_date), "%Y%m%dT%H%M%SZ", &tm);
+        x->amz_sec = now;
+    }
+    memcpy(out, x->amz_date, sizeof(x->amz_date));
 }
 
 /* Adds the signed headers in SigV4's sorted order (content-md5, host, if-*, range,
@@ -404,7 +409,7 @@ int xreq_sign(struct xport *x, struct xreq *r, const char *method, const struct 
     bool anon = s3->access_key_id[0] == '\0';
     char date[17], auth[1024];
 
-    xreq_amz_date(date);
+    xreq_amz_date(x, date);
     if (sx->content_md5)
         xreq_hdr_add(r, "Content-MD5", sx->content_md5, true);
     xreq_hdr_add(r, "Host", x->hosthdr, true);

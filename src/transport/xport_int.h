@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "loop/loop.h"
 #include "pool/pool.h"
@@ -137,6 +138,8 @@ struct xport {
     EVP_MD_CTX *md;
     unsigned char signing_key[32]; /* derived from the secret for sk_date; wiped at free */
     char sk_date[9];               /* "YYYYMMDD" the key is for, "" when none */
+    time_t amz_sec;                /* the second amz_date was formatted for */
+    char amz_date[17];             /* "YYYYMMDDTHHMMSSZ" of amz_sec, "" until first used */
 
     uint64_t requests, bytes_sent, bytes_received, rewinds, resends;
 
