@@ -477,6 +477,7 @@ static void spool_post(struct spool *sp, uint64_t l, uint64_t written, bool idle
 static void *spool_flush_main(void *arg)
 {
     struct spool *sp = arg;
+    pthread_setname_np(pthread_self(), "s3c-spool-sync"); /* told apart in top and perf */
     pthread_mutex_lock(&sp->fmu);
     for (;;) {
         while ((!sp->mark_new || sp->fbusy) && !sp->fstop)
@@ -647,6 +648,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
 static void *spool_main(void *arg)
 {
     struct spool *sp = arg;
+    pthread_setname_np(pthread_self(), "s3c-spool-write");
     uint64_t l = atomic_load(&sp->l); /* the last data seq written */
     for (;;) {
         uint64_t from = sp->wnext;
@@ -758,6 +760,7 @@ static bool spool_prep_pays(struct spool *sp, uint64_t *t_ref, uint64_t *a_ref, 
 static void *spool_prep_main(void *arg)
 {
     struct spool *sp = arg;
+    pthread_setname_np(pthread_self(), "s3c-spool-prep");
     uint64_t t_ref = s3c__now_ns(), a_ref = atomic_load(&sp->appended);
     bool slow = true;
     pthread_mutex_lock(&sp->pmu);

@@ -543,6 +543,7 @@ void *stage_persistence_main(void *arg)
     const struct cfg_persistence *p = &st->cfg.persistence;
     const uint64_t batch_timeout_ns = (uint64_t)p->batch_timeout_ms * 1000000u;
 
+    pthread_setname_np(pthread_self(), "s3c-persist"); /* told apart in top and perf */
     for (;;) {
         uint64_t now = s3c__now_ns();
         bool closing = atomic_load(&st->closing);
