@@ -677,13 +677,6 @@ static int spool_chunk_spans(struct spool *sp, const struct spool_req *r,
     return start ? fn(sp, start, len, arg) : 0;
 }
 
-static int spool_span_crc(struct spool *sp, const unsigned char *p, size_t len, void *arg)
-{
-    (void)sp;
-    *(uint32_t *)arg = crc32c_update(*(uint32_t *)arg, p, len);
-    return 0;
-}
-
 static int spool_span_put(struct spool *sp, const unsigned char *p, size_t len, void *arg)
 {
     (void)arg;
@@ -693,8 +686,8 @@ static int spool_span_put(struct spool *sp, const unsigned char *p, size_t len, 
 /* Writes the frames of requests [from, to) into the buffer, writing it out and posting to
  * the flusher whenever SPOOL_WBUF_POST bytes are gathered, so that it syncs what is written
  * while the rest is written. A frame is sealed (its CRC in its header) before any of it is
- * copied: the CRC runs over the chunk's one or two spans in the ring, and the copy then
- * reads them from the cache. Returns how many requests were written (fewer when the spool
+ * copied: a chunk's CRC is the one the persistence thread computed when it took the chunk
+ * (the object's CRC is built from the same), joined to the header's. Returns how many requests were written (fewer when the spool
  * is full), or -1 on an I/O error (*what says which call). */
 static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, uint64_t *l,
                                  const char **what)
@@ -726,8 +719,8 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         unsigned char h[SPOOL_FRAME_HEADER];
         spool_frame_encode(&f, h);
         uint32_t crc = crc32c_update(0, h, 40);
-        if (r->type == SPOOL_CHUNK && spool_chunk_spans(sp, r, spool_span_crc, &crc) != 0)
-            return *what = "write", -1;
+        if (r->type == SPOOL_CHUNK) /* the pusher's CRC of the records: not run again */
+            crc = crc32c_combine(crc, r->crc, f.len);
         spool_frame_seal(h, crc);
         if (spool_buf_put(sp, h, sizeof(h)) != 0 ||
             (r->type == SPOOL_CHUNK && spool_chunk_spans(sp, r, spool_span_put, NULL) != 0) ||

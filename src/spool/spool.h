@@ -56,6 +56,7 @@ struct spool_req {
     uint64_t first, last, epoch;
     uint32_t count;
     uint64_t len;         /* CHUNK: record bytes (headers and payloads) */
+    uint32_t crc;         /* CHUNK: CRC-32C of those bytes (obj_records_crc), by the pusher */
     struct ring_batch rb; /* CHUNK: the ring batch holding the records */
     struct spool_pos pos; /* written by the spool thread */
     uint64_t user[4];     /* the persistence thread's own bookkeeping */

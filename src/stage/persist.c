@@ -240,6 +240,7 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
     b->bytes = b->rb.bytes;
     b->epoch = st->ws.epoch;
     b->from_ring = true;
+    b->rec_crc_valid = false;
     b->t_sum = 0; /* latency is counted at the ack, from the ring (stage_lat_count) */
     b->t_n = 0;
     int nruns = ring_batch_spans(st->ring, &b->rb, &b->iov[1]);

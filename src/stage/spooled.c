@@ -54,6 +54,29 @@ static bool stage_spool_pressure(struct s3c_stage *st)
     return ring_short && stage_w_stalled(st);
 }
 
+/* The CRC-32C of a chunk's records, computed once, here: the spool's frame and the object
+ * holding the chunk are both built from it (crc32c_combine). Records of 512 bytes and up are
+ * joined from the CRC their producer computed (obj_records_crc), not read again. Before,
+ * the spool writer ran a CRC over every byte and the object's was run again: 40 ns a
+ * 128-byte commit. */
+static uint32_t stage_chunk_crc(struct s3c_stage *st, const struct ring_batch *rb)
+{
+    struct iovec runs[2];
+    int n = ring_batch_spans(st->ring, rb, runs);
+    if (n > 0)
+        return obj_records_crc(0, runs, n);
+    uint32_t crc = 0; /* a short commit left a gap: record by record */
+    struct ring_iter it;
+    struct ring_rec rec;
+    ring_iter_init(rb, &it);
+    while (ring_iter_next(st->ring, &it, &rec)) {
+        struct iovec one = {(unsigned char *)rec.prefix + PFX_RECHDR,
+                            OBJ_RECORD_HEADER_BYTES + rec.len};
+        crc = obj_records_crc(crc, &one, 1);
+    }
+    return crc;
+}
+
 void stage_spool_take(struct s3c_stage *st)
 {
     const struct cfg_persistence *p = &st->cfg.persistence;
@@ -74,6 +97,7 @@ void stage_spool_take(struct s3c_stage *st)
         r->epoch = st->ws.epoch;
         r->count = r->rb.count;
         r->len = r->rb.bytes + (uint64_t)r->rb.count * OBJ_RECORD_HEADER_BYTES;
+        r->crc = stage_chunk_crc(st, &r->rb);
         r->user[1] = now; /* taken at: the batch timer runs from the oldest */
         st->acquired_last = r->last;
         CINC(commits_seen, r->rb.count);
@@ -359,6 +383,7 @@ static void stage_form_from_ring(struct s3c_stage *st, struct batch *b)
             break;
         if (count == 0)
             b->first = r->first;
+        b->rec_crc = count == 0 ? r->crc : crc32c_combine(b->rec_crc, r->crc, (size_t)r->len);
         b->last = r->last;
         count += r->count;
         bytes += r->rb.bytes;
@@ -372,6 +397,7 @@ static void stage_form_from_ring(struct s3c_stage *st, struct batch *b)
     b->bytes = bytes;
     b->epoch = st->ws.epoch;
     b->from_ring = true;
+    b->rec_crc_valid = true;
     b->need_reload = false;
     b->spos_valid = false;
     b->whole = false;
