@@ -9,7 +9,7 @@
  * alternating pairs. The stage runs against s3commit-mock --store none (started and stopped
  * by pid). Every case is bounded in time.
  *
- * Usage: bench-spool [seconds per case, default 3] [only: raw|local|paced|e2e|e2e-on|e2e-off]
+ * Usage: bench-spool [seconds per case, default 3] [only: raw|local|paced|light|e2e|e2e-on|e2e-off]
  * (e2e-on and e2e-off run one side of the pairs only, for a profiler: no ratio.)
  * The directory: $S3C_BENCH_DIR, else the build directory (beside bin/); its filesystem is
  * printed, and tmpfs is refused (an fsync there measures nothing). Never run by make test. */
@@ -459,6 +459,10 @@ int main(int argc, char **argv)
     }
 
     /* (a) The disk. */
+    if (strcmp(only, "light") == 0) { /* light load alone, against the raw 8 KiB append */
+        bsp_raw("overwrite", 8192, secs / 2);
+        bsp_raw("append", 8192, secs / 2);
+    }
     if (!*only || strcmp(only, "raw") == 0) {
         size_t sizes[] = {8192, 65536, 262144, 1048576};
         for (int i = 0; i < 2; i++)
@@ -484,7 +488,11 @@ int main(int argc, char **argv)
                 peak = i == 0 && prods[j] == 2 ? c : peak;
             }
         bsp_local("local_half_load", 2, 128, secs, peak / 2);
+    }
+    if (!*only || strcmp(only, "local") == 0 || strcmp(only, "paced") == 0 ||
+        strcmp(only, "light") == 0)
         bsp_local("local_light_load", 1, 128, secs, 10000);
+    if (!*only || strcmp(only, "local") == 0 || strcmp(only, "paced") == 0) {
         /* At full speed the backlog is the ring: latency is ring bytes / disk rate. */
         bsp_ring_bytes = 4L << 20;
         bsp_local("local_peak", 2, 128, secs, 0);
