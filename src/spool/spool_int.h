@@ -10,8 +10,8 @@
 
 #define SPOOL_MAGIC 0x50533353u /* "S3SP" */
 #define SPOOL_BLOCK 4096u /* O_DIRECT: buffer, offset and length aligned to this */
-#define SPOOL_WBUF (4u << 20) /* the writer's buffer: frames are copied here, then written */
-#define SPOOL_WBUF_POST (1u << 20) /* a group this far gathered is written and posted */
+#define SPOOL_WBUF (8u << 20) /* the writer's buffer: frames are copied here, then written */
+#define SPOOL_WBUF_POST (4u << 20) /* a group this far gathered is written and posted */
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
 #define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
 #define SPOOL_PREP_NAME "prepared.tmp"
