@@ -311,9 +311,11 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     sp->prep_bytes = (o->segment_bytes < SPOOL_PREP_MAX ? o->segment_bytes : SPOOL_PREP_MAX) &
                      ~(uint64_t)4095;
     const struct spool_io *io = o->io ? o->io : spool_test_io;
-    sp->io.writev = io ? io->writev : NULL;
-    sp->io.fdatasync = io ? io->fdatasync : NULL;
+    if (io)
+        sp->io = *io;
     spool_io_defaults(&sp->io);
+    atomic_store(&sp->direct, true); /* until the filesystem refuses it */
+    atomic_flag_clear(&sp->direct_said);
     sp->fd = sp->rfd = sp->lock_fd = -1;
     sp->qcap = o->queue;
     pthread_mutex_init(&sp->mu, NULL);
@@ -331,9 +333,11 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     pthread_condattr_destroy(&ca);
     int rc = S3C_ENOMEM;
     sp->q = calloc(sp->qcap, sizeof(*sp->q));
-    sp->zeros = calloc(1, SPOOL_PREP_CHUNK);
-    if (!sp->q || !sp->zeros)
+    sp->zeros = aligned_alloc(SPOOL_BLOCK, SPOOL_PREP_CHUNK); /* O_DIRECT: aligned */
+    sp->wbuf = aligned_alloc(SPOOL_BLOCK, SPOOL_WBUF);
+    if (!sp->q || !sp->zeros || !sp->wbuf)
         goto fail;
+    memset(sp->zeros, 0, SPOOL_PREP_CHUNK);
     if (spool_mkdirs(sp->dir) != 0) {
         snprintf(err, errlen, "spool.dir %s: cannot create it: %s", sp->dir, strerror(errno));
         rc = S3C_EIO;
@@ -388,6 +392,7 @@ void spool_free(struct spool *sp)
     pthread_cond_destroy(&sp->pcv);
     pthread_mutex_destroy(&sp->pmu);
     free(sp->zeros);
+    free(sp->wbuf);
     free(sp->q);
     free(sp->segs);
     free(sp->seals);

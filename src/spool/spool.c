@@ -50,6 +50,7 @@ void spool_frame_encode(const struct spool_frame *f, unsigned char h[SPOOL_FRAME
     memset(h, 0, SPOOL_FRAME_HEADER);
     spool_put32(h, SPOOL_MAGIC);
     h[4] = (unsigned char)f->type;
+    h[5] = f->flags;
     spool_put32(h + 8, f->len);
     spool_put32(h + 12, f->count);
     spool_put64(h + 16, f->first);
@@ -70,6 +71,9 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
     f->type = (enum spool_type)h[4];
     if (f->type != SPOOL_CHUNK && f->type != SPOOL_SEAL && f->type != SPOOL_OBJECT)
         return -1;
+    f->flags = h[5];
+    if (f->flags & ~SPOOL_CRC_PAYLOAD)
+        return -1;
     f->len = spool_get32(h + 8);
     f->count = spool_get32(h + 12);
     f->first = spool_get64(h + 16);
@@ -81,15 +85,20 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
     return 0;
 }
 
-/* A CHUNK's CRC covers its header and its records' headers, which carry each payload's
- * CRC-32C (the producer's): so the spool thread reads 16 bytes per record, not all of it,
- * and a check of a read-back frame still covers every byte. */
+/* A frame's CRC covers its header's first 40 bytes and its payload (SPOOL_CRC_PAYLOAD; the
+ * writer runs it over the ring's one or two spans of a chunk before copying them). A CHUNK
+ * of an older spool (flags 0) has the CRC of its header and its records' 16-byte headers
+ * instead, which carry each payload's CRC. Either way every record's bytes are checked
+ * against the CRC its producer computed, so a check covers every byte. */
 bool spool_frame_check(const unsigned char h[SPOOL_FRAME_HEADER], const struct spool_frame *f,
                        uint32_t crc, const unsigned char *p)
 {
     uint32_t c = crc32c_update(0, h, 40);
+    bool whole = f->type != SPOOL_CHUNK || (f->flags & SPOOL_CRC_PAYLOAD);
+    if (whole && crc32c_update(c, p, f->len) != crc)
+        return false;
     if (f->type != SPOOL_CHUNK)
-        return crc32c_update(c, p, f->len) == crc;
+        return true;
     uint64_t off = 0;
     for (uint64_t seq = f->first; seq <= f->last; seq++) {
         uint32_t len, pcrc;
@@ -101,12 +110,13 @@ bool spool_frame_check(const unsigned char h[SPOOL_FRAME_HEADER], const struct s
         memcpy(&rseq, p + off + 8, 8);
         if (rseq != seq || len > f->len - off - OBJ_RECORD_HEADER_BYTES)
             return false;
-        c = crc32c_update(c, p + off, OBJ_RECORD_HEADER_BYTES);
+        if (!whole)
+            c = crc32c_update(c, p + off, OBJ_RECORD_HEADER_BYTES);
         if (crc32c_update(0, p + off + OBJ_RECORD_HEADER_BYTES, len) != pcrc)
             return false;
         off += OBJ_RECORD_HEADER_BYTES + len;
     }
-    return off == f->len && c == crc;
+    return off == f->len && (whole || c == crc);
 }
 
 void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
@@ -207,9 +217,9 @@ void spool_trim(struct spool *sp, uint64_t seq)
 
 /* ---- appending (the spool thread; before it starts, the opener) ---------------------- */
 
-static ssize_t spool_real_writev(int fd, const struct iovec *iov, int n)
+static ssize_t spool_real_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
-    return writev(fd, iov, n);
+    return pwrite(fd, buf, len, off);
 }
 
 static int spool_real_fdatasync(int fd)
@@ -217,12 +227,50 @@ static int spool_real_fdatasync(int fd)
     return fdatasync(fd);
 }
 
+static int spool_real_open(const char *path, int flags, mode_t mode)
+{
+    return open(path, flags, mode);
+}
+
 void spool_io_defaults(struct spool_io *io)
 {
-    if (!io->writev)
-        io->writev = spool_real_writev;
+    if (!io->pwrite)
+        io->pwrite = spool_real_pwrite;
     if (!io->fdatasync)
         io->fdatasync = spool_real_fdatasync;
+    if (!io->open)
+        io->open = spool_real_open;
+}
+
+/* The filesystem will not do O_DIRECT (EINVAL at open or at a write; tmpfs before Linux
+ * 6.6, some FUSE mounts): the spool writes through the page cache from then on, and says
+ * so once. The writer's buffer works the same way; only the rounding to blocks goes. */
+static void spool_direct_off(struct spool *sp, const char *path, const char *at)
+{
+    atomic_store(&sp->direct, false);
+    if (!atomic_flag_test_and_set(&sp->direct_said))
+        S3C_LOG(S3C_LOG_WARN,
+                "event=spool_direct_off path=%s at=%s error=\"%s\" what=\"the filesystem "
+                "refuses O_DIRECT: the spool writes through the page cache\"",
+                path, at, strerror(EINVAL));
+}
+
+/* Opens a segment file (or the prepared one) for writing, with O_DIRECT while the
+ * filesystem takes it. */
+static int spool_open_file(struct spool *sp, const char *path, int flags)
+{
+    if (atomic_load(&sp->direct)) {
+        int fd = sp->io.open(path, flags | O_DIRECT, 0600);
+        if (fd >= 0 || errno != EINVAL)
+            return fd;
+        spool_direct_off(sp, path, "open");
+    }
+    return sp->io.open(path, flags, 0600);
+}
+
+bool spool_direct(const struct spool *sp)
+{
+    return atomic_load(&sp->direct);
 }
 
 static int spool_fsync_dir(struct spool *sp)
@@ -235,25 +283,79 @@ static int spool_fsync_dir(struct spool *sp)
     return rc;
 }
 
-/* Writes iov[0..n) whole, resuming after short writes. */
-static int spool_writev_all(struct spool *sp, struct iovec *iov, int n)
+/* Writes wbuf[0, len) at wbase whole, resuming after short writes. A filesystem that
+ * refuses an O_DIRECT write (EINVAL) gets it again through the page cache. */
+static int spool_pwrite_all(struct spool *sp, size_t len)
 {
-    while (n > 0) {
-        ssize_t w = sp->io.writev(sp->fd, iov, n > IOV_MAX ? IOV_MAX : n);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = sp->io.pwrite(sp->fd, sp->wbuf + done, len - done,
+                                  (off_t)(sp->wbase + done));
+        if (w < 0 && errno == EINVAL && atomic_load(&sp->direct)) {
+            int fl = fcntl(sp->fd, F_GETFL);
+            if (fl < 0 || fcntl(sp->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+                return -1;
+            char path[PATH_MAX];
+            spool_seg_path(sp, sp->cur_seg, path, sizeof(path));
+            spool_direct_off(sp, path, "write");
+            continue;
+        }
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
         }
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++, n--;
-        }
-        if (n > 0 && w > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
+        done += (size_t)w;
+    }
+    return 0;
+}
+
+/* Copies len bytes into the writer's buffer; a full buffer is written (whole blocks: no
+ * padding, nothing kept). */
+static int spool_buf_put(struct spool *sp, const void *src, size_t len)
+{
+    const unsigned char *p = src;
+    while (len > 0) {
+        size_t n = SPOOL_WBUF - sp->wfill < len ? SPOOL_WBUF - sp->wfill : len;
+        memcpy(sp->wbuf + sp->wfill, p, n);
+        sp->wfill += n, p += n, len -= n;
+        if (sp->wfill == SPOOL_WBUF) {
+            if (spool_pwrite_all(sp, SPOOL_WBUF) != 0)
+                return -1;
+            sp->wbase += SPOOL_WBUF;
+            sp->wfill = 0;
         }
     }
+    return 0;
+}
+
+/* Writes what the buffer holds. With O_DIRECT the write is rounded up to a block with
+ * zeros, and the partial last block stays in the buffer: the next frames go after its
+ * bytes and the block is written again with them. Rewriting it does not endanger what it
+ * already holds: a crash during the rewrite leaves each sector old or new, and the bytes
+ * before the old end are the same in both. */
+static int spool_buf_flush(struct spool *sp)
+{
+    if (sp->wfill == 0)
+        return 0;
+    if (!atomic_load(&sp->direct)) {
+        if (spool_pwrite_all(sp, sp->wfill) != 0)
+            return -1;
+        sp->wbase += sp->wfill;
+        sp->wfill = 0;
+        return 0;
+    }
+    size_t len = (sp->wfill + SPOOL_BLOCK - 1) & ~(size_t)(SPOOL_BLOCK - 1);
+    memset(sp->wbuf + sp->wfill, 0, len - sp->wfill);
+    if (spool_pwrite_all(sp, len) != 0)
+        return -1;
+    /* The write may have turned buffered (EINVAL): then the padding is in the file too,
+     * which the scan reads as the end of the frames, as in a prepared segment. */
+    size_t keep = sp->wfill & ~(size_t)(SPOOL_BLOCK - 1);
+    if (keep < sp->wfill)
+        memmove(sp->wbuf, sp->wbuf + keep, sp->wfill - keep);
+    sp->wbase += keep;
+    sp->wfill -= keep;
     return 0;
 }
 
@@ -310,7 +412,7 @@ static int spool_open_segment(struct spool *sp, const char *path)
         pthread_cond_signal(&sp->pcv);
         pthread_mutex_unlock(&sp->pmu);
         if (moved) {
-            sp->fd = open(path, O_WRONLY | O_CLOEXEC);
+            sp->fd = spool_open_file(sp, path, O_WRONLY | O_CLOEXEC);
             sp->cur_prepared = sp->fd >= 0;
             return sp->fd;
         }
@@ -322,7 +424,7 @@ static int spool_open_segment(struct spool *sp, const char *path)
         }
         pthread_mutex_unlock(&sp->pmu);
     }
-    sp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    sp->fd = spool_open_file(sp, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
     return sp->fd;
 }
 
@@ -345,6 +447,8 @@ static int spool_ensure_segment(struct spool *sp, bool roll, const char **what)
     }
     sp->cur_seg = sp->next_seq;
     sp->cur_bytes = 0;
+    sp->wbase = 0;
+    sp->wfill = 0;
     sp->dir_dirty = true;
     if (spool_seg_add(sp, sp->cur_seg) != 0) {
         errno = ENOMEM;
@@ -477,6 +581,7 @@ static void spool_post(struct spool *sp, uint64_t l, uint64_t written, bool idle
 static void *spool_flush_main(void *arg)
 {
     struct spool *sp = arg;
+    pthread_setname_np(pthread_self(), "s3c-spool-sync"); /* told apart in top and perf */
     pthread_mutex_lock(&sp->fmu);
     for (;;) {
         while ((!sp->mark_new || sp->fbusy) && !sp->fstop)
@@ -509,11 +614,11 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
     spool_frame_encode(&f, h);
     uint32_t crc = crc32c_update(crc32c_update(0, h, 40), obj, len);
     spool_frame_seal(h, crc);
-    struct iovec iov[3] = {
-        {h, sizeof(h)}, {(void *)obj, len}, {(void *)zeros, size - SPOOL_FRAME_HEADER - len}};
     if (spool_ensure_segment(sp, false, &what) != 0 ||
-        (what = "write", spool_writev_all(sp, iov, 3)) != 0 ||
-        (what = "fdatasync", sp->io.fdatasync(sp->fd)) != 0 ||
+        (what = "write", spool_buf_put(sp, h, sizeof(h))) != 0 ||
+        spool_buf_put(sp, obj, len) != 0 ||
+        spool_buf_put(sp, zeros, size - SPOOL_FRAME_HEADER - len) != 0 ||
+        spool_buf_flush(sp) != 0 || (what = "fdatasync", sp->io.fdatasync(sp->fd)) != 0 ||
         (what = "fsync of the directory", spool_fsync_dir(sp)) != 0) {
         snprintf(err, errlen, "spool %s: %s of segment %020" PRIu64 ".seg failed: %s", sp->dir,
                  what, sp->cur_seg, strerror(errno));
@@ -528,76 +633,73 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
     return 0;
 }
 
-/* Writes the frames gathered in sp->iov and posts them to the flusher: requests
+/* Writes the frames gathered in the buffer and posts them to the flusher: requests
  * [0, written) are then in the file, the last data seq among them l. */
-static int spool_write_out(struct spool *sp, int *n, int *nh, uint64_t l, uint64_t written,
-                           bool last)
+static int spool_write_out(struct spool *sp, uint64_t l, uint64_t written, bool last)
 {
-    if (*n > 0 && spool_writev_all(sp, sp->iov, *n) != 0)
+    if (spool_buf_flush(sp) != 0)
         return -1;
-    *n = *nh = 0;
     spool_post(sp, l, written, last && atomic_load(&sp->pushed) == written);
     return 0;
 }
 
-/* The CRC a chunk frame's header carries: its first 40 bytes (crc, given) and every
- * record's header, which holds the payload's own CRC (spool_frame_check). */
-static uint32_t spool_chunk_crc(struct spool *sp, const struct spool_req *r, uint32_t crc)
+/* A chunk's records as they lie in the ring: one or two runs, or (a short commit left a
+ * gap) run by run, joined where they touch. Calls fn for each span in order. */
+static int spool_chunk_spans(struct spool *sp, const struct spool_req *r,
+                             int (*fn)(struct spool *sp, const unsigned char *p, size_t len,
+                                       void *arg),
+                             void *arg)
 {
+    struct iovec runs[2];
+    int nruns = ring_batch_spans(sp->o.ring, &r->rb, runs);
+    if (sp->o.rec_offset == 0 && nruns > 0) {
+        for (int i = 0; i < nruns; i++)
+            if (fn(sp, runs[i].iov_base, runs[i].iov_len, arg) != 0)
+                return -1;
+        return 0;
+    }
     struct ring_iter it;
     struct ring_rec rec;
-    ring_iter_init(&r->rb, &it);
-    while (ring_iter_next(sp->o.ring, &it, &rec))
-        crc = crc32c_update(crc, (unsigned char *)rec.prefix + sp->o.rec_offset,
-                            OBJ_RECORD_HEADER_BYTES);
-    return crc;
-}
-
-/* Gathers a chunk's records (header and payload) after its frame header: records that lie
- * back to back in the ring are one iovec, so a chunk is one or two unless short payloads
- * left gaps between its records. When the iovecs run out inside the frame, what is
- * gathered is written without a post: the flusher is told of whole frames only, and the
- * frame's header is already sealed. A chunk of any record count fits this way (a batch
- * may hold up to batch_size_threshold records, far more than IOV_MAX). */
-static int spool_chunk_iov(struct spool *sp, const struct spool_req *r, int *n, int *nh)
-{
-    struct iovec *iov = sp->iov;
-    struct ring_iter it;
-    struct ring_rec rec;
+    const unsigned char *start = NULL;
+    size_t len = 0;
     ring_iter_init(&r->rb, &it);
     while (ring_iter_next(sp->o.ring, &it, &rec)) {
-        unsigned char *span = (unsigned char *)rec.prefix + sp->o.rec_offset;
-        size_t len = OBJ_RECORD_HEADER_BYTES + rec.len;
-        struct iovec *prev = *n > 0 ? &iov[*n - 1] : NULL;
-        if (prev && (unsigned char *)prev->iov_base + prev->iov_len == span) {
-            prev->iov_len += len; /* the next record in the ring (never a frame header) */
+        const unsigned char *p = (const unsigned char *)rec.prefix + sp->o.rec_offset;
+        size_t n = OBJ_RECORD_HEADER_BYTES + rec.len;
+        if (start && start + len == p) {
+            len += n;
             continue;
         }
-        if (*n >= SPOOL_GROUP_IOV - 1) { /* one left for the padding */
-            if (spool_writev_all(sp, iov, *n) != 0)
-                return -1;
-            *n = *nh = 0; /* every header gathered so far is written */
-        }
-        iov[(*n)++] = (struct iovec){span, len};
+        if (start && fn(sp, start, len, arg) != 0)
+            return -1;
+        start = p, len = n;
     }
-    return 0;
+    return start ? fn(sp, start, len, arg) : 0;
 }
 
-/* Writes the frames of requests [from, to), posting to the flusher after every writev so
- * that it syncs what is written while the rest is written. Returns how many were written
- * (fewer when the spool is full), or -1 on an I/O error (*what says which call). */
+static int spool_span_put(struct spool *sp, const unsigned char *p, size_t len, void *arg)
+{
+    (void)arg;
+    return spool_buf_put(sp, p, len);
+}
+
+/* Writes the frames of requests [from, to) into the buffer, writing it out and posting to
+ * the flusher whenever SPOOL_WBUF_POST bytes are gathered, so that it syncs what is written
+ * while the rest is written. A frame is sealed (its CRC in its header) before any of it is
+ * copied: a chunk's CRC is the one the persistence thread computed when it took the chunk
+ * (the object's CRC is built from the same), joined to the header's. Returns how many requests were written (fewer when the spool
+ * is full), or -1 on an I/O error (*what says which call). */
 static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, uint64_t *l,
                                  const char **what)
 {
     static const unsigned char zeros[8];
-    struct iovec *iov = sp->iov;
-    int n = 0, nh = 0;
     uint64_t done = from;
     atomic_store(&sp->full, 0); /* until a frame finds no room */
 
     for (uint64_t i = from; i < to && !atomic_load(&sp->failed); i++) {
         struct spool_req *r = &sp->q[i % sp->qcap];
         struct spool_frame f = {.type = r->type,
+                                .flags = SPOOL_CRC_PAYLOAD,
                                 .first = r->first,
                                 .last = r->last,
                                 .epoch = r->epoch,
@@ -608,36 +710,32 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             atomic_store(&sp->full, 1);
             break; /* until W lets segments go */
         }
-        /* A frame needs its header slot and, as a rule, up to 4 iovecs (header, the
-         * records in one or two runs, padding): write first if the buffers cannot take
-         * that (a chunk with gaps that needs more writes part of itself, spool_chunk_iov),
-         * or if the frame goes to a new segment (what is gathered belongs to the old one). */
+        /* What is gathered belongs to the old segment when this frame goes to a new one. */
         bool roll = r->type != SPOOL_SEAL && spool_must_roll(sp, size);
-        if ((roll || nh == SPOOL_GROUP_HEADERS || n + 4 > SPOOL_GROUP_IOV) &&
-            spool_write_out(sp, &n, &nh, *l, i, false) != 0)
+        if (roll && spool_write_out(sp, *l, i, false) != 0)
             return *what = "write", -1;
         if (spool_ensure_segment(sp, roll, what) != 0)
             return -1;
-        unsigned char *h = sp->hdrs[nh++];
+        unsigned char h[SPOOL_FRAME_HEADER];
         spool_frame_encode(&f, h);
         uint32_t crc = crc32c_update(0, h, 40);
-        if (r->type == SPOOL_CHUNK)
-            crc = spool_chunk_crc(sp, r, crc);
-        spool_frame_seal(h, crc); /* sealed before any of the frame may be written */
-        iov[n++] = (struct iovec){h, SPOOL_FRAME_HEADER};
-        if (r->type == SPOOL_CHUNK) {
-            if (spool_chunk_iov(sp, r, &n, &nh) != 0)
-                return *what = "write", -1;
-            if (size - SPOOL_FRAME_HEADER > f.len)
-                iov[n++] = (struct iovec){(void *)zeros, size - SPOOL_FRAME_HEADER - f.len};
-        }
+        if (r->type == SPOOL_CHUNK) /* the pusher's CRC of the records: not run again */
+            crc = crc32c_combine(crc, r->crc, f.len);
+        spool_frame_seal(h, crc);
+        if (spool_buf_put(sp, h, sizeof(h)) != 0 ||
+            (r->type == SPOOL_CHUNK && spool_chunk_spans(sp, r, spool_span_put, NULL) != 0) ||
+            spool_buf_put(sp, zeros, size - SPOOL_FRAME_HEADER - f.len) != 0)
+            return *what = "write", -1;
         r->pos = (struct spool_pos){sp->cur_seg, sp->cur_bytes};
         spool_account(sp, &f, size);
         if (r->type == SPOOL_CHUNK && r->last > *l)
             *l = r->last;
         done = i + 1;
+        if (sp->wfill >= SPOOL_WBUF_POST && done < to &&
+            spool_write_out(sp, *l, done, false) != 0)
+            return *what = "write", -1;
     }
-    if (done > from && spool_write_out(sp, &n, &nh, *l, done, true) != 0)
+    if (done > from && spool_write_out(sp, *l, done, true) != 0)
         return *what = "write", -1;
     return (int64_t)(done - from);
 }
@@ -647,6 +745,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
 static void *spool_main(void *arg)
 {
     struct spool *sp = arg;
+    pthread_setname_np(pthread_self(), "s3c-spool-write");
     uint64_t l = atomic_load(&sp->l); /* the last data seq written */
     for (;;) {
         uint64_t from = sp->wnext;
@@ -704,16 +803,16 @@ static void *spool_main(void *arg)
     return NULL;
 }
 
-/* Creates SPOOL_PREP_NAME, prep_bytes of zeros, fdatasync'd, so
- * its blocks are allocated and written before any frame goes there. Written through the
- * page cache on purpose: the frames written over it later end mid-page, and a page that
- * is not in the cache would be read from the disk first (written around the cache with
- * O_DIRECT, every group paid a read: measured, see docs/spool.md). */
+/* Creates SPOOL_PREP_NAME, prep_bytes of zeros, fdatasync'd, so its blocks are allocated
+ * and written before any frame goes there. With O_DIRECT when the writer uses it: the
+ * writer then writes whole blocks around the cache, and zeros in the cache would only be
+ * invalidated. (Through the page cache, frames that end mid-page would make the kernel
+ * read a page that is not cached before writing it: that was measured, docs/spool.md.) */
 static int spool_prepare(struct spool *sp)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/" SPOOL_PREP_NAME, sp->dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = spool_open_file(sp, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
     if (fd < 0)
         return -1;
     uint64_t size = sp->prep_bytes;
@@ -758,6 +857,7 @@ static bool spool_prep_pays(struct spool *sp, uint64_t *t_ref, uint64_t *a_ref, 
 static void *spool_prep_main(void *arg)
 {
     struct spool *sp = arg;
+    pthread_setname_np(pthread_self(), "s3c-spool-prep");
     uint64_t t_ref = s3c__now_ns(), a_ref = atomic_load(&sp->appended);
     bool slow = true;
     pthread_mutex_lock(&sp->pmu);

@@ -8,7 +8,8 @@
  *
  * Segment files are <dir>/<first seq, 20 digits>.seg: a run of frames, each a 48-byte header
  * (magic, type, payload length, record count, first and last seq, epoch, CRC-32C of the
- * header and payload) and its payload padded to 8 bytes. A CHUNK's payload is its records
+ * header and payload) and its payload padded to 8 bytes; zeros may follow the last frame
+ * (a prepared segment, or the rest of the last 4 KiB block written with O_DIRECT). A CHUNK's payload is its records
  * exactly as the object format lays them out (record header, then bytes), so an object is
  * its header, the payloads of its chunks, and its trailer. */
 #ifndef S3C_SPOOL_H
@@ -30,8 +31,14 @@ enum spool_type {
     SPOOL_OBJECT = 3, /* a whole object to send as it is (a run's control record) */
 };
 
+/* Header byte 5: how a frame's CRC was made. 0 (spools written before it): a CHUNK's CRC
+ * covers its header and its records' 16-byte headers; SPOOL_CRC_PAYLOAD: header and the
+ * whole payload, as SEAL and OBJECT frames always were. Both are read. */
+#define SPOOL_CRC_PAYLOAD 1
+
 struct spool_frame {
     enum spool_type type;
+    uint8_t flags;  /* SPOOL_CRC_PAYLOAD or 0 */
     uint32_t len;   /* payload bytes */
     uint32_t count; /* records in a CHUNK */
     uint64_t first, last, epoch;
@@ -49,6 +56,7 @@ struct spool_req {
     uint64_t first, last, epoch;
     uint32_t count;
     uint64_t len;         /* CHUNK: record bytes (headers and payloads) */
+    uint32_t crc;         /* CHUNK: CRC-32C of those bytes (obj_records_crc), by the pusher */
     struct ring_batch rb; /* CHUNK: the ring batch holding the records */
     struct spool_pos pos; /* written by the spool thread */
     uint64_t user[4];     /* the persistence thread's own bookkeeping */
@@ -71,9 +79,12 @@ struct spool_seal {
 };
 
 struct spool_io {
-    /* Test hooks: the write and fdatasync the spool thread uses (NULL: the real ones). */
-    ssize_t (*writev)(int fd, const struct iovec *iov, int n);
+    /* Test hooks: the calls the spool uses on segment files (NULL: the real ones). Writes
+     * go at an explicit offset: with O_DIRECT a group's partial last block is written
+     * again, with more frames, by the next group. */
+    ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
     int (*fdatasync)(int fd);
+    int (*open)(const char *path, int flags, mode_t mode); /* segments and the prepared file */
 };
 
 /* Tests set this to inject write and fdatasync failures into every spool opened after. */
@@ -140,6 +151,8 @@ bool spool_failed(const struct spool *sp);
  * not go back, even acknowledged. The notify fd is written when it turns true. */
 bool spool_writer_quiet(const struct spool *sp);
 bool spool_full(const struct spool *sp);         /* waiting for W to free room */
+/* Whether segments are written with O_DIRECT (false after a filesystem refused it). */
+bool spool_direct(const struct spool *sp);
 uint64_t spool_bytes(const struct spool *sp);    /* in segment files now */
 const char *spool_error(const struct spool *sp); /* "" until it failed */
 

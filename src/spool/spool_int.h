@@ -9,8 +9,9 @@
 #include "spool/spool.h"
 
 #define SPOOL_MAGIC 0x50533353u /* "S3SP" */
-#define SPOOL_GROUP_IOV 1024    /* iovecs per writev (IOV_MAX) */
-#define SPOOL_GROUP_HEADERS 256 /* frame headers per writev */
+#define SPOOL_BLOCK 4096u /* O_DIRECT: buffer, offset and length aligned to this */
+#define SPOOL_WBUF (8u << 20) /* the writer's buffer: frames are copied here, then written */
+#define SPOOL_WBUF_POST (4u << 20) /* a group this far gathered is written and posted */
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
 #define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
 #define SPOOL_PREP_NAME "prepared.tmp"
@@ -56,11 +57,18 @@ struct spool {
     bool dir_dirty;    /* a segment was created since the last directory fsync */
     bool cur_prepared; /* the open segment is a zero-filled one: writes overwrite */
     uint64_t deleted_w;
-    struct iovec iov[SPOOL_GROUP_IOV];
-    unsigned char hdrs[SPOOL_GROUP_HEADERS][SPOOL_FRAME_HEADER];
+    /* The writer copies frames into wbuf, which holds the segment's bytes from wbase (a
+     * multiple of SPOOL_BLOCK with O_DIRECT) on, wfill of them; it writes whole blocks,
+     * the last one padded with zeros, and keeps that partial block to write again with
+     * the next group's frames after it (docs/spool.md). */
+    unsigned char *wbuf;
+    uint64_t wbase;
+    size_t wfill;
+    _Atomic bool direct;  /* O_DIRECT: off for good once the filesystem refused it */
+    atomic_flag direct_said;
 
     /* The flusher fdatasyncs what the writer has written (group N) while the writer writes
-     * group N+1: the writer posts the end of what it wrote after every writev, the flusher
+     * group N+1: the writer posts the end of what it wrote after every write, the flusher
      * takes the latest post. Under fmu. */
     pthread_mutex_t fmu;
     pthread_cond_t fcv;

@@ -54,6 +54,12 @@ void stage_object_body(struct batch *b, ZSTD_CCtx *zc)
         b->iov[1] = (struct iovec){b->zbuf, out.pos};
         n = 2;
         crc = crc32c_update(crc, b->zbuf, out.pos);
+    } else if (b->from_ring && b->rec_crc_valid) {
+        /* Chunks of a spool: their CRCs were computed when they were taken, and joined. */
+        uint64_t len = 0;
+        for (int i = 1; i <= nspans; i++)
+            len += b->iov[i].iov_len;
+        crc = crc32c_combine(crc, b->rec_crc, len);
     } else if (b->from_ring) {
         /* Records the producers just wrote, each payload's CRC (computed from the
          * producer's own bytes) in its header: joined, not read again. At 1 MiB objects

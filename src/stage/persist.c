@@ -240,6 +240,7 @@ static void stage_build_batch(struct s3c_stage *st, struct batch *b)
     b->bytes = b->rb.bytes;
     b->epoch = st->ws.epoch;
     b->from_ring = true;
+    b->rec_crc_valid = false;
     b->t_sum = 0; /* latency is counted at the ack, from the ring (stage_lat_count) */
     b->t_n = 0;
     int nruns = ring_batch_spans(st->ring, &b->rb, &b->iov[1]);
@@ -543,6 +544,7 @@ void *stage_persistence_main(void *arg)
     const struct cfg_persistence *p = &st->cfg.persistence;
     const uint64_t batch_timeout_ns = (uint64_t)p->batch_timeout_ms * 1000000u;
 
+    pthread_setname_np(pthread_self(), "s3c-persist"); /* told apart in top and perf */
     for (;;) {
         uint64_t now = s3c__now_ns();
         bool closing = atomic_load(&st->closing);

@@ -67,6 +67,8 @@ struct batch {
     uint64_t epoch;        /* the object's: a replayed one keeps its run's */
     bool replayed;         /* from a spool left by an earlier run: settle as a replay */
     bool from_ring;        /* its spans point into the ring */
+    bool rec_crc_valid;    /* rec_crc is the CRC-32C of its records (joined from chunks') */
+    uint32_t rec_crc;
     bool need_reload;      /* ring space under it was given back: read it from the spool */
     bool whole;            /* buf holds the whole object (a spooled control record) */
     struct spool_pos spos; /* the frame of its first commit, once known */

@@ -3,7 +3,9 @@
  * still read); zeros followed by anything else are a torn write and are cut, and said so;
  * a prepared segment nothing was written to, and a prepared file never taken, hold nothing
  * and are removed. */
+#include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,9 +66,13 @@ static off_t sc_size(uint64_t seg)
     return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
-static struct spool *sc_open(struct spool_scan *scan)
+static void sc_fresh(void);
+static void sc_rm(void);
+
+static struct spool *sc_open_io(struct spool_scan *scan, const struct spool_io *io)
 {
-    struct spool_opts o = {.dir = dir,
+    struct spool_opts o = {.io = io,
+                           .dir = dir,
                            .max_bytes = 64u << 20,
                            .segment_bytes = 1u << 20,
                            .queue = 16,
@@ -76,6 +82,179 @@ static struct spool *sc_open(struct spool_scan *scan)
     if (spool_open(&o, &sp, scan, err, sizeof(err)) != 0)
         TEST_FAIL_("spool_open: %s", err);
     return sp;
+}
+
+static struct spool *sc_open(struct spool_scan *scan)
+{
+    return sc_open_io(scan, NULL);
+}
+
+/* ---- the writer's own segments: O_DIRECT blocks, and the page-cache fallback ---------- */
+
+/* seq's payload: 60 to 1,400 bytes of its own pattern, so frames end anywhere in a block. */
+static size_t sc_payload(uint64_t seq, unsigned char *out)
+{
+    size_t len = 60 + (size_t)(seq * 331 % 1341);
+    for (size_t i = 0; i < len; i++)
+        out[i] = (unsigned char)(seq * 7 + i);
+    return len;
+}
+
+/* The bytes of segment seg as they are now (what a crash would leave: the writer's
+ * O_DIRECT writes are on the disk, its buffered ones in the page cache, which survives a
+ * process crash). */
+static unsigned char *sc_slurp(uint64_t seg, size_t *len)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%020" PRIu64 ".seg", dir, seg);
+    FILE *f = fopen(path, "rb");
+    ASSERT(f != NULL);
+    unsigned char *b = malloc(1 << 20);
+    *len = fread(b, 1, 1 << 20, f);
+    fclose(f);
+    return b;
+}
+
+/* A directory holding one segment seg with these bytes, as a crash would leave it. */
+static void sc_crashed(const char *d, uint64_t seg, const unsigned char *b, size_t len)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "rm -rf %s && mkdir -p %s", d, d);
+    ASSERT_EQ(system(path), 0);
+    snprintf(path, sizeof(path), "%s/%020" PRIu64 ".seg", d, seg);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fwrite(b, 1, len, f), len);
+    ASSERT_EQ(fclose(f), 0);
+}
+
+/* Opens the copy in d (its own spool), checks it holds seqs 1..last whole with their
+ * payloads and whether the open cut something, and removes it. */
+static void sc_check_copy(const char *d, uint64_t last, bool cut)
+{
+    char saved[64];
+    snprintf(saved, sizeof(saved), "%s", dir);
+    snprintf(dir, sizeof(dir), "%s", d);
+    struct spool_scan scan;
+    struct spool *sp = sc_open(&scan);
+    ASSERT_EQ(scan.cut, cut);
+    ASSERT_UEQ(scan.last_seq, last);
+    ASSERT_UEQ(scan.frames, last);
+    unsigned char want[2048], got[2048];
+    for (uint64_t seq = 1; seq <= last; seq++) {
+        struct spool_pos pos;
+        struct spool_frame f;
+        char err[256];
+        ASSERT_EQ(spool_find(sp, seq, &pos, err, sizeof(err)), 0);
+        ASSERT_EQ(spool_read(sp, &pos, &f, got, sizeof(got), err, sizeof(err)), 0);
+        size_t n = sc_payload(seq, want);
+        ASSERT_EQ(f.len, n);
+        ASSERT(memcmp(got, want, n) == 0);
+    }
+    spool_free(sp);
+    snprintf(dir, sizeof(dir), "%s", saved);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+/* Appends objects 1..n, one write group each (spool_append_object writes and syncs), and
+ * after every one takes the segment as a crash would leave it: the copy holds every seq
+ * so far, with nothing cut. With O_DIRECT each group rewrites the block the last one left
+ * partly filled, so the copies check that a rewrite never loses what it held. Then a torn
+ * rewrite: the next frame's header and part of its payload in the partial block, the rest
+ * missing: the open cuts exactly that frame and keeps the rest. Returns whether O_DIRECT
+ * stayed on. */
+static bool sc_groups_and_crashes(const struct spool_io *io, bool exact_when_buffered)
+{
+    enum { N = 40 };
+    sc_fresh();
+    struct spool_scan scan;
+    struct spool *sp = sc_open_io(&scan, io);
+    char copy[80], err[512];
+    snprintf(copy, sizeof(copy), "%s-copy", dir);
+    unsigned char pay[2048];
+    unsigned char *snap[N + 1] = {0};
+    size_t snaplen[N + 1] = {0}, ends[N + 1] = {0};
+    for (uint64_t seq = 1; seq <= N; seq++) {
+        size_t n = sc_payload(seq, pay);
+        ASSERT_EQ(spool_append_object(sp, seq, 1, pay, n, err, sizeof(err)), 0);
+        ends[seq] = ends[seq - 1] + SPOOL_FRAME_HEADER + ((n + 7) & ~(size_t)7);
+        snap[seq] = sc_slurp(1, &snaplen[seq]);
+        if (spool_direct(sp))
+            ASSERT_EQ(snaplen[seq] % SPOOL_BLOCK, 0); /* whole blocks */
+        else if (exact_when_buffered)
+            ASSERT_EQ(snaplen[seq], ends[seq]); /* no rounding */
+        ASSERT(snaplen[seq] >= ends[seq]);
+        for (size_t i = ends[seq]; i < snaplen[seq]; i++)
+            ASSERT_EQ(snap[seq][i], 0); /* zeros after the frames */
+        sc_crashed(copy, 1, snap[seq], snaplen[seq]);
+        sc_check_copy(copy, seq, false);
+    }
+    bool direct = spool_direct(sp);
+    spool_free(sp);
+    /* Torn: after group k, group k+1's frame only half there (its bytes from the next
+     * snapshot, up to the middle of the frame; what follows is zeros or missing). */
+    for (uint64_t k = 1; k < N; k += 3) {
+        size_t len = snaplen[k + 1];
+        unsigned char *b = calloc(1, len);
+        memcpy(b, snap[k + 1], len);
+        size_t mid = ends[k] + (ends[k + 1] - ends[k]) / 2;
+        memset(b + mid, 0, len - mid);
+        sc_crashed(copy, 1, b, len);
+        sc_check_copy(copy, k, true);
+        sc_crashed(copy, 1, b, mid); /* the file ends there: cut short */
+        sc_check_copy(copy, k, true);
+        free(b);
+    }
+    for (int i = 0; i <= N; i++)
+        free(snap[i]);
+    sc_rm();
+    return direct;
+}
+
+static void groups_rewrite_the_partial_block(void)
+{
+    bool direct = sc_groups_and_crashes(NULL, true);
+    fprintf(stderr, "   O_DIRECT %s on %s\n", direct ? "on" : "refused (page cache)", "/tmp");
+}
+
+/* A filesystem that refuses O_DIRECT at open (EINVAL, as tmpfs before Linux 6.6): the spool
+ * goes on through the page cache, same frames, no rounding. */
+static int sc_open_nodirect(const char *path, int flags, mode_t mode)
+{
+    if (flags & O_DIRECT) {
+        errno = EINVAL;
+        return -1;
+    }
+    return open(path, flags, mode);
+}
+
+static void refused_at_open_falls_back(void)
+{
+    static const struct spool_io io = {.open = sc_open_nodirect};
+    ASSERT(!sc_groups_and_crashes(&io, true));
+}
+
+/* One that takes O_DIRECT at open and refuses the write (EINVAL; some FUSE filesystems):
+ * the write is done again through the page cache. */
+static _Atomic int sc_refused_writes;
+static ssize_t sc_pwrite_nodirect(int fd, const void *buf, size_t len, off_t off)
+{
+    if (fcntl(fd, F_GETFL) & O_DIRECT) {
+        atomic_fetch_add(&sc_refused_writes, 1);
+        errno = EINVAL;
+        return -1;
+    }
+    return pwrite(fd, buf, len, off);
+}
+
+static void refused_at_write_falls_back(void)
+{
+    static const struct spool_io io = {.pwrite = sc_pwrite_nodirect};
+    /* the block refused was written whole, zeros after the frame: as a prepared segment */
+    ASSERT(!sc_groups_and_crashes(&io, false));
+    ASSERT_EQ(atomic_load(&sc_refused_writes), 1); /* once; then never asked again */
 }
 
 static void sc_fresh(void)
@@ -162,5 +341,8 @@ int main(void)
     RUN(zeros_end_the_frames);
     RUN(zeros_then_bytes_are_cut);
     RUN(unused_prepared_files_go);
+    RUN(groups_rewrite_the_partial_block);
+    RUN(refused_at_open_falls_back);
+    RUN(refused_at_write_falls_back);
     return 0;
 }

@@ -223,7 +223,7 @@ static int sp_fdatasync(int fd)
     return fdatasync(fd);
 }
 
-static ssize_t sp_writev(int fd, const struct iovec *iov, int n)
+static ssize_t sp_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
     if (atomic_load(&fail_write_after) == 0) {
         errno = ENOSPC;
@@ -231,10 +231,10 @@ static ssize_t sp_writev(int fd, const struct iovec *iov, int n)
     }
     if (atomic_load(&fail_write_after) > 0)
         atomic_fetch_sub(&fail_write_after, 1);
-    return writev(fd, iov, n);
+    return pwrite(fd, buf, len, off);
 }
 
-static const struct spool_io sp_io = {.writev = sp_writev, .fdatasync = sp_fdatasync};
+static const struct spool_io sp_io = {.pwrite = sp_pwrite, .fdatasync = sp_fdatasync};
 
 /* After the disk fails: the intake stops with S3C_EIO, L stays below what was not fsync'd,
  * and what the stage already held still reaches S3. */
@@ -284,7 +284,7 @@ static void failing_write(void)
 #define LS_FILES 256
 static struct ls_file {
     char path[256];
-    uint64_t written, synced; /* bytes writev'd; of those, written before a good fdatasync began */
+    uint64_t written, synced; /* the end of what was written; of that, before a good fdatasync began */
 } ls_files[LS_FILES];
 static int ls_n;
 static pthread_mutex_t ls_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -305,12 +305,14 @@ static struct ls_file *ls_file(int fd) /* under ls_mu */
     return &ls_files[ls_n++];
 }
 
-static ssize_t ls_writev(int fd, const struct iovec *iov, int n)
+static ssize_t ls_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
-    ssize_t w = writev(fd, iov, n);
+    ssize_t w = pwrite(fd, buf, len, off);
     if (w > 0) {
         pthread_mutex_lock(&ls_mu);
-        ls_file(fd)->written += (uint64_t)w; /* a segment is written from 0, in order */
+        struct ls_file *f = ls_file(fd); /* in order; a partial last block is written again */
+        if ((uint64_t)off + (uint64_t)w > f->written)
+            f->written = (uint64_t)off + (uint64_t)w;
         pthread_mutex_unlock(&ls_mu);
     }
     return w;
@@ -384,7 +386,7 @@ static void ls_on_local(void *ctx, uint64_t l, int err)
     atomic_fetch_add(&ls_checked, 1);
 }
 
-static const struct spool_io ls_io = {.writev = ls_writev, .fdatasync = ls_fdatasync};
+static const struct spool_io ls_io = {.pwrite = ls_pwrite, .fdatasync = ls_fdatasync};
 
 /* With fdatasync slow enough that the writer writes on while the flusher syncs, every move
  * of L is checked against the bytes on disk: it never names a commit that was written
@@ -490,6 +492,25 @@ static void next_open_replays(void)
     sp_rm_dir();
 }
 
+/* The same on a filesystem that refuses O_DIRECT (EINVAL at open): the spool writes
+ * through the page cache, and an outage, a close and a replay lose nothing. */
+static int sp_open_nodirect(const char *path, int flags, mode_t mode)
+{
+    if (flags & O_DIRECT) {
+        errno = EINVAL;
+        return -1;
+    }
+    return open(path, flags, mode);
+}
+
+static void next_open_replays_without_o_direct(void)
+{
+    static const struct spool_io io = {.open = sp_open_nodirect};
+    spool_test_io = &io;
+    next_open_replays();
+    spool_test_io = NULL;
+}
+
 /* A takeover strands what a spool held and S3 did not: a writer without the spool takes the
  * log over and writes past the spool's seqs; the next start on the spool must refuse (its
  * commits stay on disk), not take the other writer's objects for its own. */
@@ -561,6 +582,7 @@ int main(void)
     RUN(local_seq_only_covers_synced_bytes);
     RUN(second_stage_refused);
     RUN(next_open_replays);
+    RUN(next_open_replays_without_o_direct);
     RUN(takeover_strands_the_spool);
     RUN(long_chunks_many_segments);
     test_mock_stop(&mock);

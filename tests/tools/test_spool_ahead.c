@@ -44,15 +44,15 @@ static char tmpdir[256];
 static char bin_s3commit[512];
 static char stall_path[600]; /* once it exists, the spool's writes wait forever */
 
-static ssize_t ah_slow_writev(int fd, const struct iovec *iov, int n)
+static ssize_t ah_slow_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
     usleep(AH_SLOW_US);
     while (access(stall_path, F_OK) == 0)
         usleep(10000); /* until the SIGKILL */
-    return writev(fd, iov, n);
+    return pwrite(fd, buf, len, off);
 }
 
-static const struct spool_io ah_slow_io = {.writev = ah_slow_writev};
+static const struct spool_io ah_slow_io = {.pwrite = ah_slow_pwrite};
 
 /* The child: opens the stage, says its first seq, then submits one commit every AH_GAP_US
  * and reports L and W after each; it is killed before it runs out. */
