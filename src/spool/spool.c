@@ -86,7 +86,8 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
 }
 
 /* A frame's CRC covers its header's first 40 bytes and its payload (SPOOL_CRC_PAYLOAD; the
- * writer runs it over the ring's one or two spans of a chunk before copying them). A CHUNK
+ * payload's part is the chunk CRC the persistence thread computed when it took the chunk,
+ * joined from the producers' record CRCs for large records, combined with the header's). A CHUNK
  * of an older spool (flags 0) has the CRC of its header and its records' 16-byte headers
  * instead, which carry each payload's CRC. Either way every record's bytes are checked
  * against the CRC its producer computed, so a check covers every byte. */
@@ -256,14 +257,17 @@ static void spool_direct_off(struct spool *sp, const char *path, const char *at)
 }
 
 /* Opens a segment file (or the prepared one) for writing, with O_DIRECT while the
- * filesystem takes it. */
-static int spool_open_file(struct spool *sp, const char *path, int flags)
+ * filesystem takes it. Only the writer turns O_DIRECT off (writer = true): the flag says
+ * how the writer's open segment was opened, which its writes rely on. The preparer
+ * refused O_DIRECT just makes its file through the page cache. */
+static int spool_open_file(struct spool *sp, const char *path, int flags, bool writer)
 {
     if (atomic_load(&sp->direct)) {
         int fd = sp->io.open(path, flags | O_DIRECT, 0600);
         if (fd >= 0 || errno != EINVAL)
             return fd;
-        spool_direct_off(sp, path, "open");
+        if (writer)
+            spool_direct_off(sp, path, "open");
     }
     return sp->io.open(path, flags, 0600);
 }
@@ -412,7 +416,7 @@ static int spool_open_segment(struct spool *sp, const char *path)
         pthread_cond_signal(&sp->pcv);
         pthread_mutex_unlock(&sp->pmu);
         if (moved) {
-            sp->fd = spool_open_file(sp, path, O_WRONLY | O_CLOEXEC);
+            sp->fd = spool_open_file(sp, path, O_WRONLY | O_CLOEXEC, true);
             sp->cur_prepared = sp->fd >= 0;
             return sp->fd;
         }
@@ -424,7 +428,7 @@ static int spool_open_segment(struct spool *sp, const char *path)
         }
         pthread_mutex_unlock(&sp->pmu);
     }
-    sp->fd = spool_open_file(sp, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+    sp->fd = spool_open_file(sp, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, true);
     return sp->fd;
 }
 
@@ -812,7 +816,7 @@ static int spool_prepare(struct spool *sp)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/" SPOOL_PREP_NAME, sp->dir);
-    int fd = spool_open_file(sp, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+    int fd = spool_open_file(sp, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, false);
     if (fd < 0)
         return -1;
     uint64_t size = sp->prep_bytes;

@@ -511,6 +511,27 @@ static void next_open_replays_without_o_direct(void)
     spool_test_io = NULL;
 }
 
+/* Only the preparer's file refused O_DIRECT (a filesystem that takes it for one file and
+ * not another): the preparer makes its file through the page cache and the writer, whose
+ * segment was opened with O_DIRECT, goes on writing whole blocks. Before the fix the
+ * preparer turned the writer's flag off under it and the next group failed with EINVAL. */
+static int sp_open_prep_nodirect(const char *path, int flags, mode_t mode)
+{
+    if ((flags & O_DIRECT) && strstr(path, "prepared.tmp")) {
+        errno = EINVAL;
+        return -1;
+    }
+    return open(path, flags, mode);
+}
+
+static void preparer_refused_o_direct_leaves_writer_alone(void)
+{
+    static const struct spool_io io = {.open = sp_open_prep_nodirect};
+    spool_test_io = &io;
+    next_open_replays();
+    spool_test_io = NULL;
+}
+
 /* A takeover strands what a spool held and S3 did not: a writer without the spool takes the
  * log over and writes past the spool's seqs; the next start on the spool must refuse (its
  * commits stay on disk), not take the other writer's objects for its own. */
@@ -583,6 +604,7 @@ int main(void)
     RUN(second_stage_refused);
     RUN(next_open_replays);
     RUN(next_open_replays_without_o_direct);
+    RUN(preparer_refused_o_direct_leaves_writer_alone);
     RUN(takeover_strands_the_spool);
     RUN(long_chunks_many_segments);
     test_mock_stop(&mock);
