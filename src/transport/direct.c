@@ -85,6 +85,7 @@ struct xdconn {
 struct xdirect {
     struct xdconn *all, *idle;
     int nconn;
+    int max; /* connections at most (open or opening) */
     struct xreq *queue, *queue_tail; /* requests waiting for a connection (next_free links) */
     bool proxied; /* a proxy is set in the environment: requests stay with libcurl */
 };
@@ -909,7 +910,7 @@ static void xd_dispatch(struct xport *x)
     while (d->queue && !x->closing) {
         struct xdconn *c = d->idle;
         struct xreq *r = d->queue;
-        if (!c && d->nconn >= x->cfg.persistence.target_pool_size)
+        if (!c && d->nconn >= d->max)
             return;
         d->queue = r->next_free;
         if (!d->queue)
@@ -945,9 +946,17 @@ static bool xd_proxied(const struct xport *x)
  * per request was a measurable part of libcurl's cost per small PUT). NULL: no memory. */
 static struct xdirect *xd_state(struct xport *x)
 {
-    if (!x->direct && (x->direct = calloc(1, sizeof(*x->direct))) != NULL)
+    if (!x->direct && (x->direct = calloc(1, sizeof(*x->direct))) != NULL) {
         x->direct->proxied = xd_proxied(x);
+        x->direct->max = x->cfg.persistence.target_pool_size;
+    }
     return x->direct;
+}
+
+void xport_direct_connections(struct xport *x, int n)
+{
+    if (xd_state(x))
+        x->direct->max = n < 1 ? 1 : n;
 }
 
 /* Queues r (signed, start_ns set) for a connection and starts what can start. */
@@ -981,20 +990,17 @@ int xport__put_direct(struct xport *x, struct xreq *r, const struct xreq_sign_ex
     return 0;
 }
 
-int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
-                     xport_done_fn done, void *ctx)
+/* A direct GET of the whole object (range NULL) or of a Range. */
+static int xd_get(struct xport *x, const char *key, const char *range, xport_data_fn data,
+                  void *data_ctx, xport_done_fn done, void *ctx)
 {
-    if (!key || !data || !done)
-        return S3C_EINVAL;
     if (!xd_state(x))
         return S3C_ENOMEM;
-    if (x->direct->proxied)
-        return xport_get_fed(x, key, data, data_ctx, done, ctx);
     struct xreq *r = xreq_get(x);
     if (!r)
         return S3C_ENOMEM;
     int rc = xreq_begin(x, r, XREQ_USER, XPORT_OP_GET, key);
-    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256};
+    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256, .range = range};
     if (rc == 0)
         rc = xreq_sign(x, r, "GET", &sx);
     if (rc < 0) {
@@ -1009,6 +1015,33 @@ int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void 
     r->start_ns = s3c__now_ns();
     xd_enqueue(x, r);
     return 0;
+}
+
+int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
+                     xport_done_fn done, void *ctx)
+{
+    if (!key || !data || !done)
+        return S3C_EINVAL;
+    if (!xd_state(x))
+        return S3C_ENOMEM;
+    if (x->direct->proxied)
+        return xport_get_fed(x, key, data, data_ctx, done, ctx);
+    return xd_get(x, key, NULL, data, data_ctx, done, ctx);
+}
+
+int xport_get_direct_range(struct xport *x, const char *key, uint64_t first, uint64_t last,
+                           xport_data_fn data, void *data_ctx, xport_done_fn done, void *ctx)
+{
+    char range[64];
+    if (!key || !done || last < first)
+        return S3C_EINVAL;
+    if (!xd_state(x))
+        return S3C_ENOMEM;
+    if (x->direct->proxied) /* libcurl's ranged GET does not feed data: none is needed */
+        return xport_get(x, key, first, last, done, ctx);
+    snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
+             (unsigned long long)last);
+    return xd_get(x, key, range, data, data_ctx, done, ctx);
 }
 
 void xport__direct_free(struct xport *x)
