@@ -43,11 +43,11 @@
 
 enum xd_state {
     XD_CONNECTING, /* libcurl is connecting it (c->r waits for it) */
-    XD_IDLE, /* no request: watched only to notice the server closing it */
-    XD_SEND, /* the request is being written */
-    XD_HEAD, /* the answer's head is being read */
-    XD_BODY, /* a 2xx body of known length, received straight into r->body */
-    XD_SLOW, /* any other body, read through http_parser */
+    XD_IDLE,       /* no request: watched only to notice the server closing it */
+    XD_SEND,       /* the request is being written */
+    XD_HEAD,       /* the answer's head is being read */
+    XD_BODY,       /* a 2xx body of known length, received straight into r->body */
+    XD_SLOW,       /* any other body, read through http_parser */
 };
 
 #define XD_CONNECT_FDS 4 /* sockets libcurl watches while connecting (happy eyeballs, resolver) */
@@ -85,7 +85,7 @@ struct xdconn {
 struct xdirect {
     struct xdconn *all, *idle;
     int nconn;
-    int max; /* connections at most (open or opening) */
+    int max;                         /* connections at most (open or opening) */
     struct xreq *queue, *queue_tail; /* requests waiting for a connection (next_free links) */
     bool proxied; /* a proxy is set in the environment: requests stay with libcurl */
 };
