@@ -1,12 +1,14 @@
 /* Direct connections (src/transport/direct.c) are opened on the loop, not by a blocking
  * connect: on real sockets on 127.0.0.1, a direct GET and a direct PUT to a listening
  * socket whose accept queue is full (its SYNs are dropped, so the connect never
- * completes) return at once and leave the loop running (a timer on it fires on time)
+ * completes) return at once and leave the loop running (a timer on it fires on time; a
+ * libcurl GET on the same transport completes meanwhile)
  * until s3.connect_timeout_ms ends them, retryable; a refused connect ends them with the
  * connect error naming the endpoint; closing the transport with a connect pending frees
  * everything (ASan) and calls nobody back. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -32,7 +34,8 @@ static bool connected_within(int fd, int ms)
     return poll(&p, 1, ms) == 1 && (p.revents & POLLOUT);
 }
 
-static void jam_open(struct jam *j)
+/* The listening socket, backlog 0, not yet full. */
+static void jam_listen(struct jam *j)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof(a);
@@ -41,9 +44,17 @@ static void jam_open(struct jam *j)
     ASSERT(j->lfd >= 0);
     ASSERT_EQ(bind(j->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
     ASSERT_EQ(listen(j->lfd, 0), 0);
+    ASSERT_EQ(fcntl(j->lfd, F_SETFL, O_NONBLOCK), 0); /* accept4 in other_transfer_goes_on */
     ASSERT_EQ(getsockname(j->lfd, (struct sockaddr *)&a, &al), 0);
     j->port = ntohs(a.sin_port);
-    /* Connect until one does not complete: the queue is full from then on. */
+}
+
+/* Connects until one does not complete: the accept queue is full from then on. */
+static void jam_fill(struct jam *j)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)j->port)};
     for (;;) {
         ASSERT(j->nfill < (int)(sizeof(j->fill) / sizeof(j->fill[0])));
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -54,6 +65,12 @@ static void jam_open(struct jam *j)
         if (rc != 0 && !connected_within(fd, 300))
             break;
     }
+}
+
+static void jam_open(struct jam *j)
+{
+    jam_listen(j);
+    jam_fill(j);
 }
 
 static void jam_close(struct jam *j)
@@ -187,6 +204,70 @@ static void pending_put(void)
     pending_connect(true);
 }
 
+/* Reads one request head from fd (blocking on the test's side, polling x's loop meanwhile
+ * so that the transport sends it) and writes answer. */
+static void serve_one(struct xport *x, int fd, const char *answer)
+{
+    char buf[8192];
+    size_t n = 0;
+    uint64_t end = s3c__now_ms() + 5000;
+    while (!memmem(buf, n, "\r\n\r\n", 4)) {
+        ASSERT(s3c__now_ms() < end);
+        ASSERT(test_xport_poll(x, 5) >= 0);
+        ssize_t k = recv(fd, buf + n, sizeof(buf) - n, MSG_DONTWAIT);
+        if (k > 0)
+            n += (size_t)k;
+        else
+            ASSERT(k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    }
+    ASSERT(send(fd, answer, strlen(answer), MSG_NOSIGNAL) == (ssize_t)strlen(answer));
+}
+
+/* Another transfer on the same transport goes on while a direct connect is pending: the
+ * pool's libcurl connection is accepted and answered before the accept queue is jammed;
+ * then a direct GET waits for its connect while a libcurl GET on the warm connection is
+ * answered and completes; the direct GET ends later at connect_timeout_ms. */
+static void other_transfer_goes_on(void)
+{
+    struct jam j;
+    jam_listen(&j);
+    struct xport *x = xport_to(j.port, false, 2000);
+    int a = -1;
+    uint64_t end = s3c__now_ms() + 5000;
+    while ((a = accept4(j.lfd, NULL, NULL, SOCK_NONBLOCK)) < 0) { /* the pool's warm-up one */
+        ASSERT(errno == EAGAIN || errno == EWOULDBLOCK);
+        ASSERT(s3c__now_ms() < end);
+        ASSERT(test_xport_poll(x, 5) >= 0);
+    }
+    serve_one(x, a, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); /* its HeadBucket */
+    for (int i = 0; i < 20; i++)
+        ASSERT(test_xport_poll(x, 5) >= 0);
+    jam_fill(&j);
+
+    struct got d, l;
+    uint64_t t0 = s3c__now_ms();
+    start(x, false, &d); /* direct: its connect stays pending */
+    memset(&l, 0, sizeof(l));
+    ASSERT_EQ(xport_get(x, "log/other", 1, 0, got_done, &l), 0); /* libcurl, warm connection */
+    serve_one(x, a, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    while (l.calls == 0) {
+        ASSERT(s3c__now_ms() - t0 < 1500);
+        ASSERT(test_xport_poll(x, 5) >= 0);
+    }
+    fprintf(stderr, "  the libcurl GET ended after %llu ms, the direct GET still waiting\n",
+            (unsigned long long)(l.at_ms - t0));
+    ASSERT_EQ(l.cls, XPORT_OK);
+    ASSERT_EQ(d.calls, 0);
+    ASSERT_EQ(xport_drain(x, 10000), 0);
+    ASSERT_EQ(d.calls, 1);
+    ASSERT(d.at_ms - t0 >= 1900);
+    ASSERT_EQ(d.cls, XPORT_RETRYABLE);
+    ASSERT_EQ(d.fail, XPORT_FAIL_TIMEOUT);
+    test_xport_free(x);
+    close(a);
+    jam_close(&j);
+}
+
 /* A refused connect ends the request with the connect error, naming the endpoint. */
 static void refused(bool put)
 {
@@ -245,6 +326,7 @@ int main(void)
 {
     RUN(pending_get);
     RUN(pending_put);
+    RUN(other_transfer_goes_on);
     RUN(refused_get);
     RUN(refused_put);
     RUN(close_while_pending);
