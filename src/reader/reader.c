@@ -102,8 +102,11 @@ int s3c_reader_open(const s3c_config *cfg, const struct s3c_reader_opts *opts, s
      * spent 0.3 s of a 1 GiB read waiting with finished connections idle (docs/programs.md,
      * "Reader throughput"). The price: up to twice the window's body buffers. */
     r->ahead = r->window;
-    /* A connection per GET in flight, and a spare. */
-    r->cfg.persistence.target_pool_size = r->window + 1;
+    /* libcurl carries only the manifest read and the listings, one at a time: one warm
+     * connection (window + 1 of them were opened and heart-beaten for nothing). Object
+     * GETs and the seek's header reads go direct: a connection per GET in flight, and a
+     * spare (xport_direct_connections below). */
+    r->cfg.persistence.target_pool_size = 1;
     r->loop = loop_new();
     if (!r->loop) {
         snprintf(e, sizeof(e), "reader: cannot create the event loop");
@@ -119,6 +122,7 @@ int s3c_reader_open(const s3c_config *cfg, const struct s3c_reader_opts *opts, s
      * with the transport's default 16, window 16 freed and faulted in ~430 fresh 2 MiB
      * buffers per GiB read, zeroing them 8% of its CPU (docs/programs.md). */
     xport_keep_bodies(r->x, r->window + r->ahead + 2);
+    xport_direct_connections(r->x, r->window + 1);
     rc = rd_position(r);
     if (rc < 0) {
         snprintf(e, sizeof(e), "%s", r->error);

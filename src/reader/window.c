@@ -82,7 +82,8 @@ int rd_start_get(struct s3c_reader *r, struct rslot *s)
     obj_stream_init(&s->st); /* every attempt from byte 0 */
     /* Whole objects are received straight into their buffers (docs/programs.md, "Reader
      * throughput": libcurl's own receive path copies every byte once more). */
-    int rc = s->header_only ? xport_get(r->x, s->key, 0, OBJ_HEADER_BYTES - 1, rd_on_get, s)
+    int rc = s->header_only ? xport_get_direct_range(r->x, s->key, 0, OBJ_HEADER_BYTES - 1, NULL,
+                                                     NULL, rd_on_get, s)
                             : xport_get_direct(r->x, s->key, rd_on_data, s, rd_on_get, s);
     if (rc < 0) {
         s->state = RS_FAILED;

@@ -42,17 +42,24 @@
 #define XD_SEND_IOV 64 /* spans per sendmsg() (the head and up to 63 of the body) */
 
 enum xd_state {
-    XD_IDLE, /* no request: watched only to notice the server closing it */
-    XD_SEND, /* the request is being written */
-    XD_HEAD, /* the answer's head is being read */
-    XD_BODY, /* a 2xx body of known length, received straight into r->body */
-    XD_SLOW, /* any other body, read through http_parser */
+    XD_CONNECTING, /* libcurl is connecting it (c->r waits for it) */
+    XD_IDLE,       /* no request: watched only to notice the server closing it */
+    XD_SEND,       /* the request is being written */
+    XD_HEAD,       /* the answer's head is being read */
+    XD_BODY,       /* a 2xx body of known length, received straight into r->body */
+    XD_SLOW,       /* any other body, read through http_parser */
 };
+
+#define XD_CONNECT_FDS 4 /* sockets libcurl watches while connecting (happy eyeballs, resolver) */
 
 struct xdconn {
     struct xport *x;
     struct xdconn *next_all, *next_idle;
-    CURL *easy; /* CONNECT_ONLY: owns the socket and the TLS session */
+    CURL *easy;   /* CONNECT_ONLY: owns the socket and the TLS session */
+    CURLM *multi; /* this connection's own, holding easy from the connect to the close */
+    struct loop_watch cw[XD_CONNECT_FDS]; /* libcurl's sockets while connecting */
+    struct loop_timer ctimer;             /* libcurl's timer while connecting */
+    char cerr[CURL_ERROR_SIZE];           /* libcurl's words for a failed connect */
     int fd;
     struct loop_watch w;
     struct loop_timer timer; /* the request's request_timeout_ms */
@@ -78,6 +85,7 @@ struct xdconn {
 struct xdirect {
     struct xdconn *all, *idle;
     int nconn;
+    int max;                         /* connections at most (open or opening) */
     struct xreq *queue, *queue_tail; /* requests waiting for a connection (next_free links) */
     bool proxied; /* a proxy is set in the environment: requests stay with libcurl */
 };
@@ -90,16 +98,139 @@ static void xd_on_event(void *ctx, int fd, unsigned events);
 static void xd_on_timeout(void *ctx);
 static void xd_on_speed(void *ctx);
 
-/* Opens a connection with libcurl (blocking for the connect and TLS handshake, bounded by
- * s3.connect_timeout_ms). NULL with *cc and errbuf set when it cannot. */
-static struct xdconn *xd_conn_open(struct xport *x, int *cc, char *errbuf)
+/* Opening a connection. curl_easy_perform with CONNECT_ONLY blocked the loop for the
+ * connect and TLS handshake (up to s3.connect_timeout_ms for an endpoint that does not
+ * answer). Instead the CONNECT_ONLY handle is added to a multi handle driven by the loop;
+ * its CURLMSG_DONE says the connection is up (or why not), CURLINFO_ACTIVESOCKET then
+ * gives the socket. Each connection has its own multi handle, for its whole life:
+ * - libcurl closes a CONNECT_ONLY connection when its handle leaves the multi (7.85+), so
+ *   the handle stays in it until the connection is closed;
+ * - on the transport's multi, the connection would sit in the same connection cache as the
+ *   pool's: it would count against CURLMOPT_MAX_TOTAL_CONNECTIONS (= the pool's size, so a
+ *   connect would wait behind, or evict, the pool's idle connections), and libcurl's
+ *   pruning of dead cache entries (on any new connection of that multi) does not skip
+ *   CONNECT_ONLY ones in 7.88: a busy direct connection with answer bytes waiting looks
+ *   "dead" to it. Alone in its own multi, nothing else ever makes a connection there. */
+
+static void xd_connected(struct xdconn *c, CURLcode e);
+
+static void xd_connect_drive(struct xdconn *c, curl_socket_t s, int flags)
+{
+    int running = 0;
+    CURLMcode mc = curl_multi_socket_action(c->multi, s, flags, &running);
+    if (mc != CURLM_OK) {
+        snprintf(c->cerr, sizeof(c->cerr), "%s", curl_multi_strerror(mc));
+        xd_connected(c, mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_COULDNT_CONNECT);
+        return;
+    }
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(c->multi, &left))) {
+        if (m->msg == CURLMSG_DONE) {
+            xd_connected(c, m->data.result); /* c may be gone */
+            return;
+        }
+    }
+}
+
+static void xd_on_connect_event(void *ctx, int fd, unsigned events)
+{
+    xd_connect_drive(ctx, fd,
+                     (events & LOOP_READ ? CURL_CSELECT_IN : 0) |
+                         (events & LOOP_WRITE ? CURL_CSELECT_OUT : 0) |
+                         (events & LOOP_ERROR ? CURL_CSELECT_ERR : 0));
+}
+
+static void xd_on_connect_timer(void *ctx)
+{
+    xd_connect_drive(ctx, CURL_SOCKET_TIMEOUT, 0);
+}
+
+static int xd_connect_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct xdconn *c = userp;
+    (void)e;
+    (void)socketp;
+    struct loop_watch *w = NULL, *free_w = NULL;
+    for (int i = 0; i < XD_CONNECT_FDS; i++) {
+        if (c->cw[i].added && c->cw[i].fd == s)
+            w = &c->cw[i];
+        else if (!c->cw[i].added && !free_w)
+            free_w = &c->cw[i];
+    }
+    if (what == CURL_POLL_REMOVE || c->st != XD_CONNECTING) {
+        if (w)
+            loop_watch_del(c->x->loop, w);
+        return 0;
+    }
+    if (!w) {
+        if (!free_w)
+            return 0; /* more sockets than ever seen: the connect timer still ends it */
+        w = free_w;
+        *w = (struct loop_watch){.fd = s, .cb = xd_on_connect_event, .ctx = c};
+    }
+    unsigned ev = (what & CURL_POLL_IN ? LOOP_READ : 0u) | (what & CURL_POLL_OUT ? LOOP_WRITE : 0u);
+    (void)loop_watch_set(c->x->loop, w, ev);
+    return 0;
+}
+
+static int xd_connect_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    struct xdconn *c = userp;
+    (void)m;
+    if (timeout_ms < 0 || c->st != XD_CONNECTING)
+        loop_timer_disarm(c->x->loop, &c->ctimer);
+    else
+        loop_timer_arm(c->x->loop, &c->ctimer, s3c__now_ns() + (uint64_t)timeout_ms * 1000000u);
+    return 0;
+}
+
+/* Takes libcurl's connect watches and timer off the loop. */
+static void xd_connect_unwatch(struct xdconn *c)
+{
+    for (int i = 0; i < XD_CONNECT_FDS; i++)
+        loop_watch_del(c->x->loop, &c->cw[i]);
+    loop_timer_disarm(c->x->loop, &c->ctimer);
+}
+
+/* Frees what c holds (its request, if any, is not ended here). */
+static void xd_conn_destroy(struct xdconn *c)
+{
+    loop_watch_del(c->x->loop, &c->w);
+    loop_timer_disarm(c->x->loop, &c->timer);
+    loop_timer_disarm(c->x->loop, &c->speed);
+    xd_connect_unwatch(c);
+    if (c->multi && c->easy)
+        curl_multi_remove_handle(c->multi, c->easy); /* closes the connection */
+    if (c->multi)
+        curl_multi_cleanup(c->multi); /* and whatever its cache still held */
+    xd_connect_unwatch(c);            /* watches the calls above may have set */
+    if (c->easy)
+        curl_easy_cleanup(c->easy);
+    free(c->req);
+    free(c);
+}
+
+/* Starts opening a connection for r (which waits on it, c->r): libcurl connects on the
+ * loop, xd_connected goes on. NULL with *cc and errbuf set when it cannot even start. */
+static struct xdconn *xd_conn_open(struct xport *x, struct xreq *r, int *cc, char *errbuf)
 {
     const struct cfg_s3 *s3 = &x->cfg.s3;
     struct xdconn *c = calloc(1, sizeof(*c));
     char url[XREQ_URL_MAX];
     *cc = CURLE_OUT_OF_MEMORY;
     errbuf[0] = '\0';
-    if (!c || !(c->req = malloc(XD_REQ_MAX)) || !(c->easy = curl_easy_init()))
+    if (!c)
+        return NULL;
+    c->x = x;
+    c->fd = -1;
+    c->st = XD_CONNECTING;
+    c->ctimer = (struct loop_timer){.cb = xd_on_connect_timer, .ctx = c};
+    c->w = (struct loop_watch){.fd = -1, .cb = xd_on_event, .ctx = c};
+    c->timer = (struct loop_timer){.cb = xd_on_timeout, .ctx = c};
+    c->speed = (struct loop_timer){.cb = xd_on_speed, .ctx = c};
+    if (!(c->req = malloc(XD_REQ_MAX)) || !(c->easy = curl_easy_init()) ||
+        !(c->multi = curl_multi_init()))
         goto fail;
     snprintf(url, sizeof(url), "%s/", x->origin);
     CURLcode e = CURLE_OK;
@@ -111,7 +242,7 @@ static struct xdconn *xd_conn_open(struct xport *x, int *cc, char *errbuf)
     SET(CURLOPT_URL, url);
     SET(CURLOPT_CONNECT_ONLY, 1L);
     SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_ERRORBUFFER, errbuf);
+    SET(CURLOPT_ERRORBUFFER, c->cerr);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)s3->connect_timeout_ms);
     SET(CURLOPT_TCP_NODELAY, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
@@ -121,39 +252,28 @@ static struct xdconn *xd_conn_open(struct xport *x, int *cc, char *errbuf)
     if (s3->ca_file[0])
         SET(CURLOPT_CAINFO, s3->ca_file);
 #undef SET
-    if (e == CURLE_OK)
-        e = curl_easy_perform(c->easy);
-    curl_socket_t fd = CURL_SOCKET_BAD;
-    if (e == CURLE_OK)
-        e = curl_easy_getinfo(c->easy, CURLINFO_ACTIVESOCKET, &fd);
-    if (e == CURLE_OK && fd == CURL_SOCKET_BAD)
-        e = CURLE_COULDNT_CONNECT;
-    curl_easy_setopt(c->easy, CURLOPT_ERRORBUFFER, NULL); /* errbuf is the caller's */
     if (e != CURLE_OK) {
         *cc = (int)e;
         goto fail;
     }
-    c->x = x;
-    c->fd = fd;
-    c->w = (struct loop_watch){.fd = fd, .cb = xd_on_event, .ctx = c};
-    c->timer = (struct loop_timer){.cb = xd_on_timeout, .ctx = c};
-    c->speed = (struct loop_timer){.cb = xd_on_speed, .ctx = c};
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, xd_connect_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, xd_connect_timer);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    if (curl_multi_add_handle(c->multi, c->easy) != CURLM_OK)
+        goto fail; /* out of memory: libcurl's only failure here */
+    /* Counted now so that dispatching never opens more than the pool's size. */
+    c->r = r;
     c->next_all = x->direct->all;
     x->direct->all = c;
     x->direct->nconn++;
-    x->pool.pol.opens++;
     return c;
 fail:
-    if (c) {
-        if (c->easy)
-            curl_easy_cleanup(c->easy);
-        free(c->req);
-        free(c);
-    }
+    xd_conn_destroy(c);
     return NULL;
 }
 
-static void xd_conn_close(struct xdconn *c)
+static void xd_conn_unlink(struct xdconn *c)
 {
     struct xdirect *d = c->x->direct;
     for (struct xdconn **p = &d->all; *p; p = &(*p)->next_all) {
@@ -169,13 +289,46 @@ static void xd_conn_close(struct xdconn *c)
         }
     }
     d->nconn--;
-    c->x->pool.pol.closes++;
-    loop_watch_del(c->x->loop, &c->w);
-    loop_timer_disarm(c->x->loop, &c->timer);
-    loop_timer_disarm(c->x->loop, &c->speed);
-    curl_easy_cleanup(c->easy); /* closes the socket */
-    free(c->req);
-    free(c);
+}
+
+static void xd_conn_close(struct xdconn *c)
+{
+    xd_conn_unlink(c);
+    if (c->st != XD_CONNECTING) /* a connect that never finished was never counted open */
+        c->x->pool.pol.closes++;
+    xd_conn_destroy(c);
+}
+
+static void xd_dispatch(struct xport *x);
+
+/* libcurl finished connecting c (e: CURLE_OK or why not): the waiting request is sent, or
+ * ended with libcurl's code and words, as a transfer's failed connect is. */
+static void xd_connected(struct xdconn *c, CURLcode e)
+{
+    struct xport *x = c->x;
+    struct xreq *r = c->r;
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    c->st = XD_IDLE; /* libcurl's callbacks from here on only take their watches off */
+    xd_connect_unwatch(c);
+    if (e == CURLE_OK)
+        e = curl_easy_getinfo(c->easy, CURLINFO_ACTIVESOCKET, &fd);
+    if (e == CURLE_OK && fd == CURL_SOCKET_BAD)
+        e = CURLE_COULDNT_CONNECT;
+    if (e != CURLE_OK) {
+        c->r = NULL;
+        snprintf(r->errbuf, sizeof(r->errbuf), "%s", c->cerr);
+        c->st = XD_CONNECTING; /* not counted as opened, so not as closed */
+        xd_conn_close(c);
+        x->requests++;
+        xport__answer(x, r, (int)e, 0, -1);
+        xd_dispatch(x);
+        return;
+    }
+    c->fd = fd;
+    c->w.fd = fd;
+    x->pool.pol.opens++;
+    c->r = NULL;
+    xd_start(c, r);
 }
 
 /* ---- the answer's head -------------------------------------------------------------- */
@@ -279,8 +432,6 @@ static const http_parser_settings xd_settings = {
 
 /* ---- ending a request --------------------------------------------------------------- */
 
-static void xd_dispatch(struct xport *x);
-
 /* Ends c's request: cc 0 when the answer was read to its end (then the connection is kept
  * unless told otherwise), else a CURLE_* code with errbuf already written. */
 static void xd_finish(struct xdconn *c, int cc)
@@ -381,13 +532,10 @@ static bool xd_resend(struct xdconn *c)
     xd_conn_close(c); /* its timers too */
     x->resends++;
     int cc;
-    struct xdconn *n = xd_conn_open(x, &cc, r->errbuf);
-    if (!n) {
+    if (!xd_conn_open(x, r, &cc, r->errbuf)) { /* else r is sent once it is connected */
         x->requests++;
         xport__answer(x, r, cc, 0, -1);
-        return true;
     }
-    xd_start(n, r);
     return true;
 }
 
@@ -754,14 +902,15 @@ static void xd_start(struct xdconn *c, struct xreq *r)
     xd_send(c);
 }
 
-/* Starts queued GETs on idle connections, or on new ones while below the pool's size. */
+/* Starts queued requests on idle connections, or opens new ones for them while below the
+ * pool's size (a request waits on the connection opened for it; connects run on the loop). */
 static void xd_dispatch(struct xport *x)
 {
     struct xdirect *d = x->direct;
     while (d->queue && !x->closing) {
         struct xdconn *c = d->idle;
         struct xreq *r = d->queue;
-        if (!c && d->nconn >= x->cfg.persistence.target_pool_size)
+        if (!c && d->nconn >= d->max)
             return;
         d->queue = r->next_free;
         if (!d->queue)
@@ -773,13 +922,10 @@ static void xd_dispatch(struct xport *x)
             continue;
         }
         int cc;
-        c = xd_conn_open(x, &cc, r->errbuf);
-        if (!c) {
+        if (!xd_conn_open(x, r, &cc, r->errbuf)) { /* else r is sent once it is connected */
             x->requests++;
             xport__answer(x, r, cc, 0, -1);
-            continue;
         }
-        xd_start(c, r);
     }
 }
 
@@ -800,9 +946,17 @@ static bool xd_proxied(const struct xport *x)
  * per request was a measurable part of libcurl's cost per small PUT). NULL: no memory. */
 static struct xdirect *xd_state(struct xport *x)
 {
-    if (!x->direct && (x->direct = calloc(1, sizeof(*x->direct))) != NULL)
+    if (!x->direct && (x->direct = calloc(1, sizeof(*x->direct))) != NULL) {
         x->direct->proxied = xd_proxied(x);
+        x->direct->max = x->cfg.persistence.target_pool_size;
+    }
     return x->direct;
+}
+
+void xport_direct_connections(struct xport *x, int n)
+{
+    if (xd_state(x))
+        x->direct->max = n < 1 ? 1 : n;
 }
 
 /* Queues r (signed, start_ns set) for a connection and starts what can start. */
@@ -836,20 +990,17 @@ int xport__put_direct(struct xport *x, struct xreq *r, const struct xreq_sign_ex
     return 0;
 }
 
-int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
-                     xport_done_fn done, void *ctx)
+/* A direct GET of the whole object (range NULL) or of a Range. */
+static int xd_get(struct xport *x, const char *key, const char *range, xport_data_fn data,
+                  void *data_ctx, xport_done_fn done, void *ctx)
 {
-    if (!key || !data || !done)
-        return S3C_EINVAL;
     if (!xd_state(x))
         return S3C_ENOMEM;
-    if (x->direct->proxied)
-        return xport_get_fed(x, key, data, data_ctx, done, ctx);
     struct xreq *r = xreq_get(x);
     if (!r)
         return S3C_ENOMEM;
     int rc = xreq_begin(x, r, XREQ_USER, XPORT_OP_GET, key);
-    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256};
+    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256, .range = range};
     if (rc == 0)
         rc = xreq_sign(x, r, "GET", &sx);
     if (rc < 0) {
@@ -864,6 +1015,33 @@ int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void 
     r->start_ns = s3c__now_ns();
     xd_enqueue(x, r);
     return 0;
+}
+
+int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
+                     xport_done_fn done, void *ctx)
+{
+    if (!key || !data || !done)
+        return S3C_EINVAL;
+    if (!xd_state(x))
+        return S3C_ENOMEM;
+    if (x->direct->proxied)
+        return xport_get_fed(x, key, data, data_ctx, done, ctx);
+    return xd_get(x, key, NULL, data, data_ctx, done, ctx);
+}
+
+int xport_get_direct_range(struct xport *x, const char *key, uint64_t first, uint64_t last,
+                           xport_data_fn data, void *data_ctx, xport_done_fn done, void *ctx)
+{
+    char range[64];
+    if (!key || !done || last < first)
+        return S3C_EINVAL;
+    if (!xd_state(x))
+        return S3C_ENOMEM;
+    if (x->direct->proxied) /* libcurl's ranged GET does not feed data: none is needed */
+        return xport_get(x, key, first, last, done, ctx);
+    snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
+             (unsigned long long)last);
+    return xd_get(x, key, range, data, data_ctx, done, ctx);
 }
 
 void xport__direct_free(struct xport *x)

@@ -126,10 +126,19 @@ int xport_get_fed(struct xport *x, const char *key, xport_data_fn data, void *da
  * over in (libcurl copies it out of its own receive buffer first): the same signed
  * request, sent on a connection libcurl opened (CURLOPT_CONNECT_ONLY) and the transport
  * reads itself, kept alive between GETs; the same results, error lines and classes.
- * Connections are opened on first use, blocking the loop for the connect (docs/transport.md,
- * "Direct GETs"); at most target_pool_size, further GETs wait for one. */
+ * Connections are opened on first use, on the loop (the GET waits for its connect;
+ * docs/transport.md, "Direct GETs"); at most target_pool_size (or xport_direct_connections),
+ * further GETs wait for one. */
 int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
                      xport_done_fn done, void *ctx);
+/* xport_get_direct of bytes first..last (a Range request; the answer's body is what the
+ * server sent: a 206's part, or a 200's whole object). data may be NULL. The result's
+ * object_size is the body's length (Content-Range is not read). */
+int xport_get_direct_range(struct xport *x, const char *key, uint64_t first, uint64_t last,
+                           xport_data_fn data, void *data_ctx, xport_done_fn done, void *ctx);
+/* The most direct connections (open or opening), n >= 1; target_pool_size until set. For an
+ * owner whose libcurl pool is smaller than its direct GETs in flight (the reader's). */
+void xport_direct_connections(struct xport *x, int n);
 int xport_head(struct xport *x, const char *key, xport_done_fn done, void *ctx);
 int xport_head_bucket(struct xport *x, xport_done_fn done, void *ctx);
 /* ListObjectsV2 of the bucket: prefix, start_after, continuation token (each NULL or ""

@@ -834,6 +834,7 @@ static void test_seek_is_cheap(void)
     ASSERT_UEQ(seq, N + 1);
 
     ASSERT_EQ(mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, (char[4096]){0}, 4096), 204);
+    struct mock_counts c0 = mock_conns(&mock);
     uint64_t t0 = test_now_ms_();
     s3c_reader *r = open_reader("lg/", seq - 3, 0, 0);
     struct s3c_record rec;
@@ -854,6 +855,16 @@ static void test_seek_is_cheap(void)
             N + 1, gets, lists, first_ms);
     ASSERT_LE(gets, 12);
     ASSERT_LE(lists, 4);
+    /* libcurl carries only the manifest and the listings: its pool is one connection (one
+     * warm-up HeadBucket), not the window's size + 1 (the default window is 8: 9 of
+     * them, each opened and heart-beaten for nothing). The GETs (headers too) go direct,
+     * at most window + 1 connections. */
+    long head_buckets = mock_stat(&mock, "ops.HeadBucket.count");
+    struct mock_counts c1 = mock_conns(&mock);
+    int conns = c1.total - c0.total - 4; /* less the stats requests' own (3, and c1's) */
+    fprintf(stderr, "   the reader's HeadBuckets: %ld, connections: %d\n", head_buckets, conns);
+    ASSERT_LE(head_buckets, 1);
+    ASSERT_LE(conns, 1 + 8 + 1); /* one libcurl, direct ones: the default window 8, + 1 */
 }
 
 int main(int argc, char **argv)
