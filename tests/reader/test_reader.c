@@ -203,15 +203,20 @@ struct commits {
  * keeping copies. */
 static void submit_random(s3c_stage *st, struct commits *c, int n)
 {
+    /* Made first, then submitted back to back: filled byte by byte a commit can take
+     * longer than the batch timeout (under TSan), and every object would hold one. */
+    int k0 = c->n;
     for (int i = 0; i < n; i++) {
         size_t len = i == 0 ? 0 : i == 1 ? MAX_COMMIT : (size_t)(rng() % (MAX_COMMIT + 1));
         unsigned char *p = calloc(1, len ? len : 1);
         for (size_t j = 0; j < len; j++)
             p[j] = (unsigned char)rng();
+        c->data[k0 + i] = p;
+        c->len[k0 + i] = len;
+    }
+    for (int i = 0; i < n; i++) {
         int k = c->n++;
-        c->data[k] = p;
-        c->len[k] = len;
-        ASSERT_EQ(s3c_submit(st, p, len, 5000, &c->seq[k]), 0);
+        ASSERT_EQ(s3c_submit(st, c->data[k], c->len[k], 5000, &c->seq[k]), 0);
         ASSERT(i == 0 || c->seq[k] == c->seq[k - 1] + 1);
     }
 }
@@ -595,23 +600,34 @@ static void test_corrupt_object(void)
     commits_free(&c);
 }
 
+/* Writes count commits of size bytes under prefix (commit i all the letter 'a' + i % 26),
+ * waits until they are durable, and lists the objects' first seqs. Returns how many. */
+static int lettered_log(const char *prefix, const char *persistence, int count, size_t size,
+                        uint64_t *firsts, int max)
+{
+    s3c_stage *st = open_stage(prefix, persistence);
+    static unsigned char p[20000];
+    uint64_t seq = 0;
+    ASSERT(size <= sizeof(p));
+    for (int i = 0; i < count; i++) {
+        memset(p, 'a' + i % 26, size);
+        ASSERT_EQ(s3c_submit(st, p, size, 5000, &seq), 0);
+    }
+    ASSERT_EQ(s3c_wait_durable(st, seq, 10000), 0);
+    test_stage_close(st);
+    return list_firsts(prefix, firsts, max);
+}
+
 /* Large objects arrive in many receives, each piece checked as it lands (obj_stream): a
  * payload byte flipped in the middle of a 1 MiB object, or its trailer's CRC, still stops
  * the read at that object with its key and the offset (the full obj_decode names it). */
 static void test_corrupt_large_object(void)
 {
-    s3c_stage *st = open_stage("cl/", "\"batch_bytes_threshold\":1048576,"
-                                      "\"batch_size_threshold\":100000,\"batch_timeout_ms\":10000");
-    static unsigned char p[4096];
-    uint64_t seq = 0;
-    for (int i = 0; i < 800; i++) {
-        memset(p, 'a' + i % 26, sizeof(p));
-        ASSERT_EQ(s3c_submit(st, p, sizeof(p), 5000, &seq), 0);
-    }
-    ASSERT_EQ(s3c_wait_durable(st, seq, 10000), 0);
-    test_stage_close(st);
     uint64_t firsts[16];
-    int n = list_firsts("cl/", firsts, 16);
+    int n = lettered_log("cl/",
+                         "\"batch_bytes_threshold\":1048576,\"batch_size_threshold\":100000,"
+                         "\"batch_timeout_ms\":10000",
+                         800, 4096, firsts, 16);
     ASSERT_GE(n, 4); /* the control object and three of ~1 MiB */
     int v = n / 2;   /* a large object in the middle of the log */
     char path[700], key[OBJ_KEY_MAX];
@@ -728,18 +744,10 @@ static void test_slow_head_reads_ahead(void)
  * 2 MiB buffers per GiB, zeroing them 8% of the reader's CPU. */
 static void test_bodies_are_reused(void)
 {
-    enum { W = 10 };
-    s3c_stage *st = open_stage("br/", "\"batch_size_threshold\":2,\"batch_timeout_ms\":10000");
-    static unsigned char p[20000];
-    uint64_t seq = 0;
-    for (int i = 0; i < 160; i++) {
-        memset(p, 'a' + i % 26, sizeof(p));
-        ASSERT_EQ(s3c_submit(st, p, sizeof(p), 5000, &seq), 0);
-    }
-    ASSERT_EQ(s3c_wait_durable(st, seq, 10000), 0);
-    test_stage_close(st);
+    enum { W = 16 };
     uint64_t firsts[128];
-    int n = list_firsts("br/", firsts, 128);
+    int n = lettered_log("br/", "\"batch_size_threshold\":2,\"batch_timeout_ms\":10000", 160,
+                         20000, firsts, 128);
     ASSERT_GE(n, 60);
     /* The head held while the window reads ahead, then the read-ahead drained with no GET
      * landing in between (2 * W bodies given back at once); then the same again further on,
@@ -778,7 +786,11 @@ static void test_bodies_are_reused(void)
     xport_stats_get(r->x, &xs);
     fprintf(stderr, "   window %d, %d objects: %" PRIu64 " body buffers made\n", W, n,
             xs.body_allocs);
-    ASSERT_LE(xs.body_allocs, 2 * W + 2);
+    /* About 2 * W + 2 in circulation at most: 34 here, 35 under TSan (a body given back
+     * a moment after the next GET took one; at window 10 that made 23 of 22 and failed a
+     * bound of exactly 2 * W + 2). The transport's old default of 16 kept made 49 here, so
+     * a few of slack still tells the two apart. */
+    ASSERT_LE(xs.body_allocs, 2 * W + 6);
     s3c_reader_close(r);
 }
 

@@ -50,19 +50,26 @@ static void put_done(void *ctx, const struct xport_result *r)
     *(enum xport_class *)ctx = r->cls;
 }
 
-static void fed_get_and_buffers(void)
+/* A mock and a transport of two connections on it, bucket "commits". */
+static struct xport *mock_xport(struct mockproc *m)
 {
-    struct mockproc m;
-    ASSERT_EQ(test_mock_start(&m, NULL), 0);
+    ASSERT_EQ(test_mock_start(m, NULL), 0);
     struct s3c_config c;
     cfg_defaults(&c);
-    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m.endpoint);
+    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m->endpoint);
     snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
     c.persistence.target_pool_size = 2;
     char err[512];
     struct xport *x = test_xport_new(&c, err, sizeof(err));
     if (!x)
         TEST_FAIL_("xport_new: %s", err);
+    return x;
+}
+
+static void fed_get_and_buffers(void)
+{
+    struct mockproc m;
+    struct xport *x = mock_xport(&m);
 
     static unsigned char big[1536 * 1024 + 7];
     for (size_t i = 0; i < sizeof(big); i++)
@@ -149,16 +156,7 @@ static void take_after_giving(struct xport *x, int n, int *reused, uint64_t *all
 static void keeps_what_it_is_asked_to(void)
 {
     struct mockproc m;
-    ASSERT_EQ(test_mock_start(&m, NULL), 0);
-    struct s3c_config c;
-    cfg_defaults(&c);
-    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m.endpoint);
-    snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
-    c.persistence.target_pool_size = 2;
-    char err[512];
-    struct xport *x = test_xport_new(&c, err, sizeof(err));
-    if (!x)
-        TEST_FAIL_("xport_new: %s", err);
+    struct xport *x = mock_xport(&m);
     static unsigned char big[1536 * 1024];
     memset(big, 'k', sizeof(big));
     struct iovec iov = {big, sizeof(big)};
