@@ -471,12 +471,19 @@ static void mock_signed(void)
         char etag[256];
         snprintf(etag, sizeof(etag), "%s", g.etag);
         ASSERT(etag[0] == '"');
-        put_one(x, &p, &g);
+        /* The refusals with a body the mock reads before answering: one over 1 MiB is
+         * answered unread and the connection closed, and the reset can beat the 412 to the
+         * client (libcurl then reports a send error: retryable, which the stage settles by
+         * reading back; it failed this check once under ASan in a loaded CI run). The early
+         * answer itself is tested against the raw server above. */
+        struct iovec sv = {body, 65536 + 333};
+        struct xport_put pn = {.key = key, .iov = &sv, .iovcnt = 1, .if_none_match = true};
+        put_one(x, &pn, &g);
         ASSERT_EQ(g.cls, XPORT_EXISTS);
-        struct xport_put q = {.key = key, .iov = v, .iovcnt = nv, .if_match = "\"nope\""};
+        struct xport_put q = {.key = key, .iov = &sv, .iovcnt = 1, .if_match = "\"nope\""};
         put_one(x, &q, &g);
         ASSERT_EQ(g.cls, XPORT_EXISTS);
-        q.if_match = etag;
+        q = (struct xport_put){.key = key, .iov = v, .iovcnt = nv, .if_match = etag};
         put_one(x, &q, &g);
         ASSERT_EQ(g.cls, XPORT_OK);
         ASSERT_STR_EQ(g.etag, etag);
@@ -486,7 +493,7 @@ static void mock_signed(void)
         struct xport_stats st;
         xport_stats_get(x, &st);
         if (direct)
-            ASSERT(st.reuses >= 2); /* the mock closes after a 412 to a body over 1 MiB */
+            ASSERT(st.reuses >= 2);
         memset(&g, 0, sizeof(g));
         g.want = body;
         g.want_len = len;
