@@ -77,8 +77,8 @@ static uint64_t ring_batch_walk(const struct ring *r, const struct ring_batch *b
 
 /* Commits per second; *full_frac = the share of claims that found the ring full,
  * *per_batch = commits per batch the consumer took. hold = batches the consumer keeps
- * before it releases the oldest (1: each at once; 8: like a stage with 8 PUTs in flight,
- * which keeps a 1 MiB ring full). */
+ * before it releases the oldest (1: each at once; 8: like a stage with PUTs in flight,
+ * which was meant to keep a 1 MiB ring full and does not: see docs/pipeline.md). */
 static double run_ring(uint64_t ring_bytes, uint32_t size, int producers, uint64_t total,
                        int hold, double *full_frac, double *per_batch)
 {
@@ -292,10 +292,11 @@ int main(int argc, char **argv)
                "\"target\":\">= 3 vs_mutex and >= 0.5 vs_free_ring\",\"met\":%s}\n",
                ring_at[0][2], full_at[0][2], ring_at[1][2], mq_at[0][2], vs_mq, vs_free,
                vs_mq >= 3 && vs_free >= 0.5 ? "true" : "false");
-        /* The same 1 MiB ring kept full by a consumer that holds 8 batches, releasing the
-         * oldest as it takes a new one (a stage waiting on 8 PUTs): every claim near the
-         * end of the free space sleeps and is woken by a release. For the record; the
-         * mutex queue of the line above is the yardstick. */
+        /* The same 1 MiB ring with a consumer that holds its batches (up to max_batches,
+         * 8), releasing the oldest as it takes a new one, as a stage waiting on PUTs does.
+         * It was meant to keep the ring full; claims_found_full says how far it does
+         * (little: the producers refill what is free faster than they exhaust it). For the
+         * record; the mutex queue of the line above is the yardstick. */
         double best = 0, full = 0, per_batch = 0;
         for (int rep = 0; rep < 3; rep++) {
             double f, pb, a = run_ring(sizes[0], commit, 2, total, 8, &f, &pb);
