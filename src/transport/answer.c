@@ -189,6 +189,11 @@ void xport__answer(struct xport *x, struct xreq *r, int cc, long status, int64_t
     res.http_status = status;
     res.fail = xport_fail_of(cc);
     res.cls = xport_classify(r->op, cc, status, r->s3e.code);
+    /* A ranged GET's answer must be the bytes asked for: a proxy or a store that ignores
+     * Range, or names other bytes than it was asked for, must not hand a caller the wrong
+     * ones as if they were right (docs/transport.md, "Ranges"). */
+    if (res.cls == XPORT_OK && r->op == XPORT_OP_GET && r->ranged && !xreq_range_answer(r, status))
+        res.cls = XPORT_RETRYABLE;
     res.s3_code = r->s3e.code;
     res.s3_message = r->s3e.message;
     res.request_id = r->reqid[0] ? r->reqid : r->s3e.request_id;

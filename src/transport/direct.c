@@ -348,6 +348,8 @@ static void xd_header_done(struct xdconn *c)
     } else if (c->f_len == 16 && strncasecmp(n, "x-amz-request-id", 16) == 0) {
         out = r->reqid;
         cap = sizeof(r->reqid);
+    } else if (c->f_len == 13 && strncasecmp(n, "content-range", 13) == 0) {
+        xreq_content_range(r, v, vl);
     }
     if (out) {
         if (vl >= cap)
@@ -991,7 +993,7 @@ int xport__put_direct(struct xport *x, struct xreq *r, const struct xreq_sign_ex
 }
 
 /* A direct GET of the whole object (range NULL) or of a Range. */
-static int xd_get(struct xport *x, const char *key, const char *range, xport_data_fn data,
+static int xd_get(struct xport *x, const char *key, const uint64_t *range, xport_data_fn data,
                   void *data_ctx, xport_done_fn done, void *ctx)
 {
     if (!xd_state(x))
@@ -1000,7 +1002,8 @@ static int xd_get(struct xport *x, const char *key, const char *range, xport_dat
     if (!r)
         return S3C_ENOMEM;
     int rc = xreq_begin(x, r, XREQ_USER, XPORT_OP_GET, key);
-    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256, .range = range};
+    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256,
+                                 .range = range ? xreq_range(r, range[0], range[1]) : NULL};
     if (rc == 0)
         rc = xreq_sign(x, r, "GET", &sx);
     if (rc < 0) {
@@ -1032,15 +1035,13 @@ int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void 
 int xport_get_direct_range(struct xport *x, const char *key, uint64_t first, uint64_t last,
                            xport_data_fn data, void *data_ctx, xport_done_fn done, void *ctx)
 {
-    char range[64];
+    const uint64_t range[2] = {first, last};
     if (!key || !done || last < first)
         return S3C_EINVAL;
     if (!xd_state(x))
         return S3C_ENOMEM;
     if (x->direct->proxied) /* libcurl's ranged GET does not feed data: none is needed */
         return xport_get(x, key, first, last, done, ctx);
-    snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
-             (unsigned long long)last);
     return xd_get(x, key, range, data, data_ctx, done, ctx);
 }
 

@@ -237,6 +237,7 @@ static size_t xreq_on_header(char *line, size_t size, size_t nitems, void *ud)
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         r->etag[0] = r->reqid[0] = '\0'; /* a new answer (after 100 or a resend) */
         r->object_size = 0;
+        r->cr_seen = false;
         r->blen = 0;
     } else if (len > 5 && strncasecmp(line, "etag:", 5) == 0) {
         xreq_header_value(line, len, 5, r->etag, sizeof(r->etag));
@@ -245,8 +246,7 @@ static size_t xreq_on_header(char *line, size_t size, size_t nitems, void *ud)
     } else if (len > 14 && strncasecmp(line, "content-range:", 14) == 0) {
         char v[128];
         xreq_header_value(line, len, 14, v, sizeof(v));
-        const char *slash = strchr(v, '/');
-        r->object_size = slash ? strtoull(slash + 1, NULL, 10) : 0;
+        xreq_content_range(r, v, strlen(v));
     }
     return len;
 }
@@ -371,6 +371,7 @@ int xreq_begin(struct xport *x, struct xreq *r, enum xreq_kind kind, enum xport_
     r->data_ctx = NULL;
     r->etag[0] = r->reqid[0] = r->errbuf[0] = r->errline[0] = '\0';
     r->object_size = 0;
+    r->ranged = r->cr_seen = false;
     r->query[0] = '\0';
     r->blimit = op == XPORT_OP_GET    ? SIZE_MAX - 1
                 : op == XPORT_OP_LIST ? XREQ_LISTBODY_MAX
@@ -530,6 +531,98 @@ int xreq_start_simple(struct xport *x, struct xreq *r, const char *method, const
 {
     struct xreq_sign_extra sx = {.range = range, .payload_hash = XPORT_EMPTY_SHA256};
     return xreq_sign_and_start(x, r, method, &sx);
+}
+
+const char *xreq_range(struct xreq *r, uint64_t first, uint64_t last)
+{
+    r->ranged = true;
+    r->range_first = first;
+    r->range_last = last;
+    snprintf(r->range_hdr, sizeof(r->range_hdr), "bytes=%llu-%llu", (unsigned long long)first,
+             (unsigned long long)last);
+    return r->range_hdr;
+}
+
+/* Digits at *p up to end, as a number; false when there are none or too many. */
+static bool xreq_number(const char **p, const char *end, uint64_t *out)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+    while (*p < end && **p >= '0' && **p <= '9') {
+        if (v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(**p - '0');
+        (*p)++;
+    }
+    *out = v;
+    return *p > s;
+}
+
+void xreq_content_range(struct xreq *r, const char *v, size_t n)
+{
+    const char *p = v, *end = v + n;
+    uint64_t a, b, total = 0;
+    r->cr_seen = false;
+    r->object_size = 0;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if (end - p < 6 || strncasecmp(p, "bytes ", 6) != 0)
+        return;
+    p += 6;
+    if (!xreq_number(&p, end, &a) || p == end || *p++ != '-' || !xreq_number(&p, end, &b) ||
+        p == end || *p++ != '/' || b < a)
+        return;
+    if (p < end && *p == '*')
+        p++;
+    else if (!xreq_number(&p, end, &total) || b >= total)
+        return;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if (p != end)
+        return;
+    r->cr_seen = true;
+    r->cr_first = a;
+    r->cr_last = b;
+    r->object_size = total;
+}
+
+bool xreq_range_answer(struct xreq *r, long status)
+{
+    char *m = r->s3e.message;
+    size_t mcap = sizeof(r->s3e.message);
+    unsigned long long first = r->range_first, last = r->range_last;
+    if (status == 200) {
+        /* The Range was not honoured (or not understood on the way): the whole object. */
+        if (first >= r->blen) {
+            snprintf(m, mcap,
+                     "asked for bytes %llu-%llu, the answer is the whole object (200) of %zu bytes",
+                     first, last, r->blen);
+            return false;
+        }
+        size_t n = (size_t)((last < r->blen - 1 ? last : r->blen - 1) - first + 1);
+        r->object_size = r->blen;
+        memmove(r->body, r->body + first, n);
+        r->blen = n;
+        r->body[n] = '\0';
+        return true;
+    }
+    if (status != 206)
+        return true; /* another 2xx: no body to check */
+    if (!r->cr_seen) {
+        snprintf(m, mcap, "asked for bytes %llu-%llu, the 206 answer has no usable Content-Range",
+                 first, last);
+        return false;
+    }
+    uint64_t want_last = r->object_size && r->object_size - 1 < last ? r->object_size - 1 : last;
+    if (r->cr_first != first || r->cr_last != want_last ||
+        r->blen != r->cr_last - r->cr_first + 1) {
+        snprintf(m, mcap,
+                 "asked for bytes %llu-%llu, the 206 answer says bytes %llu-%llu and holds %zu",
+                 first, last, (unsigned long long)r->cr_first, (unsigned long long)r->cr_last,
+                 r->blen);
+        return false;
+    }
+    return true;
 }
 
 void xreq_release(struct xport *x, struct xreq *r)

@@ -390,7 +390,7 @@ out_release:
 
 /* data (NULL: none) is called with a GET's body as it lands (xport_get_fed). */
 static int xport_start_user(struct xport *x, enum xport_op op, const char *key, const char *method,
-                            const char *range, const char *query, xport_data_fn data,
+                            const uint64_t *range, const char *query, xport_data_fn data,
                             void *data_ctx, xport_done_fn done, void *ctx)
 {
     if (!done)
@@ -411,7 +411,7 @@ static int xport_start_user(struct xport *x, enum xport_op op, const char *key, 
     r->on_data = data;
     r->data_ctx = data_ctx;
     if (rc == 0)
-        rc = xreq_start_simple(x, r, method, range);
+        rc = xreq_start_simple(x, r, method, range ? xreq_range(r, range[0], range[1]) : NULL);
     if (rc < 0) {
         xreq_release(x, r);
         return rc;
@@ -423,12 +423,9 @@ static int xport_start_user(struct xport *x, enum xport_op op, const char *key, 
 int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, xport_done_fn done,
               void *ctx)
 {
-    char range[64];
+    const uint64_t range[2] = {first, last};
     if (!key)
         return S3C_EINVAL;
-    if (last >= first)
-        snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)first,
-                 (unsigned long long)last);
     return xport_start_user(x, XPORT_OP_GET, key, "GET", last >= first ? range : NULL, NULL, NULL,
                             NULL, done, ctx);
 }

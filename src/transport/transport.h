@@ -109,7 +109,11 @@ struct xport_put {
  * negative S3C_E* (done will never be called). */
 int xport_put(struct xport *x, const struct xport_put *put, xport_done_fn done, void *ctx);
 
-/* GetObject (first..last inclusive when last >= first, else the whole object). */
+/* GetObject (first..last inclusive when last >= first, else the whole object). A ranged
+ * answer's body is always the bytes asked for (cut short only by the object's end): a 200
+ * that ignored the Range is cut down to them, and a 206 naming or holding other bytes is
+ * RETRYABLE with an error line that says what came. object_size is the whole object's size
+ * (Content-Range's total; 0 when the server sent "*"). */
 int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, xport_done_fn done,
               void *ctx);
 /* Called as each piece of a 2xx GET's body lands in its body buffer: the buffer so far
@@ -131,9 +135,9 @@ int xport_get_fed(struct xport *x, const char *key, xport_data_fn data, void *da
  * further GETs wait for one. */
 int xport_get_direct(struct xport *x, const char *key, xport_data_fn data, void *data_ctx,
                      xport_done_fn done, void *ctx);
-/* xport_get_direct of bytes first..last (a Range request; the answer's body is what the
- * server sent: a 206's part, or a 200's whole object). data may be NULL. The result's
- * object_size is the body's length (Content-Range is not read). */
+/* xport_get_direct of bytes first..last: a Range request whose answer is checked as
+ * xport_get's is. data may be NULL; when given, it sees the bytes as they came (a 200's
+ * whole object). */
 int xport_get_direct_range(struct xport *x, const char *key, uint64_t first, uint64_t last,
                            xport_data_fn data, void *data_ctx, xport_done_fn done, void *ctx);
 /* The most direct connections (open or opening), n >= 1; target_pool_size until set. For an

@@ -28,6 +28,7 @@ struct got {
     enum xport_fail fail;
     long status;
     char s3_code[64], etag[256], error[2048];
+    uint64_t object_size;
     unsigned char *body;
     size_t len, cap;
 };
@@ -56,6 +57,7 @@ static void got_done(void *ctx, const struct xport_result *r)
     snprintf(g->etag, sizeof(g->etag), "%s", r->etag);
     snprintf(g->error, sizeof(g->error), "%s", r->error);
     g->len = r->body_len;
+    g->object_size = r->object_size;
     g->body = xport_take_body(r, &g->cap);
 }
 
@@ -684,6 +686,91 @@ static void mock_signed(void)
     free(body);
 }
 
+/* An answer to a ranged GET: its head is `status` with `crange` as its Content-Range
+ * (NULL: none) and `len` bytes of `body` from `off`. */
+static void answer_part(struct answer *a, int status, const char *crange, const void *body,
+                        size_t off, size_t len)
+{
+    memset(a, 0, sizeof(*a));
+    char cr[160] = "";
+    if (crange)
+        snprintf(cr, sizeof(cr), "Content-Range: %s\r\n", crange);
+    snprintf(a->head, sizeof(a->head),
+             "HTTP/1.1 %d %s\r\nx-amz-request-id: REQ0000000000002\r\nETag: \"r\"\r\n%s"
+             "Content-Length: %zu\r\n\r\n",
+             status, status == 206 ? "Partial Content" : "OK", cr, len);
+    a->body = (const unsigned char *)body + off;
+    a->body_len = len;
+}
+
+/* A ranged GET gets the bytes it asked for or an error, never other bytes as if they were
+ * those: a 200 that ignored the Range is cut down to them; a 206 naming other bytes, holding
+ * another count, or naming none is retryable with an error line that says what came. The
+ * same answers over a direct connection and over libcurl's. */
+static void ranged_answers(void)
+{
+    size_t olen = 1000;
+    unsigned char *body = test_body(olen, 11);
+    struct answer an[8];
+    answer_part(&an[0], 206, "bytes 0-99/1000", body, 0, 100);
+    answer_part(&an[1], 200, NULL, body, 0, olen);             /* Range ignored */
+    answer_part(&an[2], 200, NULL, body, 0, olen);             /* ... past the end */
+    answer_part(&an[3], 206, "bytes 100-199/1000", body, 100, 100); /* other bytes */
+    answer_part(&an[4], 206, NULL, body, 0, 100);              /* no Content-Range */
+    answer_part(&an[5], 206, "bytes 0-99/1000", body, 0, 60);  /* fewer than it says */
+    answer_part(&an[6], 206, "bytes 0-99/50", body, 0, 100);   /* not a range of its total */
+    answer_part(&an[7], 206, "bytes 900-999/1000", body, 900, 100); /* cut by the end */
+    uint64_t ask[8][2] = {{0, 99}, {900, 1099}, {1000, 1099}, {0, 99},
+                          {0, 99}, {0, 99},     {0, 99},      {900, 1099}};
+    for (int path = 0; path < 2; path++) {
+        struct srv s;
+        struct xport *x = srv_open(&s, an, 8);
+        struct got g[8];
+        for (int i = 0; i < 8; i++) {
+            memset(&g[i], 0, sizeof(g[i]));
+            int rc = path == 0 ? xport_get_direct_range(x, "log/r", ask[i][0], ask[i][1], NULL,
+                                                        NULL, got_done, &g[i])
+                               : xport_get(x, "log/r", ask[i][0], ask[i][1], got_done, &g[i]);
+            ASSERT_EQ(rc, 0);
+            ASSERT_EQ(xport_drain(x, 15000), 0);
+            ASSERT_EQ(g[i].calls, 1);
+            char want[64];
+            snprintf(want, sizeof(want), "Range: bytes=%llu-%llu\r\n",
+                     (unsigned long long)ask[i][0], (unsigned long long)ask[i][1]);
+            ASSERT(strcasestr(s.get_req, want) != NULL);
+        }
+        ASSERT_EQ(g[0].cls, XPORT_OK); /* the honest 206 */
+        ASSERT_UEQ(g[0].len, 100);
+        ASSERT_MEM_EQ(g[0].body, body, 100);
+        ASSERT_UEQ(g[0].object_size, olen);
+        ASSERT_EQ(g[1].cls, XPORT_OK); /* a 200: bytes 900..999 of it */
+        ASSERT_EQ(g[1].status, 200);
+        ASSERT_UEQ(g[1].len, 100);
+        ASSERT_MEM_EQ(g[1].body, body + 900, 100);
+        ASSERT_UEQ(g[1].object_size, olen);
+        ASSERT_EQ(g[2].cls, XPORT_RETRYABLE);
+        ASSERT(strstr(g[2].error, "GET log/r: HTTP 200"));
+        ASSERT(strstr(g[2].error, "asked for bytes 1000-1099, the answer is the whole object "
+                                  "(200) of 1000 bytes"));
+        ASSERT_EQ(g[3].cls, XPORT_RETRYABLE);
+        ASSERT(strstr(g[3].error, "asked for bytes 0-99, the 206 answer says bytes 100-199 and "
+                                  "holds 100"));
+        ASSERT_EQ(g[4].cls, XPORT_RETRYABLE);
+        ASSERT(strstr(g[4].error, "the 206 answer has no usable Content-Range"));
+        ASSERT_EQ(g[5].cls, XPORT_RETRYABLE);
+        ASSERT(strstr(g[5].error, "says bytes 0-99 and holds 60"));
+        ASSERT_EQ(g[6].cls, XPORT_RETRYABLE);
+        ASSERT(strstr(g[6].error, "no usable Content-Range"));
+        ASSERT_EQ(g[7].cls, XPORT_OK);
+        ASSERT_UEQ(g[7].len, 100);
+        ASSERT_MEM_EQ(g[7].body, body + 900, 100);
+        for (int i = 0; i < 8; i++)
+            got_free(x, &g[i]);
+        srv_close(&s, x);
+    }
+    free(body);
+}
+
 int main(void)
 {
     RUN(head_split_across_reads);
@@ -694,6 +781,7 @@ int main(void)
     RUN(content_length_mismatch);
     RUN(chunked_ok);
     RUN(low_speed_limit);
+    RUN(ranged_answers);
     RUN(mock_signed);
     return 0;
 }
