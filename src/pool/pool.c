@@ -24,6 +24,16 @@ static void pool_schedule_refill(struct pool *p, uint64_t at_ns)
         loop_timer_arm(p->loop, &p->refill_timer, at_ns);
 }
 
+/* One of the pool's connections opened, for r. */
+static void pool_opened(struct pool *p, struct xreq *r)
+{
+    pool_on_open(&p->pol);
+    if (r->kind == XREQ_REFILL && !r->opened) {
+        r->opened = true;
+        pool_refill_opened(&p->pol);
+    }
+}
+
 curl_socket_t pool_opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
 {
     struct xreq *r = clientp;
@@ -34,11 +44,10 @@ curl_socket_t pool_opensocket_cb(void *clientp, curlsocktype purpose, struct cur
         return CURL_SOCKET_BAD;
     if (p->nsocks < p->socks_cap)
         p->socks[p->nsocks++] = fd;
-    pool_on_open(&p->pol);
-    if (r->kind == XREQ_REFILL && !r->opened) {
-        r->opened = true;
-        pool_refill_opened(&p->pol);
-    }
+    if (p->direct)
+        p->pol.opens++; /* not one of the pool's connections (those are direct.c's) */
+    else
+        pool_opened(p, r);
     return fd;
 }
 
@@ -51,11 +60,33 @@ int pool_closesocket_cb(void *clientp, curl_socket_t fd)
             break;
         }
     }
+    if (p->direct) {
+        p->pol.closes++;
+        return close(fd);
+    }
     pool_on_close(&p->pol);
     /* Replace it once libcurl is done with this call (never start transfers from inside
      * a libcurl callback). */
     pool_schedule_refill(p, s3c__now_ns());
     return close(fd);
+}
+
+void pool_direct_opened(struct pool *p, struct xreq *r)
+{
+    if (p->direct)
+        pool_opened(p, r);
+    else
+        p->pol.opens++; /* direct GETs' own connections, beside libcurl's pool */
+}
+
+void pool_direct_closed(struct pool *p)
+{
+    if (!p->direct) {
+        p->pol.closes++;
+        return;
+    }
+    pool_on_close(&p->pol);
+    pool_schedule_refill(p, s3c__now_ns()); /* by the loop, outside direct.c's calls */
 }
 
 /* ---- heartbeat rounds ----------------------------------------------------------------
@@ -140,7 +171,8 @@ static bool pool_start_request(struct pool *p, enum xreq_kind kind)
         return false;
     }
     r->hb_round = p->hb_round;
-    if (xreq_start_simple(x, r, "HEAD", NULL) < 0) {
+    if ((p->direct ? xport__direct_start_internal(x, r) : xreq_start_simple(x, r, "HEAD", NULL)) <
+        0) {
         xreq_release(x, r);
         return false;
     }
@@ -156,8 +188,12 @@ static void pool_on_refill_timer(void *ctx)
     struct pool *p = ctx;
     uint64_t now = s3c__now_ns();
     int n = pool_refill_count(&p->pol, now);
-    for (int i = 0; i < n; i++)
-        pool_start_request(p, XREQ_REFILL);
+    for (int i = 0; i < n; i++) {
+        /* A direct refill finds no room while requests' own connects fill the pool: those
+         * count once open, and the next heartbeat round looks again. */
+        if (!pool_start_request(p, XREQ_REFILL) && p->direct)
+            break;
+    }
     uint64_t later = pool_refill_deadline(&p->pol, now);
     if (n == 0 && later)
         pool_schedule_refill(p, later);
@@ -166,6 +202,15 @@ static void pool_on_refill_timer(void *ctx)
 static void pool_on_heartbeat_timer(void *ctx)
 {
     struct pool *p = ctx;
+    if (p->direct) {
+        /* direct.c places each heartbeat on an idle connection itself: one per idle one */
+        for (int i = xport__direct_idle(p->x); i > 0; i--)
+            if (!pool_start_request(p, XREQ_HEARTBEAT))
+                break;
+        pool_schedule_refill(p, s3c__now_ns());
+        loop_timer_arm(p->loop, &p->hb_timer, s3c__now_ns() + p->pol.heartbeat_ns);
+        return;
+    }
     int n = pool_heartbeat_count(&p->pol);
     if (p->hb_unplaced > 0)
         pool_hb_release(p); /* the last round never completed its placement */
@@ -197,7 +242,7 @@ void pool_internal_done(struct pool *p, struct xreq *r, long status, bool ok, co
          * already cost libcurl the connection; a 5xx did not, so end it here (a new
          * connection may reach a healthy server behind the same endpoint). */
         S3C_LOG(S3C_LOG_WARN, "event=pool_heartbeat_failed error=\"%s\"", errline);
-        if (status > 0)
+        if (status > 0 && !p->direct) /* direct.c closes its own after a 5xx */
             pool_end_connection(p, r);
     } else if (!p->hb_refused_logged) {
         /* A 4xx answer came over a working connection, so it is kept: closing it would

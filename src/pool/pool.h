@@ -76,6 +76,9 @@ struct pool {
     unsigned hb_round;      /* the current heartbeat round */
     bool hb_release_due;    /* the last one got its connection: release the held ones */
     uint64_t refills;       /* fresh connections opened to replace or warm the pool */
+    bool direct; /* the pool's connections are direct.c's (s3.direct_put in use): warm-up,
+                    refills and heartbeats are HeadBuckets on them; libcurl's sockets
+                    (GET, HEAD, LIST) are only counted in opens/closes */
 };
 
 /* Sets the pool up for x (no I/O yet). Returns 0 or S3C_ENOMEM. */
@@ -97,6 +100,10 @@ int pool_closesocket_cb(void *clientp, curl_socket_t fd);
 void pool_on_prereq(struct pool *p, struct xreq *r);
 /* After libcurl ran: releases a heartbeat round's held connections when it is placed. */
 void pool_after_io(struct pool *p);
+/* A direct connection opened (for r, the request that waits on it) / closed: counted, and
+ * when the pool's connections are direct ones (p->direct) a closed one is replaced. */
+void pool_direct_opened(struct pool *p, struct xreq *r);
+void pool_direct_closed(struct pool *p);
 /* A warm-up or heartbeat request finished. status: HTTP status (0 when no answer). */
 void pool_internal_done(struct pool *p, struct xreq *r, long status, bool ok, const char *errline);
 

@@ -295,11 +295,33 @@ static void xd_conn_close(struct xdconn *c)
 {
     xd_conn_unlink(c);
     if (c->st != XD_CONNECTING) /* a connect that never finished was never counted open */
-        c->x->pool.pol.closes++;
+        pool_direct_closed(&c->x->pool);
     xd_conn_destroy(c);
 }
 
 static void xd_dispatch(struct xport *x);
+
+/* The pool's connections are direct ones (s3.direct_put in use): direct requests count in
+ * its policy (busy) and its refills and heartbeats run here. */
+static bool xd_pooled(const struct xport *x)
+{
+    return x->pool.direct;
+}
+
+/* A direct request entered (queued or started) / leaves for its owner. */
+static void xd_began(struct xport *x)
+{
+    if (xd_pooled(x))
+        pool_on_start(&x->pool.pol);
+}
+
+static void xd_answer(struct xport *x, struct xreq *r, int cc, long status, int64_t clen)
+{
+    x->requests++;
+    if (xd_pooled(x))
+        pool_on_done(&x->pool.pol, false); /* reuses are counted when sent (xd_start) */
+    xport__answer(x, r, cc, status, clen);
+}
 
 /* libcurl finished connecting c (e: CURLE_OK or why not): the waiting request is sent, or
  * ended with libcurl's code and words, as a transfer's failed connect is. */
@@ -319,14 +341,13 @@ static void xd_connected(struct xdconn *c, CURLcode e)
         snprintf(r->errbuf, sizeof(r->errbuf), "%s", c->cerr);
         c->st = XD_CONNECTING; /* not counted as opened, so not as closed */
         xd_conn_close(c);
-        x->requests++;
-        xport__answer(x, r, (int)e, 0, -1);
+        xd_answer(x, r, (int)e, 0, -1);
         xd_dispatch(x);
         return;
     }
     c->fd = fd;
     c->w.fd = fd;
-    x->pool.pol.opens++;
+    pool_direct_opened(&x->pool, r);
     c->r = NULL;
     xd_start(c, r);
 }
@@ -394,7 +415,8 @@ static int xd_on_headers_complete(http_parser *p)
         xd_header_done(c);
     c->status = p->status_code;
     http_parser_pause(p, 1); /* the caller decides how the body is read */
-    return 0;
+    /* 1: the answer to a HEAD has no body, whatever its Content-Length says */
+    return c->r->op == XPORT_OP_HEAD || c->r->op == XPORT_OP_HEAD_BUCKET;
 }
 
 /* A slow body's bytes: a 2xx's kept whole (and fed), an error document's up to 64 KiB. */
@@ -445,7 +467,9 @@ static void xd_finish(struct xdconn *c, int cc)
     c->r = NULL;
     loop_timer_disarm(x->loop, &c->timer);
     loop_timer_disarm(x->loop, &c->speed);
-    x->requests++;
+    /* A heartbeat's 5xx: a new connection may reach a healthy server behind the name. */
+    if (r->kind == XREQ_HEARTBEAT && status >= 500)
+        c->no_reuse = true;
     x->bytes_sent += c->req_off + c->body_off;
     x->bytes_received += c->hlen + r->blen;
     if (cc == 0 && !c->no_reuse && http_should_keep_alive(&c->p)) {
@@ -457,7 +481,7 @@ static void xd_finish(struct xdconn *c, int cc)
     } else {
         xd_conn_close(c);
     }
-    xport__answer(x, r, cc, status, clen);
+    xd_answer(x, r, cc, status, clen);
     xd_dispatch(x);
 }
 
@@ -479,8 +503,9 @@ static void xd_on_timeout(void *ctx)
     if (!c->r)
         return;
     xd_fail(c, CURLE_OPERATION_TIMEDOUT,
-            "no complete answer within s3.request_timeout_ms (%d ms); %llu body bytes received",
-            c->x->cfg.s3.request_timeout_ms,
+            "no complete answer within %s (%ld ms); %llu body bytes received",
+            c->r->kind == XREQ_HEARTBEAT ? "the heartbeat's time limit" : "s3.request_timeout_ms",
+            xreq_timeout_ms(c->x, c->r),
             (unsigned long long)(c->st == XD_BODY ? c->got : c->r->blen));
 }
 
@@ -534,10 +559,8 @@ static bool xd_resend(struct xdconn *c)
     xd_conn_close(c); /* its timers too */
     x->resends++;
     int cc;
-    if (!xd_conn_open(x, r, &cc, r->errbuf)) { /* else r is sent once it is connected */
-        x->requests++;
-        xport__answer(x, r, cc, 0, -1);
-    }
+    if (!xd_conn_open(x, r, &cc, r->errbuf)) /* else r is sent once it is connected */
+        xd_answer(x, r, cc, 0, -1);
     return true;
 }
 
@@ -849,8 +872,8 @@ static int xd_format(struct xdconn *c, struct xreq *r)
         n = snprintf(c->req, XD_REQ_MAX, "PUT %s%s%s HTTP/1.1\r\nContent-Length: %llu\r\n", r->path,
                      q ? "?" : "", r->query, (unsigned long long)r->body_len);
     else
-        n = snprintf(c->req, XD_REQ_MAX, "GET %s%s%s HTTP/1.1\r\n", r->path, q ? "?" : "",
-                     r->query);
+        n = snprintf(c->req, XD_REQ_MAX, "%s %s%s%s HTTP/1.1\r\n",
+                     r->op == XPORT_OP_GET ? "GET" : "HEAD", r->path, q ? "?" : "", r->query);
     if (n < 0 || n >= XD_REQ_MAX)
         return -1;
     size_t len = (size_t)n;
@@ -891,8 +914,7 @@ static void xd_start(struct xdconn *c, struct xreq *r)
         x->pool.pol.reuses++;
     http_parser_init(&c->p, HTTP_RESPONSE);
     c->p.data = c;
-    loop_timer_arm(x->loop, &c->timer,
-                   r->start_ns + (uint64_t)x->cfg.s3.request_timeout_ms * 1000000u);
+    loop_timer_arm(x->loop, &c->timer, r->start_ns + (uint64_t)xreq_timeout_ms(x, r) * 1000000u);
     c->rx = c->rx_mark = 0;
     if (x->cfg.s3.low_speed_limit_bytes > 0 && x->cfg.s3.low_speed_time_ms > 0)
         loop_timer_arm(x->loop, &c->speed,
@@ -904,6 +926,20 @@ static void xd_start(struct xdconn *c, struct xreq *r)
     xd_send(c);
 }
 
+/* An idle connection about to carry a request: the server may have closed it (or sent what
+ * nobody asked for) since the loop last looked, as after a restart with requests queued
+ * before the loop ran. libcurl looks too before it reuses a connection. One recv() per
+ * request, not per commit. Plain HTTP only: a TLS connection may hold a session ticket
+ * libcurl has not read yet. */
+static bool xd_idle_alive(const struct xdconn *c)
+{
+    char b;
+    if (c->x->https)
+        return true;
+    ssize_t k = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
 /* Starts queued requests on idle connections, or opens new ones for them while below the
  * pool's size (a request waits on the connection opened for it; connects run on the loop). */
 static void xd_dispatch(struct xport *x)
@@ -912,6 +948,10 @@ static void xd_dispatch(struct xport *x)
     while (d->queue && !x->closing) {
         struct xdconn *c = d->idle;
         struct xreq *r = d->queue;
+        if (c && !xd_idle_alive(c)) {
+            xd_conn_close(c); /* counted, and replaced by the pool when it is direct */
+            continue;
+        }
         if (!c && d->nconn >= d->max)
             return;
         d->queue = r->next_free;
@@ -924,10 +964,8 @@ static void xd_dispatch(struct xport *x)
             continue;
         }
         int cc;
-        if (!xd_conn_open(x, r, &cc, r->errbuf)) { /* else r is sent once it is connected */
-            x->requests++;
-            xport__answer(x, r, cc, 0, -1);
-        }
+        if (!xd_conn_open(x, r, &cc, r->errbuf)) /* else r is sent once it is connected */
+            xd_answer(x, r, cc, 0, -1);
     }
 }
 
@@ -971,7 +1009,52 @@ static void xd_enqueue(struct xport *x, struct xreq *r)
         x->direct->queue = r;
     x->direct->queue_tail = r;
     x->user_in_flight++;
+    xd_began(x);
     xd_dispatch(x);
+}
+
+/* The pool's HeadBuckets (pool.c, pool.direct): the same signed request libcurl would send,
+ * on direct.c's connections. A refill opens a fresh connection (never more than the
+ * direct connections' limit), a heartbeat takes the first idle one: a round of n
+ * heartbeats is n different connections, each off the idle list while it carries one. */
+int xport__direct_start_internal(struct xport *x, struct xreq *r)
+{
+    struct xdirect *d = xd_state(x);
+    if (!d || x->closing)
+        return S3C_ENOMEM;
+    struct xdconn *c = NULL;
+    if (r->kind == XREQ_HEARTBEAT) {
+        while ((c = d->idle) && !xd_idle_alive(c))
+            xd_conn_close(c); /* dead before its heartbeat: replaced by the refill */
+        if (!c)
+            return S3C_EAGAIN;
+    } else if (d->nconn >= d->max) {
+        return S3C_EAGAIN;
+    }
+    struct xreq_sign_extra sx = {.payload_hash = XPORT_EMPTY_SHA256};
+    int rc = xreq_sign(x, r, "HEAD", &sx);
+    if (rc < 0)
+        return rc;
+    r->start_ns = s3c__now_ns();
+    if (c) {
+        d->idle = c->next_idle;
+        xd_began(x);
+        xd_start(c, r);
+        return 0;
+    }
+    int cc;
+    if (!xd_conn_open(x, r, &cc, r->errbuf))
+        return S3C_ENOMEM;
+    xd_began(x);
+    return 0;
+}
+
+int xport__direct_idle(const struct xport *x)
+{
+    int n = 0;
+    for (const struct xdconn *c = x->direct ? x->direct->idle : NULL; c; c = c->next_idle)
+        n++;
+    return n;
 }
 
 bool xport__direct_put_ok(struct xport *x)

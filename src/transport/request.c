@@ -480,10 +480,22 @@ int xreq_sign(struct xport *x, struct xreq *r, const char *method, const struct 
 }
 
 /* Signs r and hands it to libcurl. */
+long xreq_timeout_ms(const struct xport *x, const struct xreq *r)
+{
+    long timeout = x->cfg.s3.request_timeout_ms;
+    if (r->kind == XREQ_HEARTBEAT) {
+        long hb = x->cfg.persistence.heartbeat_interval_ms;
+        if (hb < 1000)
+            hb = 1000;
+        if (hb < timeout)
+            timeout = hb; /* a stuck heartbeat must not hold a connection for long */
+    }
+    return timeout;
+}
+
 int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
                         const struct xreq_sign_extra *sx)
 {
-    const struct cfg_s3 *s3 = &x->cfg.s3;
     int rc = xreq_sign(x, r, method, sx);
     if (rc < 0)
         return rc;
@@ -502,16 +514,8 @@ int xreq_sign_and_start(struct xport *x, struct xreq *r, const char *method,
     } else if (c == CURLE_OK && (r->op == XPORT_OP_HEAD || r->op == XPORT_OP_HEAD_BUCKET)) {
         c = curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     }
-    long timeout = s3->request_timeout_ms;
-    if (r->kind == XREQ_HEARTBEAT) {
-        long hb = x->cfg.persistence.heartbeat_interval_ms;
-        if (hb < 1000)
-            hb = 1000;
-        if (hb < timeout)
-            timeout = hb; /* a stuck heartbeat must not hold a connection for long */
-    }
     if (c == CURLE_OK)
-        c = curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
+        c = curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, xreq_timeout_ms(x, r));
     if (c == CURLE_OK)
         c = curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, r->kind == XREQ_REFILL ? 1L : 0L);
     if (c != CURLE_OK) /* the URL is copied: out of memory is not a bad argument */

@@ -237,6 +237,9 @@ struct xport *xport_new(const struct s3c_config *cfg, struct loop *loop, char *e
     S3C_LOG(S3C_LOG_INFO, "event=transport_open endpoint=%s bucket=%s addressing=%s pool=%ld",
             x->origin, s3->bucket, s3->addressing == CFG_ADDR_VIRTUAL ? "virtual" : "path", n);
 
+    /* With direct PUTs the pool's connections are direct ones (docs/transport.md, "The
+     * pool"): warmed, refilled and heart-beaten there, where the PUTs go. */
+    x->pool.direct = xport__direct_put_ok(x);
     pool_start(&x->pool); /* warm-up: open every connection now, answers not waited for */
     return x;
 

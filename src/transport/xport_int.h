@@ -165,6 +165,17 @@ bool xport__direct_put_ok(struct xport *x);
 struct xreq_sign_extra;
 int xport__put_direct(struct xport *x, struct xreq *r, const struct xreq_sign_extra *sx);
 
+/* The pool's warm-up, refill and heartbeat HeadBuckets when its connections are direct ones
+ * (pool.direct): r (begun as XREQ_REFILL or XREQ_HEARTBEAT) is signed and sent, a refill on
+ * a fresh connection, a heartbeat on an idle one. Returns 0, or < 0 when it could not start
+ * (no room, no idle connection, no memory): r is then the caller's to release. */
+int xport__direct_start_internal(struct xport *x, struct xreq *r);
+/* Idle direct connections now (one heartbeat each). */
+int xport__direct_idle(const struct xport *x);
+/* The time limit of r in ms: s3.request_timeout_ms, for a heartbeat at most the heartbeat
+ * interval (at least 1 s). */
+long xreq_timeout_ms(const struct xport *x, const struct xreq *r);
+
 /* url.c */
 int xport__parse_endpoint(struct xport *x, char *err, size_t errlen);
 /* Writes the wire path for key (NULL: the bucket). Returns its length or -1. */

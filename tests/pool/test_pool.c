@@ -2,7 +2,16 @@
  * then through the transport against s3commit-mock: warm at start, never more than
  * target_pool_size connections under load (the mock counts them), a reset connection
  * replaced, heartbeats over idle connections and their failures counted (a failure
- * without an answer or with a 5xx replaces the connection; a 4xx refusal keeps it). */
+ * without an answer or with a 5xx replaces the connection; a 4xx refusal keeps it), a
+ * connection that stops answering found by its heartbeat and replaced, a refused endpoint
+ * backed off. Every case through the transport runs twice: with libcurl's connections
+ * (s3.direct_put = false) and with direct.c's (s3.direct_put, the default for http://),
+ * where the pool's warm-up, refills and heartbeats are direct connections. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "config/config.h"
 #include "pool/pool.h"
 #include "support/mockstats.h"
@@ -73,17 +82,25 @@ static void policy(void)
     ASSERT_UEQ(p.heartbeat_failures, 1);
 }
 
-static struct s3c_config mkcfg(const struct mockproc *m, int pool, int hb_ms)
+static bool direct_put; /* the round: libcurl's connections, then direct.c's */
+
+static struct s3c_config mkcfg_at(const char *endpoint, int pool, int hb_ms)
 {
     struct s3c_config c;
     cfg_defaults(&c);
-    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", m->endpoint);
+    c.s3.direct_put = direct_put;
+    snprintf(c.s3.endpoint, sizeof(c.s3.endpoint), "%s", endpoint);
     snprintf(c.s3.bucket, sizeof(c.s3.bucket), "commits");
     c.persistence.max_in_flight_requests = pool;
     c.persistence.target_pool_size = pool;
     c.persistence.heartbeat_interval_ms = hb_ms;
     c.s3.request_timeout_ms = 5000;
     return c;
+}
+
+static struct s3c_config mkcfg(const struct mockproc *m, int pool, int hb_ms)
+{
+    return mkcfg_at(m->endpoint, pool, hb_ms);
 }
 
 static int target_open;
@@ -136,6 +153,11 @@ static void never_more_than_target(void)
     struct mock_counts mc = mock_conns(&m);
     ASSERT_EQ(mc.open, 4 + 1); /* + this control connection */
     ASSERT_EQ(mc.total, 4 + 1);
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT_UEQ(st.opens, 4); /* before the first PUT: the PUTs' own connections */
+    ASSERT_UEQ(st.refills, 4);
+    ASSERT_EQ(mock_op_count(&m, "HeadBucket", 200), 4);
 
     static unsigned char body[64][16384];
     struct iovec iov[64];
@@ -153,16 +175,18 @@ static void never_more_than_target(void)
     ASSERT_EQ(done_ok, 64);
     ASSERT_EQ(done_other, 0);
 
-    struct xport_stats st;
     xport_stats_get(x, &st);
     ASSERT_UEQ(st.opens, 4);
     ASSERT_UEQ(st.closes, 0);
     ASSERT_EQ(st.open_connections, 4);
     ASSERT(st.reuses >= 64); /* every PUT went over a warm connection */
-    ASSERT_UEQ(st.bytes_sent, 64 * 16384);
+    if (direct_put)          /* direct.c counts the request heads too */
+        ASSERT(st.bytes_sent > 64 * 16384 && st.bytes_sent < 64 * 17408);
+    else
+        ASSERT_UEQ(st.bytes_sent, 64 * 16384);
     mc = mock_conns(&m);
     ASSERT_EQ(mc.open, 4 + 1);
-    ASSERT_EQ(mc.total, 4 + 2); /* ours + the two control connections */
+    ASSERT_EQ(mc.total, 4 + 3); /* ours + the three control connections */
     ASSERT(mc.peak <= 4 + 1);   /* never more than the pool (+ one control) */
     ASSERT_EQ(mock_op_count(&m, "PutObject", 200), 64);
     test_xport_free(x);
@@ -433,14 +457,96 @@ static void server_restart(void)
     test_mock_stop(&m);
 }
 
+/* The server stops answering (the connections stay open, requests are read and never
+ * answered, as behind a dead middlebox): each heartbeat runs into its time limit (the
+ * interval, at least 1 s), is counted failed and logged, and its connection is closed and
+ * replaced; once the server answers again the pool is full of working connections. */
+static void heartbeat_finds_stalled(void)
+{
+    struct mockproc m;
+    ASSERT_EQ(test_mock_start(&m, NULL), 0);
+    struct s3c_config c = mkcfg(&m, 3, 200);
+    c.s3.request_timeout_ms = 1500; /* the refills' HeadBuckets while it stalls */
+    logbuf[0] = '\0';
+    s3c_set_log(sink, NULL, S3C_LOG_WARN);
+    char err[256];
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = 3;
+    ASSERT(poll_until(x, 3000, pool_full));
+    mock_faults(&m, "{\"stall_rate\":1}");
+    want_heartbeats = 3, want_hb_failures = 3;
+    ASSERT(poll_until(x, 5000, heartbeats_done));
+    mock_faults(&m, "{\"stall_rate\":0}");
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT(st.closes >= 3);
+    want_closes = 3;
+    settled(x, &m, 3);
+    s3c_set_log(NULL, NULL, S3C_LOG_ERROR);
+    xport_stats_get(x, &st);
+    ASSERT_UEQ(st.opens, 3 + st.closes);
+    ASSERT(count_in(logbuf, "event=pool_heartbeat_failed") >= 3);
+    ASSERT(strstr(logbuf, "Timeout") != NULL || strstr(logbuf, "time limit") != NULL);
+    /* and the replaced connections work */
+    struct iovec v = {"after the stall", 15};
+    struct xport_put p = {.key = "stall", .iov = &v, .iovcnt = 1};
+    done_ok = done_other = 0;
+    ASSERT_EQ(xport_put(x, &p, count_done, NULL), 0);
+    ASSERT_EQ(xport_drain(x, 5000), 0);
+    ASSERT_EQ(done_ok, 1);
+    test_xport_free(x);
+    test_mock_stop(&m);
+}
+
+/* Nothing listens at the endpoint: the warm-up's connects fail, and the refills back off
+ * (100 ms doubling per failure, one probe at a time) instead of hammering it: in 1.5 s, the
+ * warm-up's 4 and one or two probes. Each failure is logged. */
+static void refused_backs_off(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    ASSERT(s >= 0);
+    ASSERT_EQ(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    ASSERT_EQ(getsockname(s, (struct sockaddr *)&a, &al), 0);
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", ntohs(a.sin_port));
+    struct s3c_config c = mkcfg_at(endpoint, 4, 60000); /* bound, never listening: refused */
+    logbuf[0] = '\0';
+    s3c_set_log(sink, NULL, S3C_LOG_WARN);
+    char err[256];
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    poll_for(x, 1500);
+    s3c_set_log(NULL, NULL, S3C_LOG_ERROR);
+    struct xport_stats st;
+    xport_stats_get(x, &st);
+    ASSERT(st.refills >= 5); /* it keeps probing ... */
+    ASSERT(st.refills <= 7); /* ... but backs off */
+    /* libcurl counts the sockets it made for the failed connects, direct.c connections */
+    ASSERT_UEQ(st.opens, direct_put ? 0 : st.refills - (uint64_t)st.busy);
+    ASSERT_UEQ(st.closes, st.opens);
+    ASSERT_EQ(st.open_connections, 0);
+    ASSERT_EQ(count_in(logbuf, "event=pool_connect_failed"), (int)st.refills - st.busy);
+    test_xport_free(x);
+    close(s);
+}
+
 int main(void)
 {
     RUN(policy);
-    RUN(never_more_than_target);
-    RUN(reset_connection_replaced);
-    RUN(heartbeats);
-    RUN(heartbeat_refused);
-    RUN(heartbeats_cover_every_connection);
-    RUN(server_restart);
+    for (int round = 0; round < 2; round++) {
+        direct_put = round == 1;
+        fprintf(stderr, "== s3.direct_put = %s\n", direct_put ? "true" : "false");
+        RUN(never_more_than_target);
+        RUN(reset_connection_replaced);
+        RUN(heartbeats);
+        RUN(heartbeat_refused);
+        RUN(heartbeats_cover_every_connection);
+        RUN(heartbeat_finds_stalled);
+        RUN(refused_backs_off);
+        RUN(server_restart);
+    }
     return 0;
 }
