@@ -688,6 +688,7 @@ static void bench_large(double secs)
         double obj = 0, cpp = 0, wp50 = 0;
         long wrk_bad = 0;
         for (int n = 0; n < LARGE_ROUNDS; n++) {
+            s3_extra = ",\"direct_put\":false"; /* libcurl's PUTs (the default: direct) */
             struct large_round lr = large_stage_round(ks[i], secs);
             pps[n] = lr.puts_per_s;
             busy[n] = lr.persist_busy;
@@ -882,8 +883,11 @@ static void bench_small(double secs, int sides)
         if (sides & 1)
             ring[i] = small_ring_run(secs, &ring_ns);
         double dbusy = 0, dper_put = 0, dstage_ns = 0;
-        if (sides & 2)
+        if (sides & 2) {
+            s3_extra = ",\"direct_put\":false"; /* libcurl's PUTs (the default: direct) */
             stage[i] = small_stage_run(secs, &busy, &per_put, &stage_ns);
+            s3_extra = "";
+        }
         if (sides & 2) {
             s3_extra = ",\"direct_put\":true";
             dstage[i] = small_stage_run(secs, &dbusy, &dper_put, &dstage_ns);

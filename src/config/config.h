@@ -36,7 +36,7 @@ struct cfg_s3 {
     int request_timeout_ms;           /* default 30000; whole request */
     int low_speed_limit_bytes;        /* default 1024 bytes/s ... */
     int low_speed_time_ms;            /* ... for 5000 ms fails the transfer (retryable) */
-    bool direct_put; /* default false: plain-HTTP PUT bodies written from caller memory */
+    bool direct_put; /* default true: plain-HTTP PUT bodies written from caller memory */
 };
 
 struct cfg_persistence {

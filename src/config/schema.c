@@ -108,6 +108,7 @@ void cfg_defaults(struct s3c_config *cfg)
     cfg->s3.request_timeout_ms = 30000;
     cfg->s3.low_speed_limit_bytes = 1024;
     cfg->s3.low_speed_time_ms = 5000;
+    cfg->s3.direct_put = true; /* http:// only; https and proxies keep libcurl */
 
     cfg->persistence.batch_timeout_ms = 5;
     cfg->persistence.batch_size_threshold = 1000;

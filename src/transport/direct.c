@@ -926,11 +926,12 @@ static void xd_start(struct xdconn *c, struct xreq *r)
     xd_send(c);
 }
 
-/* An idle connection about to carry a request: the server may have closed it (or sent what
- * nobody asked for) since the loop last looked, as after a restart with requests queued
- * before the loop ran. libcurl looks too before it reuses a connection. One recv() per
- * request, not per commit. Plain HTTP only: a TLS connection may hold a session ticket
- * libcurl has not read yet. */
+/* An idle connection about to carry a PUT or a heartbeat: the server may have closed it (or
+ * sent what nobody asked for) since the loop last looked, as after a restart with PUTs
+ * queued before the loop ran. A PUT is never sent again (GETs are, once, on a fresh
+ * connection: xd_resend), so it must not be the one that finds out; libcurl looks too
+ * before it reuses a connection. One recv() per PUT, not per commit. Plain HTTP only: a
+ * TLS connection may hold a session ticket libcurl has not read yet. */
 static bool xd_idle_alive(const struct xdconn *c)
 {
     char b;
@@ -948,7 +949,7 @@ static void xd_dispatch(struct xport *x)
     while (d->queue && !x->closing) {
         struct xdconn *c = d->idle;
         struct xreq *r = d->queue;
-        if (c && !xd_idle_alive(c)) {
+        if (c && r->op == XPORT_OP_PUT && !xd_idle_alive(c)) {
             xd_conn_close(c); /* counted, and replaced by the pool when it is direct */
             continue;
         }

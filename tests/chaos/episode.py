@@ -169,8 +169,9 @@ class Episode:
         cfg = {"s3": {"endpoint": f"http://127.0.0.1:{self.mock.port}", "bucket": BUCKET,
                       "prefix": PREFIX, "connect_timeout_ms": 1000, "request_timeout_ms": 4000,
                       "low_speed_time_ms": 1000,
-                      # S3C_TEST_DIRECT_PUT=1 (ctest's test_chaos_short_direct_put)
-                      "direct_put": os.environ.get("S3C_TEST_DIRECT_PUT") == "1"},
+                      # S3C_TEST_DIRECT_PUT=0 (ctest's test_chaos_short_libcurl_put):
+                      # libcurl's PUTs; else direct.c's, the default for http://
+                      "direct_put": os.environ.get("S3C_TEST_DIRECT_PUT") != "0"},
                "persistence": {"batch_timeout_ms": 5,
                                "batch_size_threshold": k["batch_size_threshold"],
                                "batch_bytes_threshold": 65536,

@@ -62,12 +62,12 @@ static void wait_delayed(const char *fault, long n)
     ASSERT_WITHIN(5000, mock_stat(&mock, path) >= n);
 }
 
-/* S3C_TEST_DIRECT_PUT=1 (ctest's test_stage_direct_put): the same cases with PUT bodies
- * sent by direct.c instead of libcurl (s3.direct_put). */
+/* S3C_TEST_DIRECT_PUT=0 (ctest's test_stage_libcurl_put): the same cases with PUT bodies
+ * sent by libcurl instead of direct.c (s3.direct_put = false; the default is true). */
 static const char *direct_put(void)
 {
     const char *e = getenv("S3C_TEST_DIRECT_PUT");
-    return e && e[0] == '1' ? ",\"direct_put\":true" : "";
+    return e && e[0] == '0' ? ",\"direct_put\":false" : "";
 }
 
 static s3c_config *mkcfg(const char *persistence)

@@ -64,6 +64,8 @@ static void cfg_for(struct s3c_config *c, const struct mockproc *m, bool creds)
     }
     c->persistence.target_pool_size = 2;
     c->persistence.max_in_flight_requests = 2;
+    c->s3.direct_put = false; /* libcurl's PUT path (its resends, rewinds); test_direct_put
+                                 and test_pool run direct.c's */
     c->s3.connect_timeout_ms = 2000;
     c->s3.request_timeout_ms = 5000;
 }
