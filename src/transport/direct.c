@@ -18,7 +18,12 @@
  * samples at 1 MiB PUTs (docs/transport.md, "Direct PUTs"). A PUT is never sent again by
  * the transport once any byte of it may have reached the server (the stage retries by its
  * own rules); an answer that comes before the body's end is read and ends the PUT, and
- * that connection is then closed. */
+ * that connection is then closed.
+ *
+ * When direct PUTs are in use (s3.direct_put, the default for http://) these connections
+ * are the pool's (src/pool, pool.direct): its warm-up and refills open them carrying a
+ * HeadBucket, its heartbeats put a HeadBucket on each idle one (xport__direct_start_internal),
+ * and every open and close is counted and replaced by the pool's policy. */
 #include <errno.h>
 #include <http_parser.h>
 #include <linux/sockios.h>

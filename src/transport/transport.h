@@ -172,7 +172,8 @@ struct xport_stats {
                                after some of the body had left) */
     uint64_t resends;       /* requests libcurl sent again on a fresh connection after a
                                reused one died under them (always from byte 0) */
-    int busy;               /* requests in libcurl now, warm-ups and heartbeats too */
+    int busy;               /* requests in flight now (libcurl's; direct.c's too when the
+                               pool is direct: s3.direct_put), warm-ups and heartbeats too */
     uint64_t body_allocs;   /* GET body buffers sized from Content-Length that were made
                                fresh, not taken from those given back (xport_give_body) */
 };
