@@ -85,10 +85,19 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         char *end;
-        if (strlen(e->d_name) != 24 || strcmp(e->d_name + 20, ".seg") != 0)
+        if (strlen(e->d_name) != 24)
             continue;
         uint64_t v = strtoull(e->d_name, &end, 10);
         if (end != e->d_name + 20)
+            continue;
+        if (strcmp(e->d_name + 20, SPOOL_DEL_EXT) == 0) {
+            /* a segment W had passed, whose delete a crash interrupted: it holds nothing */
+            char path[PATH_MAX];
+            spool_del_path(sp, v, path, sizeof(path));
+            unlink(path);
+            continue;
+        }
+        if (strcmp(e->d_name + 20, ".seg") != 0)
             continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -125,6 +127,11 @@ void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
     snprintf(out, cap, "%s/%020" PRIu64 ".seg", sp->dir, seg);
 }
 
+void spool_del_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%020" PRIu64 SPOOL_DEL_EXT, sp->dir, seg);
+}
+
 /* ---- the segment list (shared: the thread changes it, readers look it up) ------------ */
 
 struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg)
@@ -162,13 +169,52 @@ static void spool_unlink(struct spool *sp, uint64_t seg)
                 strerror(errno));
 }
 
-/* Unlinks a segment W has passed: on the preparer's thread once the threads run (the
- * unlink of a 64 MiB segment held the writer up to 33 ms at half load, every segment),
- * here when they do not. A crash before the unlink leaves a segment behind W, which the
- * next open trims. Segments go strictly oldest first: a newer one unlinked while an older
- * one waits in the queue would leave a hole that a crash turns into a seq gap, and the
- * scan cuts everything after a gap, locally durable commits included. So when the queue
- * is full this returns false and the segment stays, for the next W move. */
+/* The preparer's delete of a segment W has passed. One unlink of a 64 MiB segment frees
+ * all its blocks in one ext4 transaction, and the writer's O_DIRECT appends and the
+ * flusher's fdatasync waited behind it for 20-37 ms at half load, once a segment: that
+ * was the half-load p99 (docs/spool.md). So the segment is cut down SPOOL_DEL_STEP at a
+ * time with a pause between (the writer's I/O goes in between), then unlinked. It is
+ * renamed out of the scan's sight first: a segment cut short under its own name would read
+ * at the next open as a torn tail, and the scan cuts everything after a torn tail. Once
+ * renamed it is as good as unlinked (the open removes a <seg>.del a crash left). When the
+ * preparer is stopping, no more pauses. */
+static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
+{
+    char path[PATH_MAX], del[PATH_MAX];
+    spool_seg_path(sp, seg, path, sizeof(path));
+    spool_del_path(sp, seg, del, sizeof(del));
+    if (rename(path, del) != 0) {
+        if (errno != ENOENT)
+            S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
+                    strerror(errno));
+        return;
+    }
+    int fd = sp->io.open(del, O_WRONLY | O_CLOEXEC, 0);
+    struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) == 0) {
+        off_t size = sb.st_size;
+        while (size > (off_t)SPOOL_DEL_STEP && !atomic_load(&sp->pstop)) {
+            size -= (off_t)SPOOL_DEL_STEP;
+            if (sp->io.ftruncate(fd, size) != 0)
+                break; /* the unlink below frees the rest */
+            struct timespec ts = {0, SPOOL_DEL_PAUSE_NS};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (unlink(del) != 0 && errno != ENOENT)
+        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", del,
+                strerror(errno));
+}
+
+/* Unlinks a segment W has passed: on the preparer's thread once the threads run (cut down
+ * step by step there, above), here when they do not. A crash before the unlink leaves a
+ * segment behind W, which the next open trims. Segments go strictly oldest first: a newer
+ * one unlinked while an older one waits in the queue would leave a hole that a crash turns
+ * into a seq gap, and the scan cuts everything after a gap, locally durable commits
+ * included. So when the queue is full this returns false and the segment stays, for the
+ * next W move. */
 static bool spool_unlink_later(struct spool *sp, uint64_t seg)
 {
     if (!sp->started) {
@@ -233,6 +279,11 @@ static int spool_real_open(const char *path, int flags, mode_t mode)
     return open(path, flags, mode);
 }
 
+static int spool_real_ftruncate(int fd, off_t len)
+{
+    return ftruncate(fd, len);
+}
+
 void spool_io_defaults(struct spool_io *io)
 {
     if (!io->pwrite)
@@ -241,6 +292,8 @@ void spool_io_defaults(struct spool_io *io)
         io->fdatasync = spool_real_fdatasync;
     if (!io->open)
         io->open = spool_real_open;
+    if (!io->ftruncate)
+        io->ftruncate = spool_real_ftruncate;
 }
 
 /* The filesystem will not do O_DIRECT (EINVAL at open or at a write; tmpfs before Linux
@@ -873,7 +926,7 @@ static void *spool_prep_main(void *arg)
             sp->nunlink = 0;
             pthread_mutex_unlock(&sp->pmu);
             for (int i = 0; i < n; i++)
-                spool_unlink(sp, q[i]);
+                spool_delete_stepwise(sp, q[i]);
             pthread_mutex_lock(&sp->pmu);
             continue;
         }

@@ -85,6 +85,7 @@ struct spool_io {
     ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
     int (*fdatasync)(int fd);
     int (*open)(const char *path, int flags, mode_t mode); /* segments and the prepared file */
+    int (*ftruncate)(int fd, off_t len); /* the steps of a delete (spool_delete_stepwise) */
 };
 
 /* Tests set this to inject write and fdatasync failures into every spool opened after. */

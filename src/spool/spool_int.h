@@ -14,6 +14,9 @@
 #define SPOOL_WBUF_POST (4u << 20) /* a group this far gathered is written and posted */
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
 #define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
+#define SPOOL_DEL_EXT ".del"        /* a segment being deleted: out of the scan's sight */
+#define SPOOL_DEL_STEP (4u << 20)   /* a deleted segment is cut down this much at a time */
+#define SPOOL_DEL_PAUSE_NS 2000000u /* between two cuts: the writer's I/O goes in between */
 #define SPOOL_PREP_NAME "prepared.tmp"
 #define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
 #define SPOOL_PREP_MAX (8u << 20)    /* a prepared segment's zeros, at most */
@@ -126,6 +129,7 @@ void spool_frame_seal(unsigned char h[SPOOL_FRAME_HEADER], uint32_t crc);
 int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_frame *f,
                        uint32_t *crc);
 void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
+void spool_del_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
 struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg);
 int spool_seg_add(struct spool *sp, uint64_t seg);
 void spool_io_defaults(struct spool_io *io);
