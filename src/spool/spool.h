@@ -1,8 +1,9 @@
 /* The local spool (docs/spool.md): a write-ahead log on local disk in front of S3. The
  * persistence thread hands it the ring's commits as chunks (and, per object it forms, a
- * seal naming the object's seqs); a thread of its own appends them to segment files and
- * makes each write group durable with one fdatasync before anything in it counts as
- * locally durable (the watermark L). Segments are deleted once W, the S3-durable watermark,
+ * seal naming the object's seqs); threads of its own (a writer, which hands large writes
+ * to a submitter, and a flusher) append them to segment files and make each write group
+ * durable with one fdatasync before anything in it counts as locally durable (the
+ * watermark L). Segments are deleted once W, the S3-durable watermark,
  * has passed them. At open the directory is locked, every segment is checked frame by
  * frame, and a torn tail is cut: nothing after it is trusted.
  *
