@@ -1085,22 +1085,24 @@ static void spool_stop_preparer(struct spool *sp)
     pthread_join(sp->preparer, NULL);
 }
 
-static void spool_stop_submitter(struct spool *sp)
+/* Stops the submitter or the flusher (both wait under fmu): sets its flag, wakes it, joins. */
+static void spool_stop_fmu_thread(struct spool *sp, bool *stop, pthread_cond_t *cv, pthread_t t)
 {
     pthread_mutex_lock(&sp->fmu);
-    sp->sstop = true;
-    pthread_cond_signal(&sp->scv);
+    *stop = true;
+    pthread_cond_broadcast(cv);
     pthread_mutex_unlock(&sp->fmu);
-    pthread_join(sp->submitter, NULL);
+    pthread_join(t, NULL);
+}
+
+static void spool_stop_submitter(struct spool *sp)
+{
+    spool_stop_fmu_thread(sp, &sp->sstop, &sp->scv, sp->submitter);
 }
 
 static void spool_stop_flusher(struct spool *sp)
 {
-    pthread_mutex_lock(&sp->fmu);
-    sp->fstop = true;
-    pthread_cond_broadcast(&sp->fcv);
-    pthread_mutex_unlock(&sp->fmu);
-    pthread_join(sp->flusher, NULL);
+    spool_stop_fmu_thread(sp, &sp->fstop, &sp->fcv, sp->flusher);
 }
 
 int spool_start(struct spool *sp)
