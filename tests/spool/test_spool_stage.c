@@ -213,6 +213,9 @@ static void full_spool_pushes_back(void)
 /* ---- injected disk faults ------------------------------------------------------------ */
 
 static _Atomic int fail_fsync_after = -1, fail_write_after = -1;
+/* Only the submitter's writes fail, and the writer's own are slow (megabyte groups gather
+ * behind them): the fault hits a handed-off write. */
+static int sp_dio_only;
 
 static int sp_fdatasync(int fd)
 {
@@ -227,6 +230,14 @@ static int sp_fdatasync(int fd)
 
 static ssize_t sp_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
+    if (sp_dio_only) {
+        char name[16] = "";
+        pthread_getname_np(pthread_self(), name, sizeof(name));
+        if (strcmp(name, "s3c-spool-dio") != 0) {
+            usleep(15000);
+            return pwrite(fd, buf, len, off);
+        }
+    }
     if (atomic_load(&fail_write_after) == 0) {
         errno = ENOSPC;
         return -1;
@@ -244,7 +255,7 @@ static void disk_fault(_Atomic int *after, const char *what)
 {
     sp_fresh_dir();
     spool_test_io = &sp_io;
-    s3c_stage *st = sp_open_ok(64LL << 20);
+    s3c_stage *st = sp_open_ok(sp_dio_only ? 256LL << 20 : 64LL << 20);
     uint64_t first = sp_first_seq(st);
     ASSERT_EQ(sp_submit(st, first, 0, 200, 5000), 0);
     ASSERT_EQ(s3c_wait_local(st, first + 199, 5000), 0);
@@ -279,6 +290,18 @@ static void failing_fsync(void)
 static void failing_write(void)
 {
     disk_fault(&fail_write_after, "No space left on device");
+}
+
+/* The same when the write that fails is one the writer handed to the submitter. */
+static void failing_handed_off_write(void)
+{
+    sp_dio_only = 1;
+    sp_ring = 16LL << 20;
+    sp_seg = 16LL << 20;
+    disk_fault(&fail_write_after, "No space left on device");
+    sp_dio_only = 0;
+    sp_ring = 1048576;
+    sp_seg = 262144;
 }
 
 /* ---- L covers only bytes an fdatasync began after (the writer and the flusher) ---- */
@@ -682,6 +705,7 @@ int main(void)
     RUN(full_spool_pushes_back);
     RUN(failing_fsync);
     RUN(failing_write);
+    RUN(failing_handed_off_write);
     RUN(local_seq_only_covers_synced_bytes);
     RUN(handed_off_writes_stay_in_order);
     RUN(second_stage_refused);
