@@ -9,8 +9,11 @@
  * alternating pairs. The stage runs against s3commit-mock --store none (started and stopped
  * by pid). Every case is bounded in time.
  *
- * Usage: bench-spool [seconds per case, default 3] [only: raw|local|paced|light|e2e|e2e-on|e2e-off]
- * (e2e-on and e2e-off run one side of the pairs only, for a profiler: no ratio.)
+ * Usage: bench-spool [seconds per case, default 3]
+ *                    [only: raw|local|local4k|paced|light|half|e2e|e2e-on|e2e-off] [rate]
+ * (e2e-on and e2e-off run one side of the pairs only, for a profiler: no ratio. half runs
+ * the 128 B, 2-producer peak and the half-load case after it; with a rate, that case alone
+ * at that rate. local4k runs the 4 KiB peaks alone.)
  * The directory: $S3C_BENCH_DIR, else the build directory (beside bin/); its filesystem is
  * printed, and tmpfs is refused (an fsync there measures nothing). Never run by make test. */
 #include <dirent.h>
@@ -477,6 +480,15 @@ int main(int argc, char **argv)
 
     /* (b) Locally durable commits at full speed, then at half of the 128 B, 2-producer peak. */
     double peak = 0;
+    if (strcmp(only, "half") == 0) { /* the half-load case alone, for a profiler */
+        double rate = argc > 3 ? atof(argv[3]) : 0;
+        if (rate <= 0)
+            rate = bsp_local("local_peak", 2, 128, secs, 0) / 2;
+        bsp_local("local_half_load", 2, 128, secs, rate);
+    }
+    if (strcmp(only, "local4k") == 0)
+        for (int p = 1; p <= 4; p *= 2)
+            bsp_local("local_peak", p, 4096, secs, 0);
     if (!*only || strcmp(only, "local") == 0 || strcmp(only, "paced") == 0) {
         size_t sizes[] = {128, 4096};
         int prods[] = {1, 2, 4};

@@ -85,10 +85,19 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         char *end;
-        if (strlen(e->d_name) != 24 || strcmp(e->d_name + 20, ".seg") != 0)
+        if (strlen(e->d_name) != 24)
             continue;
         uint64_t v = strtoull(e->d_name, &end, 10);
         if (end != e->d_name + 20)
+            continue;
+        if (strcmp(e->d_name + 20, SPOOL_DEL_EXT) == 0) {
+            /* a segment W had passed, whose delete a crash interrupted: it holds nothing */
+            char path[PATH_MAX];
+            spool_del_path(sp, v, path, sizeof(path));
+            unlink(path);
+            continue;
+        }
+        if (strcmp(e->d_name + 20, ".seg") != 0)
             continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -323,6 +332,7 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     pthread_mutex_init(&sp->segmu, NULL);
     pthread_mutex_init(&sp->fmu, NULL);
     pthread_cond_init(&sp->fcv, NULL);
+    pthread_cond_init(&sp->scv, NULL);
     pthread_mutex_init(&sp->pmu, NULL);
     atomic_flag_clear(&sp->fail_once);
     pthread_condattr_t ca;
@@ -334,8 +344,10 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     int rc = S3C_ENOMEM;
     sp->q = calloc(sp->qcap, sizeof(*sp->q));
     sp->zeros = aligned_alloc(SPOOL_BLOCK, SPOOL_PREP_CHUNK); /* O_DIRECT: aligned */
-    sp->wbuf = aligned_alloc(SPOOL_BLOCK, SPOOL_WBUF);
-    if (!sp->q || !sp->zeros || !sp->wbuf)
+    sp->wbufs[0] = aligned_alloc(SPOOL_BLOCK, SPOOL_WBUF);
+    sp->wbufs[1] = aligned_alloc(SPOOL_BLOCK, SPOOL_WBUF);
+    sp->wbuf = sp->wbufs[0];
+    if (!sp->q || !sp->zeros || !sp->wbufs[0] || !sp->wbufs[1])
         goto fail;
     memset(sp->zeros, 0, SPOOL_PREP_CHUNK);
     if (spool_mkdirs(sp->dir) != 0) {
@@ -388,11 +400,13 @@ void spool_free(struct spool *sp)
     pthread_mutex_destroy(&sp->pubmu);
     pthread_mutex_destroy(&sp->segmu);
     pthread_cond_destroy(&sp->fcv);
+    pthread_cond_destroy(&sp->scv);
     pthread_mutex_destroy(&sp->fmu);
     pthread_cond_destroy(&sp->pcv);
     pthread_mutex_destroy(&sp->pmu);
     free(sp->zeros);
-    free(sp->wbuf);
+    free(sp->wbufs[0]);
+    free(sp->wbufs[1]);
     free(sp->q);
     free(sp->segs);
     free(sp->seals);

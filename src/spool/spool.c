@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -125,6 +127,11 @@ void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
     snprintf(out, cap, "%s/%020" PRIu64 ".seg", sp->dir, seg);
 }
 
+void spool_del_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%020" PRIu64 SPOOL_DEL_EXT, sp->dir, seg);
+}
+
 /* ---- the segment list (shared: the thread changes it, readers look it up) ------------ */
 
 struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg)
@@ -162,13 +169,52 @@ static void spool_unlink(struct spool *sp, uint64_t seg)
                 strerror(errno));
 }
 
-/* Unlinks a segment W has passed: on the preparer's thread once the threads run (the
- * unlink of a 64 MiB segment held the writer up to 33 ms at half load, every segment),
- * here when they do not. A crash before the unlink leaves a segment behind W, which the
- * next open trims. Segments go strictly oldest first: a newer one unlinked while an older
- * one waits in the queue would leave a hole that a crash turns into a seq gap, and the
- * scan cuts everything after a gap, locally durable commits included. So when the queue
- * is full this returns false and the segment stays, for the next W move. */
+/* The preparer's delete of a segment W has passed. One unlink of a 64 MiB segment frees
+ * all its blocks in one ext4 transaction, and the writer's O_DIRECT appends and the
+ * flusher's fdatasync waited behind it for 20-37 ms at half load, once a segment: that
+ * was the half-load p99 (docs/spool.md). So the segment is cut down SPOOL_DEL_STEP at a
+ * time with a pause between (the writer's I/O goes in between), then unlinked. It is
+ * renamed out of the scan's sight first: a segment cut short under its own name would read
+ * at the next open as a torn tail, and the scan cuts everything after a torn tail. Once
+ * renamed it is as good as unlinked (the open removes a <seg>.del a crash left). When the
+ * preparer is stopping, no more pauses. */
+static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
+{
+    char path[PATH_MAX], del[PATH_MAX];
+    spool_seg_path(sp, seg, path, sizeof(path));
+    spool_del_path(sp, seg, del, sizeof(del));
+    if (rename(path, del) != 0) {
+        if (errno != ENOENT)
+            S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
+                    strerror(errno));
+        return;
+    }
+    int fd = sp->io.open(del, O_WRONLY | O_CLOEXEC, 0);
+    struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) == 0) {
+        off_t size = sb.st_size;
+        while (size > (off_t)SPOOL_DEL_STEP && !atomic_load(&sp->pstop)) {
+            size -= (off_t)SPOOL_DEL_STEP;
+            if (sp->io.ftruncate(fd, size) != 0)
+                break; /* the unlink below frees the rest */
+            struct timespec ts = {0, SPOOL_DEL_PAUSE_NS};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (unlink(del) != 0 && errno != ENOENT)
+        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", del,
+                strerror(errno));
+}
+
+/* Unlinks a segment W has passed: on the preparer's thread once the threads run (cut down
+ * step by step there, above), here when they do not. A crash before the unlink leaves a
+ * segment behind W, which the next open trims. Segments go strictly oldest first: a newer
+ * one unlinked while an older one waits in the queue would leave a hole that a crash turns
+ * into a seq gap, and the scan cuts everything after a gap, locally durable commits
+ * included. So when the queue is full this returns false and the segment stays, for the
+ * next W move. */
 static bool spool_unlink_later(struct spool *sp, uint64_t seg)
 {
     if (!sp->started) {
@@ -233,6 +279,11 @@ static int spool_real_open(const char *path, int flags, mode_t mode)
     return open(path, flags, mode);
 }
 
+static int spool_real_ftruncate(int fd, off_t len)
+{
+    return ftruncate(fd, len);
+}
+
 void spool_io_defaults(struct spool_io *io)
 {
     if (!io->pwrite)
@@ -241,6 +292,8 @@ void spool_io_defaults(struct spool_io *io)
         io->fdatasync = spool_real_fdatasync;
     if (!io->open)
         io->open = spool_real_open;
+    if (!io->ftruncate)
+        io->ftruncate = spool_real_ftruncate;
 }
 
 /* The filesystem will not do O_DIRECT (EINVAL at open or at a write; tmpfs before Linux
@@ -287,20 +340,21 @@ static int spool_fsync_dir(struct spool *sp)
     return rc;
 }
 
-/* Writes wbuf[0, len) at wbase whole, resuming after short writes. A filesystem that
- * refuses an O_DIRECT write (EINVAL) gets it again through the page cache. */
-static int spool_pwrite_all(struct spool *sp, size_t len)
+/* Writes buf[0, len) at off of segment seg (open as fd) whole, resuming after short
+ * writes. A filesystem that refuses an O_DIRECT write (EINVAL) gets it again through the
+ * page cache. The writer's own writes, and the submitter's. */
+static int spool_pwrite_at(struct spool *sp, int fd, uint64_t seg, const unsigned char *buf,
+                           size_t len, uint64_t off)
 {
     size_t done = 0;
     while (done < len) {
-        ssize_t w = sp->io.pwrite(sp->fd, sp->wbuf + done, len - done,
-                                  (off_t)(sp->wbase + done));
+        ssize_t w = sp->io.pwrite(fd, buf + done, len - done, (off_t)(off + done));
         if (w < 0 && errno == EINVAL && atomic_load(&sp->direct)) {
-            int fl = fcntl(sp->fd, F_GETFL);
-            if (fl < 0 || fcntl(sp->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+            int fl = fcntl(fd, F_GETFL);
+            if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) != 0)
                 return -1;
             char path[PATH_MAX];
-            spool_seg_path(sp, sp->cur_seg, path, sizeof(path));
+            spool_seg_path(sp, seg, path, sizeof(path));
             spool_direct_off(sp, path, "write");
             continue;
         }
@@ -314,8 +368,70 @@ static int spool_pwrite_all(struct spool *sp, size_t len)
     return 0;
 }
 
+static int spool_pwrite_all(struct spool *sp, size_t len)
+{
+    return spool_pwrite_at(sp, sp->fd, sp->cur_seg, sp->wbuf, len, sp->wbase);
+}
+
+static void spool_mark_locked(struct spool *sp, const struct spool_mark *m);
+
+/* Hands the writer's buffer to the submitter (it writes it, then posts m to the flusher
+ * when m is not NULL) and goes on in the other buffer, once the submitter is done with
+ * that one. With O_DIRECT the write is rounded up to a block with zeros and the partial
+ * last block is copied to the other buffer, to be written again with the next frames
+ * after it (spool_buf_flush says why that is safe); the submitter writes in order, so the
+ * rewrite comes after this write. Returns 0, or -1 when the spool failed. */
+static int spool_handoff(struct spool *sp, const struct spool_mark *m)
+{
+    size_t len = sp->wfill, keep = sp->wfill;
+    if (atomic_load(&sp->direct)) {
+        len = (sp->wfill + SPOOL_BLOCK - 1) & ~(size_t)(SPOOL_BLOCK - 1);
+        memset(sp->wbuf + sp->wfill, 0, len - sp->wfill);
+        keep = sp->wfill & ~(size_t)(SPOOL_BLOCK - 1);
+    }
+    struct spool_job j = {.buf = sp->wbuf, .len = len, .off = sp->wbase, .post = m != NULL};
+    if (m)
+        j.mark = *m;
+    j.mark.fd = sp->fd; /* written to this segment, posted or not */
+    j.mark.seg = sp->cur_seg;
+    unsigned char *other = sp->wbufs[1 - sp->wcur];
+    pthread_mutex_lock(&sp->fmu);
+    bool busy = true;
+    if (!atomic_load(&sp->failed)) {
+        sp->jobs[sp->njobs++] = j; /* at most the other buffer's job is ahead of it */
+        pthread_cond_signal(&sp->scv);
+    }
+    while (busy && !atomic_load(&sp->failed)) {
+        busy = false;
+        for (int i = 0; i < sp->njobs; i++)
+            busy = busy || sp->jobs[i].buf == other;
+        if (busy)
+            pthread_cond_wait(&sp->fcv, &sp->fmu);
+    }
+    pthread_mutex_unlock(&sp->fmu);
+    if (atomic_load(&sp->failed))
+        return -1;
+    memcpy(other, sp->wbuf + keep, sp->wfill - keep);
+    sp->wcur = 1 - sp->wcur;
+    sp->wbuf = other;
+    sp->wbase += keep;
+    sp->wfill -= keep;
+    return 0;
+}
+
+/* Waits until the submitter has written every job (the writer, before it writes itself:
+ * writes stay in order). Returns 0, or -1 when the spool failed. */
+static int spool_wait_jobs(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->fmu);
+    while (sp->njobs > 0 && !atomic_load(&sp->failed))
+        pthread_cond_wait(&sp->fcv, &sp->fmu);
+    pthread_mutex_unlock(&sp->fmu);
+    return atomic_load(&sp->failed) ? -1 : 0;
+}
+
 /* Copies len bytes into the writer's buffer; a full buffer is written (whole blocks: no
- * padding, nothing kept). */
+ * padding, nothing kept), by the submitter once the threads run. */
 static int spool_buf_put(struct spool *sp, const void *src, size_t len)
 {
     const unsigned char *p = src;
@@ -323,7 +439,10 @@ static int spool_buf_put(struct spool *sp, const void *src, size_t len)
         size_t n = SPOOL_WBUF - sp->wfill < len ? SPOOL_WBUF - sp->wfill : len;
         memcpy(sp->wbuf + sp->wfill, p, n);
         sp->wfill += n, p += n, len -= n;
-        if (sp->wfill == SPOOL_WBUF) {
+        if (sp->wfill == SPOOL_WBUF && sp->started) {
+            if (spool_handoff(sp, NULL) != 0)
+                return -1;
+        } else if (sp->wfill == SPOOL_WBUF) {
             if (spool_pwrite_all(sp, SPOOL_WBUF) != 0)
                 return -1;
             sp->wbase += SPOOL_WBUF;
@@ -368,7 +487,7 @@ static int spool_buf_flush(struct spool *sp)
 static int spool_drain(struct spool *sp)
 {
     pthread_mutex_lock(&sp->fmu);
-    while ((sp->mark_new || sp->fbusy) && !atomic_load(&sp->failed))
+    while ((sp->njobs > 0 || sp->mark_new || sp->fbusy) && !atomic_load(&sp->failed))
         pthread_cond_wait(&sp->fcv, &sp->fmu);
     pthread_mutex_unlock(&sp->fmu);
     return atomic_load(&sp->failed) ? -1 : 0;
@@ -550,24 +669,44 @@ static void spool_sync_mark(struct spool *sp, const struct spool_mark *m)
     }
 }
 
-/* The writer: requests [0, written) are in the open segment up to cur_bytes, the last data
- * seq among them l. The flusher takes the latest post; but a small group with nothing
- * behind it (idle is the writer's last post for now) and an idle flusher is synced here:
- * at light load the hand-over to another thread was one more wake-up per commit. */
+/* Under fmu: m is written; the flusher is to sync it (the latest post is what it takes; a
+ * directory fsync still owed by a post it has not taken stays owed). */
+static void spool_mark_locked(struct spool *sp, const struct spool_mark *m)
+{
+    bool dir = (sp->mark.dir && sp->mark_new) || m->dir;
+    sp->mark = *m;
+    sp->mark.dir = dir;
+    sp->mark_new = true;
+    if (!sp->fbusy)
+        pthread_cond_broadcast(&sp->fcv);
+}
+
+/* The writer's state as a mark: requests [0, written) are in the open segment up to
+ * cur_bytes, the last data seq among them l. Takes the directory fsync it owes. */
+static struct spool_mark spool_mark_now(struct spool *sp, uint64_t l, uint64_t written)
+{
+    struct spool_mark m = {.seg = sp->cur_seg,
+                           .off = sp->cur_bytes,
+                           .l = l,
+                           .written = written,
+                           .fd = sp->fd,
+                           .dir = sp->dir_dirty};
+    sp->dir_dirty = false;
+    return m;
+}
+
+/* The writer wrote up to its mark itself. The flusher takes the latest post; but a small
+ * group with nothing behind it (idle is the writer's last post for now) and an idle
+ * flusher is synced here: at light load the hand-over to another thread was one more
+ * wake-up per commit. */
 static void spool_post(struct spool *sp, uint64_t l, uint64_t written, bool idle)
 {
     pthread_mutex_lock(&sp->fmu);
-    bool dir = sp->mark.dir && sp->mark_new; /* not taken yet: still owed */
     uint64_t prev = sp->mark.seg == sp->cur_seg ? sp->mark.off : 0;
-    sp->mark = (struct spool_mark){.seg = sp->cur_seg,
-                                   .off = sp->cur_bytes,
-                                   .l = l,
-                                   .written = written,
-                                   .fd = sp->fd,
-                                   .dir = dir || sp->dir_dirty};
-    sp->dir_dirty = false;
-    if (idle && !sp->fbusy && !sp->mark_new && sp->cur_bytes - prev <= SPOOL_INLINE_SYNC_BYTES) {
-        struct spool_mark m = sp->mark;
+    struct spool_mark m = spool_mark_now(sp, l, written);
+    if (idle && !sp->fbusy && !sp->mark_new && sp->njobs == 0 &&
+        m.off - prev <= SPOOL_INLINE_SYNC_BYTES) {
+        sp->mark = m;
         sp->fbusy = true; /* the flusher keeps off */
         pthread_mutex_unlock(&sp->fmu);
         spool_sync_mark(sp, &m);
@@ -575,11 +714,42 @@ static void spool_post(struct spool *sp, uint64_t l, uint64_t written, bool idle
         sp->fbusy = false;
         pthread_cond_broadcast(&sp->fcv);
     } else {
-        sp->mark_new = true;
-        if (!sp->fbusy)
-            pthread_cond_broadcast(&sp->fcv);
+        spool_mark_locked(sp, &m);
     }
     pthread_mutex_unlock(&sp->fmu);
+}
+
+/* The submitter: writes the jobs the writer hands it, in order, and posts each to the
+ * flusher. After a failure it drops them. */
+static void *spool_submit_main(void *arg)
+{
+    struct spool *sp = arg;
+    pthread_setname_np(pthread_self(), "s3c-spool-dio");
+    pthread_mutex_lock(&sp->fmu);
+    for (;;) {
+        while (sp->njobs == 0 && !sp->sstop)
+            pthread_cond_wait(&sp->scv, &sp->fmu);
+        if (sp->njobs == 0)
+            break;
+        struct spool_job j = sp->jobs[0];
+        sp->sbusy = true;
+        pthread_mutex_unlock(&sp->fmu);
+        int rc = -1;
+        if (!atomic_load(&sp->failed)) {
+            rc = spool_pwrite_at(sp, j.mark.fd, j.mark.seg, j.buf, j.len, j.off);
+            if (rc != 0)
+                spool_fail(sp, "write", j.mark.seg, errno);
+        }
+        pthread_mutex_lock(&sp->fmu);
+        sp->sbusy = false;
+        sp->njobs--;
+        memmove(&sp->jobs[0], &sp->jobs[1], (size_t)sp->njobs * sizeof(sp->jobs[0]));
+        if (rc == 0 && j.post)
+            spool_mark_locked(sp, &j.mark);
+        pthread_cond_broadcast(&sp->fcv); /* a writer waiting for its other buffer */
+    }
+    pthread_mutex_unlock(&sp->fmu);
+    return NULL;
 }
 
 static void *spool_flush_main(void *arg)
@@ -638,10 +808,18 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
 }
 
 /* Writes the frames gathered in the buffer and posts them to the flusher: requests
- * [0, written) are then in the file, the last data seq among them l. */
+ * [0, written) are then in the file, the last data seq among them l. SPOOL_HANDOFF_BYTES
+ * and more go to the submitter (written while the writer fills its other buffer: with one
+ * thread copying and writing in turn, 4 KiB commits at full speed spent a quarter of the
+ * writer's time copying while the disk was idle); less the writer writes itself, once the
+ * submitter is done (a hand-over per group put a thread wake-up on every small group). */
 static int spool_write_out(struct spool *sp, uint64_t l, uint64_t written, bool last)
 {
-    if (spool_buf_flush(sp) != 0)
+    if (sp->wfill >= SPOOL_HANDOFF_BYTES) { /* the submitter writes it, we fill the other */
+        struct spool_mark m = spool_mark_now(sp, l, written);
+        return spool_handoff(sp, &m);
+    }
+    if (spool_wait_jobs(sp) != 0 || spool_buf_flush(sp) != 0)
         return -1;
     spool_post(sp, l, written, last && atomic_load(&sp->pushed) == written);
     return 0;
@@ -745,7 +923,8 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
 }
 
 /* The writer: appends what the persistence thread pushed, deletes what W passed. It never
- * waits on an fdatasync but at a segment's end; the flusher publishes L. */
+ * waits on an fdatasync but at a segment's end; the flusher publishes L. Large writes go to
+ * the submitter thread (spool_write_out). */
 static void *spool_main(void *arg)
 {
     struct spool *sp = arg;
@@ -873,7 +1052,7 @@ static void *spool_prep_main(void *arg)
             sp->nunlink = 0;
             pthread_mutex_unlock(&sp->pmu);
             for (int i = 0; i < n; i++)
-                spool_unlink(sp, q[i]);
+                spool_delete_stepwise(sp, q[i]);
             pthread_mutex_lock(&sp->pmu);
             continue;
         }
@@ -906,13 +1085,24 @@ static void spool_stop_preparer(struct spool *sp)
     pthread_join(sp->preparer, NULL);
 }
 
-static void spool_stop_flusher(struct spool *sp)
+/* Stops the submitter or the flusher (both wait under fmu): sets its flag, wakes it, joins. */
+static void spool_stop_fmu_thread(struct spool *sp, bool *stop, pthread_cond_t *cv, pthread_t t)
 {
     pthread_mutex_lock(&sp->fmu);
-    sp->fstop = true;
-    pthread_cond_broadcast(&sp->fcv);
+    *stop = true;
+    pthread_cond_broadcast(cv);
     pthread_mutex_unlock(&sp->fmu);
-    pthread_join(sp->flusher, NULL);
+    pthread_join(t, NULL);
+}
+
+static void spool_stop_submitter(struct spool *sp)
+{
+    spool_stop_fmu_thread(sp, &sp->sstop, &sp->scv, sp->submitter);
+}
+
+static void spool_stop_flusher(struct spool *sp)
+{
+    spool_stop_fmu_thread(sp, &sp->fstop, &sp->fcv, sp->flusher);
 }
 
 int spool_start(struct spool *sp)
@@ -924,8 +1114,14 @@ int spool_start(struct spool *sp)
         spool_stop_preparer(sp);
         return S3C_EIO;
     }
+    if (pthread_create(&sp->submitter, NULL, spool_submit_main, sp) != 0) {
+        spool_stop_flusher(sp);
+        spool_stop_preparer(sp);
+        return S3C_EIO;
+    }
     sp->started = true;
     if (pthread_create(&sp->thread, NULL, spool_main, sp) != 0) {
+        spool_stop_submitter(sp);
         spool_stop_flusher(sp);
         spool_stop_preparer(sp);
         sp->started = false;
@@ -943,6 +1139,7 @@ void spool_stop(struct spool *sp)
     pthread_cond_signal(&sp->cv);
     pthread_mutex_unlock(&sp->mu);
     pthread_join(sp->thread, NULL);
+    spool_stop_submitter(sp);
     spool_stop_flusher(sp);
     spool_stop_preparer(sp);
     sp->started = false;

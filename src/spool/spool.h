@@ -1,8 +1,9 @@
 /* The local spool (docs/spool.md): a write-ahead log on local disk in front of S3. The
  * persistence thread hands it the ring's commits as chunks (and, per object it forms, a
- * seal naming the object's seqs); a thread of its own appends them to segment files and
- * makes each write group durable with one fdatasync before anything in it counts as
- * locally durable (the watermark L). Segments are deleted once W, the S3-durable watermark,
+ * seal naming the object's seqs); threads of its own (a writer, which hands large writes
+ * to a submitter, and a flusher) append them to segment files and make each write group
+ * durable with one fdatasync before anything in it counts as locally durable (the
+ * watermark L). Segments are deleted once W, the S3-durable watermark,
  * has passed them. At open the directory is locked, every segment is checked frame by
  * frame, and a torn tail is cut: nothing after it is trusted.
  *
@@ -85,6 +86,7 @@ struct spool_io {
     ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
     int (*fdatasync)(int fd);
     int (*open)(const char *path, int flags, mode_t mode); /* segments and the prepared file */
+    int (*ftruncate)(int fd, off_t len); /* the steps of a delete (spool_delete_stepwise) */
 };
 
 /* Tests set this to inject write and fdatasync failures into every spool opened after. */

@@ -12,8 +12,12 @@
 #define SPOOL_BLOCK 4096u /* O_DIRECT: buffer, offset and length aligned to this */
 #define SPOOL_WBUF (8u << 20) /* the writer's buffer: frames are copied here, then written */
 #define SPOOL_WBUF_POST (4u << 20) /* a group this far gathered is written and posted */
+#define SPOOL_HANDOFF_BYTES (1u << 20) /* a write this large goes to the submitter thread */
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
 #define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
+#define SPOOL_DEL_EXT ".del"        /* a segment being deleted: out of the scan's sight */
+#define SPOOL_DEL_STEP (4u << 20)   /* a deleted segment is cut down this much at a time */
+#define SPOOL_DEL_PAUSE_NS 2000000u /* between two cuts: the writer's I/O goes in between */
 #define SPOOL_PREP_NAME "prepared.tmp"
 #define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
 #define SPOOL_PREP_MAX (8u << 20)    /* a prepared segment's zeros, at most */
@@ -42,7 +46,7 @@ struct spool {
 
     /* Thread control: the writer (spool_main), the flusher (spool_flush_main) and the
      * preparer (spool_prep_main). */
-    pthread_t thread, flusher, preparer;
+    pthread_t thread, flusher, preparer, submitter;
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -61,9 +65,11 @@ struct spool {
      * multiple of SPOOL_BLOCK with O_DIRECT) on, wfill of them; it writes whole blocks,
      * the last one padded with zeros, and keeps that partial block to write again with
      * the next group's frames after it (docs/spool.md). */
-    unsigned char *wbuf;
+    unsigned char *wbuf; /* wbufs[wcur]: the one being filled */
     uint64_t wbase;
     size_t wfill;
+    unsigned char *wbufs[2];
+    int wcur;
     _Atomic bool direct;  /* O_DIRECT: off for good once the filesystem refused it */
     atomic_flag direct_said;
 
@@ -82,6 +88,23 @@ struct spool {
     bool mark_new; /* posted since the flusher took it */
     bool fbusy;    /* the flusher is syncing what it took */
     bool fstop;
+    /* Writes of SPOOL_HANDOFF_BYTES and up: the writer hands the filled buffer to the
+     * submitter thread and fills the other one meanwhile (the copy into a buffer overlaps the
+     * device's write of the other). The submitter writes them in order and posts each to the
+     * flusher. The writer writes a smaller group itself, once no job is left (a group's
+     * partial last block is written again by the next write: writes stay in order). Under
+     * fmu; the submitter waits on scv. */
+    struct spool_job {
+        unsigned char *buf;
+        size_t len;
+        uint64_t off;           /* in the segment */
+        bool post;              /* ends whole frames: post mark to the flusher after it */
+        struct spool_mark mark; /* fd and seg are the segment's in any case */
+    } jobs[2];
+    int njobs;  /* jobs[0] is being written while sbusy */
+    bool sbusy;
+    bool sstop;
+    pthread_cond_t scv;
     atomic_flag fail_once;
 
     /* The preparer keeps one zero-filled, fdatasync'd segment file (SPOOL_PREP_NAME)
@@ -126,6 +149,7 @@ void spool_frame_seal(unsigned char h[SPOOL_FRAME_HEADER], uint32_t crc);
 int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_frame *f,
                        uint32_t *crc);
 void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
+void spool_del_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
 struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg);
 int spool_seg_add(struct spool *sp, uint64_t seg);
 void spool_io_defaults(struct spool_io *io);

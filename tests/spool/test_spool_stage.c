@@ -45,6 +45,8 @@ static void sp_rm_dir(void)
 static const char *sp_extra = "";
 /* Whether commits are short (0-39 bytes: many leave a gap after them in the ring). */
 static int sp_tiny;
+/* The ring and the spool's segments (one test needs write groups of megabytes). */
+static long long sp_ring = 1048576, sp_seg = 262144;
 
 /* max_bytes: the spool's bound (0: no spool); the ring is 1 MiB, so a few MiB of commits
  * must go through the spool, not the ring. */
@@ -53,9 +55,9 @@ static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
     char spool[256] = "";
     if (max_bytes)
         snprintf(spool, sizeof(spool),
-                 ",\"spool\":{\"dir\":\"%s/spool\",\"segment_bytes\":262144,"
+                 ",\"spool\":{\"dir\":\"%s/spool\",\"segment_bytes\":%lld,"
                  "\"max_bytes\":%lld}",
-                 dir, max_bytes);
+                 dir, sp_seg, max_bytes);
     char json[2048];
     s3c_config *cfg = NULL;
     s3c_stage *st = NULL;
@@ -65,8 +67,8 @@ static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
              "\"retry_base_delay_ms\":10,\"max_retry_delay_ms\":200,"
              "\"shutdown_timeout_ms\":1000,\"max_in_flight_requests\":4,"
              "\"target_pool_size\":4%s},"
-             "\"pipeline\":{\"ring_bytes\":1048576,\"max_commit_bytes\":16384}%s}",
-             mock.endpoint, sp_extra, spool);
+             "\"pipeline\":{\"ring_bytes\":%lld,\"max_commit_bytes\":16384}%s}",
+             mock.endpoint, sp_extra, sp_ring, spool);
     ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, errlen), 0);
     int rc = s3c_stage_open(cfg, &st, err, errlen);
     s3c_config_free(cfg);
@@ -211,6 +213,9 @@ static void full_spool_pushes_back(void)
 /* ---- injected disk faults ------------------------------------------------------------ */
 
 static _Atomic int fail_fsync_after = -1, fail_write_after = -1;
+/* Only the submitter's writes fail, and the writer's own are slow (megabyte groups gather
+ * behind them): the fault hits a handed-off write. */
+static int sp_dio_only;
 
 static int sp_fdatasync(int fd)
 {
@@ -225,6 +230,14 @@ static int sp_fdatasync(int fd)
 
 static ssize_t sp_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
+    if (sp_dio_only) {
+        char name[16] = "";
+        pthread_getname_np(pthread_self(), name, sizeof(name));
+        if (strcmp(name, "s3c-spool-dio") != 0) {
+            usleep(50000); /* under TSan too, more than a megabyte gathers meanwhile */
+            return pwrite(fd, buf, len, off);
+        }
+    }
     if (atomic_load(&fail_write_after) == 0) {
         errno = ENOSPC;
         return -1;
@@ -242,7 +255,7 @@ static void disk_fault(_Atomic int *after, const char *what)
 {
     sp_fresh_dir();
     spool_test_io = &sp_io;
-    s3c_stage *st = sp_open_ok(64LL << 20);
+    s3c_stage *st = sp_open_ok(sp_dio_only ? 256LL << 20 : 64LL << 20);
     uint64_t first = sp_first_seq(st);
     ASSERT_EQ(sp_submit(st, first, 0, 200, 5000), 0);
     ASSERT_EQ(s3c_wait_local(st, first + 199, 5000), 0);
@@ -279,6 +292,18 @@ static void failing_write(void)
     disk_fault(&fail_write_after, "No space left on device");
 }
 
+/* The same when the write that fails is one the writer handed to the submitter. */
+static void failing_handed_off_write(void)
+{
+    sp_dio_only = 1;
+    sp_ring = 16LL << 20;
+    sp_seg = 16LL << 20;
+    disk_fault(&fail_write_after, "No space left on device");
+    sp_dio_only = 0;
+    sp_ring = 1048576;
+    sp_seg = 262144;
+}
+
 /* ---- L covers only bytes an fdatasync began after (the writer and the flusher) ---- */
 
 #define LS_FILES 256
@@ -305,8 +330,47 @@ static struct ls_file *ls_file(int fd) /* under ls_mu */
     return &ls_files[ls_n++];
 }
 
+static _Atomic uint64_t ls_changed, ls_handed; /* bytes a write changed; submitter writes */
+static int ls_slow_write_us; /* a slow disk for writes too: groups gather while one is written */
+
+/* What the spool writes over bytes it wrote before (the partial last block of a group,
+ * written again with the next group's frames) must keep every byte that was not padding:
+ * a write that changes a written, non-zero byte (out of order, or a rewrite that moved
+ * frames) is counted in ls_changed. Under ls_mu. */
+static void ls_check_overwrite(int fd, const struct ls_file *f, const void *buf, size_t len,
+                               off_t off)
+{
+    if ((uint64_t)off >= f->written)
+        return;
+    size_t n = f->written - (uint64_t)off < len ? (size_t)(f->written - (uint64_t)off) : len;
+    unsigned char *old = malloc(n);
+    ASSERT(old != NULL);
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    int rfd = open(link, O_RDONLY | O_CLOEXEC); /* not O_DIRECT: any alignment */
+    ASSERT(rfd >= 0);
+    ssize_t got = pread(rfd, old, n, off); /* short when the name was made anew (O_TRUNC) */
+    ASSERT(got >= 0);
+    n = (size_t)got;
+    close(rfd);
+    const unsigned char *nw = buf;
+    for (size_t i = 0; i < n; i++)
+        if (old[i] != 0 && old[i] != nw[i])
+            atomic_fetch_add(&ls_changed, 1);
+    free(old);
+}
+
 static ssize_t ls_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
+    char name[16] = "";
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    if (strcmp(name, "s3c-spool-dio") == 0)
+        atomic_fetch_add(&ls_handed, 1);
+    if (ls_slow_write_us)
+        usleep((useconds_t)ls_slow_write_us);
+    pthread_mutex_lock(&ls_mu);
+    ls_check_overwrite(fd, ls_file(fd), buf, len, off);
+    pthread_mutex_unlock(&ls_mu);
     ssize_t w = pwrite(fd, buf, len, off);
     if (w > 0) {
         pthread_mutex_lock(&ls_mu);
@@ -415,6 +479,47 @@ static void local_seq_only_covers_synced_bytes(void)
     ASSERT_UEQ(atomic_load(&ls_bad), 0);
     ASSERT_GT(atomic_load(&ls_checked), 10);
     ASSERT_GT(segs, 3);
+    sp_rm_dir();
+}
+
+/* Write groups of megabytes (a slow write lets a group gather while one is written): the
+ * writer hands a filled buffer to the submitter thread and fills the other meanwhile.
+ * Every move of L is checked against what an fdatasync covered, as above; and no write
+ * changes a byte an earlier one wrote but zero padding (the submitter's writes and the
+ * writer's own stay in order, and the partial last block is written again as it was, with
+ * the next frames after it). */
+static void handed_off_writes_stay_in_order(void)
+{
+    sp_fresh_dir();
+    ls_n = 0;
+    atomic_store(&ls_bad, 0);
+    atomic_store(&ls_checked, 0);
+    atomic_store(&ls_changed, 0);
+    atomic_store(&ls_handed, 0);
+    ls_slow_write_us = 15000; /* under TSan too, a megabyte gathers while one is written */
+    sp_ring = 16LL << 20;
+    sp_seg = 16LL << 20;
+    spool_test_io = &ls_io;
+    s3c_stage *st = sp_open_ok(128LL << 20);
+    uint64_t first = sp_first_seq(st);
+    mock_faults(&mock, OUTAGE); /* W stays put: every segment stays to be read */
+    ASSERT_EQ(s3c_subscribe_local(st, ls_on_local, NULL), 0);
+    const uint64_t n = 40000; /* ~44 MB: three segments */
+    ASSERT_EQ(sp_submit(st, first, 0, n, 10000), 0);
+    ASSERT_EQ(s3c_wait_local(st, first + n - 1, 30000), 0);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(st, &rep), S3C_ETIMEDOUT);
+    mock_faults(&mock, HEALED);
+    spool_test_io = NULL;
+    ls_slow_write_us = 0;
+    sp_ring = 1048576;
+    sp_seg = 262144;
+    fprintf(stderr, "   %" PRIu64 " moves of L checked, %" PRIu64 " writes handed off\n",
+            atomic_load(&ls_checked), atomic_load(&ls_handed));
+    ASSERT_UEQ(atomic_load(&ls_bad), 0);
+    ASSERT_UEQ(atomic_load(&ls_changed), 0);
+    ASSERT_GT(atomic_load(&ls_checked), 10);
+    ASSERT_GT(atomic_load(&ls_handed), 1);
     sp_rm_dir();
 }
 
@@ -600,7 +705,9 @@ int main(void)
     RUN(full_spool_pushes_back);
     RUN(failing_fsync);
     RUN(failing_write);
+    RUN(failing_handed_off_write);
     RUN(local_seq_only_covers_synced_bytes);
+    RUN(handed_off_writes_stay_in_order);
     RUN(second_stage_refused);
     RUN(next_open_replays);
     RUN(next_open_replays_without_o_direct);
