@@ -215,16 +215,18 @@ static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
  * into a seq gap, and the scan cuts everything after a gap, locally durable commits
  * included. So when the queue is full this returns false and the segment stays, for the
  * next W move. */
-static bool spool_unlink_later(struct spool *sp, uint64_t seg)
+static bool spool_unlink_later(struct spool *sp, uint64_t seg, uint64_t bytes)
 {
     if (!sp->started) {
         spool_unlink(sp, seg);
+        atomic_fetch_sub(&sp->bytes, bytes);
         return true;
     }
     bool queued = false;
     pthread_mutex_lock(&sp->pmu);
     if (sp->nunlink < SPOOL_UNLINK_QUEUE) {
-        sp->unlink_q[sp->nunlink++] = seg;
+        sp->unlink_q[sp->nunlink].seg = seg;
+        sp->unlink_q[sp->nunlink++].bytes = bytes;
         pthread_cond_signal(&sp->pcv);
         queued = true;
     }
@@ -242,8 +244,7 @@ static void spool_delete_behind(struct spool *sp, uint64_t w)
         struct spool_seg *s = &sp->segs[i];
         bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
         if (!stop && !open_one && s->last <= w) {
-            if (spool_unlink_later(sp, s->seg)) {
-                atomic_fetch_sub(&sp->bytes, s->bytes);
+            if (spool_unlink_later(sp, s->seg, s->bytes)) {
                 S3C_LOG(S3C_LOG_DEBUG,
                         "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64, s->seg,
                         s->last);
@@ -1046,13 +1047,17 @@ static void *spool_prep_main(void *arg)
     pthread_mutex_lock(&sp->pmu);
     for (;;) {
         if (sp->nunlink > 0) {
-            uint64_t q[SPOOL_UNLINK_QUEUE];
+            struct spool_unlink q[SPOOL_UNLINK_QUEUE];
             int n = sp->nunlink;
             memcpy(q, sp->unlink_q, (size_t)n * sizeof(q[0]));
             sp->nunlink = 0;
             pthread_mutex_unlock(&sp->pmu);
-            for (int i = 0; i < n; i++)
-                spool_delete_stepwise(sp, q[i]);
+            /* A segment's bytes count against max_bytes until it is gone from the disk
+             * (a full spool's writer looks again every 50 ms). */
+            for (int i = 0; i < n; i++) {
+                spool_delete_stepwise(sp, q[i].seg);
+                atomic_fetch_sub(&sp->bytes, q[i].bytes);
+            }
             pthread_mutex_lock(&sp->pmu);
             continue;
         }

@@ -118,7 +118,9 @@ struct spool {
     _Atomic uint64_t appended; /* bytes ever written by the writer: its rate */
     unsigned char *zeros; /* SPOOL_PREP_CHUNK zero bytes */
     uint64_t prep_bytes;  /* a prepared segment's size: segment_bytes, at most SPOOL_PREP_MAX */
-    uint64_t unlink_q[SPOOL_UNLINK_QUEUE]; /* segments W passed, for the preparer to unlink */
+    struct spool_unlink {
+        uint64_t seg, bytes; /* bytes: its frames, still in `bytes` until it is gone */
+    } unlink_q[SPOOL_UNLINK_QUEUE]; /* segments W passed, for the preparer to delete */
     int nunlink;
 
     /* Published after each group. */

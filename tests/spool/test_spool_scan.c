@@ -343,12 +343,16 @@ static void unused_prepared_files_go(void)
 
 static char sc_snap[4][64];
 static _Atomic int sc_nsnap;
+static struct spool *sc_live;        /* the spool being deleted from, for its byte count */
+static uint64_t sc_bytes_at_cut[4]; /* spool_bytes() at each cut */
 
 /* Every cut of a delete, then a copy of the directory: what a crash at that moment leaves. */
 static int sc_ftruncate_snap(int fd, off_t len)
 {
     int rc = ftruncate(fd, len);
     int i = atomic_fetch_add(&sc_nsnap, 1);
+    if (i < 4 && sc_live)
+        sc_bytes_at_cut[i] = spool_bytes(sc_live);
     if (i < 4) {
         char cmd[256];
         snprintf(sc_snap[i], sizeof(sc_snap[i]), "%.40s-crash%d", dir, i);
@@ -376,13 +380,21 @@ static void deletes_never_cut_what_follows(void)
     ASSERT_UEQ(scan.last_seq, n + 5);
     atomic_store(&sc_nsnap, 0);
     ASSERT_EQ(spool_start(sp), 0);
+    uint64_t before = spool_bytes(sp);
+    sc_live = sp;
     spool_trim(sp, n); /* W passed segment 1 */
     char del[256];
     spool_del_path(sp, 1, del, sizeof(del));
     ASSERT_WITHIN(10000, sc_size(1) == -1 && access(del, F_OK) != 0);
+    /* Until it is gone from the disk, the segment counts against spool.max_bytes. */
+    ASSERT_WITHIN(10000, spool_bytes(sp) < before);
+    ASSERT_UEQ(spool_bytes(sp), before - n * 152);
     spool_free(sp);
+    sc_live = NULL;
     int snaps = atomic_load(&sc_nsnap);
     ASSERT_GE(snaps, 2);
+    for (int i = 0; i < snaps && i < 4; i++)
+        ASSERT_UEQ(sc_bytes_at_cut[i], before);
     char live[64];
     memcpy(live, dir, sizeof(live));
     for (int i = 0; i < snaps && i < 4; i++) {
