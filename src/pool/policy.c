@@ -23,11 +23,29 @@ void pool_on_open(struct pool_policy *p)
     p->open++;
 }
 
-void pool_on_close(struct pool_policy *p)
+/* Backs refills off for the larger of the two failure runs: 100 ms, doubling, capped at
+ * the heartbeat interval. */
+static void pool_back_off(struct pool_policy *p, uint64_t now_ns)
+{
+    int n = p->refill_failures > p->churn ? p->refill_failures : p->churn;
+    uint64_t delay = POOL_REFILL_BACKOFF_NS << (n - 1);
+    if (delay > p->heartbeat_ns || n >= 20)
+        delay = p->heartbeat_ns;
+    p->refill_not_before = now_ns + delay;
+}
+
+void pool_on_close(struct pool_policy *p, uint64_t age_ns, uint64_t now_ns)
 {
     p->closes++;
     if (p->open > 0)
         p->open--;
+    if (age_ns >= POOL_YOUNG_NS) {
+        p->churn = 0;
+        return;
+    }
+    if (p->churn < 30)
+        p->churn++;
+    pool_back_off(p, now_ns);
 }
 
 void pool_on_start(struct pool_policy *p)
@@ -59,16 +77,19 @@ void pool_refill_done(struct pool_policy *p, bool opened, bool ok, uint64_t now_
     if (!opened && p->warming > 0)
         p->warming--;
     if (ok) {
+        /* After failed connects, an answer ends the backoff, young closes included (a
+         * socket whose connect failed is closed young too, libcurl's at least). Without
+         * them, only a connection that lives does. */
+        if (p->refill_failures > 0)
+            p->churn = 0;
         p->refill_failures = 0;
-        p->refill_not_before = 0;
+        if (p->churn == 0)
+            p->refill_not_before = 0;
         return;
     }
     if (p->refill_failures < 30)
         p->refill_failures++;
-    uint64_t delay = POOL_REFILL_BACKOFF_NS << (p->refill_failures - 1);
-    if (delay > p->heartbeat_ns || p->refill_failures >= 20)
-        delay = p->heartbeat_ns;
-    p->refill_not_before = now_ns + delay;
+    pool_back_off(p, now_ns);
 }
 
 int pool_refill_count(const struct pool_policy *p, uint64_t now_ns)
@@ -77,7 +98,7 @@ int pool_refill_count(const struct pool_policy *p, uint64_t now_ns)
         return 0;
     int n = p->target - p->open - p->warming;
     /* While backing off, probe with one connection at a time. */
-    if (p->refill_failures > 0 && n > 1 - p->warming)
+    if ((p->refill_failures > 0 || p->churn > 0) && n > 1 - p->warming)
         n = 1 - p->warming;
     return n > 0 ? n : 0;
 }
@@ -98,4 +119,6 @@ void pool_heartbeat_done(struct pool_policy *p, bool ok)
     p->heartbeats++;
     if (!ok)
         p->heartbeat_failures++;
+    else
+        p->churn = 0; /* a connection lived a heartbeat interval */
 }

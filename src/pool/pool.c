@@ -43,7 +43,7 @@ curl_socket_t pool_opensocket_cb(void *clientp, curlsocktype purpose, struct cur
     if (fd < 0)
         return CURL_SOCKET_BAD;
     if (p->nsocks < p->socks_cap)
-        p->socks[p->nsocks++] = fd;
+        p->socks[p->nsocks++] = (struct pool_sock){fd, s3c__now_ns()};
     if (p->direct)
         p->pol.opens++; /* not one of the pool's connections (those are direct.c's) */
     else
@@ -54,8 +54,10 @@ curl_socket_t pool_opensocket_cb(void *clientp, curlsocktype purpose, struct cur
 int pool_closesocket_cb(void *clientp, curl_socket_t fd)
 {
     struct pool *p = clientp;
+    uint64_t now = s3c__now_ns(), opened = now; /* one not in the list: counted young */
     for (int i = 0; i < p->nsocks; i++) {
-        if (p->socks[i] == fd) {
+        if (p->socks[i].fd == fd) {
+            opened = p->socks[i].opened_ns;
             p->socks[i] = p->socks[--p->nsocks];
             break;
         }
@@ -64,7 +66,7 @@ int pool_closesocket_cb(void *clientp, curl_socket_t fd)
         p->pol.closes++;
         return close(fd);
     }
-    pool_on_close(&p->pol);
+    pool_on_close(&p->pol, now - opened, now);
     /* Replace it once libcurl is done with this call (never start transfers from inside
      * a libcurl callback). */
     pool_schedule_refill(p, s3c__now_ns());
@@ -79,13 +81,14 @@ void pool_direct_opened(struct pool *p, struct xreq *r)
         p->pol.opens++; /* direct GETs' own connections, beside libcurl's pool */
 }
 
-void pool_direct_closed(struct pool *p)
+void pool_direct_closed(struct pool *p, uint64_t opened_ns)
 {
     if (!p->direct) {
         p->pol.closes++;
         return;
     }
-    pool_on_close(&p->pol);
+    uint64_t now = s3c__now_ns();
+    pool_on_close(&p->pol, now - opened_ns, now);
     pool_schedule_refill(p, s3c__now_ns()); /* by the loop, outside direct.c's calls */
 }
 
@@ -146,12 +149,12 @@ static void pool_end_connection(struct pool *p, struct xreq *r)
     for (int i = 0; i < p->nsocks; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        if (getsockname(p->socks[i], (struct sockaddr *)&ss, &sl) < 0)
+        if (getsockname(p->socks[i].fd, (struct sockaddr *)&ss, &sl) < 0)
             continue;
         uint16_t port = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port;
         if (ntohs(port) == lport) {
-            shutdown(p->socks[i], SHUT_RDWR);
+            shutdown(p->socks[i].fd, SHUT_RDWR);
             return;
         }
     }

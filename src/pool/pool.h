@@ -28,6 +28,7 @@ struct pool_policy {
     int warming;                /* fresh-connect requests that have not opened a socket */
     int active;                 /* requests in libcurl now (user + internal) */
     int refill_failures;        /* consecutive failed refills (drives the backoff) */
+    int churn;                  /* connections in a row that died young (drives it too) */
     uint64_t refill_not_before; /* no refill before this monotonic ns (backoff) */
     /* counters (xport_stats) */
     uint64_t opens, closes, reuses, heartbeats, heartbeat_failures;
@@ -35,8 +36,15 @@ struct pool_policy {
 
 void pool_policy_init(struct pool_policy *p, int target, int heartbeat_interval_ms);
 
-void pool_on_open(struct pool_policy *p);  /* a socket was opened */
-void pool_on_close(struct pool_policy *p); /* a socket was closed */
+void pool_on_open(struct pool_policy *p); /* a socket was opened */
+/* A socket was closed, age_ns after it was opened. One that dies young
+ * (POOL_YOUNG_NS: a server that closes every connection after one answer, an overloaded
+ * one answering 503 and closing) raises `churn`, which backs refills off as failed connects
+ * do, and only a connection that lived longer (or a heartbeat answered on one) ends that
+ * backoff: a refill's answer alone must not, or each replacement would be replaced at once,
+ * thousands a second against the server least able to take it. */
+#define POOL_YOUNG_NS (1000 * 1000000ull)
+void pool_on_close(struct pool_policy *p, uint64_t age_ns, uint64_t now_ns);
 
 /* A request entered / left libcurl. reused: it went over an existing connection. */
 void pool_on_start(struct pool_policy *p);
@@ -68,7 +76,10 @@ struct pool {
     struct loop_timer hb_timer;
     struct loop_timer refill_timer;
     struct loop_timer hb_release_timer; /* ends a heartbeat round's hold at the latest */
-    int *socks; /* the open sockets (for ending one after a failed heartbeat) */
+    struct pool_sock {
+        int fd;
+        uint64_t opened_ns; /* for its age when it closes (pool_on_close) */
+    } *socks;               /* the open sockets (for ending one after a failed heartbeat) */
     int nsocks, socks_cap;
     bool stopped;           /* closing: no refills */
     bool hb_refused_logged; /* a heartbeat refusal (4xx) was logged; reset by a success */
@@ -103,7 +114,7 @@ void pool_after_io(struct pool *p);
 /* A direct connection opened (for r, the request that waits on it) / closed: counted, and
  * when the pool's connections are direct ones (p->direct) a closed one is replaced. */
 void pool_direct_opened(struct pool *p, struct xreq *r);
-void pool_direct_closed(struct pool *p);
+void pool_direct_closed(struct pool *p, uint64_t opened_ns);
 /* A warm-up or heartbeat request finished. status: HTTP status (0 when no answer). */
 void pool_internal_done(struct pool *p, struct xreq *r, long status, bool ok, const char *errline);
 

@@ -102,10 +102,11 @@ int s3c_reader_open(const s3c_config *cfg, const struct s3c_reader_opts *opts, s
      * spent 0.3 s of a 1 GiB read waiting with finished connections idle (docs/programs.md,
      * "Reader throughput"). The price: up to twice the window's body buffers. */
     r->ahead = r->window;
-    /* libcurl carries only the manifest read and the listings, one at a time: one warm
-     * connection (window + 1 of them were opened and heart-beaten for nothing). Object
-     * GETs and the seek's header reads go direct: a connection per GET in flight, and a
-     * spare (xport_direct_connections below). */
+    /* The pool: one warm connection (window + 1 of them were opened and heart-beaten for
+     * nothing). With direct PUTs on (the default for http://) it is a direct connection,
+     * and libcurl's manifest read and listings open theirs cold; over https it is
+     * libcurl's. Object GETs and the seek's header reads go direct: a connection per GET
+     * in flight, and a spare (xport_direct_connections below). */
     r->cfg.persistence.target_pool_size = 1;
     r->loop = loop_new();
     if (!r->loop) {

@@ -178,6 +178,8 @@ static void spool_unlink(struct spool *sp, uint64_t seg)
  * at the next open as a torn tail, and the scan cuts everything after a torn tail. Once
  * renamed it is as good as unlinked (the open removes a <seg>.del a crash left). When the
  * preparer is stopping, no more pauses. */
+static int spool_fsync_dir(struct spool *sp);
+
 static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
 {
     char path[PATH_MAX], del[PATH_MAX];
@@ -189,7 +191,15 @@ static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
                     strerror(errno));
         return;
     }
-    int fd = sp->io.open(del, O_WRONLY | O_CLOEXEC, 0);
+    /* The rename must be durable before the first cut: a filesystem that kept the cut and
+     * not the rename would leave a segment cut short under its own name. */
+    bool cut = true;
+    if (spool_fsync_dir(sp) != 0) {
+        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"fsync of the "
+                              "directory: %s; unlinked in one go\"", del, strerror(errno));
+        cut = false; /* an unlink alone never leaves a cut segment behind */
+    }
+    int fd = cut ? sp->io.open(del, O_WRONLY | O_CLOEXEC, 0) : -1;
     struct stat sb;
     if (fd >= 0 && fstat(fd, &sb) == 0) {
         off_t size = sb.st_size;

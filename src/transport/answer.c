@@ -192,8 +192,11 @@ void xport__answer(struct xport *x, struct xreq *r, int cc, long status, int64_t
     /* A ranged GET's answer must be the bytes asked for: a proxy or a store that ignores
      * Range, or names other bytes than it was asked for, must not hand a caller the wrong
      * ones as if they were right (docs/transport.md, "Ranges"). */
-    if (res.cls == XPORT_OK && r->op == XPORT_OP_GET && r->ranged && !xreq_range_answer(r, status))
-        res.cls = XPORT_RETRYABLE;
+    if (res.cls == XPORT_OK && r->op == XPORT_OP_GET && r->ranged) {
+        int as = xreq_range_answer(r, status);
+        if (as)
+            res.cls = xport_classify(r->op, 0, as, "");
+    }
     res.s3_code = r->s3e.code;
     res.s3_message = r->s3e.message;
     res.request_id = r->reqid[0] ? r->reqid : r->s3e.request_id;

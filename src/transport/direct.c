@@ -66,6 +66,7 @@ struct xdconn {
     struct loop_timer ctimer;             /* libcurl's timer while connecting */
     char cerr[CURL_ERROR_SIZE];           /* libcurl's words for a failed connect */
     int fd;
+    uint64_t opened_ns; /* when it connected (its age at the close: pool_on_close) */
     struct loop_watch w;
     struct loop_timer timer; /* the request's request_timeout_ms */
     struct loop_timer speed; /* every low_speed_time_ms: enough bytes since the last look? */
@@ -300,7 +301,7 @@ static void xd_conn_close(struct xdconn *c)
 {
     xd_conn_unlink(c);
     if (c->st != XD_CONNECTING) /* a connect that never finished was never counted open */
-        pool_direct_closed(&c->x->pool);
+        pool_direct_closed(&c->x->pool, c->opened_ns);
     xd_conn_destroy(c);
 }
 
@@ -352,6 +353,7 @@ static void xd_connected(struct xdconn *c, CURLcode e)
     }
     c->fd = fd;
     c->w.fd = fd;
+    c->opened_ns = s3c__now_ns();
     pool_direct_opened(&x->pool, r);
     c->r = NULL;
     xd_start(c, r);

@@ -576,9 +576,8 @@ void xreq_content_range(struct xreq *r, const char *v, size_t n)
     if (!xreq_number(&p, end, &a) || p == end || *p++ != '-' || !xreq_number(&p, end, &b) ||
         p == end || *p++ != '/' || b < a)
         return;
-    if (p < end && *p == '*')
-        p++;
-    else if (!xreq_number(&p, end, &total) || b >= total)
+    /* A total of "*" (the size unknown) is not usable: callers need the object's size. */
+    if (!xreq_number(&p, end, &total) || b >= total)
         return;
     while (p < end && (*p == ' ' || *p == '\t'))
         p++;
@@ -590,7 +589,7 @@ void xreq_content_range(struct xreq *r, const char *v, size_t n)
     r->object_size = total;
 }
 
-bool xreq_range_answer(struct xreq *r, long status)
+int xreq_range_answer(struct xreq *r, long status)
 {
     char *m = r->s3e.message;
     size_t mcap = sizeof(r->s3e.message);
@@ -601,21 +600,21 @@ bool xreq_range_answer(struct xreq *r, long status)
             snprintf(m, mcap,
                      "asked for bytes %llu-%llu, the answer is the whole object (200) of %zu bytes",
                      first, last, r->blen);
-            return false;
+            return 416; /* what S3 answers for a range past the end: no retry changes it */
         }
         size_t n = (size_t)((last < r->blen - 1 ? last : r->blen - 1) - first + 1);
         r->object_size = r->blen;
         memmove(r->body, r->body + first, n);
         r->blen = n;
         r->body[n] = '\0';
-        return true;
+        return 0;
     }
     if (status != 206)
-        return true; /* another 2xx: no body to check */
+        return 0; /* another 2xx: no body to check */
     if (!r->cr_seen) {
         snprintf(m, mcap, "asked for bytes %llu-%llu, the 206 answer has no usable Content-Range",
                  first, last);
-        return false;
+        return 503;
     }
     uint64_t want_last = r->object_size && r->object_size - 1 < last ? r->object_size - 1 : last;
     if (r->cr_first != first || r->cr_last != want_last ||
@@ -624,9 +623,9 @@ bool xreq_range_answer(struct xreq *r, long status)
                  "asked for bytes %llu-%llu, the 206 answer says bytes %llu-%llu and holds %zu",
                  first, last, (unsigned long long)r->cr_first, (unsigned long long)r->cr_last,
                  r->blen);
-        return false;
+        return 503;
     }
-    return true;
+    return 0;
 }
 
 void xreq_release(struct xport *x, struct xreq *r)

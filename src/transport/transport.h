@@ -111,9 +111,10 @@ int xport_put(struct xport *x, const struct xport_put *put, xport_done_fn done, 
 
 /* GetObject (first..last inclusive when last >= first, else the whole object). A ranged
  * answer's body is always the bytes asked for (cut short only by the object's end): a 200
- * that ignored the Range is cut down to them, and a 206 naming or holding other bytes is
- * RETRYABLE with an error line that says what came. object_size is the whole object's size
- * (Content-Range's total; 0 when the server sent "*"). */
+ * that ignored the Range is cut down to them (FATAL, as S3's 416, when the object ends
+ * before them), and a 206 naming or holding other bytes, or without a Content-Range with a
+ * numeric total, is RETRYABLE; the error line says what came. object_size is the whole
+ * object's size. */
 int xport_get(struct xport *x, const char *key, uint64_t first, uint64_t last, xport_done_fn done,
               void *ctx);
 /* Called as each piece of a 2xx GET's body lands in its body buffer: the buffer so far

@@ -98,7 +98,7 @@ struct xreq {
     char reqid[128];
     uint64_t object_size; /* the total of a Content-Range answer (0 when none) */
     /* A ranged GET's bytes first..last as asked (xreq_range), and the Content-Range the
-     * answer named (cr_seen: one of the form "bytes a-b/total", the total a number or "*"). */
+     * answer named (cr_seen: one of the form "bytes a-b/total", the total a number). */
     bool ranged, cr_seen;
     uint64_t range_first, range_last, cr_first, cr_last;
     char range_hdr[64]; /* the signed Range header's value */
@@ -216,9 +216,11 @@ int xreq_start_simple(struct xport *x, struct xreq *r, const char *method, const
 const char *xreq_range(struct xreq *r, uint64_t first, uint64_t last);
 /* An answer's Content-Range value (v, n bytes, not NUL-terminated) into r. */
 void xreq_content_range(struct xreq *r, const char *v, size_t n);
-/* After a ranged GET's 2xx: true when the body is the bytes asked for (a 200's whole object
- * is cut down to them); false with r->s3e.message saying how the answer differs. */
-bool xreq_range_answer(struct xreq *r, long status);
+/* After a ranged GET's 2xx: 0 when the body is the bytes asked for (a 200's whole object
+ * is cut down to them); else r->s3e.message says how the answer differs and the result is
+ * the status to classify it as: 416 (the object ends before the first byte asked for: as
+ * S3 would answer, no retry changes it) or 503 (a 206 naming or holding other bytes). */
+int xreq_range_answer(struct xreq *r, long status);
 int xreq_digest_spans(struct xport *x, const EVP_MD *md, const struct iovec *iov, int n,
                       unsigned char *out);
 void xport__b64(const unsigned char *in, size_t n, char *out);

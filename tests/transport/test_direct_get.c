@@ -712,7 +712,7 @@ static void ranged_answers(void)
 {
     size_t olen = 1000;
     unsigned char *body = test_body(olen, 11);
-    struct answer an[8];
+    struct answer an[9];
     answer_part(&an[0], 206, "bytes 0-99/1000", body, 0, 100);
     answer_part(&an[1], 200, NULL, body, 0, olen);             /* Range ignored */
     answer_part(&an[2], 200, NULL, body, 0, olen);             /* ... past the end */
@@ -721,13 +721,14 @@ static void ranged_answers(void)
     answer_part(&an[5], 206, "bytes 0-99/1000", body, 0, 60);  /* fewer than it says */
     answer_part(&an[6], 206, "bytes 0-99/50", body, 0, 100);   /* not a range of its total */
     answer_part(&an[7], 206, "bytes 900-999/1000", body, 900, 100); /* cut by the end */
-    uint64_t ask[8][2] = {{0, 99}, {900, 1099}, {1000, 1099}, {0, 99},
-                          {0, 99}, {0, 99},     {0, 99},      {900, 1099}};
+    answer_part(&an[8], 206, "bytes 0-99/*", body, 0, 100);    /* the size unknown */
+    uint64_t ask[9][2] = {{0, 99}, {900, 1099}, {1000, 1099}, {0, 99},    {0, 99},
+                          {0, 99}, {0, 99},     {900, 1099},  {0, 99}};
     for (int path = 0; path < 2; path++) {
         struct srv s;
-        struct xport *x = srv_open(&s, an, 8);
-        struct got g[8];
-        for (int i = 0; i < 8; i++) {
+        struct xport *x = srv_open(&s, an, 9);
+        struct got g[9];
+        for (int i = 0; i < 9; i++) {
             memset(&g[i], 0, sizeof(g[i]));
             int rc = path == 0 ? xport_get_direct_range(x, "log/r", ask[i][0], ask[i][1], NULL,
                                                         NULL, got_done, &g[i])
@@ -749,7 +750,7 @@ static void ranged_answers(void)
         ASSERT_UEQ(g[1].len, 100);
         ASSERT_MEM_EQ(g[1].body, body + 900, 100);
         ASSERT_UEQ(g[1].object_size, olen);
-        ASSERT_EQ(g[2].cls, XPORT_RETRYABLE);
+        ASSERT_EQ(g[2].cls, XPORT_FATAL); /* as S3's 416: a retry changes nothing */
         ASSERT(strstr(g[2].error, "GET log/r: HTTP 200"));
         ASSERT(strstr(g[2].error, "asked for bytes 1000-1099, the answer is the whole object "
                                   "(200) of 1000 bytes"));
@@ -765,7 +766,9 @@ static void ranged_answers(void)
         ASSERT_EQ(g[7].cls, XPORT_OK);
         ASSERT_UEQ(g[7].len, 100);
         ASSERT_MEM_EQ(g[7].body, body + 900, 100);
-        for (int i = 0; i < 8; i++)
+        ASSERT_EQ(g[8].cls, XPORT_RETRYABLE);
+        ASSERT(strstr(g[8].error, "no usable Content-Range"));
+        for (int i = 0; i < 9; i++)
             got_free(x, &g[i]);
         srv_close(&s, x);
     }
