@@ -242,17 +242,24 @@ static void never_more_than_target(void)
     test_mock_stop(&m);
 }
 
+/* A mock, and a transport on it whose pool of `pool` is warm (all open, idle). */
+static struct xport *warm_pool(struct mockproc *m, int pool, int hb_ms)
+{
+    ASSERT_EQ(test_mock_start(m, NULL), 0);
+    struct s3c_config c = mkcfg(m, pool, hb_ms);
+    char err[256];
+    struct xport *x = test_xport_new(&c, err, sizeof(err));
+    ASSERT(x != NULL);
+    target_open = pool;
+    ASSERT(poll_until(x, 3000, pool_full));
+    return x;
+}
+
 /* A connection reset by the server is closed and replaced, back to exactly target. */
 static void reset_connection_replaced(void)
 {
     struct mockproc m;
-    ASSERT_EQ(test_mock_start(&m, NULL), 0);
-    struct s3c_config c = mkcfg(&m, 4, 60000);
-    char err[256];
-    struct xport *x = test_xport_new(&c, err, sizeof(err));
-    ASSERT(x != NULL);
-    target_open = 4;
-    ASSERT(poll_until(x, 3000, pool_full));
+    struct xport *x = warm_pool(&m, 4, 60000);
 
     mock_faults(&m, "{\"reset_rate\":1}");
     struct iovec v = {"reset me", 8};
@@ -589,13 +596,7 @@ static void refused_backs_off(void)
 static void closing_server_backs_off(void)
 {
     struct mockproc m;
-    ASSERT_EQ(test_mock_start(&m, NULL), 0);
-    struct s3c_config c = mkcfg(&m, 4, 60000);
-    char err[256];
-    struct xport *x = test_xport_new(&c, err, sizeof(err));
-    ASSERT(x != NULL);
-    target_open = 4;
-    ASSERT(poll_until(x, 3000, pool_full));
+    struct xport *x = warm_pool(&m, 4, 60000);
     struct xport_stats st0, st;
     mock_faults(&m, "{\"slow_close\":1,\"slow_close_ms\":0}");
     /* A PUT over a warm connection: it is closed after the answer, so churn starts. */
