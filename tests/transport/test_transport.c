@@ -623,6 +623,10 @@ static void answer_classes(void)
             test_xport_poll(x, 10);
         }
         ASSERT_EQ(st0.busy, 0);
+        /* Connections a second old: one reset young backs the pool's refills off (a
+         * server that kills every new connection is not hammered, docs/transport.md), and
+         * then the PUT would find no warm connection to reuse. */
+        test_xport_poll(x, 1100);
         mock_faults(&m, "{\"reset_next\":1}");
         put_spans(x, "rewound", bv, 3, &g);
         xport_stats_get(x, &st1);
