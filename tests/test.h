@@ -81,9 +81,18 @@ static inline uint64_t test_xorshift64(uint64_t *state)
     return *state;
 }
 
-/* RUN(fn): run one case and say so; a test file's main() is a list of RUN lines. */
+/* RUN(fn): run one case and say so; a test file's main() is a list of RUN lines.
+ * S3C_TEST_ONLY=name runs that case alone (by hand, when working on it). */
+static inline int test_skipped_(const char *name)
+{
+    const char *only = getenv("S3C_TEST_ONLY");
+    return only && strcmp(only, name) != 0;
+}
+
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
+        if (test_skipped_(#fn))                                                                    \
+            break;                                                                                 \
         fprintf(stderr, "-- %s\n", #fn);                                                           \
         fn();                                                                                      \
     } while (0)

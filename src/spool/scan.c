@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -90,10 +92,12 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
         uint64_t v = strtoull(e->d_name, &end, 10);
         if (end != e->d_name + 20)
             continue;
-        if (strcmp(e->d_name + 20, SPOOL_DEL_EXT) == 0) {
-            /* a segment W had passed, whose delete a crash interrupted: it holds nothing */
+        if (strcmp(e->d_name + 20, SPOOL_DEL_EXT) == 0 ||
+            strcmp(e->d_name + 20, SPOOL_REC_EXT) == 0) {
+            /* a segment W had passed, whose delete a crash interrupted, or one kept to be
+             * written over: it holds nothing */
             char path[PATH_MAX];
-            spool_del_path(sp, v, path, sizeof(path));
+            snprintf(path, sizeof(path), "%s/%s", sp->dir, e->d_name);
             unlink(path);
             continue;
         }
@@ -121,7 +125,31 @@ struct spool_scanner {
     size_t cap;
     uint64_t last; /* the last data seq so far (0: none) */
     bool zero_end; /* the segment just checked ends in zeros (a prepared one): not a cut */
+    bool clean;    /* its frames end where the writer left them: an END frame, its padding,
+                    * or a recycled file's old bytes (a tagged segment); not a cut */
 };
+
+/* Whether the bytes at off of a tagged segment (h: the n there, up to a header) are where
+ * the writer left off rather than a frame (good or torn, which the caller checks). The
+ * writer's writes end in zeros up to a block (O_DIRECT); a write that ended on a block
+ * boundary leaves a recycled file's old bytes right after it (a recycled file is whole
+ * blocks); an old frame carries another life's tag. Anything that starts with the magic
+ * and is not a whole frame header of another life is taken for a frame of this one: a torn
+ * write is said so, and a payload's bytes that happen to hold the magic cost at most a
+ * needless cut of the last segment's unsynced end. */
+static bool spool_tagged_end(const unsigned char *h, size_t n, uint64_t off, uint32_t tag)
+{
+    static const unsigned char zeros[8];
+    struct spool_frame f;
+    uint32_t crc, magic = SPOOL_MAGIC;
+    if (n >= 8 && memcmp(h, zeros, 8) == 0)
+        return true;
+    if (n == SPOOL_FRAME_HEADER && spool_frame_decode(h, &f, &crc) == 0)
+        return !(f.flags & SPOOL_CRC_TAG) || f.tag != tag;
+    if (n < SPOOL_FRAME_HEADER || memcmp(h, &magic, 4) == 0)
+        return false;
+    return off % SPOOL_BLOCK == 0;
+}
 
 /* Whether [off, size) of the file is all zero bytes: the unwritten rest of a prepared
  * segment, where the frames end. */
@@ -152,14 +180,43 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
                                size_t whylen)
 {
     uint64_t off = 0;
-    sc->zero_end = false;
+    bool tagged = false;
+    uint32_t tag = 0;
+    sc->zero_end = sc->clean = false;
     while (off < size) {
         unsigned char h[SPOOL_FRAME_HEADER];
         struct spool_frame f;
         uint32_t crc;
+        size_t n = size - off < sizeof(h) ? (size_t)(size - off) : sizeof(h);
+        if (pread(fd, h, n, (off_t)off) != (ssize_t)n) {
+            snprintf(why, whylen, "unreadable: %s", strerror(errno));
+            return off;
+        }
+        if (off == 0 && n == sizeof(h) && spool_frame_decode(h, &f, &crc) == 0 &&
+            f.type == SPOOL_BEGIN) {
+            /* This format: frames up to the END (or the writer's end) carry this tag. A
+             * BEGIN of another name is a recycled file's old one: nothing was written to
+             * its new life. */
+            if (f.first != sg->seg) {
+                sc->clean = true;
+                return 0;
+            }
+            if (!spool_frame_check(h, &f, crc, h)) {
+                snprintf(why, whylen, "CRC mismatch (a torn or damaged write)");
+                return 0;
+            }
+            tagged = true, tag = f.tag;
+            sg->tagged = true;
+            off += sizeof(h);
+            continue;
+        }
+        if (tagged && spool_tagged_end(h, n, off, tag)) {
+            sc->clean = true;
+            return off;
+        }
         /* A prepared segment: its frames end where its zeros begin. Zeros followed by
          * anything else are a torn write like any other. */
-        if (spool_zero_from(fd, off, off + (size - off < 8 ? size - off : 8), sc) &&
+        if (!tagged && spool_zero_from(fd, off, off + (size - off < 8 ? size - off : 8), sc) &&
             spool_zero_from(fd, off, size, sc)) {
             sc->zero_end = true;
             return off;
@@ -168,10 +225,18 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             snprintf(why, whylen, "a frame header cut short (%" PRIu64 " bytes)", size - off);
             return off;
         }
-        if (pread(fd, h, sizeof(h), (off_t)off) != (ssize_t)sizeof(h) ||
-            spool_frame_decode(h, &f, &crc) != 0) {
+        if (spool_frame_decode(h, &f, &crc) != 0 || f.type == SPOOL_BEGIN ||
+            (f.type == SPOOL_END && !tagged)) {
             snprintf(why, whylen, "not a valid frame header");
             return off;
+        }
+        if (f.type == SPOOL_END) {
+            if (!spool_frame_check(h, &f, crc, h) || f.first != sg->seg) {
+                snprintf(why, whylen, "CRC mismatch (a torn or damaged write)");
+                return off;
+            }
+            sc->clean = true; /* a closed segment: what lies after its END is not looked at */
+            return off + sizeof(h);
         }
         uint64_t fsize = SPOOL_FRAME_HEADER + (((uint64_t)f.len + 7) & ~(uint64_t)7);
         if (fsize > size - off) {
@@ -263,6 +328,7 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
         }
         struct spool_seg sg = {.seg = names[i], .last = names[i] - 1};
         uint64_t size = (uint64_t)stt.st_size;
+        size_t nseals = sp->nseals;
         uint64_t good = spool_scan_seg(sp, fd, size, &sg, &sc, scan, why, sizeof(why));
         /* What survived a crash of the process may not have reached the disk yet. */
         if (good > 0 && fdatasync(fd) != 0) {
@@ -270,8 +336,9 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
             rc = S3C_EIO;
         }
         close(fd);
-        if (good < size && sc.zero_end) {
-            /* the unwritten rest of a prepared segment: the frames end here */
+        if (good < size && (sc.zero_end || sc.clean)) {
+            /* the unwritten rest of a prepared segment, an END, or a recycled file's old
+             * bytes after what the writer wrote: the frames end here */
         } else if (good < size) {
             scan->cut = true;
             snprintf(scan->cut_what, sizeof(scan->cut_what),
@@ -286,8 +353,15 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
             n = i + 1;
         }
         if (good == 0) {
-            if (good == size || sc.zero_end)
-                unlink(path); /* an empty (or prepared, unused) segment holds nothing */
+            if (good == size || sc.zero_end || sc.clean)
+                unlink(path); /* an empty (or prepared or recycled, unused) one holds nothing */
+            continue;
+        }
+        if (sg.tagged && sg.last == sg.seg - 1) {
+            /* A BEGIN and no commit (a torn first write, or seals only): nothing in it
+             * counts, and the writer's next segment may take its name. */
+            sp->nseals = nseals;
+            unlink(path);
             continue;
         }
         sg.bytes = good;
@@ -324,6 +398,8 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
         sp->io = *io;
     spool_io_defaults(&sp->io);
     atomic_store(&sp->direct, true); /* until the filesystem refuses it */
+    if (getrandom(&sp->tag_state, sizeof(sp->tag_state), 0) != sizeof(sp->tag_state))
+        sp->tag_state = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
     atomic_flag_clear(&sp->direct_said);
     sp->fd = sp->rfd = sp->lock_fd = -1;
     sp->qcap = o->queue;

@@ -58,6 +58,15 @@ void spool_frame_encode(const struct spool_frame *f, unsigned char h[SPOOL_FRAME
     spool_put64(h + 16, f->first);
     spool_put64(h + 24, f->last);
     spool_put64(h + 32, f->epoch);
+    if (f->flags & SPOOL_CRC_TAG)
+        spool_put32(h + 44, f->tag);
+}
+
+/* The header's part of a frame's CRC: bytes 0-39, then the tag (44-47) when it has one. */
+uint32_t spool_frame_head_crc(const unsigned char h[SPOOL_FRAME_HEADER])
+{
+    uint32_t c = crc32c_update(0, h, 40);
+    return (h[5] & SPOOL_CRC_TAG) ? crc32c_update(c, h + 44, 4) : c;
 }
 
 void spool_frame_seal(unsigned char h[SPOOL_FRAME_HEADER], uint32_t crc)
@@ -71,11 +80,12 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
     if (spool_get32(h) != SPOOL_MAGIC)
         return -1;
     f->type = (enum spool_type)h[4];
-    if (f->type != SPOOL_CHUNK && f->type != SPOOL_SEAL && f->type != SPOOL_OBJECT)
+    if (f->type < SPOOL_CHUNK || f->type > SPOOL_END)
         return -1;
     f->flags = h[5];
-    if (f->flags & ~SPOOL_CRC_PAYLOAD)
+    if (f->flags & ~(SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG))
         return -1;
+    f->tag = (f->flags & SPOOL_CRC_TAG) ? spool_get32(h + 44) : 0;
     f->len = spool_get32(h + 8);
     f->count = spool_get32(h + 12);
     f->first = spool_get64(h + 16);
@@ -84,19 +94,23 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
     *crc = spool_get32(h + 40);
     if (f->last < f->first || (f->type == SPOOL_CHUNK && f->count != f->last - f->first + 1))
         return -1;
+    if ((f->type == SPOOL_BEGIN || f->type == SPOOL_END) &&
+        (f->len != 0 || !(f->flags & SPOOL_CRC_TAG)))
+        return -1;
     return 0;
 }
 
-/* A frame's CRC covers its header's first 40 bytes and its payload (SPOOL_CRC_PAYLOAD; the
- * payload's part is the chunk CRC the persistence thread computed when it took the chunk,
- * joined from the producers' record CRCs for large records, combined with the header's). A CHUNK
- * of an older spool (flags 0) has the CRC of its header and its records' 16-byte headers
- * instead, which carry each payload's CRC. Either way every record's bytes are checked
- * against the CRC its producer computed, so a check covers every byte. */
+/* A frame's CRC covers its header's first 40 bytes (and its tag: SPOOL_CRC_TAG) and its
+ * payload (SPOOL_CRC_PAYLOAD; the payload's part is the chunk CRC the persistence thread
+ * computed when it took the chunk, joined from the producers' record CRCs for large
+ * records, combined with the header's). A CHUNK of an older spool (flags 0) has the CRC of
+ * its header and its records' 16-byte headers instead, which carry each payload's CRC.
+ * Either way every record's bytes are checked against the CRC its producer computed, so a
+ * check covers every byte. */
 bool spool_frame_check(const unsigned char h[SPOOL_FRAME_HEADER], const struct spool_frame *f,
                        uint32_t crc, const unsigned char *p)
 {
-    uint32_t c = crc32c_update(0, h, 40);
+    uint32_t c = spool_frame_head_crc(h);
     bool whole = f->type != SPOOL_CHUNK || (f->flags & SPOOL_CRC_PAYLOAD);
     if (whole && crc32c_update(c, p, f->len) != crc)
         return false;
@@ -130,6 +144,11 @@ void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
 void spool_del_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
 {
     snprintf(out, cap, "%s/%020" PRIu64 SPOOL_DEL_EXT, sp->dir, seg);
+}
+
+void spool_rec_path(const struct spool *sp, uint64_t seg, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%020" PRIu64 SPOOL_REC_EXT, sp->dir, seg);
 }
 
 /* ---- the segment list (shared: the thread changes it, readers look it up) ------------ */
@@ -218,6 +237,32 @@ static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
                 strerror(errno));
 }
 
+/* Keeps a segment W has passed to be written over, as PostgreSQL recycles WAL segments:
+ * renamed <seg>.rec (out of the scan's sight, as a .del), for the writer to rename into place
+ * at a rollover. Its blocks stay allocated and written, so frames written over them change
+ * no file metadata: their fdatasync commits no ext4 journal transaction, and nothing is
+ * freed (the cuts of a step-by-step delete were most of the half-load p99 left). Only a
+ * segment of this format (tagged: its old frames never read as the new life's) and only
+ * with O_DIRECT (the writer's padding ends every write in zeros). At most
+ * SPOOL_RECYCLE_MAX are kept; returns false when it was not kept (delete it). The preparer's. */
+static bool spool_recycle(struct spool *sp, uint64_t seg)
+{
+    if (!spool_direct(sp) || atomic_load(&sp->nrecycled) >= SPOOL_RECYCLE_MAX)
+        return false; /* only the preparer adds: the count cannot grow meanwhile */
+    char path[PATH_MAX], rec[PATH_MAX];
+    spool_seg_path(sp, seg, path, sizeof(path));
+    spool_rec_path(sp, seg, rec, sizeof(rec));
+    if (rename(path, rec) != 0)
+        return errno == ENOENT; /* gone already: nothing to delete either */
+    pthread_mutex_lock(&sp->pmu);
+    int n = atomic_load(&sp->nrecycled);
+    sp->recycled[n] = seg;
+    atomic_store(&sp->nrecycled, n + 1);
+    pthread_mutex_unlock(&sp->pmu);
+    S3C_LOG(S3C_LOG_DEBUG, "event=spool_segment_recycled seg=%" PRIu64, seg);
+    return true;
+}
+
 /* Unlinks a segment W has passed: on the preparer's thread once the threads run (cut down
  * step by step there, above), here when they do not. A crash before the unlink leaves a
  * segment behind W, which the next open trims. Segments go strictly oldest first: a newer
@@ -225,7 +270,7 @@ static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
  * into a seq gap, and the scan cuts everything after a gap, locally durable commits
  * included. So when the queue is full this returns false and the segment stays, for the
  * next W move. */
-static bool spool_unlink_later(struct spool *sp, uint64_t seg, uint64_t bytes)
+static bool spool_unlink_later(struct spool *sp, uint64_t seg, uint64_t bytes, bool tagged)
 {
     if (!sp->started) {
         spool_unlink(sp, seg);
@@ -235,8 +280,7 @@ static bool spool_unlink_later(struct spool *sp, uint64_t seg, uint64_t bytes)
     bool queued = false;
     pthread_mutex_lock(&sp->pmu);
     if (sp->nunlink < SPOOL_UNLINK_QUEUE) {
-        sp->unlink_q[sp->nunlink].seg = seg;
-        sp->unlink_q[sp->nunlink++].bytes = bytes;
+        sp->unlink_q[sp->nunlink++] = (struct spool_unlink){seg, bytes, tagged};
         pthread_cond_signal(&sp->pcv);
         queued = true;
     }
@@ -254,7 +298,7 @@ static void spool_delete_behind(struct spool *sp, uint64_t w)
         struct spool_seg *s = &sp->segs[i];
         bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
         if (!stop && !open_one && s->last <= w) {
-            if (spool_unlink_later(sp, s->seg, s->bytes)) {
+            if (spool_unlink_later(sp, s->seg, s->bytes, s->tagged)) {
                 S3C_LOG(S3C_LOG_DEBUG,
                         "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64, s->seg,
                         s->last);
@@ -519,23 +563,64 @@ static int spool_close_segment(struct spool *sp)
 /* Whether a data frame of size bytes goes to a new segment: past segment_bytes; or when
  * a prepared segment is ready, as soon as the open one grows (an append: a file that
  * grows commits ext4's journal on every fdatasync), which an unprepared one always does
- * and a prepared one past its zeros (prep_bytes). Decided once per frame. */
+ * and a prepared or recycled one past its end (cur_prep_end). A recycled segment ready
+ * does not end the open one early: then a segment that grows (a recycled file smaller than
+ * segment_bytes, one prepared at a slow rate) grows to segment_bytes, and once recycled it
+ * takes a whole segment's frames. Room is kept for the END frame. Decided once per frame. */
 static bool spool_must_roll(struct spool *sp, uint64_t size)
 {
     if (sp->fd < 0 || sp->cur_bytes == 0)
         return false;
+    size += SPOOL_FRAME_HEADER; /* the END frame */
     if (sp->cur_bytes + size > sp->segment_bytes)
         return true;
-    bool grows = !sp->cur_prepared || sp->cur_bytes + size > sp->prep_bytes;
+    bool grows = !sp->cur_prepared || sp->cur_bytes + size > sp->cur_prep_end;
     return grows && atomic_load(&sp->prep_ready);
 }
 
+/* Takes the oldest recycled segment and renames it to path. Returns whether it did. */
+static bool spool_take_recycled(struct spool *sp, const char *path)
+{
+    pthread_mutex_lock(&sp->pmu);
+    if (atomic_load(&sp->nrecycled) == 0) {
+        pthread_mutex_unlock(&sp->pmu);
+        return false;
+    }
+    uint64_t old = sp->recycled[0];
+    int n = atomic_load(&sp->nrecycled) - 1;
+    memmove(&sp->recycled[0], &sp->recycled[1], (size_t)n * sizeof(sp->recycled[0]));
+    atomic_store(&sp->nrecycled, n);
+    pthread_mutex_unlock(&sp->pmu);
+    char rec[PATH_MAX];
+    spool_rec_path(sp, old, rec, sizeof(rec));
+    if (!spool_direct(sp)) { /* unpadded writes would leave old bytes right after frames */
+        unlink(rec);
+        return false;
+    }
+    if (rename(rec, path) == 0)
+        return true;
+    S3C_LOG(S3C_LOG_WARN, "event=spool_recycle_failed path=%s error=\"%s\"", rec,
+            strerror(errno));
+    unlink(rec);
+    return false;
+}
+
 /* Opens the segment named next_seq: the prepared file renamed into place when one is
- * ready, else a new, empty one. Either way the directory is fsync'd before anything in it
- * counts (dir_dirty). */
+ * ready (an early roll is for it: spool_must_roll), else a recycled one, else a new, empty
+ * one. Either way the directory is fsync'd before anything in it counts (dir_dirty). */
 static int spool_open_segment(struct spool *sp, const char *path)
 {
     sp->cur_prepared = false;
+    if (!atomic_load(&sp->prep_ready) && spool_take_recycled(sp, path)) {
+        /* Written over: its old frames carry another tag (the scan tells them apart). */
+        sp->fd = spool_open_file(sp, path, O_WRONLY | O_CLOEXEC, true);
+        struct stat sb;
+        if (sp->fd >= 0 && fstat(sp->fd, &sb) == 0) {
+            sp->cur_prepared = true;
+            sp->cur_prep_end = (uint64_t)sb.st_size & ~(uint64_t)(SPOOL_BLOCK - 1);
+        }
+        return sp->fd;
+    }
     if (atomic_load(&sp->prep_ready)) {
         char prep[PATH_MAX];
         snprintf(prep, sizeof(prep), "%s/" SPOOL_PREP_NAME, sp->dir);
@@ -548,6 +633,7 @@ static int spool_open_segment(struct spool *sp, const char *path)
         if (moved) {
             sp->fd = spool_open_file(sp, path, O_WRONLY | O_CLOEXEC, true);
             sp->cur_prepared = sp->fd >= 0;
+            sp->cur_prep_end = sp->prep_bytes;
             return sp->fd;
         }
     } else {
@@ -560,6 +646,40 @@ static int spool_open_segment(struct spool *sp, const char *path)
     }
     sp->fd = spool_open_file(sp, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, true);
     return sp->fd;
+}
+
+/* A new segment's tag: another for every segment, so a recycled file's old frames
+ * (another life's tag) are never read as the new life's (splitmix64 of a random seed). */
+static uint32_t spool_next_tag(struct spool *sp)
+{
+    uint64_t z = (sp->tag_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (uint32_t)(z ^ (z >> 31));
+}
+
+/* Puts a BEGIN or END frame for the open segment in the buffer and counts its bytes. */
+static int spool_put_marker(struct spool *sp, enum spool_type type)
+{
+    struct spool_frame f = {.type = type,
+                            .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
+                            .first = sp->cur_seg,
+                            .last = sp->cur_seg,
+                            .tag = sp->cur_tag};
+    unsigned char h[SPOOL_FRAME_HEADER];
+    spool_frame_encode(&f, h);
+    spool_frame_seal(h, spool_frame_head_crc(h));
+    if (spool_buf_put(sp, h, sizeof(h)) != 0)
+        return -1;
+    sp->cur_bytes += sizeof(h);
+    atomic_fetch_add(&sp->bytes, sizeof(h));
+    atomic_fetch_add_explicit(&sp->appended, sizeof(h), memory_order_relaxed);
+    pthread_mutex_lock(&sp->segmu);
+    struct spool_seg *s = spool_seg_find(sp, sp->cur_seg);
+    s->bytes += sizeof(h);
+    s->tagged = true;
+    pthread_mutex_unlock(&sp->segmu);
+    return 0;
 }
 
 /* Makes sure a segment is open for the next frame (starting at data seq next_seq),
@@ -584,9 +704,14 @@ static int spool_ensure_segment(struct spool *sp, bool roll, const char **what)
     sp->wbase = 0;
     sp->wfill = 0;
     sp->dir_dirty = true;
+    sp->cur_tag = spool_next_tag(sp);
     if (spool_seg_add(sp, sp->cur_seg) != 0) {
         errno = ENOMEM;
         *what = "open";
+        return -1;
+    }
+    if (spool_put_marker(sp, SPOOL_BEGIN) != 0) {
+        *what = "write";
         return -1;
     }
     return 0;
@@ -791,20 +916,31 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
 {
     unsigned char h[SPOOL_FRAME_HEADER];
     static const unsigned char zeros[8];
-    struct spool_frame f = {
-        .type = SPOOL_OBJECT, .len = (uint32_t)len, .first = seq, .last = seq, .epoch = epoch};
+    struct spool_frame f = {.type = SPOOL_OBJECT,
+                            .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
+                            .len = (uint32_t)len,
+                            .first = seq,
+                            .last = seq,
+                            .epoch = epoch};
     const char *what = "write";
     sp->next_seq = seq;
     uint64_t size = spool_frame_size(len);
-    spool_frame_encode(&f, h);
-    uint32_t crc = crc32c_update(crc32c_update(0, h, 40), obj, len);
-    spool_frame_seal(h, crc);
-    if (spool_ensure_segment(sp, false, &what) != 0 ||
-        (what = "write", spool_buf_put(sp, h, sizeof(h))) != 0 ||
-        spool_buf_put(sp, obj, len) != 0 ||
-        spool_buf_put(sp, zeros, size - SPOOL_FRAME_HEADER - len) != 0 ||
-        spool_buf_flush(sp) != 0 || (what = "fdatasync", sp->io.fdatasync(sp->fd)) != 0 ||
-        (what = "fsync of the directory", spool_fsync_dir(sp)) != 0) {
+    int rc = spool_ensure_segment(sp, false, &what);
+    if (rc == 0) {
+        f.tag = sp->cur_tag;
+        spool_frame_encode(&f, h);
+        spool_frame_seal(h, crc32c_update(spool_frame_head_crc(h), obj, len));
+        what = "write";
+        if (spool_buf_put(sp, h, sizeof(h)) != 0 || spool_buf_put(sp, obj, len) != 0 ||
+            spool_buf_put(sp, zeros, size - SPOOL_FRAME_HEADER - len) != 0 ||
+            spool_buf_flush(sp) != 0)
+            rc = -1;
+    }
+    if (rc == 0 && sp->io.fdatasync(sp->fd) != 0)
+        what = "fdatasync", rc = -1;
+    if (rc == 0 && spool_fsync_dir(sp) != 0)
+        what = "fsync of the directory", rc = -1;
+    if (rc != 0) {
         snprintf(err, errlen, "spool %s: %s of segment %020" PRIu64 ".seg failed: %s", sp->dir,
                  what, sp->cur_seg, strerror(errno));
         return S3C_EIO;
@@ -834,6 +970,16 @@ static int spool_write_out(struct spool *sp, uint64_t l, uint64_t written, bool 
         return -1;
     spool_post(sp, l, written, last && atomic_load(&sp->pushed) == written);
     return 0;
+}
+
+/* Ends the open segment with an END frame and writes out what is gathered (the writer,
+ * before it closes a segment for good): a segment that is not the last is read to its END,
+ * and whatever lies after it (a recycled file's old bytes) is not looked at. */
+static int spool_end_segment(struct spool *sp, uint64_t l, uint64_t written)
+{
+    if (spool_put_marker(sp, SPOOL_END) != 0)
+        return -1;
+    return spool_write_out(sp, l, written, false);
 }
 
 /* A chunk's records as they lie in the ring: one or two runs, or (a short commit left a
@@ -892,7 +1038,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
     for (uint64_t i = from; i < to && !atomic_load(&sp->failed); i++) {
         struct spool_req *r = &sp->q[i % sp->qcap];
         struct spool_frame f = {.type = r->type,
-                                .flags = SPOOL_CRC_PAYLOAD,
+                                .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
                                 .first = r->first,
                                 .last = r->last,
                                 .epoch = r->epoch,
@@ -905,13 +1051,14 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         }
         /* What is gathered belongs to the old segment when this frame goes to a new one. */
         bool roll = r->type != SPOOL_SEAL && spool_must_roll(sp, size);
-        if (roll && spool_write_out(sp, *l, i, false) != 0)
+        if (roll && spool_end_segment(sp, *l, i) != 0)
             return *what = "write", -1;
         if (spool_ensure_segment(sp, roll, what) != 0)
             return -1;
         unsigned char h[SPOOL_FRAME_HEADER];
+        f.tag = sp->cur_tag;
         spool_frame_encode(&f, h);
-        uint32_t crc = crc32c_update(0, h, 40);
+        uint32_t crc = spool_frame_head_crc(h);
         if (r->type == SPOOL_CHUNK) /* the pusher's CRC of the records: not run again */
             crc = crc32c_combine(crc, r->crc, f.len);
         spool_frame_seal(h, crc);
@@ -968,8 +1115,12 @@ static void *spool_main(void *arg)
             spool_delete_behind(sp, w);
             /* A full spool whose open segment is all behind W: close it so it can go. */
             if (atomic_load(&sp->full) && sp->fd >= 0 && sp->next_seq - 1 <= w &&
-                spool_close_segment(sp) == 0)
-                spool_delete_behind(sp, w);
+                !atomic_load(&sp->failed)) {
+                if (spool_end_segment(sp, l, sp->wnext) != 0)
+                    spool_fail(sp, "write", sp->cur_seg, errno);
+                else if (spool_close_segment(sp) == 0)
+                    spool_delete_behind(sp, w);
+            }
             atomic_store(&sp->full, 0); /* try again: the group says whether it fits */
         }
         uint64_t to = atomic_load_explicit(&sp->pushed, memory_order_acquire);
@@ -1065,7 +1216,8 @@ static void *spool_prep_main(void *arg)
             /* A segment's bytes count against max_bytes until it is gone from the disk
              * (a full spool's writer looks again every 50 ms). */
             for (int i = 0; i < n; i++) {
-                spool_delete_stepwise(sp, q[i].seg);
+                if (!q[i].tagged || !spool_recycle(sp, q[i].seg))
+                    spool_delete_stepwise(sp, q[i].seg);
                 atomic_fetch_sub(&sp->bytes, q[i].bytes);
             }
             pthread_mutex_lock(&sp->pmu);
@@ -1074,7 +1226,7 @@ static void *spool_prep_main(void *arg)
         if (atomic_load(&sp->pstop))
             break;
         if (atomic_load(&sp->prep_ready) || sp->prep_failed ||
-            !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
+            atomic_load(&sp->nrecycled) > 0 || !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
             struct timespec ts = s3c__deadline_ts(SPOOL_PREP_WINDOW_MS / 4);
             pthread_cond_timedwait(&sp->pcv, &sp->pmu, &ts);
             continue;
@@ -1308,18 +1460,25 @@ int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, v
 {
     unsigned char h[SPOOL_FRAME_HEADER];
     uint32_t crc;
-    uint64_t end = spool_readable(sp, pos);
-    if (end == 0 || pos->off + SPOOL_FRAME_HEADER > end)
-        return S3C_EEND;
-    int fd = spool_reader_fd(sp, pos->seg, err, errlen);
-    if (fd < 0)
-        return S3C_EIO;
-    if (pread(fd, h, sizeof(h), (off_t)pos->off) != (ssize_t)sizeof(h) ||
-        spool_frame_decode(h, f, &crc) != 0 || pos->off + spool_frame_size(f->len) > end) {
-        snprintf(err, errlen,
-                 "spool: segment %020" PRIu64 ".seg offset %" PRIu64 ": not a valid frame header",
-                 pos->seg, pos->off);
-        return S3C_ECORRUPT;
+    int fd;
+    for (;;) { /* a segment's BEGIN and END frames are the spool's own: stepped over */
+        uint64_t end = spool_readable(sp, pos);
+        if (end == 0 || pos->off + SPOOL_FRAME_HEADER > end)
+            return S3C_EEND;
+        fd = spool_reader_fd(sp, pos->seg, err, errlen);
+        if (fd < 0)
+            return S3C_EIO;
+        if (pread(fd, h, sizeof(h), (off_t)pos->off) != (ssize_t)sizeof(h) ||
+            spool_frame_decode(h, f, &crc) != 0 || pos->off + spool_frame_size(f->len) > end) {
+            snprintf(err, errlen,
+                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64
+                     ": not a valid frame header",
+                     pos->seg, pos->off);
+            return S3C_ECORRUPT;
+        }
+        if (f->type != SPOOL_BEGIN && f->type != SPOOL_END)
+            break;
+        pos->off += SPOOL_FRAME_HEADER;
     }
     if (buf) {
         if (f->len > cap) {

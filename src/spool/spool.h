@@ -30,19 +30,26 @@ enum spool_type {
     SPOOL_CHUNK = 1,  /* commits first..last: their records */
     SPOOL_SEAL = 2,   /* an object was formed of first..last: replay keeps its bounds */
     SPOOL_OBJECT = 3, /* a whole object to send as it is (a run's control record) */
+    SPOOL_BEGIN = 4,  /* a segment's first frame: first = last = its name; its tag */
+    SPOOL_END = 5,    /* a closed segment's last frame (first = last = its name) */
 };
 
 /* Header byte 5: how a frame's CRC was made. 0 (spools written before it): a CHUNK's CRC
  * covers its header and its records' 16-byte headers; SPOOL_CRC_PAYLOAD: header and the
  * whole payload, as SEAL and OBJECT frames always were. Both are read. */
 #define SPOOL_CRC_PAYLOAD 1
+/* Header bytes 44-47 hold the tag of the segment's life (its BEGIN frame's), and the CRC
+ * covers them after header bytes 0-39: a recycled segment file's old frames carry another
+ * tag, so they never read as frames of its new life (docs/spool.md, "Recycled segments"). */
+#define SPOOL_CRC_TAG 2
 
 struct spool_frame {
     enum spool_type type;
-    uint8_t flags;  /* SPOOL_CRC_PAYLOAD or 0 */
+    uint8_t flags;  /* SPOOL_CRC_PAYLOAD, SPOOL_CRC_TAG, or 0 */
     uint32_t len;   /* payload bytes */
     uint32_t count; /* records in a CHUNK */
     uint64_t first, last, epoch;
+    uint32_t tag; /* SPOOL_CRC_TAG: the segment life's tag */
 };
 
 /* Where a frame starts: the segment (its first seq) and the offset in it. */

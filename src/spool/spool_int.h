@@ -16,6 +16,8 @@
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
 #define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
 #define SPOOL_DEL_EXT ".del"        /* a segment being deleted: out of the scan's sight */
+#define SPOOL_REC_EXT ".rec"        /* a segment W passed, kept to be written over */
+#define SPOOL_RECYCLE_MAX 2         /* recycled segments kept, at most */
 #define SPOOL_DEL_STEP (4u << 20)   /* a deleted segment is cut down this much at a time */
 #define SPOOL_DEL_PAUSE_NS 2000000u /* between two cuts: the writer's I/O goes in between */
 #define SPOOL_PREP_NAME "prepared.tmp"
@@ -28,6 +30,7 @@ struct spool_seg {
     uint64_t seg;   /* its name: the first data seq written to it */
     uint64_t last;  /* the last data seq in it (seg - 1: none) */
     uint64_t bytes; /* written */
+    bool tagged;    /* begins with a BEGIN frame (this format): may be recycled */
 };
 
 struct spool {
@@ -59,7 +62,10 @@ struct spool {
     uint64_t cur_seg, cur_bytes;
     uint64_t next_seq; /* the next data seq: a new segment's name */
     bool dir_dirty;    /* a segment was created since the last directory fsync */
-    bool cur_prepared; /* the open segment is a zero-filled one: writes overwrite */
+    bool cur_prepared; /* the open segment was prepared or recycled: writes overwrite */
+    uint64_t cur_prep_end; /* up to here (its size when it was taken) */
+    uint32_t cur_tag;      /* the open segment's tag (its BEGIN frame's) */
+    uint64_t tag_state;    /* tags come from here (seeded from getrandom at open) */
     uint64_t deleted_w;
     /* The writer copies frames into wbuf, which holds the segment's bytes from wbase (a
      * multiple of SPOOL_BLOCK with O_DIRECT) on, wfill of them; it writes whole blocks,
@@ -120,8 +126,13 @@ struct spool {
     uint64_t prep_bytes;  /* a prepared segment's size: segment_bytes, at most SPOOL_PREP_MAX */
     struct spool_unlink {
         uint64_t seg, bytes; /* bytes: its frames, still in `bytes` until it is gone */
+        bool tagged;         /* may be recycled */
     } unlink_q[SPOOL_UNLINK_QUEUE]; /* segments W passed, for the preparer to delete */
     int nunlink;
+    /* Segments W passed, renamed <old name>.rec, oldest first: the writer renames one into
+     * place at a rollover and writes over its blocks (docs/spool.md, "Recycled segments"). */
+    uint64_t recycled[SPOOL_RECYCLE_MAX];
+    _Atomic int nrecycled;
 
     /* Published after each group. */
     pthread_mutex_t pubmu;
@@ -148,10 +159,12 @@ struct spool {
 
 void spool_frame_encode(const struct spool_frame *f, unsigned char h[SPOOL_FRAME_HEADER]);
 void spool_frame_seal(unsigned char h[SPOOL_FRAME_HEADER], uint32_t crc);
+uint32_t spool_frame_head_crc(const unsigned char h[SPOOL_FRAME_HEADER]);
 int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_frame *f,
                        uint32_t *crc);
 void spool_seg_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
 void spool_del_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
+void spool_rec_path(const struct spool *sp, uint64_t seg, char *out, size_t cap);
 struct spool_seg *spool_seg_find(struct spool *sp, uint64_t seg);
 int spool_seg_add(struct spool *sp, uint64_t seg);
 void spool_io_defaults(struct spool_io *io);

@@ -2,7 +2,7 @@
  * prepared segment ends in are where its frames end (no cut, nothing lost, the next segment
  * still read); zeros followed by anything else are a torn write and are cut, and said so;
  * a prepared segment nothing was written to, and a prepared file never taken, hold nothing
- * and are removed. */
+ * and are removed; a recycled segment file's old frames are never read as its new life's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -178,7 +178,7 @@ static bool sc_groups_and_crashes(const struct spool_io *io, bool exact_when_buf
     snprintf(copy, sizeof(copy), "%s-copy", dir);
     unsigned char pay[2048];
     unsigned char *snap[N + 1] = {0};
-    size_t snaplen[N + 1] = {0}, ends[N + 1] = {0};
+    size_t snaplen[N + 1] = {0}, ends[N + 1] = {SPOOL_FRAME_HEADER}; /* after its BEGIN */
     for (uint64_t seq = 1; seq <= N; seq++) {
         size_t n = sc_payload(seq, pay);
         ASSERT_EQ(spool_append_object(sp, seq, 1, pay, n, err, sizeof(err)), 0);
@@ -414,6 +414,158 @@ static void deletes_never_cut_what_follows(void)
     sc_rm();
 }
 
+/* ---- recycled segment files: a new life's frames in front of an old life's ---------------- */
+
+/* Appends to b at *n: a frame of this format (tagged) for seq with len bytes of seq's pattern
+ * (BEGIN and END: no payload, seq is the segment's name). */
+static void sc_tagged(unsigned char *b, size_t *n, enum spool_type type, uint64_t seq, size_t len,
+                      uint32_t tag)
+{
+    struct spool_frame f = {.type = type, .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
+                            .len = (uint32_t)len, .first = seq, .last = seq, .epoch = 1,
+                            .tag = tag};
+    unsigned char *h = b + *n;
+    memset(h, 0, SPOOL_FRAME_HEADER + ((len + 7) & ~(size_t)7));
+    spool_frame_encode(&f, h);
+    for (size_t i = 0; i < len; i++)
+        h[SPOOL_FRAME_HEADER + i] = (unsigned char)(seq + i * 13 + 1);
+    spool_frame_seal(h, crc32c_update(spool_frame_head_crc(h), h + SPOOL_FRAME_HEADER, len));
+    *n += SPOOL_FRAME_HEADER + ((len + 7) & ~(size_t)7);
+}
+
+/* An old life of a segment file named old: BEGIN, OBJECT frames from seq old on (100-byte
+ * payloads) up to size bytes, then (as a writer that closed it) no END: the rest of the
+ * file. Its frames carry tag 0x01d1fe. */
+static void sc_old_life(unsigned char *b, size_t size, uint64_t old)
+{
+    size_t n = 0;
+    sc_tagged(b, &n, SPOOL_BEGIN, old, 0, 0x01d1fe);
+    for (uint64_t seq = old; n + 152 <= size; seq++)
+        sc_tagged(b, &n, SPOOL_OBJECT, seq, 100, 0x01d1fe);
+    memset(b + n, 0x77, size - n);
+}
+
+/* A recycled file named seg: the old life of a file once named old, then, written over its
+ * start, a new life (BEGIN, OBJECT frames seg..last, 100-byte payloads) with tag. Returns
+ * where the new life's frames end. */
+static size_t sc_relife(unsigned char *b, size_t size, uint64_t old, uint64_t seg, uint64_t last,
+                        uint32_t tag)
+{
+    size_t n = 0;
+    sc_old_life(b, size, old);
+    sc_tagged(b, &n, SPOOL_BEGIN, seg, 0, tag);
+    for (uint64_t seq = seg; seq <= last; seq++)
+        sc_tagged(b, &n, SPOOL_OBJECT, seq, 100, tag);
+    return n;
+}
+
+static void sc_write_seg(uint64_t seg, const unsigned char *b, size_t len)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%020" PRIu64 ".seg", dir, seg);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fwrite(b, 1, len, f), len);
+    ASSERT_EQ(fclose(f), 0);
+}
+
+/* Opens dir and checks: seqs 1..last kept (each read back whole), cut or not as said. */
+static void sc_expect(uint64_t last, bool cut, int segments)
+{
+    struct spool_scan scan;
+    struct spool *sp = sc_open(&scan);
+    if (scan.cut != cut)
+        TEST_FAIL_("cut %d, want %d: %s", scan.cut, cut, scan.cut_what);
+    ASSERT_UEQ(scan.first_seq, 1);
+    ASSERT_UEQ(scan.last_seq, last);
+    ASSERT_EQ(scan.segments, segments);
+    for (uint64_t seq = 1; seq <= last; seq++) {
+        struct spool_pos pos;
+        struct spool_frame f;
+        unsigned char buf[4096];
+        char err[256];
+        ASSERT_EQ(spool_find(sp, seq, &pos, err, sizeof(err)), 0);
+        ASSERT_EQ(spool_read(sp, &pos, &f, buf, sizeof(buf), err, sizeof(err)), 0);
+        ASSERT_UEQ(f.first, seq);
+        ASSERT_EQ(buf[0], (unsigned char)(seq + 1));
+    }
+    spool_free(sp);
+}
+
+/* A segment file W passed is renamed into place under a new name and written over (as
+ * PostgreSQL recycles WAL files): after the new life's frames come the old life's bytes.
+ * A crash at any point must keep exactly the new life's frames and read none of the old
+ * ones, wherever the new life ends: in zeros up to a block (the writer's padding), on a
+ * block boundary right before the middle of an old frame, or right before an old frame
+ * whose seq would follow (only its tag tells it apart). A closed segment's END is where it
+ * ends even with old bytes after it, and the next segment is read. A file renamed into
+ * place before anything was written holds nothing. A new-life frame that fails its CRC is
+ * a torn write: cut, and said so. */
+static void recycled_files_end_where_the_new_life_ends(void)
+{
+    enum { SIZE = 16384 };
+    static unsigned char b[SIZE];
+    const uint32_t tag = 0x5eed;
+    size_t n;
+
+    /* (a) ends mid-block, zeros up to the block, then the old life */
+    sc_fresh();
+    n = sc_relife(b, SIZE, 900, 1, 10, tag);
+    memset(b + n, 0, (n + SPOOL_BLOCK - 1) / SPOOL_BLOCK * SPOOL_BLOCK - n);
+    sc_write_seg(1, b, SIZE);
+    sc_expect(10, false, 1);
+    ASSERT_EQ(sc_size(1), SIZE); /* not cut: the old bytes are just not read */
+    sc_rm();
+
+    /* (b) ends exactly on a block boundary, right before the middle of an old frame */
+    sc_fresh();
+    n = sc_relife(b, SIZE, 900, 1, 0, tag); /* the BEGIN alone */
+    uint64_t seq = 1;
+    while (n + 152 + 56 <= SPOOL_BLOCK)
+        sc_tagged(b, &n, SPOOL_OBJECT, seq++, 100, tag);
+    sc_tagged(b, &n, SPOOL_OBJECT, seq, SPOOL_BLOCK - n - SPOOL_FRAME_HEADER, tag);
+    ASSERT_EQ(n, SPOOL_BLOCK);
+    ASSERT(b[n] != 0 && memcmp(b + n, "S3SP", 4) != 0); /* mid old frame: neither */
+    sc_write_seg(1, b, SIZE);
+    sc_expect(seq, false, 1);
+    sc_rm();
+
+    /* (c) right before an old frame whose seq would follow: its tag is another life's */
+    sc_fresh();
+    n = sc_relife(b, SIZE, 900, 1, 10, tag);
+    sc_tagged(b, &n, SPOOL_OBJECT, 11, 100, 0x01d1fe); /* valid, seq 11, old tag */
+    sc_write_seg(1, b, SIZE);
+    sc_expect(10, false, 1);
+    sc_rm();
+
+    /* (d) a closed segment (END, then old bytes: not zeros, not on a block boundary), the
+     * next segment after it, and a recycled file renamed into place with nothing written */
+    sc_fresh();
+    n = sc_relife(b, SIZE, 900, 1, 10, tag);
+    sc_tagged(b, &n, SPOOL_END, 1, 0, tag);
+    ASSERT(n % SPOOL_BLOCK != 0 && b[n] != 0);
+    sc_write_seg(1, b, SIZE);
+    n = sc_relife(b, SIZE, 950, 11, 15, tag + 1);
+    memset(b + n, 0, 8);
+    sc_write_seg(11, b, SIZE);
+    sc_old_life(b, SIZE, 990);
+    sc_write_seg(16, b, SIZE); /* its BEGIN names 990: renamed, never written */
+    sc_expect(15, false, 2);
+    ASSERT_EQ(sc_size(16), -1); /* removed: it held nothing */
+    sc_rm();
+
+    /* (e) a new-life frame that fails its CRC: torn, cut, said */
+    sc_fresh();
+    n = sc_relife(b, SIZE, 900, 1, 10, tag);
+    size_t torn = n;
+    sc_tagged(b, &n, SPOOL_OBJECT, 11, 100, tag);
+    b[torn + SPOOL_FRAME_HEADER + 50] ^= 0xff;
+    sc_write_seg(1, b, SIZE);
+    sc_expect(10, true, 1);
+    ASSERT_EQ(sc_size(1), (off_t)torn);
+    sc_rm();
+}
+
 int main(void)
 {
     RUN(zeros_end_the_frames);
@@ -423,5 +575,6 @@ int main(void)
     RUN(refused_at_open_falls_back);
     RUN(refused_at_write_falls_back);
     RUN(deletes_never_cut_what_follows);
+    RUN(recycled_files_end_where_the_new_life_ends);
     return 0;
 }

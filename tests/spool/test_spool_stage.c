@@ -5,6 +5,7 @@
  * closed stage left in the spool is sent by the next open. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -698,6 +699,136 @@ static void long_chunks_many_segments(void)
     sp_rm_dir();
 }
 
+/* ---- recycled segments: written over, and a crash never reads their old frames ---------- */
+
+static char rc_dir[96];          /* the spool directory the hook copies */
+static char rc_snap[6][128];     /* crash images: the directory just before a write */
+static uint64_t rc_snap_l[6];    /* L when it was taken */
+static int rc_nsnap;
+static _Atomic uint64_t rc_overwrites; /* writes over a recycled file's old frames */
+static s3c_stage *rc_st;
+static pthread_mutex_t rc_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Every write of the spool (the writer's and the submitter's, one at a time): a write whose
+ * last block still holds old bytes (not zeros: not a prepared file) is one over a recycled
+ * segment. Before some of those, the directory is copied: what a crash just then leaves,
+ * with the new life's frames followed by the old life's in the same file. */
+static ssize_t rc_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    pthread_mutex_lock(&rc_mu);
+    unsigned char old[64];
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    int rfd = open(link, O_RDONLY | O_CLOEXEC); /* the spool's is write-only */
+    bool recycled = rfd >= 0 && len >= 64 &&
+                    pread(rfd, old, sizeof(old), off + (off_t)len - 64) == (ssize_t)sizeof(old);
+    if (rfd >= 0)
+        close(rfd);
+    if (recycled) {
+        static const unsigned char zero[64];
+        recycled = memcmp(old, zero, sizeof(old)) != 0;
+    }
+    if (recycled && atomic_fetch_add(&rc_overwrites, 1) % 8 == 3 && rc_nsnap < 6 && rc_st) {
+        int i = rc_nsnap++;
+        rc_snap_l[i] = s3c_local_seq(rc_st);
+        snprintf(rc_snap[i], sizeof(rc_snap[i]), "%s-crash%d", dir, i);
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "cp -a %s %s 2>/dev/null", rc_dir, rc_snap[i]);
+        if (system(cmd) != 0) { /* a segment W passed went meanwhile: no matter */
+        }
+    }
+    ssize_t w = pwrite(fd, buf, len, off);
+    pthread_mutex_unlock(&rc_mu);
+    return w;
+}
+
+/* Opens crash image d as a spool and checks it: nothing cut, every seq from its first to at
+ * least l there, each commit's bytes as submitted (first_seq: commit 0's seq). */
+static void rc_check_image(const char *d, uint64_t l, uint64_t first_seq)
+{
+    static _Atomic uint64_t w;
+    struct spool_opts o = {.w = &w, .dir = d, .max_bytes = 64LL << 20, .segment_bytes = sp_seg,
+                           .queue = 16, .notify_fd = -1};
+    struct spool *sp;
+    struct spool_scan scan;
+    char err[512];
+    if (spool_open(&o, &sp, &scan, err, sizeof(err)) != 0)
+        TEST_FAIL_("spool_open of a crash image: %s", err);
+    if (scan.cut)
+        TEST_FAIL_("a crash image was cut: %s", scan.cut_what);
+    ASSERT_GE(scan.last_seq, l);
+    static unsigned char pay[1 << 20];
+    unsigned char want[4096];
+    struct spool_pos pos;
+    ASSERT_EQ(spool_find(sp, scan.first_seq, &pos, err, sizeof(err)), 0);
+    uint64_t next = scan.first_seq;
+    struct spool_frame f;
+    while (spool_read(sp, &pos, &f, pay, sizeof(pay), err, sizeof(err)) == 0) {
+        if (f.type == SPOOL_SEAL)
+            continue;
+        ASSERT_UEQ(f.first, next);
+        next = f.last + 1;
+        if (f.type != SPOOL_CHUNK)
+            continue; /* the run's control record */
+        size_t at = 0;
+        for (uint64_t seq = f.first; seq <= f.last; seq++) {
+            uint32_t len;
+            uint64_t rseq;
+            memcpy(&len, pay + at, 4);
+            memcpy(&rseq, pay + at + 8, 8);
+            ASSERT_UEQ(rseq, seq);
+            sp_fill(seq - first_seq, want);
+            ASSERT_UEQ(len, sp_len(seq - first_seq));
+            ASSERT_MEM_EQ(pay + at + 16, want, len);
+            at += 16 + len;
+        }
+    }
+    ASSERT_UEQ(next, scan.last_seq + 1);
+    spool_free(sp);
+}
+
+/* S3 keeps up, so W passes every closed segment and the preparer keeps the passed ones to
+ * be written over (as PostgreSQL recycles WAL files) instead of deleting them. A new
+ * segment's frames then lie in front of an old segment's, in the same file: crash images
+ * taken just before such writes must open with nothing cut and every locally durable commit
+ * whole (the old frames carry another segment life's tag, and are never read as frames);
+ * and everything reaches S3. */
+static void recycled_segments_never_read_old_frames(void)
+{
+    static const struct spool_io io = {.pwrite = rc_pwrite};
+    sp_fresh_dir();
+    snprintf(rc_dir, sizeof(rc_dir), "%s/spool", dir);
+    spool_test_io = &io;
+    rc_nsnap = 0;
+    atomic_store(&rc_overwrites, 0);
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    pthread_mutex_lock(&rc_mu);
+    rc_st = st;
+    pthread_mutex_unlock(&rc_mu);
+    uint64_t first = sp_first_seq(st);
+    const uint64_t n = 30000; /* ~33 MB of frames: ~120 segments of 256 KiB */
+    for (uint64_t i = 0; i < n; i += 1000) {
+        ASSERT_EQ(sp_submit(st, first, i, i + 1000, 10000), 0);
+        ASSERT_EQ(s3c_wait_durable(st, first + i + 999, 10000), 0); /* W passes segments */
+    }
+    pthread_mutex_lock(&rc_mu);
+    rc_st = NULL;
+    pthread_mutex_unlock(&rc_mu);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    spool_test_io = NULL;
+    fprintf(stderr, "   %" PRIu64 " writes over recycled segments, %d crash images\n",
+            (uint64_t)atomic_load(&rc_overwrites), rc_nsnap);
+    for (int i = 0; i < rc_nsnap; i++) {
+        rc_check_image(rc_snap[i], rc_snap_l[i], first);
+        char cmd[200];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", rc_snap[i]);
+        ASSERT_EQ(system(cmd), 0);
+    }
+    ASSERT_GE(rc_nsnap, 3); /* segments were recycled, not deleted, and written over */
+    sp_read_back(first, n);
+    sp_rm_dir();
+}
+
 int main(void)
 {
     ASSERT_EQ(test_mock_start(&mock, NULL), 0);
@@ -714,6 +845,7 @@ int main(void)
     RUN(preparer_refused_o_direct_leaves_writer_alone);
     RUN(takeover_strands_the_spool);
     RUN(long_chunks_many_segments);
+    RUN(recycled_segments_never_read_old_frames);
     test_mock_stop(&mock);
     return 0;
 }

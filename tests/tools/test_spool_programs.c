@@ -415,7 +415,7 @@ static void test_two_runs_one_spool(void)
 
 /* The commits the spool's segments hold in whole CHUNK frames below byte `end` of the
  * segment named last_seg (all of the others): the highest seq. Every segment must be
- * whole frames to its end, or to where the zeros of a prepared segment begin (kill -9
+ * whole frames to its end, its END frame, or where the zeros of a prepared segment begin (kill -9
  * leaves no torn write behind a finished fdatasync); *data_end is where last_seg's end. */
 static uint64_t tt_last_kept(const char *dir, uint64_t last_seg, uint64_t end, int *torn_type,
                              uint64_t *data_end)
@@ -454,6 +454,8 @@ static uint64_t tt_last_kept(const char *dir, uint64_t last_seg, uint64_t end, i
             if (fr.type == SPOOL_CHUNK && fr.last > kept)
                 kept = fr.last;
             off = next;
+            if (fr.type == SPOOL_END)
+                break; /* a closed segment: what follows is not frames */
         }
         if (seg == last_seg)
             *data_end = off;
