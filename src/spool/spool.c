@@ -199,26 +199,10 @@ static void spool_unlink(struct spool *sp, uint64_t seg)
  * preparer is stopping, no more pauses. */
 static int spool_fsync_dir(struct spool *sp);
 
-static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
+/* Cuts the file at path (out of the scan's sight) down step by step, then unlinks it. */
+static void spool_cut_away(struct spool *sp, const char *del)
 {
-    char path[PATH_MAX], del[PATH_MAX];
-    spool_seg_path(sp, seg, path, sizeof(path));
-    spool_del_path(sp, seg, del, sizeof(del));
-    if (rename(path, del) != 0) {
-        if (errno != ENOENT)
-            S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
-                    strerror(errno));
-        return;
-    }
-    /* The rename must be durable before the first cut: a filesystem that kept the cut and
-     * not the rename would leave a segment cut short under its own name. */
-    bool cut = true;
-    if (spool_fsync_dir(sp) != 0) {
-        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"fsync of the "
-                              "directory: %s; unlinked in one go\"", del, strerror(errno));
-        cut = false; /* an unlink alone never leaves a cut segment behind */
-    }
-    int fd = cut ? sp->io.open(del, O_WRONLY | O_CLOEXEC, 0) : -1;
+    int fd = sp->io.open(del, O_WRONLY | O_CLOEXEC, 0);
     struct stat sb;
     if (fd >= 0 && fstat(fd, &sb) == 0) {
         off_t size = sb.st_size;
@@ -237,6 +221,30 @@ static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
                 strerror(errno));
 }
 
+static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
+{
+    char path[PATH_MAX], del[PATH_MAX];
+    spool_seg_path(sp, seg, path, sizeof(path));
+    spool_del_path(sp, seg, del, sizeof(del));
+    if (sp->io.rename(path, del) != 0) {
+        if (errno != ENOENT)
+            S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", path,
+                    strerror(errno));
+        return;
+    }
+    /* The rename must be durable before the first cut: a filesystem that kept the cut and
+     * not the rename would leave a segment cut short under its own name. */
+    if (spool_fsync_dir(sp) != 0) {
+        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"fsync of the "
+                              "directory: %s; unlinked in one go\"", del, strerror(errno));
+        if (unlink(del) != 0 && errno != ENOENT) /* an unlink alone never leaves a cut one */
+            S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", del,
+                    strerror(errno));
+        return;
+    }
+    spool_cut_away(sp, del);
+}
+
 /* Keeps a segment W has passed to be written over, as PostgreSQL recycles WAL segments:
  * renamed <seg>.rec (out of the scan's sight, as a .del), for the writer to rename into place
  * at a rollover. Its blocks stay allocated and written, so frames written over them change
@@ -250,10 +258,27 @@ static bool spool_recycle(struct spool *sp, uint64_t seg)
     if (!spool_direct(sp) || atomic_load(&sp->nrecycled) >= SPOOL_RECYCLE_MAX)
         return false; /* only the preparer adds: the count cannot grow meanwhile */
     char path[PATH_MAX], rec[PATH_MAX];
+    struct stat sb;
     spool_seg_path(sp, seg, path, sizeof(path));
     spool_rec_path(sp, seg, rec, sizeof(rec));
-    if (rename(path, rec) != 0)
+    /* Whole blocks only (one an open cut short is not): the writer's writes then leave old
+     * bytes only on block boundaries, or after its zeros (scan.c, spool_tagged_end). */
+    if (stat(path, &sb) != 0 || sb.st_size % SPOOL_BLOCK != 0)
+        return false;
+    if (sp->io.rename(path, rec) != 0)
         return errno == ENOENT; /* gone already: nothing to delete either */
+    /* The rename must be durable before the file is written over: a power loss that kept
+     * the new life's writes and not the rename would bring the segment back under its old
+     * name with new frames inside it, and the scan would cut there and drop every later
+     * segment. Without that, it is deleted (an unlink alone is safe). */
+    if (spool_fsync_dir(sp) != 0) {
+        S3C_LOG(S3C_LOG_WARN, "event=spool_recycle_failed path=%s error=\"fsync of the "
+                              "directory: %s; deleted\"", rec, strerror(errno));
+        if (unlink(rec) != 0 && errno != ENOENT)
+            S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", rec,
+                    strerror(errno));
+        return true;
+    }
     pthread_mutex_lock(&sp->pmu);
     int n = atomic_load(&sp->nrecycled);
     sp->recycled[n] = seg;
@@ -299,6 +324,7 @@ static void spool_delete_behind(struct spool *sp, uint64_t w)
         bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
         if (!stop && !open_one && s->last <= w) {
             if (spool_unlink_later(sp, s->seg, s->bytes, s->tagged)) {
+                atomic_fetch_add(&sp->seg_gen, 1);
                 S3C_LOG(S3C_LOG_DEBUG,
                         "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64, s->seg,
                         s->last);
@@ -339,6 +365,16 @@ static int spool_real_ftruncate(int fd, off_t len)
     return ftruncate(fd, len);
 }
 
+static int spool_real_fsync_dir(const char *dir)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    int rc = fsync(dfd);
+    close(dfd);
+    return rc;
+}
+
 void spool_io_defaults(struct spool_io *io)
 {
     if (!io->pwrite)
@@ -349,6 +385,10 @@ void spool_io_defaults(struct spool_io *io)
         io->open = spool_real_open;
     if (!io->ftruncate)
         io->ftruncate = spool_real_ftruncate;
+    if (!io->rename)
+        io->rename = rename;
+    if (!io->fsync_dir)
+        io->fsync_dir = spool_real_fsync_dir;
 }
 
 /* The filesystem will not do O_DIRECT (EINVAL at open or at a write; tmpfs before Linux
@@ -387,12 +427,7 @@ bool spool_direct(const struct spool *sp)
 
 static int spool_fsync_dir(struct spool *sp)
 {
-    int dfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -1;
-    int rc = fsync(dfd);
-    close(dfd);
-    return rc;
+    return sp->io.fsync_dir(sp->dir);
 }
 
 /* Writes buf[0, len) at off of segment seg (open as fd) whole, resuming after short
@@ -569,8 +604,8 @@ static int spool_close_segment(struct spool *sp)
  * takes a whole segment's frames. Room is kept for the END frame. Decided once per frame. */
 static bool spool_must_roll(struct spool *sp, uint64_t size)
 {
-    if (sp->fd < 0 || sp->cur_bytes == 0)
-        return false;
+    if (sp->fd < 0 || sp->next_seq == sp->cur_seg)
+        return false; /* no commit in it yet: a new one would take its name */
     size += SPOOL_FRAME_HEADER; /* the END frame */
     if (sp->cur_bytes + size > sp->segment_bytes)
         return true;
@@ -578,26 +613,33 @@ static bool spool_must_roll(struct spool *sp, uint64_t size)
     return grows && atomic_load(&sp->prep_ready);
 }
 
-/* Takes the oldest recycled segment and renames it to path. Returns whether it did. */
+/* Takes the newest recycled segment out of the list (the caller has pmu): its name, or 0.
+ * (Which one does not matter to the writer; the newest is the one whose rename the preparer
+ * made durable last, which keeps recycled_segments_never_read_old_frames sharp.) */
+static uint64_t spool_pop_recycled(struct spool *sp)
+{
+    int n = atomic_load(&sp->nrecycled);
+    if (n == 0)
+        return 0;
+    atomic_store(&sp->nrecycled, n - 1);
+    return sp->recycled[n - 1];
+}
+
+/* Takes a recycled segment and renames it to path. Returns whether it did. Not
+ * without O_DIRECT: unpadded writes would leave old bytes right after the frames, mid-block
+ * (the preparer deletes the recycled ones then). */
 static bool spool_take_recycled(struct spool *sp, const char *path)
 {
-    pthread_mutex_lock(&sp->pmu);
-    if (atomic_load(&sp->nrecycled) == 0) {
-        pthread_mutex_unlock(&sp->pmu);
+    if (!spool_direct(sp))
         return false;
-    }
-    uint64_t old = sp->recycled[0];
-    int n = atomic_load(&sp->nrecycled) - 1;
-    memmove(&sp->recycled[0], &sp->recycled[1], (size_t)n * sizeof(sp->recycled[0]));
-    atomic_store(&sp->nrecycled, n);
+    pthread_mutex_lock(&sp->pmu);
+    uint64_t old = spool_pop_recycled(sp);
     pthread_mutex_unlock(&sp->pmu);
+    if (old == 0)
+        return false;
     char rec[PATH_MAX];
     spool_rec_path(sp, old, rec, sizeof(rec));
-    if (!spool_direct(sp)) { /* unpadded writes would leave old bytes right after frames */
-        unlink(rec);
-        return false;
-    }
-    if (rename(rec, path) == 0)
+    if (sp->io.rename(rec, path) == 0)
         return true;
     S3C_LOG(S3C_LOG_WARN, "event=spool_recycle_failed path=%s error=\"%s\"", rec,
             strerror(errno));
@@ -624,7 +666,7 @@ static int spool_open_segment(struct spool *sp, const char *path)
     if (atomic_load(&sp->prep_ready)) {
         char prep[PATH_MAX];
         snprintf(prep, sizeof(prep), "%s/" SPOOL_PREP_NAME, sp->dir);
-        bool moved = rename(prep, path) == 0;
+        bool moved = sp->io.rename(prep, path) == 0;
         pthread_mutex_lock(&sp->pmu); /* taken: the preparer makes the next one */
         atomic_store(&sp->prep_ready, false);
         sp->prep_failed = false;
@@ -1045,7 +1087,9 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
                                 .count = r->count};
         f.len = r->type == SPOOL_CHUNK ? (uint32_t)r->len : 0;
         uint64_t size = spool_frame_size(f.len);
-        if (atomic_load(&sp->bytes) + size > sp->max_bytes && r->type != SPOOL_SEAL) {
+        /* (with room for the END of this segment and the BEGIN of a next one) */
+        if (atomic_load(&sp->bytes) + size + 2 * SPOOL_FRAME_HEADER > sp->max_bytes &&
+            r->type != SPOOL_SEAL) {
             atomic_store(&sp->full, 1);
             break; /* until W lets segments go */
         }
@@ -1144,6 +1188,14 @@ static void *spool_main(void *arg)
         if (stop && (sp->wnext >= to || atomic_load(&sp->failed) || atomic_load(&sp->full)))
             break;
     }
+    /* A clean stop closes the open segment with its END too: then even a recycled file whose
+     * writes went unpadded (O_DIRECT refused midway) reads to its end without a cut. */
+    if (sp->fd >= 0 && !atomic_load(&sp->failed) && sp->next_seq != sp->cur_seg) {
+        if (spool_end_segment(sp, l, sp->wnext) != 0)
+            spool_fail(sp, "write", sp->cur_seg, errno);
+        else
+            spool_close_segment(sp);
+    }
     spool_drain(sp); /* what was written is synced (or the spool failed) before stop returns */
     return NULL;
 }
@@ -1225,6 +1277,15 @@ static void *spool_prep_main(void *arg)
         }
         if (atomic_load(&sp->pstop))
             break;
+        if (!spool_direct(sp) && atomic_load(&sp->nrecycled) > 0) {
+            /* The writer takes none without O_DIRECT: they go, step by step. */
+            char rec[PATH_MAX];
+            spool_rec_path(sp, spool_pop_recycled(sp), rec, sizeof(rec));
+            pthread_mutex_unlock(&sp->pmu);
+            spool_cut_away(sp, rec);
+            pthread_mutex_lock(&sp->pmu);
+            continue;
+        }
         if (atomic_load(&sp->prep_ready) || sp->prep_failed ||
             atomic_load(&sp->nrecycled) > 0 || !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
             struct timespec ts = s3c__deadline_ts(SPOOL_PREP_WINDOW_MS / 4);
@@ -1410,7 +1471,8 @@ const char *spool_error(const struct spool *sp)
 
 static int spool_reader_fd(struct spool *sp, uint64_t seg, char *err, size_t errlen)
 {
-    if (sp->rfd >= 0 && sp->rseg == seg)
+    uint64_t gen = atomic_load(&sp->seg_gen);
+    if (sp->rfd >= 0 && sp->rseg == seg && sp->rgen == gen)
         return sp->rfd;
     if (sp->rfd >= 0)
         close(sp->rfd);
@@ -1422,6 +1484,7 @@ static int spool_reader_fd(struct spool *sp, uint64_t seg, char *err, size_t err
         return -1;
     }
     sp->rseg = seg;
+    sp->rgen = gen;
     return sp->rfd;
 }
 

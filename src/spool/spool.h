@@ -3,16 +3,18 @@
  * seal naming the object's seqs); threads of its own (a writer, which hands large writes
  * to a submitter, and a flusher) append them to segment files and make each write group
  * durable with one fdatasync before anything in it counts as locally durable (the
- * watermark L). Segments are deleted once W, the S3-durable watermark,
- * has passed them. At open the directory is locked, every segment is checked frame by
- * frame, and a torn tail is cut: nothing after it is trusted.
+ * watermark L). Segments W, the S3-durable watermark, has passed are recycled (written
+ * over by a later segment) or deleted. At open the directory is locked, every segment is
+ * checked frame by frame, and a torn tail is cut: nothing after it is trusted.
  *
- * Segment files are <dir>/<first seq, 20 digits>.seg: a run of frames, each a 48-byte header
- * (magic, type, payload length, record count, first and last seq, epoch, CRC-32C of the
- * header and payload) and its payload padded to 8 bytes; zeros may follow the last frame
- * (a prepared segment, or the rest of the last 4 KiB block written with O_DIRECT). A CHUNK's payload is its records
- * exactly as the object format lays them out (record header, then bytes), so an object is
- * its header, the payloads of its chunks, and its trailer. */
+ * Segment files are <dir>/<first seq, 20 digits>.seg: a BEGIN frame, a run of frames and,
+ * once closed, an END frame; each frame a 48-byte header (magic, type, payload length,
+ * record count, first and last seq, epoch, CRC-32C of the header and payload, the segment's
+ * tag) and its payload padded to 8 bytes. After the last frame may come zeros (a prepared
+ * segment, or the rest of the last 4 KiB block written with O_DIRECT) or, in a recycled
+ * file, its old life's bytes, whose frames carry another tag. A CHUNK's payload is its
+ * records exactly as the object format lays them out (record header, then bytes), so an
+ * object is its header, the payloads of its chunks, and its trailer. */
 #ifndef S3C_SPOOL_H
 #define S3C_SPOOL_H
 
@@ -94,6 +96,8 @@ struct spool_io {
     int (*fdatasync)(int fd);
     int (*open)(const char *path, int flags, mode_t mode); /* segments and the prepared file */
     int (*ftruncate)(int fd, off_t len); /* the steps of a delete (spool_delete_stepwise) */
+    int (*rename)(const char *from, const char *to); /* segment files in the directory */
+    int (*fsync_dir)(const char *dir);               /* the directory's entries made durable */
 };
 
 /* Tests set this to inject write and fdatasync failures into every spool opened after. */

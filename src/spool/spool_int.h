@@ -129,8 +129,9 @@ struct spool {
         bool tagged;         /* may be recycled */
     } unlink_q[SPOOL_UNLINK_QUEUE]; /* segments W passed, for the preparer to delete */
     int nunlink;
-    /* Segments W passed, renamed <old name>.rec, oldest first: the writer renames one into
-     * place at a rollover and writes over its blocks (docs/spool.md, "Recycled segments"). */
+    /* Segments W passed, renamed <old name>.rec (durably), in the order they came: the writer
+     * renames the newest into place at a rollover and writes over its blocks (docs/spool.md,
+     * "Recycled segments"). */
     uint64_t recycled[SPOOL_RECYCLE_MAX];
     _Atomic int nrecycled;
 
@@ -148,9 +149,11 @@ struct spool {
     struct spool_seg *segs;
     size_t nsegs, segcap;
 
-    /* Reading (the persistence thread): one cached descriptor. */
+    /* Reading (the persistence thread): one cached descriptor, good while no segment has
+     * left the list since it was opened (seg_gen: a recycled file is another segment's). */
     int rfd;
-    uint64_t rseg;
+    uint64_t rseg, rgen;
+    _Atomic uint64_t seg_gen;
 
     /* Seals found at open. */
     struct spool_seal *seals;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -708,6 +709,40 @@ static int rc_nsnap;
 static _Atomic uint64_t rc_overwrites; /* writes over a recycled file's old frames */
 static s3c_stage *rc_st;
 static pthread_mutex_t rc_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Files renamed <seg>.rec, by inode, and whether a directory fsync has made that rename
+ * durable; writes to one whose rename is not durable yet (under rc_mu). */
+static struct rc_rec {
+    ino_t ino;
+    bool durable;
+} rc_recs[512];
+static int rc_nrecs;
+static uint64_t rc_early_writes;
+
+static int rc_rename(const char *from, const char *to)
+{
+    pthread_mutex_lock(&rc_mu);
+    struct stat st;
+    bool known = stat(from, &st) == 0;
+    int rc = rename(from, to);
+    size_t n = strlen(to);
+    if (rc == 0 && known && n > 4 && strcmp(to + n - 4, ".rec") == 0 && rc_nrecs < 512)
+        rc_recs[rc_nrecs++] = (struct rc_rec){st.st_ino, false};
+    pthread_mutex_unlock(&rc_mu);
+    return rc;
+}
+
+static int rc_fsync_dir(const char *d)
+{
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd >= 0 ? fsync(fd) : -1;
+    if (fd >= 0)
+        close(fd);
+    pthread_mutex_lock(&rc_mu);
+    for (int i = 0; rc == 0 && i < rc_nrecs; i++)
+        rc_recs[i].durable = true;
+    pthread_mutex_unlock(&rc_mu);
+    return rc;
+}
 
 /* Every write of the spool (the writer's and the submitter's, one at a time): a write whose
  * last block still holds old bytes (not zeros: not a prepared file) is one over a recycled
@@ -716,6 +751,10 @@ static pthread_mutex_t rc_mu = PTHREAD_MUTEX_INITIALIZER;
 static ssize_t rc_pwrite(int fd, const void *buf, size_t len, off_t off)
 {
     pthread_mutex_lock(&rc_mu);
+    struct stat st;
+    for (int i = 0; fstat(fd, &st) == 0 && i < rc_nrecs; i++)
+        if (rc_recs[i].ino == st.st_ino && !rc_recs[i].durable)
+            rc_early_writes++; /* a power loss could bring it back under its old name */
     unsigned char old[64];
     char link[64];
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
@@ -792,14 +831,19 @@ static void rc_check_image(const char *d, uint64_t l, uint64_t first_seq)
  * segment's frames then lie in front of an old segment's, in the same file: crash images
  * taken just before such writes must open with nothing cut and every locally durable commit
  * whole (the old frames carry another segment life's tag, and are never read as frames);
- * and everything reaches S3. */
+ * no file is written over before its rename out of the scan's sight is durable (else a
+ * power loss brings it back under its old name with new frames inside, and the open cuts
+ * there and drops every later segment); and everything reaches S3. */
 static void recycled_segments_never_read_old_frames(void)
 {
-    static const struct spool_io io = {.pwrite = rc_pwrite};
+    static const struct spool_io io = {
+        .pwrite = rc_pwrite, .rename = rc_rename, .fsync_dir = rc_fsync_dir};
     sp_fresh_dir();
     snprintf(rc_dir, sizeof(rc_dir), "%s/spool", dir);
     spool_test_io = &io;
     rc_nsnap = 0;
+    rc_nrecs = 0;
+    rc_early_writes = 0;
     atomic_store(&rc_overwrites, 0);
     s3c_stage *st = sp_open_ok(64LL << 20);
     pthread_mutex_lock(&rc_mu);
@@ -825,6 +869,8 @@ static void recycled_segments_never_read_old_frames(void)
         ASSERT_EQ(system(cmd), 0);
     }
     ASSERT_GE(rc_nsnap, 3); /* segments were recycled, not deleted, and written over */
+    ASSERT_GT(rc_nrecs, 3);
+    ASSERT_UEQ(rc_early_writes, 0);
     sp_read_back(first, n);
     sp_rm_dir();
 }
