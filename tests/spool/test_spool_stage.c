@@ -771,7 +771,7 @@ static ssize_t rc_pwrite(int fd, const void *buf, size_t len, off_t off)
         int i = rc_nsnap++;
         rc_snap_l[i] = s3c_local_seq(rc_st);
         snprintf(rc_snap[i], sizeof(rc_snap[i]), "%s-crash%d", dir, i);
-        char cmd[400];
+        char cmd[1024];
         snprintf(cmd, sizeof(cmd), "cp -a %s %s 2>/dev/null", rc_dir, rc_snap[i]);
         if (system(cmd) != 0) { /* a segment W passed went meanwhile: no matter */
         }
@@ -864,7 +864,7 @@ static void recycled_segments_never_read_old_frames(void)
             (uint64_t)atomic_load(&rc_overwrites), rc_nsnap);
     for (int i = 0; i < rc_nsnap; i++) {
         rc_check_image(rc_snap[i], rc_snap_l[i], first);
-        char cmd[200];
+        char cmd[1024];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", rc_snap[i]);
         ASSERT_EQ(system(cmd), 0);
     }
