@@ -197,12 +197,12 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             /* This format: frames up to the END (or the writer's end) carry this tag. A
              * BEGIN of another name is a recycled file's old one: nothing was written to
              * its new life. */
-            if (f.first != sg->seg) {
-                sc->clean = true;
-                return 0;
-            }
             if (!spool_frame_check(h, &f, crc, h)) {
                 snprintf(why, whylen, "CRC mismatch (a torn or damaged write)");
+                return 0;
+            }
+            if (f.first != sg->seg) {
+                sc->clean = true;
                 return 0;
             }
             tagged = true, tag = f.tag;
@@ -285,25 +285,38 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
 }
 
 /* Cuts segment names[i] at off (deleting it when nothing is left) and every later one. */
-static void spool_cut(struct spool *sp, const uint64_t *names, size_t n, size_t i, uint64_t off)
+/* Cuts segment names[i] at off (deleting it when nothing is left) and every later one.
+ * A cut that does not hold would be made again by the next open, after this run had
+ * written segments of its own behind it, and those would go with it: so a cut that fails
+ * fails the open (err says which file and why). The new run's first segment fsyncs the
+ * directory before anything in it counts, which makes the unlinks durable too. */
+static int spool_cut(struct spool *sp, const uint64_t *names, size_t n, size_t i, uint64_t off,
+                     char *err, size_t errlen)
 {
     char path[PATH_MAX];
     spool_seg_path(sp, names[i], path, sizeof(path));
+    bool ok = true;
     if (off == 0) {
-        unlink(path);
+        ok = unlink(path) == 0 || errno == ENOENT;
     } else {
         int fd = open(path, O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (ftruncate(fd, (off_t)off) != 0 || fsync(fd) != 0)
-                S3C_LOG(S3C_LOG_ERROR, "event=spool_cut_failed path=%s error=\"%s\"", path,
-                        strerror(errno));
+        ok = fd >= 0 && ftruncate(fd, (off_t)off) == 0 && fsync(fd) == 0;
+        if (fd >= 0)
             close(fd);
-        }
     }
-    for (size_t j = i + 1; j < n; j++) {
+    for (size_t j = i + 1; j < n && ok; j++) {
         spool_seg_path(sp, names[j], path, sizeof(path));
-        unlink(path);
+        ok = unlink(path) == 0 || errno == ENOENT;
     }
+    if (ok)
+        return 0;
+    snprintf(err, errlen,
+             "spool: cannot cut the torn tail at %s: %s; fix the disk or the directory's "
+             "permissions and start again (nothing was sent)",
+             path, strerror(errno));
+    S3C_LOG(S3C_LOG_ERROR, "event=spool_cut_failed path=%s error=\"%s\"", path,
+            strerror(errno));
+    return S3C_EIO;
 }
 
 static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, size_t errlen)
@@ -349,8 +362,10 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
                     "event=spool_tail_cut path=%s offset=%" PRIu64 " dropped_bytes=%" PRIu64
                     " later_segments=%zu reason=\"%s\"",
                     path, good, size - good, n - i - 1, why);
-            spool_cut(sp, names, n, i, good);
+            rc = spool_cut(sp, names, n, i, good, err, errlen);
             n = i + 1;
+            if (rc != 0)
+                break;
         }
         if (good == 0) {
             if (good == size || sc.zero_end || sc.clean)

@@ -321,7 +321,9 @@ static void spool_delete_behind(struct spool *sp, uint64_t w)
     pthread_mutex_lock(&sp->segmu);
     for (size_t i = 0; i < sp->nsegs; i++) {
         struct spool_seg *s = &sp->segs[i];
-        bool open_one = sp->fd >= 0 && s->seg == sp->cur_seg;
+        /* (nor one named at or past next_seq: it holds no commit, and the next segment
+         * takes that name) */
+        bool open_one = (sp->fd >= 0 && s->seg == sp->cur_seg) || s->seg >= sp->next_seq;
         if (!stop && !open_one && s->last <= w) {
             if (spool_unlink_later(sp, s->seg, s->bytes, s->tagged)) {
                 atomic_fetch_add(&sp->seg_gen, 1);
@@ -1159,7 +1161,7 @@ static void *spool_main(void *arg)
             spool_delete_behind(sp, w);
             /* A full spool whose open segment is all behind W: close it so it can go. */
             if (atomic_load(&sp->full) && sp->fd >= 0 && sp->next_seq - 1 <= w &&
-                !atomic_load(&sp->failed)) {
+                sp->next_seq != sp->cur_seg && !atomic_load(&sp->failed)) {
                 if (spool_end_segment(sp, l, sp->wnext) != 0)
                     spool_fail(sp, "write", sp->cur_seg, errno);
                 else if (spool_close_segment(sp) == 0)
@@ -1499,18 +1501,19 @@ static uint64_t spool_readable(struct spool *sp, struct spool_pos *pos)
         pthread_mutex_unlock(&sp->pubmu);
         if (pos->seg > dseg)
             return 0;
-        if (pos->seg == dseg)
-            return doff;
         pthread_mutex_lock(&sp->segmu);
         uint64_t end = 0, next = UINT64_MAX;
+        bool listed = false; /* not: W passed it and it went (its frames are all <= W) */
         for (size_t i = 0; i < sp->nsegs; i++) {
             if (sp->segs[i].seg == pos->seg)
-                end = sp->segs[i].bytes;
+                end = sp->segs[i].bytes, listed = true;
             else if (sp->segs[i].seg > pos->seg && sp->segs[i].seg < next)
                 next = sp->segs[i].seg;
         }
         pthread_mutex_unlock(&sp->segmu);
-        if (pos->off < end)
+        if (listed && pos->seg == dseg)
+            return doff;
+        if (listed && pos->off < end)
             return end;
         if (next == UINT64_MAX)
             return 0;
@@ -1518,8 +1521,8 @@ static uint64_t spool_readable(struct spool *sp, struct spool_pos *pos)
     }
 }
 
-int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, void *buf,
-               size_t cap, char *err, size_t errlen)
+static int spool_read_once(struct spool *sp, struct spool_pos *pos, struct spool_frame *f,
+                           void *buf, size_t cap, char *err, size_t errlen)
 {
     unsigned char h[SPOOL_FRAME_HEADER];
     uint32_t crc;
@@ -1562,6 +1565,22 @@ int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, v
     }
     pos->off += spool_frame_size(f->len);
     return 0;
+}
+
+int spool_read(struct spool *sp, struct spool_pos *pos, struct spool_frame *f, void *buf,
+               size_t cap, char *err, size_t errlen)
+{
+    struct spool_pos at = *pos;
+    for (int tries = 0;; tries++) {
+        uint64_t gen = atomic_load(&sp->seg_gen);
+        int rc = spool_read_once(sp, pos, f, buf, cap, err, errlen);
+        /* A segment left the list while we read (W passed it; it was recycled or deleted):
+         * what we read may be another segment's bytes, or its file gone. Read again from
+         * the same place: spool_readable steps over a segment that is no longer listed. */
+        if (rc == S3C_EEND || atomic_load(&sp->seg_gen) == gen || tries == 3)
+            return rc;
+        *pos = at;
+    }
 }
 
 int spool_find(struct spool *sp, uint64_t seq, struct spool_pos *pos, char *err, size_t errlen)
