@@ -300,7 +300,7 @@ static int spool_cut(struct spool *sp, const uint64_t *names, size_t n, size_t i
         ok = unlink(path) == 0 || errno == ENOENT;
     } else {
         int fd = open(path, O_WRONLY | O_CLOEXEC);
-        ok = fd >= 0 && ftruncate(fd, (off_t)off) == 0 && fsync(fd) == 0;
+        ok = fd >= 0 && sp->io.ftruncate(fd, (off_t)off) == 0 && fsync(fd) == 0;
         if (fd >= 0)
             close(fd);
     }

@@ -95,7 +95,7 @@ struct spool_io {
     ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
     int (*fdatasync)(int fd);
     int (*open)(const char *path, int flags, mode_t mode); /* segments and the prepared file */
-    int (*ftruncate)(int fd, off_t len); /* the steps of a delete (spool_delete_stepwise) */
+    int (*ftruncate)(int fd, off_t len); /* a delete's steps; the open's cut of a torn tail */
     int (*rename)(const char *from, const char *to); /* segment files in the directory */
     int (*fsync_dir)(const char *dir);               /* the directory's entries made durable */
 };

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/crc32c.h"
+#include "s3commit.h"
 #include "spool/spool_int.h"
 #include "test.h"
 
@@ -566,6 +567,40 @@ static void recycled_files_end_where_the_new_life_ends(void)
     sc_rm();
 }
 
+/* A cut the disk will not make (the truncate fails): the open fails and says which file,
+ * and the segments after it are still there; a cut that did not hold would be made again
+ * by the next open, after this run's own segments, and take them with it. */
+static int sc_ftruncate_eio(int fd, off_t len)
+{
+    (void)fd, (void)len;
+    errno = EIO;
+    return -1;
+}
+
+static void failed_cut_fails_the_open(void)
+{
+    sc_fresh();
+    sc_segment(1, 1, 5, 4096, "torn");
+    sc_segment(6, 6, 9, 0, NULL);
+    struct spool_io io = {.ftruncate = sc_ftruncate_eio};
+    struct spool_opts o = {.io = &io, .w = &sc_w, .dir = dir, .max_bytes = 64u << 20,
+                           .segment_bytes = 1u << 20, .queue = 16, .notify_fd = -1};
+    struct spool *sp;
+    struct spool_scan scan;
+    char err[512];
+    ASSERT_EQ(spool_open(&o, &sp, &scan, err, sizeof(err)), S3C_EIO);
+    ASSERT(strstr(err, "cannot cut the torn tail") != NULL);
+    ASSERT(strstr(err, "00000000000000000001.seg") != NULL);
+    ASSERT(strstr(err, "Input/output error") != NULL);
+    ASSERT(sc_size(6) > 0); /* nothing after it went either */
+    sp = sc_open(&scan); /* the disk mended: the cut is made, and said */
+    ASSERT(scan.cut);
+    ASSERT_UEQ(scan.last_seq, 5);
+    ASSERT_EQ(sc_size(6), -1);
+    spool_free(sp);
+    sc_rm();
+}
+
 int main(void)
 {
     RUN(zeros_end_the_frames);
@@ -576,5 +611,6 @@ int main(void)
     RUN(refused_at_write_falls_back);
     RUN(deletes_never_cut_what_follows);
     RUN(recycled_files_end_where_the_new_life_ends);
+    RUN(failed_cut_fails_the_open);
     return 0;
 }
