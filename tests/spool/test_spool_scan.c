@@ -565,6 +565,24 @@ static void recycled_files_end_where_the_new_life_ends(void)
     sc_expect(10, true, 1);
     ASSERT_EQ(sc_size(1), (off_t)torn);
     sc_rm();
+
+    /* (f) a damaged BEGIN (its name changed, so its CRC fails) in front of good frames, then
+     * a next segment: not taken for a recycled file never written (removed in silence), but
+     * a cut at its start, said so, and the next segment with it */
+    sc_fresh();
+    n = sc_relife(b, SIZE, 900, 1, 10, tag);
+    b[16] ^= 0x04, b[24] ^= 0x04; /* BEGIN's first and last seq: 1 becomes 5 */
+    sc_write_seg(1, b, SIZE);
+    n = sc_relife(b, SIZE, 950, 11, 15, tag + 1);
+    sc_write_seg(11, b, SIZE);
+    struct spool_scan scan;
+    struct spool *sp = sc_open(&scan);
+    ASSERT(scan.cut);
+    ASSERT(strstr(scan.cut_what, "CRC mismatch") != NULL);
+    ASSERT(strstr(scan.cut_what, "1 later segment(s) dropped") != NULL);
+    ASSERT_UEQ(scan.last_seq, 0);
+    spool_free(sp);
+    sc_rm();
 }
 
 /* A cut the disk will not make (the truncate fails): the open fails and says which file,
