@@ -299,6 +299,18 @@ static void zeros_end_the_frames(void)
     sc_rm();
 }
 
+/* Opens dir and checks the open cut the first segment's tail (the words said name why or
+ * where) and the one segment after it, keeping seqs up to last. */
+static struct spool *sc_open_cut(struct spool_scan *scan, const char *said, uint64_t last)
+{
+    struct spool *sp = sc_open(scan);
+    ASSERT(scan->cut);
+    ASSERT(strstr(scan->cut_what, said) != NULL);
+    ASSERT(strstr(scan->cut_what, "1 later segment(s) dropped") != NULL);
+    ASSERT_UEQ(scan->last_seq, last);
+    return sp;
+}
+
 /* Zeros, then bytes that are not: a torn write, cut and said so; later segments dropped. */
 static void zeros_then_bytes_are_cut(void)
 {
@@ -306,11 +318,7 @@ static void zeros_then_bytes_are_cut(void)
     uint64_t b1 = sc_segment(1, 1, 5, 4096, "torn");
     sc_segment(6, 6, 9, 0, NULL);
     struct spool_scan scan;
-    struct spool *sp = sc_open(&scan);
-    ASSERT(scan.cut);
-    ASSERT(strstr(scan.cut_what, "00000000000000000001.seg") != NULL);
-    ASSERT(strstr(scan.cut_what, "1 later segment(s) dropped") != NULL);
-    ASSERT_UEQ(scan.last_seq, 5);
+    struct spool *sp = sc_open_cut(&scan, "00000000000000000001.seg", 5);
     ASSERT_EQ(sc_size(1), (off_t)b1);
     ASSERT_EQ(sc_size(6), -1);
     spool_free(sp);
@@ -576,12 +584,7 @@ static void recycled_files_end_where_the_new_life_ends(void)
     n = sc_relife(b, SIZE, 950, 11, 15, tag + 1);
     sc_write_seg(11, b, SIZE);
     struct spool_scan scan;
-    struct spool *sp = sc_open(&scan);
-    ASSERT(scan.cut);
-    ASSERT(strstr(scan.cut_what, "CRC mismatch") != NULL);
-    ASSERT(strstr(scan.cut_what, "1 later segment(s) dropped") != NULL);
-    ASSERT_UEQ(scan.last_seq, 0);
-    spool_free(sp);
+    spool_free(sc_open_cut(&scan, "CRC mismatch", 0));
     sc_rm();
 }
 
