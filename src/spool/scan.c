@@ -266,6 +266,8 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
                 scan->first_seq = f.first;
             sc->last = f.last;
             scan->last_epoch = f.epoch;
+            if (f.type == SPOOL_CHUNK)
+                scan->last_commit_seq = f.last, scan->last_commit_epoch = f.epoch;
             sg->last = f.last;
         } else {
             if (sp->nseals % 256 == 0) {

@@ -76,6 +76,8 @@ struct spool_req {
 struct spool_scan {
     uint64_t first_seq, last_seq; /* of the CHUNK/OBJECT frames kept (0, 0: none) */
     uint64_t last_epoch;          /* the epoch of the frame holding last_seq */
+    uint64_t last_commit_seq;     /* the last seq of the CHUNK frames kept (0: none) */
+    uint64_t last_commit_epoch;   /* its epoch: the run that accepted it */
     uint64_t bytes;               /* in segment files */
     int segments;
     uint64_t frames;

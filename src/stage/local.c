@@ -76,13 +76,18 @@ int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t err
         return rc;
     }
     *last = scan.last_seq;
-    st->spool_epoch = scan.last_epoch;
+    st->spool_commit = scan.last_commit_seq;
+    st->spool_epoch = scan.last_commit_epoch;
     return 0;
 }
 
-/* The log in S3 already covers the spool's last seq X: is it our commit there, or did
+/* The log in S3 already covers the spool's last commit X: is it our commit there, or did
  * another writer take the log over and write its own at X? The object holding X must be
- * of the epoch that spooled X. One listing (from X less the most commits an object holds)
+ * of the epoch that accepted X. X is the last commit, not the spool's last seq: that may be
+ * a run's control record, which writer_open PUT before anything else, so a run fenced
+ * during its replay leaves it in S3 past the chain's end, of its own epoch, while the
+ * takeover writer's objects cover the spooled commits before it (chaos seed 1284684526:
+ * 432 locally acknowledged commits trimmed away as "in S3 already"). One listing (from X less the most commits an object holds)
  * and one header read. Returns 0 (ours), S3C_ECORRUPT (another writer's: err says so) or
  * an error of the requests. */
 static int stage_spool_in_log(struct s3c_stage *st, uint64_t x, char *err, size_t errlen)
@@ -209,8 +214,8 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
                 " seals=%zu control_seq=%" PRIu64,
                 w + 1, last, f.epoch, st->nseals, st->base);
     } else {
-        if (last > 0) { /* in S3 already - ours, or another writer's after a takeover? */
-            int rc = stage_spool_in_log(st, last, err, errlen);
+        if (st->spool_commit > 0) { /* in S3 already: ours, or a takeover's? */
+            int rc = stage_spool_in_log(st, st->spool_commit, err, errlen);
             if (rc != 0)
                 return rc;
         }
