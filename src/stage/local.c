@@ -82,85 +82,34 @@ int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t err
 }
 
 /* The log in S3 already covers the spool's last commit X: is it our commit there, or did
- * another writer take the log over and write its own at X? The object holding X must be
- * of the epoch that accepted X. X is the last commit, not the spool's last seq: that may be
- * a run's control record, which writer_open PUT before anything else, so a run fenced
- * during its replay leaves it in S3 past the chain's end, of its own epoch, while the
- * takeover writer's objects cover the spooled commits before it (chaos seed 1284684526:
- * 432 locally acknowledged commits trimmed away as "in S3 already"). One listing (from X less the most commits an object holds)
- * and one header read. Returns 0 (ours), S3C_ECORRUPT (another writer's: err says so) or
- * an error of the requests. */
+ * another writer take the log over and write its own at X? The chain's object holding X
+ * must be of the epoch that accepted X. X is the last commit, not the spool's last seq:
+ * that may be a run's control record, which writer_open PUT before anything else, so a
+ * run fenced during its replay leaves it in S3 past the chain's end, of its own epoch,
+ * while the takeover writer's objects cover the spooled commits before it (chaos seed
+ * 1284684526: 432 locally acknowledged commits trimmed away as "in S3 already"). And it is
+ * the chain's object, not just any object holding X: a fenced run's PUTs that were in
+ * flight can land past the takeover's fence as orphans of the spool's own epoch, holding X
+ * beside the chain's object (writer_chain_epoch_at takes the highest epoch, which is the
+ * chain's). Returns 0 (ours), S3C_ECORRUPT (another writer's: err says so) or an error of
+ * the requests. */
 static int stage_spool_in_log(struct s3c_stage *st, uint64_t x, char *err, size_t errlen)
 {
     const struct s3c_config *cfg = &st->cfg;
-    uint64_t span = st->ws.max_batch_commits;
+    uint64_t span = st->ws.max_batch_commits, epoch = 0;
     if (span < (uint64_t)cfg->persistence.batch_size_threshold)
         span = (uint64_t)cfg->persistence.batch_size_threshold;
-    char lp[OBJ_KEY_MAX], after[OBJ_KEY_MAX], key[OBJ_KEY_MAX] = "";
-    snprintf(lp, sizeof(lp), "%slog/", cfg->s3.prefix);
-    obj_key(after, sizeof(after), cfg->s3.prefix, x > span ? x - span : 0);
-    char *token = NULL;
-    uint64_t best = 0;
-    int rc = 0;
-    for (bool more = true; more && rc == 0;) {
-        struct call_res res;
-        struct call_req q = {.op = XPORT_OP_LIST,
-                             .list_prefix = lp,
-                             .start_after = token ? NULL : after,
-                             .token = token,
-                             .max_keys = 1000};
-        rc = call_run(st->x, cfg, &q, &res, err, errlen);
-        if (rc < 0)
-            break;
-        bool past = false;
-        for (size_t i = 0; i < res.nkeys; i++) {
-            uint64_t f;
-            if (!obj_key_parse(res.keys[i], cfg->s3.prefix, &f))
-                continue;
-            if (f > x) {
-                past = true;
-                break;
-            }
-            if (f >= best) {
-                best = f;
-                snprintf(key, sizeof(key), "%s", res.keys[i]);
-            }
-        }
-        free(token);
-        token = NULL;
-        more = !past && res.truncated && res.next_token;
-        if (more) {
-            token = res.next_token;
-            res.next_token = NULL;
-        }
-        call_res_free(&res);
-    }
-    free(token);
+    int rc = writer_chain_epoch_at(st->x, cfg, x, span, &epoch, err, errlen);
     if (rc < 0)
         return rc;
-    struct obj_header h = {0};
-    bool found = false;
-    if (key[0]) {
-        struct call_res res;
-        struct call_req q = {
-            .op = XPORT_OP_GET, .key = key, .first = 0, .last = OBJ_HEADER_BYTES - 1};
-        rc = call_run(st->x, cfg, &q, &res, err, errlen);
-        if (rc < 0)
-            return rc;
-        char why[256];
-        found = res.cls == XPORT_OK &&
-                obj_header_decode(res.body, res.body_len, &h, NULL, why, sizeof(why)) == 0 &&
-                h.first_seq <= x && x <= h.last_seq;
-        call_res_free(&res);
-    }
-    if (found && h.epoch == st->spool_epoch)
+    if (epoch == st->spool_epoch)
         return 0;
     snprintf(err, errlen,
              "spool.dir %s holds seqs up to %" PRIu64 " of epoch %" PRIu64 ", but the log in "
              "S3 holds %s at seq %" PRIu64 ": another writer took the log over, and the "
              "spool's commits that were not in S3 then cannot be placed after it; move "
              "spool.dir aside (keep it: it holds commits) and open again",
-             cfg->spool.dir, x, st->spool_epoch, found ? "an object of another epoch" : "no object",
+             cfg->spool.dir, x, st->spool_epoch, epoch ? "an object of another epoch" : "no object",
              x);
     return S3C_ECORRUPT;
 }

@@ -395,6 +395,95 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
     return rc;
 }
 
+/* Of the objects whose key lies within span at or below seq and whose records hold it, the
+ * highest epoch (writer.h). Their headers are read with the open's window of GETs. */
+int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_t seq,
+                          uint64_t span, uint64_t *epoch, char *err, size_t errlen)
+{
+    struct wopen o = {
+        .x = x, .cfg = cfg, .ws = &(struct writer_state){0}, .err = err, .errlen = errlen};
+    const char *prefix = cfg->s3.prefix;
+    char lp[OBJ_KEY_MAX], after[OBJ_KEY_MAX];
+    char **keys = NULL, *token = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    *epoch = 0;
+    snprintf(lp, sizeof(lp), "%slog/", prefix);
+    obj_key(after, sizeof(after), prefix, seq > span ? seq - span : 0);
+    for (bool more = true; more && rc == 0;) {
+        struct call_res res;
+        struct call_req q = {.op = XPORT_OP_LIST,
+                             .list_prefix = lp,
+                             .start_after = token ? NULL : after,
+                             .token = token,
+                             .max_keys = 1000};
+        rc = call_run(x, cfg, &q, &res, err, errlen);
+        free(token);
+        token = NULL;
+        if (rc < 0)
+            break;
+        bool past = false;
+        for (size_t i = 0; i < res.nkeys && !past && rc == 0; i++) {
+            uint64_t f;
+            if (!obj_key_parse(res.keys[i], prefix, &f))
+                continue;
+            past = f > seq;
+            if (past)
+                break;
+            if (n == cap) {
+                char **nk = realloc(keys, (cap = cap ? cap * 2 : 16) * sizeof(*keys));
+                if (!nk) {
+                    rc = S3C_ENOMEM;
+                    snprintf(err, errlen, "out of memory listing %s", lp);
+                    break;
+                }
+                keys = nk;
+            }
+            keys[n++] = res.keys[i];
+            res.keys[i] = NULL;
+        }
+        more = rc == 0 && !past && res.truncated && res.next_token;
+        if (more) {
+            token = res.next_token;
+            res.next_token = NULL;
+        }
+        call_res_free(&res);
+    }
+    free(token);
+    struct wheader *hs = rc == 0 ? calloc(n ? n : 1, sizeof(*hs)) : NULL;
+    if (rc == 0 && !hs) {
+        rc = S3C_ENOMEM;
+        snprintf(err, errlen, "out of memory reading the headers under %s", lp);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        hs[i] = (struct wheader){.key = keys[i]};
+    if (rc == 0 && n > 0)
+        rc = wopen_fetch_headers(&o, hs, n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        struct wheader *h = &hs[i];
+        if (h->missing) /* deleted since the listing: an orphan replaced, nothing of the chain */
+            continue;
+        if (h->read_rc) {
+            snprintf(err, errlen, "%s: cannot read its header: %s", h->key, h->error);
+            rc = h->read_rc;
+        } else if (!h->ok) {
+            /* It might be the chain's object at seq: without its epoch nothing can be said. */
+            snprintf(err, errlen,
+                     "%s: not a readable object (%s); the log must be repaired by hand "
+                     "(s3commit verify shows the chain)",
+                     h->key, h->error);
+            rc = S3C_ECORRUPT;
+        } else if (h->h.first_seq <= seq && seq <= h->h.last_seq && h->h.epoch > *epoch) {
+            *epoch = h->h.epoch;
+        }
+    }
+    free(hs);
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+    return rc;
+}
+
 /* The hint is followed only from an object that really ends there: the manifest names
  * the first seq of the object holding durable_seq, whose header must agree. Otherwise
  * the whole chain is followed from seq 1. */

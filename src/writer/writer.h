@@ -23,20 +23,20 @@
 
 /* What the open found and took. Filled by writer_open(), then owned by the stage. */
 struct writer_state {
-    uint64_t epoch;             /* ours */
-    uint64_t recovered_seq;     /* W: the end of the chain found at open */
+    uint64_t epoch;               /* ours */
+    uint64_t recovered_seq;       /* W: the end of the chain found at open */
     uint64_t recovered_first_seq; /* the first seq of the object holding W (0: none) */
-    uint64_t chain_start_epoch; /* the epoch of the last EPOCH_START at or before W */
-    uint64_t control_seq;       /* our EPOCH_START record (the fence): W + 1, or past a
-                                   local spool's last seq (writer_open's after_seq) */
-    uint64_t max_batch_commits; /* the most records an object of the log holds */
-    uint64_t manifest_seq;      /* the durable_seq the manifest holds after our epoch CAS */
-    char writer[WRITER_ID_MAX]; /* "host:pid:random" */
-    uint64_t started_at_ms;     /* when the epoch was taken (Unix ms) */
-    char manifest_etag[256];    /* of our last manifest write: the next If-Match */
-    bool etag_unquoted;         /* the store wants If-Match without quotes (Ceph RGW 16) */
-    bool listed;                /* the end was found by listing (no current manifest) */
-    uint64_t objects_read;      /* headers read to find the end */
+    uint64_t chain_start_epoch;   /* the epoch of the last EPOCH_START at or before W */
+    uint64_t control_seq;         /* our EPOCH_START record (the fence): W + 1, or past a
+                                     local spool's last seq (writer_open's after_seq) */
+    uint64_t max_batch_commits;   /* the most records an object of the log holds */
+    uint64_t manifest_seq;        /* the durable_seq the manifest holds after our epoch CAS */
+    char writer[WRITER_ID_MAX];   /* "host:pid:random" */
+    uint64_t started_at_ms;       /* when the epoch was taken (Unix ms) */
+    char manifest_etag[256];      /* of our last manifest write: the next If-Match */
+    bool etag_unquoted;           /* the store wants If-Match without quotes (Ceph RGW 16) */
+    bool listed;                  /* the end was found by listing (no current manifest) */
+    uint64_t objects_read;        /* headers read to find the end */
 };
 
 /* Runs steps 1-3 of the protocol synchronously on x's loop: bounded retries with the
@@ -47,6 +47,16 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
                 struct writer_state *ws, char *err, size_t errlen);
 /* after_seq: the fence goes no lower than after_seq + 1 (a local spool holds seqs up to it
  * that are still to be sent); 0 for none. */
+
+/* The epoch of the chain's object holding seq, for a seq at or below the end writer_open
+ * found: of the objects whose key lies within span at or below seq (span: the most records
+ * an object holds) and that hold seq, the highest epoch. An object that holds seq but is
+ * off the chain is an orphan, written past a newer epoch's fence: the chain's object there
+ * has that newer epoch or a higher one. *epoch is 0 when no object within span holds seq.
+ * Synchronous on x's loop. Returns 0, or S3C_ES3 / S3C_ENETWORK / S3C_ECORRUPT (an object
+ * whose header cannot be read as one) / S3C_ENOMEM with one line in err. */
+int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_t seq,
+                          uint64_t span, uint64_t *epoch, char *err, size_t errlen);
 
 /* The fence object writer_open placed, byte for byte (so a spool can keep it): writes up
  * to cap bytes into out and returns its size (0 when cap is too small). */

@@ -21,6 +21,7 @@
 #include "reader/reader_int.h" /* the reader's transport, for its buffer count */
 #include "s3commit.h"
 #include "support/mockstats.h"
+#include "support/rawobj.h"
 #include "support/stage_open.h"
 #include "test.h"
 
@@ -29,119 +30,6 @@
 #define MAX_COMMIT 65536
 
 static struct mockproc mock; /* unsigned requests accepted: the test PUTs by hand */
-
-/* ---- raw HTTP to the mock (binary bodies) ------------------------------------------ */
-
-struct rbuf {
-    unsigned char *p;
-    size_t len;
-};
-
-/* One request on a fresh connection; *out gets the answer's body (malloc'd, NUL-ended).
- * Returns the HTTP status. */
-static int raw_http(const char *method, const char *path, const void *body, size_t blen,
-                    struct rbuf *out)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mock.port)};
-    char req[1024];
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT(fd >= 0);
-    ASSERT_EQ(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    int n = snprintf(req, sizeof(req),
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n",
-                     method, path, mock.port, blen);
-    ASSERT_EQ(write(fd, req, (size_t)n), n);
-    for (size_t off = 0; off < blen;) {
-        ssize_t w = write(fd, (const char *)body + off, blen - off);
-        ASSERT(w > 0);
-        off += (size_t)w;
-    }
-    size_t cap = 65536, got = 0;
-    unsigned char *all = malloc(cap);
-    for (;;) {
-        if (got + 4096 > cap)
-            all = realloc(all, cap *= 2);
-        ASSERT(all != NULL);
-        ssize_t r = read(fd, all + got, cap - got - 1);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    all[got] = '\0';
-    int status = 0;
-    ASSERT_EQ(sscanf((char *)all, "HTTP/1.%*d %d", &status), 1);
-    unsigned char *b = (unsigned char *)strstr((char *)all, "\r\n\r\n");
-    ASSERT(b != NULL);
-    b += 4;
-    if (out) {
-        out->len = got - (size_t)(b - all);
-        out->p = malloc(out->len + 1);
-        memcpy(out->p, b, out->len + 1);
-    }
-    free(all);
-    return status;
-}
-
-/* The first seqs of the keys under <prefix>log/ (one page: the logs here are small). */
-static int list_firsts(const char *prefix, uint64_t *firsts, int max)
-{
-    char path[256];
-    struct rbuf b;
-    snprintf(path, sizeof(path), "/commits?list-type=2&prefix=%slog/&max-keys=1000", prefix);
-    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
-    int n = 0;
-    for (char *k = (char *)b.p; (k = strstr(k, "<Key>")) != NULL; k += 5) {
-        char key[OBJ_KEY_MAX];
-        char *e = strstr(k, "</Key>");
-        ASSERT(e && n < max);
-        snprintf(key, sizeof(key), "%.*s", (int)(e - k - 5), k + 5);
-        ASSERT(obj_key_parse(key, prefix, &firsts[n]));
-        n++;
-    }
-    free(b.p);
-    return n;
-}
-
-static void obj_path(char *out, size_t n, const char *prefix, uint64_t first)
-{
-    char key[OBJ_KEY_MAX];
-    obj_key(key, sizeof(key), prefix, first);
-    snprintf(out, n, "/commits/%s", key);
-}
-
-/* A valid v2 object of n records from first, each payload the string payloads[i]. */
-static unsigned char *obj_build(uint64_t first, int n, uint64_t epoch, uint16_t flags,
-                                const char *const *payloads, size_t *len)
-{
-    size_t cap = OBJ_HEADER_BYTES + OBJ_TRAILER_BYTES, off = 0;
-    for (int i = 0; i < n; i++)
-        cap += OBJ_RECORD_HEADER_BYTES + strlen(payloads[i]);
-    unsigned char *p = malloc(cap);
-    struct obj_header h = {.version = OBJ_VERSION,
-                           .flags = flags,
-                           .count = (uint32_t)n,
-                           .first_seq = first,
-                           .last_seq = first + (uint64_t)n - 1,
-                           .epoch = epoch};
-    obj_header_encode(&h, p);
-    off = OBJ_HEADER_BYTES;
-    for (int i = 0; i < n; i++) {
-        uint32_t l = (uint32_t)strlen(payloads[i]);
-        obj_record_header_encode(l, crc32c_update(0, payloads[i], l), first + (uint64_t)i, p + off);
-        memcpy(p + off + OBJ_RECORD_HEADER_BYTES, payloads[i], l);
-        off += OBJ_RECORD_HEADER_BYTES + l;
-    }
-    obj_trailer_encode(crc32c_update(0, p, off), p + off);
-    *len = off + OBJ_TRAILER_BYTES;
-    char err[256];
-    struct obj_header chk;
-    if (obj_decode(p, *len, &chk, NULL, NULL, err, sizeof(err)) != 0)
-        TEST_FAIL_("obj_build made a bad object: %s", err);
-    return p;
-}
 
 /* ---- stages and readers ----------------------------------------------------------- */
 
@@ -267,7 +155,7 @@ static void test_round_trip(void)
     submit_random(st, &rt, 300);
     ASSERT_EQ(s3c_wait_durable(st, rt.seq[rt.n - 1], 20000), 0);
     test_stage_close(st);
-    rt_objects = list_firsts("rt/", rt_firsts, 1000);
+    rt_objects = list_firsts(&mock, "rt/", rt_firsts, 1000);
     ASSERT_GE(rt_objects, 10); /* many objects, so seeks land inside them */
 
     s3c_reader *r = open_reader("rt/", 0, 0, 0);
@@ -327,7 +215,7 @@ static void test_seek_and_to(void)
     /* The manifest's max_batch_commits (how far below a seq its object may start) covers
      * the widest object the stage wrote... */
     struct rbuf b;
-    ASSERT_EQ(raw_http("GET", "/commits/rt/manifest.json", NULL, 0, &b), 200);
+    ASSERT_EQ(raw_http(&mock, "GET", "/commits/rt/manifest.json", NULL, 0, &b), 200);
     cJSON *m = cJSON_ParseWithLength((const char *)b.p, b.len);
     free(b.p);
     ASSERT(m != NULL);
@@ -337,7 +225,7 @@ static void test_seek_and_to(void)
     /* ...and a stale one (as older writers left it) costs a wider look, not a failure. */
     cJSON_SetNumberValue(mb, 1);
     char *text = cJSON_PrintUnformatted(m);
-    ASSERT_EQ(raw_http("PUT", "/commits/rt/manifest.json", text, strlen(text), NULL), 200);
+    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/rt/manifest.json", text, strlen(text), NULL), 200);
     free(text);
     cJSON_Delete(m);
     r = open_reader("rt/", last, 0, 0);
@@ -370,7 +258,7 @@ static void test_epochs_and_orphans(void)
     mock_faults(&mock, "{\"latency_ms\":0}");
     test_stage_close(st);
     uint64_t firsts[64];
-    int n = list_firsts("ep/", firsts, 64);
+    int n = list_firsts(&mock, "ep/", firsts, 64);
     ASSERT_GE(n, 8); /* 1, 2..6, 7, then 8.. in one or more objects */
     ASSERT_UEQ(firsts[6], 7);
     ASSERT_UEQ(firsts[7], 8);
@@ -385,12 +273,12 @@ static void test_epochs_and_orphans(void)
     size_t len;
     unsigned char *o = obj_build(13, 2, 1, 0, orphan_beyond, &len);
     obj_path(path, sizeof(path), "ep/", 13);
-    ASSERT_EQ(raw_http("PUT", path, o, len, NULL), 200);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
     free(o);
     const char *orphan_inside[] = {"inside"};
     o = obj_build(inside, 1, 1, 0, orphan_inside, &len);
     obj_path(path, sizeof(path), "ep/", inside);
-    ASSERT_EQ(raw_http("PUT", path, o, len, NULL), 200);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
     free(o);
 
     s3c_reader *r = open_reader("ep/", 0, 0, 0);
@@ -443,10 +331,10 @@ static void test_epochs_and_orphans(void)
     s3c_reader_close(r);
 
     /* The orphans are there to be read (the reader chose not to). */
-    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &b), 200);
     free(b.p);
     obj_path(path, sizeof(path), "ep/", 13);
-    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &b), 200);
     free(b.p);
     commits_free(&c);
 }
@@ -545,7 +433,7 @@ static void write_small_log(const char *prefix, struct commits *c, uint64_t *fir
     submit_random(st, c, 30);
     ASSERT_EQ(s3c_wait_durable(st, c->seq[c->n - 1], 10000), 0);
     test_stage_close(st);
-    *n = list_firsts(prefix, firsts, 64);
+    *n = list_firsts(&mock, prefix, firsts, 64);
     ASSERT_GE(*n, 11); /* a batch may split where the ring wraps */
 }
 
@@ -562,7 +450,7 @@ static void test_corrupt_object(void)
     struct rbuf b;
     obj_path(path, sizeof(path), "co/", firsts[v]);
     obj_key(key, sizeof(key), "co/", firsts[v]);
-    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &b), 200);
     /* Flip a byte in the second record's payload. */
     size_t rec0 = OBJ_HEADER_BYTES;
     uint32_t len0 = (uint32_t)b.p[rec0] | (uint32_t)b.p[rec0 + 1] << 8 |
@@ -572,7 +460,7 @@ static void test_corrupt_object(void)
                     (uint32_t)b.p[rec1 + 2] << 16 | (uint32_t)b.p[rec1 + 3] << 24;
     ASSERT_GT(len1, 0);
     b.p[rec1 + OBJ_RECORD_HEADER_BYTES + len1 / 2] ^= 0x40;
-    ASSERT_EQ(raw_http("PUT", path, b.p, b.len, NULL), 200);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, b.p, b.len, NULL), 200);
     free(b.p);
 
     s3c_reader *r = open_reader("co/", 0, 0, 0);
@@ -615,7 +503,7 @@ static int lettered_log(const char *prefix, const char *persistence, int count, 
     }
     ASSERT_EQ(s3c_wait_durable(st, seq, 10000), 0);
     test_stage_close(st);
-    return list_firsts(prefix, firsts, max);
+    return list_firsts(&mock, prefix, firsts, max);
 }
 
 /* Large objects arrive in many receives, each piece checked as it lands (obj_stream): a
@@ -639,7 +527,7 @@ static void test_corrupt_large_object(void)
     struct rbuf b;
     obj_path(path, sizeof(path), "cl/", firsts[v]);
     obj_key(key, sizeof(key), "cl/", firsts[v]);
-    ASSERT_EQ(raw_http("GET", path, NULL, 0, &b), 200);
+    ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &b), 200);
     ASSERT_GT(b.len, 512 * 1024);
     uint64_t count = firsts[v + 1] - firsts[v];
     /* The record in the middle: its payload's offset. */
@@ -651,7 +539,7 @@ static void test_corrupt_large_object(void)
     for (int round = 0; round < 2; round++) {
         size_t flip = round == 0 ? pay + 1000 : b.len - OBJ_TRAILER_BYTES + 1;
         b.p[flip] ^= 0x08;
-        ASSERT_EQ(raw_http("PUT", path, b.p, b.len, NULL), 200);
+        ASSERT_EQ(raw_http(&mock, "PUT", path, b.p, b.len, NULL), 200);
         b.p[flip] ^= 0x08; /* the good bytes back, for the next round */
         s3c_reader *r = open_reader("cl/", 0, 0, 0);
         struct s3c_record rec;
@@ -687,7 +575,7 @@ static void test_missing_object(void)
     char path[700], key[OBJ_KEY_MAX];
     obj_path(path, sizeof(path), "mi/", firsts[4]);
     obj_key(key, sizeof(key), "mi/", firsts[4]);
-    ASSERT_EQ(raw_http("DELETE", path, NULL, 0, NULL), 204);
+    ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
 
     s3c_reader *r = open_reader("mi/", 0, 0, 0);
     struct s3c_record rec;
@@ -751,8 +639,8 @@ static void test_bodies_are_reused(void)
 {
     enum { W = 16 };
     uint64_t firsts[128];
-    int n = lettered_log("br/", "\"batch_size_threshold\":2,\"batch_timeout_ms\":10000", 160,
-                         20000, firsts, 128);
+    int n = lettered_log("br/", "\"batch_size_threshold\":2,\"batch_timeout_ms\":10000", 160, 20000,
+                         firsts, 128);
     ASSERT_GE(n, 60);
     /* The head held while the window reads ahead, then the read-ahead drained with no GET
      * landing in between (2 * W bodies given back at once); then the same again further on,

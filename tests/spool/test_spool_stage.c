@@ -19,6 +19,7 @@
 #include "s3commit.h"
 #include "spool/spool_int.h" /* spool_frame_decode: reading segments back */
 #include "support/mockstats.h"
+#include "support/rawobj.h"
 #include "test.h"
 
 static struct mockproc mock;
@@ -311,7 +312,8 @@ static void failing_handed_off_write(void)
 #define LS_FILES 256
 static struct ls_file {
     char path[256];
-    uint64_t written, synced; /* the end of what was written; of that, before a good fdatasync began */
+    uint64_t written,
+        synced; /* the end of what was written; of that, before a good fdatasync began */
 } ls_files[LS_FILES];
 static int ls_n;
 static pthread_mutex_t ls_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -668,6 +670,65 @@ static void takeover_strands_the_spool(void)
     sp_rm_dir();
 }
 
+/* The same takeover, and an orphan of the spool's own epoch holding the spool's last commit
+ * X: a PUT the fenced run had in flight, landed past the takeover's fence (planted here
+ * by hand at log/<X>, inside the takeover's object that holds X). The object with the
+ * highest first seq at or below X is then the spool's own; only the chain's object (the
+ * highest epoch holding X) tells the truth. Before the fix the open took the orphan for
+ * proof and trimmed away the spool's 300 locally durable commits. */
+static void takeover_with_an_orphan_of_the_spools_epoch(void)
+{
+    char err[1024], path[700];
+    sp_fresh_dir();
+    sp_tiny = 1;                            /* the takeover's commits fit one object */
+    sp_extra = ",\"batch_timeout_ms\":200"; /* and are sent as one */
+    s3c_stage *a = sp_open_ok(64LL << 20);
+    struct s3c_stage_info ai;
+    ASSERT_EQ(s3c_stage_info(a, &ai), 0);
+    uint64_t first = ai.first_seq, x = first + 299;
+    mock_faults(&mock, OUTAGE);
+    ASSERT_EQ(sp_submit(a, first, 0, 300, 10000), 0);
+    ASSERT_EQ(s3c_wait_local(a, x, 10000), 0);
+    struct s3c_close_report rep;
+    ASSERT_EQ(s3c_stage_close(a, &rep), S3C_ETIMEDOUT);
+    ASSERT_GE(rep.local_seq, x);
+    mock_faults(&mock, HEALED);
+
+    s3c_stage *b = sp_open(0, err, sizeof(err)); /* another host: no spool */
+    ASSERT(b != NULL);
+    uint64_t bfirst = sp_first_seq(b);
+    ASSERT_UEQ(bfirst, first + 1);
+    /* An object of B ends at X - 2; the next starts at X - 1 and holds X. */
+    ASSERT_EQ(sp_submit(b, bfirst, 0, x - 1 - bfirst, 10000), 0);
+    ASSERT_EQ(s3c_wait_durable(b, x - 2, 10000), 0);
+    ASSERT_EQ(sp_submit(b, bfirst, x - 1 - bfirst, 600, 10000), 0);
+    ASSERT_EQ(s3c_wait_durable(b, bfirst + 599, 10000), 0);
+    ASSERT_EQ(s3c_stage_close(b, NULL), 0);
+    struct rbuf got;
+    struct obj_header h;
+    obj_path(path, sizeof(path), "sp/", x - 1);
+    ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &got), 200);
+    ASSERT_EQ(obj_header_decode(got.p, got.len, &h, NULL, NULL, 0), 0);
+    free(got.p);
+    ASSERT_UEQ(h.first_seq, x - 1);
+    ASSERT_GE(h.last_seq, x); /* B's object on the chain holds X */
+    ASSERT_GT(h.epoch, ai.epoch);
+
+    const char *payload[] = {"in flight when the takeover fenced it"};
+    size_t len;
+    unsigned char *o = obj_build(x, 1, ai.epoch, 0, payload, &len);
+    obj_path(path, sizeof(path), "sp/", x);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+    ASSERT(again == NULL);
+    ASSERT(strstr(err, "another writer took the log over") != NULL);
+    ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
+    sp_tiny = 0;
+    sp_extra = "";
+    sp_rm_dir();
+}
+
 /* Chunks of thousands of short commits, many under 24 bytes so that their records are not
  * back to back in the ring (one iovec each): a chunk frame then needs more iovecs than a
  * writev takes and is written in parts (it overflowed the writer's iovec array before).
@@ -702,9 +763,9 @@ static void long_chunks_many_segments(void)
 
 /* ---- recycled segments: written over, and a crash never reads their old frames ---------- */
 
-static char rc_dir[96];          /* the spool directory the hook copies */
-static char rc_snap[6][128];     /* crash images: the directory just before a write */
-static uint64_t rc_snap_l[6];    /* L when it was taken */
+static char rc_dir[96];       /* the spool directory the hook copies */
+static char rc_snap[6][128];  /* crash images: the directory just before a write */
+static uint64_t rc_snap_l[6]; /* L when it was taken */
 static int rc_nsnap;
 static _Atomic uint64_t rc_overwrites; /* writes over a recycled file's old frames */
 static s3c_stage *rc_st;
@@ -786,8 +847,12 @@ static ssize_t rc_pwrite(int fd, const void *buf, size_t len, off_t off)
 static void rc_check_image(const char *d, uint64_t l, uint64_t first_seq)
 {
     static _Atomic uint64_t w;
-    struct spool_opts o = {.w = &w, .dir = d, .max_bytes = 64LL << 20, .segment_bytes = sp_seg,
-                           .queue = 16, .notify_fd = -1};
+    struct spool_opts o = {.w = &w,
+                           .dir = d,
+                           .max_bytes = 64LL << 20,
+                           .segment_bytes = sp_seg,
+                           .queue = 16,
+                           .notify_fd = -1};
     struct spool *sp;
     struct spool_scan scan;
     char err[512];
@@ -890,6 +955,7 @@ int main(void)
     RUN(next_open_replays_without_o_direct);
     RUN(preparer_refused_o_direct_leaves_writer_alone);
     RUN(takeover_strands_the_spool);
+    RUN(takeover_with_an_orphan_of_the_spools_epoch);
     RUN(long_chunks_many_segments);
     RUN(recycled_segments_never_read_old_frames);
     test_mock_stop(&mock);
