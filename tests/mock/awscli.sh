@@ -10,31 +10,9 @@ fail() { echo "awscli.sh: FAIL: $*" >&2; exit 1; }
 if ! command -v aws >/dev/null 2>&1; then
     fail "the aws CLI is not on PATH; install it with 'scripts/deps.sh test' (Debian package awscli)"
 fi
-MOCK=${S3C_MOCK_BIN:?S3C_MOCK_BIN is not set (run through ctest)}
-WORK=$(mktemp -d /tmp/s3c-awscli-XXXXXX)
-MOCK_PID=
-cleanup() {
-    if [ -n "$MOCK_PID" ]; then
-        kill -TERM "$MOCK_PID" 2>/dev/null || true
-        wait "$MOCK_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$MOCK" --listen 127.0.0.1:0 --bucket commits --access-key AKIDAWSCLI \
-    --secret-key 'cli/secret+key' >"$WORK/mock.out" 2>"$WORK/mock.err" &
-MOCK_PID=$!
-for _ in $(seq 100); do
-    [ -s "$WORK/mock.out" ] && break
-    sleep 0.05
-done
-LINE=$(head -n1 "$WORK/mock.out")
-case "$LINE" in
-    "listening on 127.0.0.1:"*) ;;
-    *) fail "the mock did not start: '$LINE' $(cat "$WORK/mock.err")" ;;
-esac
-EP="http://127.0.0.1:${LINE##*:}"
+. "$(dirname "$0")/mock_start.sh"
+mock_start awscli AKIDAWSCLI 'cli/secret+key'
+EP="http://127.0.0.1:$MOCK_PORT"
 echo "awscli.sh: $(aws --version 2>&1) against $EP"
 
 export AWS_ACCESS_KEY_ID=AKIDAWSCLI AWS_SECRET_ACCESS_KEY='cli/secret+key'

@@ -19,32 +19,10 @@ for cand in ${S3C_PYTHON:-} python3 /usr/bin/python3; do
 done
 [ -n "$PY" ] ||
     fail "no python3 with boto3; install it with 'scripts/deps.sh test' (Debian package python3-boto3)"
-MOCK=${S3C_MOCK_BIN:?S3C_MOCK_BIN is not set (run through ctest)}
-WORK=$(mktemp -d /tmp/s3c-botocore-XXXXXX)
-MOCK_PID=
-cleanup() {
-    if [ -n "$MOCK_PID" ]; then
-        kill -TERM "$MOCK_PID" 2>/dev/null || true
-        wait "$MOCK_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/mock_start.sh"
+mock_start botocore AKIDBOTOCORE 'boto/secret+key'
 
-"$MOCK" --listen 127.0.0.1:0 --bucket commits --access-key AKIDBOTOCORE \
-    --secret-key 'boto/secret+key' >"$WORK/mock.out" 2>"$WORK/mock.err" &
-MOCK_PID=$!
-for _ in $(seq 100); do
-    [ -s "$WORK/mock.out" ] && break
-    sleep 0.05
-done
-LINE=$(head -n1 "$WORK/mock.out")
-case "$LINE" in
-    "listening on 127.0.0.1:"*) ;;
-    *) fail "the mock did not start: '$LINE' $(cat "$WORK/mock.err")" ;;
-esac
-
-export S3C_EP="http://127.0.0.1:${LINE##*:}"
+export S3C_EP="http://127.0.0.1:$MOCK_PORT"
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY \
     AWS_REQUEST_CHECKSUM_CALCULATION || true

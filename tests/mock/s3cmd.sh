@@ -7,31 +7,9 @@ fail() { echo "s3cmd.sh: FAIL: $*" >&2; exit 1; }
 
 command -v s3cmd >/dev/null 2>&1 ||
     fail "s3cmd is not on PATH; install it with 'scripts/deps.sh test' (Debian package s3cmd)"
-MOCK=${S3C_MOCK_BIN:?S3C_MOCK_BIN is not set (run through ctest)}
-WORK=$(mktemp -d /tmp/s3c-s3cmd-XXXXXX)
-MOCK_PID=
-cleanup() {
-    if [ -n "$MOCK_PID" ]; then
-        kill -TERM "$MOCK_PID" 2>/dev/null || true
-        wait "$MOCK_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$MOCK" --listen 127.0.0.1:0 --bucket commits --access-key AKIDS3CMD \
-    --secret-key 's3cmd/secret' >"$WORK/mock.out" 2>"$WORK/mock.err" &
-MOCK_PID=$!
-for _ in $(seq 100); do
-    [ -s "$WORK/mock.out" ] && break
-    sleep 0.05
-done
-LINE=$(head -n1 "$WORK/mock.out")
-case "$LINE" in
-    "listening on 127.0.0.1:"*) ;;
-    *) fail "the mock did not start: '$LINE' $(cat "$WORK/mock.err")" ;;
-esac
-HP="127.0.0.1:${LINE##*:}"
+. "$(dirname "$0")/mock_start.sh"
+mock_start s3cmd AKIDS3CMD 's3cmd/secret'
+HP="127.0.0.1:$MOCK_PORT"
 cat >"$WORK/s3cfg" <<CFG
 [default]
 access_key = AKIDS3CMD
