@@ -71,12 +71,20 @@ static inline int raw_http(const struct mockproc *m, const char *method, const c
 }
 
 /* The first seqs of the keys under <prefix>log/ (one page: the logs here are small). */
-static inline int list_firsts(const struct mockproc *m, const char *prefix, uint64_t *firsts,
-                              int max)
+/* The first seqs of the keys under <prefix>log/ after the key of seq `after` (0: from the
+ * start), one page of up to 1000. */
+static inline int list_firsts_after(const struct mockproc *m, const char *prefix, uint64_t after,
+                                    uint64_t *firsts, int max)
 {
-    char path[256];
+    char path[512], from[OBJ_KEY_MAX + 16] = "";
     struct rbuf b;
-    snprintf(path, sizeof(path), "/commits?list-type=2&prefix=%slog/&max-keys=1000", prefix);
+    if (after > 0) {
+        char key[OBJ_KEY_MAX];
+        obj_key(key, sizeof(key), prefix, after);
+        snprintf(from, sizeof(from), "&start-after=%s", key);
+    }
+    snprintf(path, sizeof(path), "/commits?list-type=2&prefix=%slog/&max-keys=1000%s", prefix,
+             from);
     ASSERT_EQ(raw_http(m, "GET", path, NULL, 0, &b), 200);
     int n = 0;
     for (char *k = (char *)b.p; (k = strstr(k, "<Key>")) != NULL; k += 5) {
@@ -89,6 +97,13 @@ static inline int list_firsts(const struct mockproc *m, const char *prefix, uint
     }
     free(b.p);
     return n;
+}
+
+/* The same from the start (the logs of the tests that use it are small). */
+static inline int list_firsts(const struct mockproc *m, const char *prefix, uint64_t *firsts,
+                              int max)
+{
+    return list_firsts_after(m, prefix, 0, firsts, max);
 }
 
 static inline void obj_path(char *out, size_t n, const char *prefix, uint64_t first)
