@@ -9,8 +9,11 @@
  * alternating pairs. The stage runs against s3commit-mock --store none (started and stopped
  * by pid). Every case is bounded in time.
  *
+ * (d) a sweep: 128 B commits paced at 10,000/s to 4,000,000/s (1 producer below 100,000/s, else 2),
+ * each against the raw lines of (a), and the highest rate whose p99 met each target.
+ *
  * Usage: bench-spool [seconds per case, default 3]
- *                    [only: raw|local|local4k|paced|light|half|e2e|e2e-on|e2e-off] [rate]
+ *                    [only: raw|local|local4k|paced|light|half|sweep|e2e|e2e-on|e2e-off] [rate]
  * (e2e-on and e2e-off run one side of the pairs only, for a profiler: no ratio. half runs
  * the 128 B, 2-producer peak and the half-load case after it; with a rate, that case alone
  * at that rate. local4k runs the 4 KiB peaks alone.)
@@ -398,6 +401,9 @@ static double bsp_two_overwrites_us(double group_bytes)
     return best < 0 ? 0 : 2 * bsp_ow_mean_us[best];
 }
 
+/* The last bsp_local case: its p99 and its two targets (0: no raw line to compare with). */
+static double bsp_last_p99, bsp_last_target, bsp_last_loose;
+
 static double bsp_local(const char *name, int producers, size_t size, double secs, double rate)
 {
     char dir[PATH_MAX];
@@ -409,6 +415,7 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     double gbytes = r.commits_per_group * (double)(size + 16) + 48;
     double target = bsp_two_fsyncs_us(gbytes, false), loose = bsp_two_fsyncs_us(gbytes, true);
     double strict = bsp_two_overwrites_us(gbytes);
+    bsp_last_p99 = (double)r.p99_us, bsp_last_target = target, bsp_last_loose = loose;
     printf("{\"bench\":\"spool\",\"case\":\"%s\",\"ring_mib\":%ld,\"commit_bytes\":%zu,"
            "\"producers\":%d,\"rate_commits_per_s\":%.0f,\"local_commits_per_s\":%.0f,\"local_mb_"
            "per_s\":%.1f,"
@@ -466,7 +473,7 @@ int main(int argc, char **argv)
         bsp_raw("overwrite", 8192, secs / 2);
         bsp_raw("append", 8192, secs / 2);
     }
-    if (!*only || strcmp(only, "raw") == 0) {
+    if (!*only || strcmp(only, "raw") == 0 || strcmp(only, "sweep") == 0) {
         size_t sizes[] = {8192, 65536, 262144, 1048576};
         for (int i = 0; i < 2; i++)
             bsp_raw("overwrite", sizes[i], secs / 2);
@@ -509,6 +516,31 @@ int main(int argc, char **argv)
         bsp_ring_bytes = 4L << 20;
         bsp_local("local_peak", 2, 128, secs, 0);
         bsp_ring_bytes = 64L << 20;
+    }
+
+    /* (d) p99 against the load: where the target stops being met. */
+    if (!*only || strcmp(only, "sweep") == 0) {
+        static const double rates[] = {10000, 100000, 300000, 1000000, 2000000, 4000000};
+        /* The frontier: the highest rate at which this and every lower rate met it. */
+        double met_mean = 0, met_p99 = 0;
+        bool still_mean = true, still_p99 = true;
+        char rates_run[256] = "";
+        for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+            double got = bsp_local("local_rate", rates[i] < 100000 ? 1 : 2, 128, secs, rates[i]);
+            if (got < 0.95 * rates[i])
+                break; /* the disk or the CPU cannot take this rate: the sweep ends */
+            size_t n = strlen(rates_run);
+            snprintf(rates_run + n, sizeof(rates_run) - n, "%s%.0f", n ? "," : "", rates[i]);
+            still_mean = still_mean && bsp_last_target > 0 && bsp_last_p99 <= bsp_last_target;
+            still_p99 = still_p99 && bsp_last_loose > 0 && bsp_last_p99 <= bsp_last_loose;
+            met_mean = still_mean ? rates[i] : met_mean;
+            met_p99 = still_p99 ? rates[i] : met_p99;
+        }
+        printf("{\"bench\":\"spool\",\"case\":\"p99_frontier\",\"commit_bytes\":128,"
+               "\"rates\":[%s],\"highest_rate_p99_within_two_raw_means\":%.0f,"
+               "\"highest_rate_p99_within_two_raw_p99s\":%.0f}\n",
+               rates_run, met_mean, met_p99);
+        fflush(stdout);
     }
 
     /* (c) End to end: W with the spool off and on, in three alternating pairs so that a
