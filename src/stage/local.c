@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/clock.h"
 #include "common/log.h"
 #include "stage/stage_int.h"
@@ -76,8 +78,180 @@ int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t err
         return rc;
     }
     *last = scan.last_seq;
+    st->spool_first = scan.first_seq;
     st->spool_commit = scan.last_commit_seq;
     st->spool_epoch = scan.last_commit_epoch;
+    return 0;
+}
+
+/* ---- is what the spool holds below W the log's? ------------------------------------- */
+
+/* A run's control record, as the spool keeps it (the whole fence object): its seq, and
+ * the chain it found: W, and the epoch of the last EPOCH_START at or before W. */
+struct spool_ctl {
+    uint64_t seq, found, start_epoch;
+};
+
+/* Reads the control record at *pos (an OBJECT frame, f its header). Returns 0 and fills c,
+ * or S3C_ECORRUPT / an error of the read with err set. */
+static int stage_spool_ctl_read(struct s3c_stage *st, struct spool_pos pos,
+                                const struct spool_frame *f, struct spool_ctl *c, char *err,
+                                size_t errlen)
+{
+    unsigned char obj[1024];
+    struct spool_frame g;
+    int rc = spool_read(st->spool, &pos, &g, obj, sizeof(obj), err, errlen);
+    if (rc != 0)
+        return rc;
+    size_t head = OBJ_HEADER_BYTES + OBJ_RECORD_HEADER_BYTES;
+    cJSON *j = g.len > head + OBJ_TRAILER_BYTES
+                   ? cJSON_ParseWithLength((const char *)obj + head,
+                                           g.len - head - OBJ_TRAILER_BYTES)
+                   : NULL;
+    const cJSON *found = cJSON_GetObjectItemCaseSensitive(j, "found_durable_seq");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(j, "found_start_epoch");
+    if (!cJSON_IsNumber(found)) {
+        cJSON_Delete(j);
+        snprintf(err, errlen,
+                 "spool.dir %s: the control record at seq %" PRIu64 " does not name the W "
+                 "its run found; move spool.dir aside (keep it: it holds commits) and open "
+                 "again",
+                 st->cfg.spool.dir, f->first);
+        return S3C_ECORRUPT;
+    }
+    /* (a control record written before found_start_epoch: no orphan is told from the
+     * chain while following it) */
+    *c = (struct spool_ctl){.seq = f->first,
+                            .found = (uint64_t)found->valuedouble,
+                            .start_epoch = cJSON_IsNumber(start) ? (uint64_t)start->valuedouble
+                                                                 : 0};
+    cJSON_Delete(j);
+    return 0;
+}
+
+/* The oldest run in the spool that put its fence past a gap: the spool held seqs past the
+ * log's end when it opened, so its control record went after them, not at the log's end.
+ * Such a fence does not fence the gap: a writer that took its epoch earlier can still win
+ * the gap's first key and continue the chain past that fence without ever meeting it, and
+ * then objects of the run's epoch stand off the chain beside another writer's. Returns 1
+ * (*c), 0 (none: every fence in the spool went at the log's end) or an error. */
+static int stage_spool_gap_run(struct s3c_stage *st, struct spool_ctl *c, char *err,
+                               size_t errlen)
+{
+    struct spool_pos pos;
+    int rc = st->spool_first ? spool_find(st->spool, st->spool_first, &pos, err, errlen)
+                             : S3C_EEND;
+    for (; rc == 0;) {
+        struct spool_pos at = pos;
+        struct spool_frame f;
+        rc = spool_read(st->spool, &pos, &f, NULL, 0, err, errlen);
+        if (rc != 0 || f.type != SPOOL_OBJECT)
+            continue;
+        rc = stage_spool_ctl_read(st, at, &f, c, err, errlen);
+        if (rc == 0 && c->seq != c->found + 1)
+            return 1;
+    }
+    return rc == S3C_EEND ? 0 : rc;
+}
+
+/* Following the chain beside the spool's frames: each object on the chain must be of the
+ * epoch of the spool's frames it holds (the run that accepted them, which wrote it). */
+struct spool_vs_chain {
+    struct s3c_stage *st;
+    struct spool_pos pos;
+    struct spool_frame f;
+    bool have;
+    int rc;                  /* a read of the spool failed (err) */
+    uint64_t bad_seq;        /* 0, or the first seq the chain holds of another epoch */
+    uint64_t chain_epoch, spool_epoch;
+    char err[512];
+};
+
+static int stage_spool_vs_obj(void *ctx, const struct obj_header *h)
+{
+    struct spool_vs_chain *v = ctx;
+    for (;;) {
+        if (!v->have) {
+            int rc = spool_read(v->st->spool, &v->pos, &v->f, NULL, 0, v->err, sizeof(v->err));
+            if (rc == S3C_EEND)
+                return 1; /* the spool's frames are all compared */
+            if (rc != 0) {
+                v->rc = rc;
+                return 1;
+            }
+            v->have = v->f.type != SPOOL_SEAL;
+            continue;
+        }
+        if (v->f.last < h->first_seq) { /* before the object (the walk starts below) */
+            v->have = false;
+            continue;
+        }
+        if (v->f.first > h->last_seq)
+            return 0; /* the next object's */
+        if (v->f.epoch != h->epoch) {
+            v->bad_seq = v->f.first > h->first_seq ? v->f.first : h->first_seq;
+            v->chain_epoch = h->epoch;
+            v->spool_epoch = v->f.epoch;
+            return 1;
+        }
+        if (v->f.last > h->last_seq)
+            return 0; /* it goes on into the next object */
+        v->have = false;
+    }
+}
+
+/* The spool's seqs up to upto are taken to be in S3 (trimmed, not sent again). When a run
+ * in the spool fenced past a gap, follow the chain from the W that run found and check
+ * every object on it up to upto against the spool's frames. Returns 0 (they are the
+ * log's), S3C_ECORRUPT (not: err says so) or an error of the requests. */
+static int stage_spool_check_gap_run(struct s3c_stage *st, uint64_t upto, bool *checked,
+                                     char *err, size_t errlen)
+{
+    struct spool_ctl c = {0};
+    *checked = false;
+    int rc = stage_spool_gap_run(st, &c, err, errlen);
+    if (rc <= 0)
+        return rc;
+    if (c.found >= upto)
+        return 0;
+    struct spool_vs_chain v = {.st = st};
+    rc = spool_find(st->spool, st->spool_first, &v.pos, err, errlen);
+    if (rc != 0)
+        return rc;
+    uint64_t end = 0;
+    int fn_rc = 0;
+    rc = writer_chain_follow(st->x, &st->cfg, c.found, c.start_epoch, upto, stage_spool_vs_obj,
+                             &v, &end, &fn_rc, err, errlen);
+    S3C_LOG(S3C_LOG_INFO,
+            "event=spool_chain_check control_seq=%" PRIu64 " from_seq=%" PRIu64
+            " to_seq=%" PRIu64 " reached=%" PRIu64 " bad_seq=%" PRIu64,
+            c.seq, c.found + 1, upto, end, v.bad_seq);
+    if (rc < 0)
+        return rc;
+    if (v.rc != 0) {
+        snprintf(err, errlen, "%s", v.err);
+        return v.rc;
+    }
+    *checked = true;
+    if (v.bad_seq) {
+        snprintf(err, errlen,
+                 "spool.dir %s holds seq %" PRIu64 " of epoch %" PRIu64 ", but the log in S3 "
+                 "holds it in an object of epoch %" PRIu64 ": another writer took the log "
+                 "over while the run of control record %" PRIu64 " was sending what the "
+                 "spool held; the spool's commits that were not in S3 then cannot be placed "
+                 "after it; move spool.dir aside (keep it: it holds commits) and open again",
+                 st->cfg.spool.dir, v.bad_seq, v.spool_epoch, v.chain_epoch, c.seq);
+        return S3C_ECORRUPT;
+    }
+    if (fn_rc == 0 && end < upto) {
+        snprintf(err, errlen,
+                 "spool.dir %s holds seqs up to %" PRIu64 ", but the chain of objects from "
+                 "seq %" PRIu64 " (where the run of control record %" PRIu64 " found the "
+                 "log's end) stops at %" PRIu64 ": the spool and the log disagree; move "
+                 "spool.dir aside (keep it: it holds commits) and open again",
+                 st->cfg.spool.dir, upto, c.found + 1, c.seq, end);
+        return S3C_ECORRUPT;
+    }
     return 0;
 }
 
@@ -151,6 +325,10 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
                      st->cfg.spool.dir, w + 1, last, f.epoch, ws->chain_start_epoch, w);
             return S3C_ECORRUPT;
         }
+        bool checked; /* what is trimmed as in S3 already must be the log's */
+        rc = w >= st->spool_first ? stage_spool_check_gap_run(st, w, &checked, err, errlen) : 0;
+        if (rc != 0)
+            return rc;
         spool_trim(st->spool, w);
         st->next_batch = w + 1;
         st->replay_end = last;
@@ -164,7 +342,10 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
                 w + 1, last, f.epoch, st->nseals, st->base);
     } else {
         if (st->spool_commit > 0) { /* in S3 already: ours, or a takeover's? */
-            int rc = stage_spool_in_log(st, st->spool_commit, err, errlen);
+            bool checked;
+            int rc = stage_spool_check_gap_run(st, st->spool_commit, &checked, err, errlen);
+            if (rc == 0 && !checked)
+                rc = stage_spool_in_log(st, st->spool_commit, err, errlen);
             if (rc != 0)
                 return rc;
         }

@@ -302,6 +302,12 @@ struct wchain {
     uint64_t start_epoch; /* epoch of the last EPOCH_START on it */
     uint64_t max_epoch;   /* the highest epoch met on it */
     uint64_t max_count;   /* the most records one object holds */
+    /* writer_chain_follow: each object taken is shown to fn (nonzero: stop there), and the
+     * walk stops once end reaches upto (0: the chain's end). */
+    int (*fn)(void *ctx, const struct obj_header *h);
+    void *ctx;
+    uint64_t upto;
+    int fn_rc;
 };
 
 /* Follows the chain from c->end (the last seq of an object, or 0) to its end: the next
@@ -378,6 +384,10 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
                         c->max_count = h->h.count;
                     c->end = h->h.last_seq;
                     c->end_first = h->h.first_seq;
+                    if (c->fn && (c->fn_rc = c->fn(c->ctx, &h->h)) != 0)
+                        ended = true;
+                    if (c->upto && c->end >= c->upto)
+                        ended = true;
                 }
             }
         }
@@ -484,6 +494,21 @@ int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_
     return rc;
 }
 
+int writer_chain_follow(struct xport *x, const struct s3c_config *cfg, uint64_t from_end,
+                        uint64_t start_epoch, uint64_t upto,
+                        int (*fn)(void *ctx, const struct obj_header *h), void *ctx,
+                        uint64_t *end, int *fn_rc, char *err, size_t errlen)
+{
+    struct wopen o = {.x = x, .cfg = cfg, .ws = &(struct writer_state){0}, .err = err,
+                      .errlen = errlen};
+    struct wchain c = {
+        .end = from_end, .start_epoch = start_epoch, .fn = fn, .ctx = ctx, .upto = upto};
+    int rc = wopen_follow(&o, &c);
+    *end = c.end;
+    *fn_rc = c.fn_rc;
+    return rc;
+}
+
 /* The hint is followed only from an object that really ends there: the manifest names
  * the first seq of the object holding durable_seq, whose header must agree. Otherwise
  * the whole chain is followed from seq 1. */
@@ -522,7 +547,7 @@ struct wfence {
 };
 
 static void wopen_build_fence(const struct writer_state *ws, uint64_t seq, uint64_t found,
-                              struct wfence *f)
+                              uint64_t start_epoch, struct wfence *f)
 {
     struct obj_header h = {.version = OBJ_VERSION,
                            .flags = OBJ_FLAG_EPOCH_START,
@@ -532,8 +557,9 @@ static void wopen_build_fence(const struct writer_state *ws, uint64_t seq, uint6
                            .epoch = ws->epoch};
     int n = snprintf(f->payload, sizeof(f->payload),
                      "{\"type\":\"epoch_start\",\"epoch\":%" PRIu64 ",\"writer\":\"%s\","
-                     "\"found_durable_seq\":%" PRIu64 ",\"started_at_ms\":%" PRIu64 "}",
-                     ws->epoch, ws->writer, found, ws->started_at_ms);
+                     "\"found_durable_seq\":%" PRIu64 ",\"found_start_epoch\":%" PRIu64
+                     ",\"started_at_ms\":%" PRIu64 "}",
+                     ws->epoch, ws->writer, found, start_epoch, ws->started_at_ms);
     uint32_t len = (uint32_t)(n > 0 && (size_t)n < sizeof(f->payload) ? n : 0);
     obj_header_encode(&h, f->header);
     obj_record_header_encode(len, crc32c_update(0, f->payload, len), seq, f->rec);
@@ -576,7 +602,7 @@ static int wopen_fence(struct wopen *o, const struct wchain *c, uint64_t after_s
     struct wfence f;
     char key[OBJ_KEY_MAX], im[300], if_match[256] = "";
     obj_key(key, sizeof(key), o->cfg->s3.prefix, seq);
-    wopen_build_fence(ws, seq, c->end, &f);
+    wopen_build_fence(ws, seq, c->end, c->start_epoch, &f);
     for (int tries = 0; tries < WRITER_CAS_TRIES; tries++) {
         struct call_res res;
         struct call_req q = {.op = XPORT_OP_PUT, .key = key, .iov = f.iov, .iovcnt = 4};
@@ -665,7 +691,7 @@ size_t writer_fence_bytes(const struct writer_state *ws, unsigned char *out, siz
 {
     struct wfence f;
     size_t n = 0;
-    wopen_build_fence(ws, ws->control_seq, ws->recovered_seq, &f);
+    wopen_build_fence(ws, ws->control_seq, ws->recovered_seq, ws->chain_start_epoch, &f);
     if (f.size > cap)
         return 0;
     for (int i = 0; i < 4; i++) {

@@ -58,6 +58,17 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
 int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_t seq,
                           uint64_t span, uint64_t *epoch, char *err, size_t errlen);
 
+/* Follows the chain from the object ending at from_end (0: from the start), the last
+ * EPOCH_START at or before it of epoch start_epoch, as writer_open does: fn sees each
+ * object on it in order (its header), until fn returns nonzero (*fn_rc gets it), an
+ * object reaches upto, or the chain ends. *end gets the last seq of the last object taken
+ * (from_end: none). Synchronous on x's loop. Returns 0, or an error of the requests or of
+ * an object the chain cannot be followed past, with one line in err. */
+int writer_chain_follow(struct xport *x, const struct s3c_config *cfg, uint64_t from_end,
+                        uint64_t start_epoch, uint64_t upto,
+                        int (*fn)(void *ctx, const struct obj_header *h), void *ctx,
+                        uint64_t *end, int *fn_rc, char *err, size_t errlen);
+
 /* The fence object writer_open placed, byte for byte (so a spool can keep it): writes up
  * to cap bytes into out and returns its size (0 when cap is too small). */
 size_t writer_fence_bytes(const struct writer_state *ws, unsigned char *out, size_t cap);

@@ -3,6 +3,7 @@
  * spool pushes back on producers; a failing fdatasync or write stops the intake without
  * calling anything locally durable that was not fsync'd; one process per spool; what a
  * closed stage left in the spool is sent by the next open. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -745,6 +746,102 @@ static void takeover_with_an_orphan_of_the_spools_epoch(void)
     ASSERT(done); /* five times an object boundary at X: the batching changed */
 }
 
+/* A fence past a gap does not fence the gap (found by review, made here by hand). Run A
+ * spools seqs F..F+299 in an outage. Writer T takes its epoch, finds the log ending at
+ * F-1 and is slow to fence it. The spool's next run R (a higher epoch) also finds F-1:
+ * it replays F..F+299 in front of its fence, puts the fence at F+300 and sends its own
+ * commits after it, but the replay's first PUT (log/<F>) does not get through. T's fence
+ * lands there; T writes one object F+1..F+450 and is never fenced (R's keys lie inside
+ * it). The chain is then T's, and R's objects beside it, of R's higher epoch, hold R's
+ * last commit: the highest-epoch rule calls it R's and the open trimmed 400 locally
+ * durable commits that are not in the log. Now the open follows the chain from where R
+ * found the log's end and finds T's fence where the spool holds A's commit. */
+static void takeover_through_the_gap_of_a_replay(void)
+{
+    char err[1024], path[700], fault[256], key[OBJ_KEY_MAX];
+    sp_fresh_dir();
+    s3c_stage *a = sp_open_ok(64LL << 20);
+    struct s3c_stage_info ai;
+    ASSERT_EQ(s3c_stage_info(a, &ai), 0);
+    uint64_t f0 = ai.first_seq;
+    mock_faults(&mock, OUTAGE);
+    ASSERT_EQ(sp_submit(a, f0, 0, 300, 10000), 0);
+    ASSERT_EQ(s3c_wait_local(a, f0 + 299, 10000), 0);
+    ASSERT_EQ(s3c_stage_close(a, NULL), S3C_ETIMEDOUT);
+
+    /* T took an epoch before R: R's is five above it (the manifest raised by hand). */
+    struct rbuf b;
+    ASSERT_EQ(raw_http(&mock, "GET", "/commits/sp/manifest.json", NULL, 0, &b), 200);
+    cJSON *m = cJSON_ParseWithLength((const char *)b.p, b.len);
+    free(b.p);
+    cJSON *me = cJSON_GetObjectItem(m, "epoch");
+    ASSERT(cJSON_IsNumber(me));
+    uint64_t t_epoch = (uint64_t)me->valuedouble + 1;
+    cJSON_SetNumberValue(me, me->valuedouble + 5);
+    char *text = cJSON_PrintUnformatted(m);
+    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp/manifest.json", text, strlen(text), NULL),
+              200);
+    free(text);
+    cJSON_Delete(m);
+
+    obj_key(key, sizeof(key), "sp/", f0);
+    key[strlen(key) - 4] = 0; /* without ".s3c": the fault's key prefix names that key */
+    snprintf(fault, sizeof(fault),
+             "{\"error_rate\":1.0,\"error_status\":503,\"key_prefix\":\"%s\"}", key);
+    mock_faults(&mock, fault);
+    s3c_stage *r = sp_open_ok(64LL << 20);
+    struct s3c_stage_info ri;
+    ASSERT_EQ(s3c_stage_info(r, &ri), 0);
+    ASSERT_UEQ(ri.control_seq, f0 + 300); /* the fence past the gap */
+    ASSERT_GT(ri.epoch, t_epoch);
+    ASSERT_EQ(sp_submit(r, f0, 301, 401, 10000), 0); /* seqs F+301..F+400 */
+    ASSERT_EQ(s3c_wait_local(r, f0 + 400, 10000), 0);
+    /* Everything but log/<F> lands: the object holding F+400 is there. */
+    bool landed = false;
+    for (int i = 0; i < 300 && !landed; i++) {
+        static uint64_t firsts[1000];
+        int n = list_firsts_after(&mock, "sp/", f0, firsts, 1000);
+        if (n > 0 && firsts[n - 1] > f0 + 300) {
+            struct obj_header h;
+            obj_path(path, sizeof(path), "sp/", firsts[n - 1]);
+            ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &b), 200);
+            ASSERT_EQ(obj_header_decode(b.p, b.len, &h, NULL, NULL, 0), 0);
+            free(b.p);
+            landed = h.last_seq == f0 + 400 && h.epoch == ri.epoch;
+        }
+        if (!landed)
+            usleep(50000);
+    }
+    ASSERT(landed);
+    ASSERT_EQ(s3c_stage_close(r, NULL), S3C_ETIMEDOUT); /* W never passed F - 1 */
+    mock_faults(&mock, HEALED);
+
+    /* T's fence at F, and its commits F+1..F+450 in one object. */
+    char fence[128];
+    snprintf(fence, sizeof(fence), "{\"type\":\"epoch_start\",\"epoch\":%" PRIu64
+             ",\"writer\":\"T\",\"found_durable_seq\":%" PRIu64 "}",
+             t_epoch, f0 - 1);
+    const char *fp[] = {fence};
+    size_t len;
+    unsigned char *o = obj_build(f0, 1, t_epoch, OBJ_FLAG_EPOCH_START, fp, &len);
+    obj_path(path, sizeof(path), "sp/", f0);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+    static const char *tp[450];
+    for (int i = 0; i < 450; i++)
+        tp[i] = "T's commit";
+    o = obj_build(f0 + 1, 450, t_epoch, 0, tp, &len);
+    obj_path(path, sizeof(path), "sp/", f0 + 1);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+
+    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+    ASSERT(again == NULL);
+    ASSERT(strstr(err, "another writer took the log over") != NULL);
+    ASSERT(strstr(err, "in an object of epoch") != NULL);
+    sp_rm_dir();
+}
+
 /* Chunks of thousands of short commits, many under 24 bytes so that their records are not
  * back to back in the ring (one iovec each): a chunk frame then needs more iovecs than a
  * writev takes and is written in parts (it overflowed the writer's iovec array before).
@@ -972,6 +1069,7 @@ int main(void)
     RUN(preparer_refused_o_direct_leaves_writer_alone);
     RUN(takeover_strands_the_spool);
     RUN(takeover_with_an_orphan_of_the_spools_epoch);
+    RUN(takeover_through_the_gap_of_a_replay);
     RUN(long_chunks_many_segments);
     RUN(recycled_segments_never_read_old_frames);
     test_mock_stop(&mock);
