@@ -207,6 +207,8 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             }
             tagged = true, tag = f.tag;
             sg->tagged = true;
+            if (f.epoch > scan->w_mark)
+                scan->w_mark = f.epoch;
             off += sizeof(h);
             continue;
         }
@@ -235,6 +237,8 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
                 snprintf(why, whylen, "CRC mismatch (a torn or damaged write)");
                 return off;
             }
+            if (f.epoch > scan->w_mark)
+                scan->w_mark = f.epoch;
             sc->clean = true; /* a closed segment: what lies after its END is not looked at */
             return off + sizeof(h);
         }

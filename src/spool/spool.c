@@ -20,6 +20,7 @@
 #include "spool/spool_int.h"
 
 const struct spool_io *spool_test_io;
+bool spool_test_no_wmark;
 
 /* ---- frames ----------------------------------------------------------------------- */
 
@@ -709,6 +710,8 @@ static int spool_put_marker(struct spool *sp, enum spool_type type)
                             .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
                             .first = sp->cur_seg,
                             .last = sp->cur_seg,
+                            /* W, as it stands */
+                            .epoch = sp->o.w && !spool_test_no_wmark ? atomic_load(sp->o.w) : 0,
                             .tag = sp->cur_tag};
     unsigned char h[SPOOL_FRAME_HEADER];
     spool_frame_encode(&f, h);

@@ -34,6 +34,10 @@ enum spool_type {
     SPOOL_OBJECT = 3, /* a whole object to send as it is (a run's control record) */
     SPOOL_BEGIN = 4,  /* a segment's first frame: first = last = its name; its tag */
     SPOOL_END = 5,    /* a closed segment's last frame (first = last = its name) */
+    /* In BEGIN and END the epoch field holds W as it stood when the frame was written (the
+     * S3-durable seq the stage had acknowledged; 0 in spools written before): every seq
+     * at or below it is on the log's chain with these bytes, an anchor the open follows
+     * the chain from (docs/spool.md, "Crash recovery"). */
 };
 
 /* Header byte 5: how a frame's CRC was made. 0 (spools written before it): a CHUNK's CRC
@@ -78,6 +82,7 @@ struct spool_scan {
     uint64_t last_epoch;          /* the epoch of the frame holding last_seq */
     uint64_t last_commit_seq;     /* the last seq of the CHUNK frames kept (0: none) */
     uint64_t last_commit_epoch;   /* its epoch: the run that accepted it */
+    uint64_t w_mark;              /* the highest W a BEGIN or END frame recorded (0: none) */
     uint64_t bytes;               /* in segment files */
     int segments;
     uint64_t frames;
@@ -104,6 +109,9 @@ struct spool_io {
 
 /* Tests set this to inject write and fdatasync failures into every spool opened after. */
 extern const struct spool_io *spool_test_io;
+/* Tests set this to write BEGIN and END frames without W, as spools written before it was
+ * recorded: the open's older checks then run. */
+extern bool spool_test_no_wmark;
 
 struct spool_opts {
     const char *dir;

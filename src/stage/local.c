@@ -79,6 +79,7 @@ int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t err
     }
     *last = scan.last_seq;
     st->spool_first = scan.first_seq;
+    st->spool_wmark = scan.w_mark;
     st->spool_commit = scan.last_commit_seq;
     st->spool_epoch = scan.last_commit_epoch;
     return 0;
@@ -200,56 +201,64 @@ static int stage_spool_vs_obj(void *ctx, const struct obj_header *h)
     }
 }
 
-/* The spool's seqs up to upto are taken to be in S3 (trimmed, not sent again). When a run
- * in the spool fenced past a gap, follow the chain from the W that run found and check
- * every object on it up to upto against the spool's frames. Returns 0 (they are the
- * log's), S3C_ECORRUPT (not: err says so) or an error of the requests. */
-static int stage_spool_check_gap_run(struct s3c_stage *st, uint64_t upto, bool *checked,
-                                     char *err, size_t errlen)
+/* The spool's seqs up to upto are about to be taken as in S3 (trimmed, not sent again).
+ * Those at or below the W a BEGIN or END frame recorded were acknowledged durable by a run
+ * of this spool, so they are on the chain with these bytes. Past that W, follow the chain
+ * from it and check every object up to upto against the spool's frames (each must be of
+ * the epoch of the frames it holds: the run that accepted them wrote it). A spool written
+ * before frames recorded W: from the W its oldest gap run found, and when it has none
+ * *checked stays false (the caller falls back to the highest-epoch rule). Returns 0 (they
+ * are the log's), S3C_ECORRUPT (not: err says so) or an error of the requests. */
+static int stage_spool_check(struct s3c_stage *st, uint64_t upto, bool *checked, char *err,
+                             size_t errlen)
 {
-    struct spool_ctl c = {0};
-    *checked = false;
-    int rc = stage_spool_gap_run(st, &c, err, errlen);
-    if (rc <= 0)
-        return rc;
-    if (c.found >= upto)
+    uint64_t from = st->spool_wmark, start_epoch = 0;
+    *checked = from > 0;
+    if (from >= upto)
         return 0;
+    if (from == 0) {
+        struct spool_ctl c = {0};
+        int rc = stage_spool_gap_run(st, &c, err, errlen);
+        if (rc <= 0 || c.found >= upto)
+            return rc < 0 ? rc : 0;
+        from = c.found, start_epoch = c.start_epoch;
+        *checked = true;
+    }
     struct spool_vs_chain v = {.st = st};
-    rc = spool_find(st->spool, st->spool_first, &v.pos, err, errlen);
+    int rc = spool_find(st->spool, st->spool_first, &v.pos, err, errlen);
     if (rc != 0)
         return rc;
     uint64_t end = 0;
     int fn_rc = 0;
-    rc = writer_chain_follow(st->x, &st->cfg, c.found, c.start_epoch, upto, stage_spool_vs_obj,
-                             &v, &end, &fn_rc, err, errlen);
+    rc = writer_chain_follow(st->x, &st->cfg, from, start_epoch, upto, stage_spool_vs_obj, &v,
+                             &end, &fn_rc, err, errlen);
     S3C_LOG(S3C_LOG_INFO,
-            "event=spool_chain_check control_seq=%" PRIu64 " from_seq=%" PRIu64
-            " to_seq=%" PRIu64 " reached=%" PRIu64 " bad_seq=%" PRIu64,
-            c.seq, c.found + 1, upto, end, v.bad_seq);
+            "event=spool_chain_check from_seq=%" PRIu64 " to_seq=%" PRIu64 " reached=%" PRIu64
+            " bad_seq=%" PRIu64,
+            from + 1, upto, end, v.bad_seq);
     if (rc < 0)
         return rc;
     if (v.rc != 0) {
         snprintf(err, errlen, "%s", v.err);
         return v.rc;
     }
-    *checked = true;
     if (v.bad_seq) {
         snprintf(err, errlen,
                  "spool.dir %s holds seq %" PRIu64 " of epoch %" PRIu64 ", but the log in S3 "
                  "holds it in an object of epoch %" PRIu64 ": another writer took the log "
-                 "over while the run of control record %" PRIu64 " was sending what the "
-                 "spool held; the spool's commits that were not in S3 then cannot be placed "
-                 "after it; move spool.dir aside (keep it: it holds commits) and open again",
-                 st->cfg.spool.dir, v.bad_seq, v.spool_epoch, v.chain_epoch, c.seq);
+                 "over after seq %" PRIu64 " (the last the spool knew durable), and the "
+                 "spool's commits that were not in S3 then cannot be placed after it; move "
+                 "spool.dir aside (keep it: it holds commits) and open again",
+                 st->cfg.spool.dir, v.bad_seq, v.spool_epoch, v.chain_epoch, from);
         return S3C_ECORRUPT;
     }
     if (fn_rc == 0 && end < upto) {
         snprintf(err, errlen,
                  "spool.dir %s holds seqs up to %" PRIu64 ", but the chain of objects from "
-                 "seq %" PRIu64 " (where the run of control record %" PRIu64 " found the "
-                 "log's end) stops at %" PRIu64 ": the spool and the log disagree; move "
-                 "spool.dir aside (keep it: it holds commits) and open again",
-                 st->cfg.spool.dir, upto, c.found + 1, c.seq, end);
+                 "seq %" PRIu64 " (the last the spool knew durable) stops at %" PRIu64 ": the "
+                 "spool and the log disagree; move spool.dir aside (keep it: it holds "
+                 "commits) and open again",
+                 st->cfg.spool.dir, upto, from, end);
         return S3C_ECORRUPT;
     }
     return 0;
@@ -326,7 +335,7 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
             return S3C_ECORRUPT;
         }
         bool checked; /* what is trimmed as in S3 already must be the log's */
-        rc = w >= st->spool_first ? stage_spool_check_gap_run(st, w, &checked, err, errlen) : 0;
+        rc = w >= st->spool_first ? stage_spool_check(st, w, &checked, err, errlen) : 0;
         if (rc != 0)
             return rc;
         spool_trim(st->spool, w);
@@ -343,7 +352,7 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
     } else {
         if (st->spool_commit > 0) { /* in S3 already: ours, or a takeover's? */
             bool checked;
-            int rc = stage_spool_check_gap_run(st, st->spool_commit, &checked, err, errlen);
+            int rc = stage_spool_check(st, st->spool_commit, &checked, err, errlen);
             if (rc == 0 && !checked)
                 rc = stage_spool_in_log(st, st->spool_commit, err, errlen);
             if (rc != 0)

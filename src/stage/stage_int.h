@@ -126,6 +126,7 @@ struct s3c_stage {
     uint64_t base;          /* log seq = ring seq + base (base = the fence's seq) */
     struct spool *spool;    /* spool.dir: the local spool, or NULL */
     uint64_t spool_first;   /* the spool's first seq at open, 0: none */
+    uint64_t spool_wmark;   /* the highest W its BEGIN/END frames recorded, 0: none */
     uint64_t spool_commit;  /* the spool's last commit (CHUNK) at open, 0: none */
     uint64_t spool_epoch;   /* the epoch of the run that accepted it */
     int spool_efd;          /* written by the spool thread after each write group */

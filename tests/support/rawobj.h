@@ -76,7 +76,7 @@ static inline int raw_http(const struct mockproc *m, const char *method, const c
 static inline int list_firsts_after(const struct mockproc *m, const char *prefix, uint64_t after,
                                     uint64_t *firsts, int max)
 {
-    char path[512], from[OBJ_KEY_MAX + 16] = "";
+    char path[2 * OBJ_KEY_MAX + 128], from[OBJ_KEY_MAX + 16] = "";
     struct rbuf b;
     if (after > 0) {
         char key[OBJ_KEY_MAX];
