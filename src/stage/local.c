@@ -202,18 +202,33 @@ static int stage_spool_vs_obj(void *ctx, const struct obj_header *h)
 }
 
 /* The spool's seqs up to upto are about to be taken as in S3 (trimmed, not sent again).
- * Those at or below the W a BEGIN or END frame recorded were acknowledged durable by a run
- * of this spool, so they are on the chain with these bytes. Past that W, follow the chain
- * from it and check every object up to upto against the spool's frames (each must be of
- * the epoch of the frames it holds: the run that accepted them wrote it). A spool written
- * before frames recorded W: from the W its oldest gap run found, and when it has none
- * *checked stays false (the caller falls back to the highest-epoch rule). Returns 0 (they
- * are the log's), S3C_ECORRUPT (not: err says so) or an error of the requests. */
+ * Those at or below a W a run of this spool acknowledged are on the chain with these
+ * bytes. Two such W are known: the highest a BEGIN or END frame recorded, and the
+ * manifest's durable_seq when the manifest writer_open found was written by the spool's
+ * last run (its epoch; the manifest is written every manifest_interval_ms, so after a
+ * crash it is the nearer). Past the higher, follow the chain from it and check every
+ * object up to upto against the spool's frames (each must be of the epoch of the frames
+ * it holds: the run that accepted them wrote it). A spool written before frames recorded W
+ * and without that manifest: from the W its oldest gap run found; with none, *checked stays
+ * false (the non-replay caller falls back to the highest-epoch rule). Returns 0 (they are
+ * the log's), S3C_ECORRUPT (not: err says so) or an error of the requests. */
 static int stage_spool_check(struct s3c_stage *st, uint64_t upto, bool *checked, char *err,
                              size_t errlen)
 {
     uint64_t from = st->spool_wmark, start_epoch = 0;
+    if (st->ws.found_seq > from && st->ws.found_epoch == st->spool_epoch && st->spool_commit)
+        from = st->ws.found_seq;
     *checked = from > 0;
+    if (from > st->ws.recovered_seq) {
+        snprintf(err, errlen,
+                 "spool.dir %s says seqs up to %" PRIu64 " were durable in S3, but the log "
+                 "at s3://%s/%slog/ ends at %" PRIu64 ": acknowledged commits are missing "
+                 "from it (a wrong bucket or prefix, or a log rewritten); check s3.bucket "
+                 "and s3.prefix, else move spool.dir aside (keep it: it holds commits)",
+                 st->cfg.spool.dir, from, st->cfg.s3.bucket, st->cfg.s3.prefix,
+                 st->ws.recovered_seq);
+        return S3C_ECORRUPT;
+    }
     if (from >= upto)
         return 0;
     if (from == 0) {
@@ -246,9 +261,10 @@ static int stage_spool_check(struct s3c_stage *st, uint64_t upto, bool *checked,
         snprintf(err, errlen,
                  "spool.dir %s holds seq %" PRIu64 " of epoch %" PRIu64 ", but the log in S3 "
                  "holds it in an object of epoch %" PRIu64 ": another writer took the log "
-                 "over after seq %" PRIu64 " (the last the spool knew durable), and the "
-                 "spool's commits that were not in S3 then cannot be placed after it; move "
-                 "spool.dir aside (keep it: it holds commits) and open again",
+                 "over at or before that seq (the spool knew seqs up to %" PRIu64 " "
+                 "durable), and the spool's commits that were not in S3 then cannot be "
+                 "placed after it; move spool.dir aside (keep it: it holds commits) and "
+                 "open again",
                  st->cfg.spool.dir, v.bad_seq, v.spool_epoch, v.chain_epoch, from);
         return S3C_ECORRUPT;
     }

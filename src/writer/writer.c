@@ -737,6 +737,10 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
         if (rc < 0)
             return rc;
         ws->listed = c.end == 0;
+        /* The manifest as found: its writer's epoch and a W that writer acknowledged, when
+         * an object of the chain ends there (0: not confirmed). */
+        ws->found_epoch = o.found.format ? o.found.epoch : 0;
+        ws->found_seq = c.end;
         for (;;) {
             rc = wopen_follow(&o, &c);
             if (rc < 0)

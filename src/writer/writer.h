@@ -37,6 +37,9 @@ struct writer_state {
     bool etag_unquoted;           /* the store wants If-Match without quotes (Ceph RGW 16) */
     bool listed;                  /* the end was found by listing (no current manifest) */
     uint64_t objects_read;        /* headers read to find the end */
+    uint64_t found_epoch;         /* the manifest as found: the epoch of its writer, */
+    uint64_t found_seq;           /* and its durable_seq once an object was seen ending
+                                     there (0: none, or not confirmed) */
 };
 
 /* Runs steps 1-3 of the protocol synchronously on x's loop: bounded retries with the
