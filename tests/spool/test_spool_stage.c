@@ -753,6 +753,50 @@ static void takeover_with_an_orphan_of_the_spools_epoch(void)
     spool_test_no_wmark = false;
 }
 
+/* Plants an object of n records (each payload the string text) at log/<first> by hand. */
+static void sp_plant(uint64_t first, int n, uint64_t epoch, uint16_t flags, const char *text)
+{
+    static const char *payloads[1000];
+    char path[OBJ_KEY_MAX + 100];
+    size_t len;
+    ASSERT(n <= 1000);
+    for (int i = 0; i < n; i++)
+        payloads[i] = text;
+    unsigned char *o = obj_build(first, n, epoch, flags, payloads, &len);
+    obj_path(path, sizeof(path), "sp/", first);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+}
+
+/* Raises the manifest's epoch by `by` (epochs others took meanwhile); returns the old one. */
+static uint64_t sp_raise_epoch(uint64_t by)
+{
+    struct rbuf b;
+    ASSERT_EQ(raw_http(&mock, "GET", "/commits/sp/manifest.json", NULL, 0, &b), 200);
+    cJSON *m = cJSON_ParseWithLength((const char *)b.p, b.len);
+    free(b.p);
+    cJSON *me = cJSON_GetObjectItem(m, "epoch");
+    ASSERT(cJSON_IsNumber(me));
+    uint64_t old = (uint64_t)me->valuedouble;
+    cJSON_SetNumberValue(me, (double)(old + by));
+    char *text = cJSON_PrintUnformatted(m);
+    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp/manifest.json", text, strlen(text), NULL),
+              200);
+    free(text);
+    cJSON_Delete(m);
+    return old;
+}
+
+/* The next open on the spool is refused as a takeover, naming the chain's object. */
+static void sp_open_refused(void)
+{
+    char err[1024];
+    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+    ASSERT(again == NULL);
+    ASSERT(strstr(err, "another writer took the log over") != NULL);
+    ASSERT(strstr(err, "in an object of epoch") != NULL);
+}
+
 /* A fence past a gap does not fence the gap (found by review, made here by hand). Run A
  * spools seqs F..F+299 in an outage. Writer T takes its epoch, finds the log ending at
  * F-1 and is slow to fence it. The spool's next run R (a higher epoch) also finds F-1:
@@ -765,7 +809,7 @@ static void takeover_with_an_orphan_of_the_spools_epoch(void)
  * found the log's end and finds T's fence where the spool holds A's commit. */
 static void sp_takeover_through_gap(void)
 {
-    char err[1024], path[OBJ_KEY_MAX + 100], fault[OBJ_KEY_MAX + 128], key[OBJ_KEY_MAX];
+    char path[OBJ_KEY_MAX + 100], fault[OBJ_KEY_MAX + 128], key[OBJ_KEY_MAX];
     sp_fresh_dir();
     s3c_stage *a = sp_open_ok(64LL << 20);
     struct s3c_stage_info ai;
@@ -777,19 +821,7 @@ static void sp_takeover_through_gap(void)
     ASSERT_EQ(s3c_stage_close(a, NULL), S3C_ETIMEDOUT);
 
     /* T took an epoch before R: R's is five above it (the manifest raised by hand). */
-    struct rbuf b;
-    ASSERT_EQ(raw_http(&mock, "GET", "/commits/sp/manifest.json", NULL, 0, &b), 200);
-    cJSON *m = cJSON_ParseWithLength((const char *)b.p, b.len);
-    free(b.p);
-    cJSON *me = cJSON_GetObjectItem(m, "epoch");
-    ASSERT(cJSON_IsNumber(me));
-    uint64_t t_epoch = (uint64_t)me->valuedouble + 1;
-    cJSON_SetNumberValue(me, me->valuedouble + 5);
-    char *text = cJSON_PrintUnformatted(m);
-    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp/manifest.json", text, strlen(text), NULL),
-              200);
-    free(text);
-    cJSON_Delete(m);
+    uint64_t t_epoch = sp_raise_epoch(5) + 1;
 
     obj_key(key, sizeof(key), "sp/", f0);
     key[strlen(key) - 4] = 0; /* without ".s3c": the fault's key prefix names that key */
@@ -810,6 +842,7 @@ static void sp_takeover_through_gap(void)
         int n = list_firsts_after(&mock, "sp/", f0, firsts, 1000);
         if (n > 0 && firsts[n - 1] > f0 + 300) {
             struct obj_header h;
+            struct rbuf b;
             obj_path(path, sizeof(path), "sp/", firsts[n - 1]);
             ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &b), 200);
             ASSERT_EQ(obj_header_decode(b.p, b.len, &h, NULL, NULL, 0), 0);
@@ -828,24 +861,9 @@ static void sp_takeover_through_gap(void)
     snprintf(fence, sizeof(fence), "{\"type\":\"epoch_start\",\"epoch\":%" PRIu64
              ",\"writer\":\"T\",\"found_durable_seq\":%" PRIu64 "}",
              t_epoch, f0 - 1);
-    const char *fp[] = {fence};
-    size_t len;
-    unsigned char *o = obj_build(f0, 1, t_epoch, OBJ_FLAG_EPOCH_START, fp, &len);
-    obj_path(path, sizeof(path), "sp/", f0);
-    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
-    free(o);
-    static const char *tp[450];
-    for (int i = 0; i < 450; i++)
-        tp[i] = "T's commit";
-    o = obj_build(f0 + 1, 450, t_epoch, 0, tp, &len);
-    obj_path(path, sizeof(path), "sp/", f0 + 1);
-    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
-    free(o);
-
-    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
-    ASSERT(again == NULL);
-    ASSERT(strstr(err, "another writer took the log over") != NULL);
-    ASSERT(strstr(err, "in an object of epoch") != NULL);
+    sp_plant(f0, 1, t_epoch, OBJ_FLAG_EPOCH_START, fence);
+    sp_plant(f0 + 1, 450, t_epoch, 0, "T's commit");
+    sp_open_refused();
     sp_rm_dir();
 }
 
@@ -869,7 +887,6 @@ static void takeover_through_the_gap_of_a_replay(void)
  * is found where the spool holds P's commits. */
 static void takeover_after_what_the_spool_knew_durable(void)
 {
-    char err[1024], path[OBJ_KEY_MAX + 100];
     sp_fresh_dir();
     s3c_stage *p = sp_open_ok(64LL << 20);
     uint64_t f0 = sp_first_seq(p);
@@ -883,32 +900,9 @@ static void takeover_after_what_the_spool_knew_durable(void)
     ASSERT_EQ(s3c_stage_close(p, NULL), S3C_ETIMEDOUT);
     mock_faults(&mock, HEALED);
 
-    struct rbuf b;
-    ASSERT_EQ(raw_http(&mock, "GET", "/commits/sp/manifest.json", NULL, 0, &b), 200);
-    cJSON *m = cJSON_ParseWithLength((const char *)b.p, b.len);
-    free(b.p);
-    cJSON *me = cJSON_GetObjectItem(m, "epoch");
-    ASSERT(cJSON_IsNumber(me));
-    uint64_t q = (uint64_t)me->valuedouble + 1; /* Q took the next epoch */
-    cJSON_SetNumberValue(me, (double)q);
-    char *text = cJSON_PrintUnformatted(m);
-    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp/manifest.json", text, strlen(text), NULL),
-              200);
-    free(text);
-    cJSON_Delete(m);
-    static const char *qp[50];
-    for (int i = 0; i < 50; i++)
-        qp[i] = "Q's commit";
-    size_t len;
-    unsigned char *o = obj_build(f0 + 100, 50, q, 0, qp, &len);
-    obj_path(path, sizeof(path), "sp/", f0 + 100);
-    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
-    free(o);
-
-    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
-    ASSERT(again == NULL);
-    ASSERT(strstr(err, "another writer took the log over") != NULL);
-    ASSERT(strstr(err, "in an object of epoch") != NULL);
+    uint64_t q = sp_raise_epoch(1) + 1; /* Q took the next epoch */
+    sp_plant(f0 + 100, 50, q, 0, "Q's commit");
+    sp_open_refused();
     sp_rm_dir();
 }
 
