@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/crc32c.h"
@@ -320,8 +320,7 @@ static int spool_cut(struct spool *sp, const uint64_t *names, size_t n, size_t i
              "spool: cannot cut the torn tail at %s: %s; fix the disk or the directory's "
              "permissions and start again (nothing was sent)",
              path, strerror(errno));
-    S3C_LOG(S3C_LOG_ERROR, "event=spool_cut_failed path=%s error=\"%s\"", path,
-            strerror(errno));
+    S3C_LOG(S3C_LOG_ERROR, "event=spool_cut_failed path=%s error=\"%s\"", path, strerror(errno));
     return S3C_EIO;
 }
 
@@ -412,8 +411,8 @@ int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan
     snprintf(sp->dir, sizeof(sp->dir), "%s", o->dir);
     sp->max_bytes = o->max_bytes;
     sp->segment_bytes = o->segment_bytes;
-    sp->prep_bytes = (o->segment_bytes < SPOOL_PREP_MAX ? o->segment_bytes : SPOOL_PREP_MAX) &
-                     ~(uint64_t)4095;
+    sp->prep_bytes =
+        (o->segment_bytes < SPOOL_PREP_MAX ? o->segment_bytes : SPOOL_PREP_MAX) & ~(uint64_t)4095;
     const struct spool_io *io = o->io ? o->io : spool_test_io;
     if (io)
         sp->io = *io;

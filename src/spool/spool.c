@@ -236,8 +236,10 @@ static void spool_delete_stepwise(struct spool *sp, uint64_t seg)
     /* The rename must be durable before the first cut: a filesystem that kept the cut and
      * not the rename would leave a segment cut short under its own name. */
     if (spool_fsync_dir(sp) != 0) {
-        S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"fsync of the "
-                              "directory: %s; unlinked in one go\"", del, strerror(errno));
+        S3C_LOG(S3C_LOG_WARN,
+                "event=spool_unlink_failed path=%s error=\"fsync of the "
+                "directory: %s; unlinked in one go\"",
+                del, strerror(errno));
         if (unlink(del) != 0 && errno != ENOENT) /* an unlink alone never leaves a cut one */
             S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", del,
                     strerror(errno));
@@ -273,8 +275,10 @@ static bool spool_recycle(struct spool *sp, uint64_t seg)
      * name with new frames inside it, and the scan would cut there and drop every later
      * segment. Without that, it is deleted (an unlink alone is safe). */
     if (spool_fsync_dir(sp) != 0) {
-        S3C_LOG(S3C_LOG_WARN, "event=spool_recycle_failed path=%s error=\"fsync of the "
-                              "directory: %s; deleted\"", rec, strerror(errno));
+        S3C_LOG(S3C_LOG_WARN,
+                "event=spool_recycle_failed path=%s error=\"fsync of the "
+                "directory: %s; deleted\"",
+                rec, strerror(errno));
         if (unlink(rec) != 0 && errno != ENOENT)
             S3C_LOG(S3C_LOG_WARN, "event=spool_unlink_failed path=%s error=\"%s\"", rec,
                     strerror(errno));
@@ -328,9 +332,8 @@ static void spool_delete_behind(struct spool *sp, uint64_t w)
         if (!stop && !open_one && s->last <= w) {
             if (spool_unlink_later(sp, s->seg, s->bytes, s->tagged)) {
                 atomic_fetch_add(&sp->seg_gen, 1);
-                S3C_LOG(S3C_LOG_DEBUG,
-                        "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64, s->seg,
-                        s->last);
+                S3C_LOG(S3C_LOG_DEBUG, "event=spool_segment_deleted seg=%" PRIu64 " last=%" PRIu64,
+                        s->seg, s->last);
                 continue;
             }
             stop = true;
@@ -608,7 +611,7 @@ static int spool_close_segment(struct spool *sp)
 static bool spool_must_roll(struct spool *sp, uint64_t size)
 {
     if (sp->fd < 0 || sp->next_seq == sp->cur_seg)
-        return false; /* no commit in it yet: a new one would take its name */
+        return false;           /* no commit in it yet: a new one would take its name */
     size += SPOOL_FRAME_HEADER; /* the END frame */
     if (sp->cur_bytes + size > sp->segment_bytes)
         return true;
@@ -644,8 +647,7 @@ static bool spool_take_recycled(struct spool *sp, const char *path)
     spool_rec_path(sp, old, rec, sizeof(rec));
     if (sp->io.rename(rec, path) == 0)
         return true;
-    S3C_LOG(S3C_LOG_WARN, "event=spool_recycle_failed path=%s error=\"%s\"", rec,
-            strerror(errno));
+    S3C_LOG(S3C_LOG_WARN, "event=spool_recycle_failed path=%s error=\"%s\"", rec, strerror(errno));
     unlink(rec);
     return false;
 }
@@ -1073,8 +1075,8 @@ static int spool_span_put(struct spool *sp, const unsigned char *p, size_t len, 
  * the flusher whenever SPOOL_WBUF_POST bytes are gathered, so that it syncs what is written
  * while the rest is written. A frame is sealed (its CRC in its header) before any of it is
  * copied: a chunk's CRC is the one the persistence thread computed when it took the chunk
- * (the object's CRC is built from the same), joined to the header's. Returns how many requests were written (fewer when the spool
- * is full), or -1 on an I/O error (*what says which call). */
+ * (the object's CRC is built from the same), joined to the header's. Returns how many requests were
+ * written (fewer when the spool is full), or -1 on an I/O error (*what says which call). */
 static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, uint64_t *l,
                                  const char **what)
 {
@@ -1120,8 +1122,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         if (r->type == SPOOL_CHUNK && r->last > *l)
             *l = r->last;
         done = i + 1;
-        if (sp->wfill >= SPOOL_WBUF_POST && done < to &&
-            spool_write_out(sp, *l, done, false) != 0)
+        if (sp->wfill >= SPOOL_WBUF_POST && done < to && spool_write_out(sp, *l, done, false) != 0)
             return *what = "write", -1;
     }
     if (done > from && spool_write_out(sp, *l, done, true) != 0)
@@ -1291,8 +1292,8 @@ static void *spool_prep_main(void *arg)
             pthread_mutex_lock(&sp->pmu);
             continue;
         }
-        if (atomic_load(&sp->prep_ready) || sp->prep_failed ||
-            atomic_load(&sp->nrecycled) > 0 || !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
+        if (atomic_load(&sp->prep_ready) || sp->prep_failed || atomic_load(&sp->nrecycled) > 0 ||
+            !spool_prep_pays(sp, &t_ref, &a_ref, &slow)) {
             struct timespec ts = s3c__deadline_ts(SPOOL_PREP_WINDOW_MS / 4);
             pthread_cond_timedwait(&sp->pcv, &sp->pmu, &ts);
             continue;

@@ -105,10 +105,10 @@ static int stage_spool_ctl_read(struct s3c_stage *st, struct spool_pos pos,
     if (rc != 0)
         return rc;
     size_t head = OBJ_HEADER_BYTES + OBJ_RECORD_HEADER_BYTES;
-    cJSON *j = g.len > head + OBJ_TRAILER_BYTES
-                   ? cJSON_ParseWithLength((const char *)obj + head,
-                                           g.len - head - OBJ_TRAILER_BYTES)
-                   : NULL;
+    cJSON *j =
+        g.len > head + OBJ_TRAILER_BYTES
+            ? cJSON_ParseWithLength((const char *)obj + head, g.len - head - OBJ_TRAILER_BYTES)
+            : NULL;
     const cJSON *found = cJSON_GetObjectItemCaseSensitive(j, "found_durable_seq");
     const cJSON *start = cJSON_GetObjectItemCaseSensitive(j, "found_start_epoch");
     if (!cJSON_IsNumber(found)) {
@@ -122,10 +122,10 @@ static int stage_spool_ctl_read(struct s3c_stage *st, struct spool_pos pos,
     }
     /* (a control record written before found_start_epoch: no orphan is told from the
      * chain while following it) */
-    *c = (struct spool_ctl){.seq = f->first,
-                            .found = (uint64_t)found->valuedouble,
-                            .start_epoch = cJSON_IsNumber(start) ? (uint64_t)start->valuedouble
-                                                                 : 0};
+    *c =
+        (struct spool_ctl){.seq = f->first,
+                           .found = (uint64_t)found->valuedouble,
+                           .start_epoch = cJSON_IsNumber(start) ? (uint64_t)start->valuedouble : 0};
     cJSON_Delete(j);
     return 0;
 }
@@ -136,12 +136,10 @@ static int stage_spool_ctl_read(struct s3c_stage *st, struct spool_pos pos,
  * the gap's first key and continue the chain past that fence without ever meeting it, and
  * then objects of the run's epoch stand off the chain beside another writer's. Returns 1
  * (*c), 0 (none: every fence in the spool went at the log's end) or an error. */
-static int stage_spool_gap_run(struct s3c_stage *st, struct spool_ctl *c, char *err,
-                               size_t errlen)
+static int stage_spool_gap_run(struct s3c_stage *st, struct spool_ctl *c, char *err, size_t errlen)
 {
     struct spool_pos pos;
-    int rc = st->spool_first ? spool_find(st->spool, st->spool_first, &pos, err, errlen)
-                             : S3C_EEND;
+    int rc = st->spool_first ? spool_find(st->spool, st->spool_first, &pos, err, errlen) : S3C_EEND;
     for (; rc == 0;) {
         struct spool_pos at = pos;
         struct spool_frame f;
@@ -162,8 +160,8 @@ struct spool_vs_chain {
     struct spool_pos pos;
     struct spool_frame f;
     bool have;
-    int rc;                  /* a read of the spool failed (err) */
-    uint64_t bad_seq;        /* 0, or the first seq the chain holds of another epoch */
+    int rc;           /* a read of the spool failed (err) */
+    uint64_t bad_seq; /* 0, or the first seq the chain holds of another epoch */
     uint64_t chain_epoch, spool_epoch;
     char err[512];
 };
@@ -245,8 +243,8 @@ static int stage_spool_check(struct s3c_stage *st, uint64_t upto, bool *checked,
         return rc;
     uint64_t end = 0;
     int fn_rc = 0;
-    rc = writer_chain_follow(st->x, &st->cfg, from, start_epoch, upto, stage_spool_vs_obj, &v,
-                             &end, &fn_rc, err, errlen);
+    rc = writer_chain_follow(st->x, &st->cfg, from, start_epoch, upto, stage_spool_vs_obj, &v, &end,
+                             &fn_rc, err, errlen);
     S3C_LOG(S3C_LOG_INFO,
             "event=spool_chain_check from_seq=%" PRIu64 " to_seq=%" PRIu64 " reached=%" PRIu64
             " bad_seq=%" PRIu64,

@@ -496,11 +496,11 @@ int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_
 
 int writer_chain_follow(struct xport *x, const struct s3c_config *cfg, uint64_t from_end,
                         uint64_t start_epoch, uint64_t upto,
-                        int (*fn)(void *ctx, const struct obj_header *h), void *ctx,
-                        uint64_t *end, int *fn_rc, char *err, size_t errlen)
+                        int (*fn)(void *ctx, const struct obj_header *h), void *ctx, uint64_t *end,
+                        int *fn_rc, char *err, size_t errlen)
 {
-    struct wopen o = {.x = x, .cfg = cfg, .ws = &(struct writer_state){0}, .err = err,
-                      .errlen = errlen};
+    struct wopen o = {
+        .x = x, .cfg = cfg, .ws = &(struct writer_state){0}, .err = err, .errlen = errlen};
     struct wchain c = {
         .end = from_end, .start_epoch = start_epoch, .fn = fn, .ctx = ctx, .upto = upto};
     int rc = wopen_follow(&o, &c);

@@ -780,8 +780,7 @@ static uint64_t sp_raise_epoch(uint64_t by)
     uint64_t old = (uint64_t)me->valuedouble;
     cJSON_SetNumberValue(me, (double)(old + by));
     char *text = cJSON_PrintUnformatted(m);
-    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp/manifest.json", text, strlen(text), NULL),
-              200);
+    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp/manifest.json", text, strlen(text), NULL), 200);
     free(text);
     cJSON_Delete(m);
     return old;
@@ -858,7 +857,8 @@ static void sp_takeover_through_gap(void)
 
     /* T's fence at F, and its commits F+1..F+450 in one object. */
     char fence[128];
-    snprintf(fence, sizeof(fence), "{\"type\":\"epoch_start\",\"epoch\":%" PRIu64
+    snprintf(fence, sizeof(fence),
+             "{\"type\":\"epoch_start\",\"epoch\":%" PRIu64
              ",\"writer\":\"T\",\"found_durable_seq\":%" PRIu64 "}",
              t_epoch, f0 - 1);
     sp_plant(f0, 1, t_epoch, OBJ_FLAG_EPOCH_START, fence);
