@@ -465,15 +465,23 @@ int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_
         rc = S3C_ENOMEM;
         snprintf(err, errlen, "out of memory reading the headers under %s", lp);
     }
-    for (size_t i = 0; rc == 0 && i < n; i++)
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         hs[i] = (struct wheader){.key = keys[i]};
+        obj_key_parse(keys[i], prefix, &hs[i].first);
+    }
     if (rc == 0 && n > 0)
         rc = wopen_fetch_headers(&o, hs, n);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         struct wheader *h = &hs[i];
-        if (h->missing) /* deleted since the listing: an orphan replaced, nothing of the chain */
-            continue;
-        if (h->read_rc) {
+        if (h->missing) {
+            /* Nothing in the protocol deletes a log object (an orphan is replaced, never
+             * removed): it may have been the chain's, and without it nothing can be said. */
+            snprintf(err, errlen,
+                     "%s was listed and then gone: objects of the log are being deleted; "
+                     "stop whatever deletes them and open again",
+                     h->key);
+            rc = S3C_ECORRUPT;
+        } else if (h->read_rc) {
             snprintf(err, errlen, "%s: cannot read its header: %s", h->key, h->error);
             rc = h->read_rc;
         } else if (!h->ok) {
@@ -482,6 +490,12 @@ int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_
                      "%s: not a readable object (%s); the log must be repaired by hand "
                      "(s3commit verify shows the chain)",
                      h->key, h->error);
+            rc = S3C_ECORRUPT;
+        } else if (h->h.first_seq != h->first) {
+            snprintf(err, errlen,
+                     "%s: its header starts at seq %" PRIu64 ", not at the seq its key names; "
+                     "the object must be repaired or removed by hand",
+                     h->key, h->h.first_seq);
             rc = S3C_ECORRUPT;
         } else if (h->h.first_seq <= seq && seq <= h->h.last_seq && h->h.epoch > *epoch) {
             *epoch = h->h.epoch;
