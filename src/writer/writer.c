@@ -339,9 +339,11 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
             rc = S3C_ENOMEM;
             break;
         }
-        for (size_t i = 0; i < res.nkeys; i++) {
+        bool past = false; /* a key past upto: no object there can hold a seq up to it */
+        for (size_t i = 0; i < res.nkeys && !past; i++) {
             uint64_t f;
-            if (obj_key_parse(res.keys[i], prefix, &f) && f > c->end)
+            past = c->upto && obj_key_parse(res.keys[i], prefix, &f) && f > c->upto;
+            if (!past && obj_key_parse(res.keys[i], prefix, &f) && f > c->end)
                 hs[n++] = (struct wheader){.key = res.keys[i], .first = f};
         }
         bool ended = n == 0 || hs[0].first != c->end + 1;
@@ -392,6 +394,7 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
             }
         }
         free(hs);
+        ended = ended || past;
         bool more = res.truncated && res.next_token;
         free(token);
         token = more && !ended ? res.next_token : NULL;
