@@ -395,6 +395,8 @@ void spool_io_defaults(struct spool_io *io)
         io->rename = rename;
     if (!io->fsync_dir)
         io->fsync_dir = spool_real_fsync_dir;
+    if (!io->pread)
+        io->pread = pread;
 }
 
 /* The filesystem will not do O_DIRECT (EINVAL at open or at a write; tmpfs before Linux
@@ -1538,7 +1540,7 @@ static int spool_read_once(struct spool *sp, struct spool_pos *pos, struct spool
         fd = spool_reader_fd(sp, pos->seg, err, errlen);
         if (fd < 0)
             return S3C_EIO;
-        if (pread(fd, h, sizeof(h), (off_t)pos->off) != (ssize_t)sizeof(h) ||
+        if (sp->io.pread(fd, h, sizeof(h), (off_t)pos->off) != (ssize_t)sizeof(h) ||
             spool_frame_decode(h, f, &crc) != 0 || pos->off + spool_frame_size(f->len) > end) {
             snprintf(err, errlen,
                      "spool: segment %020" PRIu64 ".seg offset %" PRIu64

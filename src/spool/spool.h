@@ -105,6 +105,7 @@ struct spool_io {
     int (*ftruncate)(int fd, off_t len); /* a delete's steps; the open's cut of a torn tail */
     int (*rename)(const char *from, const char *to); /* segment files in the directory */
     int (*fsync_dir)(const char *dir);               /* the directory's entries made durable */
+    ssize_t (*pread)(int fd, void *buf, size_t len, off_t off); /* spool_read's reads */
 };
 
 /* Tests set this to inject write and fdatasync failures into every spool opened after. */
@@ -173,7 +174,7 @@ bool spool_failed(const struct spool *sp);
  * held (it may be inside a group when the flusher fails). Until then their ring space must
  * not go back, even acknowledged. The notify fd is written when it turns true. */
 bool spool_writer_quiet(const struct spool *sp);
-bool spool_full(const struct spool *sp);         /* waiting for W to free room */
+bool spool_full(const struct spool *sp); /* waiting for W to free room */
 /* Whether segments are written with O_DIRECT (false after a filesystem refused it). */
 bool spool_direct(const struct spool *sp);
 uint64_t spool_bytes(const struct spool *sp);    /* in segment files now */

@@ -5,8 +5,8 @@
  * and are removed; a recycled segment file's old frames are never read as its new life's. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +23,8 @@ static char dir[64];
 /* An OBJECT frame for seq with a payload of len bytes of seq's own pattern. */
 static size_t sc_frame(uint64_t seq, size_t len, unsigned char *out)
 {
-    struct spool_frame f = {.type = SPOOL_OBJECT, .len = (uint32_t)len, .first = seq,
-                            .last = seq, .epoch = 1};
+    struct spool_frame f = {
+        .type = SPOOL_OBJECT, .len = (uint32_t)len, .first = seq, .last = seq, .epoch = 1};
     size_t size = SPOOL_FRAME_HEADER + ((len + 7) & ~(size_t)7);
     memset(out, 0, size);
     spool_frame_encode(&f, out);
@@ -352,7 +352,7 @@ static void unused_prepared_files_go(void)
 
 static char sc_snap[4][64];
 static _Atomic int sc_nsnap;
-static struct spool *sc_live;        /* the spool being deleted from, for its byte count */
+static struct spool *sc_live;       /* the spool being deleted from, for its byte count */
 static uint64_t sc_bytes_at_cut[4]; /* spool_bytes() at each cut */
 
 /* Every cut of a delete, then a copy of the directory: what a crash at that moment leaves. */
@@ -430,8 +430,12 @@ static void deletes_never_cut_what_follows(void)
 static void sc_tagged(unsigned char *b, size_t *n, enum spool_type type, uint64_t seq, size_t len,
                       uint32_t tag)
 {
-    struct spool_frame f = {.type = type, .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
-                            .len = (uint32_t)len, .first = seq, .last = seq, .epoch = 1,
+    struct spool_frame f = {.type = type,
+                            .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
+                            .len = (uint32_t)len,
+                            .first = seq,
+                            .last = seq,
+                            .epoch = 1,
                             .tag = tag};
     unsigned char *h = b + *n;
     memset(h, 0, SPOOL_FRAME_HEADER + ((len + 7) & ~(size_t)7));
@@ -604,8 +608,13 @@ static void failed_cut_fails_the_open(void)
     sc_segment(1, 1, 5, 4096, "torn");
     sc_segment(6, 6, 9, 0, NULL);
     struct spool_io io = {.ftruncate = sc_ftruncate_eio};
-    struct spool_opts o = {.io = &io, .w = &sc_w, .dir = dir, .max_bytes = 64u << 20,
-                           .segment_bytes = 1u << 20, .queue = 16, .notify_fd = -1};
+    struct spool_opts o = {.io = &io,
+                           .w = &sc_w,
+                           .dir = dir,
+                           .max_bytes = 64u << 20,
+                           .segment_bytes = 1u << 20,
+                           .queue = 16,
+                           .notify_fd = -1};
     struct spool *sp;
     struct spool_scan scan;
     char err[512];
@@ -614,10 +623,54 @@ static void failed_cut_fails_the_open(void)
     ASSERT(strstr(err, "00000000000000000001.seg") != NULL);
     ASSERT(strstr(err, "Input/output error") != NULL);
     ASSERT(sc_size(6) > 0); /* nothing after it went either */
-    sp = sc_open(&scan); /* the disk mended: the cut is made, and said */
+    sp = sc_open(&scan);    /* the disk mended: the cut is made, and said */
     ASSERT(scan.cut);
     ASSERT_UEQ(scan.last_seq, 5);
     ASSERT_EQ(sc_size(6), -1);
+    spool_free(sp);
+    sc_rm();
+}
+
+/* W passes a segment while the persistence thread reads a frame from it: the segment
+ * leaves the list and its file goes (or is recycled: another segment's bytes). What that
+ * read got is not trusted; the read starts again from the same place, steps over the
+ * segment that is no longer listed, and returns the next listed segment's first frame. */
+static struct spool *sc_race_sp;
+static _Atomic int sc_race_reads = -1; /* -1: not armed */
+static ssize_t sc_pread_race(int fd, void *buf, size_t len, off_t off)
+{
+    if (atomic_load(&sc_race_reads) >= 0 && atomic_fetch_add(&sc_race_reads, 1) == 0) {
+        spool_trim(sc_race_sp, 5); /* segment 1 (seqs 1..5) leaves the list and goes */
+        memset(buf, 0xa5, len);    /* and this read saw its file's next life */
+        return (ssize_t)len;
+    }
+    return pread(fd, buf, len, off);
+}
+
+static void read_started_again_when_its_segment_goes(void)
+{
+    sc_fresh();
+    sc_segment(1, 1, 5, 0, NULL);
+    sc_segment(6, 6, 9, 0, NULL);
+    struct spool_io io = {.pread = sc_pread_race};
+    struct spool_scan scan;
+    struct spool *sp = sc_open_io(&scan, &io);
+    sc_race_sp = sp;
+    ASSERT_UEQ(scan.last_seq, 9);
+    struct spool_pos pos;
+    struct spool_frame f;
+    unsigned char got[256], want[256];
+    char err[256];
+    ASSERT_EQ(spool_find(sp, 3, &pos, err, sizeof(err)), 0);
+    ASSERT_UEQ(pos.seg, 1);
+    atomic_store(&sc_race_reads, 0);
+    ASSERT_EQ(spool_read(sp, &pos, &f, got, sizeof(got), err, sizeof(err)), 0);
+    ASSERT_UEQ(f.first, 6); /* not 0xa5 garbage, not a CRC error */
+    sc_frame(6, 100, want);
+    ASSERT_EQ(f.len, 100);
+    ASSERT(memcmp(got, want + SPOOL_FRAME_HEADER, 100) == 0);
+    ASSERT(atomic_load(&sc_race_reads) >= 2); /* it did read again */
+    ASSERT_EQ(sc_size(1), -1);
     spool_free(sp);
     sc_rm();
 }
@@ -633,5 +686,6 @@ int main(void)
     RUN(deletes_never_cut_what_follows);
     RUN(recycled_files_end_where_the_new_life_ends);
     RUN(failed_cut_fails_the_open);
+    RUN(read_started_again_when_its_segment_goes);
     return 0;
 }
