@@ -78,6 +78,13 @@ enum rd_step rd_next_object(struct s3c_reader *r)
         r->cur_left = h.count;
         r->cur_h = h;
         r->last = h.last_seq;
+        if (r->floor_at_w && r->last >= r->manifest_w) {
+            /* Entered by a seek: below W every object at last + 1 is the chain's, and at
+             * W the floor is the manifest's (the last EPOCH_START at or before it). */
+            r->floor_at_w = false;
+            if (r->floor < r->manifest_start_epoch)
+                r->floor = r->manifest_start_epoch;
+        }
         r->st.objects++;
         r->st.last_seq = r->last;
         rd_drop_head(r);

@@ -16,7 +16,9 @@
 #include "transport/transport.h"
 
 #define RD_MAX_WINDOW 64
-#define RD_SEEK_WINDOW 16 /* header GETs in flight while seeking */
+#define RD_SEEK_WINDOW 16        /* header GETs in flight while seeking */
+#define RD_SEEK_WIDEN_MAX 64     /* a contested seek looks this many max_batch_commits down */
+#define RD_SEEK_HEADERS_MAX 4096 /* and reads at most this many headers; then from seq 1 */
 
 enum rslot_state { RS_IDLE, RS_WIRE, RS_DONE, RS_MISSING, RS_FAILED };
 
@@ -54,6 +56,8 @@ struct s3c_reader {
     uint64_t last;       /* the last seq of the chain taken so far: the next object is at +1 */
     uint64_t floor;      /* epoch of the last EPOCH_START on the chain so far */
     uint64_t manifest_w; /* the manifest's durable_seq at open: the chain reaches it */
+    uint64_t manifest_start_epoch; /* its start_epoch: the floor at manifest_w */
+    bool floor_at_w; /* entered by a seek below manifest_w: the floor is unknown until it */
 
     /* the object being returned: records point into it until the next call */
     unsigned char *cur;
@@ -64,8 +68,8 @@ struct s3c_reader {
     /* keys ahead, in key order: the page, then GETs in the window */
     struct rpage page;
     struct rslot *slots[2 * RD_MAX_WINDOW]; /* window GETs in flight + as many read ahead */
-    int nslots;  /* slots[0] is the lowest key */
-    int ahead;   /* slots beyond window r->window may hold (read, waiting for the head) */
+    int nslots;                             /* slots[0] is the lowest key */
+    int ahead; /* slots beyond window r->window may hold (read, waiting for the head) */
     char *token;
     bool list_wire, list_more, list_need;
     int list_attempts;

@@ -772,6 +772,166 @@ static void test_seek_is_cheap(void)
     ASSERT_LE(conns, 1 + 8 + 1); /* one libcurl, direct ones: the default window 8, + 1 */
 }
 
+/* ---- seeking where several objects hold a seq ------------------------------------- */
+
+/* Objects PUT by hand: seqs first..first+n-1 of epoch, each record "<who>-<seq>" (a fence:
+ * one control record). */
+static void sk_put(const char *prefix, uint64_t first, int n, uint64_t epoch, const char *who)
+{
+    static char text[256][32];
+    const char *pl[256];
+    ASSERT(n <= 256);
+    bool fence = strcmp(who, "fence") == 0;
+    for (int i = 0; i < n; i++) {
+        if (fence)
+            snprintf(text[i], sizeof(text[i]), "{\"type\":\"epoch_start\"}");
+        else
+            snprintf(text[i], sizeof(text[i]), "%s-%" PRIu64, who, first + (uint64_t)i);
+        pl[i] = text[i];
+    }
+    size_t len;
+    unsigned char *o = obj_build(first, n, epoch, fence ? OBJ_FLAG_EPOCH_START : 0, pl, &len);
+    char path[700];
+    obj_path(path, sizeof(path), prefix, first);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+}
+
+static void sk_manifest(const char *prefix, uint64_t epoch, uint64_t w, uint64_t w_first,
+                        uint64_t start_epoch, uint64_t max_batch)
+{
+    char path[200], body[400];
+    snprintf(path, sizeof(path), "/commits/%smanifest.json", prefix);
+    snprintf(body, sizeof(body),
+             "{\"format\":2,\"epoch\":%" PRIu64 ",\"durable_seq\":%" PRIu64
+             ",\"durable_first_seq\":%" PRIu64 ",\"start_epoch\":%" PRIu64
+             ",\"max_batch_commits\":%" PRIu64 "}",
+             epoch, w, w_first, start_epoch, max_batch);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, body, strlen(body), NULL), 200);
+}
+
+/* Reads from `from` to the end: each record must be want(seq)'s ("<who>-<seq>", or a
+ * fence's), and the last seq read is returned. */
+static uint64_t sk_read(const char *prefix, uint64_t from, const char *(*want)(uint64_t seq))
+{
+    s3c_reader *r = open_reader(prefix, from, 0, 0);
+    struct s3c_record rec;
+    uint64_t next = from;
+    int rc;
+    while ((rc = s3c_reader_next(r, &rec, 10000)) == 0) {
+        ASSERT_UEQ(rec.seq, next);
+        const char *who = want(rec.seq);
+        char text[64];
+        if (strcmp(who, "fence") == 0)
+            ASSERT(rec.control);
+        else {
+            snprintf(text, sizeof(text), "%s-%" PRIu64, who, rec.seq);
+            if (rec.len != strlen(text) || memcmp(rec.data, text, rec.len) != 0)
+                TEST_FAIL_("from %" PRIu64 ": seq %" PRIu64 " is %.*s, not %s", from, rec.seq,
+                           (int)rec.len, (const char *)rec.data, text);
+        }
+        next++;
+    }
+    if (rc != S3C_EEND)
+        TEST_FAIL_("from %" PRIu64 ": %s (%d)", from, s3c_reader_error(r), rc);
+    s3c_reader_close(r);
+    return next - 1;
+}
+
+/* The chain of sk1/: A (epoch 1) to 10; T (epoch 2) fenced at 11 and wrote 12..40, 41..50;
+ * R (epoch 3) opened on a spool holding 11..30 and put its fence past that gap, at 31, and
+ * its objects 32..50 beside T's, off the chain (T never met R's keys); U (epoch 4) fenced
+ * at 51. R's objects have the highest epoch at every seq from 32 to 50. */
+static const char *sk1_want(uint64_t seq)
+{
+    return seq == 1 || seq == 11 || seq == 51 ? "fence" : seq <= 10 ? "A" : seq <= 50 ? "T" : "U";
+}
+
+/* sk2/: T fenced at 11 and wrote 12..30; R's gap fence at 20 and its 21..30 are off the
+ * chain, but its 31..40 landed on it (T's PUT there found it and T was fenced); T's 41..50
+ * was in flight and landed after it, on the chain too (its epoch is no lower than the last
+ * fence's, T's own). Epochs along the chain: 1, 2, 2, 3, 2, 4. */
+static const char *sk2_want(uint64_t seq)
+{
+    return seq == 1 || seq == 11 || seq == 51 ? "fence"
+           : seq <= 10                        ? "A"
+           : seq <= 30                        ? "T"
+           : seq <= 40                        ? "R"
+           : seq <= 50                        ? "T"
+                                              : "U";
+}
+
+/* sk3/: one epoch. A crash left 101..200 in S3 without its neighbours; the replay formed
+ * 1..150 and 151..250 instead (no seal kept the first bounds), so 101..200 stands beside
+ * them, off the chain, of the same epoch. */
+static const char *sk3_want(uint64_t seq)
+{
+    return seq == 1 ? "fence" : "C";
+}
+
+static void test_seek_among_objects_holding_a_seq(void)
+{
+    sk_put("sk1/", 1, 1, 1, "fence");
+    sk_put("sk1/", 2, 9, 1, "A");
+    sk_put("sk1/", 11, 1, 2, "fence");
+    sk_put("sk1/", 12, 29, 2, "T");
+    sk_put("sk1/", 31, 1, 3, "fence");
+    sk_put("sk1/", 32, 19, 3, "R");
+    sk_put("sk1/", 41, 10, 2, "T");
+    sk_put("sk1/", 51, 1, 4, "fence");
+    sk_put("sk1/", 52, 9, 4, "U");
+    sk_manifest("sk1/", 4, 60, 52, 4, 30);
+
+    sk_put("sk2/", 1, 1, 1, "fence");
+    sk_put("sk2/", 2, 9, 1, "A");
+    sk_put("sk2/", 11, 1, 2, "fence");
+    sk_put("sk2/", 12, 19, 2, "T");
+    sk_put("sk2/", 20, 1, 3, "fence");
+    sk_put("sk2/", 21, 10, 3, "R");
+    sk_put("sk2/", 31, 10, 3, "R");
+    sk_put("sk2/", 41, 10, 2, "T");
+    sk_put("sk2/", 51, 1, 4, "fence");
+    sk_put("sk2/", 52, 9, 4, "U");
+    sk_manifest("sk2/", 4, 60, 52, 4, 30);
+
+    sk_put("sk3/", 1, 1, 1, "fence");
+    sk_put("sk3/", 2, 149, 1, "C");
+    sk_put("sk3/", 101, 100, 1, "C-off"); /* its records say so: "C-off-<seq>" */
+    sk_put("sk3/", 151, 100, 1, "C");
+    sk_manifest("sk3/", 1, 250, 151, 1, 150);
+
+    /* From seq 1 the chain is plain; every seek must agree with it. */
+    ASSERT_UEQ(sk_read("sk1/", 1, sk1_want), 60);
+    ASSERT_UEQ(sk_read("sk2/", 1, sk2_want), 60);
+    ASSERT_UEQ(sk_read("sk3/", 1, sk3_want), 250);
+    for (uint64_t from = 2; from <= 60; from++) {
+        ASSERT_UEQ(sk_read("sk1/", from, sk1_want), 60);
+        ASSERT_UEQ(sk_read("sk2/", from, sk2_want), 60);
+    }
+    uint64_t froms[] = {2, 100, 101, 120, 150, 151, 170, 200, 201, 250};
+    for (size_t i = 0; i < sizeof(froms) / sizeof(froms[0]); i++)
+        ASSERT_UEQ(sk_read("sk3/", froms[i], sk3_want), 250);
+
+    /* Past the manifest's W, entered at the object ending there: on sk2/ with W at 40,
+     * that object is R's (epoch 3), and T's 41..50 after it is still the chain's (the
+     * floor is the last fence's epoch, 2, as the writers follow it). */
+    sk_manifest("sk2/", 4, 40, 31, 2, 30);
+    ASSERT_UEQ(sk_read("sk2/", 45, sk2_want), 60);
+    sk_manifest("sk2/", 4, 60, 52, 4, 30);
+
+    /* An uncontested seek costs what it did (one listing of the keys below it); where
+     * objects disagree it lists further down. */
+    ASSERT_EQ(mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, (char[4096]){0}, 4096), 204);
+    ASSERT_UEQ(sk_read("sk1/", 52, sk1_want), 60);
+    long lists_plain = mock_stat(&mock, "ops.ListObjectsV2.count");
+    ASSERT_EQ(mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, (char[4096]){0}, 4096), 204);
+    ASSERT_UEQ(sk_read("sk1/", 45, sk1_want), 60);
+    long lists_contested = mock_stat(&mock, "ops.ListObjectsV2.count");
+    fprintf(stderr, "   listings: a seek to 52 %ld, to 45 (R's objects beside T's) %ld\n",
+            lists_plain, lists_contested);
+    ASSERT_EQ(lists_contested, lists_plain + 1);
+}
+
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
@@ -795,6 +955,7 @@ int main(int argc, char **argv)
     CASE(test_bodies_are_reused);
     CASE(test_open_errors);
     CASE(test_seek_is_cheap);
+    CASE(test_seek_among_objects_holding_a_seq);
     commits_free(&rt);
     test_mock_stop(&mock);
     return 0;
