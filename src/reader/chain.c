@@ -80,10 +80,12 @@ enum rd_step rd_next_object(struct s3c_reader *r)
         r->last = h.last_seq;
         if (r->floor_at_w && r->last >= r->manifest_w) {
             /* Entered by a seek: below W every object at last + 1 is the chain's, and at
-             * W the floor is the manifest's (the last EPOCH_START at or before it). */
+             * W the floor is the manifest's (the last EPOCH_START at or before it; a
+             * manifest without it: this object's epoch, as an entry past W takes). */
+            uint64_t at_w = r->manifest_start_epoch ? r->manifest_start_epoch : h.epoch;
             r->floor_at_w = false;
-            if (r->floor < r->manifest_start_epoch)
-                r->floor = r->manifest_start_epoch;
+            if (r->floor < at_w)
+                r->floor = at_w;
         }
         r->st.objects++;
         r->st.last_seq = r->last;

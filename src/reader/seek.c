@@ -76,9 +76,9 @@ static int rd_cand_cmp(const void *a, const void *b)
 }
 
 /* Lists the keys whose first seq lies in (lo, hi] and reads their headers, appending them
- * to *cs. */
-static int rd_seek_window(struct s3c_reader *r, uint64_t lo, uint64_t hi, struct rd_cand **cs,
-                          size_t *n, size_t *cap)
+ * to *cs; with more than limit keys there, none of them is kept and *over is set. */
+static int rd_seek_window(struct s3c_reader *r, uint64_t lo, uint64_t hi, size_t limit,
+                          struct rd_cand **cs, size_t *n, size_t *cap, bool *over)
 {
     char lp[OBJ_KEY_MAX], after[OBJ_KEY_MAX];
     struct call_res res;
@@ -103,6 +103,11 @@ static int rd_seek_window(struct s3c_reader *r, uint64_t lo, uint64_t hi, struct
             if (!obj_key_parse(res.keys[i], r->cfg.s3.prefix, &f))
                 continue;
             if (f > hi) {
+                more = false;
+                goto page_done;
+            }
+            if (*n - n0 >= limit) {
+                *over = true;
                 more = false;
                 goto page_done;
             }
@@ -131,6 +136,12 @@ static int rd_seek_window(struct s3c_reader *r, uint64_t lo, uint64_t hi, struct
         call_res_free(&res);
     }
     free(token);
+    if (*over) {
+        for (size_t i = n0; i < *n; i++)
+            free((*cs)[i].key);
+        *n = n0;
+        return rc;
+    }
     size_t m = *n - n0;
     char **keys = calloc(m ? m : 1, sizeof(*keys));
     struct obj_header *hs = calloc(m ? m : 1, sizeof(*hs));
@@ -250,6 +261,18 @@ static void rd_cands_free(struct rd_cand *cs, size_t n)
     free(cs);
 }
 
+/* Objects disagree about the seqs below from_seq for longer than a seek should read:
+ * the chain is read from seq 1, where it starts (slow, never wrong). */
+static void rd_seek_from_start(struct s3c_reader *r, uint64_t s, size_t headers)
+{
+    S3C_LOG(S3C_LOG_WARN,
+            "event=reader_seek_from_start prefix=%s from_seq=%" PRIu64 " headers_read=%zu "
+            "msg=\"several objects hold the seqs below from_seq; reading the chain from seq 1\"",
+            r->cfg.s3.prefix, s, headers);
+    r->last = 0;
+    r->floor = 0;
+}
+
 /* Positions the reader before the object holding seq `from` (1 < from <= the manifest's
  * W): the keys whose first seq lies within max_batch_commits below it, their headers read,
  * and where that cannot tell which object holding it is the chain's, a window twice as far
@@ -262,10 +285,19 @@ static int rd_seek(struct s3c_reader *r, uint64_t max_batch)
     size_t n = 0, cap = 0, best = 0;
     int rc = 0;
     for (bool first = true;; first = false) {
-        rc = rd_seek_window(r, lo, hi, &cs, &n, &cap);
+        /* (the first window as before: unbounded; the ones below it within the cap) */
+        bool over = false;
+        size_t limit = first ? SIZE_MAX : n < RD_SEEK_HEADERS_MAX ? RD_SEEK_HEADERS_MAX - n : 0;
+        rc = rd_seek_window(r, lo, hi, limit, &cs, &n, &cap, &over);
         if (rc != 0)
             break;
-        qsort(cs, n, sizeof(*cs), rd_cand_cmp);
+        if (over) {
+            rd_seek_from_start(r, s, n);
+            rd_cands_free(cs, n);
+            return 0;
+        }
+        if (n > 1)
+            qsort(cs, n, sizeof(*cs), rd_cand_cmp);
         bool held = false;
         for (size_t i = 0; i < n && !held; i++)
             held = cs[i].first <= s && rd_cand_last(&cs[i], max_batch) >= s;
@@ -293,16 +325,8 @@ static int rd_seek(struct s3c_reader *r, uint64_t max_batch)
             break;
         uint64_t width = s - lo;
         if (lo == 0 || width / RD_SEEK_WIDEN_MAX >= max_batch || n >= RD_SEEK_HEADERS_MAX) {
-            /* Objects disagree about these seqs for longer than a seek should read: from
-             * seq 1, where the chain starts (slow, never wrong). */
-            S3C_LOG(S3C_LOG_WARN,
-                    "event=reader_seek_from_start prefix=%s from_seq=%" PRIu64
-                    " headers_read=%zu msg=\"several objects hold the seqs below from_seq; "
-                    "reading the chain from seq 1\"",
-                    r->cfg.s3.prefix, s, n);
+            rd_seek_from_start(r, s, n);
             rd_cands_free(cs, n);
-            r->last = 0;
-            r->floor = 0;
             return 0;
         }
         hi = lo;

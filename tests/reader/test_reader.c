@@ -917,7 +917,20 @@ static void test_seek_among_objects_holding_a_seq(void)
      * floor is the last fence's epoch, 2, as the writers follow it). */
     sk_manifest("sk2/", 4, 40, 31, 2, 30);
     ASSERT_UEQ(sk_read("sk2/", 45, sk2_want), 60);
+    for (uint64_t from = 2; from <= 40; from++) /* a seek below W takes that floor at W */
+        ASSERT_UEQ(sk_read("sk2/", from, sk2_want), 60);
     sk_manifest("sk2/", 4, 60, 52, 4, 30);
+
+    /* A manifest without start_epoch: at W the floor is the epoch of the object ending
+     * there, as for an entry past W, and an older epoch's object after it is an orphan. */
+    sk_put("sk6/", 1, 1, 1, "fence");
+    sk_put("sk6/", 2, 9, 1, "A");
+    sk_put("sk6/", 11, 1, 2, "fence");
+    sk_put("sk6/", 12, 9, 2, "T");
+    sk_put("sk6/", 21, 5, 1, "ORPHAN");
+    sk_manifest("sk6/", 2, 20, 12, 0, 10);
+    for (uint64_t from = 1; from <= 20; from++)
+        ASSERT_UEQ(sk_read("sk6/", from, sk1_want), 20);
 
     /* An uncontested seek costs what it did (one listing of the keys below it); where
      * objects disagree it lists further down. */
@@ -930,6 +943,48 @@ static void test_seek_among_objects_holding_a_seq(void)
     fprintf(stderr, "   listings: a seek to 52 %ld, to 45 (R's objects beside T's) %ld\n",
             lists_plain, lists_contested);
     ASSERT_EQ(lists_contested, lists_plain + 1);
+
+    /* Contested further down than one window: sk4/ has objects of 5 (max_batch_commits)
+     * on the chain at 2, 7, .., 57, and a replay's first attempts beside them, same epoch,
+     * holding every seq from 44 to 61. A seek to 60 looks 5, 10, 20 and 40 seqs down and
+     * enters at 42..46, the first object that alone holds a seq (43). */
+    sk_put("sk4/", 1, 1, 1, "fence");
+    for (uint64_t k = 2; k <= 57; k += 5)
+        sk_put("sk4/", k, 5, 1, "C");
+    for (uint64_t k = 44; k <= 54; k += 5)
+        sk_put("sk4/", k, 5, 1, "C-off");
+    sk_put("sk4/", 59, 3, 1, "C-off");
+    sk_manifest("sk4/", 1, 61, 57, 1, 5);
+    ASSERT_EQ(mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, (char[4096]){0}, 4096), 204);
+    ASSERT_UEQ(sk_read("sk4/", 30, sk3_want), 61);
+    lists_plain = mock_stat(&mock, "ops.ListObjectsV2.count");
+    ASSERT_EQ(mockproc_http(&mock, "DELETE", "/_mock/stats", NULL, (char[4096]){0}, 4096), 204);
+    ASSERT_UEQ(sk_read("sk4/", 60, sk3_want), 61);
+    lists_contested = mock_stat(&mock, "ops.ListObjectsV2.count");
+    ASSERT_EQ(lists_contested, lists_plain + 3);
+    for (uint64_t from = 2; from <= 61; from++)
+        ASSERT_UEQ(sk_read("sk4/", from, sk3_want), 61);
+
+    /* Contested for longer than a seek reads (64 max_batch_commits): sk5/ has objects of
+     * 2 on the chain at 2, 4, .., 298 and others at 3, 5, .., 297. A seek to 290 gives up
+     * looking down and reads the chain from seq 1. */
+    sk_put("sk5/", 1, 1, 1, "fence");
+    for (uint64_t k = 2; k <= 298; k += 2)
+        sk_put("sk5/", k, 2, 1, "C");
+    for (uint64_t k = 3; k <= 297; k += 2)
+        sk_put("sk5/", k, 2, 1, "C-off");
+    sk_manifest("sk5/", 1, 299, 298, 1, 2);
+    s3c_reader *r = open_reader("sk5/", 290, 0, 0);
+    struct s3c_record rec;
+    ASSERT_EQ(s3c_reader_next(r, &rec, 10000), 0);
+    ASSERT_UEQ(rec.seq, 290);
+    ASSERT_EQ(rec.len, 5);
+    ASSERT_MEM_EQ(rec.data, "C-290", 5);
+    struct s3c_reader_stats rs;
+    s3c_reader_stats_get(r, &rs);
+    ASSERT_GE(rs.objects, 145); /* the chain's objects from seq 1 */
+    s3c_reader_close(r);
+    ASSERT_UEQ(sk_read("sk5/", 290, sk3_want), 299);
 }
 
 int main(int argc, char **argv)
