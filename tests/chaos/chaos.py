@@ -92,7 +92,7 @@ def run_one(args, seed, duration):
     log_line(f"chaos: seed={seed} duration={duration} faults={r['faults']} acked={r['acked']} "
              f"lost={r['lost']} duplicated={r['duplicated']} out_of_order={r['out_of_order']} "
              f"corrupt={r['corrupt']} epochs={r['epochs']} unacked_present={r['unacked_present']} "
-             f"stranded={r['stranded']}")
+             f"stranded={r['stranded']} seeks={r.get('seeks', 0)}")
     if r["ok"] and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:
@@ -130,7 +130,7 @@ def main():
     tot = {"seeds": [r["seed"] for r in results], "failed_seeds": [r["seed"] for r in results if not r["ok"]],
            "seconds": round(time.monotonic() - t0, 1)}
     for k in ("faults", "acked", "lost", "duplicated", "out_of_order", "corrupt", "epochs",
-              "unacked_present", "stranded", "commits_in_log"):
+              "unacked_present", "stranded", "commits_in_log", "seeks"):
         tot[k] = sum(r.get(k, 0) for r in results)
     counts = {}
     for r in results:
@@ -143,7 +143,8 @@ def main():
                  f"seconds={tot['seconds']} faults={tot['faults']} acked={tot['acked']} "
                  f"lost={tot['lost']} duplicated={tot['duplicated']} "
                  f"out_of_order={tot['out_of_order']} corrupt={tot['corrupt']} "
-                 f"kill9={counts.get('kill9', 0)} takeovers={counts.get('takeover', 0)}")
+                 f"kill9={counts.get('kill9', 0)} takeovers={counts.get('takeover', 0)} "
+                 f"seeks={tot['seeks']}")
     return 0 if results and all(r["ok"] for r in results) else 1
 
 

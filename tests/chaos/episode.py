@@ -574,6 +574,7 @@ class Episode:
                              capture_output=True, timeout=600)
         ver = subprocess.run([self.s3commit, "verify", "--config", cfg],
                              capture_output=True, timeout=600)
+        seeks = self.seek_checks(cfg, cat) if cat.returncode == 0 else 0
         with self.mock.lock:
             self.mock.stop(signal.SIGTERM)
         if cat.returncode != 0:
@@ -610,7 +611,44 @@ class Episode:
                 "out_of_order": res.out_of_order, "corrupt": res.corrupt,
                 "epochs": len(verify.get("epochs", [])), "unacked_present": res.unacked_present,
                 "stranded": res.stranded, "commits_in_log": res.commits, "runs": len(self.runs),
-                "verify_ok": bool(verify.get("ok")), "problems": self.problems[:20]}
+                "verify_ok": bool(verify.get("ok")), "seeks": seeks,
+                "problems": self.problems[:20]}
+
+    def seek_checks(self, cfg, cat):
+        """Reads short ranges with `cat --from-seq` (a seek: docs/format.md, "Seeking"),
+        around each control record, where takeovers leave orphans and fenced runs' objects
+        beside the chain, and at random: each must be what the read from seq 1 holds
+        there. Returns how many were checked."""
+        controls = {json.loads(line)["control_seq"] for line in cat.stderr.splitlines()
+                    if line.startswith(b'{"control_seq"')}
+        by_seq, seq = {}, 0
+        for data in checker.split_frames(cat.stdout):
+            seq += 1
+            while seq in controls:
+                seq += 1
+            by_seq[seq] = data
+        end = max([seq] + list(controls))
+        if end < 2:
+            return 0
+        rng = random.Random(self.s["seed"] * 7919 + 1)
+        near = sorted({c + d for c in controls for d in (-1, 0, 1, 2) if 2 <= c + d <= end})
+        points = rng.sample(near, min(len(near), 12)) + [rng.randint(2, end) for _ in range(6)]
+        for p in sorted(set(points)):
+            to = min(end, p + 50)
+            out = subprocess.run([self.s3commit, "cat", "--config", cfg, "--from-seq", str(p),
+                                  "--to-seq", str(to)], capture_output=True, timeout=120)
+            if out.returncode != 0:
+                self.problem(f"cat --from-seq {p} exited {out.returncode}: {out.stderr[-300:]!r}")
+                continue
+            got = checker.split_frames(out.stdout)
+            want = [by_seq[s] for s in range(p, to + 1) if s in by_seq]
+            if got != want:
+                first_bad = next((i for i, (g, w) in enumerate(zip(got, want)) if g != w),
+                                 min(len(got), len(want)))
+                self.problem(f"cat --from-seq {p} --to-seq {to} disagrees with the read from "
+                             f"seq 1 at its commit {first_bad} ({len(got)} commits against "
+                             f"{len(want)})")
+        return len(set(points))
 
     def kill_all(self):
         for r in self.runs.values():
