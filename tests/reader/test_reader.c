@@ -797,6 +797,20 @@ static void sk_put(const char *prefix, uint64_t first, int n, uint64_t epoch, co
     free(o);
 }
 
+/* A log built by hand: its objects, then its manifest. */
+struct sk_obj {
+    uint64_t first;
+    int n;
+    uint64_t epoch;
+    const char *who;
+};
+
+static void sk_build(const char *prefix, const struct sk_obj *objs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sk_put(prefix, objs[i].first, objs[i].n, objs[i].epoch, objs[i].who);
+}
+
 static void sk_manifest(const char *prefix, uint64_t epoch, uint64_t w, uint64_t w_first,
                         uint64_t start_epoch, uint64_t max_batch)
 {
@@ -871,33 +885,22 @@ static const char *sk3_want(uint64_t seq)
 
 static void test_seek_among_objects_holding_a_seq(void)
 {
-    sk_put("sk1/", 1, 1, 1, "fence");
-    sk_put("sk1/", 2, 9, 1, "A");
-    sk_put("sk1/", 11, 1, 2, "fence");
-    sk_put("sk1/", 12, 29, 2, "T");
-    sk_put("sk1/", 31, 1, 3, "fence");
-    sk_put("sk1/", 32, 19, 3, "R");
-    sk_put("sk1/", 41, 10, 2, "T");
-    sk_put("sk1/", 51, 1, 4, "fence");
-    sk_put("sk1/", 52, 9, 4, "U");
+    static const struct sk_obj sk1[] = {
+        {1, 1, 1, "fence"}, {2, 9, 1, "A"},      {11, 1, 2, "fence"},
+        {12, 29, 2, "T"},   {31, 1, 3, "fence"}, {32, 19, 3, "R"},
+        {41, 10, 2, "T"},   {51, 1, 4, "fence"}, {52, 9, 4, "U"}};
+    static const struct sk_obj sk2[] = {
+        {1, 1, 1, "fence"},  {2, 9, 1, "A"},   {11, 1, 2, "fence"}, {12, 19, 2, "T"},
+        {20, 1, 3, "fence"}, {21, 10, 3, "R"}, {31, 10, 3, "R"},    {41, 10, 2, "T"},
+        {51, 1, 4, "fence"}, {52, 9, 4, "U"}};
+    /* (sk3/'s off-chain records say so: "C-off-<seq>") */
+    static const struct sk_obj sk3[] = {
+        {1, 1, 1, "fence"}, {2, 149, 1, "C"}, {101, 100, 1, "C-off"}, {151, 100, 1, "C"}};
+    sk_build("sk1/", sk1, sizeof(sk1) / sizeof(sk1[0]));
     sk_manifest("sk1/", 4, 60, 52, 4, 30);
-
-    sk_put("sk2/", 1, 1, 1, "fence");
-    sk_put("sk2/", 2, 9, 1, "A");
-    sk_put("sk2/", 11, 1, 2, "fence");
-    sk_put("sk2/", 12, 19, 2, "T");
-    sk_put("sk2/", 20, 1, 3, "fence");
-    sk_put("sk2/", 21, 10, 3, "R");
-    sk_put("sk2/", 31, 10, 3, "R");
-    sk_put("sk2/", 41, 10, 2, "T");
-    sk_put("sk2/", 51, 1, 4, "fence");
-    sk_put("sk2/", 52, 9, 4, "U");
+    sk_build("sk2/", sk2, sizeof(sk2) / sizeof(sk2[0]));
     sk_manifest("sk2/", 4, 60, 52, 4, 30);
-
-    sk_put("sk3/", 1, 1, 1, "fence");
-    sk_put("sk3/", 2, 149, 1, "C");
-    sk_put("sk3/", 101, 100, 1, "C-off"); /* its records say so: "C-off-<seq>" */
-    sk_put("sk3/", 151, 100, 1, "C");
+    sk_build("sk3/", sk3, sizeof(sk3) / sizeof(sk3[0]));
     sk_manifest("sk3/", 1, 250, 151, 1, 150);
 
     /* From seq 1 the chain is plain; every seek must agree with it. */
@@ -923,11 +926,12 @@ static void test_seek_among_objects_holding_a_seq(void)
 
     /* A manifest without start_epoch: at W the floor is the epoch of the object ending
      * there, as for an entry past W, and an older epoch's object after it is an orphan. */
-    sk_put("sk6/", 1, 1, 1, "fence");
-    sk_put("sk6/", 2, 9, 1, "A");
-    sk_put("sk6/", 11, 1, 2, "fence");
-    sk_put("sk6/", 12, 9, 2, "T");
-    sk_put("sk6/", 21, 5, 1, "ORPHAN");
+    static const struct sk_obj sk6[] = {{1, 1, 1, "fence"},
+                                        {2, 9, 1, "A"},
+                                        {11, 1, 2, "fence"},
+                                        {12, 9, 2, "T"},
+                                        {21, 5, 1, "ORPHAN"}};
+    sk_build("sk6/", sk6, sizeof(sk6) / sizeof(sk6[0]));
     sk_manifest("sk6/", 2, 20, 12, 0, 10);
     for (uint64_t from = 1; from <= 20; from++)
         ASSERT_UEQ(sk_read("sk6/", from, sk1_want), 20);
