@@ -192,6 +192,14 @@ class Episode:
             cfg["metrics"] = {"listen": "127.0.0.1:0"}
         elif slot == "reader":
             cfg["persistence"]["max_retry_attempts"] = 20
+        if slot != "reader":
+            # Each run's own compression and upload checksum (an rng of its own, so the
+            # seed's schedule stays as it was): a replay then re-forms a batch another run
+            # sent compressed, or not, and settles that earlier attempt.
+            rr = random.Random(f"{self.s['seed']}/{name}")
+            cfg["s3"]["compression"] = rr.choice(("none", "zstd"))
+            cfg["s3"]["checksum"] = rr.choice(("crc32c", "md5", "sha256"))
+            self.count("zstd_runs" if cfg["s3"]["compression"] == "zstd" else "plain_runs")
         path = os.path.join(self.work, f"config-{name}.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
