@@ -544,6 +544,14 @@ static int wopen_check_hint(struct wopen *o, struct wchain *c)
             return rc;
         if (h.ok && h.h.first_seq == first && h.h.last_seq == c->end && h.h.epoch >= c->start_epoch)
             return 0;
+        if (h.read_rc) {
+            /* The read failed, which says nothing against the hint: following the chain
+             * from seq 1 instead would read every header of the log from a store that is
+             * failing (a chaos run saw one such open still walking 27 s later). */
+            snprintf(o->err, o->errlen, "%s: cannot read the manifest's last object: %s", key,
+                     h.error);
+            return h.read_rc;
+        }
     }
     S3C_LOG(S3C_LOG_WARN,
             "event=manifest_hint_unconfirmed durable_seq=%" PRIu64 " durable_first_seq=%" PRIu64

@@ -1221,6 +1221,35 @@ static void large_prefix_opens_from_hint(void)
             "by listing %llu ms (%ld lists, %ld gets)\n",
             (unsigned long long)t_fill, (unsigned long long)t_hint, lists, gets,
             (unsigned long long)t_list, lists2, gets2);
+
+    /* The hint's object cannot be read (the store fails every GET of it): the open fails
+     * and says why, at once. It used to take the failed read for a wrong hint and read
+     * every header of the log from seq 1, from a store that was failing. */
+    end = in.control_seq;
+    m.epoch = 3;
+    m.durable_seq = m.durable_first_seq = end;
+    m.start_epoch = 3;
+    n = manifest_encode(&m, body, sizeof(body));
+    ASSERT_GT(n, 0);
+    x = tx_new();
+    ASSERT_EQ(tx_put(x, PREFIX "manifest.json", body, (size_t)n), XPORT_OK);
+    test_xport_free(x);
+    char key[OBJ_KEY_MAX], faults[OBJ_KEY_MAX + 128];
+    obj_key(key, sizeof(key), PREFIX, end);
+    snprintf(faults, sizeof(faults),
+             "{\"error_rate\":1,\"error_status\":503,\"key_prefix\":\"%s\"}", key);
+    mock_faults(&mock, faults);
+    reset_mock_stats();
+    s3c_config *cfg = mkcfg(QUIET_MW ",\"max_retry_attempts\":2,\"retry_base_delay_ms\":10", "");
+    char err[1024];
+    ASSERT_NE(s3c_stage_open(cfg, &st, err, sizeof(err)), 0);
+    s3c_config_free(cfg);
+    mock_faults(&mock, "{\"error_rate\":0,\"key_prefix\":\"\"}");
+    long gets3 = mock_op_count(&mock, "GetObject", 0);
+    fprintf(stderr, "   the hint's object unreadable: %ld gets, \"%s\"\n", gets3, err);
+    ASSERT(strstr(err, "cannot read the manifest's last object") != NULL);
+    ASSERT(strstr(err, key) != NULL);
+    ASSERT_LE(gets3, 10);
     test_mock_stop(&mock);
 }
 
