@@ -516,6 +516,30 @@ static void test_sigterm_drains(void)
     mockproc_stop(&m);
 }
 
+/* A stop signal while the stage opens (every request to the store takes 2 s here, so the
+ * open takes many): the process ends within a second, says so, takes no commit and prints
+ * no watermark. It used to wait for the open to end first (a chaos run saw one still
+ * opening 25 s after SIGTERM). */
+static void test_sigterm_during_open(void)
+{
+    struct mockproc m;
+    struct proc p;
+    start_mock(&m, (const char *[]){"--latency-ms", "2000", NULL});
+    const char *cfg = config_for("sigopen", m.endpoint, "sigopen/", "", "", "");
+    proc_start(&p, (const char *[]){bin_s3commit, "run", "--config", cfg, NULL});
+    proc_pump(&p, NULL, 0, 300); /* the open is under way */
+    uint64_t t0 = test_now_ms_();
+    kill(p.pid, SIGTERM);
+    ASSERT_EQ(proc_wait(&p, 10000), 0);
+    uint64_t took = test_now_ms_() - t0;
+    fprintf(stderr, "   stopped %" PRIu64 " ms after SIGTERM\n", took);
+    ASSERT_LT(took, 1500);
+    ASSERT(strstr(p.e.p, "action=stop_during_open") != NULL);
+    ASSERT_EQ(p.o.len, 0); /* no first line: the stage never opened */
+    proc_free(&p);
+    mockproc_stop(&m);
+}
+
 static int unix_connect(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -939,6 +963,7 @@ int main(int argc, char **argv)
     CASE(test_unreachable_endpoint);
     CASE(test_wrong_credentials);
     CASE(test_sigterm_drains);
+    CASE(test_sigterm_during_open);
     CASE(test_unix_socket_clients);
     CASE(test_metrics_scrape);
     CASE(test_load_mock);

@@ -68,6 +68,40 @@ struct run {
     int nsrc;
 };
 
+/* A stop signal while the stage opens: the open (finding the log's end, fencing it,
+ * checking a spool) can take a long time against a slow store, and it cannot be
+ * interrupted from inside. Nothing has been read from the input yet, so there is nothing
+ * to drain: the process ends at once, as a crash would at that point, which the writer
+ * protocol and the spool are built to survive. The watcher only polls the signalfd; once
+ * the open has returned it leaves the signal there for the main loop. */
+enum { OPEN_RUNNING, OPEN_DONE, OPEN_STOPPED };
+
+struct open_watch {
+    int sfd, efd; /* efd: the open returned */
+    _Atomic int state;
+};
+
+static void *run_open_watch(void *arg)
+{
+    struct open_watch *w = arg;
+    struct pollfd p[2] = {{.fd = w->sfd, .events = POLLIN}, {.fd = w->efd, .events = POLLIN}};
+    for (;;) {
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            return NULL;
+        if (p[1].revents)
+            return NULL;
+        int expect = OPEN_RUNNING;
+        if (p[0].revents && atomic_compare_exchange_strong(&w->state, &expect, OPEN_STOPPED)) {
+            S3C_LOG(S3C_LOG_WARN, "event=signal action=stop_during_open msg=\"stopped while "
+                                  "the stage was opening: no commit was taken\"");
+            fflush(NULL);
+            _exit(TOOL_EXIT_OK);
+        }
+        if (atomic_load(&w->state) != OPEN_RUNNING)
+            return NULL;
+    }
+}
+
 /* The subscriber: runs on the persistence thread, so it only stores and wakes. */
 static void run_on_durable(void *ctx, uint64_t durable_seq, int err)
 {
@@ -533,7 +567,21 @@ int cmd_run(const char *config_path, const char *input)
         goto out_close_fds;
     }
 
+    struct open_watch ow = {.sfd = r.sfd, .efd = eventfd(0, EFD_CLOEXEC), .state = OPEN_RUNNING};
+    pthread_t owt;
+    bool watching = ow.efd >= 0 && pthread_create(&owt, NULL, run_open_watch, &ow) == 0;
     int rc = s3c_stage_open(cfg, &r.st, err, sizeof(err));
+    int expect = OPEN_RUNNING;
+    if (!atomic_compare_exchange_strong(&ow.state, &expect, OPEN_DONE))
+        pause(); /* the watcher is ending the process */
+    if (watching) {
+        uint64_t one = 1;
+        ssize_t nw = write(ow.efd, &one, sizeof(one));
+        (void)nw; /* an eventfd */
+        pthread_join(owt, NULL);
+    }
+    if (ow.efd >= 0)
+        close(ow.efd);
     if (rc != 0) {
         tool_error("cannot open the stage: %s", err[0] ? err : s3c_strerror(rc));
         goto out_free_sources;
