@@ -222,12 +222,15 @@ struct wheader {
     struct obj_header h;
     char error[384];
     int attempts;
+    bool waiting;         /* a retry after its backoff */
+    uint64_t retry_at_ms; /* when */
 };
 
 struct wfetch {
     struct wopen *o;
     struct wheader *hs;
-    size_t n, next, in_flight, done;
+    size_t n, next, in_flight, done, waiting;
+    uint64_t rng; /* the backoff's jitter */
     int rc;
 };
 
@@ -248,9 +251,20 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
     struct wfetch *f = h->f;
     bool v1 = false;
     f->in_flight--;
-    if (r->cls == XPORT_RETRYABLE && h->attempts <= f->o->cfg->persistence.max_retry_attempts) {
-        if (wopen_fetch_one(f, (size_t)(h - f->hs)) == 0)
-            return;
+    const struct cfg_persistence *p = &f->o->cfg->persistence;
+    if (r->cls == XPORT_RETRYABLE && h->attempts <= p->max_retry_attempts) {
+        /* Again after the stage's backoff (full jitter under the doubling ceiling), as
+         * call_run does: read at once, a 503 storm of a fraction of a second used up every
+         * try in a few milliseconds. */
+        int k = h->attempts - 1 < 20 ? h->attempts - 1 : 20;
+        uint64_t ceil_ms = (uint64_t)p->retry_base_delay_ms << k;
+        if (ceil_ms > (uint64_t)p->max_retry_delay_ms)
+            ceil_ms = (uint64_t)p->max_retry_delay_ms;
+        f->rng ^= f->rng << 13, f->rng ^= f->rng >> 7, f->rng ^= f->rng << 17;
+        h->retry_at_ms = s3c__now_ms() + f->rng % (ceil_ms + 1);
+        h->waiting = true;
+        f->waiting++;
+        return;
     }
     h->done = true;
     f->done++;
@@ -271,10 +285,31 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
 /* Reads the headers of hs[0..n) with a window of GETs in flight. */
 static int wopen_fetch_headers(struct wopen *o, struct wheader *hs, size_t n)
 {
-    struct wfetch f = {.o = o, .hs = hs, .n = n};
+    struct wfetch f = {.o = o, .hs = hs, .n = n, .rng = s3c__now_ns() | 1};
     for (size_t i = 0; i < n; i++)
         hs[i].f = &f;
     while (f.done < n) {
+        int timeout = 1000;
+        uint64_t now = s3c__now_ms();
+        for (size_t i = 0; f.waiting > 0 && i < f.next; i++) { /* retries due */
+            if (!hs[i].waiting)
+                continue;
+            if (hs[i].retry_at_ms > now) {
+                uint64_t t = hs[i].retry_at_ms - now;
+                timeout = t < (uint64_t)timeout ? (int)t : timeout;
+                continue;
+            }
+            hs[i].waiting = false;
+            f.waiting--;
+            int rc = wopen_fetch_one(&f, i);
+            if (rc < 0) {
+                hs[i].done = true;
+                f.done++;
+                snprintf(hs[i].error, sizeof(hs[i].error), "cannot start a GET: %s",
+                         s3c_strerror(rc));
+                hs[i].read_rc = rc;
+            }
+        }
         while (f.next < n && f.in_flight < WRITER_HEADER_WINDOW) {
             int rc = wopen_fetch_one(&f, f.next);
             if (rc < 0) {
@@ -286,7 +321,9 @@ static int wopen_fetch_headers(struct wopen *o, struct wheader *hs, size_t n)
             }
             f.next++;
         }
-        int rc = loop_run_once(xport_loop(o->x), 1000);
+        if (f.done == n)
+            break;
+        int rc = loop_run_once(xport_loop(o->x), timeout);
         if (rc < 0) {
             snprintf(o->err, o->errlen, "the event loop failed: %s", s3c_strerror(rc));
             return rc;

@@ -537,6 +537,19 @@ static void test_sigterm_during_open(void)
     ASSERT(strstr(p.e.p, "action=stop_during_open") != NULL);
     ASSERT_EQ(p.o.len, 0); /* no first line: the stage never opened */
     proc_free(&p);
+    /* Listening on a Unix socket already: the socket file goes too. */
+    char sock[600], input[620];
+    snprintf(sock, sizeof(sock), "%s/sigopen.sock", tmpdir);
+    snprintf(input, sizeof(input), "unix:%s", sock);
+    proc_start(&p, (const char *[]){bin_s3commit, "run", "--config", cfg, "--input", input, NULL});
+    for (int i = 0; i < 100 && access(sock, F_OK) != 0; i++)
+        proc_pump(&p, NULL, 0, 10);
+    ASSERT_EQ(access(sock, F_OK), 0);
+    kill(p.pid, SIGTERM);
+    ASSERT_EQ(proc_wait(&p, 10000), 0);
+    ASSERT(strstr(p.e.p, "action=stop_during_open") != NULL);
+    ASSERT_EQ(access(sock, F_OK), -1);
+    proc_free(&p);
     mockproc_stop(&m);
 }
 

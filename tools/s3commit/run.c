@@ -77,7 +77,8 @@ struct run {
 enum { OPEN_RUNNING, OPEN_DONE, OPEN_STOPPED };
 
 struct open_watch {
-    int sfd, efd; /* efd: the open returned */
+    int sfd, efd;          /* efd: the open returned */
+    const char *sock_path; /* --input unix:PATH, listening already: removed */
     _Atomic int state;
 };
 
@@ -94,6 +95,8 @@ static void *run_open_watch(void *arg)
         if (p[0].revents && atomic_compare_exchange_strong(&w->state, &expect, OPEN_STOPPED)) {
             S3C_LOG(S3C_LOG_WARN, "event=signal action=stop_during_open msg=\"stopped while "
                                   "the stage was opening: no commit was taken\"");
+            if (w->sock_path)
+                unlink(w->sock_path);
             fflush(NULL);
             _exit(TOOL_EXIT_OK);
         }
@@ -567,7 +570,10 @@ int cmd_run(const char *config_path, const char *input)
         goto out_close_fds;
     }
 
-    struct open_watch ow = {.sfd = r.sfd, .efd = eventfd(0, EFD_CLOEXEC), .state = OPEN_RUNNING};
+    struct open_watch ow = {.sfd = r.sfd,
+                            .efd = eventfd(0, EFD_CLOEXEC),
+                            .sock_path = r.lfd >= 0 ? r.sock_path : NULL,
+                            .state = OPEN_RUNNING};
     pthread_t owt;
     bool watching = ow.efd >= 0 && pthread_create(&owt, NULL, run_open_watch, &ow) == 0;
     int rc = s3c_stage_open(cfg, &r.st, err, sizeof(err));
