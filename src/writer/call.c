@@ -132,15 +132,20 @@ int call_run(struct xport *x, const struct s3c_config *cfg, const struct call_re
                      w.cls == XPORT_RETRYABLE ? " (retries exhausted)" : "");
             return w.fail == XPORT_FAIL_NONE || w.cls == XPORT_FATAL ? S3C_ES3 : S3C_ENETWORK;
         }
-        uint64_t ceil_ms = (uint64_t)p->retry_base_delay_ms
-                           << (attempt - 1 < 20 ? attempt - 1 : 20);
-        if (ceil_ms > (uint64_t)p->max_retry_delay_ms)
-            ceil_ms = (uint64_t)p->max_retry_delay_ms;
-        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-        uint64_t until = s3c__now_ms() + rng % (ceil_ms + 1);
+        uint64_t until = s3c__now_ms() + call_backoff_ms(p, attempt, &rng);
         for (uint64_t now; (now = s3c__now_ms()) < until;)
             loop_run_once(xport_loop(x), (int)(until - now)); /* the pool keeps working */
     }
+}
+
+uint64_t call_backoff_ms(const struct cfg_persistence *p, int attempt, uint64_t *rng)
+{
+    int k = attempt - 1 < 20 ? attempt - 1 : 20;
+    uint64_t ceil_ms = (uint64_t)p->retry_base_delay_ms << k;
+    if (ceil_ms > (uint64_t)p->max_retry_delay_ms)
+        ceil_ms = (uint64_t)p->max_retry_delay_ms;
+    *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
+    return *rng % (ceil_ms + 1);
 }
 
 void call_res_free(struct call_res *res)

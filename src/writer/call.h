@@ -46,5 +46,9 @@ struct call_res {
 int call_run(struct xport *x, const struct s3c_config *cfg, const struct call_req *req,
              struct call_res *res, char *err, size_t errlen);
 void call_res_free(struct call_res *res);
+/* How long to wait before try attempt + 1 of a request whose attempt-th try (1-based)
+ * failed retryably: full jitter (rng, an xorshift state) under retry_base_delay_ms doubled
+ * per try, capped by max_retry_delay_ms. */
+uint64_t call_backoff_ms(const struct cfg_persistence *p, int attempt, uint64_t *rng);
 
 #endif

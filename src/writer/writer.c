@@ -256,12 +256,7 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
         /* Again after the stage's backoff (full jitter under the doubling ceiling), as
          * call_run does: read at once, a 503 storm of a fraction of a second used up every
          * try in a few milliseconds. */
-        int k = h->attempts - 1 < 20 ? h->attempts - 1 : 20;
-        uint64_t ceil_ms = (uint64_t)p->retry_base_delay_ms << k;
-        if (ceil_ms > (uint64_t)p->max_retry_delay_ms)
-            ceil_ms = (uint64_t)p->max_retry_delay_ms;
-        f->rng ^= f->rng << 13, f->rng ^= f->rng >> 7, f->rng ^= f->rng << 17;
-        h->retry_at_ms = s3c__now_ms() + f->rng % (ceil_ms + 1);
+        h->retry_at_ms = s3c__now_ms() + call_backoff_ms(p, h->attempts, &f->rng);
         h->waiting = true;
         f->waiting++;
         return;
