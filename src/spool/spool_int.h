@@ -8,23 +8,25 @@
 
 #include "spool/spool.h"
 
-#define SPOOL_MAGIC 0x50533353u /* "S3SP" */
-#define SPOOL_BLOCK 4096u /* O_DIRECT: buffer, offset and length aligned to this */
-#define SPOOL_WBUF (8u << 20) /* the writer's buffer: frames are copied here, then written */
+#define SPOOL_MAGIC 0x50533353u    /* "S3SP" */
+#define SPOOL_BLOCK 4096u          /* O_DIRECT: buffer, offset and length aligned to this */
+#define SPOOL_WBUF (8u << 20)      /* the writer's buffer: frames are copied here, then written */
 #define SPOOL_WBUF_POST (4u << 20) /* a group this far gathered is written and posted */
-#define SPOOL_HANDOFF_BYTES (1u << 20) /* a write this large goes to the submitter thread */
+#define SPOOL_HANDOFF_BYTES (1u << 20)      /* a write this large goes to the submitter thread */
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
-#define SPOOL_UNLINK_QUEUE 64 /* segments waiting for the preparer to unlink them */
-#define SPOOL_DEL_EXT ".del"        /* a segment being deleted: out of the scan's sight */
-#define SPOOL_REC_EXT ".rec"        /* a segment W passed, kept to be written over */
-#define SPOOL_RECYCLE_MAX 2         /* recycled segments kept, at most */
-#define SPOOL_DEL_STEP (4u << 20)   /* a deleted segment is cut down this much at a time */
-#define SPOOL_DEL_PAUSE_NS 2000000u /* between two cuts: the writer's I/O goes in between */
+#define SPOOL_UNLINK_QUEUE 64               /* segments waiting for the preparer to unlink them */
+#define SPOOL_DEL_EXT ".del"                /* a segment being deleted: out of the scan's sight */
+#define SPOOL_REC_EXT ".rec"                /* a segment W passed, kept to be written over */
+#define SPOOL_RECYCLE_MAX 2                 /* recycled segments kept, at most */
+#define SPOOL_DEL_STEP (4u << 20)           /* a deleted segment is cut down this much at a time */
+#define SPOOL_DEL_PAUSE_NS 2000000u         /* between two cuts: the writer's I/O goes in between */
 #define SPOOL_PREP_NAME "prepared.tmp"
-#define SPOOL_PREP_CHUNK (1u << 20) /* zeros per write when preparing a segment */
-#define SPOOL_PREP_MAX (8u << 20)    /* a prepared segment's zeros, at most */
-#define SPOOL_PREP_RATE (8u << 20)   /* prepare while the spool is written slower (bytes/s) */
-#define SPOOL_PREP_WINDOW_MS 400     /* over which the write rate is measured */
+#define SPOOL_PREP_CHUNK (1u << 20)   /* the zeros buffer (and the scan's read size) */
+#define SPOOL_PREP_WRITE (128u << 10) /* zeros per write when preparing a segment */
+#define SPOOL_PREP_PACE (16u << 20)   /* bytes/s of zeros at most: the disk is the writer's too */
+#define SPOOL_PREP_MAX (8u << 20)     /* a prepared segment's zeros, at most */
+#define SPOOL_PREP_RATE (8u << 20)    /* prepare while the spool is written slower (bytes/s) */
+#define SPOOL_PREP_WINDOW_MS 400      /* over which the write rate is measured */
 
 struct spool_seg {
     uint64_t seg;   /* its name: the first data seq written to it */
@@ -60,9 +62,9 @@ struct spool {
     uint64_t wnext; /* requests written (not yet durable: the flusher says when) */
     int fd;         /* the open segment, or -1 */
     uint64_t cur_seg, cur_bytes;
-    uint64_t next_seq; /* the next data seq: a new segment's name */
-    bool dir_dirty;    /* a segment was created since the last directory fsync */
-    bool cur_prepared; /* the open segment was prepared or recycled: writes overwrite */
+    uint64_t next_seq;     /* the next data seq: a new segment's name */
+    bool dir_dirty;        /* a segment was created since the last directory fsync */
+    bool cur_prepared;     /* the open segment was prepared or recycled: writes overwrite */
     uint64_t cur_prep_end; /* up to here (its size when it was taken) */
     uint32_t cur_tag;      /* the open segment's tag (its BEGIN frame's) */
     uint64_t tag_state;    /* tags come from here (seeded from getrandom at open) */
@@ -76,7 +78,7 @@ struct spool {
     size_t wfill;
     unsigned char *wbufs[2];
     int wcur;
-    _Atomic bool direct;  /* O_DIRECT: off for good once the filesystem refused it */
+    _Atomic bool direct; /* O_DIRECT: off for good once the filesystem refused it */
     atomic_flag direct_said;
 
     /* The flusher fdatasyncs what the writer has written (group N) while the writer writes
@@ -107,7 +109,7 @@ struct spool {
         bool post;              /* ends whole frames: post mark to the flusher after it */
         struct spool_mark mark; /* fd and seg are the segment's in any case */
     } jobs[2];
-    int njobs;  /* jobs[0] is being written while sbusy */
+    int njobs; /* jobs[0] is being written while sbusy */
     bool sbusy;
     bool sstop;
     pthread_cond_t scv;
@@ -122,11 +124,11 @@ struct spool {
     bool prep_failed;        /* the last try failed: wait for the next rollover */
     _Atomic bool pstop;
     _Atomic uint64_t appended; /* bytes ever written by the writer: its rate */
-    unsigned char *zeros; /* SPOOL_PREP_CHUNK zero bytes */
-    uint64_t prep_bytes;  /* a prepared segment's size: segment_bytes, at most SPOOL_PREP_MAX */
+    unsigned char *zeros;      /* SPOOL_PREP_CHUNK zero bytes */
+    uint64_t prep_bytes; /* a prepared segment's size: segment_bytes, at most SPOOL_PREP_MAX */
     struct spool_unlink {
-        uint64_t seg, bytes; /* bytes: its frames, still in `bytes` until it is gone */
-        bool tagged;         /* may be recycled */
+        uint64_t seg, bytes;        /* bytes: its frames, still in `bytes` until it is gone */
+        bool tagged;                /* may be recycled */
     } unlink_q[SPOOL_UNLINK_QUEUE]; /* segments W passed, for the preparer to delete */
     int nunlink;
     /* Segments W passed, renamed <old name>.rec (durably), in the order they came: the writer
