@@ -10,7 +10,9 @@
  * by pid). Every case is bounded in time.
  *
  * (d) a sweep: 128 B commits paced at 10,000/s to 4,000,000/s (1 producer below 100,000/s, else 2),
- * each against the raw lines of (a), and the highest rate whose p99 met each target.
+ * each against the raw lines of (a) and against (e), and the highest rate whose p99 met
+ * each target. (e) Every paced case takes turns with a raw probe of its own group size
+ * (bsp_probe_turn), which also gives what an ideal group commit would have had.
  *
  * Usage: bench-spool [seconds per case, default 3]
  *                    [only: raw|local|local4k|paced|light|half|sweep|e2e|e2e-on|e2e-off] [rate]
@@ -25,6 +27,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +172,91 @@ static void bsp_raw(const char *mode, size_t size, double secs)
     free(buf);
 }
 
+/* ---- (e) the raw probe, interleaved with a paced case ----------------------------------
+ * A neighbour's load on a shared disk comes and goes within seconds, and the raw lines of
+ * (a), taken before the cases, do not see what a case meets. So a paced case stops its
+ * producers every BSP_RUN_NS, waits until every commit submitted is locally durable, and
+ * for BSP_PROBE_NS times write + fdatasync of the case's own write group (appended to a
+ * file beside the spool, as (a) does), then lets them go again: raw and spool take turns on
+ * the same disk, and each commit-latency sample has raw samples from the same second. */
+#define BSP_RUN_NS 350000000u
+#define BSP_PROBE_NS 150000000u
+#define BSP_PROBE_OPS 65536u       /* ops timed in one probe, at most */
+#define BSP_PROBE_FILE (64u << 20) /* the probe's file starts again past this */
+
+struct bsp_probe {
+    int fd;
+    uint64_t file_bytes;
+    size_t size;     /* the write size of the last probe: the case's group, whole blocks */
+    struct hist raw; /* each write + fdatasync */
+    /* A commit arriving at a random moment of the probe, with the probe's writes as the
+     * groups of an ideal group commit (no cost but the disk's): it waits out the write in
+     * progress and then the next one, which carries it. Sampled every 5 us. */
+    struct hist ideal;
+    uint64_t *start, *end;
+    unsigned char *buf;
+    size_t bufcap;
+};
+
+static void bsp_probe_open(struct bsp_probe *p)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/probe.dat", bsp_root);
+    p->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (p->fd < 0)
+        bsp_die("cannot create the probe file");
+    unlink(path); /* gone with the fd */
+    p->file_bytes = 0;
+    p->size = 0;
+    hist_init(&p->raw);
+    hist_init(&p->ideal);
+    if (!p->start) {
+        p->start = calloc(BSP_PROBE_OPS, sizeof(uint64_t));
+        p->end = calloc(BSP_PROBE_OPS, sizeof(uint64_t));
+    }
+}
+
+static void bsp_probe_close(struct bsp_probe *p)
+{
+    close(p->fd);
+    p->fd = -1;
+}
+
+/* One probe: write + fdatasync of size bytes, back to back, for ns. */
+static void bsp_probe_run(struct bsp_probe *p, size_t size, uint64_t ns)
+{
+    size = (size + 4095) & ~(size_t)4095;
+    if (size > p->bufcap) {
+        free(p->buf);
+        p->buf = aligned_alloc(4096, size);
+        if (!p->buf)
+            bsp_die("out of memory");
+        memset(p->buf, 0x5a, size);
+        p->bufcap = size;
+    }
+    if (p->file_bytes + size > BSP_PROBE_FILE) { /* untimed */
+        if (ftruncate(p->fd, 0) != 0 || fdatasync(p->fd) != 0)
+            bsp_die("cannot cut the probe file");
+        p->file_bytes = 0;
+    }
+    p->size = size;
+    uint32_t n = 0;
+    uint64_t until = s3c__now_ns() + ns;
+    while (n < BSP_PROBE_OPS) {
+        p->start[n] = s3c__now_ns();
+        if (write(p->fd, p->buf, size) != (ssize_t)size || fdatasync(p->fd) != 0)
+            bsp_die("probe write or fdatasync failed");
+        p->end[n] = s3c__now_ns();
+        hist_record(&p->raw, (p->end[n] - p->start[n]) / 1000);
+        p->file_bytes += size;
+        if (p->end[n++] >= until || p->file_bytes + size > BSP_PROBE_FILE)
+            break;
+    }
+    for (uint32_t i = 0; i + 1 < n; i++)
+        for (uint64_t t = p->start[i]; t < p->start[i + 1]; t += 5000)
+            hist_record(&p->ideal, (p->end[i + 1] - t) / 1000);
+}
+
 /* ---- stages ------------------------------------------------------------------------ */
 
 static s3c_stage *bsp_open(const char *spool_dir)
@@ -194,7 +282,7 @@ static s3c_stage *bsp_open(const char *spool_dir)
 /* L's moves, recorded by a local subscriber on the spool's thread: (L, when). */
 struct bsp_groups {
     uint64_t *l, *ns;
-    uint32_t n;
+    _Atomic uint32_t n; /* read by the main thread while the case runs */
 };
 
 static void bsp_on_local(void *ctx, uint64_t l, int err)
@@ -215,8 +303,13 @@ struct bsp_prod {
     uint64_t *seq, *t0; /* sampled commits: seq and submit time */
     uint64_t nsamp, cap;
     uint64_t commits;
-    uint64_t cpu_ns; /* the producer's own CPU time */
+    uint64_t cpu_ns;           /* the producer's own CPU time */
+    _Atomic uint64_t last_seq; /* the last seq it submitted */
+    _Atomic bool held;         /* it saw bsp_hold and submits nothing until it is cleared */
 };
+
+/* The main thread holds the producers while the interleaved raw probe runs (bsp_drive). */
+static _Atomic bool bsp_hold;
 
 static uint64_t bsp_cpu_ns(clockid_t clock)
 {
@@ -231,13 +324,20 @@ static void *bsp_producer(void *p)
     char buf[4096];
     memset(buf, 0x42, sizeof(buf));
     uint64_t start = s3c__now_ns(), cpu0 = bsp_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
-    uint64_t slice = bsp_pace_ns, slices = 0;
+    uint64_t slice = bsp_pace_ns, slices = 0, base = 0;
     if (a->rate > 0)
         prctl(PR_SET_TIMERSLACK, 1UL); /* else a sleep oversleeps by 50 us */
     while (s3c__now_ns() < a->deadline_ns) {
+        if (atomic_load(&bsp_hold)) { /* held: the pacing starts again when let go */
+            atomic_store(&a->held, true);
+            bsp_sleep_ns(50000);
+            start = s3c__now_ns(), slices = 0, base = a->commits;
+            continue;
+        }
+        atomic_store(&a->held, false);
         int burst = 256;
         if (a->rate > 0) { /* paced: what is due by the end of each slice */
-            uint64_t due = (uint64_t)(a->rate * (double)(++slices * slice) / 1e9);
+            uint64_t due = base + (uint64_t)(a->rate * (double)(++slices * slice) / 1e9);
             burst = (int)(due - a->commits);
             uint64_t next = start + (slices - 1) * slice, now = s3c__now_ns();
             if (next > now)
@@ -249,6 +349,7 @@ static void *bsp_producer(void *p)
             uint64_t t0 = sample ? s3c__now_ns() : 0, seq;
             if (s3c_submit(a->st, buf, a->size, 10000, &seq) != 0)
                 bsp_die("submit failed");
+            atomic_store_explicit(&a->last_seq, seq, memory_order_relaxed);
             if (sample) {
                 a->seq[a->nsamp] = seq;
                 a->t0[a->nsamp++] = t0;
@@ -265,11 +366,37 @@ struct bsp_run {
     double groups_per_s, commits_per_group, group_gap_us;
     uint64_t spool_reads;
     double stage_ns, producer_ns; /* CPU per commit made durable (L with a spool, else W) */
+    double run_s;                 /* the producers' time: secs, less the probes */
 };
 
-/* Drives a stage for secs: L and W by the deadline, then a drain that must be whole. */
+/* Holds the producers, waits until everything they submitted is locally durable, probes
+ * the disk with a write group of the case's size so far, lets them go. */
+static void bsp_probe_turn(s3c_stage *st, struct bsp_prod *a, int producers, uint64_t l0,
+                           const struct bsp_groups *g, size_t size, struct bsp_probe *p)
+{
+    atomic_store(&bsp_hold, true);
+    uint64_t give_up = s3c__now_ns() + 2000000000u;
+    for (int i = 0; i < producers; i++)
+        while (!atomic_load(&a[i].held) && s3c__now_ns() < give_up)
+            bsp_sleep_ns(20000);
+    uint64_t last = 0;
+    for (int i = 0; i < producers; i++) {
+        uint64_t q = atomic_load_explicit(&a[i].last_seq, memory_order_relaxed);
+        last = q > last ? q : last;
+    }
+    while (s3c_local_seq(st) < last && s3c__now_ns() < give_up)
+        bsp_sleep_ns(50000);
+    uint32_t groups = atomic_load(&g->n);
+    double cpg = groups ? (double)(s3c_local_seq(st) - l0) / groups : 1;
+    bsp_probe_run(p, (size_t)(cpg * (double)(size + 16) + 48), BSP_PROBE_NS);
+    atomic_store(&bsp_hold, false);
+}
+
+/* Drives a stage for secs: L and W by the deadline, then a drain that must be whole. With
+ * probe, the producers give way to it in turns (bsp_probe_turn); rates are then per second
+ * of the producers' time. */
 static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t size, double secs,
-                                double rate)
+                                double rate, struct bsp_probe *probe)
 {
     s3c_stage *st = bsp_open(spool_dir);
     static struct bsp_groups g;
@@ -303,12 +430,23 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
                                  .cap = a[i].cap};
         pthread_create(&t[i], NULL, bsp_producer, &a[i]);
     }
-    uint64_t now = s3c__now_ns();
-    if (deadline > now)
-        bsp_sleep_ns(deadline - now);
-    uint64_t l1 = s3c_local_seq(st), cpu = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+    uint64_t now = s3c__now_ns(), run_ns = 0, cpu = 0; /* the process's CPU while they run */
+    while (now < deadline) {
+        uint64_t until = probe && deadline - now > BSP_RUN_NS + BSP_PROBE_NS + 50000000u
+                             ? now + BSP_RUN_NS
+                             : deadline;
+        bsp_sleep_ns(until - now);
+        run_ns += s3c__now_ns() - now;
+        uint64_t c = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+        cpu += c - cpu0;
+        if (until < deadline)
+            bsp_probe_turn(st, a, producers, l0, &g, size, probe);
+        now = s3c__now_ns();
+        cpu0 = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+    }
+    uint64_t l1 = s3c_local_seq(st);
     s3c_stats_get(st, &s1);
-    double dt = (double)(s3c__now_ns() - t0) / 1e9;
+    double dt = (double)run_ns / 1e9;
     uint64_t total = 0, pcpu = 0;
     for (int i = 0; i < producers; i++) {
         pthread_join(t[i], NULL);
@@ -325,6 +463,7 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
     r.local_mbps = (double)lc * (double)size / dt / 1e6;
     r.w_cps = (double)wc / dt;
     r.spool_reads = s1.spool_reads;
+    r.run_s = dt;
 
     struct s3c_close_report rep;
     struct s3c_stage_info info;
@@ -357,16 +496,11 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
     r.p999_us = hist_quantile(&h, 0.999);
     r.max_us = h.max;
     uint32_t gin = 0; /* the groups inside the window */
-    uint64_t gfirst = 0, glast = 0;
     for (uint32_t k = 0; k < g.n; k++)
-        if (g.ns[k] >= t0 && g.ns[k] <= deadline) {
-            gfirst = gin ? gfirst : g.ns[k];
-            glast = g.ns[k];
-            gin++;
-        }
+        gin += g.ns[k] >= t0 && g.ns[k] <= deadline;
     r.groups_per_s = (double)gin / dt;
     r.commits_per_group = gin ? (double)lc / gin : 0;
-    r.group_gap_us = gin > 1 ? (double)(glast - gfirst) / 1e3 / (gin - 1) : 0;
+    r.group_gap_us = gin > 1 ? dt * 1e6 / gin : 0;
     return r;
 }
 
@@ -408,15 +542,38 @@ static double bsp_two_overwrites_us(double group_bytes)
 }
 
 /* The last bsp_local case: its p99 and its two targets (0: no raw line to compare with). */
-static double bsp_last_p99, bsp_last_target, bsp_last_loose;
+static double bsp_last_p99, bsp_last_target, bsp_last_loose, bsp_last_probe;
 
 static double bsp_local(const char *name, int producers, size_t size, double secs, double rate)
 {
     char dir[PATH_MAX];
     bsp_spool_dir(dir, sizeof(dir));
-    struct bsp_run r = bsp_drive(dir, producers, size, secs, rate);
+    static struct bsp_probe probe;
+    if (rate > 0)
+        bsp_probe_open(&probe);
+    struct bsp_run r = bsp_drive(dir, producers, size, secs, rate, rate > 0 ? &probe : NULL);
     bsp_rmdir(dir);
     bsp_cur[0] = 0;
+    char pj[512] = "";
+    double two_probe = 0;
+    if (rate > 0) {
+        bsp_probe_close(&probe);
+        const struct hist *ph = &probe.raw;
+        two_probe = 2 * (double)hist_quantile(ph, 0.99);
+        snprintf(pj, sizeof(pj),
+                 ",\"probe_bytes\":%zu,\"probe_ops\":%" PRIu64 ",\"probe_mean_us\":%.0f,"
+                 "\"probe_p50_us\":%" PRIu64 ",\"probe_p99_us\":%" PRIu64
+                 ",\"probe_max_us\":%" PRIu64 ",\"two_probe_p99_us\":%.0f,"
+                 "\"p99_met_probe\":%s,\"p99_over_two_probe_p99\":%.2f,"
+                 "\"ideal_group_commit_p99_us\":%" PRIu64 ",\"p99_over_ideal\":%.2f",
+                 probe.size, ph->n, (double)ph->sum / (double)(ph->n ? ph->n : 1),
+                 hist_quantile(ph, 0.5), hist_quantile(ph, 0.99), ph->max, two_probe,
+                 ph->n && (double)r.p99_us <= two_probe ? "true" : "false",
+                 two_probe > 0 ? (double)r.p99_us / two_probe : 0,
+                 hist_quantile(&probe.ideal, 0.99),
+                 probe.ideal.n ? (double)r.p99_us / (double)hist_quantile(&probe.ideal, 0.99) : 0);
+    }
+    bsp_last_probe = two_probe;
     /* A group's bytes: records (16-byte header + payload) and a 48-byte frame per chunk. */
     double gbytes = r.commits_per_group * (double)(size + 16) + 48;
     double target = bsp_two_fsyncs_us(gbytes, false), loose = bsp_two_fsyncs_us(gbytes, true);
@@ -433,7 +590,7 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
            "\"stage_cpu_ns_per_commit\":%.0f,\"producer_cpu_ns_per_commit\":%.0f,\"target_p99_us\":"
            "%.0f,"
            "\"p99_met\":%s,\"two_raw_p99_us\":%.0f,\"two_overwrite_mean_us\":%.0f,"
-           "\"p99_met_overwrite\":%s,\"target_commits_per_s\":%s,\"rate_met\":%s}\n",
+           "\"p99_met_overwrite\":%s,\"target_commits_per_s\":%s,\"rate_met\":%s%s}\n",
            name, bsp_ring_bytes >> 20, size, producers, rate,
            rate > 0 ? (double)bsp_pace_ns / 1000 : 0, r.local_cps, r.local_mbps, r.w_cps, r.p50_us,
            r.p99_us, r.p999_us, r.max_us, r.samples, r.groups_per_s, r.commits_per_group,
@@ -441,9 +598,19 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
            target > 0 && (double)r.p99_us <= target ? "true" : "false", loose, strict,
            strict > 0 && (double)r.p99_us <= strict ? "true" : "false",
            size == 128 && rate == 0 ? "1000000" : "null",
-           size == 128 && rate == 0 ? (r.local_cps >= 1e6 ? "true" : "false") : "null");
+           size == 128 && rate == 0 ? (r.local_cps >= 1e6 ? "true" : "false") : "null", pj);
     fflush(stdout);
     return r.local_cps;
+}
+
+/* (a): pg_test_fsync's overwrites at 8 and 64 KiB, appends at 8 KiB to 1 MiB. */
+static void bsp_raw_all(double secs)
+{
+    size_t sizes[] = {8192, 65536, 262144, 1048576};
+    for (int i = 0; i < 2; i++)
+        bsp_raw("overwrite", sizes[i], secs / 2);
+    for (int i = 0; i < 4; i++)
+        bsp_raw("append", sizes[i], secs / 2);
 }
 
 int main(int argc, char **argv)
@@ -485,13 +652,8 @@ int main(int argc, char **argv)
         bsp_raw("overwrite", 8192, secs / 2);
         bsp_raw("append", 8192, secs / 2);
     }
-    if (!*only || strcmp(only, "raw") == 0 || strcmp(only, "sweep") == 0) {
-        size_t sizes[] = {8192, 65536, 262144, 1048576};
-        for (int i = 0; i < 2; i++)
-            bsp_raw("overwrite", sizes[i], secs / 2);
-        for (int i = 0; i < 4; i++)
-            bsp_raw("append", sizes[i], secs / 2);
-    }
+    if (!*only || strcmp(only, "raw") == 0)
+        bsp_raw_all(secs);
 
     const char *margs[] = {"--store", "none", NULL};
     if (mockproc_start(&bsp_mock, margs) != 0)
@@ -534,8 +696,8 @@ int main(int argc, char **argv)
     if (!*only || strcmp(only, "sweep") == 0) {
         static const double rates[] = {10000, 100000, 300000, 1000000, 2000000, 4000000};
         /* The frontier: the highest rate at which this and every lower rate met it. */
-        double met_mean = 0, met_p99 = 0;
-        bool still_mean = true, still_p99 = true;
+        double met_mean = 0, met_p99 = 0, met_probe = 0;
+        bool still_mean = true, still_p99 = true, still_probe = true;
         char rates_run[256] = "";
         for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
             double got = bsp_local("local_rate", rates[i] < 100000 ? 1 : 2, 128, secs, rates[i]);
@@ -545,14 +707,22 @@ int main(int argc, char **argv)
             snprintf(rates_run + n, sizeof(rates_run) - n, "%s%.0f", n ? "," : "", rates[i]);
             still_mean = still_mean && bsp_last_target > 0 && bsp_last_p99 <= bsp_last_target;
             still_p99 = still_p99 && bsp_last_loose > 0 && bsp_last_p99 <= bsp_last_loose;
+            still_probe = still_probe && bsp_last_probe > 0 && bsp_last_p99 <= bsp_last_probe;
             met_mean = still_mean ? rates[i] : met_mean;
             met_p99 = still_p99 ? rates[i] : met_p99;
+            met_probe = still_probe ? rates[i] : met_probe;
         }
         printf("{\"bench\":\"spool\",\"case\":\"p99_frontier\",\"commit_bytes\":128,"
                "\"rates\":[%s],\"highest_rate_p99_within_two_raw_means\":%.0f,"
-               "\"highest_rate_p99_within_two_raw_p99s\":%.0f}\n",
-               rates_run, met_mean, met_p99);
+               "\"highest_rate_p99_within_two_raw_p99s\":%.0f,"
+               "\"highest_rate_p99_within_two_probe_p99s\":%.0f}\n",
+               rates_run, met_mean, met_p99, met_probe);
         fflush(stdout);
+        /* The raw lines after the sweep when it runs alone: written before it, their
+         * gigabytes (1 MiB appends) were still being written back by the host for seconds
+         * and tripled the first cases' p99 (docs/spool.md). */
+        if (strcmp(only, "sweep") == 0)
+            bsp_raw_all(secs);
     }
 
     /* (c) End to end: W with the spool off and on, in three alternating pairs so that a
@@ -564,10 +734,10 @@ int main(int argc, char **argv)
         for (int pair = 1; pair <= 3; pair++) {
             struct bsp_run off = {0}, on = {0};
             if (!side_on)
-                off = bsp_drive(NULL, 2, 128, secs, 0);
+                off = bsp_drive(NULL, 2, 128, secs, 0, NULL);
             if (!side_off) {
                 bsp_spool_dir(dir, sizeof(dir));
-                on = bsp_drive(dir, 2, 128, secs, 0);
+                on = bsp_drive(dir, 2, 128, secs, 0, NULL);
                 bsp_rmdir(dir);
                 bsp_cur[0] = 0;
             }
