@@ -12,7 +12,8 @@
  * (d) a sweep: 128 B commits paced at 10,000/s to 4,000,000/s (1 producer below 100,000/s, else 2),
  * each against the raw lines of (a) and against (e), and the highest rate whose p99 met
  * each target. (e) Every paced case takes turns with a raw probe of its own group size
- * (bsp_probe_turn), which also gives what an ideal group commit would have had.
+ * (bsp_probe_turn), which also gives what an ideal group commit would have had. Each
+ * timed case first lets the disk settle (bsp_settle).
  *
  * Usage: bench-spool [seconds per case, default 3]
  *                    [only: raw|local|local4k|paced|light|half|sweep|e2e|e2e-on|e2e-off] [rate]
@@ -23,6 +24,7 @@
  * The directory: $S3C_BENCH_DIR, else the build directory (beside bin/); its filesystem is
  * printed, and tmpfs is refused (an fsync there measures nothing). Never run by make test. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -196,40 +198,70 @@ static void bsp_raw(const char *mode, size_t size, double secs)
 
 /* ---- (e) the raw probe, interleaved with a paced case ----------------------------------
  * A neighbour's load on a shared disk comes and goes within seconds, and the raw lines of
- * (a), taken before the cases, do not see what a case meets. So a paced case stops its
- * producers every BSP_RUN_NS, waits until every commit submitted is locally durable, and
- * for BSP_PROBE_NS times write + fdatasync of the case's own write group (appended to a
- * file beside the spool, as (a) does), then lets them go again: raw and spool take turns on
- * the same disk, and each commit-latency sample has raw samples from the same second. */
+ * (a), taken before the cases, do not see what a case meets. So a paced case holds its
+ * producers every BSP_RUN_NS (the first time after BSP_FIRST_RUN_NS: the preparer's zeros
+ * after the case's first roll take half a second), waits until every commit submitted is
+ * locally durable, and for BSP_PROBE_NS times write + fdatasync of the case's own write
+ * group, then lets them go again. The probe writes as the spool does at these rates and as
+ * pg_test_fsync does: O_DIRECT over a file written and synced before the case, one group
+ * after the other. Raw and spool take turns within every second; the spool's own
+ * background work (a later roll's zeros, deletes) may still run during a probe. */
+#define BSP_FIRST_RUN_NS 700000000u
 #define BSP_RUN_NS 350000000u
 #define BSP_PROBE_NS 150000000u
 #define BSP_PROBE_OPS 65536u       /* ops timed in one probe, at most */
-#define BSP_PROBE_FILE (64u << 20) /* the probe's file starts again past this */
+#define BSP_PROBE_FILE (64u << 20) /* the probe's file: written over from its start again */
 
 struct bsp_probe {
     int fd;
-    uint64_t file_bytes;
+    bool direct;     /* O_DIRECT (else the page cache: the filesystem refused it) */
+    uint64_t pos;    /* where the next write goes */
     size_t size;     /* the write size of the last probe: the case's group, whole blocks */
     struct hist raw; /* each write + fdatasync */
     /* A commit arriving at a random moment of the probe, with the probe's writes as the
      * groups of an ideal group commit (no cost but the disk's): it waits out the write in
-     * progress and then the next one, which carries it. Sampled every 5 us. */
+     * progress and then the next one, which carries it. Sampled every 5 us. The probe
+     * writes back to back, so this is a loaded disk's: at a light load a commit often finds
+     * the disk idle and waits one write. */
     struct hist ideal;
+    uint64_t turns, gave_up; /* holds, and those with no probe (the producers did not stop) */
     uint64_t *start, *end;
     unsigned char *buf;
     size_t bufcap;
 };
 
+/* Creates the probe's file, BSP_PROBE_FILE of zeros, synced (before the case's settle). */
 static void bsp_probe_open(struct bsp_probe *p)
 {
     char path[PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/probe.dat", bsp_root);
-    p->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    p->direct = true;
+    p->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
+    if (p->fd < 0 && errno == EINVAL) {
+        p->direct = false;
+        p->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    }
     if (p->fd < 0)
         bsp_die("cannot create the probe file");
     unlink(path); /* gone with the fd */
-    p->file_bytes = 0;
+    if (p->bufcap < (1u << 20)) {
+        free(p->buf);
+        p->buf = aligned_alloc(4096, 1u << 20);
+        if (!p->buf)
+            bsp_die("out of memory");
+        p->bufcap = 1u << 20;
+    }
+    memset(p->buf, 0, p->bufcap);
+    for (uint64_t off = 0; off < BSP_PROBE_FILE; off += 1u << 20)
+        if (pwrite(p->fd, p->buf, 1u << 20, (off_t)off) != (ssize_t)(1u << 20))
+            bsp_die("cannot write the probe file");
+    if (fdatasync(p->fd) != 0)
+        bsp_die("cannot sync the probe file");
+    memset(p->buf, 0x5a, p->bufcap);
+    bsp_dirty += BSP_PROBE_FILE;
+    p->pos = 0;
     p->size = 0;
+    p->turns = p->gave_up = 0;
     hist_init(&p->raw);
     hist_init(&p->ideal);
     if (!p->start) {
@@ -248,6 +280,7 @@ static void bsp_probe_close(struct bsp_probe *p)
 static void bsp_probe_run(struct bsp_probe *p, size_t size, uint64_t ns)
 {
     size = (size + 4095) & ~(size_t)4095;
+    size = size > BSP_PROBE_FILE ? BSP_PROBE_FILE : size;
     if (size > p->bufcap) {
         free(p->buf);
         p->buf = aligned_alloc(4096, size);
@@ -256,22 +289,20 @@ static void bsp_probe_run(struct bsp_probe *p, size_t size, uint64_t ns)
         memset(p->buf, 0x5a, size);
         p->bufcap = size;
     }
-    if (p->file_bytes + size > BSP_PROBE_FILE) { /* untimed */
-        if (ftruncate(p->fd, 0) != 0 || fdatasync(p->fd) != 0)
-            bsp_die("cannot cut the probe file");
-        p->file_bytes = 0;
-    }
     p->size = size;
     uint32_t n = 0;
     uint64_t until = s3c__now_ns() + ns;
     while (n < BSP_PROBE_OPS) {
+        if (p->pos + size > BSP_PROBE_FILE)
+            p->pos = 0;
         p->start[n] = s3c__now_ns();
-        if (write(p->fd, p->buf, size) != (ssize_t)size || fdatasync(p->fd) != 0)
+        if (pwrite(p->fd, p->buf, size, (off_t)p->pos) != (ssize_t)size || fdatasync(p->fd) != 0)
             bsp_die("probe write or fdatasync failed");
         p->end[n] = s3c__now_ns();
         hist_record(&p->raw, (p->end[n] - p->start[n]) / 1000);
-        p->file_bytes += size;
-        if (p->end[n++] >= until || p->file_bytes + size > BSP_PROBE_FILE)
+        p->pos += size;
+        bsp_dirty += (double)size;
+        if (p->end[n++] >= until)
             break;
     }
     for (uint32_t i = 0; i + 1 < n; i++)
@@ -326,12 +357,14 @@ struct bsp_prod {
     uint64_t nsamp, cap;
     uint64_t commits;
     uint64_t cpu_ns;           /* the producer's own CPU time */
+    uint64_t held_cpu_ns;      /* of which while held */
     _Atomic uint64_t last_seq; /* the last seq it submitted */
-    _Atomic bool held;         /* it saw bsp_hold and submits nothing until it is cleared */
+    _Atomic uint64_t held;     /* the hold (bsp_turn) it stopped for */
 };
 
-/* The main thread holds the producers while the interleaved raw probe runs (bsp_drive). */
-static _Atomic bool bsp_hold;
+/* The main thread holds the producers while the interleaved raw probe runs (bsp_drive):
+ * odd while holding; each hold has its own number, which the producers echo in held. */
+static _Atomic uint64_t bsp_turn;
 
 static uint64_t bsp_cpu_ns(clockid_t clock)
 {
@@ -349,14 +382,22 @@ static void *bsp_producer(void *p)
     uint64_t slice = bsp_pace_ns, slices = 0, base = 0;
     if (a->rate > 0)
         prctl(PR_SET_TIMERSLACK, 1UL); /* else a sleep oversleeps by 50 us */
+    uint64_t held_since = 0;           /* thread CPU when the hold began */
     while (s3c__now_ns() < a->deadline_ns) {
-        if (atomic_load(&bsp_hold)) { /* held: the pacing starts again when let go */
-            atomic_store(&a->held, true);
+        uint64_t turn = atomic_load(&bsp_turn);
+        if (turn & 1) { /* held: the pacing starts again when let go */
+            if (atomic_load(&a->held) != turn) {
+                held_since = bsp_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+                atomic_store(&a->held, turn); /* after its last submit: last_seq is final */
+            }
             bsp_sleep_ns(50000);
             start = s3c__now_ns(), slices = 0, base = a->commits;
             continue;
         }
-        atomic_store(&a->held, false);
+        if (held_since) {
+            a->held_cpu_ns += bsp_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - held_since;
+            held_since = 0;
+        }
         int burst = 256;
         if (a->rate > 0) { /* paced: what is due by the end of each slice */
             uint64_t due = base + (uint64_t)(a->rate * (double)(++slices * slice) / 1e9);
@@ -366,6 +407,8 @@ static void *bsp_producer(void *p)
                 bsp_sleep_ns(next - now);
         }
         for (int i = 0; i < burst; i++) {
+            if (i % 64 == 63 && (atomic_load_explicit(&bsp_turn, memory_order_relaxed) & 1))
+                break; /* a producer behind its pacing would not stop for a hold */
             /* Only sampled commits read the clock: the producer's cost stays the stage's. */
             bool sample = a->commits++ % BSP_SAMPLE_EVERY == 0 && a->nsamp < a->cap;
             uint64_t t0 = sample ? s3c__now_ns() : 0, seq;
@@ -392,26 +435,37 @@ struct bsp_run {
 };
 
 /* Holds the producers, waits until everything they submitted is locally durable, probes
- * the disk with a write group of the case's size so far, lets them go. */
-static void bsp_probe_turn(s3c_stage *st, struct bsp_prod *a, int producers, uint64_t l0,
+ * the disk with a write group of the case's size so far, lets them go. Returns false when
+ * they did not stop, or their commits did not become durable, within 2 s: no probe then,
+ * and the time counts as theirs. */
+static bool bsp_probe_turn(s3c_stage *st, struct bsp_prod *a, int producers, uint64_t l0,
                            const struct bsp_groups *g, size_t size, struct bsp_probe *p)
 {
-    atomic_store(&bsp_hold, true);
-    uint64_t give_up = s3c__now_ns() + 2000000000u;
-    for (int i = 0; i < producers; i++)
-        while (!atomic_load(&a[i].held) && s3c__now_ns() < give_up)
+    uint64_t turn = atomic_fetch_add(&bsp_turn, 1) + 1, give_up = s3c__now_ns() + 2000000000u;
+    bool held = true;
+    p->turns++;
+    for (int i = 0; i < producers && held; i++) {
+        while (atomic_load(&a[i].held) != turn && s3c__now_ns() < give_up)
             bsp_sleep_ns(20000);
+        held = atomic_load(&a[i].held) == turn;
+    }
     uint64_t last = 0;
     for (int i = 0; i < producers; i++) {
         uint64_t q = atomic_load_explicit(&a[i].last_seq, memory_order_relaxed);
         last = q > last ? q : last;
     }
-    while (s3c_local_seq(st) < last && s3c__now_ns() < give_up)
+    while (held && s3c_local_seq(st) < last && s3c__now_ns() < give_up)
         bsp_sleep_ns(50000);
-    uint32_t groups = atomic_load(&g->n);
-    double cpg = groups ? (double)(s3c_local_seq(st) - l0) / groups : 1;
-    bsp_probe_run(p, (size_t)(cpg * (double)(size + 16) + 48), BSP_PROBE_NS);
-    atomic_store(&bsp_hold, false);
+    held = held && s3c_local_seq(st) >= last;
+    if (held) {
+        uint32_t groups = atomic_load(&g->n);
+        double cpg = groups ? (double)(s3c_local_seq(st) - l0) / groups : 1;
+        bsp_probe_run(p, (size_t)(cpg * (double)(size + 16) + 48), BSP_PROBE_NS);
+    } else {
+        p->gave_up++;
+    }
+    atomic_fetch_add(&bsp_turn, 1);
+    return held;
 }
 
 /* Drives a stage for secs: L and W by the deadline, then a drain that must be whole. With
@@ -433,7 +487,8 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
     struct s3c_stats s0, s1;
     s3c_stats_get(st, &s0);
     uint64_t l0 = s3c_local_seq(st), t0 = s3c__now_ns(),
-             cpu0 = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+             cpu0 = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID),
+             main0 = bsp_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
     uint64_t deadline = t0 + (uint64_t)(secs * 1e9);
     pthread_t t[BSP_MAX_PRODUCERS];
     for (int i = 0; i < producers; i++) {
@@ -452,35 +507,36 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
                                  .cap = a[i].cap};
         pthread_create(&t[i], NULL, bsp_producer, &a[i]);
     }
-    uint64_t now = s3c__now_ns(), run_ns = 0, cpu = 0; /* the process's CPU while they run */
+    uint64_t now = s3c__now_ns(), run_ns = 0;
     while (now < deadline) {
-        uint64_t until = probe && deadline - now > BSP_RUN_NS + BSP_PROBE_NS + 50000000u
-                             ? now + BSP_RUN_NS
-                             : deadline;
+        uint64_t slice = now == t0 ? BSP_FIRST_RUN_NS : BSP_RUN_NS;
+        uint64_t until =
+            probe && deadline - now > slice + BSP_PROBE_NS + 50000000u ? now + slice : deadline;
         bsp_sleep_ns(until - now);
-        run_ns += s3c__now_ns() - now;
-        uint64_t c = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
-        cpu += c - cpu0;
-        if (until < deadline)
-            bsp_probe_turn(st, a, producers, l0, &g, size, probe);
+        uint64_t turn_at = s3c__now_ns();
+        run_ns += turn_at - now;
+        if (until < deadline && !bsp_probe_turn(st, a, producers, l0, &g, size, probe))
+            run_ns += s3c__now_ns() - turn_at; /* they ran on */
         now = s3c__now_ns();
-        cpu0 = bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
     }
     uint64_t l1 = s3c_local_seq(st);
+    /* The process's CPU but the producers' and this thread's (the probes) is the stage's. */
+    uint64_t cpu =
+        bsp_cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu0 - (bsp_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - main0);
     s3c_stats_get(st, &s1);
     double dt = (double)run_ns / 1e9;
-    uint64_t total = 0, pcpu = 0;
+    uint64_t total = 0, pcpu = 0, pheld = 0;
     for (int i = 0; i < producers; i++) {
         pthread_join(t[i], NULL);
         total += a[i].commits;
         pcpu += a[i].cpu_ns;
+        pheld += a[i].held_cpu_ns;
     }
     struct bsp_run r = {0};
     uint64_t lc = spool_dir ? l1 - l0 : 0, wc = s1.commits_durable - s0.commits_durable;
-    /* The process's CPU but the producers' is the stage's (the main thread sleeps). */
     double n = (double)(spool_dir ? lc : wc);
     r.stage_ns = n > 0 && cpu > pcpu ? (double)(cpu - pcpu) / n : 0;
-    r.producer_ns = n > 0 ? (double)pcpu / n : 0;
+    r.producer_ns = n > 0 ? (double)(pcpu - pheld) / n : 0; /* their waits while held left out */
     r.local_cps = (double)lc / dt;
     r.local_mbps = (double)lc * (double)size / dt / 1e6;
     r.w_cps = (double)wc / dt;
@@ -579,24 +635,33 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     struct bsp_run r = bsp_drive(dir, producers, size, secs, rate, rate > 0 ? &probe : NULL);
     bsp_rmdir(dir);
     bsp_cur[0] = 0;
-    bsp_dirty += r.local_cps * r.run_s * (double)(size + 16) +
-                 (double)probe.raw.n * (double)probe.size * (rate > 0);
-    char pj[512] = "";
+    bsp_dirty += r.local_cps * r.run_s * (double)(size + 16); /* the probe counts its own */
+    char pj[768] = "";
     double two_probe = 0;
-    if (rate > 0) {
+    if (rate > 0 && probe.raw.n == 0) {
+        bsp_probe_close(&probe);
+        snprintf(pj, sizeof(pj),
+                 ",\"settle_ms\":%" PRIu64 ",\"probe_turns\":%" PRIu64 ",\"probe_gave_up\":%" PRIu64
+                 ",\"probe_ops\":0,\"two_probe_p99_us\":null,"
+                 "\"p99_met_probe\":null,\"ideal_group_commit_p99_us\":null",
+                 bsp_settle_ms, probe.turns, probe.gave_up);
+    } else if (rate > 0) {
         bsp_probe_close(&probe);
         const struct hist *ph = &probe.raw;
         two_probe = 2 * (double)hist_quantile(ph, 0.99);
         snprintf(pj, sizeof(pj),
-                 ",\"settle_ms\":%" PRIu64 ",\"probe_bytes\":%zu,\"probe_ops\":%" PRIu64
-                 ",\"probe_mean_us\":%.0f,"
+                 ",\"settle_ms\":%" PRIu64 ",\"probe_turns\":%" PRIu64 ",\"probe_gave_up\":%" PRIu64
+                 ",\"probe_mode\":\"%s\",\"probe_bytes\":%zu,"
+                 "\"probe_ops\":%" PRIu64 ",\"probe_mean_us\":%.0f,"
                  "\"probe_p50_us\":%" PRIu64 ",\"probe_p99_us\":%" PRIu64
                  ",\"probe_max_us\":%" PRIu64 ",\"two_probe_p99_us\":%.0f,"
                  "\"p99_met_probe\":%s,\"p99_over_two_probe_p99\":%.2f,"
                  "\"ideal_group_commit_p99_us\":%" PRIu64 ",\"p99_over_ideal\":%.2f",
-                 bsp_settle_ms, probe.size, ph->n, (double)ph->sum / (double)(ph->n ? ph->n : 1),
-                 hist_quantile(ph, 0.5), hist_quantile(ph, 0.99), ph->max, two_probe,
-                 ph->n && (double)r.p99_us <= two_probe ? "true" : "false",
+                 bsp_settle_ms, probe.turns, probe.gave_up,
+                 probe.direct ? "odirect_overwrite" : "overwrite", probe.size, ph->n,
+                 (double)ph->sum / (double)(ph->n ? ph->n : 1), hist_quantile(ph, 0.5),
+                 hist_quantile(ph, 0.99), ph->max, two_probe,
+                 (double)r.p99_us <= two_probe ? "true" : "false",
                  two_probe > 0 ? (double)r.p99_us / two_probe : 0,
                  hist_quantile(&probe.ideal, 0.99),
                  probe.ideal.n ? (double)r.p99_us / (double)hist_quantile(&probe.ideal, 0.99) : 0);
@@ -607,6 +672,17 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     double target = bsp_two_fsyncs_us(gbytes, false), loose = bsp_two_fsyncs_us(gbytes, true);
     double strict = bsp_two_overwrites_us(gbytes);
     bsp_last_p99 = (double)r.p99_us, bsp_last_target = target, bsp_last_loose = loose;
+    char rj[512]; /* against (a); null when it did not run before (the sweep alone) */
+    if (bsp_nraw > 0)
+        snprintf(rj, sizeof(rj),
+                 "\"target_p99_us\":%.0f,\"p99_met\":%s,\"two_raw_p99_us\":%.0f,"
+                 "\"two_overwrite_mean_us\":%.0f,\"p99_met_overwrite\":%s",
+                 target, (double)r.p99_us <= target ? "true" : "false", loose, strict,
+                 strict > 0 && (double)r.p99_us <= strict ? "true" : "false");
+    else
+        snprintf(rj, sizeof(rj),
+                 "\"target_p99_us\":null,\"p99_met\":null,\"two_raw_p99_us\":null,"
+                 "\"two_overwrite_mean_us\":null,\"p99_met_overwrite\":null");
     printf("{\"bench\":\"spool\",\"case\":\"%s\",\"ring_mib\":%ld,\"commit_bytes\":%zu,"
            "\"producers\":%d,\"rate_commits_per_s\":%.0f,\"pace_us\":%.0f,\"local_commits_per_s\":%"
            ".0f,\"local_mb_"
@@ -615,16 +691,12 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
            ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64 ",\"latency_samples\":%" PRIu64
            ",\"groups_per_s\":%.0f,\"commits_per_group\":%.1f,\"group_interval_us\":%.0f,"
            "\"group_bytes\":%.0f,\"spool_reads\":%" PRIu64 ","
-           "\"stage_cpu_ns_per_commit\":%.0f,\"producer_cpu_ns_per_commit\":%.0f,\"target_p99_us\":"
-           "%.0f,"
-           "\"p99_met\":%s,\"two_raw_p99_us\":%.0f,\"two_overwrite_mean_us\":%.0f,"
-           "\"p99_met_overwrite\":%s,\"target_commits_per_s\":%s,\"rate_met\":%s%s}\n",
+           "\"stage_cpu_ns_per_commit\":%.0f,\"producer_cpu_ns_per_commit\":%.0f,%s,"
+           "\"target_commits_per_s\":%s,\"rate_met\":%s%s}\n",
            name, bsp_ring_bytes >> 20, size, producers, rate,
            rate > 0 ? (double)bsp_pace_ns / 1000 : 0, r.local_cps, r.local_mbps, r.w_cps, r.p50_us,
            r.p99_us, r.p999_us, r.max_us, r.samples, r.groups_per_s, r.commits_per_group,
-           r.group_gap_us, gbytes, r.spool_reads, r.stage_ns, r.producer_ns, target,
-           target > 0 && (double)r.p99_us <= target ? "true" : "false", loose, strict,
-           strict > 0 && (double)r.p99_us <= strict ? "true" : "false",
+           r.group_gap_us, gbytes, r.spool_reads, r.stage_ns, r.producer_ns, rj,
            size == 128 && rate == 0 ? "1000000" : "null",
            size == 128 && rate == 0 ? (r.local_cps >= 1e6 ? "true" : "false") : "null", pj);
     fflush(stdout);
@@ -725,7 +797,7 @@ int main(int argc, char **argv)
         static const double rates[] = {10000, 100000, 300000, 1000000, 2000000, 4000000};
         /* The frontier: the highest rate at which this and every lower rate met it. */
         double met_mean = 0, met_p99 = 0, met_probe = 0;
-        bool still_mean = true, still_p99 = true, still_probe = true;
+        bool still_mean = true, still_p99 = true, still_probe = true, any_probe = false;
         char rates_run[256] = "";
         for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
             double got = bsp_local("local_rate", rates[i] < 100000 ? 1 : 2, 128, secs, rates[i]);
@@ -735,16 +807,26 @@ int main(int argc, char **argv)
             snprintf(rates_run + n, sizeof(rates_run) - n, "%s%.0f", n ? "," : "", rates[i]);
             still_mean = still_mean && bsp_last_target > 0 && bsp_last_p99 <= bsp_last_target;
             still_p99 = still_p99 && bsp_last_loose > 0 && bsp_last_p99 <= bsp_last_loose;
+            any_probe = any_probe || bsp_last_probe > 0;
             still_probe = still_probe && bsp_last_probe > 0 && bsp_last_p99 <= bsp_last_probe;
             met_mean = still_mean ? rates[i] : met_mean;
             met_p99 = still_p99 ? rates[i] : met_p99;
             met_probe = still_probe ? rates[i] : met_probe;
         }
+        char fr[256], fp[64]; /* null: no raw lines before the sweep, or no probe */
+        if (bsp_nraw > 0)
+            snprintf(fr, sizeof(fr),
+                     "\"highest_rate_p99_within_two_raw_means\":%.0f,"
+                     "\"highest_rate_p99_within_two_raw_p99s\":%.0f",
+                     met_mean, met_p99);
+        else
+            snprintf(fr, sizeof(fr),
+                     "\"highest_rate_p99_within_two_raw_means\":null,"
+                     "\"highest_rate_p99_within_two_raw_p99s\":null");
+        snprintf(fp, sizeof(fp), any_probe ? "%.0f" : "null", met_probe);
         printf("{\"bench\":\"spool\",\"case\":\"p99_frontier\",\"commit_bytes\":128,"
-               "\"rates\":[%s],\"highest_rate_p99_within_two_raw_means\":%.0f,"
-               "\"highest_rate_p99_within_two_raw_p99s\":%.0f,"
-               "\"highest_rate_p99_within_two_probe_p99s\":%.0f}\n",
-               rates_run, met_mean, met_p99, met_probe);
+               "\"rates\":[%s],%s,\"highest_rate_p99_within_two_probe_p99s\":%s}\n",
+               rates_run, fr, fp);
         fflush(stdout);
         /* The raw lines after the sweep when it runs alone: written before it, their
          * gigabytes (1 MiB appends) were still being written back by the host for seconds

@@ -1222,20 +1222,25 @@ static int spool_prepare(struct spool *sp)
         return -1;
     uint64_t size = sp->prep_bytes;
     int rc = 0;
-    uint64_t t0 = s3c__now_ns();
-    for (uint64_t off = 0; off < size && rc == 0; off += SPOOL_PREP_WRITE) {
+    uint64_t next = s3c__now_ns();
+    for (uint64_t off = 0; off < size; off += SPOOL_PREP_WRITE) {
         size_t n = size - off < SPOOL_PREP_WRITE ? (size_t)(size - off) : SPOOL_PREP_WRITE;
         if (atomic_load(&sp->pstop) || pwrite(fd, sp->zeros, n, (off_t)off) != (ssize_t)n) {
             rc = -1;
             break;
         }
-        /* Paced: a device takes one request at a time (a virtual disk's flush is the host's
-         * fsync), and the writer's next sync waited behind every 1 MiB of zeros written at
-         * once: at 10,000 commits/s, the 8 MiB made after a roll put 5-8 ms on the commits
-         * of the next 20 ms (docs/spool.md). */
-        uint64_t due = t0 + (off + n) * 1000000000u / SPOOL_PREP_PACE, now = s3c__now_ns();
-        if (due > now)
-            nanosleep(&(struct timespec){0, (long)(due - now)}, NULL);
+        /* Paced, write by write (a slow write is not made up for with a burst): a flush
+         * waits for the writes queued before it, and the writer's syncs waited behind 1 MiB
+         * of zeros at a time: at 10,000 commits/s, the 8 MiB made after a roll put 5-8 ms
+         * on the commits of the next 20 ms (docs/spool.md). */
+        next += (uint64_t)n * 1000000000u / SPOOL_PREP_PACE;
+        uint64_t now = s3c__now_ns();
+        if (next > now) {
+            uint64_t d = next - now;
+            nanosleep(&(struct timespec){(time_t)(d / 1000000000u), (long)(d % 1000000000u)}, NULL);
+        } else {
+            next = now;
+        }
     }
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -1;
