@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mockproc.h"
@@ -642,6 +643,45 @@ static void preparer_refused_o_direct_leaves_writer_alone(void)
     spool_test_io = NULL;
 }
 
+/* The preparer writes a prepared segment's zeros 128 KiB at a time, at most 16 MiB/s
+ * (SPOOL_PREP_PACE): written at once, the writer's syncs queued behind them. With 8 MiB
+ * segments the file takes half a second to fill (63 pauses of 7.8 ms), where the disk alone
+ * takes tens of ms. A lower bound only: a slow disk cannot make this fail. */
+static double sp_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void preparer_paces_its_zeros(void)
+{
+    sp_fresh_dir();
+    long long seg = sp_seg;
+    sp_seg = 8LL << 20;
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    double opened = sp_mono_ms(), first = 0, full = 0;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/spool/" SPOOL_PREP_NAME, dir);
+    while (!full && sp_mono_ms() - opened < 20000) {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && sb.st_size > 0) {
+            first = first ? first : sp_mono_ms();
+            full = sb.st_size >= (off_t)(8 << 20) ? sp_mono_ms() : 0;
+        }
+        usleep(2000);
+    }
+    ASSERT(first > 0);
+    ASSERT(full > 0);
+    /* Seen first at the end of the first write: the other 63 start 7.8 ms apart at least
+     * (492 ms), less however long the first one took (room for a 190 ms write). */
+    double least = (double)((8u << 20) - SPOOL_PREP_WRITE) * 1e3 / SPOOL_PREP_PACE;
+    ASSERT_GE((long long)(full - first), (long long)(least * 0.6));
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    sp_seg = seg;
+    sp_rm_dir();
+}
+
 /* A takeover strands what a spool held and S3 did not: a writer without the spool takes the
  * log over and writes past the spool's seqs; the next start on the spool must refuse (its
  * commits stay on disk), not take the other writer's objects for its own. */
@@ -1131,6 +1171,7 @@ int main(void)
     RUN(next_open_replays);
     RUN(next_open_replays_without_o_direct);
     RUN(preparer_refused_o_direct_leaves_writer_alone);
+    RUN(preparer_paces_its_zeros);
     RUN(takeover_strands_the_spool);
     RUN(takeover_with_an_orphan_of_the_spools_epoch);
     RUN(takeover_through_the_gap_of_a_replay);
