@@ -205,6 +205,8 @@ struct s3c_stats {
     uint32_t spool_full;       /* 1 while the spool is full: producers feel backpressure */
     uint64_t spool_reads;      /* frames read back to build objects (outage, replay) */
     uint64_t replayed_batches; /* objects re-sent from an earlier run's spool */
+    uint64_t spool_skipped;    /* commits S3 took before the spool wrote them: written as
+                                * SKIP frames, their bytes not (docs/spool.md) */
 };
 
 /* Where this stage's run sits in the log, fixed at open by the writer protocol. */

@@ -139,6 +139,10 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
     metrics_counter(&o, "s3commit_spool_reads_total",
                     "Spool frames read back to build objects (after an outage, at replay).",
                     st->spool_reads);
+    metrics_counter(&o, "s3commit_spool_skipped_total",
+                    "Commits S3 took before the spool wrote them: spooled as SKIP frames, "
+                    "without their bytes.",
+                    st->spool_skipped);
     metrics_counter(&o, "s3commit_replayed_batches_total",
                     "Objects re-sent from an earlier run's spool.", st->replayed_batches);
     metrics_counter(&o, "s3commit_settled_ours_total",

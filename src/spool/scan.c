@@ -270,8 +270,12 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
                 scan->first_seq = f.first;
             sc->last = f.last;
             scan->last_epoch = f.epoch;
-            if (f.type == SPOOL_CHUNK)
+            if (f.type == SPOOL_CHUNK || f.type == SPOOL_SKIP)
                 scan->last_commit_seq = f.last, scan->last_commit_epoch = f.epoch;
+            /* A SKIP is written only once W has passed it: its run acknowledged at least
+             * that much, an anchor as a BEGIN's or an END's W is. */
+            if (f.type == SPOOL_SKIP && f.last > scan->w_mark)
+                scan->w_mark = f.last;
             sg->last = f.last;
         } else {
             if (sp->nseals % 256 == 0) {

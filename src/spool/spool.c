@@ -21,6 +21,7 @@
 
 const struct spool_io *spool_test_io;
 bool spool_test_no_wmark;
+bool spool_test_no_skip;
 
 /* ---- frames ----------------------------------------------------------------------- */
 
@@ -81,7 +82,7 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
     if (spool_get32(h) != SPOOL_MAGIC)
         return -1;
     f->type = (enum spool_type)h[4];
-    if (f->type < SPOOL_CHUNK || f->type > SPOOL_END)
+    if (f->type < SPOOL_CHUNK || f->type > SPOOL_SKIP)
         return -1;
     f->flags = h[5];
     if (f->flags & ~(SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG))
@@ -93,7 +94,10 @@ int spool_frame_decode(const unsigned char h[SPOOL_FRAME_HEADER], struct spool_f
     f->last = spool_get64(h + 24);
     f->epoch = spool_get64(h + 32);
     *crc = spool_get32(h + 40);
-    if (f->last < f->first || (f->type == SPOOL_CHUNK && f->count != f->last - f->first + 1))
+    if (f->last < f->first ||
+        ((f->type == SPOOL_CHUNK || f->type == SPOOL_SKIP) && f->count != f->last - f->first + 1))
+        return -1;
+    if (f->type == SPOOL_SKIP && f->len != 0)
         return -1;
     if ((f->type == SPOOL_BEGIN || f->type == SPOOL_END) &&
         (f->len != 0 || !(f->flags & SPOOL_CRC_TAG)))
@@ -1077,8 +1081,11 @@ static int spool_span_put(struct spool *sp, const unsigned char *p, size_t len, 
  * the flusher whenever SPOOL_WBUF_POST bytes are gathered, so that it syncs what is written
  * while the rest is written. A frame is sealed (its CRC in its header) before any of it is
  * copied: a chunk's CRC is the one the persistence thread computed when it took the chunk
- * (the object's CRC is built from the same), joined to the header's. Returns how many requests were
- * written (fewer when the spool is full), or -1 on an I/O error (*what says which call). */
+ * (the object's CRC is built from the same), joined to the header's. A chunk W has passed
+ * already (S3 took it faster than this disk) goes as a SKIP frame: its seqs without its
+ * records, so the disk's bandwidth does not cap the rate S3 takes commits at, and its ring
+ * space goes back at once (taken). Returns how many requests were written (fewer when the
+ * spool is full), or -1 on an I/O error (*what says which call). */
 static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, uint64_t *l,
                                  const char **what)
 {
@@ -1094,7 +1101,13 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
                                 .last = r->last,
                                 .epoch = r->epoch,
                                 .count = r->count};
-        f.len = r->type == SPOOL_CHUNK ? (uint32_t)r->len : 0;
+        /* Read W per chunk, not per group: a writer behind a busy disk catches up by the
+         * chunks S3 took meanwhile. */
+        bool skip = r->type == SPOOL_CHUNK && sp->o.w && !spool_test_no_skip &&
+                    r->last <= atomic_load(sp->o.w);
+        if (skip)
+            f.type = SPOOL_SKIP;
+        f.len = f.type == SPOOL_CHUNK ? (uint32_t)r->len : 0;
         uint64_t size = spool_frame_size(f.len);
         /* (with room for the END of this segment and the BEGIN of a next one) */
         if (atomic_load(&sp->bytes) + size + 2 * SPOOL_FRAME_HEADER > sp->max_bytes &&
@@ -1112,18 +1125,23 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         f.tag = sp->cur_tag;
         spool_frame_encode(&f, h);
         uint32_t crc = spool_frame_head_crc(h);
-        if (r->type == SPOOL_CHUNK) /* the pusher's CRC of the records: not run again */
+        if (f.type == SPOOL_CHUNK) /* the pusher's CRC of the records: not run again */
             crc = crc32c_combine(crc, r->crc, f.len);
         spool_frame_seal(h, crc);
         if (spool_buf_put(sp, h, sizeof(h)) != 0 ||
-            (r->type == SPOOL_CHUNK && spool_chunk_spans(sp, r, spool_span_put, NULL) != 0) ||
+            (f.type == SPOOL_CHUNK && spool_chunk_spans(sp, r, spool_span_put, NULL) != 0) ||
             spool_buf_put(sp, zeros, size - SPOOL_FRAME_HEADER - f.len) != 0)
             return *what = "write", -1;
         r->pos = (struct spool_pos){sp->cur_seg, sp->cur_bytes};
         spool_account(sp, &f, size);
         if (r->type == SPOOL_CHUNK && r->last > *l)
             *l = r->last;
+        if (skip)
+            atomic_fetch_add_explicit(&sp->skipped, r->count, memory_order_relaxed);
         done = i + 1;
+        /* Its ring memory and its slot are no longer read (the records are in the buffer,
+         * or were skipped): the persistence thread may give back what W passed. */
+        atomic_store_explicit(&sp->taken, done, memory_order_release);
         if (sp->wfill >= SPOOL_WBUF_POST && done < to && spool_write_out(sp, *l, done, false) != 0)
             return *what = "write", -1;
     }
@@ -1359,6 +1377,7 @@ static void spool_stop_flusher(struct spool *sp)
 int spool_start(struct spool *sp)
 {
     sp->wnext = atomic_load(&sp->written);
+    atomic_store(&sp->taken, sp->wnext);
     if (pthread_create(&sp->preparer, NULL, spool_prep_main, sp) != 0)
         return S3C_EIO;
     if (pthread_create(&sp->flusher, NULL, spool_flush_main, sp) != 0) {
@@ -1418,12 +1437,13 @@ void spool_push(struct spool *sp)
     }
 }
 
-struct spool_req *spool_req_oldest(struct spool *sp, bool *written)
+struct spool_req *spool_req_oldest(struct spool *sp, bool *written, bool *taken)
 {
     uint64_t pushed = atomic_load_explicit(&sp->pushed, memory_order_relaxed);
     if (sp->freed == pushed)
         return NULL;
     *written = atomic_load_explicit(&sp->written, memory_order_acquire) > sp->freed;
+    *taken = *written || atomic_load_explicit(&sp->taken, memory_order_acquire) > sp->freed;
     return &sp->q[sp->freed % sp->qcap];
 }
 
@@ -1445,11 +1465,6 @@ uint64_t spool_req_freed(const struct spool *sp)
 struct spool_req *spool_req_at(struct spool *sp, uint64_t idx)
 {
     return &sp->q[idx % sp->qcap];
-}
-
-bool spool_req_written(const struct spool *sp, uint64_t idx)
-{
-    return atomic_load_explicit(&sp->written, memory_order_acquire) > idx;
 }
 
 void spool_poke(struct spool *sp)
@@ -1483,6 +1498,11 @@ bool spool_full(const struct spool *sp)
 uint64_t spool_bytes(const struct spool *sp)
 {
     return atomic_load(&sp->bytes);
+}
+
+uint64_t spool_skipped(const struct spool *sp)
+{
+    return atomic_load_explicit(&sp->skipped, memory_order_relaxed);
 }
 
 const char *spool_error(const struct spool *sp)

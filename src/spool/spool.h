@@ -34,6 +34,9 @@ enum spool_type {
     SPOOL_OBJECT = 3, /* a whole object to send as it is (a run's control record) */
     SPOOL_BEGIN = 4,  /* a segment's first frame: first = last = its name; its tag */
     SPOOL_END = 5,    /* a closed segment's last frame (first = last = its name) */
+    SPOOL_SKIP = 6,   /* commits first..last, without their records: W had passed them
+                       * before the writer got to them (they are in S3), so every seq at or
+                       * below last was acknowledged durable in S3 by this frame's run */
     /* In BEGIN and END the epoch field holds W as it stood when the frame was written (the
      * S3-durable seq the stage had acknowledged; 0 in spools written before): every seq
      * at or below it is on the log's chain with these bytes, an anchor the open follows
@@ -82,8 +85,8 @@ struct spool_scan {
     uint64_t last_epoch;          /* the epoch of the frame holding last_seq */
     uint64_t last_commit_seq;     /* the last seq of the CHUNK frames kept (0: none) */
     uint64_t last_commit_epoch;   /* its epoch: the run that accepted it */
-    uint64_t w_mark;              /* the highest W a BEGIN or END frame recorded (0: none) */
-    uint64_t bytes;               /* in segment files */
+    uint64_t w_mark; /* the highest W a BEGIN or END frame recorded, or a SKIP's last (0: none) */
+    uint64_t bytes;  /* in segment files */
     int segments;
     uint64_t frames;
     bool cut;            /* a torn or corrupt tail was cut */
@@ -113,6 +116,9 @@ extern const struct spool_io *spool_test_io;
 /* Tests set this to write BEGIN and END frames without W, as spools written before it was
  * recorded: the open's older checks then run. */
 extern bool spool_test_no_wmark;
+/* Benchmarks set this to write every chunk's records, as before SKIP frames: what the disk
+ * itself takes (bench-spool's peaks), with S3 not taking commits first. */
+extern bool spool_test_no_skip;
 
 struct spool_opts {
     const char *dir;
@@ -157,14 +163,15 @@ void spool_free(struct spool *sp); /* stops first; unlocks the directory (NULL o
 /* A free request slot to fill, or NULL when the queue is full. */
 struct spool_req *spool_req_next(struct spool *sp);
 void spool_push(struct spool *sp); /* publishes the request spool_req_next gave */
-/* The oldest request not yet freed, whether written or not, or NULL (none pushed). */
-struct spool_req *spool_req_oldest(struct spool *sp, bool *written);
+/* The oldest request not yet freed, or NULL (none pushed). *written: it is durable in the
+ * spool; *taken: the writer is done with it (its ring memory and its slot), written or
+ * not: a chunk W had passed when the writer got to it goes as a SKIP frame. */
+struct spool_req *spool_req_oldest(struct spool *sp, bool *written, bool *taken);
 void spool_req_free(struct spool *sp); /* frees the oldest */
 /* Requests by index: every index in [freed, pushed) names a live request. */
 uint64_t spool_req_pushed(const struct spool *sp);
 uint64_t spool_req_freed(const struct spool *sp);
 struct spool_req *spool_req_at(struct spool *sp, uint64_t idx);
-bool spool_req_written(const struct spool *sp, uint64_t idx);
 /* Wakes the thread to delete what W passed (cheap; call when W moves). */
 void spool_poke(struct spool *sp);
 
@@ -178,6 +185,7 @@ bool spool_full(const struct spool *sp); /* waiting for W to free room */
 /* Whether segments are written with O_DIRECT (false after a filesystem refused it). */
 bool spool_direct(const struct spool *sp);
 uint64_t spool_bytes(const struct spool *sp);    /* in segment files now */
+uint64_t spool_skipped(const struct spool *sp);  /* commits written as SKIP frames, ever */
 const char *spool_error(const struct spool *sp); /* "" until it failed */
 
 /* Finds the frame holding seq (a CHUNK or OBJECT frame whose first is seq). Returns 0,

@@ -47,7 +47,8 @@ struct spool {
     struct spool_req *q;
     uint32_t qcap;
     _Atomic uint64_t pushed, written;
-    uint64_t freed; /* the persistence thread's */
+    _Atomic uint64_t taken; /* requests the writer is done reading (written or not yet) */
+    uint64_t freed;         /* the persistence thread's */
 
     /* Thread control: the writer (spool_main), the flusher (spool_flush_main) and the
      * preparer (spool_prep_main). */
@@ -144,6 +145,7 @@ struct spool {
     _Atomic int failed, full;
     _Atomic int wquiet; /* failed, and the writer has stopped reading requests' ring memory */
     _Atomic uint64_t bytes, groups;
+    _Atomic uint64_t skipped; /* commits written as SKIP frames */
     char error[1024];
 
     /* Segments (the thread changes the list; readers look it up). */

@@ -349,7 +349,11 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
             return S3C_ECORRUPT;
         }
         bool checked; /* what is trimmed as in S3 already must be the log's */
-        rc = w >= st->spool_first ? stage_spool_check(st, w, &checked, err, errlen) : 0;
+        /* (and a W the spool recorded past the log's end refuses the open: a SKIP frame
+         * there stands for commits that are not in this log) */
+        rc = w >= st->spool_first || st->spool_wmark > w
+                 ? stage_spool_check(st, w, &checked, err, errlen)
+                 : 0;
         if (rc != 0)
             return rc;
         spool_trim(st->spool, w);

@@ -124,13 +124,13 @@ void stage_spool_release(struct s3c_stage *st)
     bool failed = atomic_load(&st->spool_failed) && spool_writer_quiet(st->spool);
     bool pressure = stage_spool_pressure(st);
     for (;;) {
-        bool written;
+        bool written, taken;
         uint64_t idx = spool_req_freed(st->spool);
-        struct spool_req *r = spool_req_oldest(st->spool, &written);
+        struct spool_req *r = spool_req_oldest(st->spool, &written, &taken);
         if (!r)
             break;
         if (r->type == SPOOL_SEAL) {
-            if (!written && !failed)
+            if (!taken && !failed)
                 break;
             spool_req_free(st->spool);
             continue;
@@ -139,8 +139,9 @@ void stage_spool_release(struct s3c_stage *st)
         bool acked = r->last <= atomic_load(&st->durable);
         /* on the wire, or with a compression worker: its spans point into the ring */
         bool reading = b && (b->state == B_WIRE || b->state == B_COMPRESS) && b->from_ring;
-        if (acked && (written || failed)) {
-            /* done with: the spool has it (or cannot take it), and so has S3 */
+        if (acked && (taken || failed)) {
+            /* done with: S3 has it, and the spool's writer has copied it (durable or not
+             * yet: S3 has it), written it as a SKIP, or cannot take it */
         } else if (written && !reading && pressure && !acked) {
             /* Early: from now on these commits are read from the spool. */
             if (b) {
@@ -219,6 +220,15 @@ static int stage_read_records(struct s3c_stage *st, struct batch *b, struct spoo
         if (f.type == SPOOL_SEAL || f.last < from) {
             *pos = at; /* not ours: a seal, or what is in a batch already */
             continue;
+        }
+        if (f.type == SPOOL_SKIP) { /* only seqs W passed are skipped, and none is read */
+            snprintf(err, sizeof(err),
+                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64 ": seqs %" PRIu64
+                     "..%" PRIu64 " were skipped as durable in S3, but seq %" PRIu64
+                     " is to be sent",
+                     pos->seg, pos->off, f.first, f.last, from);
+            rc = S3C_ECORRUPT;
+            goto fail_rc;
         }
         if (count == 0 && f.first != from) {
             snprintf(err, sizeof(err),

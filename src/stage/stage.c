@@ -231,6 +231,7 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
         o->local_seq = spool_local_seq(st->spool);
         o->spool_bytes = spool_bytes(st->spool);
         o->spool_full = spool_full(st->spool);
+        o->spool_skipped = spool_skipped(st->spool);
     }
     o->degraded = (uint32_t)atomic_load(&st->degraded);
     o->spool_failed = (uint32_t)atomic_load(&st->spool_failed);
@@ -510,7 +511,7 @@ int s3c_stage_drain(s3c_stage *st, struct s3c_close_report *report)
         ring_close(st->ring); /* stops producers and wakes the thread */
         loop_wake(st->loop);
         pthread_join(st->thread, NULL);
-        stage_zq_stop(st); /* a batch still queued past the deadline is not compressed */
+        stage_zq_stop(st);     /* a batch still queued past the deadline is not compressed */
         spool_stop(st->spool); /* after it wrote (and fsync'd) every chunk handed to it */
         stage_wake_waiters(st);
         /* The bounded final flush: the manifest at the last W, a last heartbeat. The loop

@@ -446,6 +446,105 @@ static void sc_tagged(unsigned char *b, size_t *n, enum spool_type type, uint64_
     *n += SPOOL_FRAME_HEADER + ((len + 7) & ~(size_t)7);
 }
 
+/* A SKIP frame for seqs first..last (tag 0x5c1b, epoch 1), payload len (0 as the writer
+ * writes it). */
+static void sc_skip(unsigned char *b, size_t *n, uint64_t first, uint64_t last, size_t len)
+{
+    struct spool_frame f = {.type = SPOOL_SKIP,
+                            .flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG,
+                            .len = (uint32_t)len,
+                            .count = (uint32_t)(last - first + 1),
+                            .first = first,
+                            .last = last,
+                            .epoch = 1,
+                            .tag = 0x5c1b};
+    unsigned char *h = b + *n;
+    memset(h, 0, SPOOL_FRAME_HEADER + ((len + 7) & ~(size_t)7));
+    spool_frame_encode(&f, h);
+    spool_frame_seal(h, crc32c_update(spool_frame_head_crc(h), h + SPOOL_FRAME_HEADER, len));
+    *n += SPOOL_FRAME_HEADER + ((len + 7) & ~(size_t)7);
+}
+
+/* Writes segment 5 (tag 0x5c1b): BEGIN, OBJECT 5, SKIP 6..9, OBJECT 10, SKIP 11..11,
+ * OBJECT 12, then the frame bad (NULL: none) and OBJECT 13 after it, and opens it. */
+static struct spool *sc_with_skips(struct spool_scan *scan, void (*bad)(unsigned char *, size_t *))
+{
+    sc_fresh();
+    unsigned char b[2048];
+    size_t n = 0;
+    sc_tagged(b, &n, SPOOL_BEGIN, 5, 0, 0x5c1b);
+    sc_tagged(b, &n, SPOOL_OBJECT, 5, 100, 0x5c1b);
+    sc_skip(b, &n, 6, 9, 0);
+    sc_tagged(b, &n, SPOOL_OBJECT, 10, 100, 0x5c1b);
+    sc_skip(b, &n, 11, 11, 0);
+    sc_tagged(b, &n, SPOOL_OBJECT, 12, 100, 0x5c1b);
+    if (bad)
+        bad(b, &n);
+    sc_tagged(b, &n, SPOOL_OBJECT, 13, 100, 0x5c1b);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%020d.seg", dir, 5);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fwrite(b, 1, n, f), n);
+    ASSERT_EQ(fclose(f), 0);
+    return sc_open(scan);
+}
+
+static void sc_skip_with_bytes(unsigned char *b, size_t *n)
+{
+    sc_skip(b, n, 13, 13, 8); /* a SKIP carries no records */
+}
+
+static void sc_skip_out_of_order(unsigned char *b, size_t *n)
+{
+    sc_skip(b, n, 14, 14, 0); /* seq 13 is missing */
+}
+
+/* SKIP frames (commits W passed before the writer got to them) keep the seqs in a row,
+ * stand for commits (the last commit, an anchor for W: their run acknowledged them), are
+ * found and read as frames without a payload; one with a payload, or one whose seqs do not
+ * follow, is a torn write: cut with everything after it. */
+static void skip_frames_hold_seqs_and_anchor_w(void)
+{
+    struct spool_scan scan;
+    struct spool *sp = sc_with_skips(&scan, NULL);
+    ASSERT(!scan.cut);
+    ASSERT_UEQ(scan.first_seq, 5);
+    ASSERT_UEQ(scan.last_seq, 13);
+    ASSERT_UEQ(scan.w_mark, 11);          /* the highest SKIP's last */
+    ASSERT_UEQ(scan.last_commit_seq, 11); /* OBJECT frames are control records, not commits */
+    ASSERT_UEQ(scan.last_commit_epoch, 1);
+    struct spool_pos pos;
+    struct spool_frame f;
+    char err[256];
+    unsigned char got[256];
+    ASSERT_EQ(spool_find(sp, 6, &pos, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_read(sp, &pos, &f, got, sizeof(got), err, sizeof(err)), 0);
+    ASSERT_EQ(f.type, SPOOL_SKIP);
+    ASSERT_UEQ(f.first, 6);
+    ASSERT_UEQ(f.last, 9);
+    ASSERT_EQ(f.len, 0);
+    ASSERT_EQ(spool_read(sp, &pos, &f, got, sizeof(got), err, sizeof(err)), 0);
+    ASSERT_UEQ(f.first, 10); /* the next frame follows */
+    spool_free(sp);
+    sc_rm();
+
+    sp = sc_with_skips(&scan, sc_skip_with_bytes);
+    ASSERT(scan.cut);
+    ASSERT(strstr(scan.cut_what, "not a valid frame header") != NULL);
+    ASSERT_UEQ(scan.last_seq, 12);
+    spool_free(sp);
+    sc_rm();
+
+    sp = sc_with_skips(&scan, sc_skip_out_of_order);
+    ASSERT(scan.cut);
+    ASSERT(strstr(scan.cut_what, "does not follow") != NULL);
+    ASSERT_UEQ(scan.last_seq, 12);
+    ASSERT_UEQ(scan.w_mark, 11); /* the cut SKIP is no anchor */
+    spool_free(sp);
+    sc_rm();
+}
+
 /* An old life of a segment file named old: BEGIN, OBJECT frames from seq old on (100-byte
  * payloads) up to size bytes, then (as a writer that closed it) no END: the rest of the
  * file. Its frames carry tag 0x01d1fe. */
@@ -687,5 +786,6 @@ int main(void)
     RUN(recycled_files_end_where_the_new_life_ends);
     RUN(failed_cut_fails_the_open);
     RUN(read_started_again_when_its_segment_goes);
+    RUN(skip_frames_hold_seqs_and_anchor_w);
     return 0;
 }

@@ -52,6 +52,8 @@ static const char *sp_extra = "";
 static int sp_tiny;
 /* The ring and the spool's segments (one test needs write groups of megabytes). */
 static long long sp_ring = 1048576, sp_seg = 262144;
+/* The log's prefix in the bucket. */
+static const char *sp_prefix = "sp/";
 
 /* max_bytes: the spool's bound (0: no spool); the ring is 1 MiB, so a few MiB of commits
  * must go through the spool, not the ring. */
@@ -67,13 +69,13 @@ static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
     s3c_config *cfg = NULL;
     s3c_stage *st = NULL;
     snprintf(json, sizeof(json),
-             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"sp/\"},"
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"%s\"},"
              "\"persistence\":{\"batch_bytes_threshold\":65536,\"max_retry_attempts\":1,"
              "\"retry_base_delay_ms\":10,\"max_retry_delay_ms\":200,"
              "\"shutdown_timeout_ms\":1000,\"max_in_flight_requests\":4,"
              "\"target_pool_size\":4%s},"
              "\"pipeline\":{\"ring_bytes\":%lld,\"max_commit_bytes\":16384}%s}",
-             mock.endpoint, sp_extra, sp_ring, spool);
+             mock.endpoint, sp_prefix, sp_extra, sp_ring, spool);
     ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, errlen), 0);
     int rc = s3c_stage_open(cfg, &st, err, errlen);
     s3c_config_free(cfg);
@@ -1157,6 +1159,85 @@ static void recycled_segments_never_read_old_frames(void)
     sp_rm_dir();
 }
 
+/* ---- S3 faster than the disk: what W passed first goes as a SKIP frame ---------------- */
+
+static ssize_t sk_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    usleep(20000); /* a disk far slower than the mock: W passes what the writer has not reached */
+    return pwrite(fd, buf, len, off);
+}
+
+/* S3 takes commits faster than the disk: chunks W passed before the writer reached them are
+ * written as SKIP frames (their seqs, not their bytes), L still covers them once that frame
+ * is synced, and nothing is lost or changed: every commit is in S3 with its bytes, the next
+ * open finds the spool whole, all of it in the log, and sends nothing again. */
+static void skips_what_s3_took_first(void)
+{
+    static const struct spool_io io = {.pwrite = sk_pwrite};
+    sp_fresh_dir();
+    spool_test_io = &io;
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(st);
+    const uint64_t n = 4000; /* ~4.4 MB through a 1 MiB ring */
+    ASSERT_EQ(sp_submit(st, first, 0, n, 20000), 0);
+    ASSERT_EQ(s3c_wait_durable(st, first + n - 1, 20000), 0);
+    ASSERT_EQ(s3c_wait_local(st, first + n - 1, 20000), 0);
+    struct s3c_stats s;
+    s3c_stats_get(st, &s);
+    fprintf(stderr, "   %" PRIu64 " of %" PRIu64 " commits skipped, %" PRIu64 " spool bytes\n",
+            s.spool_skipped, n, s.spool_bytes);
+    ASSERT_GT(s.spool_skipped, 0);
+    ASSERT_LT(s.spool_skipped, n + 1);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    spool_test_io = NULL;
+    sp_read_back(first, n);
+
+    st = sp_open_ok(64LL << 20); /* the spool is all in the log: nothing is sent again */
+    ASSERT_UEQ(sp_first_seq(st), first + n + 1);
+    s3c_stats_get(st, &s);
+    ASSERT_UEQ(s.replayed_batches, 0);
+    ASSERT_UEQ(s.durable_seq, first + n);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    sp_read_back(first, n);
+    sp_rm_dir();
+}
+
+/* A spool whose first frame after the log's end is a SKIP: those commits were acknowledged
+ * in S3, but this log does not have them (a wrong bucket or prefix, a log rewritten). The
+ * open refuses; without the check the replay would have sent a SKIP as an object. */
+static void skip_past_the_log_refuses(void)
+{
+    sp_fresh_dir();
+    char path[256];
+    snprintf(path, sizeof(path), "%s/spool", dir);
+    ASSERT_EQ(mkdir(path, 0755), 0);
+    unsigned char b[2 * SPOOL_FRAME_HEADER];
+    struct spool_frame f[2] = {
+        {.type = SPOOL_BEGIN, .first = 1, .last = 1},
+        {.type = SPOOL_SKIP, .count = 10, .first = 1, .last = 10, .epoch = 1}};
+    for (int i = 0; i < 2; i++) {
+        f[i].flags = SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG;
+        f[i].tag = 0x5c1b;
+        spool_frame_encode(&f[i], b + i * SPOOL_FRAME_HEADER);
+        spool_frame_seal(b + i * SPOOL_FRAME_HEADER,
+                         spool_frame_head_crc(b + i * SPOOL_FRAME_HEADER));
+    }
+    snprintf(path, sizeof(path), "%s/spool/%020d.seg", dir, 1);
+    FILE *fp = fopen(path, "wb");
+    ASSERT(fp != NULL);
+    ASSERT_EQ(fwrite(b, 1, sizeof(b), fp), sizeof(b));
+    ASSERT_EQ(fclose(fp), 0);
+    char err[1024];
+    const char *was = sp_prefix;
+    sp_prefix = "sp-skip/"; /* a log nobody wrote */
+    s3c_stage *st = sp_open(64LL << 20, err, sizeof(err));
+    sp_prefix = was;
+    ASSERT(st == NULL);
+    ASSERT(strstr(err, "acknowledged commits are missing") != NULL);
+    ASSERT(strstr(err, "seqs up to 10") != NULL);
+    sp_rm_dir();
+}
+
 int main(void)
 {
     ASSERT_EQ(test_mock_start(&mock, NULL), 0);
@@ -1178,6 +1259,8 @@ int main(void)
     RUN(takeover_after_what_the_spool_knew_durable);
     RUN(long_chunks_many_segments);
     RUN(recycled_segments_never_read_old_frames);
+    RUN(skips_what_s3_took_first);
+    RUN(skip_past_the_log_refuses);
     test_mock_stop(&mock);
     return 0;
 }

@@ -451,7 +451,7 @@ static uint64_t tt_last_kept(const char *dir, uint64_t last_seg, uint64_t end, i
                 *torn_type = (int)fr.type;
                 break;
             }
-            if (fr.type == SPOOL_CHUNK && fr.last > kept)
+            if ((fr.type == SPOOL_CHUNK || fr.type == SPOOL_SKIP) && fr.last > kept)
                 kept = fr.last;
             off = next;
             if (fr.type == SPOOL_END)
