@@ -323,7 +323,14 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
     if (last > w) {
         struct spool_pos pos, at;
         struct spool_frame f;
-        int rc = spool_find(st->spool, w + 1, &pos, err, errlen);
+        bool checked;
+        /* A W the spool recorded past the log's end (a SKIP there, or a BEGIN or END):
+         * commits acknowledged in S3 are not in this log, and a SKIP's cannot be sent
+         * again. Said before looking for the frame at w + 1, which may lie inside one. */
+        int rc = st->spool_wmark > w ? stage_spool_check(st, w, &checked, err, errlen) : 0;
+        if (rc != 0)
+            return rc;
+        rc = spool_find(st->spool, w + 1, &pos, err, errlen);
         at = pos;
         if (rc == 0)
             rc = spool_read(st->spool, &at, &f, NULL, 0, err, errlen);
@@ -348,12 +355,8 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
                      st->cfg.spool.dir, w + 1, last, f.epoch, ws->chain_start_epoch, w);
             return S3C_ECORRUPT;
         }
-        bool checked; /* what is trimmed as in S3 already must be the log's */
-        /* (and a W the spool recorded past the log's end refuses the open: a SKIP frame
-         * there stands for commits that are not in this log) */
-        rc = w >= st->spool_first || st->spool_wmark > w
-                 ? stage_spool_check(st, w, &checked, err, errlen)
-                 : 0;
+        /* what is trimmed as in S3 already must be the log's */
+        rc = w >= st->spool_first ? stage_spool_check(st, w, &checked, err, errlen) : 0;
         if (rc != 0)
             return rc;
         spool_trim(st->spool, w);

@@ -221,15 +221,6 @@ static int stage_read_records(struct s3c_stage *st, struct batch *b, struct spoo
             *pos = at; /* not ours: a seal, or what is in a batch already */
             continue;
         }
-        if (f.type == SPOOL_SKIP) { /* only seqs W passed are skipped, and none is read */
-            snprintf(err, sizeof(err),
-                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64 ": seqs %" PRIu64
-                     "..%" PRIu64 " were skipped as durable in S3, but seq %" PRIu64
-                     " is to be sent",
-                     pos->seg, pos->off, f.first, f.last, from);
-            rc = S3C_ECORRUPT;
-            goto fail_rc;
-        }
         if (count == 0 && f.first != from) {
             snprintf(err, sizeof(err),
                      "spool: segment %020" PRIu64 ".seg offset %" PRIu64 ": a frame of seqs "
@@ -240,6 +231,15 @@ static int stage_read_records(struct s3c_stage *st, struct batch *b, struct spoo
         }
         if (f.first > (to ? to : limit))
             break;
+        if (f.type == SPOOL_SKIP) { /* only seqs W passed are skipped, and none is read */
+            snprintf(err, sizeof(err),
+                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64 ": seqs %" PRIu64
+                     "..%" PRIu64 " were skipped as durable in S3, but seq %" PRIu64
+                     " is to be sent",
+                     pos->seg, pos->off, f.first, f.last, from);
+            rc = S3C_ECORRUPT;
+            goto fail_rc;
+        }
         if (f.type == SPOOL_OBJECT) {
             if (count > 0)
                 break;
