@@ -20,7 +20,8 @@
  * (e2e-on and e2e-off run one side of the pairs only, for a profiler: no ratio. half runs
  * the 128 B, 2-producer peak and the half-load case after it; with a rate, that case alone
  * at that rate. local4k runs the 4 KiB peaks alone.) Paced producers submit what is due in
- * 1 ms slices; $S3C_BENCH_PACE_US sets another slice.
+ * 1 ms slices; $S3C_BENCH_PACE_US sets another slice. $S3C_BENCH_NO_SKIP=1 turns SKIP frames
+ * off in every case (an A/B of them; the peaks always run without).
  * The directory: $S3C_BENCH_DIR, else the build directory (beside bin/); its filesystem is
  * printed, and tmpfs is refused (an fsync there measures nothing). Never run by make test. */
 #include <dirent.h>
@@ -50,6 +51,8 @@
 #define BSP_MAX_PRODUCERS 4
 
 static struct mockproc bsp_mock;
+/* $S3C_BENCH_NO_SKIP=1: every chunk's records written, in every case. */
+static bool bsp_no_skip;
 /* Paced producers submit what is due in slices of this long ($S3C_BENCH_PACE_US). */
 static uint64_t bsp_pace_ns = 1000000;
 static size_t bsp_raw_bytes[8]; /* the append cases of (a): size and mean latency */
@@ -638,7 +641,8 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     /* The peaks measure what the disk takes: every commit's bytes written, none skipped
      * because the mock took it first (a paced case is as users run it, and says how many
      * it skipped). */
-    spool_test_no_skip = rate == 0;
+    bool skipping = rate > 0 && !bsp_no_skip;
+    spool_test_no_skip = !skipping;
     struct bsp_run r = bsp_drive(dir, producers, size, secs, rate, rate > 0 ? &probe : NULL);
     spool_test_no_skip = false;
     bsp_rmdir(dir);
@@ -705,7 +709,7 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
            name, bsp_ring_bytes >> 20, size, producers, rate,
            rate > 0 ? (double)bsp_pace_ns / 1000 : 0, r.local_cps, r.local_mbps, r.w_cps, r.p50_us,
            r.p99_us, r.p999_us, r.max_us, r.samples, r.groups_per_s, r.commits_per_group,
-           r.group_gap_us, gbytes, r.spool_reads, rate == 0 ? "false" : "true", r.skipped,
+           r.group_gap_us, gbytes, r.spool_reads, skipping ? "true" : "false", r.skipped,
            r.stage_ns, r.producer_ns, rj, size == 128 && rate == 0 ? "1000000" : "null",
            size == 128 && rate == 0 ? (r.local_cps >= 1e6 ? "true" : "false") : "null", pj);
     fflush(stdout);
@@ -728,6 +732,7 @@ int main(int argc, char **argv)
     const char *only = argc > 2 ? argv[2] : "";
     const char *base = getenv("S3C_BENCH_DIR");
     const char *pace = getenv("S3C_BENCH_PACE_US");
+    bsp_no_skip = getenv("S3C_BENCH_NO_SKIP") && atoi(getenv("S3C_BENCH_NO_SKIP")) != 0;
     if (pace && atof(pace) >= 1)
         bsp_pace_ns = (uint64_t)(atof(pace) * 1000);
     char exe[PATH_MAX], where[PATH_MAX + 8], src[512], type[512];
@@ -856,7 +861,9 @@ int main(int argc, char **argv)
                 off = bsp_drive(NULL, 2, 128, secs, 0, NULL);
             if (!side_off) {
                 bsp_spool_dir(dir, sizeof(dir));
+                spool_test_no_skip = bsp_no_skip;
                 on = bsp_drive(dir, 2, 128, secs, 0, NULL);
+                spool_test_no_skip = false;
                 bsp_rmdir(dir);
                 bsp_cur[0] = 0;
             }
