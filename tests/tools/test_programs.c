@@ -684,6 +684,38 @@ static void test_load_mock(void)
     ASSERT_LE(jnum(lat, "p99"), jnum(lat, "p999"));
     ASSERT_LE(jnum(lat, "p999"), jnum(lat, "max"));
     jnum(lat, "p90");
+    ASSERT(cJSON_GetObjectItemCaseSensitive(r, "spool") == NULL); /* no spool.dir */
+    cJSON_Delete(r);
+
+    /* With a spool the report says L and how many commits the mock took before the
+     * spool's writer did (SKIP frames). */
+    char scfg[512];
+    snprintf(scfg, sizeof(scfg), "%s/load-spool.json", tmpdir);
+    char sjson[1024];
+    snprintf(sjson, sizeof(sjson),
+             "{\"s3\":{\"bucket\":\"commits\",\"prefix\":\"spooled/\"},"
+             "\"spool\":{\"dir\":\"%s/load-spool\"}}",
+             tmpdir);
+    write_file(scfg, sjson);
+    const char *spooled[] = {bin_load,   "--mock", "--config", scfg,          "--commits",
+                             "3000",     "--size", "64-2048",  "--producers", "2",
+                             "--report", report,   NULL};
+    ASSERT_EQ(run(spooled, NULL, &p, 60000), 0);
+    proc_free(&p);
+    f = fopen(report, "r");
+    ASSERT(f != NULL);
+    n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    r = cJSON_Parse(text);
+    ASSERT(r != NULL);
+    ASSERT_EQ(jnum(r, "commits_acked"), 3000);
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(r, "spool");
+    ASSERT(sp != NULL);
+    ASSERT_EQ(jnum(sp, "local_seq"), 3001);
+    ASSERT_GT(jnum(sp, "bytes"), 0);
+    ASSERT_LE(jnum(sp, "skipped_commits"), 3000);
+    ASSERT_EQ(jnum(sp, "reads"), 0);
     cJSON_Delete(r);
 
     f = fopen(svg, "r");

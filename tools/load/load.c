@@ -583,6 +583,10 @@ out_close_stage:;
     struct s3c_stats s;
     struct s3c_close_report rep = {0};
     s3c_stats_get(l.st, &s);
+    if (s.local_seq > 0) { /* a spool: its figures once L has the last commit too */
+        s3c_wait_local(l.st, atomic_load(&l.max_seq), 5000);
+        s3c_stats_get(l.st, &s);
+    }
     int close_rc = s3c_stage_close(l.st, &rep);
     l.st = NULL;
     if (close_rc != 0)
@@ -610,6 +614,11 @@ out_close_stage:;
     res.failures_fatal = s.failures_fatal;
     res.pool_opens = s.pool_opens;
     res.pool_reuses = s.pool_reuses;
+    res.spool = s.local_seq > 0; /* with a spool, L is past the control record at least */
+    res.local_seq = s.local_seq;
+    res.spool_bytes = s.spool_bytes;
+    res.spool_skipped = s.spool_skipped;
+    res.spool_reads = s.spool_reads;
     hist_init(&res.ack_us);
     hist_init(&res.submit_wait_us);
     for (int i = 0; i < l.o.producers; i++)

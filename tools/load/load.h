@@ -37,6 +37,9 @@ struct load_result {
     double duration_s;
     uint64_t batches, retries, put_attempts, failures_retryable, failures_fatal;
     uint64_t pool_opens, pool_reuses;
+    /* With a spool (spool.dir): L at the end, and the spool's counters. */
+    bool spool;
+    uint64_t local_seq, spool_bytes, spool_skipped, spool_reads;
     struct hist ack_us;         /* per commit: s3c_submit returned -> durable callback */
     struct hist submit_wait_us; /* time blocked inside s3c_submit (backpressure) */
     const struct load_sample *samples;

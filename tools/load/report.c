@@ -68,6 +68,13 @@ int load_report_json(const struct load_result *r, const char *path, const char *
     cJSON_AddNumberToObject(o, "first_seq", (double)r->first_seq);
     cJSON_AddNumberToObject(o, "pool_opens", (double)r->pool_opens);
     cJSON_AddNumberToObject(o, "pool_reuses", (double)r->pool_reuses);
+    if (r->spool) {
+        cJSON *sp = cJSON_AddObjectToObject(o, "spool");
+        cJSON_AddNumberToObject(sp, "local_seq", (double)r->local_seq);
+        cJSON_AddNumberToObject(sp, "bytes", (double)r->spool_bytes);
+        cJSON_AddNumberToObject(sp, "skipped_commits", (double)r->spool_skipped);
+        cJSON_AddNumberToObject(sp, "reads", (double)r->spool_reads);
+    }
 
     cJSON *run = cJSON_AddObjectToObject(o, "run");
     cJSON_AddNumberToObject(run, "producers", r->producers);
