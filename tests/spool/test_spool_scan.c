@@ -529,20 +529,20 @@ static void skip_frames_hold_seqs_and_anchor_w(void)
     spool_free(sp);
     sc_rm();
 
-    sp = sc_with_skips(&scan, sc_skip_with_bytes);
-    ASSERT(scan.cut);
-    ASSERT(strstr(scan.cut_what, "not a valid frame header") != NULL);
-    ASSERT_UEQ(scan.last_seq, 12);
-    spool_free(sp);
-    sc_rm();
-
-    sp = sc_with_skips(&scan, sc_skip_out_of_order);
-    ASSERT(scan.cut);
-    ASSERT(strstr(scan.cut_what, "does not follow") != NULL);
-    ASSERT_UEQ(scan.last_seq, 12);
-    ASSERT_UEQ(scan.w_mark, 11); /* the cut SKIP is no anchor */
-    spool_free(sp);
-    sc_rm();
+    static const struct {
+        void (*bad)(unsigned char *, size_t *);
+        const char *why;
+    } cuts[] = {{sc_skip_with_bytes, "not a valid frame header"},
+                {sc_skip_out_of_order, "does not follow"}};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        sp = sc_with_skips(&scan, cuts[i].bad);
+        ASSERT(scan.cut);
+        ASSERT(strstr(scan.cut_what, cuts[i].why) != NULL);
+        ASSERT_UEQ(scan.last_seq, 12);
+        ASSERT_UEQ(scan.w_mark, 11); /* a cut SKIP is no anchor */
+        spool_free(sp);
+        sc_rm();
+    }
 }
 
 /* An old life of a segment file named old: BEGIN, OBJECT frames from seq old on (100-byte

@@ -645,6 +645,20 @@ static void test_unix_socket_clients(void)
     mockproc_stop(&m);
 }
 
+/* The JSON report s3commit-load wrote to path. */
+static cJSON *load_report(const char *path)
+{
+    static char text[1 << 20];
+    FILE *f = fopen(path, "r");
+    ASSERT(f != NULL);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    cJSON *r = cJSON_Parse(text);
+    ASSERT(r != NULL);
+    return r;
+}
+
 static void test_load_mock(void)
 {
     struct proc p;
@@ -656,14 +670,7 @@ static void test_load_mock(void)
     ASSERT_EQ(run(argv, NULL, &p, 60000), 0);
     proc_free(&p);
 
-    FILE *f = fopen(report, "r");
-    ASSERT(f != NULL);
-    static char text[1 << 20];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    cJSON *r = cJSON_Parse(text);
-    ASSERT(r != NULL);
+    cJSON *r = load_report(report);
     static const char *fields[] = {
         "commits_submitted", "commits_acked", "bytes_acked", "duration_s",        "commits_per_s",
         "bytes_per_s",       "batches",       "retries",     "out_of_order_acks", "durable_seq"};
@@ -702,13 +709,7 @@ static void test_load_mock(void)
                              "--report", report,   NULL};
     ASSERT_EQ(run(spooled, NULL, &p, 60000), 0);
     proc_free(&p);
-    f = fopen(report, "r");
-    ASSERT(f != NULL);
-    n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    r = cJSON_Parse(text);
-    ASSERT(r != NULL);
+    r = load_report(report);
     ASSERT_EQ(jnum(r, "commits_acked"), 3000);
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(r, "spool");
     ASSERT(sp != NULL);
@@ -718,9 +719,10 @@ static void test_load_mock(void)
     ASSERT_EQ(jnum(sp, "reads"), 0);
     cJSON_Delete(r);
 
-    f = fopen(svg, "r");
+    static char text[1 << 20];
+    FILE *f = fopen(svg, "r");
     ASSERT(f != NULL);
-    n = fread(text, 1, sizeof(text) - 1, f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
     fclose(f);
     text[n] = '\0';
     ASSERT(strncmp(text, "<svg", 4) == 0);
@@ -742,13 +744,7 @@ static void test_load_mock(void)
         "--report",     report,        NULL};
     ASSERT_EQ(run(faulty, NULL, &p, 60000), 0);
     proc_free(&p);
-    f = fopen(report, "r");
-    ASSERT(f != NULL);
-    n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    r = cJSON_Parse(text);
-    ASSERT(r != NULL);
+    r = load_report(report);
     ASSERT_EQ(jnum(r, "commits_acked"), 2000);
     ASSERT_GT(jnum(r, "retries"), 0);
     ASSERT_EQ(jnum(r, "out_of_order_acks"), 0);
