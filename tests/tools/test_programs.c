@@ -645,8 +645,8 @@ static void test_unix_socket_clients(void)
     mockproc_stop(&m);
 }
 
-/* The JSON report s3commit-load wrote to path. */
-static cJSON *load_report(const char *path)
+/* The text of the file at path (valid until the next call). */
+static const char *slurp(const char *path)
 {
     static char text[1 << 20];
     FILE *f = fopen(path, "r");
@@ -654,7 +654,13 @@ static cJSON *load_report(const char *path)
     size_t n = fread(text, 1, sizeof(text) - 1, f);
     fclose(f);
     text[n] = '\0';
-    cJSON *r = cJSON_Parse(text);
+    return text;
+}
+
+/* The JSON report s3commit-load wrote to path. */
+static cJSON *load_report(const char *path)
+{
+    cJSON *r = cJSON_Parse(slurp(path));
     ASSERT(r != NULL);
     return r;
 }
@@ -719,12 +725,7 @@ static void test_load_mock(void)
     ASSERT_EQ(jnum(sp, "reads"), 0);
     cJSON_Delete(r);
 
-    static char text[1 << 20];
-    FILE *f = fopen(svg, "r");
-    ASSERT(f != NULL);
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
+    const char *text = slurp(svg);
     ASSERT(strncmp(text, "<svg", 4) == 0);
     ASSERT(strstr(text, "</svg>") != NULL);
     ASSERT(strstr(text, "polyline") != NULL);
