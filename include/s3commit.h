@@ -142,11 +142,13 @@ int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx);
 
 /* ---- the local spool (spool.dir; docs/spool.md) ---------------------------------- */
 /* With a spool, every accepted commit is also appended to local disk and fsync'd (group
- * commit) by a thread of its own: L, the locally durable watermark, is the highest seq with
- * every seq <= L fsync'd. What is locally durable survives a crash or kill -9: the next open
- * sends it to S3. An S3 outage does not fail a stage with a spool: it is `degraded` (stats)
+ * commit) by a thread of its own, unless S3 already has it when the writer gets to it (then
+ * its seq alone is written: a SKIP frame): L, the locally durable watermark, is the highest
+ * seq with every seq <= L fsync'd in the spool or durable in S3 before it got there. What
+ * is locally durable survives a crash or kill -9: the next open sends what S3 lacks. An S3 outage does not fail a stage with a spool: it is `degraded` (stats)
  * and keeps accepting until the spool is full. */
-/* L (every seq <= L is in the spool, fsync'd); without a spool, W. Thread-safe, lock-free. */
+/* L (every seq <= L is in the spool, fsync'd, or was in S3 first); without a spool, W.
+ * Thread-safe, lock-free. */
 uint64_t s3c_local_seq(const s3c_stage *st);
 /* Waits until seq is locally durable (0); S3C_EIO when the spool failed before it (no more
  * commits are made locally durable); otherwise as s3c_wait_durable. Without a spool it is
@@ -235,8 +237,8 @@ struct s3c_close_report {
     uint64_t lost_last_seq;  /* last seq not made durable (0 when none) */
     int error;               /* 0, S3C_ETIMEDOUT (drain ran out), S3C_EFAILED or S3C_EFENCED */
     uint64_t local_seq;      /* with a spool: every seq <= it is in the spool (and is sent by
-                                the next open); seqs lost_first..min(lost_last, local_seq) are
-                                therefore not lost, only not in S3 yet */
+                                the next open) or in S3; seqs lost_first..min(lost_last,
+                                local_seq) are therefore not lost, only not in S3 yet */
 };
 
 /* Stops accepting commits, sends everything pending, drains what is in flight for at

@@ -175,7 +175,8 @@ struct spool_req *spool_req_at(struct spool *sp, uint64_t idx);
 /* Wakes the thread to delete what W passed (cheap; call when W moves). */
 void spool_poke(struct spool *sp);
 
-uint64_t spool_local_seq(const struct spool *sp); /* L: every seq <= L is fsync'd */
+/* L: every seq <= L is fsync'd, its records or (a SKIP: W had passed it) its seq alone */
+uint64_t spool_local_seq(const struct spool *sp);
 bool spool_failed(const struct spool *sp);
 /* After a failure: whether the writer is done reading the ring memory of the requests it
  * held (it may be inside a group when the flusher fails). Until then their ring space must

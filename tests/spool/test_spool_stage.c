@@ -1230,15 +1230,16 @@ static void ring_waits_for_the_writers_copy(void)
     skip_run(true);
 }
 
-/* A spool whose first frame after the log's end is a SKIP: those commits were acknowledged
- * in S3, but this log does not have them (a wrong bucket or prefix, a log rewritten). The
- * open refuses; without the check the replay would have sent a SKIP as an object. */
-static void skip_past_the_log_refuses(void)
+/* A spool holding a SKIP past the log's end: those commits were acknowledged in S3, but this
+ * log does not have them (a wrong bucket or prefix, a log rewritten). The open refuses, and
+ * says so, whether the spool starts after the log's end (without the check the replay would
+ * have sent a SKIP as an object) or the log ends inside the SKIP (where the look for the
+ * frame at the log's end + 1 named a takeover instead). */
+static void sk_spool_with_a_skip(void)
 {
-    sp_fresh_dir();
     char path[256];
-    snprintf(path, sizeof(path), "%s/spool", dir);
-    ASSERT_EQ(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "rm -rf %s/spool && mkdir %s/spool", dir, dir);
+    ASSERT_EQ(system(path), 0);
     unsigned char b[2 * SPOOL_FRAME_HEADER];
     struct spool_frame f[2] = {
         {.type = SPOOL_BEGIN, .first = 1, .last = 1},
@@ -1255,14 +1256,39 @@ static void skip_past_the_log_refuses(void)
     ASSERT(fp != NULL);
     ASSERT_EQ(fwrite(b, 1, sizeof(b), fp), sizeof(b));
     ASSERT_EQ(fclose(fp), 0);
+}
+
+static void sk_refused(const char *prefix, const char *log_end)
+{
     char err[1024];
     const char *was = sp_prefix;
-    sp_prefix = "sp-skip/"; /* a log nobody wrote */
+    sp_prefix = prefix;
     s3c_stage *st = sp_open(64LL << 20, err, sizeof(err));
     sp_prefix = was;
     ASSERT(st == NULL);
     ASSERT(strstr(err, "acknowledged commits are missing") != NULL);
     ASSERT(strstr(err, "seqs up to 10") != NULL);
+    ASSERT(strstr(err, log_end) != NULL);
+}
+
+static void skip_past_the_log_refuses(void)
+{
+    sp_fresh_dir();
+    sk_spool_with_a_skip();
+    sk_refused("sp-skip/", "ends at 0"); /* a log nobody wrote */
+
+    /* A log of seqs 1..5 (a control record and 4 commits), written without a spool. */
+    const char *was = sp_prefix;
+    sp_prefix = "sp-skip5/";
+    s3c_stage *st = sp_open_ok(0);
+    sp_prefix = was;
+    uint64_t first = sp_first_seq(st);
+    ASSERT_UEQ(first, 2);
+    ASSERT_EQ(sp_submit(st, first, 0, 4, 5000), 0);
+    ASSERT_EQ(s3c_wait_durable(st, 5, 10000), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    sk_spool_with_a_skip();
+    sk_refused("sp-skip5/", "ends at 5");
     sp_rm_dir();
 }
 
