@@ -145,8 +145,9 @@ int s3c_subscribe(s3c_stage *st, s3c_durable_fn fn, void *ctx);
  * commit) by a thread of its own, unless S3 already has it when the writer gets to it (then
  * its seq alone is written: a SKIP frame): L, the locally durable watermark, is the highest
  * seq with every seq <= L fsync'd in the spool or durable in S3 before it got there. What
- * is locally durable survives a crash or kill -9: the next open sends what S3 lacks. An S3 outage does not fail a stage with a spool: it is `degraded` (stats)
- * and keeps accepting until the spool is full. */
+ * is locally durable survives a crash or kill -9: the next open sends what S3 lacks. An S3 outage
+ * does not fail a stage with a spool: it is `degraded` (stats) and keeps accepting until the spool
+ * is full. */
 /* L (every seq <= L is in the spool, fsync'd, or was in S3 first); without a spool, W.
  * Thread-safe, lock-free. */
 uint64_t s3c_local_seq(const s3c_stage *st);
@@ -209,6 +210,8 @@ struct s3c_stats {
     uint64_t replayed_batches; /* objects re-sent from an earlier run's spool */
     uint64_t spool_skipped;    /* commits S3 took before the spool wrote them: written as
                                 * SKIP frames, their bytes not (docs/spool.md) */
+    uint64_t spool_syncs;      /* the spool's fdatasyncs that made something durable: its
+                                * write groups (a cloud disk's IOPS budget) */
 };
 
 /* Where this stage's run sits in the log, fixed at open by the writer protocol. */

@@ -143,6 +143,9 @@ int metrics_render(const struct s3c_stats *st, char *buf, size_t len)
                     "Commits S3 took before the spool wrote them: spooled as SKIP frames, "
                     "without their bytes.",
                     st->spool_skipped);
+    metrics_counter(&o, "s3commit_spool_syncs_total",
+                    "The spool's fdatasyncs that made writes durable (its write groups).",
+                    st->spool_syncs);
     metrics_counter(&o, "s3commit_replayed_batches_total",
                     "Objects re-sent from an earlier run's spool.", st->replayed_batches);
     metrics_counter(&o, "s3commit_settled_ours_total",

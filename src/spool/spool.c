@@ -1017,6 +1017,7 @@ int spool_append_object(struct spool *sp, uint64_t seq, uint64_t epoch, const vo
  * submitter is done (a hand-over per group put a thread wake-up on every small group). */
 static int spool_write_out(struct spool *sp, uint64_t l, uint64_t written, bool last)
 {
+    sp->seal_due = 0;                       /* seals held in the buffer go with this */
     if (sp->wfill >= SPOOL_HANDOFF_BYTES) { /* the submitter writes it, we fill the other */
         struct spool_mark m = spool_mark_now(sp, l, written);
         return spool_handoff(sp, &m);
@@ -1091,6 +1092,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
 {
     static const unsigned char zeros[8];
     uint64_t done = from;
+    bool data = false;          /* a frame other than a seal: the group is written and synced now */
     atomic_store(&sp->full, 0); /* until a frame finds no room */
 
     for (uint64_t i = from; i < to && !atomic_load(&sp->failed); i++) {
@@ -1138,6 +1140,7 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
             *l = r->last;
         if (skip)
             atomic_fetch_add_explicit(&sp->skipped, r->count, memory_order_relaxed);
+        data = data || r->type != SPOOL_SEAL;
         done = i + 1;
         /* Its ring memory and its slot are no longer read (the records are in the buffer,
          * or were skipped): the persistence thread may give back what W passed. */
@@ -1145,8 +1148,17 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         if (sp->wfill >= SPOOL_WBUF_POST && done < to && spool_write_out(sp, *l, done, false) != 0)
             return *what = "write", -1;
     }
-    if (done > from && spool_write_out(sp, *l, done, true) != 0)
+    /* Seals alone wait in the buffer for the next data group (at most SPOOL_SEAL_LAG_MS):
+     * nothing waits on a seal's sync (a lost one only lets a replay form other objects,
+     * which the settle rules cover), and at a light load a seal per batch, synced on its
+     * own, was every other write and sync (3,204 seals for 3,323 chunks at 10,000
+     * commits/s), each one a group that the next commits waited behind. */
+    if (done > from && !data) {
+        if (!sp->seal_due)
+            sp->seal_due = s3c__now_ns() + SPOOL_SEAL_LAG_MS * 1000000ull;
+    } else if (done > from && spool_write_out(sp, *l, done, true) != 0) {
         return *what = "write", -1;
+    }
     return (int64_t)(done - from);
 }
 
@@ -1167,9 +1179,12 @@ static void *spool_main(void *arg)
             atomic_store(&sp->sleeping, true);
             uint64_t pushed = atomic_load(&sp->pushed);
             bool work = pushed > from && !atomic_load(&sp->full) && !atomic_load(&sp->failed);
-            if (work || sp->stop || sp->poked)
+            bool seals_due = sp->seal_due && s3c__now_ns() >= sp->seal_due;
+            if (work || sp->stop || sp->poked || seals_due)
                 break;
-            struct timespec ts = s3c__deadline_ts(atomic_load(&sp->full) ? 50 : 1000);
+            struct timespec ts = s3c__deadline_ts(atomic_load(&sp->full) ? 50
+                                                  : sp->seal_due         ? SPOOL_SEAL_LAG_MS
+                                                                         : 1000);
             pthread_cond_timedwait(&sp->cv, &sp->mu, &ts);
             if (atomic_load(&sp->full))
                 break; /* look at W again */
@@ -1202,6 +1217,9 @@ static void *spool_main(void *arg)
             else
                 sp->wnext = from + (uint64_t)n;
         }
+        if (sp->seal_due && (stop || s3c__now_ns() >= sp->seal_due) && !atomic_load(&sp->failed) &&
+            spool_write_out(sp, l, sp->wnext, true) != 0)
+            spool_fail(sp, "write", sp->cur_seg, errno);
         if (atomic_load(&sp->failed) && !atomic_load(&sp->wquiet)) {
             /* Out of spool_write_group for good: the ring space of what it held may go. */
             atomic_store(&sp->wquiet, 1);
@@ -1503,6 +1521,11 @@ uint64_t spool_bytes(const struct spool *sp)
 uint64_t spool_skipped(const struct spool *sp)
 {
     return atomic_load_explicit(&sp->skipped, memory_order_relaxed);
+}
+
+uint64_t spool_syncs(const struct spool *sp)
+{
+    return atomic_load_explicit(&sp->groups, memory_order_relaxed);
 }
 
 const char *spool_error(const struct spool *sp)

@@ -187,6 +187,7 @@ bool spool_full(const struct spool *sp); /* waiting for W to free room */
 bool spool_direct(const struct spool *sp);
 uint64_t spool_bytes(const struct spool *sp);    /* in segment files now */
 uint64_t spool_skipped(const struct spool *sp);  /* commits written as SKIP frames, ever */
+uint64_t spool_syncs(const struct spool *sp);    /* fdatasyncs that published, ever */
 const char *spool_error(const struct spool *sp); /* "" until it failed */
 
 /* Finds the frame holding seq (a CHUNK or OBJECT frame whose first is seq). Returns 0,

@@ -14,12 +14,13 @@
 #define SPOOL_WBUF_POST (4u << 20) /* a group this far gathered is written and posted */
 #define SPOOL_HANDOFF_BYTES (1u << 20)      /* a write this large goes to the submitter thread */
 #define SPOOL_INLINE_SYNC_BYTES (64u << 10) /* a group this small, the writer syncs itself */
-#define SPOOL_UNLINK_QUEUE 64               /* segments waiting for the preparer to unlink them */
-#define SPOOL_DEL_EXT ".del"                /* a segment being deleted: out of the scan's sight */
-#define SPOOL_REC_EXT ".rec"                /* a segment W passed, kept to be written over */
-#define SPOOL_RECYCLE_MAX 2                 /* recycled segments kept, at most */
-#define SPOOL_DEL_STEP (4u << 20)           /* a deleted segment is cut down this much at a time */
-#define SPOOL_DEL_PAUSE_NS 2000000u         /* between two cuts: the writer's I/O goes in between */
+#define SPOOL_SEAL_LAG_MS 10        /* a group of seals alone waits this long for a data group */
+#define SPOOL_UNLINK_QUEUE 64       /* segments waiting for the preparer to unlink them */
+#define SPOOL_DEL_EXT ".del"        /* a segment being deleted: out of the scan's sight */
+#define SPOOL_REC_EXT ".rec"        /* a segment W passed, kept to be written over */
+#define SPOOL_RECYCLE_MAX 2         /* recycled segments kept, at most */
+#define SPOOL_DEL_STEP (4u << 20)   /* a deleted segment is cut down this much at a time */
+#define SPOOL_DEL_PAUSE_NS 2000000u /* between two cuts: the writer's I/O goes in between */
 #define SPOOL_PREP_NAME "prepared.tmp"
 #define SPOOL_PREP_CHUNK (1u << 20)   /* the zeros buffer (and the scan's read size) */
 #define SPOOL_PREP_WRITE (128u << 10) /* zeros per write when preparing a segment */
@@ -60,8 +61,9 @@ struct spool {
     bool stop, poked;      /* under mu */
 
     /* The writer's state. */
-    uint64_t wnext; /* requests written (not yet durable: the flusher says when) */
-    int fd;         /* the open segment, or -1 */
+    uint64_t wnext;    /* requests written (not yet durable: the flusher says when) */
+    uint64_t seal_due; /* seals gathered alone are written out by then (s3c__now_ns; 0: none) */
+    int fd;            /* the open segment, or -1 */
     uint64_t cur_seg, cur_bytes;
     uint64_t next_seq;     /* the next data seq: a new segment's name */
     bool dir_dirty;        /* a segment was created since the last directory fsync */

@@ -232,6 +232,7 @@ void s3c_stats_get(const s3c_stage *cst, struct s3c_stats *o)
         o->spool_bytes = spool_bytes(st->spool);
         o->spool_full = spool_full(st->spool);
         o->spool_skipped = spool_skipped(st->spool);
+        o->spool_syncs = spool_syncs(st->spool);
     }
     o->degraded = (uint32_t)atomic_load(&st->degraded);
     o->spool_failed = (uint32_t)atomic_load(&st->spool_failed);

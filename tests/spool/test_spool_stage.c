@@ -1159,6 +1159,83 @@ static void recycled_segments_never_read_old_frames(void)
     sp_rm_dir();
 }
 
+/* ---- seals ride with the next data group ------------------------------------------------ */
+
+static _Atomic int sl_syncs;
+
+static int sl_fdatasync(int fd)
+{
+    atomic_fetch_add(&sl_syncs, 1);
+    return fdatasync(fd);
+}
+
+/* Commits 6 ms apart while S3 answers each PUT after 30 ms: with a PUT in flight, a
+ * commit's batch forms on batch_timeout_ms (5), after its chunk was written and synced,
+ * so its seal comes alone. A seal alone is not written and synced on its own but waits
+ * for the next commit's group (or SPOOL_SEAL_LAG_MS): about one fdatasync per commit, not
+ * two. And a seal does get written without more data: a crash image taken after the lag
+ * holds a seal for every seq. */
+static void seals_ride_with_data(void)
+{
+    static const struct spool_io io = {.fdatasync = sl_fdatasync};
+    sp_fresh_dir();
+    spool_test_io = &io;
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(st);
+    const int n = 40;
+    mock_faults(&mock, "{\"latency_ms\":30}");
+    atomic_store(&sl_syncs, 0);
+    for (int i = 0; i < n; i++) {
+        ASSERT_EQ(sp_submit(st, first, (uint64_t)i, (uint64_t)i + 1, 10000), 0);
+        ASSERT_EQ(s3c_wait_local(st, first + (uint64_t)i, 10000), 0);
+        usleep(6000);
+    }
+    int syncs = atomic_load(&sl_syncs);
+    fprintf(stderr, "   %d fdatasyncs for %d commits\n", syncs, n);
+    ASSERT_EQ(s3c_wait_durable(st, first + (uint64_t)n - 1, 10000), 0);
+    mock_faults(&mock, "{\"latency_ms\":0}");
+    ASSERT_LE(syncs, n + n / 2); /* every seal synced alone: close to 2n */
+    usleep(4 * SPOOL_SEAL_LAG_MS * 1000);
+    char img[128], cmd[512];
+    snprintf(img, sizeof(img), "%s/image", dir);
+    snprintf(cmd, sizeof(cmd), "cp -a %s/spool %s", dir, img);
+    ASSERT_EQ(system(cmd), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    spool_test_io = NULL;
+
+    static _Atomic uint64_t w;
+    struct spool_opts o = {.w = &w,
+                           .dir = img,
+                           .max_bytes = 64LL << 20,
+                           .segment_bytes = sp_seg,
+                           .queue = 16,
+                           .notify_fd = -1};
+    struct spool *sp;
+    struct spool_scan scan;
+    char err[512];
+    if (spool_open(&o, &sp, &scan, err, sizeof(err)) != 0)
+        TEST_FAIL_("spool_open of the image: %s", err);
+    ASSERT_EQ(scan.cut, 0);
+    struct spool_pos pos;
+    ASSERT_EQ(spool_find(sp, scan.first_seq, &pos, err, sizeof(err)), 0);
+    struct spool_frame f;
+    uint64_t sealed = 0; /* the seals run on (from the segments W has not let go) to the last */
+    int seals = 0;
+    while (spool_read(sp, &pos, &f, NULL, 0, err, sizeof(err)) == 0) {
+        if (f.type != SPOOL_SEAL || f.last < first)
+            continue;
+        if (sealed)
+            ASSERT_UEQ(f.first, sealed + 1);
+        sealed = f.last;
+        seals++;
+    }
+    ASSERT_UEQ(sealed, first + (uint64_t)n - 1); /* the last seal too, with no data after it */
+    fprintf(stderr, "   %d seals in the image\n", seals);
+    spool_free(sp);
+    sp_read_back(first, (uint64_t)n);
+    sp_rm_dir();
+}
+
 /* ---- S3 faster than the disk: what W passed first goes as a SKIP frame ---------------- */
 
 static ssize_t sk_pwrite(int fd, const void *buf, size_t len, off_t off)
@@ -1316,6 +1393,7 @@ int main(void)
     RUN(skips_what_s3_took_first);
     RUN(ring_waits_for_the_writers_copy);
     RUN(skip_past_the_log_refuses);
+    RUN(seals_ride_with_data);
     test_mock_stop(&mock);
     return 0;
 }
