@@ -1148,11 +1148,11 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         if (sp->wfill >= SPOOL_WBUF_POST && done < to && spool_write_out(sp, *l, done, false) != 0)
             return *what = "write", -1;
     }
-    /* Seals alone wait in the buffer for the next data group (at most SPOOL_SEAL_LAG_MS):
-     * nothing waits on a seal's sync (a lost one only lets a replay form other objects,
-     * which the settle rules cover), and at a light load a seal per batch, synced on its
-     * own, was every other write and sync (3,204 seals for 3,323 chunks at 10,000
-     * commits/s), each one a group that the next commits waited behind. */
+    /* Seals alone wait in the buffer for the next data group (SPOOL_SEAL_LAG_MS at most,
+     * while the spool is not full): nothing waits on a seal's sync (a lost one only lets a
+     * replay form other objects, which the settle rules cover), and at a light load a seal
+     * that came after its chunk was taken was a write and a sync of its own: a third of
+     * the syncs at 10,000 commits/s. */
     if (done > from && !data) {
         if (!sp->seal_due)
             sp->seal_due = s3c__now_ns() + SPOOL_SEAL_LAG_MS * 1000000ull;
@@ -1182,9 +1182,11 @@ static void *spool_main(void *arg)
             bool seals_due = sp->seal_due && s3c__now_ns() >= sp->seal_due;
             if (work || sp->stop || sp->poked || seals_due)
                 break;
-            struct timespec ts = s3c__deadline_ts(atomic_load(&sp->full) ? 50
-                                                  : sp->seal_due         ? SPOOL_SEAL_LAG_MS
-                                                                         : 1000);
+            struct timespec ts = s3c__deadline_ts(atomic_load(&sp->full) ? 50 : 1000);
+            if (sp->seal_due &&
+                sp->seal_due < (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec)
+                ts = (struct timespec){.tv_sec = (time_t)(sp->seal_due / 1000000000u),
+                                       .tv_nsec = (long)(sp->seal_due % 1000000000u)};
             pthread_cond_timedwait(&sp->cv, &sp->mu, &ts);
             if (atomic_load(&sp->full))
                 break; /* look at W again */
@@ -1220,6 +1222,9 @@ static void *spool_main(void *arg)
         if (sp->seal_due && (stop || s3c__now_ns() >= sp->seal_due) && !atomic_load(&sp->failed) &&
             spool_write_out(sp, l, sp->wnext, true) != 0)
             spool_fail(sp, "write", sp->cur_seg, errno);
+        if (atomic_load(&sp->failed))
+            sp->seal_due = 0; /* nothing more is written: held seals stay unwritten, and the
+                                 wait must not keep waking for them (a busy loop) */
         if (atomic_load(&sp->failed) && !atomic_load(&sp->wquiet)) {
             /* Out of spool_write_group for good: the ring space of what it held may go. */
             atomic_store(&sp->wquiet, 1);

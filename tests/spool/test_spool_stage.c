@@ -1169,18 +1169,21 @@ static int sl_fdatasync(int fd)
     return fdatasync(fd);
 }
 
-/* Commits 6 ms apart while S3 answers each PUT after 30 ms: with a PUT in flight, a
- * commit's batch forms on batch_timeout_ms (5), after its chunk was written and synced,
+/* Commits about 4 ms apart while S3 answers each PUT after 30 ms: with a PUT in flight, a
+ * commit's batch forms on batch_timeout_ms (2), after its chunk was written and synced,
  * so its seal comes alone. A seal alone is not written and synced on its own but waits
- * for the next commit's group (or SPOOL_SEAL_LAG_MS): about one fdatasync per commit, not
- * two. And a seal does get written without more data: a crash image taken after the lag
- * holds a seal for every seq. */
+ * for the next commit's group (held about 2 ms, well inside SPOOL_SEAL_LAG_MS): about one
+ * fdatasync per commit, not two. And a seal does get written without more data: a copy of
+ * the directory taken after the lag (what was written, synced or not) holds a seal for
+ * every seq. */
 static void seals_ride_with_data(void)
 {
     static const struct spool_io io = {.fdatasync = sl_fdatasync};
     sp_fresh_dir();
     spool_test_io = &io;
+    sp_extra = ",\"batch_timeout_ms\":2";
     s3c_stage *st = sp_open_ok(64LL << 20);
+    sp_extra = "";
     uint64_t first = sp_first_seq(st);
     const int n = 40;
     mock_faults(&mock, "{\"latency_ms\":30}");
@@ -1188,7 +1191,7 @@ static void seals_ride_with_data(void)
     for (int i = 0; i < n; i++) {
         ASSERT_EQ(sp_submit(st, first, (uint64_t)i, (uint64_t)i + 1, 10000), 0);
         ASSERT_EQ(s3c_wait_local(st, first + (uint64_t)i, 10000), 0);
-        usleep(6000);
+        usleep(3000);
     }
     int syncs = atomic_load(&sl_syncs);
     fprintf(stderr, "   %d fdatasyncs for %d commits\n", syncs, n);
@@ -1233,6 +1236,109 @@ static void seals_ride_with_data(void)
     fprintf(stderr, "   %d seals in the image\n", seals);
     spool_free(sp);
     sp_read_back(first, (uint64_t)n);
+    sp_rm_dir();
+}
+
+/* The spool fails (the flusher's fdatasync) while a seal waits in the writer's buffer: the
+ * writer must stop waiting for it, not wake for it in a loop. The spool alone, no stage: a
+ * chunk W has passed (written as a SKIP, so no ring is needed) is being written slowly
+ * when its seal comes, so the writer posts the group to the flusher and holds the seal. */
+static _Atomic int sf_slow, sf_fail;
+
+static ssize_t sf_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    if (atomic_load(&sf_slow))
+        usleep(20000);
+    return pwrite(fd, buf, len, off);
+}
+
+static int sf_fdatasync(int fd)
+{
+    if (atomic_load(&sf_fail)) {
+        usleep(3000);
+        errno = EIO;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+/* CPU seconds the spool's writer thread (s3c-spool-write) has used. */
+static double sf_writer_cpu(void)
+{
+    double total = 0;
+    char path[256];
+    snprintf(path, sizeof(path), "grep -l s3c-spool-write /proc/%d/task/*/comm 2>/dev/null",
+             (int)getpid()); /* this process's threads, not the shell's */
+    FILE *ls = popen(path, "r");
+    while (ls && fgets(path, sizeof(path), ls)) {
+        char *slash = strrchr(path, '/');
+        if (!slash)
+            continue;
+        snprintf(slash, sizeof(path) - (size_t)(slash - path), "/stat");
+        FILE *f = fopen(path, "r");
+        char buf[1024];
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        unsigned long ut = 0, stt = 0;
+        if (p &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt) == 2)
+            total += (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+    }
+    if (ls)
+        pclose(ls);
+    return total;
+}
+
+static void sf_push(struct spool *sp, enum spool_type t, uint64_t seq)
+{
+    struct spool_req *r = spool_req_next(sp);
+    ASSERT(r != NULL);
+    r->type = t;
+    r->first = r->last = seq;
+    r->count = 1;
+    r->epoch = 1;
+    spool_push(sp);
+}
+
+static void failed_spool_stops_waiting_for_seals(void)
+{
+    static const struct spool_io io = {.pwrite = sf_pwrite, .fdatasync = sf_fdatasync};
+    static _Atomic uint64_t w = 100; /* past the chunk below: it goes as a SKIP */
+    sp_fresh_dir();
+    char d[128];
+    snprintf(d, sizeof(d), "%s/spool", dir);
+    struct spool_opts o = {.io = &io,
+                           .w = &w,
+                           .dir = d,
+                           .max_bytes = 64LL << 20,
+                           .segment_bytes = 1 << 20,
+                           .queue = 16,
+                           .notify_fd = -1};
+    struct spool *sp;
+    struct spool_scan scan;
+    char err[512];
+    if (spool_open(&o, &sp, &scan, err, sizeof(err)) != 0)
+        TEST_FAIL_("spool_open: %s", err);
+    ASSERT_EQ(spool_start(sp), 0);
+    usleep(50000);
+    atomic_store(&sf_slow, 1);
+    atomic_store(&sf_fail, 1);
+    sf_push(sp, SPOOL_CHUNK, 1);
+    usleep(5000); /* the writer is in its slow write */
+    sf_push(sp, SPOOL_SEAL, 1);
+    ASSERT_WITHIN(5000, spool_failed(sp));
+    atomic_store(&sf_slow, 0);
+    usleep(100000);
+    double c0 = sf_writer_cpu();
+    usleep(500000);
+    double used = sf_writer_cpu() - c0;
+    fprintf(stderr, "   the writer used %.3f s of CPU in the 0.5 s after the failure\n", used);
+    ASSERT(used < 0.05);
+    spool_free(sp);
+    atomic_store(&sf_fail, 0);
     sp_rm_dir();
 }
 
@@ -1394,6 +1500,7 @@ int main(void)
     RUN(ring_waits_for_the_writers_copy);
     RUN(skip_past_the_log_refuses);
     RUN(seals_ride_with_data);
+    RUN(failed_spool_stops_waiting_for_seals);
     test_mock_stop(&mock);
     return 0;
 }
