@@ -112,6 +112,10 @@ def main():
                     help="never take over from (or switch away from) a spool writer with a "
                          "backlog: skip that event instead")
     ap.add_argument("--verbose", action="store_true", help="print what the driver does")
+    ap.add_argument("--expect", action="append", default=[], metavar="CLASS",
+                    help="fail unless this fault class was applied at least once over all the "
+                         "seeds (repeatable): a fault whose code stopped applying it is a check "
+                         "that cannot fail")
     args = ap.parse_args()
     if not args.seed and not args.total:
         ap.error("give --seed S or --total SECONDS")
@@ -144,8 +148,14 @@ def main():
                  f"lost={tot['lost']} duplicated={tot['duplicated']} "
                  f"out_of_order={tot['out_of_order']} corrupt={tot['corrupt']} "
                  f"kill9={counts.get('kill9', 0)} takeovers={counts.get('takeover', 0)} "
+                 f"torn_tails={counts.get('torn_tail', 0)} cut={counts.get('torn_tail_cut', 0)} "
+                 f"kill9_over_skips={counts.get('kill9_over_skips', 0)} "
                  f"seeks={tot['seeks']}")
-    return 0 if results and all(r["ok"] for r in results) else 1
+    missing = [k for k in args.expect if not counts.get(k)]
+    if missing:
+        log_line(f"chaos: fault classes never applied over these seeds: {', '.join(missing)} "
+                 "(fault_counts above; a schedule or a fault's code changed)")
+    return 0 if results and all(r["ok"] for r in results) and not missing else 1
 
 
 if __name__ == "__main__":

@@ -54,14 +54,69 @@ def split_frames(data):
 # ---- the spool's segment files (docs/spool.md, "Segment format")
 SEG_MAGIC = 0x50533353
 SEG_HEAD = 48
-SEG_CHUNK, SEG_SEAL = 1, 2
+SEG_CHUNK, SEG_SEAL, SEG_OBJECT, SEG_BEGIN, SEG_END, SEG_SKIP = 1, 2, 3, 4, 5, 6
+SEG_CRC_PAYLOAD, SEG_CRC_TAG = 1, 2
+SEG_FRAME = struct.Struct("<IBBxxIIQQQII")  # magic type flags len count first last epoch crc tag
+
+
+def seg_frames(name, data):
+    """The frames of a segment's current life, as the open reads them (docs/spool.md,
+    "Segment format"): (offset, size, type, first, last, payload length) each, and the
+    life's tag (None: a segment without a BEGIN). They stop where the writer left off: at
+    an END, at 8 zero bytes, at a frame of another tag (a recycled file's old life), at
+    bytes that are not a frame. A BEGIN naming another seq is an old life: no frames."""
+    out, off, tag = [], 0, None
+    while off + SEG_HEAD <= len(data):
+        if data[off:off + 8] == bytes(8):
+            break
+        magic, typ, flags, plen, _, first, last, _, _, ftag = SEG_FRAME.unpack_from(data, off)
+        if magic != SEG_MAGIC:
+            break
+        ftag = ftag if flags & SEG_CRC_TAG else None
+        if not out and typ == SEG_BEGIN:
+            if first != int(name.split(".")[0]):
+                return [], None
+            tag = ftag
+        elif ftag != tag:
+            break
+        size = SEG_HEAD + ((plen + 7) & ~7)
+        if off + size > len(data):
+            break
+        out.append((off, size, typ, first, last, plen))
+        off += size
+        if typ == SEG_END:
+            break
+    return out, tag
+
+
+def skip_frames(spool_dir):
+    """SKIP frames in a spool's segments (commits S3 took before the spool's writer got to
+    them), as the open would read them: a crash over such a spool is what they must
+    survive."""
+    n = 0
+    try:
+        names = sorted(f for f in os.listdir(spool_dir) if f.endswith(".seg"))
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        try:
+            with open(os.path.join(spool_dir, name), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        n += sum(1 for fr in seg_frames(name, data)[0] if fr[2] == SEG_SKIP)
+    return n
 
 
 def tear_tail(spool_dir, acked, nbytes, junk):
     """Tears the last segment of a killed writer's spool the way a crash inside a write
-    does, never touching a frame that holds an acknowledged seq (<= acked): cuts `nbytes`
-    off the last frame when it is a seal or a chunk past `acked`, else appends `nbytes` of
-    a frame that never finished (magic, then `junk`). Returns what it did, or None."""
+    does, never touching a frame that holds an acknowledged seq (<= acked): the last frame,
+    when it is a seal or a chunk past `acked`, gets `nbytes` of its bytes (a chunk's
+    payload, a seal's CRC) replaced by junk; else a frame header of this segment's life
+    whose payload never came (a junk CRC) is written where the frames end. Either way the
+    next open must cut it and say so (a frame of the life's tag whose CRC fails, or that the
+    file's end cuts short). Returns what it did, or None (no spool, no segment); "left ..."
+    when there was nothing it could tear (a closed segment, one with no frames)."""
     try:
         segs = sorted(f for f in os.listdir(spool_dir) if f.endswith(".seg"))
     except FileNotFoundError:
@@ -71,26 +126,36 @@ def tear_tail(spool_dir, acked, nbytes, junk):
     path = os.path.join(spool_dir, segs[-1])
     with open(path, "rb") as f:
         data = f.read()
-    off, last = 0, None
-    while off + SEG_HEAD <= len(data):
-        magic, typ = struct.unpack_from("<IB", data, off)
-        (plen,) = struct.unpack_from("<I", data, off + 8)
-        first, _ = struct.unpack_from("<QQ", data, off + 16)
-        size = SEG_HEAD + ((plen + 7) & ~7)
-        if magic != SEG_MAGIC or off + size > len(data):
-            break
-        last = (off, size, typ, first)
-        off += size
-    if off != len(data):
-        return f"left {segs[-1]} alone: it already ends in a partial frame at {off}"
-    if last and (last[2] == SEG_SEAL or (last[2] == SEG_CHUNK and last[3] > acked)):
-        cut = min(nbytes, last[1] - 1)
-        os.truncate(path, len(data) - cut)
-        return f"cut {cut} bytes off the last frame of {segs[-1]} (type {last[2]}, seq {last[3]})"
-    tail = (struct.pack("<I", SEG_MAGIC) + junk)[:max(1, min(nbytes, SEG_HEAD - 1))]
-    with open(path, "ab") as f:
-        f.write(tail)
-    return f"appended {len(tail)} bytes of a torn frame to {segs[-1]}"
+    got, tag = seg_frames(segs[-1], data)
+    if not got:
+        return f"left {segs[-1]} alone: no frames of its own"
+    off, size, typ, first, last, plen = got[-1]
+    if typ == SEG_END:
+        return f"left {segs[-1]} alone: closed (it ends in an END frame)"
+    bad = (junk * (64 // len(junk) + 2))
+    if typ == SEG_CHUNK and first > acked and plen > 0:
+        n = max(1, min(nbytes, plen))
+        at = off + SEG_HEAD + plen - n
+        with open(path, "r+b") as f:
+            f.seek(at)
+            f.write(bytes(b ^ 0x5A | 1 for b in bad[:n]))  # never all zeros, never the same
+        return f"tore {n} bytes of the last frame of {segs[-1]} (chunk, seq {first})"
+    if typ == SEG_SEAL:
+        (crc,) = struct.unpack_from("<I", data, off + 40)
+        with open(path, "r+b") as f:
+            f.seek(off + 40)
+            f.write(struct.pack("<I", crc ^ 0xA5A5A5A5))
+        return f"tore the CRC of the last frame of {segs[-1]} (seal, seq {first})"
+    end = off + size
+    nxt = max(f[4] for f in got) + 1 if any(f[2] in (SEG_CHUNK, SEG_SKIP) for f in got) else first
+    flags = SEG_CRC_PAYLOAD | (SEG_CRC_TAG if tag is not None else 0)
+    (crc,) = struct.unpack_from("<I", bad, 0)
+    head = SEG_FRAME.pack(SEG_MAGIC, SEG_CHUNK, flags, 64 + (nbytes & 0xFF), 1, nxt, nxt, 1,
+                          crc, tag or 0)
+    with open(path, "r+b") as f:
+        f.seek(end)
+        f.write(head)
+    return f"wrote a frame header with no payload after the frames of {segs[-1]} (at {end})"
 
 
 class Result:

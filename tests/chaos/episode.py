@@ -362,6 +362,10 @@ class Episode:
         self.finish(r)
         self.count("kill9")
         self.event(f"kill -9 run {r.id} ({r.slot})")
+        skips = checker.skip_frames(r.spool_dir) if r.spool_dir else 0
+        if skips:  # the next open reads (and may replay past) SKIP frames
+            self.count("kill9_over_skips")
+            self.count("skip_frames_at_kill9", skips)
         if e["torn"] and r.spool_dir:
             junk = random.Random(e["junk"]).randbytes(64)
             acked = max(max(x.local, x.durable) for x in self.runs.values()
@@ -370,6 +374,8 @@ class Episode:
             if what and not what.startswith("left"):
                 self.count("torn_tail")
                 self.torn_pending[r.spool_dir] = what
+            elif what:
+                self.count("torn_left")  # nothing it could tear: counted, so it is seen
             self.event(f"torn tail of {os.path.basename(r.spool_dir)}: {what}")
         time.sleep(e["delay"])
         self.current = self.start_writer(r.slot)

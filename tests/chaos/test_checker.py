@@ -95,24 +95,84 @@ class CheckerTest(unittest.TestCase):
 
 
 class TearTailTest(unittest.TestCase):
-    def segment(self, d, frames):
-        data = b""
-        for typ, first, plen in frames:
-            head = struct.pack("<IBxxxIIQQQ", checker.SEG_MAGIC, typ, plen, 1, first, first, 1)
-            data += head + b"\0" * (checker.SEG_HEAD - len(head)) + b"p" * ((plen + 7) & ~7)
-        path = os.path.join(d, "00000000000000000002.seg")
+    """Segments as this version writes them: a BEGIN naming the segment, every frame with
+    the life's tag, then zeros (O_DIRECT padding, a prepared file) or an old life."""
+    NAME = "00000000000000000002.seg"
+    TAG = 0x1234ABCD
+
+    def frame(self, typ, first, last, plen, tag=TAG):
+        head = checker.SEG_FRAME.pack(checker.SEG_MAGIC, typ, 3, plen, last - first + 1, first,
+                                      last, 1, 0x11111111, tag)
+        return head + b"p" * plen + b"\0" * (((plen + 7) & ~7) - plen)
+
+    def segment(self, d, frames, tail=b"\0" * 4096, name=NAME):
+        data = self.frame(checker.SEG_BEGIN, 2, 2, 0) + b"".join(frames) + tail
+        path = os.path.join(d, name)
         with open(path, "wb") as f:
             f.write(data)
-        return path, len(data)
+        return path, data
 
-    def test_cuts_only_past_the_acks(self):
+    def read(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_tears_a_chunk_past_the_acks_in_its_payload(self):
         with tempfile.TemporaryDirectory() as d:
-            path, n = self.segment(d, [(checker.SEG_CHUNK, 2, 100), (checker.SEG_CHUNK, 3, 100)])
-            self.assertIn("cut 10", checker.tear_tail(d, 2, 10, b"j" * 64))
-            self.assertEqual(os.path.getsize(path), n - 10)
-            path, n = self.segment(d, [(checker.SEG_CHUNK, 2, 100), (checker.SEG_CHUNK, 3, 100)])
-            self.assertIn("appended 10", checker.tear_tail(d, 3, 10, b"j" * 64))
-            self.assertEqual(os.path.getsize(path), n + 10)
+            path, before = self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 2, 100),
+                                            self.frame(checker.SEG_CHUNK, 3, 4, 100)])
+            self.assertIn("tore 10 bytes", checker.tear_tail(d, 2, 10, b"j" * 64))
+            after = self.read(path)
+            diff = [i for i in range(len(before)) if before[i] != after[i]]
+            last = 48 + 152  # the BEGIN and the first chunk
+            self.assertEqual(diff, list(range(last + 48 + 90, last + 48 + 100)))
+
+    def test_an_acked_last_chunk_gets_a_header_after_it(self):
+        with tempfile.TemporaryDirectory() as d:
+            path, before = self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 4, 100)])
+            self.assertIn("wrote a frame header", checker.tear_tail(d, 4, 10, b"j" * 64))
+            after = self.read(path)
+            self.assertEqual(len(after), len(before))
+            end = 48 + 152
+            self.assertEqual(after[:end], before[:end])
+            magic, typ, flags, plen, _, first, _, _, _, tag = checker.SEG_FRAME.unpack_from(after, end)
+            self.assertEqual((magic, typ, first, tag), (checker.SEG_MAGIC, checker.SEG_CHUNK, 5,
+                                                        self.TAG))
+            self.assertTrue(flags & checker.SEG_CRC_TAG)
+            self.assertGreater(plen, 0)
+            got, tag = checker.seg_frames(self.NAME, after)
+            self.assertEqual(len(got), 3)  # decodes with the life's tag: its CRC must cut it
+
+    def test_a_seal_gets_a_wrong_crc(self):
+        with tempfile.TemporaryDirectory() as d:
+            path, before = self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 4, 100),
+                                            self.frame(checker.SEG_SEAL, 2, 4, 0)])
+            self.assertIn("tore the CRC", checker.tear_tail(d, 4, 10, b"j" * 64))
+            after = self.read(path)
+            diff = [i for i in range(len(before)) if before[i] != after[i]]
+            self.assertEqual(diff, list(range(48 + 152 + 40, 48 + 152 + 44)))
+
+    def test_counts_skip_frames_of_the_current_life(self):
+        with tempfile.TemporaryDirectory() as d:
+            old = self.frame(checker.SEG_SKIP, 9, 9, 0, tag=0x77777777)
+            self.segment(d, [self.frame(checker.SEG_SKIP, 2, 3, 0),
+                             self.frame(checker.SEG_CHUNK, 4, 4, 100),
+                             self.frame(checker.SEG_SKIP, 5, 6, 0)], tail=old)
+            self.assertEqual(checker.skip_frames(d), 2)
+
+    def test_stops_at_an_old_life_and_leaves_closed_segments(self):
+        with tempfile.TemporaryDirectory() as d:
+            old = self.frame(checker.SEG_CHUNK, 9, 9, 40, tag=0x77777777)
+            path, before = self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 4, 100)], tail=old)
+            self.assertIn("wrote a frame header", checker.tear_tail(d, 4, 10, b"j" * 64))
+            self.assertEqual(self.read(path)[48 + 152:48 + 152 + 4],
+                             struct.pack("<I", checker.SEG_MAGIC))
+        with tempfile.TemporaryDirectory() as d:
+            self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 4, 100),
+                             self.frame(checker.SEG_END, 2, 2, 0)])
+            self.assertTrue(checker.tear_tail(d, 0, 10, b"j" * 64).startswith("left"))
+        with tempfile.TemporaryDirectory() as d:  # renamed into place, nothing written yet
+            self.segment(d, [], name="00000000000000000007.seg")
+            self.assertTrue(checker.tear_tail(d, 0, 10, b"j" * 64).startswith("left"))
 
 
 if __name__ == "__main__":
