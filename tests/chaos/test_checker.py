@@ -116,15 +116,20 @@ class TearTailTest(unittest.TestCase):
         with open(path, "rb") as f:
             return f.read()
 
-    def test_tears_a_chunk_past_the_acks_in_its_payload(self):
+    def torn(self, frames, acked, says):
+        """Tears a segment of these frames (10 bytes asked for); the bytes that changed."""
         with tempfile.TemporaryDirectory() as d:
-            path, before = self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 2, 100),
-                                            self.frame(checker.SEG_CHUNK, 3, 4, 100)])
-            self.assertIn("tore 10 bytes", checker.tear_tail(d, 2, 10, b"j" * 64))
+            path, before = self.segment(d, frames)
+            self.assertIn(says, checker.tear_tail(d, acked, 10, b"j" * 64))
             after = self.read(path)
-            diff = [i for i in range(len(before)) if before[i] != after[i]]
-            last = 48 + 152  # the BEGIN and the first chunk
-            self.assertEqual(diff, list(range(last + 48 + 90, last + 48 + 100)))
+        self.assertEqual(len(after), len(before))
+        return [i for i in range(len(before)) if before[i] != after[i]]
+
+    def test_tears_a_chunk_past_the_acks_in_its_payload(self):
+        diff = self.torn([self.frame(checker.SEG_CHUNK, 2, 2, 100),
+                          self.frame(checker.SEG_CHUNK, 3, 4, 100)], 2, "tore 10 bytes")
+        last = 48 + 152  # the BEGIN and the first chunk
+        self.assertEqual(diff, list(range(last + 48 + 90, last + 48 + 100)))
 
     def test_an_acked_last_chunk_gets_a_header_after_it(self):
         with tempfile.TemporaryDirectory() as d:
@@ -143,13 +148,9 @@ class TearTailTest(unittest.TestCase):
             self.assertEqual(len(got), 3)  # decodes with the life's tag: its CRC must cut it
 
     def test_a_seal_gets_a_wrong_crc(self):
-        with tempfile.TemporaryDirectory() as d:
-            path, before = self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 4, 100),
-                                            self.frame(checker.SEG_SEAL, 2, 4, 0)])
-            self.assertIn("tore the CRC", checker.tear_tail(d, 4, 10, b"j" * 64))
-            after = self.read(path)
-            diff = [i for i in range(len(before)) if before[i] != after[i]]
-            self.assertEqual(diff, list(range(48 + 152 + 40, 48 + 152 + 44)))
+        diff = self.torn([self.frame(checker.SEG_CHUNK, 2, 4, 100),
+                          self.frame(checker.SEG_SEAL, 2, 4, 0)], 4, "tore the CRC")
+        self.assertEqual(diff, list(range(48 + 152 + 40, 48 + 152 + 44)))
 
     def test_counts_skip_frames_of_the_current_life(self):
         with tempfile.TemporaryDirectory() as d:

@@ -1061,9 +1061,8 @@ static ssize_t rc_pwrite(int fd, const void *buf, size_t len, off_t off)
     return w;
 }
 
-/* Opens crash image d as a spool and checks it: nothing cut, every seq from its first to at
- * least l there, each commit's bytes as submitted (first_seq: commit 0's seq). */
-static void rc_check_image(const char *d, uint64_t l, uint64_t first_seq)
+/* Opens d, a copy of a spool directory, as a spool (no thread): it must open uncut. */
+static struct spool *sp_open_image(const char *d, struct spool_scan *scan)
 {
     static _Atomic uint64_t w;
     struct spool_opts o = {.w = &w,
@@ -1073,12 +1072,21 @@ static void rc_check_image(const char *d, uint64_t l, uint64_t first_seq)
                            .queue = 16,
                            .notify_fd = -1};
     struct spool *sp;
-    struct spool_scan scan;
     char err[512];
-    if (spool_open(&o, &sp, &scan, err, sizeof(err)) != 0)
-        TEST_FAIL_("spool_open of a crash image: %s", err);
-    if (scan.cut)
-        TEST_FAIL_("a crash image was cut: %s", scan.cut_what);
+    if (spool_open(&o, &sp, scan, err, sizeof(err)) != 0)
+        TEST_FAIL_("spool_open of %s: %s", d, err);
+    if (scan->cut)
+        TEST_FAIL_("%s was cut: %s", d, scan->cut_what);
+    return sp;
+}
+
+/* Opens crash image d as a spool and checks it: nothing cut, every seq from its first to at
+ * least l there, each commit's bytes as submitted (first_seq: commit 0's seq). */
+static void rc_check_image(const char *d, uint64_t l, uint64_t first_seq)
+{
+    struct spool_scan scan;
+    struct spool *sp = sp_open_image(d, &scan);
+    char err[512];
     ASSERT_GE(scan.last_seq, l);
     static unsigned char pay[1 << 20];
     unsigned char want[4096];
@@ -1206,19 +1214,9 @@ static void seals_ride_with_data(void)
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     spool_test_io = NULL;
 
-    static _Atomic uint64_t w;
-    struct spool_opts o = {.w = &w,
-                           .dir = img,
-                           .max_bytes = 64LL << 20,
-                           .segment_bytes = sp_seg,
-                           .queue = 16,
-                           .notify_fd = -1};
-    struct spool *sp;
     struct spool_scan scan;
+    struct spool *sp = sp_open_image(img, &scan);
     char err[512];
-    if (spool_open(&o, &sp, &scan, err, sizeof(err)) != 0)
-        TEST_FAIL_("spool_open of the image: %s", err);
-    ASSERT_EQ(scan.cut, 0);
     struct spool_pos pos;
     ASSERT_EQ(spool_find(sp, scan.first_seq, &pos, err, sizeof(err)), 0);
     struct spool_frame f;
