@@ -123,29 +123,34 @@ def tear_tail(spool_dir, acked, nbytes, junk):
         return None
     if not segs:
         return None
-    path = os.path.join(spool_dir, segs[-1])
-    with open(path, "rb") as f:
-        data = f.read()
-    got, tag = seg_frames(segs[-1], data)
+    # the last segment with frames of its own (not one renamed into place before its BEGIN
+    # was written)
+    for seg in reversed(segs):
+        path = os.path.join(spool_dir, seg)
+        with open(path, "rb") as f:
+            data = f.read()
+        got, tag = seg_frames(seg, data)
+        if got:
+            break
     if not got:
         return f"left {segs[-1]} alone: no frames of its own"
     off, size, typ, first, last, plen = got[-1]
     if typ == SEG_END:
-        return f"left {segs[-1]} alone: closed (it ends in an END frame)"
+        return f"left {seg} alone: closed (it ends in an END frame)"
     bad = (junk * (64 // len(junk) + 2))
     if typ == SEG_CHUNK and first > acked and plen > 0:
         n = max(1, min(nbytes, plen))
         at = off + SEG_HEAD + plen - n
         with open(path, "r+b") as f:
             f.seek(at)
-            f.write(bytes(b ^ 0x5A | 1 for b in bad[:n]))  # never all zeros, never the same
-        return f"tore {n} bytes of the last frame of {segs[-1]} (chunk, seq {first})"
+            f.write(bytes(data[at + i] ^ (bad[i] | 1) for i in range(n)))  # each byte changes
+        return f"tore {n} bytes of the last frame of {seg} (chunk, seq {first})"
     if typ == SEG_SEAL:
         (crc,) = struct.unpack_from("<I", data, off + 40)
         with open(path, "r+b") as f:
             f.seek(off + 40)
             f.write(struct.pack("<I", crc ^ 0xA5A5A5A5))
-        return f"tore the CRC of the last frame of {segs[-1]} (seal, seq {first})"
+        return f"tore the CRC of the last frame of {seg} (seal, seq {first})"
     end = off + size
     nxt = max(f[4] for f in got) + 1 if any(f[2] in (SEG_CHUNK, SEG_SKIP) for f in got) else first
     flags = SEG_CRC_PAYLOAD | (SEG_CRC_TAG if tag is not None else 0)
@@ -155,7 +160,7 @@ def tear_tail(spool_dir, acked, nbytes, junk):
     with open(path, "r+b") as f:
         f.seek(end)
         f.write(head)
-    return f"wrote a frame header with no payload after the frames of {segs[-1]} (at {end})"
+    return f"wrote a frame header with no payload after the frames of {seg} (at {end})"
 
 
 class Result:

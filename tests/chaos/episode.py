@@ -50,6 +50,7 @@ class Run:
     def __init__(self, rid, slot, spool_dir, proc, t):
         self.id, self.slot, self.spool_dir, self.proc, self.start_t = rid, slot, spool_dir, proc, t
         self.first, self.durable, self.local, self.sent = None, 0, 0, 0
+        self.reader = None  # the thread reading its stdout
         self.first_t = self.end_t = None
         self.acks = []  # (t, "durable"|"local", value), each a new high
         self.stop, self.paused = threading.Event(), threading.Event()
@@ -216,7 +217,8 @@ class Episode:
         run = Run(rid, slot, self.spool_dir(slot) if slot in SPOOLED else None, p, self.now())
         run.torn = self.torn_pending.pop(run.spool_dir, None)
         self.runs[rid] = run
-        threading.Thread(target=self.read_stdout, args=(run,), daemon=True).start()
+        run.reader = threading.Thread(target=self.read_stdout, args=(run,), daemon=True)
+        run.reader.start()
         if produce:
             threading.Thread(target=self.produce, args=(run,), daemon=True).start()
         self.note(f"run {rid} started: slot={slot} pid={p.pid} spool={run.spool_dir}")
@@ -287,6 +289,10 @@ class Episode:
         if run.rc is not None:
             return
         run.rc = run.proc.wait()
+        # Every line it printed is read before anything looks at its acks (a torn tail
+        # must not take a local_seq still in the pipe for unacknowledged): the pipe ends
+        # with the process.
+        run.reader.join(timeout=5)
         run.end_t = self.now()
         run.end_note = f"{run.expect}, exit {run.rc} at t={self.now():.2f}"
         self.note(f"run {run.id} ended: {run.end_note} durable={run.durable} local={run.local} "

@@ -174,6 +174,10 @@ class TearTailTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:  # renamed into place, nothing written yet
             self.segment(d, [], name="00000000000000000007.seg")
             self.assertTrue(checker.tear_tail(d, 0, 10, b"j" * 64).startswith("left"))
+            # with a segment before it: that one is the tail
+            self.segment(d, [self.frame(checker.SEG_CHUNK, 2, 4, 100)])
+            self.assertIn(f"tore 10 bytes of the last frame of {self.NAME}",
+                          checker.tear_tail(d, 0, 10, b"j" * 64))
 
 
 if __name__ == "__main__":
