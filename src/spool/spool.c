@@ -1148,9 +1148,9 @@ static int64_t spool_write_group(struct spool *sp, uint64_t from, uint64_t to, u
         if (sp->wfill >= SPOOL_WBUF_POST && done < to && spool_write_out(sp, *l, done, false) != 0)
             return *what = "write", -1;
     }
-    /* Seals alone wait in the buffer for the next data group (SPOOL_SEAL_LAG_MS at most,
-     * while the spool is not full): nothing waits on a seal's sync (a lost one only lets a
-     * replay form other objects, which the settle rules cover), and at a light load a seal
+    /* Seals alone wait in the buffer for the next data group (SPOOL_SEAL_LAG_MS at most;
+     * not written at all once the spool failed): nothing waits on a seal's sync (a lost one only
+     * lets a replay form other objects, which the settle rules cover), and at a light load a seal
      * that came after its chunk was taken was a write and a sync of its own: a third of
      * the syncs at 10,000 commits/s. */
     if (done > from && !data) {
