@@ -149,6 +149,7 @@ def main():
                  f"out_of_order={tot['out_of_order']} corrupt={tot['corrupt']} "
                  f"kill9={counts.get('kill9', 0)} takeovers={counts.get('takeover', 0)} "
                  f"torn_tails={counts.get('torn_tail', 0)} cut={counts.get('torn_tail_cut', 0)} "
+                 f"unopened={counts.get('torn_unopened', 0)} "
                  f"kill9_over_skips={counts.get('kill9_over_skips', 0)} "
                  f"seeks={tot['seeks']}")
     missing = [k for k in args.expect if not counts.get(k)]

@@ -372,7 +372,13 @@ class Episode:
         if skips:  # the next open reads (and may replay past) SKIP frames
             self.count("kill9_over_skips")
             self.count("skip_frames_at_kill9", skips)
-        if e["torn"] and r.spool_dir:
+        if e["torn"] and r.spool_dir in self.torn_pending:
+            # the last tear was never opened yet (the run after it died first): a second
+            # one at the same place would be cut with it, once, and counted as uncut
+            self.count("torn_left")
+            self.event(f"torn tail of {os.path.basename(r.spool_dir)}: left: an earlier "
+                       "tear is not opened yet")
+        elif e["torn"] and r.spool_dir:
             junk = random.Random(e["junk"]).randbytes(64)
             acked = max(max(x.local, x.durable) for x in self.runs.values()
                         if x.spool_dir == r.spool_dir)  # any run's on this spool
@@ -586,6 +592,9 @@ class Episode:
                 if r.rc == 0:
                     break
                 self.problem(f"final drain run {r.id} on {slot} exited {r.rc}")
+        # tears no later start opened (their spool was refused and moved aside): not
+        # checked, and counted so that torn_tail = torn_tail_cut + torn_unopened
+        self.count("torn_unopened", len(self.torn_pending))
         return self.read_back()
 
     def read_back(self):
