@@ -311,52 +311,123 @@ static int stage_spool_in_log(struct s3c_stage *st, uint64_t x, char *err, size_
     return S3C_ECORRUPT;
 }
 
+/* Whether the spool's commits can go on the log as st->ws found it: the refusals
+ * (docs/spool.md, "Crash recovery"). Reads the spool and S3, changes nothing. */
+static int stage_spool_verdict(struct s3c_stage *st, char *err, size_t errlen)
+{
+    struct writer_state *ws = &st->ws;
+    uint64_t w = ws->recovered_seq, last = spool_local_seq(st->spool);
+    bool checked;
+    if (last <= w) {
+        if (st->spool_commit == 0)
+            return 0;
+        /* in S3 already: ours, or a takeover's? */
+        int rc = stage_spool_check(st, st->spool_commit, &checked, err, errlen);
+        if (rc == 0 && !checked)
+            rc = stage_spool_in_log(st, st->spool_commit, err, errlen);
+        return rc;
+    }
+    struct spool_pos pos;
+    struct spool_frame f;
+    /* A W the spool recorded past the log's end (a SKIP there, or a BEGIN or END):
+     * commits acknowledged in S3 are not in this log, and a SKIP's cannot be sent
+     * again. Said before looking for the frame at w + 1, which may lie inside one. */
+    int rc = st->spool_wmark > w ? stage_spool_check(st, w, &checked, err, errlen) : 0;
+    if (rc != 0)
+        return rc;
+    rc = spool_find(st->spool, w + 1, &pos, err, errlen);
+    if (rc == 0)
+        rc = spool_read(st->spool, &pos, &f, NULL, 0, err, errlen);
+    if (rc == S3C_EEND) {
+        snprintf(err, errlen,
+                 "spool.dir %s holds seqs up to %" PRIu64 ", but no commit at seq %" PRIu64
+                 " where the log in S3 ends (seq %" PRIu64 "): the spool and the log "
+                 "disagree, most likely because another writer took the log over and "
+                 "ended its objects elsewhere; move spool.dir aside (keep it: it holds "
+                 "commits) and open again",
+                 st->cfg.spool.dir, last, w + 1, w);
+        return S3C_ECORRUPT;
+    }
+    if (rc != 0)
+        return rc;
+    if (f.epoch < ws->chain_start_epoch) {
+        snprintf(err, errlen,
+                 "spool.dir %s holds seqs %" PRIu64 "..%" PRIu64 " of epoch %" PRIu64
+                 ", but a writer of epoch %" PRIu64 " took the log over at or before seq "
+                 "%" PRIu64 ": those commits were never durable in S3 and cannot be placed "
+                 "after it; move spool.dir aside (keep it: it holds commits) and open again",
+                 st->cfg.spool.dir, w + 1, last, f.epoch, ws->chain_start_epoch, w);
+        return S3C_ECORRUPT;
+    }
+    /* what is trimmed as in S3 already must be the log's */
+    return w >= st->spool_first ? stage_spool_check(st, w, &checked, err, errlen) : 0;
+}
+
+/* What a verdict was given on: the log as found (writer_open's or writer_peek's). */
+static struct stage_seen stage_seen_now(const struct writer_state *ws)
+{
+    return (struct stage_seen){.valid = true,
+                               .recovered_seq = ws->recovered_seq,
+                               .chain_start_epoch = ws->chain_start_epoch,
+                               .max_batch_commits = ws->max_batch_commits,
+                               .found_epoch = ws->found_epoch,
+                               .found_seq = ws->found_seq};
+}
+
+void (*stage_test_after_precheck)(void);
+
+static bool stage_seen_same(const struct stage_seen *a, const struct stage_seen *b)
+{
+    return a->valid == b->valid && a->recovered_seq == b->recovered_seq &&
+           a->chain_start_epoch == b->chain_start_epoch &&
+           a->max_batch_commits == b->max_batch_commits && a->found_epoch == b->found_epoch &&
+           a->found_seq == b->found_seq;
+}
+
+int stage_spool_precheck(struct s3c_stage *st, char *err, size_t errlen)
+{
+    if (spool_local_seq(st->spool) == 0)
+        return 0; /* an empty spool: nothing to refuse */
+    int rc = writer_peek(st->x, &st->cfg, &st->ws, err, errlen);
+    if (rc == 0)
+        rc = stage_spool_verdict(st, err, errlen);
+    if (rc == 0)
+        st->seen = stage_seen_now(&st->ws);
+    memset(&st->ws, 0, sizeof(st->ws)); /* writer_open fills it */
+    return rc;
+}
+
 /* After writer_open: what of the spool is still to go to S3 (the replay), our control
- * record into the spool, and the thread. */
+ * record into the spool, and the thread. The verdict was given before writer_open on
+ * what a peek found; it is given again only when the log moved since (another writer
+ * wrote meanwhile). */
 int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
 {
     struct writer_state *ws = &st->ws;
     uint64_t w = ws->recovered_seq, last = spool_local_seq(st->spool);
+    struct stage_seen now = stage_seen_now(ws);
+    if (last > 0 && !stage_seen_same(&now, &st->seen)) {
+        S3C_LOG(S3C_LOG_INFO,
+                "event=spool_recheck recovered_seq=%" PRIu64 " peeked_seq=%" PRIu64
+                " msg=\"the log moved since the spool was checked: checking again\"",
+                w, st->seen.recovered_seq);
+        int rc = stage_spool_verdict(st, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
     st->next_batch = st->base + 1;
     st->acquired_last = st->base;
     atomic_store(&st->durable, st->base);
     if (last > w) {
         struct spool_pos pos, at;
         struct spool_frame f;
-        bool checked;
-        /* A W the spool recorded past the log's end (a SKIP there, or a BEGIN or END):
-         * commits acknowledged in S3 are not in this log, and a SKIP's cannot be sent
-         * again. Said before looking for the frame at w + 1, which may lie inside one. */
-        int rc = st->spool_wmark > w ? stage_spool_check(st, w, &checked, err, errlen) : 0;
-        if (rc != 0)
-            return rc;
-        rc = spool_find(st->spool, w + 1, &pos, err, errlen);
+        int rc = spool_find(st->spool, w + 1, &pos, err, errlen);
         at = pos;
         if (rc == 0)
             rc = spool_read(st->spool, &at, &f, NULL, 0, err, errlen);
-        if (rc == S3C_EEND) {
-            snprintf(err, errlen,
-                     "spool.dir %s holds seqs up to %" PRIu64 ", but no commit at seq %" PRIu64
-                     " where the log in S3 ends (seq %" PRIu64 "): the spool and the log "
-                     "disagree, most likely because another writer took the log over and "
-                     "ended its objects elsewhere; move spool.dir aside (keep it: it holds "
-                     "commits) and open again",
-                     st->cfg.spool.dir, last, w + 1, w);
-            return S3C_ECORRUPT;
-        }
-        if (rc != 0)
-            return rc;
-        if (f.epoch < ws->chain_start_epoch) {
-            snprintf(err, errlen,
-                     "spool.dir %s holds seqs %" PRIu64 "..%" PRIu64 " of epoch %" PRIu64
-                     ", but a writer of epoch %" PRIu64 " took the log over at or before seq "
-                     "%" PRIu64 ": those commits were never durable in S3 and cannot be placed "
-                     "after it; move spool.dir aside (keep it: it holds commits) and open again",
-                     st->cfg.spool.dir, w + 1, last, f.epoch, ws->chain_start_epoch, w);
-            return S3C_ECORRUPT;
-        }
-        /* what is trimmed as in S3 already must be the log's */
-        rc = w >= st->spool_first ? stage_spool_check(st, w, &checked, err, errlen) : 0;
+        if (rc == S3C_EEND) /* the verdict on this log found it */
+            snprintf(err, errlen, "spool.dir %s: no commit at seq %" PRIu64 " any more",
+                     st->cfg.spool.dir, w + 1);
         if (rc != 0)
             return rc;
         spool_trim(st->spool, w);
@@ -371,14 +442,6 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
                 " seals=%zu control_seq=%" PRIu64,
                 w + 1, last, f.epoch, st->nseals, st->base);
     } else {
-        if (st->spool_commit > 0) { /* in S3 already: ours, or a takeover's? */
-            bool checked;
-            int rc = stage_spool_check(st, st->spool_commit, &checked, err, errlen);
-            if (rc == 0 && !checked)
-                rc = stage_spool_in_log(st, st->spool_commit, err, errlen);
-            if (rc != 0)
-                return rc;
-        }
         spool_trim(st->spool, UINT64_MAX); /* all of it is in S3 already */
     }
     unsigned char obj[1024];

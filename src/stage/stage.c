@@ -401,8 +401,12 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     st->spool_efd = -1;
     if (cfg->spool.dir[0]) {
         rc = stage_spool_open(st, &spooled, e, sizeof(e));
+        if (rc == 0) /* a refusal writes nothing: the log's writer goes on unfenced */
+            rc = stage_spool_precheck(st, e, sizeof(e));
         if (rc < 0)
             goto out_free_spool;
+        if (stage_test_after_precheck)
+            stage_test_after_precheck();
     }
     rc = writer_open(st->x, &st->cfg, spooled, &st->ws, e, sizeof(e));
     if (rc < 0)

@@ -30,7 +30,7 @@
 #define PFX_BYTES OBJ_RECORD_HEADER_BYTES
 
 #define MAX_SUBS 16
-#define LAT_SAMPLE 16 /* a power of two: the commits whose ring seq it divides are timed */
+#define LAT_SAMPLE 16         /* a power of two: the commits whose ring seq it divides are timed */
 #define RETRY_COST 5          /* retry budget tokens per retry (AWS SDK standard mode) */
 #define RETRY_COST_TIMEOUT 10 /* ... per retry after a timeout */
 
@@ -38,7 +38,7 @@
  * the worker touches its object fields until it comes back. */
 enum batch_state { B_FREE, B_COMPRESS, B_WIRE, B_BACKOFF, B_SETTLE };
 
-#define SPOOL_QUEUE 4096 /* chunks and seals handed to the spool and not yet freed */
+#define SPOOL_QUEUE 4096     /* chunks and seals handed to the spool and not yet freed */
 #define SPOOL_W_STALL_MS 200 /* W still this long with a full ring: S3 is not keeping up */
 
 struct batch {
@@ -64,10 +64,10 @@ struct batch {
     struct settle settle; /* B_SETTLE: reading the key back after a 412 */
     struct s3c_stage *st;
     /* With a spool (spooled.c). */
-    uint64_t epoch;        /* the object's: a replayed one keeps its run's */
-    bool replayed;         /* from a spool left by an earlier run: settle as a replay */
-    bool from_ring;        /* its spans point into the ring */
-    bool rec_crc_valid;    /* rec_crc is the CRC-32C of its records (joined from chunks') */
+    uint64_t epoch;     /* the object's: a replayed one keeps its run's */
+    bool replayed;      /* from a spool left by an earlier run: settle as a replay */
+    bool from_ring;     /* its spans point into the ring */
+    bool rec_crc_valid; /* rec_crc is the CRC-32C of its records (joined from chunks') */
     uint32_t rec_crc;
     bool need_reload;      /* ring space under it was given back: read it from the spool */
     bool whole;            /* buf holds the whole object (a spooled control record) */
@@ -96,8 +96,8 @@ struct stage_zworker {
 };
 
 struct stage_zq {
-    pthread_mutex_t mu; /* guards the queues and stop */
-    pthread_cond_t cv;  /* workers wait for todo or stop */
+    pthread_mutex_t mu;          /* guards the queues and stop */
+    pthread_cond_t cv;           /* workers wait for todo or stop */
     struct batch **todo, **done; /* FIFOs of cap slots (a batch is in one at most) */
     int cap, todo_head, ntodo, done_head, ndone;
     bool stop;
@@ -129,14 +129,20 @@ struct s3c_stage {
     uint64_t spool_wmark;   /* the highest W its BEGIN/END frames recorded, 0: none */
     uint64_t spool_commit;  /* the spool's last commit (CHUNK) at open, 0: none */
     uint64_t spool_epoch;   /* the epoch of the run that accepted it */
-    int spool_efd;          /* written by the spool thread after each write group */
+    /* The log as the spool's verdict saw it (before writer_open, read only): the verdict
+     * is given again after writer_open only if the log it finds differs. */
+    struct stage_seen {
+        bool valid;
+        uint64_t recovered_seq, chain_start_epoch, max_batch_commits, found_epoch, found_seq;
+    } seen;
+    int spool_efd; /* written by the spool thread after each write group */
     struct loop_watch spool_w;
     /* Commit-to-durable latency: the submit time of every LAT_SAMPLE-th ring seq, at
      * lat_t[(seq / LAT_SAMPLE) & lat_mask]; written by its producer before it publishes,
      * read by the persistence thread before the seq's ring space is released. */
     uint64_t *lat_t;
     uint64_t lat_mask;
-    ZSTD_CCtx *zc; /* s3.compression zstd: the persistence thread's (a spool reload's) */
+    ZSTD_CCtx *zc;      /* s3.compression zstd: the persistence thread's (a spool reload's) */
     struct stage_zq zq; /* ... and the workers that compress every batch formed */
     pthread_t thread;
     struct metrics_srv *metrics;
@@ -180,7 +186,7 @@ struct s3c_stage {
     bool cur_valid;
     const struct spool_seal *seals; /* an earlier run's object bounds (replay) */
     size_t nseals, seal_i;
-    uint64_t chunk_since_ns; /* when the oldest chunk not in a batch was taken */
+    uint64_t chunk_since_ns;    /* when the oldest chunk not in a batch was taken */
     uint64_t w_seen, w_seen_ns; /* W as the spool's side last saw it move, and when */
 
     /* Counters: written by the persistence thread only, read by anyone (relaxed). */
@@ -235,11 +241,16 @@ ZSTD_CCtx *stage_zstd_new(const struct s3c_config *cfg); /* at s3.compression_le
 void stage_object_body(struct batch *b, ZSTD_CCtx *zc);
 int stage_zq_start(struct s3c_stage *st, char *err, size_t errlen); /* before the thread */
 void stage_zq_stop(struct s3c_stage *st); /* after it: joins workers, drops what is queued */
-void stage_zq_push(struct s3c_stage *st, struct batch *b);  /* -> B_COMPRESS */
-struct batch *stage_zq_pop_done(struct s3c_stage *st);      /* a finished one, or NULL */
+void stage_zq_push(struct s3c_stage *st, struct batch *b); /* -> B_COMPRESS */
+struct batch *stage_zq_pop_done(struct s3c_stage *st);     /* a finished one, or NULL */
 
 /* local.c: opening the spool around the writer protocol, L for producers. */
 int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t errlen);
+/* Before writer_open, on a spool that holds anything: reads the log (writer_peek) and
+ * refuses an open whose spool cannot go on it, before anything is written to S3. */
+int stage_spool_precheck(struct s3c_stage *st, char *err, size_t errlen);
+/* Tests only: called between the precheck and writer_open (the log may move there). */
+extern void (*stage_test_after_precheck)(void);
 int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen);
 
 /* spooled.c: the persistence thread's side of the spool. */
@@ -251,7 +262,7 @@ int stage_spool_form(struct s3c_stage *st, struct batch *b, uint64_t now, bool c
                      int *timeout);
 /* 0, S3C_EEND (not yet), error; compresses on the persistence thread (a rare outage path) */
 int stage_spool_reload(struct s3c_stage *st, struct batch *b);
-bool stage_spool_idle(const struct s3c_stage *st);             /* nothing left to put in a batch */
+bool stage_spool_idle(const struct s3c_stage *st); /* nothing left to put in a batch */
 void stage_on_spool_wake(void *ctx, int fd, unsigned events);
 
 #endif

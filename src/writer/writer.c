@@ -758,6 +758,62 @@ size_t writer_fence_bytes(const struct writer_state *ws, unsigned char *out, siz
     return n;
 }
 
+/* Step 2's start: the manifest's hint (the last seq of an object, never ahead of the
+ * chain) once an object is seen ending there, else the start; and the manifest as found
+ * into ws: its writer's epoch and that W (0: not confirmed). */
+static int wopen_start_chain(struct wopen *o, struct wchain *c)
+{
+    struct writer_state *ws = o->ws;
+    *c = (struct wchain){.end = o->found.durable_seq,
+                         .end_first = o->found.durable_first_seq,
+                         .start_epoch = o->found.start_epoch,
+                         .max_count = o->found.max_batch_commits};
+    int rc = wopen_check_hint(o, c);
+    if (rc < 0)
+        return rc;
+    ws->listed = c->end == 0;
+    ws->found_epoch = o->found.format ? o->found.epoch : 0;
+    ws->found_seq = c->end;
+    return 0;
+}
+
+static void wopen_found_end(struct writer_state *ws, const struct wchain *c)
+{
+    ws->recovered_seq = c->end;
+    ws->recovered_first_seq = c->end_first;
+    ws->chain_start_epoch = c->start_epoch;
+    ws->max_batch_commits = c->max_count;
+}
+
+int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_state *ws, char *err,
+                size_t errlen)
+{
+    struct wopen o = {.x = x, .cfg = cfg, .ws = ws, .err = err, .errlen = errlen};
+    char etag[256];
+    struct wchain c;
+    memset(ws, 0, sizeof(*ws));
+    err[0] = '\0';
+    if (wopen_manifest_key(cfg, o.key, sizeof(o.key)) < 0) {
+        snprintf(err, errlen, "s3.prefix is too long for the manifest key");
+        return S3C_EINVAL;
+    }
+    int rc = wopen_get_manifest(&o, etag, sizeof(etag));
+    if (rc == 0 && o.found.format == 0)
+        rc = wopen_refuse_v1(&o);
+    if (rc == 0)
+        rc = wopen_start_chain(&o, &c);
+    if (rc == 0)
+        rc = wopen_follow(&o, &c);
+    if (rc < 0)
+        return rc;
+    wopen_found_end(ws, &c);
+    S3C_LOG(S3C_LOG_INFO,
+            "event=writer_peek recovered_seq=%" PRIu64 " chain_start_epoch=%" PRIu64
+            " headers_read=%" PRIu64,
+            ws->recovered_seq, ws->chain_start_epoch, ws->objects_read);
+    return 0;
+}
+
 int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_seq,
                 struct writer_state *ws, char *err, size_t errlen)
 {
@@ -784,20 +840,10 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
         rc = wopen_take_epoch(&o, floor); /* step 1 */
         if (rc < 0)
             return rc;
-        /* Step 2: from the manifest's hint (the last seq of an object, never ahead of the
-         * chain), or from the start when there is none. */
-        struct wchain c = {.end = o.found.durable_seq,
-                           .end_first = o.found.durable_first_seq,
-                           .start_epoch = o.found.start_epoch,
-                           .max_count = o.found.max_batch_commits};
-        rc = wopen_check_hint(&o, &c);
+        struct wchain c; /* step 2 */
+        rc = wopen_start_chain(&o, &c);
         if (rc < 0)
             return rc;
-        ws->listed = c.end == 0;
-        /* The manifest as found: its writer's epoch and a W that writer acknowledged, when
-         * an object of the chain ends there (0: not confirmed). */
-        ws->found_epoch = o.found.format ? o.found.epoch : 0;
-        ws->found_seq = c.end;
         for (;;) {
             rc = wopen_follow(&o, &c);
             if (rc < 0)
@@ -824,11 +870,8 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
                 c.max_epoch = newer;
                 break;
             }
-            ws->recovered_seq = c.end;
-            ws->recovered_first_seq = c.end_first;
-            ws->chain_start_epoch = c.start_epoch;
+            wopen_found_end(ws, &c);
             ws->control_seq = (c.end > after_seq ? c.end : after_seq) + 1;
-            ws->max_batch_commits = c.max_count;
             S3C_LOG(S3C_LOG_INFO,
                     "event=writer_open epoch=%" PRIu64 " recovered_seq=%" PRIu64
                     " control_seq=%" PRIu64 " listed=%d headers_read=%" PRIu64 " writer=%s",

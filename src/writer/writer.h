@@ -51,6 +51,14 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
 /* after_seq: the fence goes no lower than after_seq + 1 (a local spool holds seqs up to it
  * that are still to be sent); 0 for none. */
 
+/* Step 2 alone, reading only: the manifest and the chain's end, into ws (recovered_seq,
+ * recovered_first_seq, chain_start_epoch, max_batch_commits, found_epoch, found_seq,
+ * listed, objects_read; epoch and control_seq 0: none is taken). Nothing is written, so a
+ * caller can refuse to open on what it finds without fencing the log's current writer.
+ * Returns as writer_open. */
+int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_state *ws, char *err,
+                size_t errlen);
+
 /* The epoch of the chain's object holding seq, for a seq at or below the end writer_open
  * found: of the objects whose key lies within span at or below seq (span: the most records
  * an object holds) and that hold seq, the highest epoch. An object that holds seq but is
@@ -69,8 +77,8 @@ int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_
  * an object the chain cannot be followed past, with one line in err. */
 int writer_chain_follow(struct xport *x, const struct s3c_config *cfg, uint64_t from_end,
                         uint64_t start_epoch, uint64_t upto,
-                        int (*fn)(void *ctx, const struct obj_header *h), void *ctx,
-                        uint64_t *end, int *fn_rc, char *err, size_t errlen);
+                        int (*fn)(void *ctx, const struct obj_header *h), void *ctx, uint64_t *end,
+                        int *fn_rc, char *err, size_t errlen);
 
 /* The fence object writer_open placed, byte for byte (so a spool can keep it): writes up
  * to cap bytes into out and returns its size (0 when cap is too small). */

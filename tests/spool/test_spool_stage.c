@@ -684,6 +684,34 @@ static void preparer_paces_its_zeros(void)
     sp_rm_dir();
 }
 
+/* What the bucket holds under a prefix: the listing's keys, ETags and sizes (one page,
+ * which must be all of it), malloc'd. */
+static char *sp_bucket_now(const char *prefix)
+{
+    char path[256];
+    struct rbuf b;
+    snprintf(path, sizeof(path), "/commits?list-type=2&prefix=%s&max-keys=1000", prefix);
+    ASSERT_EQ(raw_http(&mock, "GET", path, NULL, 0, &b), 200);
+    ASSERT(strstr((char *)b.p, "<IsTruncated>true") == NULL);
+    return (char *)b.p;
+}
+
+/* An open on the spool at the current prefix that must be refused: it must write nothing,
+ * neither an epoch in the manifest nor a fence in the log, so a writer on the log goes on
+ * unfenced. Returns the refusal in err. */
+static void sp_refused_untouched(char *err, size_t errlen)
+{
+    char *before = sp_bucket_now(sp_prefix);
+    s3c_stage *st = sp_open(64LL << 20, err, errlen);
+    ASSERT(st == NULL);
+    char *after = sp_bucket_now(sp_prefix);
+    if (strcmp(before, after) != 0)
+        TEST_FAIL_("the refused open wrote to the bucket (%s)\nbefore: %s\nafter: %s", err, before,
+                   after);
+    free(before);
+    free(after);
+}
+
 /* A takeover strands what a spool held and S3 did not: a writer without the spool takes the
  * log over and writes past the spool's seqs; the next start on the spool must refuse (its
  * commits stay on disk), not take the other writer's objects for its own. */
@@ -706,10 +734,12 @@ static void takeover_strands_the_spool(void)
     ASSERT_UEQ(bfirst, first + 1); /* it continues from the log, over the spool's seqs */
     ASSERT_EQ(sp_submit(b, bfirst, 0, 600, 10000), 0);
     ASSERT_EQ(s3c_wait_durable(b, bfirst + 599, 10000), 0);
-    ASSERT_EQ(s3c_stage_close(b, NULL), 0);
-    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
-    ASSERT(again == NULL);
+    /* The spool's host starts again while B runs: refused, and B is not fenced by it. */
+    sp_refused_untouched(err, sizeof(err));
     ASSERT(strstr(err, "another writer took the log over") != NULL);
+    ASSERT_EQ(sp_submit(b, bfirst, 600, 700, 10000), 0);
+    ASSERT_EQ(s3c_wait_durable(b, bfirst + 699, 10000), 0);
+    ASSERT_EQ(s3c_stage_close(b, NULL), 0);
     sp_rm_dir();
 }
 
@@ -771,8 +801,7 @@ static bool sp_takeover_with_orphan(void)
     obj_path(path, sizeof(path), "sp/", x);
     ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
     free(o);
-    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
-    ASSERT(again == NULL);
+    sp_refused_untouched(err, sizeof(err));
     ASSERT(strstr(err, "another writer took the log over") != NULL);
     /* With W recorded the open follows the chain from it; without (an older spool), the
      * highest epoch among the objects holding X decides. */
@@ -832,8 +861,7 @@ static uint64_t sp_raise_epoch(uint64_t by)
 static void sp_open_refused(void)
 {
     char err[1024];
-    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
-    ASSERT(again == NULL);
+    sp_refused_untouched(err, sizeof(err));
     ASSERT(strstr(err, "another writer took the log over") != NULL);
     ASSERT(strstr(err, "in an object of epoch") != NULL);
 }
@@ -945,6 +973,44 @@ static void takeover_after_what_the_spool_knew_durable(void)
     uint64_t q = sp_raise_epoch(1) + 1; /* Q took the next epoch */
     sp_plant(f0 + 100, 50, q, 0, "Q's commit");
     sp_open_refused();
+    sp_rm_dir();
+}
+
+/* The log moves between the spool's check and writer_open: the check is given again on
+ * the log writer_open found. The spool holds P's commits F+100..F+299 locally durable;
+ * when the open first looks, the log ends at F+99 (a replay: fine). Then, before
+ * writer_open, another host's run Q puts F+100..F+149 on the chain. Checked only on the
+ * first look, the open trimmed F+100..F+149 as in S3 (Q's bytes stood there). */
+extern void (*stage_test_after_precheck)(void);
+static uint64_t mv_first, mv_q;
+
+static void mv_plant_q(void)
+{
+    mv_q = sp_raise_epoch(1) + 1;
+    sp_plant(mv_first + 100, 50, mv_q, 0, "Q's commit");
+}
+
+static void log_moving_after_the_check_is_checked_again(void)
+{
+    char err[1024];
+    sp_fresh_dir();
+    s3c_stage *p = sp_open_ok(64LL << 20);
+    mv_first = sp_first_seq(p);
+    ASSERT_EQ(sp_submit(p, mv_first, 0, 100, 10000), 0);
+    ASSERT_EQ(s3c_wait_durable(p, mv_first + 99, 10000), 0);
+    mock_faults(&mock, OUTAGE);
+    for (uint64_t i = 100; i < 300; i++) { /* one commit a chunk: a frame starts at F+150 */
+        ASSERT_EQ(sp_submit(p, mv_first, i, i + 1, 10000), 0);
+        ASSERT_EQ(s3c_wait_local(p, mv_first + i, 10000), 0);
+    }
+    ASSERT_EQ(s3c_stage_close(p, NULL), S3C_ETIMEDOUT);
+    mock_faults(&mock, HEALED);
+    stage_test_after_precheck = mv_plant_q;
+    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+    stage_test_after_precheck = NULL;
+    ASSERT(mv_q > 0); /* the first look passed, and Q came after it */
+    ASSERT(again == NULL);
+    ASSERT(strstr(err, "another writer took the log over") != NULL);
     sp_rm_dir();
 }
 
@@ -1444,9 +1510,8 @@ static void sk_refused(const char *prefix, const char *log_end)
     char err[1024];
     const char *was = sp_prefix;
     sp_prefix = prefix;
-    s3c_stage *st = sp_open(64LL << 20, err, sizeof(err));
+    sp_refused_untouched(err, sizeof(err));
     sp_prefix = was;
-    ASSERT(st == NULL);
     ASSERT(strstr(err, "acknowledged commits are missing") != NULL);
     ASSERT(strstr(err, "seqs up to 10") != NULL);
     ASSERT(strstr(err, log_end) != NULL);
@@ -1492,6 +1557,7 @@ int main(void)
     RUN(takeover_with_an_orphan_of_the_spools_epoch);
     RUN(takeover_through_the_gap_of_a_replay);
     RUN(takeover_after_what_the_spool_knew_durable);
+    RUN(log_moving_after_the_check_is_checked_again);
     RUN(long_chunks_many_segments);
     RUN(recycled_segments_never_read_old_frames);
     RUN(skips_what_s3_took_first);
