@@ -409,8 +409,14 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
     if (last > 0 && !stage_seen_same(&now, &st->seen)) {
         S3C_LOG(S3C_LOG_INFO,
                 "event=spool_recheck recovered_seq=%" PRIu64 " peeked_seq=%" PRIu64
-                " msg=\"the log moved since the spool was checked: checking again\"",
-                w, st->seen.recovered_seq);
+                " chain_start_epoch=%" PRIu64 " peeked_start_epoch=%" PRIu64 " found_epoch=%" PRIu64
+                " peeked_found_epoch=%" PRIu64 " found_seq=%" PRIu64 " peeked_found_seq=%" PRIu64
+                " max_batch=%" PRIu64 " peeked_max_batch=%" PRIu64
+                " msg=\"the log or its manifest changed since the spool was checked: "
+                "checking again\"",
+                w, st->seen.recovered_seq, now.chain_start_epoch, st->seen.chain_start_epoch,
+                now.found_epoch, st->seen.found_epoch, now.found_seq, st->seen.found_seq,
+                now.max_batch_commits, st->seen.max_batch_commits);
         int rc = stage_spool_verdict(st, err, errlen);
         if (rc != 0)
             return rc;
@@ -425,8 +431,11 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
         at = pos;
         if (rc == 0)
             rc = spool_read(st->spool, &at, &f, NULL, 0, err, errlen);
-        if (rc == S3C_EEND) /* the verdict on this log found it */
-            snprintf(err, errlen, "spool.dir %s: no commit at seq %" PRIu64 " any more",
+        if (rc == S3C_EEND) /* the verdict on this very W found it: a bug if not */
+            snprintf(err, errlen,
+                     "spool.dir %s: internal error: the commit at seq %" PRIu64 " was found "
+                     "by the check and not by the replay; please report it (nothing was "
+                     "sent)",
                      st->cfg.spool.dir, w + 1);
         if (rc != 0)
             return rc;

@@ -128,8 +128,8 @@ static void sp_read_back(uint64_t first_seq, uint64_t n)
     s3c_reader *r;
     unsigned char want[4096];
     snprintf(json, sizeof(json),
-             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"sp/\"}}",
-             mock.endpoint);
+             "{\"s3\":{\"endpoint\":\"%s\",\"bucket\":\"commits\",\"prefix\":\"%s\"}}",
+             mock.endpoint, sp_prefix);
     ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, sizeof(err)), 0);
     struct s3c_reader_opts o = {.from_seq = first_seq, .to_seq = first_seq + n - 1};
     ASSERT_EQ(s3c_reader_open(cfg, &o, &r, err, sizeof(err)), 0);
@@ -605,6 +605,52 @@ static void next_open_replays(void)
     sp_rm_dir();
 }
 
+/* The manifest is lost while the spool holds commits S3 does not have: writer_open finds
+ * the chain's epoch above the manifest's and takes another, so what it found differs
+ * from what the spool was checked on (its own manifest), and the check runs again. It
+ * must pass again, and the replay put everything in the log. */
+static _Atomic int mf_rechecks, mf_epoch_behind;
+
+static void mf_log(void *ctx, enum s3c_log_level level, const char *msg)
+{
+    (void)ctx, (void)level;
+    if (strstr(msg, "event=spool_recheck"))
+        atomic_fetch_add(&mf_rechecks, 1);
+    if (strstr(msg, "event=epoch_behind_chain"))
+        atomic_fetch_add(&mf_epoch_behind, 1);
+}
+
+static void replay_after_the_manifest_was_lost(void)
+{
+    const char *was = sp_prefix;
+    sp_prefix = "sp-nomf/";
+    sp_fresh_dir();
+    s3c_stage *st = sp_open_ok(64LL << 20);
+    uint64_t first = sp_first_seq(st);
+    ASSERT_EQ(sp_submit(st, first, 0, 100, 10000), 0);
+    ASSERT_EQ(s3c_wait_durable(st, first + 99, 10000), 0);
+    mock_faults(&mock, "{\"error_rate\":1.0,\"error_status\":503,\"key_prefix\":\"sp-nomf/log/\"}");
+    ASSERT_EQ(sp_submit(st, first, 100, 400, 10000), 0);
+    ASSERT_EQ(s3c_wait_local(st, first + 399, 10000), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), S3C_ETIMEDOUT);
+    mock_faults(&mock, HEALED);
+    ASSERT_EQ(raw_http(&mock, "DELETE", "/commits/sp-nomf/manifest.json", NULL, 0, NULL), 204);
+
+    s3c_set_log(mf_log, NULL, S3C_LOG_INFO);
+    st = sp_open_ok(64LL << 20);
+    s3c_set_log(NULL, NULL, S3C_LOG_ERROR);
+    ASSERT_EQ(atomic_load(&mf_epoch_behind), 1);
+    ASSERT_EQ(atomic_load(&mf_rechecks), 1); /* checked again, and passed */
+    struct s3c_stage_info info;
+    ASSERT_EQ(s3c_stage_info(st, &info), 0);
+    ASSERT_UEQ(info.control_seq, first + 400); /* after the spool */
+    ASSERT_EQ(s3c_wait_durable(st, first + 400, 20000), 0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    sp_read_back(first, 400);
+    sp_prefix = was;
+    sp_rm_dir();
+}
+
 /* The same on a filesystem that refuses O_DIRECT (EINVAL at open): the spool writes
  * through the page cache, and an outage, a close and a replay lose nothing. */
 static int sp_open_nodirect(const char *path, int flags, mode_t mode)
@@ -728,7 +774,11 @@ static void takeover_strands_the_spool(void)
     ASSERT_EQ(s3c_stage_close(a, &rep), S3C_ETIMEDOUT);
     ASSERT_GE(rep.local_seq, first + 299);
     mock_faults(&mock, HEALED);
-    s3c_stage *b = sp_open(0, err, sizeof(err)); /* another host: no spool */
+    /* Another host: no spool. Its manifest and heartbeat writes wait an hour, so the
+     * listings before and after the refused open below see only what that open writes. */
+    sp_extra = ",\"manifest_interval_ms\":3600000,\"writer_heartbeat_interval_ms\":3600000";
+    s3c_stage *b = sp_open(0, err, sizeof(err));
+    sp_extra = "";
     ASSERT(b != NULL);
     uint64_t bfirst = sp_first_seq(b);
     ASSERT_UEQ(bfirst, first + 1); /* it continues from the log, over the spool's seqs */
@@ -1550,6 +1600,7 @@ int main(void)
     RUN(handed_off_writes_stay_in_order);
     RUN(second_stage_refused);
     RUN(next_open_replays);
+    RUN(replay_after_the_manifest_was_lost);
     RUN(next_open_replays_without_o_direct);
     RUN(preparer_refused_o_direct_leaves_writer_alone);
     RUN(preparer_paces_its_zeros);
