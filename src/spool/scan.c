@@ -123,11 +123,48 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
 struct spool_scanner {
     unsigned char *buf;
     size_t cap;
-    uint64_t last; /* the last data seq so far (0: none) */
-    bool zero_end; /* the segment just checked ends in zeros (a prepared one): not a cut */
-    bool clean;    /* its frames end where the writer left them: an END frame, its padding,
-                    * or a recycled file's old bytes (a tagged segment); not a cut */
+    uint64_t last;  /* the last data seq so far (0: none) */
+    bool zero_end;  /* the segment just checked ends in zeros (a prepared one): not a cut */
+    bool clean;     /* its frames end where the writer left them: an END frame, its padding,
+                     * or a recycled file's old bytes (a tagged segment); not a cut */
+    unsigned newer; /* the type of a frame a newer s3commit wrote, found here (0: none) */
 };
+
+/* A header spool_frame_decode refused (h: a whole one, at off): a frame of a type added
+ * after this version, whose CRC holds by the rule every version keeps (header bytes 0-39,
+ * the tag, the payload: a new kind of frame comes as a new type, with SPOOL_CRC_PAYLOAD);
+ * or, in a tagged segment, a frame of another life (a recycled file's old bytes); or
+ * neither (a torn or damaged write). */
+enum spool_unknown { UNKNOWN_TORN, UNKNOWN_NEWER, UNKNOWN_OLD_LIFE };
+
+static enum spool_unknown spool_unknown_frame(int fd, const unsigned char *h, uint64_t off,
+                                              uint64_t size, bool tagged, uint32_t tag,
+                                              struct spool_scanner *sc)
+{
+    uint32_t magic, len, crc, ftag;
+    memcpy(&magic, h, 4);
+    memcpy(&len, h + 8, 4);
+    memcpy(&crc, h + 40, 4);
+    memcpy(&ftag, h + 44, 4);
+    unsigned type = h[4], flags = h[5];
+    if (magic != SPOOL_MAGIC || type <= SPOOL_SKIP || !(flags & SPOOL_CRC_PAYLOAD) ||
+        (flags & ~(SPOOL_CRC_PAYLOAD | SPOOL_CRC_TAG)))
+        return UNKNOWN_TORN;
+    if (tagged && (!(flags & SPOOL_CRC_TAG) || ftag != tag))
+        return UNKNOWN_OLD_LIFE; /* as spool_tagged_end takes a known frame of another tag */
+    if (len > size - off - SPOOL_FRAME_HEADER)
+        return UNKNOWN_TORN;
+    if (len > sc->cap) {
+        unsigned char *b = realloc(sc->buf, len);
+        if (!b)
+            return UNKNOWN_TORN;
+        sc->buf = b, sc->cap = len;
+    }
+    if (pread(fd, sc->buf, len, (off_t)(off + SPOOL_FRAME_HEADER)) != (ssize_t)len ||
+        crc32c_update(spool_frame_head_crc(h), sc->buf, len) != crc)
+        return UNKNOWN_TORN;
+    return UNKNOWN_NEWER;
+}
 
 /* Whether the bytes at off of a tagged segment (h: the n there, up to a header) are where
  * the writer left off rather than a frame (good or torn, which the caller checks). The
@@ -229,6 +266,13 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
         }
         if (spool_frame_decode(h, &f, &crc) != 0 || f.type == SPOOL_BEGIN ||
             (f.type == SPOOL_END && !tagged)) {
+            enum spool_unknown u = spool_unknown_frame(fd, h, off, size, tagged, tag, sc);
+            if (u == UNKNOWN_OLD_LIFE) {
+                sc->clean = true;
+                return off;
+            }
+            if (u == UNKNOWN_NEWER)
+                sc->newer = h[4];
             snprintf(why, whylen, "not a valid frame header");
             return off;
         }
@@ -352,6 +396,20 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
         uint64_t size = (uint64_t)stt.st_size;
         size_t nseals = sp->nseals;
         uint64_t good = spool_scan_seg(sp, fd, size, &sg, &sc, scan, why, sizeof(why));
+        if (sc.newer) {
+            /* Not a torn write: cutting it would drop what a newer run wrote after it. */
+            snprintf(err, errlen,
+                     "spool.dir %s: %s holds at offset %" PRIu64 " a frame of type %u, which "
+                     "this s3commit (%s) does not know: a newer s3commit wrote it; open the "
+                     "spool with that version, or move spool.dir aside (keep it: it holds "
+                     "commits); nothing was cut",
+                     sp->dir, path, good, sc.newer, s3c_version());
+            S3C_LOG(S3C_LOG_ERROR, "event=spool_newer_frame path=%s offset=%" PRIu64 " type=%u",
+                    path, good, sc.newer);
+            close(fd);
+            rc = S3C_EFORMAT;
+            break;
+        }
         /* What survived a crash of the process may not have reached the disk yet. */
         if (good > 0 && fdatasync(fd) != 0) {
             snprintf(err, errlen, "spool: fdatasync of %s failed: %s", path, strerror(errno));

@@ -72,7 +72,8 @@ static void sc_rm(void);
 
 static _Atomic uint64_t sc_w; /* W for a spool whose threads run: nothing passes it */
 
-static struct spool *sc_open_io(struct spool_scan *scan, const struct spool_io *io)
+static int sc_try_open(struct spool_scan *scan, const struct spool_io *io, struct spool **sp,
+                       char *err, size_t errlen)
 {
     struct spool_opts o = {.io = io,
                            .w = &sc_w,
@@ -81,9 +82,14 @@ static struct spool *sc_open_io(struct spool_scan *scan, const struct spool_io *
                            .segment_bytes = 1u << 20,
                            .queue = 16,
                            .notify_fd = -1};
+    return spool_open(&o, sp, scan, err, errlen);
+}
+
+static struct spool *sc_open_io(struct spool_scan *scan, const struct spool_io *io)
+{
     struct spool *sp;
     char err[512];
-    if (spool_open(&o, &sp, scan, err, sizeof(err)) != 0)
+    if (sc_try_open(scan, io, &sp, err, sizeof(err)) != 0)
         TEST_FAIL_("spool_open: %s", err);
     return sp;
 }
@@ -466,8 +472,8 @@ static void sc_skip(unsigned char *b, size_t *n, uint64_t first, uint64_t last, 
 }
 
 /* Writes segment 5 (tag 0x5c1b): BEGIN, OBJECT 5, SKIP 6..9, OBJECT 10, SKIP 11..11,
- * OBJECT 12, then the frame bad (NULL: none) and OBJECT 13 after it, and opens it. */
-static struct spool *sc_with_skips(struct spool_scan *scan, void (*bad)(unsigned char *, size_t *))
+ * OBJECT 12, then the frame bad (NULL: none) and OBJECT 13 after it. */
+static void sc_write_skips(void (*bad)(unsigned char *, size_t *))
 {
     sc_fresh();
     unsigned char b[2048];
@@ -487,6 +493,12 @@ static struct spool *sc_with_skips(struct spool_scan *scan, void (*bad)(unsigned
     ASSERT(f != NULL);
     ASSERT_EQ(fwrite(b, 1, n, f), n);
     ASSERT_EQ(fclose(f), 0);
+}
+
+/* The same, opened. */
+static struct spool *sc_with_skips(struct spool_scan *scan, void (*bad)(unsigned char *, size_t *))
+{
+    sc_write_skips(bad);
     return sc_open(scan);
 }
 
@@ -543,6 +555,66 @@ static void skip_frames_hold_seqs_and_anchor_w(void)
         spool_free(sp);
         sc_rm();
     }
+}
+
+/* A frame of type 9, which this version does not know, as a newer s3commit that added a
+ * kind of frame would write it (seq 13, 40 bytes, this life's tag, its CRC right); torn
+ * (a payload byte changed); and of another life (a recycled file's old frame). */
+static void sc_newer(unsigned char *b, size_t *n)
+{
+    sc_tagged(b, n, (enum spool_type)9, 13, 40, 0x5c1b);
+}
+
+static void sc_newer_torn(unsigned char *b, size_t *n)
+{
+    size_t at = *n;
+    sc_newer(b, n);
+    b[at + SPOOL_FRAME_HEADER + 3] ^= 0x10;
+}
+
+static void sc_newer_old_life(unsigned char *b, size_t *n)
+{
+    sc_tagged(b, n, (enum spool_type)9, 13, 40, 0x01d1fe);
+}
+
+/* A newer s3commit's frame is not a torn write: cutting it (as every version before this
+ * rule did with a type it did not know) would drop what the newer run acknowledged after
+ * it. The open refuses, names the frame and the fix, and leaves the segment as it was. A
+ * frame of that type whose CRC fails is a torn write (cut); one of another life in a
+ * recycled file is where the new life ends (not a cut). */
+static void newer_frames_refuse_the_open(void)
+{
+    struct spool_scan scan;
+    struct spool *sp = NULL;
+    char err[512];
+    sc_fresh();
+    sc_write_skips(sc_newer);
+    size_t was_len, now_len;
+    unsigned char *was = sc_slurp(5, &was_len);
+    ASSERT_EQ(sc_try_open(&scan, NULL, &sp, err, sizeof(err)), S3C_EFORMAT);
+    ASSERT(sp == NULL);
+    ASSERT(strstr(err, "a frame of type 9") != NULL);
+    ASSERT(strstr(err, "a newer s3commit wrote it") != NULL);
+    ASSERT(strstr(err, "nothing was cut") != NULL);
+    unsigned char *now = sc_slurp(5, &now_len);
+    ASSERT_UEQ(now_len, was_len);
+    ASSERT_MEM_EQ(now, was, was_len);
+    free(was);
+    free(now);
+    sc_rm();
+
+    sp = sc_with_skips(&scan, sc_newer_torn);
+    ASSERT(scan.cut);
+    ASSERT(strstr(scan.cut_what, "not a valid frame header") != NULL);
+    ASSERT_UEQ(scan.last_seq, 12);
+    spool_free(sp);
+    sc_rm();
+
+    sp = sc_with_skips(&scan, sc_newer_old_life);
+    ASSERT(!scan.cut);
+    ASSERT_UEQ(scan.last_seq, 12);
+    spool_free(sp);
+    sc_rm();
 }
 
 /* An old life of a segment file named old: BEGIN, OBJECT frames from seq old on (100-byte
@@ -787,5 +859,6 @@ int main(void)
     RUN(failed_cut_fails_the_open);
     RUN(read_started_again_when_its_segment_goes);
     RUN(skip_frames_hold_seqs_and_anchor_w);
+    RUN(newer_frames_refuse_the_open);
     return 0;
 }
