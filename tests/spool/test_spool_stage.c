@@ -1005,21 +1005,29 @@ static void takeover_through_the_gap_of_a_replay(void)
  * which trimmed F+100..F+149 as in S3 (Q's bytes stood there) and sent the rest after them.
  * Now the chain is followed from F+99, the W the spool's frames recorded, and Q's object
  * is found where the spool holds P's commits. */
-static void takeover_after_what_the_spool_knew_durable(void)
+/* Run P on a fresh spool: F..F+99 durable in S3 (an object ends at F+99), then in an
+ * outage F+100..F+299 locally durable only, one commit a chunk (so a frame starts at
+ * F+150); closed. Returns F. */
+static uint64_t sp_p_strands_200(void)
 {
     sp_fresh_dir();
     s3c_stage *p = sp_open_ok(64LL << 20);
     uint64_t f0 = sp_first_seq(p);
     ASSERT_EQ(sp_submit(p, f0, 0, 100, 10000), 0);
-    ASSERT_EQ(s3c_wait_durable(p, f0 + 99, 10000), 0); /* an object ends at F+99 */
+    ASSERT_EQ(s3c_wait_durable(p, f0 + 99, 10000), 0);
     mock_faults(&mock, OUTAGE);
-    for (uint64_t i = 100; i < 300; i++) { /* one commit a chunk: a frame starts at F+150 */
+    for (uint64_t i = 100; i < 300; i++) {
         ASSERT_EQ(sp_submit(p, f0, i, i + 1, 10000), 0);
         ASSERT_EQ(s3c_wait_local(p, f0 + i, 10000), 0);
     }
     ASSERT_EQ(s3c_stage_close(p, NULL), S3C_ETIMEDOUT);
     mock_faults(&mock, HEALED);
+    return f0;
+}
 
+static void takeover_after_what_the_spool_knew_durable(void)
+{
+    uint64_t f0 = sp_p_strands_200();
     uint64_t q = sp_raise_epoch(1) + 1; /* Q took the next epoch */
     sp_plant(f0 + 100, 50, q, 0, "Q's commit");
     sp_open_refused();
@@ -1043,18 +1051,7 @@ static void mv_plant_q(void)
 static void log_moving_after_the_check_is_checked_again(void)
 {
     char err[1024];
-    sp_fresh_dir();
-    s3c_stage *p = sp_open_ok(64LL << 20);
-    mv_first = sp_first_seq(p);
-    ASSERT_EQ(sp_submit(p, mv_first, 0, 100, 10000), 0);
-    ASSERT_EQ(s3c_wait_durable(p, mv_first + 99, 10000), 0);
-    mock_faults(&mock, OUTAGE);
-    for (uint64_t i = 100; i < 300; i++) { /* one commit a chunk: a frame starts at F+150 */
-        ASSERT_EQ(sp_submit(p, mv_first, i, i + 1, 10000), 0);
-        ASSERT_EQ(s3c_wait_local(p, mv_first + i, 10000), 0);
-    }
-    ASSERT_EQ(s3c_stage_close(p, NULL), S3C_ETIMEDOUT);
-    mock_faults(&mock, HEALED);
+    mv_first = sp_p_strands_200();
     stage_test_after_precheck = mv_plant_q;
     s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
     stage_test_after_precheck = NULL;
