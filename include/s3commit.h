@@ -52,7 +52,7 @@ enum {
     S3C_EEXISTS = -12,  /* a conditional write found the key already there */
     S3C_ECORRUPT = -13, /* data read back failed a format or CRC check */
     S3C_EFENCED = -14,  /* a newer writer took over the log: this stage acknowledges no more */
-    S3C_EFORMAT = -15,  /* the prefix holds a log of another layout version */
+    S3C_EFORMAT = -15,  /* a log (the prefix) or a spool of another format version */
     S3C_EEND = -16,     /* a reader reached the end of the log (or its to_seq) */
 };
 

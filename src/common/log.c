@@ -68,7 +68,7 @@ const char *s3c_strerror(int err)
     case S3C_EEXISTS: return "object already exists";
     case S3C_ECORRUPT: return "object failed its format or CRC check";
     case S3C_EFENCED: return "fenced: a newer writer owns the log";
-    case S3C_EFORMAT: return "the prefix holds a log of another layout version";
+    case S3C_EFORMAT: return "a log or spool of another format version";
     case S3C_EEND: return "the end of the log";
     default: return "unknown error";
     }

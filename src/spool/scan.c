@@ -128,7 +128,21 @@ struct spool_scanner {
     bool clean;     /* its frames end where the writer left them: an END frame, its padding,
                      * or a recycled file's old bytes (a tagged segment); not a cut */
     unsigned newer; /* the type of a frame a newer s3commit wrote, found here (0: none) */
+    const struct spool_io *io; /* its reads */
+    int err; /* S3C_EIO or S3C_ENOMEM: the scan itself failed here (a read, memory),
+              * which says nothing about the frames: the open fails, nothing is cut */
 };
+
+/* The scan cannot go on at this point for a reason of its own, not of the bytes. */
+static void spool_scan_fail(struct spool_scanner *sc, int rc, char *why, size_t whylen,
+                            const char *what)
+{
+    sc->err = rc;
+    snprintf(why, whylen, "%s: %s", what,
+             rc == S3C_ENOMEM ? "out of memory"
+             : errno          ? strerror(errno)
+                              : "a short read");
+}
 
 /* A header spool_frame_decode refused (h: a whole one, at off): a frame of a type added
  * after this version, whose CRC holds by the rule every version keeps (header bytes 0-39,
@@ -156,14 +170,18 @@ static enum spool_unknown spool_unknown_frame(int fd, const unsigned char *h, ui
         return UNKNOWN_TORN;
     if (len > sc->cap) {
         unsigned char *b = realloc(sc->buf, len);
-        if (!b)
+        if (!b) {
+            sc->err = S3C_ENOMEM;
             return UNKNOWN_TORN;
+        }
         sc->buf = b, sc->cap = len;
     }
-    if (pread(fd, sc->buf, len, (off_t)(off + SPOOL_FRAME_HEADER)) != (ssize_t)len ||
-        crc32c_update(spool_frame_head_crc(h), sc->buf, len) != crc)
+    if (sc->io->pread(fd, sc->buf, len, (off_t)(off + SPOOL_FRAME_HEADER)) != (ssize_t)len) {
+        sc->err = S3C_EIO;
         return UNKNOWN_TORN;
-    return UNKNOWN_NEWER;
+    }
+    return crc32c_update(spool_frame_head_crc(h), sc->buf, len) == crc ? UNKNOWN_NEWER
+                                                                       : UNKNOWN_TORN;
 }
 
 /* Whether the bytes at off of a tagged segment (h: the n there, up to a header) are where
@@ -194,14 +212,18 @@ static bool spool_zero_from(int fd, uint64_t off, uint64_t size, struct spool_sc
 {
     if (sc->cap < SPOOL_PREP_CHUNK) {
         unsigned char *b = realloc(sc->buf, SPOOL_PREP_CHUNK);
-        if (!b)
+        if (!b) {
+            sc->err = S3C_ENOMEM;
             return false;
+        }
         sc->buf = b, sc->cap = SPOOL_PREP_CHUNK;
     }
     while (off < size) {
         size_t n = size - off < SPOOL_PREP_CHUNK ? (size_t)(size - off) : SPOOL_PREP_CHUNK;
-        if (pread(fd, sc->buf, n, (off_t)off) != (ssize_t)n)
+        if (sc->io->pread(fd, sc->buf, n, (off_t)off) != (ssize_t)n) {
+            sc->err = S3C_EIO;
             return false;
+        }
         for (size_t i = 0; i < n; i++)
             if (sc->buf[i])
                 return false;
@@ -220,13 +242,15 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
     bool tagged = false;
     uint32_t tag = 0;
     sc->zero_end = sc->clean = false;
+    sc->err = 0;
     while (off < size) {
         unsigned char h[SPOOL_FRAME_HEADER];
         struct spool_frame f;
         uint32_t crc;
         size_t n = size - off < sizeof(h) ? (size_t)(size - off) : sizeof(h);
-        if (pread(fd, h, n, (off_t)off) != (ssize_t)n) {
-            snprintf(why, whylen, "unreadable: %s", strerror(errno));
+        errno = 0;
+        if (sc->io->pread(fd, h, n, (off_t)off) != (ssize_t)n) {
+            spool_scan_fail(sc, S3C_EIO, why, whylen, "reading a frame header");
             return off;
         }
         if (off == 0 && n == sizeof(h) && spool_frame_decode(h, &f, &crc) == 0 &&
@@ -260,6 +284,10 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             sc->zero_end = true;
             return off;
         }
+        if (sc->err) {
+            spool_scan_fail(sc, sc->err, why, whylen, "reading the bytes after the frames");
+            return off;
+        }
         if (size - off < SPOOL_FRAME_HEADER) {
             snprintf(why, whylen, "a frame header cut short (%" PRIu64 " bytes)", size - off);
             return off;
@@ -267,6 +295,10 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
         if (spool_frame_decode(h, &f, &crc) != 0 || f.type == SPOOL_BEGIN ||
             (f.type == SPOOL_END && !tagged)) {
             enum spool_unknown u = spool_unknown_frame(fd, h, off, size, tagged, tag, sc);
+            if (sc->err) {
+                spool_scan_fail(sc, sc->err, why, whylen, "reading a frame");
+                return off;
+            }
             if (u == UNKNOWN_OLD_LIFE) {
                 sc->clean = true;
                 return off;
@@ -294,13 +326,17 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
         if (f.len > sc->cap) {
             unsigned char *b = realloc(sc->buf, f.len);
             if (!b) {
-                snprintf(why, whylen, "out of memory reading a frame of %" PRIu32 " bytes", f.len);
+                spool_scan_fail(sc, S3C_ENOMEM, why, whylen, "reading a frame");
                 return off;
             }
             sc->buf = b, sc->cap = f.len;
         }
-        if (pread(fd, sc->buf, f.len, (off_t)(off + SPOOL_FRAME_HEADER)) != (ssize_t)f.len ||
-            !spool_frame_check(h, &f, crc, sc->buf)) {
+        if (sc->io->pread(fd, sc->buf, f.len, (off_t)(off + SPOOL_FRAME_HEADER)) !=
+            (ssize_t)f.len) {
+            spool_scan_fail(sc, S3C_EIO, why, whylen, "reading a frame");
+            return off;
+        }
+        if (!spool_frame_check(h, &f, crc, sc->buf)) {
             snprintf(why, whylen, "CRC mismatch (a torn or damaged write)");
             return off;
         }
@@ -325,7 +361,7 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             if (sp->nseals % 256 == 0) {
                 struct spool_seal *s = realloc(sp->seals, (sp->nseals + 256) * sizeof(*s));
                 if (!s) {
-                    snprintf(why, whylen, "out of memory");
+                    spool_scan_fail(sc, S3C_ENOMEM, why, whylen, "keeping a seal");
                     return off;
                 }
                 sp->seals = s;
@@ -379,7 +415,7 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
     int rc = spool_list(sp, &names, &n, err, errlen);
     if (rc != 0)
         return rc;
-    struct spool_scanner sc = {0};
+    struct spool_scanner sc = {.io = &sp->io};
     for (size_t i = 0; i < n && rc == 0; i++) {
         char path[600], why[200] = "";
         struct stat stt;
@@ -396,13 +432,22 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
         uint64_t size = (uint64_t)stt.st_size;
         size_t nseals = sp->nseals;
         uint64_t good = spool_scan_seg(sp, fd, size, &sg, &sc, scan, why, sizeof(why));
+        if (sc.err) {
+            snprintf(err, errlen,
+                     "spool.dir %s: cannot check %s at offset %" PRIu64 ": %s; nothing was cut "
+                     "(fix the cause and open again)",
+                     sp->dir, path, good, why);
+            close(fd);
+            rc = sc.err;
+            break;
+        }
         if (sc.newer) {
             /* Not a torn write: cutting it would drop what a newer run wrote after it. */
             snprintf(err, errlen,
                      "spool.dir %s: %s holds at offset %" PRIu64 " a frame of type %u, which "
                      "this s3commit (%s) does not know: a newer s3commit wrote it; open the "
-                     "spool with that version, or move spool.dir aside (keep it: it holds "
-                     "commits); nothing was cut",
+                     "spool with that version, or move spool.dir aside (keep it: it may hold "
+                     "commits S3 does not have); nothing was cut",
                      sp->dir, path, good, sc.newer, s3c_version());
             S3C_LOG(S3C_LOG_ERROR, "event=spool_newer_frame path=%s offset=%" PRIu64 " type=%u",
                     path, good, sc.newer);

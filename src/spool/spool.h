@@ -138,7 +138,8 @@ struct spool;
 
 /* Creates the directory if needed, locks it (a second process is refused with a message
  * naming the holder's pid), checks every segment and cuts a torn tail. The thread is not
- * started yet. Returns 0, S3C_EIO (err says which path and why) or S3C_ENOMEM. */
+ * started yet. Returns 0, S3C_EIO (err says which path and why; a read the scan could not
+ * make cuts nothing), S3C_ENOMEM, or S3C_EFORMAT (a frame of a newer version: nothing cut). */
 int spool_open(const struct spool_opts *o, struct spool **out, struct spool_scan *scan, char *err,
                size_t errlen);
 

@@ -587,18 +587,25 @@ static void newer_frames_refuse_the_open(void)
     struct spool_scan scan;
     struct spool *sp = NULL;
     char err[512];
-    sc_fresh();
     sc_write_skips(sc_newer);
+    off_t next = sc_size(5);
+    sc_segment(14, 14, 15, 0, NULL); /* a later segment: a cut would delete it */
     size_t was_len, now_len;
     unsigned char *was = sc_slurp(5, &was_len);
     ASSERT_EQ(sc_try_open(&scan, NULL, &sp, err, sizeof(err)), S3C_EFORMAT);
     ASSERT(sp == NULL);
+    ASSERT(strstr(err, "00000000000000000005.seg") != NULL);
     ASSERT(strstr(err, "a frame of type 9") != NULL);
     ASSERT(strstr(err, "a newer s3commit wrote it") != NULL);
     ASSERT(strstr(err, "nothing was cut") != NULL);
+    char at[64];
+    /* the type 9 frame (48 + 40 bytes), then OBJECT 13 (48 + 104) end the segment */
+    snprintf(at, sizeof(at), "at offset %lld ", (long long)next - 88 - 152);
+    ASSERT(strstr(err, at) != NULL);
     unsigned char *now = sc_slurp(5, &now_len);
     ASSERT_UEQ(now_len, was_len);
     ASSERT_MEM_EQ(now, was, was_len);
+    ASSERT(sc_size(14) > 0);
     free(was);
     free(now);
     sc_rm();
@@ -613,6 +620,42 @@ static void newer_frames_refuse_the_open(void)
     sp = sc_with_skips(&scan, sc_newer_old_life);
     ASSERT(!scan.cut);
     ASSERT_UEQ(scan.last_seq, 12);
+    spool_free(sp);
+    sc_rm();
+}
+
+/* A read the scan cannot make (EIO), or memory it cannot get, says nothing about the
+ * frames: the open fails, naming the file and the offset, and cuts nothing (before, a
+ * failed read of a frame was taken for a torn write and cut it with everything after). */
+static ssize_t sc_pread_eio_at_304(int fd, void *buf, size_t len, off_t off)
+{
+    if (off == 304) {
+        errno = EIO;
+        return -1;
+    }
+    return pread(fd, buf, len, off);
+}
+
+static void failed_reads_cut_nothing(void)
+{
+    sc_fresh();
+    sc_segment(1, 1, 5, 0, NULL); /* frames of 152 bytes: the third starts at 304 */
+    sc_segment(6, 6, 9, 0, NULL);
+    off_t was1 = sc_size(1), was6 = sc_size(6);
+    struct spool_io io = {.pread = sc_pread_eio_at_304};
+    struct spool *sp = NULL;
+    struct spool_scan scan;
+    char err[512];
+    ASSERT_EQ(sc_try_open(&scan, &io, &sp, err, sizeof(err)), S3C_EIO);
+    ASSERT(sp == NULL);
+    ASSERT(strstr(err, "00000000000000000001.seg at offset 304") != NULL);
+    ASSERT(strstr(err, "Input/output error") != NULL);
+    ASSERT(strstr(err, "nothing was cut") != NULL);
+    ASSERT_EQ(sc_size(1), was1);
+    ASSERT_EQ(sc_size(6), was6);
+    sp = sc_open(&scan); /* the disk mended: everything is there */
+    ASSERT(!scan.cut);
+    ASSERT_UEQ(scan.last_seq, 9);
     spool_free(sp);
     sc_rm();
 }
@@ -860,5 +903,6 @@ int main(void)
     RUN(read_started_again_when_its_segment_goes);
     RUN(skip_frames_hold_seqs_and_anchor_w);
     RUN(newer_frames_refuse_the_open);
+    RUN(failed_reads_cut_nothing);
     return 0;
 }
