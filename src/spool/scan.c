@@ -85,7 +85,14 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
         return S3C_EIO;
     }
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    int eno;
+    for (;;) {
+        errno = 0; /* readdir's end leaves it alone; an error sets it */
+        e = readdir(d);
+        if (!e) {
+            eno = errno;
+            break;
+        }
         char *end;
         if (strlen(e->d_name) != 24)
             continue;
@@ -108,11 +115,21 @@ static int spool_list(struct spool *sp, uint64_t **out, size_t *n, char *err, si
             uint64_t *m = realloc(*out, cap * sizeof(*m));
             if (!m) {
                 closedir(d);
+                free(*out);
+                *out = NULL;
+                snprintf(err, errlen, "spool.dir %s: out of memory listing it", sp->dir);
                 return S3C_ENOMEM;
             }
             *out = m;
         }
         (*out)[(*n)++] = v;
+    }
+    if (eno != 0) { /* a listing cut short would leave segments unread */
+        snprintf(err, errlen, "spool.dir %s: cannot list it: %s", sp->dir, strerror(eno));
+        closedir(d);
+        free(*out);
+        *out = NULL;
+        return S3C_EIO;
     }
     closedir(d);
     if (*n > 1)
@@ -129,19 +146,41 @@ struct spool_scanner {
                      * or a recycled file's old bytes (a tagged segment); not a cut */
     unsigned newer; /* the type of a frame a newer s3commit wrote, found here (0: none) */
     const struct spool_io *io; /* its reads */
-    int err; /* S3C_EIO or S3C_ENOMEM: the scan itself failed here (a read, memory),
-              * which says nothing about the frames: the open fails, nothing is cut */
+    int err; /* S3C_EIO or S3C_ENOMEM: the scan itself failed here (a read, memory), which
+              * says nothing about the frames: the open fails, nothing is cut */
+    struct {
+        uint64_t off;
+        size_t len;
+        ssize_t got;
+        int eno;
+    } rd; /* the read that failed (err S3C_EIO) */
 };
 
-/* The scan cannot go on at this point for a reason of its own, not of the bytes. */
-static void spool_scan_fail(struct spool_scanner *sc, int rc, char *why, size_t whylen,
-                            const char *what)
+/* Reads len bytes at off, all of them; a read that fails or comes short is the scan's
+ * failure (sc->err), told apart from the bytes it would have read. */
+static bool spool_scan_read(struct spool_scanner *sc, int fd, void *buf, size_t len, uint64_t off)
 {
-    sc->err = rc;
-    snprintf(why, whylen, "%s: %s", what,
-             rc == S3C_ENOMEM ? "out of memory"
-             : errno          ? strerror(errno)
-                              : "a short read");
+    ssize_t got = sc->io->pread(fd, buf, len, (off_t)off);
+    if (got == (ssize_t)len)
+        return true;
+    sc->err = S3C_EIO;
+    sc->rd.off = off, sc->rd.len = len, sc->rd.got = got, sc->rd.eno = got < 0 ? errno : 0;
+    return false;
+}
+
+/* The scan cannot go on here for a reason of its own (sc->err), not of the bytes: says
+ * what it was doing and what failed. */
+static void spool_scan_fail(struct spool_scanner *sc, char *why, size_t whylen, const char *what)
+{
+    if (sc->err == S3C_ENOMEM)
+        snprintf(why, whylen, "%s: out of memory", what);
+    else if (sc->rd.got < 0)
+        snprintf(why, whylen, "%s: reading %zu bytes at offset %" PRIu64 ": %s", what, sc->rd.len,
+                 sc->rd.off, strerror(sc->rd.eno));
+    else
+        snprintf(why, whylen,
+                 "%s: reading %zu bytes at offset %" PRIu64 ": a short read (%zd bytes)", what,
+                 sc->rd.len, sc->rd.off, sc->rd.got);
 }
 
 /* A header spool_frame_decode refused (h: a whole one, at off): a frame of a type added
@@ -176,10 +215,8 @@ static enum spool_unknown spool_unknown_frame(int fd, const unsigned char *h, ui
         }
         sc->buf = b, sc->cap = len;
     }
-    if (sc->io->pread(fd, sc->buf, len, (off_t)(off + SPOOL_FRAME_HEADER)) != (ssize_t)len) {
-        sc->err = S3C_EIO;
+    if (!spool_scan_read(sc, fd, sc->buf, len, off + SPOOL_FRAME_HEADER))
         return UNKNOWN_TORN;
-    }
     return crc32c_update(spool_frame_head_crc(h), sc->buf, len) == crc ? UNKNOWN_NEWER
                                                                        : UNKNOWN_TORN;
 }
@@ -220,10 +257,8 @@ static bool spool_zero_from(int fd, uint64_t off, uint64_t size, struct spool_sc
     }
     while (off < size) {
         size_t n = size - off < SPOOL_PREP_CHUNK ? (size_t)(size - off) : SPOOL_PREP_CHUNK;
-        if (sc->io->pread(fd, sc->buf, n, (off_t)off) != (ssize_t)n) {
-            sc->err = S3C_EIO;
+        if (!spool_scan_read(sc, fd, sc->buf, n, off))
             return false;
-        }
         for (size_t i = 0; i < n; i++)
             if (sc->buf[i])
                 return false;
@@ -248,9 +283,8 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
         struct spool_frame f;
         uint32_t crc;
         size_t n = size - off < sizeof(h) ? (size_t)(size - off) : sizeof(h);
-        errno = 0;
-        if (sc->io->pread(fd, h, n, (off_t)off) != (ssize_t)n) {
-            spool_scan_fail(sc, S3C_EIO, why, whylen, "reading a frame header");
+        if (!spool_scan_read(sc, fd, h, n, off)) {
+            spool_scan_fail(sc, why, whylen, "a frame header");
             return off;
         }
         if (off == 0 && n == sizeof(h) && spool_frame_decode(h, &f, &crc) == 0 &&
@@ -285,7 +319,7 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             return off;
         }
         if (sc->err) {
-            spool_scan_fail(sc, sc->err, why, whylen, "reading the bytes after the frames");
+            spool_scan_fail(sc, why, whylen, "the bytes after the frames");
             return off;
         }
         if (size - off < SPOOL_FRAME_HEADER) {
@@ -296,7 +330,7 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             (f.type == SPOOL_END && !tagged)) {
             enum spool_unknown u = spool_unknown_frame(fd, h, off, size, tagged, tag, sc);
             if (sc->err) {
-                spool_scan_fail(sc, sc->err, why, whylen, "reading a frame");
+                spool_scan_fail(sc, why, whylen, "a frame");
                 return off;
             }
             if (u == UNKNOWN_OLD_LIFE) {
@@ -326,14 +360,14 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
         if (f.len > sc->cap) {
             unsigned char *b = realloc(sc->buf, f.len);
             if (!b) {
-                spool_scan_fail(sc, S3C_ENOMEM, why, whylen, "reading a frame");
+                sc->err = S3C_ENOMEM;
+                spool_scan_fail(sc, why, whylen, "a frame");
                 return off;
             }
             sc->buf = b, sc->cap = f.len;
         }
-        if (sc->io->pread(fd, sc->buf, f.len, (off_t)(off + SPOOL_FRAME_HEADER)) !=
-            (ssize_t)f.len) {
-            spool_scan_fail(sc, S3C_EIO, why, whylen, "reading a frame");
+        if (!spool_scan_read(sc, fd, sc->buf, f.len, off + SPOOL_FRAME_HEADER)) {
+            spool_scan_fail(sc, why, whylen, "a frame");
             return off;
         }
         if (!spool_frame_check(h, &f, crc, sc->buf)) {
@@ -361,7 +395,8 @@ static uint64_t spool_scan_seg(struct spool *sp, int fd, uint64_t size, struct s
             if (sp->nseals % 256 == 0) {
                 struct spool_seal *s = realloc(sp->seals, (sp->nseals + 256) * sizeof(*s));
                 if (!s) {
-                    spool_scan_fail(sc, S3C_ENOMEM, why, whylen, "keeping a seal");
+                    sc->err = S3C_ENOMEM;
+                    spool_scan_fail(sc, why, whylen, "keeping a seal");
                     return off;
                 }
                 sp->seals = s;
@@ -455,10 +490,16 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
             rc = S3C_EFORMAT;
             break;
         }
-        /* What survived a crash of the process may not have reached the disk yet. */
-        if (good > 0 && fdatasync(fd) != 0) {
-            snprintf(err, errlen, "spool: fdatasync of %s failed: %s", path, strerror(errno));
+        /* What survived a crash of the process may not have reached the disk yet. A failed
+         * fdatasync stops the open before any cut: the next one must not find it fine. */
+        if (good > 0 && sp->io.fdatasync(fd) != 0) {
+            snprintf(err, errlen,
+                     "spool.dir %s: fdatasync of %s failed: %s; nothing was cut (fix the disk "
+                     "and open again)",
+                     sp->dir, path, strerror(errno));
+            close(fd);
             rc = S3C_EIO;
+            break;
         }
         close(fd);
         if (good < size && (sc.zero_end || sc.clean)) {
@@ -493,6 +534,7 @@ static int spool_scan_all(struct spool *sp, struct spool_scan *scan, char *err, 
         }
         sg.bytes = good;
         if (spool_seg_add(sp, sg.seg) != 0) {
+            snprintf(err, errlen, "spool.dir %s: out of memory listing its segments", sp->dir);
             rc = S3C_ENOMEM;
             break;
         }

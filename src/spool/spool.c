@@ -1603,8 +1603,15 @@ static int spool_read_once(struct spool *sp, struct spool_pos *pos, struct spool
         fd = spool_reader_fd(sp, pos->seg, err, errlen);
         if (fd < 0)
             return S3C_EIO;
-        if (sp->io.pread(fd, h, sizeof(h), (off_t)pos->off) != (ssize_t)sizeof(h) ||
-            spool_frame_decode(h, f, &crc) != 0 || pos->off + spool_frame_size(f->len) > end) {
+        ssize_t got = sp->io.pread(fd, h, sizeof(h), (off_t)pos->off);
+        if (got != (ssize_t)sizeof(h)) {
+            snprintf(err, errlen,
+                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64
+                     ": cannot read a frame header: %s",
+                     pos->seg, pos->off, got < 0 ? strerror(errno) : "a short read");
+            return S3C_EIO;
+        }
+        if (spool_frame_decode(h, f, &crc) != 0 || pos->off + spool_frame_size(f->len) > end) {
             snprintf(err, errlen,
                      "spool: segment %020" PRIu64 ".seg offset %" PRIu64
                      ": not a valid frame header",
@@ -1623,13 +1630,20 @@ static int spool_read_once(struct spool *sp, struct spool_pos *pos, struct spool
                      pos->seg, pos->off, f->len, cap);
             return S3C_ECORRUPT;
         }
-        ssize_t got = pread(fd, buf, f->len, (off_t)(pos->off + SPOOL_FRAME_HEADER));
-        if (got != (ssize_t)f->len || !spool_frame_check(h, f, crc, buf)) {
+        ssize_t got = sp->io.pread(fd, buf, f->len, (off_t)(pos->off + SPOOL_FRAME_HEADER));
+        if (got != (ssize_t)f->len) {
+            snprintf(err, errlen,
+                     "spool: segment %020" PRIu64 ".seg offset %" PRIu64
+                     ": cannot read a frame of %" PRIu32 " bytes: %s",
+                     pos->seg, pos->off, f->len, got < 0 ? strerror(errno) : "a short read");
+            return S3C_EIO;
+        }
+        if (!spool_frame_check(h, f, crc, buf)) {
             snprintf(err, errlen,
                      "spool: segment %020" PRIu64 ".seg offset %" PRIu64
                      ": the frame's CRC does not match (the disk lost or changed it)",
                      pos->seg, pos->off);
-            return got < 0 ? S3C_EIO : S3C_ECORRUPT;
+            return S3C_ECORRUPT;
         }
     }
     pos->off += spool_frame_size(f->len);

@@ -108,7 +108,7 @@ struct spool_io {
     int (*ftruncate)(int fd, off_t len); /* a delete's steps; the open's cut of a torn tail */
     int (*rename)(const char *from, const char *to); /* segment files in the directory */
     int (*fsync_dir)(const char *dir);               /* the directory's entries made durable */
-    ssize_t (*pread)(int fd, void *buf, size_t len, off_t off); /* spool_read's reads */
+    ssize_t (*pread)(int fd, void *buf, size_t len, off_t off); /* the open's scan, spool_read */
 };
 
 /* Tests set this to inject write and fdatasync failures into every spool opened after. */

@@ -624,40 +624,84 @@ static void newer_frames_refuse_the_open(void)
     sc_rm();
 }
 
-/* A read the scan cannot make (EIO), or memory it cannot get, says nothing about the
- * frames: the open fails, naming the file and the offset, and cuts nothing (before, a
- * failed read of a frame was taken for a torn write and cut it with everything after). */
-static ssize_t sc_pread_eio_at_304(int fd, void *buf, size_t len, off_t off)
+/* A read the scan cannot make (EIO, or short), or an fdatasync of what it keeps that
+ * fails, says nothing about the frames: the open fails, naming the file, the read and the
+ * cause, and cuts nothing (before, a failed read of a frame was taken for a torn write and
+ * cut it with everything after; a failed read in the zeros check did the same; a failed
+ * fdatasync was forgotten when a cut followed, and the open went on). */
+static off_t sc_fail_off;  /* the read at this offset fails, */
+static size_t sc_fail_len; /* of this length (0: any) */
+static bool sc_fail_short; /* short (errno 0), else EIO */
+
+static ssize_t sc_pread_fail(int fd, void *buf, size_t len, off_t off)
 {
-    if (off == 304) {
+    if (off == sc_fail_off && (!sc_fail_len || len == sc_fail_len)) {
+        if (sc_fail_short) {
+            errno = 0;
+            return pread(fd, buf, len - 1, off);
+        }
         errno = EIO;
         return -1;
     }
     return pread(fd, buf, len, off);
 }
 
-static void failed_reads_cut_nothing(void)
+static int sc_fdatasync_eio(int fd)
+{
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+/* Segment 1: frames 1..5 (152 bytes each, 100 of payload: the third starts at 304, frame 2's
+ * payload at 200), then 8,192 zeros (from 760) and "torn" (a cut), and segment 6 after it. */
+static void sc_failed_open(const struct spool_io *io, const char *said)
 {
     sc_fresh();
-    sc_segment(1, 1, 5, 0, NULL); /* frames of 152 bytes: the third starts at 304 */
+    sc_segment(1, 1, 5, 8192, "torn");
     sc_segment(6, 6, 9, 0, NULL);
     off_t was1 = sc_size(1), was6 = sc_size(6);
-    struct spool_io io = {.pread = sc_pread_eio_at_304};
     struct spool *sp = NULL;
     struct spool_scan scan;
     char err[512];
-    ASSERT_EQ(sc_try_open(&scan, &io, &sp, err, sizeof(err)), S3C_EIO);
+    int rc = sc_try_open(&scan, io, &sp, err, sizeof(err));
+    if (rc != S3C_EIO || !strstr(err, said) || !strstr(err, "nothing was cut"))
+        TEST_FAIL_("open: %d (%s), want S3C_EIO and \"%s\"", rc, err, said);
     ASSERT(sp == NULL);
-    ASSERT(strstr(err, "00000000000000000001.seg at offset 304") != NULL);
-    ASSERT(strstr(err, "Input/output error") != NULL);
-    ASSERT(strstr(err, "nothing was cut") != NULL);
+    ASSERT(strstr(err, "00000000000000000001.seg") != NULL);
     ASSERT_EQ(sc_size(1), was1);
     ASSERT_EQ(sc_size(6), was6);
-    sp = sc_open(&scan); /* the disk mended: everything is there */
-    ASSERT(!scan.cut);
-    ASSERT_UEQ(scan.last_seq, 9);
+    sp = sc_open(&scan); /* the disk mended: the torn tail is cut, and said */
+    ASSERT(scan.cut);
+    ASSERT_UEQ(scan.last_seq, 5);
     spool_free(sp);
     sc_rm();
+}
+
+static void failed_reads_cut_nothing(void)
+{
+    static const struct {
+        off_t off;
+        size_t len;
+        bool shrt;
+        const char *said;
+    } cases[] = {
+        {304, 48, false,
+         "at offset 304: a frame header: reading 48 bytes at offset 304: "
+         "Input/output error"},
+        {200, 100, false, "a frame: reading 100 bytes at offset 200: Input/output error"},
+        {200, 100, true, "a frame: reading 100 bytes at offset 200: a short read (99 bytes)"},
+        /* the zeros check: its first 8 bytes, then the rest */
+        {760, 8, false, "the bytes after the frames: reading 8 bytes at offset 760"},
+        {760, 8196, false, "the bytes after the frames: reading 8196 bytes at offset 760"},
+    };
+    struct spool_io io = {.pread = sc_pread_fail};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sc_fail_off = cases[i].off, sc_fail_len = cases[i].len, sc_fail_short = cases[i].shrt;
+        sc_failed_open(&io, cases[i].said);
+    }
+    struct spool_io sync = {.fdatasync = sc_fdatasync_eio};
+    sc_failed_open(&sync, "fdatasync of");
 }
 
 /* An old life of a segment file named old: BEGIN, OBJECT frames from seq old on (100-byte
