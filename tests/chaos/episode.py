@@ -493,7 +493,7 @@ class Episode:
             return
         self.finish(r)
         err = self.stderr_of(r)
-        self.count("writer_exit1" if r.rc == 1 else "writer_exit_other")
+        self.count({1: "writer_exit1", 4: "writer_exit4_refused"}.get(r.rc, "writer_exit_other"))
         if r.spool_dir and REFUSED_WORDS in err:
             self.refused(r, err)
         time.sleep(0.3 if "in use by another process" not in err else 1.0)
@@ -505,6 +505,9 @@ class Episode:
         anywhere else it is a finding. The spool is set aside either way."""
         why = next(x for x in err.splitlines() if REFUSED_WORDS in x)
         self.count("refused_takeover" if "took the log over" in why else "refused_other")
+        if "cannot open the stage" in why and r.rc != 4:
+            self.problem(f"run {r.id}: a refused start exited {r.rc}, not 4 (which the unit "
+                         f"does not restart): {why}")
         if r.spool_dir in self.stranding_dirs:
             self.refused_dirs.add(r.spool_dir)
         else:

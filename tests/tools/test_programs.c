@@ -356,7 +356,7 @@ static void test_unreachable_endpoint(void)
     buf_frames(&in, 3, 100);
     const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
     uint64_t t0 = now_ms();
-    ASSERT_NE(run(argv, &in, &p, 40000), 0);
+    ASSERT_EQ(run(argv, &in, &p, 40000), 1); /* it may work later: restarted */
     ASSERT_LT(now_ms() - t0, 30000);
     ASSERT(strstr(p.e.p, "s3commit: ") != NULL);
     ASSERT(strstr(p.e.p, "cannot open the stage") != NULL); /* before reading a commit */
@@ -370,6 +370,36 @@ static void test_unreachable_endpoint(void)
     ASSERT(strstr(p.e.p, "cannot list") != NULL);
     proc_free(&p);
     buf_free(&in);
+}
+
+/* A start the log refuses until a person acts (here a damaged manifest: "delete it") exits
+ * 4, which the packaged unit does not restart, and writes nothing; one that may succeed
+ * later (S3 unreachable, wrong credentials: above and below) exits 1. */
+static void test_refused_start_exits_4(void)
+{
+    struct mockproc m;
+    struct proc p;
+    struct buf in = {0};
+    char out[4096];
+    start_mock(&m, NULL);
+    ASSERT_EQ(mockproc_http(&m, "PUT", "/commits/refused/manifest.json", "{\"format\":", out,
+                            sizeof(out)),
+              200);
+    const char *cfg = config_for("refused", m.endpoint, "refused/", "", "", "");
+    buf_frames(&in, 3, 100);
+    const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
+    ASSERT_EQ(run(argv, &in, &p, 30000), 4);
+    ASSERT(strstr(p.e.p, "cannot open the stage") != NULL);
+    ASSERT(strstr(p.e.p, "refused/manifest.json") != NULL);
+    ASSERT(strstr(p.e.p, "delete it") != NULL);
+    ASSERT_EQ(p.o.len, 0); /* before the first line: nothing was taken */
+    proc_free(&p);
+    int st =
+        mockproc_http(&m, "GET", "/commits?list-type=2&prefix=refused/", NULL, out, sizeof(out));
+    ASSERT_EQ(st, 200);
+    ASSERT(strstr(out, "refused/log/") == NULL); /* no fence, no object */
+    buf_free(&in);
+    mockproc_stop(&m);
 }
 
 static void test_wrong_credentials(void)
@@ -387,7 +417,7 @@ static void test_wrong_credentials(void)
     buf_frames(&in, 3, 100);
     const char *argv[] = {bin_s3commit, "run", "--config", cfg, NULL};
     uint64_t t0 = now_ms();
-    ASSERT_NE(run(argv, &in, &p, 40000), 0);
+    ASSERT_EQ(run(argv, &in, &p, 40000), 1);
     ASSERT_LT(now_ms() - t0, 30000);
     ASSERT(strstr(p.e.p, "cannot open the stage") != NULL);
     ASSERT(strstr(p.e.p, "SignatureDoesNotMatch") != NULL);
@@ -1004,6 +1034,7 @@ int main(int argc, char **argv)
     CASE(test_truncated_frame);
     CASE(test_oversized_frame);
     CASE(test_unreachable_endpoint);
+    CASE(test_refused_start_exits_4);
     CASE(test_wrong_credentials);
     CASE(test_sigterm_drains);
     CASE(test_sigterm_during_open);

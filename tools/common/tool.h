@@ -14,9 +14,12 @@
 /* Exit codes shared by the programs. */
 enum {
     TOOL_EXIT_OK = 0,
-    TOOL_EXIT_FAIL = 1,   /* the work failed: not everything durable, a check failed */
-    TOOL_EXIT_USAGE = 2,  /* bad command line or config */
-    TOOL_EXIT_FENCED = 3, /* run: a newer writer took the log over (do not restart) */
+    TOOL_EXIT_FAIL = 1,    /* the work failed: not everything durable, a check failed */
+    TOOL_EXIT_USAGE = 2,   /* bad command line or config */
+    TOOL_EXIT_FENCED = 3,  /* run: a newer writer took the log over (do not restart) */
+    TOOL_EXIT_REFUSED = 4, /* run: the log or the spool refuses the start until a person acts
+                              (a spool the log disagrees with, a damaged object or manifest,
+                              another format version): a restart would only refuse again */
 };
 
 /* Installs s3c_log_stderr at level (logfmt lines on stderr). */

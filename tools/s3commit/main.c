@@ -43,7 +43,8 @@ static void cli_usage(FILE *f)
           "  -h, --help            this text (also after a command: s3commit run --help)\n"
           "  -V, --version         prints \"s3commit VERSION\"\n"
           "exit codes: 0 ok, 1 failed (not durable / check failed), 2 bad usage or config,\n"
-          "  3 run was fenced (a newer writer owns the log)\n",
+          "  3 run was fenced (a newer writer owns the log), 4 run refused to start until a\n"
+          "  person acts (a spool the log disagrees with, a damaged object, another format)\n",
           f);
 }
 

@@ -590,6 +590,8 @@ int cmd_run(const char *config_path, const char *input)
         close(ow.efd);
     if (rc != 0) {
         tool_error("cannot open the stage: %s", err[0] ? err : s3c_strerror(rc));
+        if (rc == S3C_ECORRUPT || rc == S3C_EFORMAT)
+            exit_code = TOOL_EXIT_REFUSED; /* nothing a restart changes */
         goto out_free_sources;
     }
     s3c_config_free(cfg);
