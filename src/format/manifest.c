@@ -68,6 +68,7 @@ int manifest_parse(const char *json, size_t len, struct manifest *m, char *err, 
                  "manifest: format %" PRIu64 " (this s3commit reads format %d); use the "
                  "s3commit version that wrote it, or a new prefix",
                  format, MANIFEST_FORMAT);
+        rc = S3C_EFORMAT; /* not damage: another version's */
         goto out;
     }
     m->format = (int)format;

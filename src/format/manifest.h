@@ -27,8 +27,9 @@ struct manifest {
 /* Writes the JSON document into out. Returns its length, or -1 when out is too small. */
 int manifest_encode(const struct manifest *m, char *out, size_t cap);
 
-/* Parses a manifest. Returns 0, or -1 with one line in err naming what is wrong (a format
- * other than 2 included), or S3C_ENOMEM (not damage: out of memory). Unknown members are
+/* Parses a manifest. Returns 0, or -1 with one line in err naming what is wrong, or
+ * S3C_EFORMAT (a format other than 2: another version wrote it, not damage) or S3C_ENOMEM
+ * (not damage: out of memory). Unknown members are
  * ignored (later versions may add some). */
 int manifest_parse(const char *json, size_t len, struct manifest *m, char *err, size_t errlen);
 

@@ -434,8 +434,8 @@ int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen)
         if (rc == S3C_EEND) /* the verdict on this very W found it: a bug if not */
             snprintf(err, errlen,
                      "spool.dir %s: internal error: the commit at seq %" PRIu64 " was found "
-                     "by the check and not by the replay; please report it (nothing was "
-                     "sent)",
+                     "by the check and not by the replay; please report it (our fence is "
+                     "placed; nothing of the spool was sent)",
                      st->cfg.spool.dir, w + 1);
         if (rc != 0)
             return rc;

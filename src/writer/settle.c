@@ -26,7 +26,7 @@ static void settle_on_header(void *ctx, const struct xport_result *r)
         return settle_finish(s, SETTLE_RETRY, r->error);
     if (r->cls != XPORT_OK) {
         snprintf(why, sizeof(why), "cannot read %s back after a 412: %s", s->key, r->error);
-        return settle_finish(s, SETTLE_CORRUPT, why);
+        return settle_finish(s, SETTLE_UNREADABLE, why);
     }
     snprintf(s->etag, sizeof(s->etag), "%s", r->etag);
     if (obj_header_decode(r->body, r->body_len, &h, NULL, err, sizeof(err)) < 0) {
@@ -89,7 +89,7 @@ static void settle_on_trailer(void *ctx, const struct xport_result *r)
         return settle_finish(s, SETTLE_RETRY, r->error);
     if (r->cls != XPORT_OK) {
         snprintf(why, sizeof(why), "cannot read %s back after a 412: %s", s->key, r->error);
-        return settle_finish(s, SETTLE_CORRUPT, why);
+        return settle_finish(s, SETTLE_UNREADABLE, why);
     }
     if (r->body_len == OBJ_TRAILER_BYTES && memcmp(r->body, s->trailer, OBJ_TRAILER_BYTES) == 0)
         return settle_finish(s, SETTLE_OURS, "our earlier attempt landed");
@@ -125,6 +125,8 @@ const char *settle_name(enum settle_result r)
         return "retry";
     case SETTLE_CORRUPT:
         return "corrupt";
+    case SETTLE_UNREADABLE:
+        return "unreadable";
     }
     return "?";
 }

@@ -147,6 +147,11 @@ static int wopen_get_manifest(struct wopen *o, char *etag, size_t cap)
             call_res_free(&res);
             return S3C_ENOMEM;
         }
+        if (prc == S3C_EFORMAT) { /* another version's: deleting it is not the fix */
+            snprintf(o->err, o->errlen, "%s: %s", o->key, perr);
+            call_res_free(&res);
+            return S3C_EFORMAT;
+        }
         if (prc < 0) {
             snprintf(o->err, o->errlen,
                      "%s: %s; if it was damaged, delete it (the next open lists the log to "
@@ -218,6 +223,7 @@ struct wheader {
     char *key;
     uint64_t first;
     bool done, ok, missing;
+    bool newer;  /* not ok: an object of a later format version (h.version), not damage */
     int read_rc; /* the GET failed (S3C_ES3/S3C_ENETWORK): the read, not the object */
     struct obj_header h;
     char error[384];
@@ -274,7 +280,20 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
         h->ok = true;
     } else if (v1) {
         snprintf(h->error, sizeof(h->error), "v1");
+    } else if (h->h.version > OBJ_VERSION) {
+        h->newer = true;
     }
+}
+
+/* The open's words for an object of a later format version: upgrading is the fix, not
+ * repairing it. */
+static int wopen_newer_object(const struct wheader *h, char *err, size_t errlen)
+{
+    snprintf(err, errlen,
+             "%s is an object of format version %u, which a newer s3commit wrote (this one "
+             "reads version %d): continue this log with that version or a later one",
+             h->key, h->h.version, OBJ_VERSION);
+    return S3C_EFORMAT;
 }
 
 /* Reads the headers of hs[0..n) with a window of GETs in flight. */
@@ -391,6 +410,8 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
                     /* the GET failed (an error answer, or none): the read, not the object */
                     snprintf(o->err, o->errlen, "%s: cannot read its header: %s", h->key, h->error);
                     rc = h->read_rc;
+                } else if (h->newer) {
+                    rc = wopen_newer_object(h, o->err, o->errlen);
                 } else if (!h->ok) {
                     bool v1 = strcmp(h->error, "v1") == 0;
                     snprintf(o->err, o->errlen,
@@ -512,13 +533,16 @@ int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_
             /* Nothing in the protocol deletes a log object (an orphan is replaced, never
              * removed): it may have been the chain's, and without it nothing can be said. */
             snprintf(err, errlen,
-                     "%s was listed and then gone: objects of the log are being deleted; "
+                     "%s was listed and then gone: objects of the log are being deleted, or the "
+                     "store answered 404 for a while; "
                      "stop whatever deletes them and open again",
                      h->key);
-            rc = S3C_ECORRUPT;
+            rc = S3C_ES3; /* a store answering 404 for a while (a restart behind a proxy) too */
         } else if (h->read_rc) {
             snprintf(err, errlen, "%s: cannot read its header: %s", h->key, h->error);
             rc = h->read_rc;
+        } else if (h->newer) {
+            rc = wopen_newer_object(h, err, errlen);
         } else if (!h->ok) {
             /* It might be the chain's object at seq: without its epoch nothing can be said. */
             snprintf(err, errlen,
@@ -735,6 +759,9 @@ static int wopen_fence(struct wopen *o, const struct wchain *c, uint64_t after_s
         case SETTLE_CORRUPT:
             snprintf(o->err, o->errlen, "%s; it must be repaired or removed by hand", w.why);
             return S3C_ECORRUPT;
+        case SETTLE_UNREADABLE: /* the answer, not the object: may pass at the next open */
+            snprintf(o->err, o->errlen, "%s", w.why);
+            return S3C_ES3;
         }
     }
     snprintf(o->err, o->errlen, "%s: could not place the fence after %d tries", key,

@@ -87,14 +87,17 @@ size_t writer_fence_bytes(const struct writer_state *ws, unsigned char *out, siz
 /* ---- settling a 412 ------------------------------------------------------------- */
 
 enum settle_result {
-    SETTLE_OURS,    /* the same bytes: our own earlier attempt landed (success) */
-    SETTLE_FENCED,  /* a newer epoch holds the key: we are fenced */
-    SETTLE_ORPHAN,  /* an older epoch's orphan: replace it with If-Match on etag */
-    SETTLE_CHAIN,   /* an older writer, not fenced at that point, continued the chain
-                       there (only at our fence: go back and find the end) */
-    SETTLE_GONE,    /* the key is empty now: send again */
-    SETTLE_RETRY,   /* reading back failed for now: send again after a backoff */
-    SETTLE_CORRUPT, /* what is there is not a valid object: cannot go on */
+    SETTLE_OURS,       /* the same bytes: our own earlier attempt landed (success) */
+    SETTLE_FENCED,     /* a newer epoch holds the key: we are fenced */
+    SETTLE_ORPHAN,     /* an older epoch's orphan: replace it with If-Match on etag */
+    SETTLE_CHAIN,      /* an older writer, not fenced at that point, continued the chain
+                          there (only at our fence: go back and find the end) */
+    SETTLE_GONE,       /* the key is empty now: send again */
+    SETTLE_RETRY,      /* reading back failed for now: send again after a backoff */
+    SETTLE_CORRUPT,    /* what is there is not a valid object: cannot go on */
+    SETTLE_UNREADABLE, /* the read-back got an answer that is neither the object nor a
+                          retryable failure (a 403, a 400, a TLS failure): nothing is known
+                          about the object; the open fails as for any such answer */
 };
 
 typedef void (*settle_fn)(void *ctx, enum settle_result r, const char *etag, const char *why);

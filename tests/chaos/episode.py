@@ -496,6 +496,11 @@ class Episode:
         self.count({1: "writer_exit1", 4: "writer_exit4_refused"}.get(r.rc, "writer_exit_other"))
         if r.spool_dir and REFUSED_WORDS in err:
             self.refused(r, err)
+        elif r.rc == 4:
+            # Exit 4 says a person must act; the chaos run damages nothing, so only a spool
+            # refusal may cause it: anything else is a passing fault taken for permanent.
+            self.problem(f"run {r.id} exited 4 without a spool refusal: "
+                         f"{err.strip().splitlines()[-1:]}")
         time.sleep(0.3 if "in use by another process" not in err else 1.0)
         self.current = self.start_writer(r.slot)
 

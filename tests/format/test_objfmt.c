@@ -145,8 +145,8 @@ static void long_records_joined(void)
             continue;
         memcpy(bad, buf, total);
         bad[pay[i] + lens[i] / 2] ^= 0x40;
-        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]),
-                                 50 + (uint64_t)i, bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
+        obj_record_header_encode(lens[i], crc32c_update(0, bad + pay[i], lens[i]), 50 + (uint64_t)i,
+                                 bad + pay[i] - OBJ_RECORD_HEADER_BYTES);
         err[0] = 0;
         if (obj_decode(bad, total, &got, NULL, NULL, err, sizeof(err)) != S3C_ECORRUPT)
             TEST_FAIL_("record %d (%u bytes) changed with its CRC went unnoticed", i, lens[i]);
@@ -393,7 +393,7 @@ static void manifest_doc(void)
     ASSERT_UEQ(back.max_batch_commits, 1000);
     ASSERT_STR_EQ(back.writer, "host:1:abcd");
     const char *f3 = "{\"format\":3,\"epoch\":1,\"durable_seq\":0}";
-    ASSERT_EQ(manifest_parse(f3, strlen(f3), &back, err, sizeof(err)), -1);
+    ASSERT_EQ(manifest_parse(f3, strlen(f3), &back, err, sizeof(err)), S3C_EFORMAT);
     ASSERT(strstr(err, "format 3") != NULL);
     const char *neg = "{\"format\":2,\"epoch\":-1,\"durable_seq\":0}";
     ASSERT_EQ(manifest_parse(neg, strlen(neg), &back, err, sizeof(err)), -1);

@@ -1120,6 +1120,30 @@ static void test_fault_conflict_and_prefix(void)
     ASSERT_EQ(req(&m, "GET", "/commits/a/x", NULL, NULL, 0, &a), 503);
     answer_free(&a);
 
+    /* reads_only, and 403: a GET or HEAD of an object under the prefix is refused, a PUT
+     * of it is done (a store whose policy lost s3:GetObject) */
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":1,\"error_status\":403,\"key_prefix\":\"a/\","
+                             "\"reads_only\":true}"),
+              200);
+    ASSERT_EQ(mockproc_http(&m, "GET", "/_mock/faults", NULL, out, sizeof(out)), 200);
+    ASSERT(strstr(out, "\"reads_only\":true"));
+    ASSERT_EQ(req(&m, "PUT", "/commits/a/y", NULL, "w", 1, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/a/y", NULL, NULL, 0, &a), 403);
+    ASSERT(body_has(&a, "<Code>AccessDenied</Code>"));
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "HEAD", "/commits/a/y", NULL, NULL, 0, &a), 403);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "GET", "/commits/b/x", NULL, NULL, 0, &a), 200);
+    answer_free(&a);
+    ASSERT_EQ(req(&m, "DELETE", "/commits/a/y", NULL, NULL, 0, &a), 204);
+    answer_free(&a);
+    ASSERT_EQ(put_faults(&m, "{\"error_status\":404}"), 400);
+    ASSERT_EQ(put_faults(&m, "{\"reads_only\":1}"), 400);
+    ASSERT_EQ(put_faults(&m, "{\"error_rate\":0,\"error_status\":503,\"key_prefix\":\"a/\","
+                             "\"reads_only\":false}"),
+              200);
+
     ASSERT_EQ(put_faults(&m, "{\"error_rate\":0,\"conflict_rate\":1}"), 200);
     ASSERT_EQ(req(&m, "PUT", "/commits/a/x", "If-None-Match: *\r\n", "v", 1, &a), 409);
     answer_free(&a);

@@ -28,7 +28,7 @@ static struct mockproc mock;
 static char dir[64];
 
 #define OUTAGE "{\"error_rate\":1.0,\"error_status\":503,\"key_prefix\":\"sp/log/\"}"
-#define HEALED "{\"error_rate\":0}"
+#define HEALED "{\"error_rate\":0,\"reads_only\":false}"
 
 static void sp_fresh_dir(void)
 {
@@ -997,14 +997,6 @@ static void takeover_through_the_gap_of_a_replay(void)
     spool_test_no_wmark = false;
 }
 
-/* Another host's run Q with a spool fenced past a gap of its own, and its objects landed
- * right after this spool's last durable object (found by review, made here by hand): the
- * chain runs P's objects to F+99, then Q's F+100..F+149 (epoch q above P's, but no fence
- * of q on the chain, so its start epoch stays P's). P's spool holds F+100..F+299, locally
- * durable only. The next open finds the log ending at F+149, inside the spool: a replay,
- * which trimmed F+100..F+149 as in S3 (Q's bytes stood there) and sent the rest after them.
- * Now the chain is followed from F+99, the W the spool's frames recorded, and Q's object
- * is found where the spool holds P's commits. */
 /* Run P on a fresh spool: F..F+99 durable in S3 (an object ends at F+99), then in an
  * outage F+100..F+299 locally durable only, one commit a chunk (so a frame starts at
  * F+150); closed. Returns F. */
@@ -1025,6 +1017,14 @@ static uint64_t sp_p_strands_200(void)
     return f0;
 }
 
+/* Another host's run Q with a spool fenced past a gap of its own, and its objects landed
+ * right after this spool's last durable object (found by review, made here by hand): the
+ * chain runs P's objects to F+99, then Q's F+100..F+149 (epoch q above P's, but no fence
+ * of q on the chain, so its start epoch stays P's). P's spool holds F+100..F+299, locally
+ * durable only. The next open finds the log ending at F+149, inside the spool: a replay,
+ * which trimmed F+100..F+149 as in S3 (Q's bytes stood there) and sent the rest after them.
+ * Now the chain is followed from F+99, the W the spool's frames recorded, and Q's object
+ * is found where the spool holds P's commits. */
 static void takeover_after_what_the_spool_knew_durable(void)
 {
     uint64_t f0 = sp_p_strands_200();
@@ -1032,6 +1032,77 @@ static void takeover_after_what_the_spool_knew_durable(void)
     sp_plant(f0 + 100, 50, q, 0, "Q's commit");
     sp_open_refused();
     sp_rm_dir();
+}
+
+/* The fence's 412 read back with an answer that is not the object (a 403: a policy that
+ * lets the stage write but not read): nothing is known about what stands there, so the
+ * open fails as for any S3 error at open (S3C_ES3: `s3commit run` exits 1 and the unit
+ * tries again), not as a damaged object to repair by hand (S3C_ECORRUPT, exit 4, no
+ * restart), which it was. The spool holds F+100..F+299 past the log's end F+99, so the
+ * fence goes at F+300, where an object was planted that the chain walk does not read
+ * (a gap before it). With the read allowed again the open replaces it (an orphan of an
+ * older epoch) and replays. */
+static void unreadable_fence_key_is_not_damage(void)
+{
+    char err[1024], key[OBJ_KEY_MAX], fault[OBJ_KEY_MAX + 160];
+    uint64_t f0 = sp_p_strands_200();
+    sp_plant(f0 + 300, 1, 1, 0, "an older epoch's object");
+    obj_key(key, sizeof(key), "sp/", f0 + 300);
+    snprintf(fault, sizeof(fault),
+             "{\"error_rate\":1.0,\"error_status\":403,\"reads_only\":true,"
+             "\"key_prefix\":\"%s\"}",
+             key);
+    mock_faults(&mock, fault);
+    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+    mock_faults(&mock, HEALED);
+    ASSERT(again == NULL);
+    if (!strstr(err, "back after a 412") || !strstr(err, "AccessDenied") ||
+        strstr(err, "repaired or removed by hand"))
+        TEST_FAIL_("want an S3 error reading the fence's key back, not damage: %s", err);
+
+    again = sp_open_ok(64LL << 20);
+    struct s3c_stage_info info;
+    ASSERT_EQ(s3c_stage_info(again, &info), 0);
+    ASSERT_UEQ(info.control_seq, f0 + 300);
+    ASSERT_EQ(s3c_wait_durable(again, f0 + 300, 20000), 0);
+    ASSERT_EQ(s3c_stage_close(again, NULL), 0);
+    sp_read_back(f0, 300);
+    sp_rm_dir();
+}
+
+/* A manifest or an object of a later format version is not damage: the open says which
+ * version and to continue the log with it (S3C_EFORMAT: `s3commit run` exits 4), not to
+ * delete the manifest or repair the object by hand (S3C_ECORRUPT), which could lose what
+ * the newer version wrote. */
+static void newer_formats_are_not_damage(void)
+{
+    char err[1024], path[OBJ_KEY_MAX + 100];
+    const char *was = sp_prefix;
+    sp_prefix = "sp-newer/";
+    s3c_stage *st = sp_open_ok(0); /* a log: the fence at 1 */
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+
+    /* An object of format version 3 at seq 2, where the chain goes on. */
+    const char *payload[] = {"from a later version"};
+    size_t len;
+    unsigned char *o = obj_build(2, 1, 9, 0, payload, &len);
+    o[8] = 3, o[9] = 0; /* the header's version (little-endian) */
+    obj_path(path, sizeof(path), sp_prefix, 2);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+    ASSERT(sp_open(0, err, sizeof(err)) == NULL);
+    if (!strstr(err, "format version 3") || !strstr(err, "newer s3commit") ||
+        strstr(err, "by hand"))
+        TEST_FAIL_("not told as another version's object: %s", err);
+
+    /* A manifest of format 3. */
+    ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
+    const char *m3 = "{\"format\":3,\"epoch\":7,\"durable_seq\":0}";
+    ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp-newer/manifest.json", m3, strlen(m3), NULL), 200);
+    ASSERT(sp_open(0, err, sizeof(err)) == NULL);
+    if (!strstr(err, "format 3") || strstr(err, "delete it"))
+        TEST_FAIL_("not told as another version's manifest: %s", err);
+    sp_prefix = was;
 }
 
 /* The log moves between the spool's check and writer_open: the check is given again on
@@ -1606,6 +1677,8 @@ int main(void)
     RUN(takeover_through_the_gap_of_a_replay);
     RUN(takeover_after_what_the_spool_knew_durable);
     RUN(log_moving_after_the_check_is_checked_again);
+    RUN(unreadable_fence_key_is_not_damage);
+    RUN(newer_formats_are_not_damage);
     RUN(long_chunks_many_segments);
     RUN(recycled_segments_never_read_old_frames);
     RUN(skips_what_s3_took_first);

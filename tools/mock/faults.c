@@ -88,7 +88,7 @@ void faults_init(struct mock *m, uint64_t seed)
     atomic_store(&m->any_fault, faults_any(&m->faults));
 }
 
-void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t klen)
+void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t klen, bool read)
 {
     memset(p, 0, sizeof(*p));
     if (!atomic_load_explicit(&m->any_fault, memory_order_relaxed))
@@ -98,12 +98,14 @@ void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t k
     /* Always the same draws, in this order, so one rate never shifts another's choices.
      * The six original ones come from rng; kinds added later draw after them from rng_new,
      * so a seed gives the same original choices as before those kinds existed. */
-    double d_stall = mock_rng_unit(m->rng), d_reset = mock_rng_unit(m->rng), d_err = mock_rng_unit(m->rng),
-           d_werr = mock_rng_unit(m->rng), d_slow = mock_rng_unit(m->rng), d_jit = mock_rng_unit(m->rng);
+    double d_stall = mock_rng_unit(m->rng), d_reset = mock_rng_unit(m->rng),
+           d_err = mock_rng_unit(m->rng), d_werr = mock_rng_unit(m->rng),
+           d_slow = mock_rng_unit(m->rng), d_jit = mock_rng_unit(m->rng);
     double d_conf = mock_rng_unit(m->rng_new);
     /* Outside key_prefix (or bucket-level): no fault, and reset_next is not counted down. */
-    if (f->key_prefix_len &&
-        (!key || klen < f->key_prefix_len || memcmp(key, f->key_prefix, f->key_prefix_len))) {
+    if ((f->key_prefix_len &&
+         (!key || klen < f->key_prefix_len || memcmp(key, f->key_prefix, f->key_prefix_len))) ||
+        (f->reads_only && !read)) {
         pthread_mutex_unlock(&m->fault_mu);
         return;
     }
@@ -183,8 +185,9 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
             }
             *(double *)((char *)&f + k->off) = it->valuedouble;
         } else if (strcmp(it->string, "error_status") == 0) {
-            if (!cJSON_IsNumber(it) || (it->valueint != 500 && it->valueint != 503)) {
-                snprintf(err, errlen, "faults: error_status must be 500 or 503");
+            if (!cJSON_IsNumber(it) ||
+                (it->valueint != 500 && it->valueint != 503 && it->valueint != 403)) {
+                snprintf(err, errlen, "faults: error_status must be 500, 503 or 403");
                 goto out_free;
             }
             f.error_status = it->valueint;
@@ -199,12 +202,19 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
             }
             f.key_prefix_len = strlen(v);
             memcpy(f.key_prefix, v, f.key_prefix_len + 1);
+        } else if (strcmp(it->string, "reads_only") == 0) {
+            if (!cJSON_IsBool(it)) {
+                snprintf(err, errlen, "faults: reads_only must be true or false");
+                goto out_free;
+            }
+            f.reads_only = cJSON_IsTrue(it);
         } else {
             snprintf(
                 err, errlen,
                 "faults: unknown setting \"%s\" (known: latency_ms, latency_jitter_ms, "
                 "error_rate, error_status, written_error_rate, reset_rate, reset_next, stall_rate, "
-                "slow_close, slow_close_ms, bandwidth_bytes_per_s, conflict_rate, key_prefix)",
+                "slow_close, slow_close_ms, bandwidth_bytes_per_s, conflict_rate, key_prefix, "
+                "reads_only)",
                 it->string);
             goto out_free;
         }
@@ -229,6 +239,7 @@ char *faults_json(struct mock *m)
         cJSON_AddNumberToObject(o, knobs[i].name, *(double *)((char *)&f + knobs[i].off));
     cJSON_AddNumberToObject(o, "error_status", f.error_status);
     cJSON_AddStringToObject(o, "key_prefix", f.key_prefix);
+    cJSON_AddBoolToObject(o, "reads_only", f.reads_only);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;

@@ -38,7 +38,7 @@ static void mock_usage(FILE *f)
                "  --vhost-domain D           Host 'b.D' addresses bucket b\n"
                "  --seed N                   fault RNG seed (same seed, same choices)\n"
                "faults (probabilities 0..1; see docs/mock.md):\n"
-               "  --latency-ms N --latency-jitter-ms N --error-rate P --error-status 500|503\n"
+               "  --latency-ms N --latency-jitter-ms N --error-rate P --error-status 500|503|403\n"
                "  --written-error-rate P --reset-rate P --stall-rate P --slow-close P\n"
                "  --slow-close-ms N --bandwidth BYTES_PER_S --conflict-rate P\n"
                "  --fault-key-prefix S       faults only for object keys starting with S\n"
@@ -197,7 +197,7 @@ int main(int argc, char **argv)
                 {"--slow-close-ms", 0, 3600000, &m->faults.slow_close_ms, NULL, NULL},
                 {"--bandwidth", 0, 1e12, &m->faults.bandwidth_bytes_per_s, NULL, NULL},
                 {"--conflict-rate", 0, 1, &m->faults.conflict_rate, NULL, NULL},
-                {"--error-status", 500, 503, NULL, &m->faults.error_status, NULL},
+                {"--error-status", 403, 503, NULL, &m->faults.error_status, NULL},
                 {"--threads", 1, 64, NULL, &cfg->threads, NULL},
                 {"--request-timeout-ms", 0, 3600000, NULL, &cfg->request_timeout_ms, NULL},
                 {"--idle-timeout-ms", 0, 3600000, NULL, &cfg->idle_timeout_ms, NULL},
@@ -220,8 +220,8 @@ int main(int argc, char **argv)
                 *num[k].idst = (int)d;
             else
                 *num[k].udst = (uint64_t)d;
-            if (!strcmp(f, "--error-status") && d != 500 && d != 503) {
-                fprintf(stderr, "s3commit-mock: --error-status must be 500 or 503\n");
+            if (!strcmp(f, "--error-status") && d != 500 && d != 503 && d != 403) {
+                fprintf(stderr, "s3commit-mock: --error-status must be 500, 503 or 403\n");
                 return 2;
             }
         }

@@ -22,20 +22,21 @@ enum store_mode { STORE_MEMORY, STORE_DISK, STORE_NONE };
 enum etag_mode { ETAG_MD5, ETAG_KMS };
 
 struct faults {
-    double latency_ms;            /* added before every S3 answer */
-    double latency_jitter_ms;     /* plus uniform [0, jitter) */
-    double error_rate;            /* answer error_status without doing the operation */
-    int error_status;             /* 500 (InternalError) or 503 (SlowDown) */
-    double written_error_rate;    /* PUT/DELETE: do it, then answer 500 InternalError */
-    double reset_rate;            /* reset the connection (RST) once the headers arrived */
-    double reset_next;            /* reset the next N requests so, whatever the rate */
-    double stall_rate;            /* take the request, never answer */
-    double slow_close;            /* answer with Connection: close, close slow_close_ms later */
+    double latency_ms;         /* added before every S3 answer */
+    double latency_jitter_ms;  /* plus uniform [0, jitter) */
+    double error_rate;         /* answer error_status without doing the operation */
+    int error_status;          /* 500 (InternalError), 503 (SlowDown) or 403 (AccessDenied) */
+    double written_error_rate; /* PUT/DELETE: do it, then answer 500 InternalError */
+    double reset_rate;         /* reset the connection (RST) once the headers arrived */
+    double reset_next;         /* reset the next N requests so, whatever the rate */
+    double stall_rate;         /* take the request, never answer */
+    double slow_close;         /* answer with Connection: close, close slow_close_ms later */
     double slow_close_ms;
     double bandwidth_bytes_per_s; /* per connection, both directions; 0 = unlimited */
     double conflict_rate;         /* conditional PUT: 409 ConditionalRequestConflict, not done */
     char key_prefix[1025];        /* faults only for object keys starting so ("" = all) */
     size_t key_prefix_len;
+    bool reads_only; /* faults only for GET and HEAD of an object */
 };
 
 struct mock_cfg {
@@ -49,10 +50,10 @@ struct mock_cfg {
     uint64_t max_object_bytes;
     int threads;
     uint64_t seed;
-    int request_timeout_ms; /* a started request idle this long answers 400 RequestTimeout */
-    int idle_timeout_ms;    /* a keep-alive connection idle this long between requests is
-                               closed, as S3 does (0 = never) */
-    int max_skew_s;         /* x-amz-date further than this from now: 403 */
+    int request_timeout_ms;   /* a started request idle this long answers 400 RequestTimeout */
+    int idle_timeout_ms;      /* a keep-alive connection idle this long between requests is
+                                 closed, as S3 does (0 = never) */
+    int max_skew_s;           /* x-amz-date further than this from now: 403 */
     const char *vhost_domain; /* "localhost": Host "b.localhost" addresses bucket b */
 };
 
@@ -121,7 +122,7 @@ struct blob *blob_ref(struct blob *b);
 void blob_unref(struct blob *b); /* NULL ok */
 
 struct objmeta {
-    char etag[33];   /* 32 hex digits, no quotes (see enum etag_mode) */
+    char etag[33]; /* 32 hex digits, no quotes (see enum etag_mode) */
     uint64_t size;
     int64_t mtime_ms;
 };
@@ -149,8 +150,8 @@ struct put_cond {
 /* Stores body (a reference is taken; NULL with size 0 in STORE_NONE). Returns 0,
  * -ENODEV (no bucket), -EEXIST (If-None-Match: * and the key exists), -ESRCH (If-Match
  * and no such key), -EPERM (If-Match etag differs), -EIO. */
-int store_put(struct store *s, const char *bucket, const char *key, size_t klen,
-              struct blob *body, const struct objmeta *meta, const struct put_cond *cond);
+int store_put(struct store *s, const char *bucket, const char *key, size_t klen, struct blob *body,
+              const struct objmeta *meta, const struct put_cond *cond);
 /* Fills meta and, when body is not NULL, a new reference to the body. Returns 0,
  * -ENODEV (no bucket), -ENOENT (no key), -EIO. */
 int store_get(struct store *s, const char *bucket, const char *key, size_t klen,
@@ -176,8 +177,8 @@ struct list_args {
 
 struct list_result {
     bool truncated;
-    int count;       /* keys + common prefixes emitted */
-    char *last;      /* malloc'd: the last key or prefix emitted (for the next token) */
+    int count;  /* keys + common prefixes emitted */
+    char *last; /* malloc'd: the last key or prefix emitted (for the next token) */
     size_t last_len;
 };
 
@@ -215,9 +216,10 @@ struct fault_plan {
 };
 
 void faults_init(struct mock *m, uint64_t seed);
-/* Draws the faults of one request on key (NULL, 0 for a bucket-level request); with a
- * key_prefix set, a request outside it gets an empty plan (the draws still happen). */
-void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t klen);
+/* Draws the faults of one request on key (NULL, 0 for a bucket-level request; read: a GET
+ * or HEAD of an object); with a key_prefix set, a request outside it gets an empty plan
+ * (the draws still happen), and so does a write with reads_only set. */
+void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t klen, bool read);
 /* Applies a JSON object of fault settings. Returns 0, or -1 with a message in err. */
 int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, size_t errlen);
 /* JSON text of the current faults / statistics (malloc'd). */
@@ -252,7 +254,7 @@ struct body_check; /* s3.c: digests over the body */
 
 struct req {
     /* filled by server.c */
-    int method;              /* enum http_method */
+    int method; /* enum http_method */
     char url[REQ_URL_MAX];
     size_t url_len;
     char hbuf[REQ_HDR_BYTES];
@@ -262,45 +264,45 @@ struct req {
     bool keep_alive, has_body;
     uint64_t content_length; /* when has_cl */
     bool has_cl;
-    bool too_big;            /* url or headers over the limits */
-    uint64_t body_bytes;     /* received so far */
+    bool too_big;        /* url or headers over the limits */
+    uint64_t body_bytes; /* received so far */
     /* set by s3_begin */
     enum op op;
-    bool keep_body;          /* buffer the body in body */
-    struct blob *body;       /* the body when kept */
+    bool keep_body;    /* buffer the body in body */
+    struct blob *body; /* the body when kept */
     size_t body_cap;
     struct body_check *check;
     struct fault_plan plan;
     char bucket[64];
-    char *key;               /* decoded key (malloc'd), NULL when none */
+    char *key; /* decoded key (malloc'd), NULL when none */
     size_t klen;
-    char *path, *query;      /* split copy of url, NUL-terminated, decoded path untouched */
-    bool expect_continue;    /* Expect: 100-continue, body or not */
-    bool early;              /* the answer is ready before the body (error) */
-    bool aws_chunked;        /* body uses Content-Encoding: aws-chunked */
+    char *path, *query;   /* split copy of url, NUL-terminated, decoded path untouched */
+    bool expect_continue; /* Expect: 100-continue, body or not */
+    bool early;           /* the answer is ready before the body (error) */
+    bool aws_chunked;     /* body uses Content-Encoding: aws-chunked */
     char request_id[17];
 };
 
 struct resp {
     int status;
-    struct sbuf head;        /* extra header lines, each ending in \r\n */
-    struct sbuf body;        /* owned body, or */
-    struct blob *blob;       /* a stored body (reference) */
+    struct sbuf head;  /* extra header lines, each ending in \r\n */
+    struct sbuf body;  /* owned body, or */
+    struct blob *blob; /* a stored body (reference) */
     size_t blob_off, blob_len;
-    bool no_body;            /* HEAD or 304: Content-Length announced, nothing sent */
-    uint64_t announced_len;  /* Content-Length when no_body */
-    bool close;              /* Connection: close after this answer */
+    bool no_body;           /* HEAD or 304: Content-Length announced, nothing sent */
+    uint64_t announced_len; /* Content-Length when no_body */
+    bool close;             /* Connection: close after this answer */
 };
 
 /* s3.c. Called by the server for each request; never block on the network. */
 void s3_begin(struct mock *m, struct req *r, struct resp *out); /* headers complete */
-void s3_body(struct req *r, const char *p, size_t n);            /* when !r->early */
+void s3_body(struct req *r, const char *p, size_t n);           /* when !r->early */
 /* Where the next body bytes may be read to in place (the kept body's tail, when its
  * Content-Length is known), and how many; NULL otherwise. Bytes read there are then
  * given to the parser at that address, and s3_body counts them without a copy. */
 char *s3_body_room(struct req *r, size_t *room);
-void s3_end(struct mock *m, struct req *r, struct resp *out);   /* message complete */
-void s3_req_reset(struct req *r);                               /* frees per-request state */
+void s3_end(struct mock *m, struct req *r, struct resp *out); /* message complete */
+void s3_req_reset(struct req *r);                             /* frees per-request state */
 void s3_error(struct resp *out, int status, const char *code, const char *message,
               const struct req *r);
 void resp_reset(struct resp *o);

@@ -397,8 +397,8 @@ static void mock_chunked_feed(struct req *r, const char *p, size_t n)
 
 char *s3_body_room(struct req *r, size_t *room)
 {
-    if (r->early || !r->check || r->aws_chunked || !r->keep_body || !r->body ||
-        r->check->too_big || r->body_cap != r->content_length || r->body->len >= r->body_cap)
+    if (r->early || !r->check || r->aws_chunked || !r->keep_body || !r->body || r->check->too_big ||
+        r->body_cap != r->content_length || r->body->len >= r->body_cap)
         return NULL;
     *room = r->body_cap - r->body->len;
     return r->body->data + r->body->len;
@@ -930,7 +930,8 @@ void s3_begin(struct mock *m, struct req *r, struct resp *out)
         return;
     }
 
-    faults_plan(m, &r->plan, r->key, r->key ? r->klen : 0);
+    faults_plan(m, &r->plan, r->key, r->key ? r->klen : 0,
+                r->op == OP_GET_OBJECT || r->op == OP_HEAD_OBJECT);
     if (r->plan.reset)
         return; /* the server resets the connection; nothing else matters */
 
@@ -1679,6 +1680,8 @@ void s3_end(struct mock *m, struct req *r, struct resp *out)
     if (r->plan.error) {
         if (r->plan.error_status == 503)
             s3_error(out, 503, "SlowDown", "Please reduce your request rate.", r);
+        else if (r->plan.error_status == 403)
+            s3_error(out, 403, "AccessDenied", "Access Denied", r);
         else
             s3_error(out, 500, "InternalError",
                      "We encountered an internal error. Please try again.", r);
