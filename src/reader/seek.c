@@ -354,9 +354,12 @@ int rd_position(struct s3c_reader *r)
     if (rc < 0)
         return r->err = rc;
     bool have = res.cls == XPORT_OK;
-    if (have && manifest_parse((const char *)res.body, res.body_len, &m, perr, sizeof(perr)) < 0) {
+    int prc =
+        have ? manifest_parse((const char *)res.body, res.body_len, &m, perr, sizeof(perr)) : 0;
+    if (prc < 0) { /* another version's (S3C_EFORMAT), out of memory, or damaged */
         call_res_free(&res);
-        return rd_fail(r, S3C_ECORRUPT, "%s: %s", key, perr);
+        return rd_fail(r, prc == S3C_EFORMAT || prc == S3C_ENOMEM ? prc : S3C_ECORRUPT, "%s: %s",
+                       key, perr);
     }
     call_res_free(&res);
     if (!have || r->from <= 1)

@@ -390,7 +390,7 @@ static void stage_on_settle(void *ctx, enum settle_result r, const char *etag, c
         }
         /* cannot happen past our own fence, where the floor is our epoch */
         __attribute__((fallthrough));
-    case SETTLE_UNREADABLE: /* as before it had a name of its own: the stage's error */
+    case SETTLE_UNREADABLE: /* fatal here, as when it was counted CORRUPT */
     case SETTLE_CORRUPT:
         CINC(fail_fatal, 1);
         stage_set_error(st, "PUT %s: %s", b->key, why);

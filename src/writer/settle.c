@@ -18,7 +18,7 @@ static void settle_on_header(void *ctx, const struct xport_result *r)
 {
     struct settle *s = ctx;
     char why[512], err[256];
-    struct obj_header h;
+    struct obj_header h = {0};
 
     if (r->cls == XPORT_NOT_FOUND)
         return settle_finish(s, SETTLE_GONE, "the key is empty now");
@@ -30,6 +30,12 @@ static void settle_on_header(void *ctx, const struct xport_result *r)
     }
     snprintf(s->etag, sizeof(s->etag), "%s", r->etag);
     if (obj_header_decode(r->body, r->body_len, &h, NULL, err, sizeof(err)) < 0) {
+        if (h.version > OBJ_VERSION) { /* a newer s3commit wrote there: not ours to go on */
+            snprintf(why, sizeof(why),
+                     "%s holds an object of format version %u, which a newer s3commit wrote",
+                     s->key, h.version);
+            return settle_finish(s, SETTLE_FENCED, why);
+        }
         snprintf(why, sizeof(why), "%s holds no valid object header: %s", s->key, err);
         return settle_finish(s, SETTLE_CORRUPT, why);
     }

@@ -291,7 +291,8 @@ static int wopen_newer_object(const struct wheader *h, char *err, size_t errlen)
 {
     snprintf(err, errlen,
              "%s is an object of format version %u, which a newer s3commit wrote (this one "
-             "reads version %d): continue this log with that version or a later one",
+             "reads version %d): continue this log with that version or a later one (or, "
+             "if no newer version ever wrote here, it is damaged: s3commit verify)",
              h->key, h->h.version, OBJ_VERSION);
     return S3C_EFORMAT;
 }
@@ -404,8 +405,19 @@ static int wopen_follow(struct wopen *o, struct wchain *c)
                 struct wheader *h = &hs[i];
                 if (h->first <= c->end)
                     continue; /* inside the chain's last object: off the chain, skipped */
-                if (h->first != c->end + 1 || h->missing) {
+                if (h->first != c->end + 1) {
                     ended = true; /* a gap: what follows is off the chain */
+                } else if (h->missing) {
+                    /* Listed where the chain goes on, then 404: nothing in the protocol
+                     * deletes a log object, so a store that answered 404 for a while (a
+                     * restart behind a proxy), or something deleting the log. Taken for the
+                     * chain's end, it would move the fence over it; try again later. */
+                    snprintf(o->err, o->errlen,
+                             "%s was listed and then gone: objects of the log are being "
+                             "deleted, or the store answered 404 for a while; stop whatever "
+                             "deletes them and open again",
+                             h->key);
+                    rc = S3C_ES3;
                 } else if (h->read_rc) {
                     /* the GET failed (an error answer, or none): the read, not the object */
                     snprintf(o->err, o->errlen, "%s: cannot read its header: %s", h->key, h->error);
@@ -608,6 +620,8 @@ static int wopen_check_hint(struct wopen *o, struct wchain *c)
                      h.error);
             return h.read_rc;
         }
+        if (h.newer)
+            return wopen_newer_object(&h, o->err, o->errlen);
     }
     S3C_LOG(S3C_LOG_WARN,
             "event=manifest_hint_unconfirmed durable_seq=%" PRIu64 " durable_first_seq=%" PRIu64

@@ -65,7 +65,8 @@ int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_sta
  * off the chain is an orphan, written past a newer epoch's fence: the chain's object there
  * has that newer epoch or a higher one. *epoch is 0 when no object within span holds seq.
  * Synchronous on x's loop. Returns 0, or S3C_ES3 / S3C_ENETWORK / S3C_ECORRUPT (an object
- * whose header cannot be read as one) / S3C_ENOMEM with one line in err. */
+ * whose header cannot be read as one) / S3C_EFORMAT (a newer version's object) /
+ * S3C_ENOMEM with one line in err. */
 int writer_chain_epoch_at(struct xport *x, const struct s3c_config *cfg, uint64_t seq,
                           uint64_t span, uint64_t *epoch, char *err, size_t errlen);
 

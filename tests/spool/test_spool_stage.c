@@ -55,6 +55,9 @@ static long long sp_ring = 1048576, sp_seg = 262144;
 /* The log's prefix in the bucket. */
 static const char *sp_prefix = "sp/";
 
+/* What the last sp_open's s3c_stage_open returned (`s3commit run` exits by it). */
+static int sp_open_rc;
+
 /* max_bytes: the spool's bound (0: no spool); the ring is 1 MiB, so a few MiB of commits
  * must go through the spool, not the ring. */
 static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
@@ -79,6 +82,7 @@ static s3c_stage *sp_open(long long max_bytes, char *err, size_t errlen)
     ASSERT_EQ(s3c_config_parse(json, strlen(json), &cfg, err, errlen), 0);
     int rc = s3c_stage_open(cfg, &st, err, errlen);
     s3c_config_free(cfg);
+    sp_open_rc = rc;
     return rc == 0 ? st : NULL;
 }
 
@@ -1056,6 +1060,7 @@ static void unreadable_fence_key_is_not_damage(void)
     s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
     mock_faults(&mock, HEALED);
     ASSERT(again == NULL);
+    ASSERT_EQ(sp_open_rc, S3C_ES3); /* exit 1: the unit tries again */
     if (!strstr(err, "back after a 412") || !strstr(err, "AccessDenied") ||
         strstr(err, "repaired or removed by hand"))
         TEST_FAIL_("want an S3 error reading the fence's key back, not damage: %s", err);
@@ -1091,6 +1096,7 @@ static void newer_formats_are_not_damage(void)
     ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
     free(o);
     ASSERT(sp_open(0, err, sizeof(err)) == NULL);
+    ASSERT_EQ(sp_open_rc, S3C_EFORMAT); /* exit 4 */
     if (!strstr(err, "format version 3") || !strstr(err, "newer s3commit") ||
         strstr(err, "by hand"))
         TEST_FAIL_("not told as another version's object: %s", err);
@@ -1100,6 +1106,7 @@ static void newer_formats_are_not_damage(void)
     const char *m3 = "{\"format\":3,\"epoch\":7,\"durable_seq\":0}";
     ASSERT_EQ(raw_http(&mock, "PUT", "/commits/sp-newer/manifest.json", m3, strlen(m3), NULL), 200);
     ASSERT(sp_open(0, err, sizeof(err)) == NULL);
+    ASSERT_EQ(sp_open_rc, S3C_EFORMAT);
     if (!strstr(err, "format 3") || strstr(err, "delete it"))
         TEST_FAIL_("not told as another version's manifest: %s", err);
     sp_prefix = was;
