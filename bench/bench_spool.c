@@ -475,6 +475,7 @@ struct bsp_run {
     double syncs_per_s; /* the spool's fdatasyncs (s3c_stats.spool_syncs) */
     double stage_ns, producer_ns; /* CPU per commit made durable (L with a spool, else W) */
     double run_s;                 /* the producers' time: secs, less the probes */
+    double commits_per_object;    /* of the objects made durable in the case */
 };
 
 /* Holds the producers, waits until everything they submitted is locally durable, probes
@@ -594,6 +595,9 @@ static struct bsp_run bsp_drive(const char *spool_dir, int producers, size_t siz
     r.skipped = s1.spool_skipped - s0.spool_skipped;
     r.syncs_per_s = (double)(s1.spool_syncs - s0.spool_syncs) / dt;
     r.run_s = dt;
+    if (s1.batches_sent > s0.batches_sent)
+        r.commits_per_object = (double)(s1.batch_commits_sum - s0.batch_commits_sum) /
+                               (double)(s1.batches_sent - s0.batches_sent);
 
     struct s3c_close_report rep;
     struct s3c_stage_info info;
@@ -673,6 +677,7 @@ static double bsp_two_overwrites_us(double group_bytes)
 
 /* The last bsp_local case: its p99 and its two targets (0: no raw line to compare with). */
 static double bsp_last_p99, bsp_last_target, bsp_last_loose, bsp_last_probe, bsp_last_paced;
+static double bsp_last_ideal; /* the ideal group commit's p99 on the probe's writes, 0: none */
 
 static double bsp_local(const char *name, int producers, size_t size, double secs, double rate)
 {
@@ -694,8 +699,8 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
     bsp_rmdir(dir);
     bsp_cur[0] = 0;
     bsp_dirty += r.local_cps * r.run_s * (double)(size + 16); /* the probe counts its own */
-    char pj[1280] = "";
-    double two_probe = 0, two_paced = 0;
+    char pj[1536] = "";
+    double two_probe = 0, two_paced = 0, ideal = 0;
     if (rate > 0 && probe.raw.n == 0) {
         bsp_probe_close(&probe);
         snprintf(pj, sizeof(pj),
@@ -709,6 +714,7 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
         bsp_probe_close(&probe);
         const struct hist *ph = &probe.raw;
         two_probe = 2 * (double)hist_quantile(ph, 0.99);
+        ideal = probe.ideal.n ? (double)hist_quantile(&probe.ideal, 0.99) : 0;
         snprintf(pj, sizeof(pj),
                  ",\"settle_ms\":%" PRIu64 ",\"probe_turns\":%" PRIu64 ",\"probe_gave_up\":%" PRIu64
                  ",\"probe_mode\":\"%s\",\"probe_bytes\":%zu,"
@@ -716,15 +722,17 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
                  "\"probe_p50_us\":%" PRIu64 ",\"probe_p99_us\":%" PRIu64
                  ",\"probe_max_us\":%" PRIu64 ",\"two_probe_p99_us\":%.0f,"
                  "\"p99_met_probe\":%s,\"p99_over_two_probe_p99\":%.2f,"
-                 "\"ideal_group_commit_p99_us\":%" PRIu64 ",\"p99_over_ideal\":%.2f",
+                 "\"ideal_group_commit_p99_us\":%" PRIu64 ",\"p99_over_ideal\":%.2f,"
+                 "\"p99_met_ideal\":%s,\"ideal_over_two_probe_p99\":%.2f",
                  bsp_settle_ms, probe.turns, probe.gave_up,
                  probe.direct ? "odirect_overwrite" : "overwrite", probe.size, ph->n,
                  (double)ph->sum / (double)(ph->n ? ph->n : 1), hist_quantile(ph, 0.5),
                  hist_quantile(ph, 0.99), ph->max, two_probe,
                  (double)r.p99_us <= two_probe ? "true" : "false",
                  two_probe > 0 ? (double)r.p99_us / two_probe : 0,
-                 hist_quantile(&probe.ideal, 0.99),
-                 probe.ideal.n ? (double)r.p99_us / (double)hist_quantile(&probe.ideal, 0.99) : 0);
+                 hist_quantile(&probe.ideal, 0.99), ideal > 0 ? (double)r.p99_us / ideal : 0,
+                 ideal > 0 && (double)r.p99_us <= ideal ? "true" : "false",
+                 two_probe > 0 ? ideal / two_probe : 0);
         const struct hist *qh = &probe.paced;
         size_t n = strlen(pj);
         if (qh->n) {
@@ -744,7 +752,7 @@ static double bsp_local(const char *name, int producers, size_t size, double sec
                      "\"p99_met_paced_probe\":null");
         }
     }
-    bsp_last_probe = two_probe, bsp_last_paced = two_paced;
+    bsp_last_probe = two_probe, bsp_last_paced = two_paced, bsp_last_ideal = ideal;
     /* A group's bytes: records (16-byte header + payload) and a 48-byte frame per chunk. */
     double gbytes = r.commits_per_group * (double)(size + 16) + 48;
     double target = bsp_two_fsyncs_us(gbytes, false), loose = bsp_two_fsyncs_us(gbytes, true);
@@ -880,6 +888,11 @@ int main(int argc, char **argv)
         double met_mean = 0, met_p99 = 0, met_probe = 0, met_paced = 0;
         bool still_mean = true, still_p99 = true, still_probe = true, any_probe = false;
         bool still_paced = true, any_paced = false;
+        /* The ideal group commit on the probe's own writes: the spool against it, and the
+         * rates at which even it missed two probe p99s (the disk's tail, not the spool's) */
+        double met_ideal = 0;
+        bool still_ideal = true, any_ideal = false;
+        int ideal_missed = 0;
         char rates_run[256] = "";
         for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
             double got = bsp_local("local_rate", rates[i] < 100000 ? 1 : 2, 128, secs, rates[i]);
@@ -897,8 +910,12 @@ int main(int argc, char **argv)
             any_paced = any_paced || bsp_last_paced > 0;
             still_paced = still_paced && bsp_last_paced > 0 && bsp_last_p99 <= bsp_last_paced;
             met_paced = still_paced ? rates[i] : met_paced;
+            any_ideal = any_ideal || bsp_last_ideal > 0;
+            still_ideal = still_ideal && bsp_last_ideal > 0 && bsp_last_p99 <= bsp_last_ideal;
+            met_ideal = still_ideal ? rates[i] : met_ideal;
+            ideal_missed += bsp_last_ideal > 0 && bsp_last_ideal > bsp_last_probe;
         }
-        char fr[256], fp[64], fq[64]; /* null: no raw lines before the sweep, or no probe */
+        char fr[256], fp[64], fq[64], fi[128]; /* null: no raw lines before, or no probe */
         if (bsp_nraw > 0)
             snprintf(fr, sizeof(fr),
                      "\"highest_rate_p99_within_two_raw_means\":%.0f,"
@@ -910,10 +927,19 @@ int main(int argc, char **argv)
                      "\"highest_rate_p99_within_two_raw_p99s\":null");
         snprintf(fp, sizeof(fp), any_probe ? "%.0f" : "null", met_probe);
         snprintf(fq, sizeof(fq), any_paced ? "%.0f" : "null", met_paced);
+        if (any_ideal)
+            snprintf(fi, sizeof(fi),
+                     "\"highest_rate_p99_within_ideal_group_commit\":%.0f,"
+                     "\"rates_ideal_over_two_probe_p99s\":%d",
+                     met_ideal, ideal_missed);
+        else
+            snprintf(fi, sizeof(fi),
+                     "\"highest_rate_p99_within_ideal_group_commit\":null,"
+                     "\"rates_ideal_over_two_probe_p99s\":null");
         printf("{\"bench\":\"spool\",\"case\":\"p99_frontier\",\"commit_bytes\":128,"
                "\"rates\":[%s],%s,\"highest_rate_p99_within_two_probe_p99s\":%s,"
-               "\"highest_rate_p99_within_two_paced_probe_p99s\":%s}\n",
-               rates_run, fr, fp, fq);
+               "\"highest_rate_p99_within_two_paced_probe_p99s\":%s,%s}\n",
+               rates_run, fr, fp, fq, fi);
         fflush(stdout);
         /* The raw lines after the sweep when it runs alone: written before it, their
          * gigabytes (1 MiB appends) were still being written back by the host for seconds
@@ -948,11 +974,13 @@ int main(int argc, char **argv)
                    "\"on_over_off\":%.3f,\"stage_cpu_ns_per_commit_off\":%.0f,"
                    "\"stage_cpu_ns_per_commit_on\":%.0f,\"producer_cpu_ns_per_commit_off\":%.0f,"
                    "\"producer_cpu_ns_per_commit_on\":%.0f,\"spool_reads_on\":%" PRIu64
-                   ",\"skipped_commits_on\":%" PRIu64 ",\"spool_on_written_commits_per_s\":%.0f}\n",
+                   ",\"skipped_commits_on\":%" PRIu64 ",\"spool_on_written_commits_per_s\":%.0f,"
+                   "\"commits_per_object_off\":%.0f,\"commits_per_object_on\":%.0f}\n",
                    pair, off.w_cps, on.w_cps, on.local_cps,
                    off.w_cps > 0 ? on.w_cps / off.w_cps : 0, off.stage_ns, on.stage_ns,
                    off.producer_ns, on.producer_ns, on.spool_reads, on.skipped,
-                   on.run_s > 0 ? on.local_cps - (double)on.skipped / on.run_s : 0);
+                   on.run_s > 0 ? on.local_cps - (double)on.skipped / on.run_s : 0,
+                   off.commits_per_object, on.commits_per_object);
             fflush(stdout);
         }
         double ratio = sum_off > 0 ? sum_on / sum_off : 0;
