@@ -24,6 +24,12 @@ static void settle_on_header(void *ctx, const struct xport_result *r)
         return settle_finish(s, SETTLE_GONE, "the key is empty now");
     if (r->cls == XPORT_RETRYABLE)
         return settle_finish(s, SETTLE_RETRY, r->error);
+    if (r->http_status == 416) {
+        /* Nothing at byte 0: the key holds an empty object (S3 answers a range of one so).
+         * Not a failed read: no later open reads anything else there. */
+        snprintf(why, sizeof(why), "%s holds an empty object (0 bytes)", s->key);
+        return settle_finish(s, SETTLE_CORRUPT, why);
+    }
     if (r->cls != XPORT_OK) {
         snprintf(why, sizeof(why), "cannot read %s back after a 412: %s", s->key, r->error);
         return settle_finish(s, SETTLE_UNREADABLE, why);

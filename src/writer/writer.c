@@ -271,6 +271,10 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
     f->done++;
     if (r->cls == XPORT_NOT_FOUND) {
         h->missing = true; /* deleted between the listing and the read */
+    } else if (r->http_status == 416) {
+        /* Nothing at byte 0: an empty object (S3's answer to a range of one), which no
+         * writer writes. Damage, not a failed read: every later open would read the same. */
+        snprintf(h->error, sizeof(h->error), "it is empty (0 bytes)");
     } else if (r->cls != XPORT_OK) {
         snprintf(h->error, sizeof(h->error), "%s%s", r->error,
                  r->cls == XPORT_RETRYABLE ? " (retries exhausted)" : "");

@@ -1112,6 +1112,49 @@ static void newer_formats_are_not_damage(void)
     sp_prefix = was;
 }
 
+/* An empty object (0 bytes) where the log is read, made by something other than a writer
+ * (a tool that touched the key): every ranged read of it is answered 416, which was taken
+ * for a failed read (S3C_ES3: `s3commit run` exits 1 and the unit restarts it, to meet the
+ * same object every time). It is damage (S3C_ECORRUPT, exit 4) with words that say so:
+ * at the spool's fence key (read back after the 412), and where the chain goes on (the
+ * walk). With it deleted, the open replays as ever. */
+static void empty_objects_are_damage(void)
+{
+    char err[1024], key[OBJ_KEY_MAX], path[OBJ_KEY_MAX + 100];
+    uint64_t f0 = sp_p_strands_200();
+    obj_key(key, sizeof(key), "sp/", f0 + 300);
+    snprintf(path, sizeof(path), "/commits/%s", key);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, "", 0, NULL), 200);
+    ASSERT(sp_open(64LL << 20, err, sizeof(err)) == NULL);
+    ASSERT_EQ(sp_open_rc, S3C_ECORRUPT); /* exit 4 */
+    if (!strstr(err, "empty object (0 bytes)") || !strstr(err, "by hand"))
+        TEST_FAIL_("the fence key's empty object not told as damage: %s", err);
+    ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
+    s3c_stage *again = sp_open_ok(64LL << 20);
+    struct s3c_stage_info info;
+    ASSERT_EQ(s3c_stage_info(again, &info), 0);
+    ASSERT_UEQ(info.control_seq, f0 + 300);
+    ASSERT_EQ(s3c_wait_durable(again, f0 + 300, 20000), 0);
+    ASSERT_EQ(s3c_stage_close(again, NULL), 0);
+    sp_read_back(f0, 300);
+    sp_rm_dir();
+
+    const char *was = sp_prefix;
+    sp_prefix = "sp-empty/";
+    s3c_stage *st = sp_open_ok(0); /* a log: the fence at 1 */
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    obj_path(path, sizeof(path), sp_prefix, 2); /* where the chain goes on */
+    ASSERT_EQ(raw_http(&mock, "PUT", path, "", 0, NULL), 200);
+    ASSERT(sp_open(0, err, sizeof(err)) == NULL);
+    ASSERT_EQ(sp_open_rc, S3C_ECORRUPT);
+    if (!strstr(err, "empty (0 bytes)") || !strstr(err, "by hand"))
+        TEST_FAIL_("the chain's empty object not told as damage: %s", err);
+    ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
+    st = sp_open_ok(0);
+    ASSERT_EQ(s3c_stage_close(st, NULL), 0);
+    sp_prefix = was;
+}
+
 /* The log moves between the spool's check and writer_open: the check is given again on
  * the log writer_open found. The spool holds P's commits F+100..F+299 locally durable;
  * when the open first looks, the log ends at F+99 (a replay: fine). Then, before
@@ -1686,6 +1729,7 @@ int main(void)
     RUN(log_moving_after_the_check_is_checked_again);
     RUN(unreadable_fence_key_is_not_damage);
     RUN(newer_formats_are_not_damage);
+    RUN(empty_objects_are_damage);
     RUN(long_chunks_many_segments);
     RUN(recycled_segments_never_read_old_frames);
     RUN(skips_what_s3_took_first);
