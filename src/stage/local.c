@@ -384,13 +384,13 @@ static bool stage_seen_same(const struct stage_seen *a, const struct stage_seen 
            a->found_seq == b->found_seq;
 }
 
-int stage_spool_precheck(struct s3c_stage *st, char *err, size_t errlen)
+int stage_spool_precheck(struct s3c_stage *st, const struct writer_state *peeked, char *err,
+                         size_t errlen)
 {
     if (spool_local_seq(st->spool) == 0)
-        return 0; /* an empty spool: nothing to refuse */
-    int rc = writer_peek(st->x, &st->cfg, &st->ws, err, errlen);
-    if (rc == 0)
-        rc = stage_spool_verdict(st, err, errlen);
+        return 0;     /* an empty spool: nothing to refuse */
+    st->ws = *peeked; /* the verdict reads st->ws */
+    int rc = stage_spool_verdict(st, err, errlen);
     if (rc == 0)
         st->seen = stage_seen_now(&st->ws);
     memset(&st->ws, 0, sizeof(st->ws)); /* writer_open fills it */

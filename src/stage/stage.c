@@ -396,19 +396,26 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     }
     /* The writer protocol before any commit is accepted: our epoch, the end of the log,
      * our fence. Run here, on the caller's thread, on the loop the persistence thread
-     * takes over once it starts. */
+     * takes over once it starts. First a look that writes nothing (writer_peek): a log
+     * this version cannot continue (a damaged object on the chain, a newer format) or a
+     * spool that does not fit the log is refused before anything is written, so the
+     * log's writer goes on unfenced; writer_open then goes on from where the look ended. */
     uint64_t spooled = 0; /* the spool's last seq: our fence goes after it */
+    struct writer_state peeked;
     st->spool_efd = -1;
     if (cfg->spool.dir[0]) {
         rc = stage_spool_open(st, &spooled, e, sizeof(e));
-        if (rc == 0) /* a refusal writes nothing: the log's writer goes on unfenced */
-            rc = stage_spool_precheck(st, e, sizeof(e));
         if (rc < 0)
             goto out_free_spool;
-        if (stage_test_after_precheck)
-            stage_test_after_precheck();
     }
-    rc = writer_open(st->x, &st->cfg, spooled, &st->ws, e, sizeof(e));
+    rc = writer_peek(st->x, &st->cfg, &peeked, e, sizeof(e));
+    if (rc == 0 && st->spool)
+        rc = stage_spool_precheck(st, &peeked, e, sizeof(e));
+    if (rc < 0)
+        goto out_free_spool;
+    if (st->spool && stage_test_after_precheck)
+        stage_test_after_precheck();
+    rc = writer_open(st->x, &st->cfg, spooled, &peeked, &st->ws, e, sizeof(e));
     if (rc < 0)
         goto out_free_spool;
     st->base = st->ws.control_seq;

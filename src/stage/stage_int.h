@@ -248,7 +248,8 @@ struct batch *stage_zq_pop_done(struct s3c_stage *st);     /* a finished one, or
 int stage_spool_open(struct s3c_stage *st, uint64_t *last, char *err, size_t errlen);
 /* Before writer_open, on a spool that holds anything: reads the log (writer_peek) and
  * refuses an open whose spool cannot go on it, before anything is written to S3. */
-int stage_spool_precheck(struct s3c_stage *st, char *err, size_t errlen);
+int stage_spool_precheck(struct s3c_stage *st, const struct writer_state *peeked, char *err,
+                         size_t errlen);
 /* Tests only: called between the precheck and writer_open (the log may move there). */
 extern void (*stage_test_after_precheck)(void);
 int stage_spool_begin(struct s3c_stage *st, char *err, size_t errlen);

@@ -818,6 +818,7 @@ static int wopen_start_chain(struct wopen *o, struct wchain *c)
         return rc;
     ws->listed = c->end == 0;
     ws->found_epoch = o->found.format ? o->found.epoch : 0;
+    ws->found_manifest_seq = o->found.durable_seq;
     ws->found_seq = c->end;
     return 0;
 }
@@ -828,6 +829,28 @@ static void wopen_found_end(struct writer_state *ws, const struct wchain *c)
     ws->recovered_first_seq = c->end_first;
     ws->chain_start_epoch = c->start_epoch;
     ws->max_batch_commits = c->max_count;
+    ws->chain_max_epoch = c->max_epoch;
+}
+
+/* Step 2's start in writer_open: where writer_peek's walk ended, when the manifest read in
+ * step 1 is the one the peek read (same epoch, same durable_seq; none both times); else
+ * from the manifest, as writer_peek starts. */
+static int wopen_resume_chain(struct wopen *o, const struct writer_state *peeked, struct wchain *c)
+{
+    uint64_t epoch = o->found.format ? o->found.epoch : 0;
+    if (!peeked || peeked->found_epoch != epoch ||
+        peeked->found_manifest_seq != o->found.durable_seq)
+        return wopen_start_chain(o, c);
+    *c = (struct wchain){.end = peeked->recovered_seq,
+                         .end_first = peeked->recovered_first_seq,
+                         .start_epoch = peeked->chain_start_epoch,
+                         .max_epoch = peeked->chain_max_epoch,
+                         .max_count = peeked->max_batch_commits};
+    o->ws->listed = peeked->listed;
+    o->ws->found_epoch = peeked->found_epoch;
+    o->ws->found_seq = peeked->found_seq;
+    o->ws->found_manifest_seq = peeked->found_manifest_seq;
+    return 0;
 }
 
 int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_state *ws, char *err,
@@ -860,10 +883,12 @@ int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_sta
 }
 
 int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_seq,
-                struct writer_state *ws, char *err, size_t errlen)
+                const struct writer_state *peeked, struct writer_state *ws, char *err,
+                size_t errlen)
 {
     struct wopen o = {.x = x, .cfg = cfg, .ws = ws, .err = err, .errlen = errlen};
-    uint64_t floor = 0;
+    /* above every epoch the peek met on the chain (a lost manifest costs no extra round) */
+    uint64_t floor = peeked ? peeked->chain_max_epoch : 0;
     int rc;
 
     memset(ws, 0, sizeof(*ws));
@@ -886,7 +911,7 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
         if (rc < 0)
             return rc;
         struct wchain c; /* step 2 */
-        rc = wopen_start_chain(&o, &c);
+        rc = round == 0 ? wopen_resume_chain(&o, peeked, &c) : wopen_start_chain(&o, &c);
         if (rc < 0)
             return rc;
         for (;;) {

@@ -40,6 +40,8 @@ struct writer_state {
     uint64_t found_epoch;         /* the manifest as found: the epoch of its writer, */
     uint64_t found_seq;           /* and its durable_seq once an object was seen ending
                                      there (0: none, or not confirmed) */
+    uint64_t found_manifest_seq;  /* the manifest's durable_seq as read (0: none) */
+    uint64_t chain_max_epoch;     /* the highest epoch the walk met on the chain */
 };
 
 /* Runs steps 1-3 of the protocol synchronously on x's loop: bounded retries with the
@@ -47,9 +49,13 @@ struct writer_state {
  * layout refused. Returns 0, or S3C_ES3 / S3C_ENETWORK / S3C_ECORRUPT / S3C_EFORMAT /
  * S3C_ENOMEM with one line in err naming the key and the fix. */
 int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_seq,
-                struct writer_state *ws, char *err, size_t errlen);
+                const struct writer_state *peeked, struct writer_state *ws, char *err,
+                size_t errlen);
 /* after_seq: the fence goes no lower than after_seq + 1 (a local spool holds seqs up to it
- * that are still to be sent); 0 for none. */
+ * that are still to be sent); 0 for none. peeked: what writer_peek found just before (NULL:
+ * none). Step 1 then takes an epoch above the chain's highest, and step 2 goes on from the
+ * end it found when the manifest is as it was (the chain up to there cannot change: nothing
+ * deletes an object on it), so the walk is not made twice. */
 
 /* Step 2 alone, reading only: the manifest and the chain's end, into ws (recovered_seq,
  * recovered_first_seq, chain_start_epoch, max_batch_commits, found_epoch, found_seq,
