@@ -411,6 +411,8 @@ int s3c_stage_open(const s3c_config *cfg, s3c_stage **out, char *err, size_t err
     rc = writer_peek(st->x, &st->cfg, &peeked, e, sizeof(e));
     if (rc == 0 && st->spool)
         rc = stage_spool_precheck(st, &peeked, e, sizeof(e));
+    if (rc == 0 && spooled > peeked.recovered_seq) /* our fence's key, past the walk's end */
+        rc = writer_peek_key(st->x, &st->cfg, spooled + 1, e, sizeof(e));
     if (rc < 0)
         goto out_free_spool;
     if (st->spool && stage_test_after_precheck)

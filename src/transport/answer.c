@@ -196,6 +196,9 @@ void xport__answer(struct xport *x, struct xreq *r, int cc, long status, int64_t
         int as = xreq_range_answer(r, status);
         if (as)
             res.cls = xport_classify(r->op, 0, as, "");
+        res.range_unsatisfiable = as == 416;
+    } else if (r->op == XPORT_OP_GET && r->ranged && status == 416) {
+        res.range_unsatisfiable = true;
     }
     res.s3_code = r->s3e.code;
     res.s3_message = r->s3e.message;

@@ -57,7 +57,11 @@ struct xport_result {
     const void *body;
     size_t body_len;
     uint64_t object_size; /* GET: the whole object's size (Content-Range total if ranged) */
-    struct xreq *owner;   /* private to the transport (xport_take_body) */
+    /* A ranged GET found nothing at its first byte: S3's 416, or a store that ignored the
+     * Range and answered an object that ends before it (classified as a 416: FATAL). For
+     * a range from byte 0: the object is empty. */
+    bool range_unsatisfiable;
+    struct xreq *owner; /* private to the transport (xport_take_body) */
     /* ListObjectsV2 */
     const struct xport_list_entry *entries;
     size_t nentries;

@@ -24,7 +24,7 @@ static void settle_on_header(void *ctx, const struct xport_result *r)
         return settle_finish(s, SETTLE_GONE, "the key is empty now");
     if (r->cls == XPORT_RETRYABLE)
         return settle_finish(s, SETTLE_RETRY, r->error);
-    if (r->http_status == 416) {
+    if (r->range_unsatisfiable) {
         /* Nothing at byte 0: the key holds an empty object (S3 answers a range of one so).
          * Not a failed read: no later open reads anything else there. */
         snprintf(why, sizeof(why), "%s holds an empty object (0 bytes)", s->key);

@@ -271,7 +271,7 @@ static void wopen_on_header(void *ctx, const struct xport_result *r)
     f->done++;
     if (r->cls == XPORT_NOT_FOUND) {
         h->missing = true; /* deleted between the listing and the read */
-    } else if (r->http_status == 416) {
+    } else if (r->range_unsatisfiable) {
         /* Nothing at byte 0: an empty object (S3's answer to a range of one), which no
          * writer writes. Damage, not a failed read: every later open would read the same. */
         snprintf(h->error, sizeof(h->error), "it is empty (0 bytes)");
@@ -879,6 +879,34 @@ int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_sta
             "event=writer_peek recovered_seq=%" PRIu64 " chain_start_epoch=%" PRIu64
             " headers_read=%" PRIu64,
             ws->recovered_seq, ws->chain_start_epoch, ws->objects_read);
+    return 0;
+}
+
+int writer_peek_key(struct xport *x, const struct s3c_config *cfg, uint64_t seq, char *err,
+                    size_t errlen)
+{
+    struct wopen o = {
+        .x = x, .cfg = cfg, .ws = &(struct writer_state){0}, .err = err, .errlen = errlen};
+    char key[OBJ_KEY_MAX];
+    obj_key(key, sizeof(key), cfg->s3.prefix, seq);
+    struct wheader h = {.key = key, .first = seq};
+    err[0] = '\0';
+    int rc = wopen_fetch_headers(&o, &h, 1);
+    if (rc < 0 || h.missing)
+        return rc;
+    if (h.read_rc) {
+        snprintf(err, errlen, "%s: cannot read its header: %s", key, h.error);
+        return h.read_rc;
+    }
+    if (h.newer)
+        return wopen_newer_object(&h, err, errlen);
+    if (!h.ok) { /* as the fence's read-back would say, after it took an epoch */
+        snprintf(err, errlen,
+                 "%s, where our fence goes, holds %s; it must be repaired or removed by hand", key,
+                 strcmp(h.error, "it is empty (0 bytes)") == 0 ? "an empty object (0 bytes)"
+                                                               : "no valid object header");
+        return S3C_ECORRUPT;
+    }
     return 0;
 }
 

@@ -54,8 +54,9 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
 /* after_seq: the fence goes no lower than after_seq + 1 (a local spool holds seqs up to it
  * that are still to be sent); 0 for none. peeked: what writer_peek found just before (NULL:
  * none). Step 1 then takes an epoch above the chain's highest, and step 2 goes on from the
- * end it found when the manifest is as it was (the chain up to there cannot change: nothing
- * deletes an object on it), so the walk is not made twice. */
+ * end it found when the manifest is as it was (the chain up to there does not change: nothing
+ * deletes an object on it; the one known exception is in docs/spool.md, "What is still
+ * open"), so the walk is not made twice. */
 
 /* Step 2 alone, reading only: the manifest and the chain's end, into ws (recovered_seq,
  * recovered_first_seq, chain_start_epoch, max_batch_commits, found_epoch, found_seq,
@@ -64,6 +65,14 @@ int writer_open(struct xport *x, const struct s3c_config *cfg, uint64_t after_se
  * Returns as writer_open. */
 int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_state *ws, char *err,
                 size_t errlen);
+
+/* Reads the header at log/<seq> and writes nothing: where a fence past the chain's end
+ * goes (after a local spool's seqs), which the peek's walk does not reach. Returns 0 when
+ * the key is empty or holds a header of a known format (the fence's settle decides what
+ * it is); S3C_ECORRUPT when it holds an empty object or no valid header, S3C_EFORMAT a
+ * newer format's, or the read's error, each with its words in err. */
+int writer_peek_key(struct xport *x, const struct s3c_config *cfg, uint64_t seq, char *err,
+                    size_t errlen);
 
 /* The epoch of the chain's object holding seq, for a seq at or below the end writer_open
  * found: of the objects whose key lies within span at or below seq (span: the most records

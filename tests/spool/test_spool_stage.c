@@ -1095,23 +1095,43 @@ static void takeover_after_what_the_spool_knew_durable(void)
  * tries again), not as a damaged object to repair by hand (S3C_ECORRUPT, exit 4, no
  * restart), which it was. The spool holds F+100..F+299 past the log's end F+99, so the
  * fence goes at F+300, where an object was planted that the chain walk does not read
- * (a gap before it). With the read allowed again the open replaces it (an orphan of an
- * older epoch) and replays. */
+ * (a gap before it). The look before writer_open reads that key too (writer_peek_key):
+ * unreadable from the start, the open fails there, as an S3 error and having written
+ * nothing; unreadable only after the look, the fence's read-back fails as before. With the
+ * read allowed again the open replaces it (an orphan of an older epoch) and replays. */
+static char uf_fault[OBJ_KEY_MAX + 160];
+
+static void uf_refuse_reads(void)
+{
+    mock_faults(&mock, uf_fault);
+}
+
 static void unreadable_fence_key_is_not_damage(void)
 {
-    char err[1024], key[OBJ_KEY_MAX], fault[OBJ_KEY_MAX + 160];
+    char err[1024], key[OBJ_KEY_MAX];
     uint64_t f0 = sp_p_strands_200();
     sp_plant(f0 + 300, 1, 1, 0, "an older epoch's object");
     obj_key(key, sizeof(key), "sp/", f0 + 300);
-    snprintf(fault, sizeof(fault),
+    snprintf(uf_fault, sizeof(uf_fault),
              "{\"error_rate\":1.0,\"error_status\":403,\"reads_only\":true,"
              "\"key_prefix\":\"%s\"}",
              key);
-    mock_faults(&mock, fault);
+    /* Unreadable from the start: the look before writer_open reads the fence's key (past
+     * the walk's end) and fails there, having written nothing. */
+    mock_faults(&mock, uf_fault);
+    sp_refused_untouched(err, sizeof(err));
+    mock_faults(&mock, HEALED);
+    ASSERT_EQ(sp_open_rc, S3C_ES3); /* exit 1: the unit tries again */
+    if (!strstr(err, "cannot read its header") || !strstr(err, "AccessDenied") ||
+        strstr(err, "repaired or removed by hand"))
+        TEST_FAIL_("want an S3 error reading the fence's key, not damage: %s", err);
+    /* Unreadable only once the look is done: the fence's 412 read back with a 403. */
+    stage_test_after_precheck = uf_refuse_reads;
     s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+    stage_test_after_precheck = NULL;
     mock_faults(&mock, HEALED);
     ASSERT(again == NULL);
-    ASSERT_EQ(sp_open_rc, S3C_ES3); /* exit 1: the unit tries again */
+    ASSERT_EQ(sp_open_rc, S3C_ES3);
     if (!strstr(err, "back after a 412") || !strstr(err, "AccessDenied") ||
         strstr(err, "repaired or removed by hand"))
         TEST_FAIL_("want an S3 error reading the fence's key back, not damage: %s", err);
@@ -1177,8 +1197,8 @@ static void empty_objects_are_damage(void)
     obj_key(key, sizeof(key), "sp/", f0 + 300);
     snprintf(path, sizeof(path), "/commits/%s", key);
     ASSERT_EQ(raw_http(&mock, "PUT", path, "", 0, NULL), 200);
-    ASSERT(sp_open(64LL << 20, err, sizeof(err)) == NULL);
-    ASSERT_EQ(sp_open_rc, S3C_ECORRUPT); /* exit 4 */
+    sp_refused_untouched(err, sizeof(err)); /* looked for before the epoch is taken */
+    ASSERT_EQ(sp_open_rc, S3C_ECORRUPT);    /* exit 4 */
     if (!strstr(err, "empty object (0 bytes)") || !strstr(err, "by hand"))
         TEST_FAIL_("the fence key's empty object not told as damage: %s", err);
     ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
@@ -1220,17 +1240,36 @@ static void mv_plant_q(void)
     sp_plant(mv_first + 100, 50, mv_q, 0, "Q's commit");
 }
 
+/* Q's objects without its manifest write (late, or lost): writer_open reads the manifest
+ * the look read and walks on from the look's end, where it must find them. */
+static void mv_plant_q_quietly(void)
+{
+    struct rbuf b;
+    ASSERT_EQ(raw_http(&mock, "GET", "/commits/sp/manifest.json", NULL, 0, &b), 200);
+    cJSON *m = cJSON_ParseWithLength((const char *)b.p, b.len);
+    free(b.p);
+    cJSON *me = cJSON_GetObjectItem(m, "epoch");
+    ASSERT(cJSON_IsNumber(me));
+    mv_q = (uint64_t)me->valuedouble + 1;
+    cJSON_Delete(m);
+    sp_plant(mv_first + 100, 50, mv_q, 0, "Q's commit");
+}
+
 static void log_moving_after_the_check_is_checked_again(void)
 {
     char err[1024];
-    mv_first = sp_p_strands_200();
-    stage_test_after_precheck = mv_plant_q;
-    s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
-    stage_test_after_precheck = NULL;
-    ASSERT(mv_q > 0); /* the first look passed, and Q came after it */
-    ASSERT(again == NULL);
-    ASSERT(strstr(err, "another writer took the log over") != NULL);
-    sp_rm_dir();
+    void (*plant[2])(void) = {mv_plant_q, mv_plant_q_quietly};
+    for (int i = 0; i < 2; i++) {
+        mv_first = sp_p_strands_200();
+        mv_q = 0;
+        stage_test_after_precheck = plant[i];
+        s3c_stage *again = sp_open(64LL << 20, err, sizeof(err));
+        stage_test_after_precheck = NULL;
+        ASSERT(mv_q > 0); /* the first look passed, and Q came after it */
+        ASSERT(again == NULL);
+        ASSERT(strstr(err, "another writer took the log over") != NULL);
+        sp_rm_dir();
+    }
 }
 
 /* Chunks of thousands of short commits, many under 24 bytes so that their records are not
