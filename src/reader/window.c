@@ -54,18 +54,18 @@ static void rd_on_get(void *ctx, const struct xport_result *res)
         s->state = RS_DONE;
     } else if (res->cls == XPORT_NOT_FOUND) {
         s->state = RS_MISSING;
-    } else if (res->range_unsatisfiable) {
-        /* a header read of an empty object: read, and holding no header (not a failed
-         * read, which stops the reader with an S3 error) */
-        s->body = NULL;
-        s->len = 0;
-        s->state = RS_DONE;
     } else if (res->cls == XPORT_RETRYABLE &&
                s->attempts <= r->cfg.persistence.max_retry_attempts) {
         s->state = RS_IDLE;
         s->retry_at_ns = s3c__now_ns() + rd_backoff_ns(r, s->attempts);
         S3C_LOG(S3C_LOG_WARN, "event=read_retry key=%s attempt=%d error=\"%s\"", s->key,
                 s->attempts, res->error);
+    } else if (res->range_unsatisfiable) {
+        /* a header read of an empty object: read, and holding no header (not a failed
+         * read, which stops the reader with an S3 error) */
+        s->body = NULL;
+        s->len = 0;
+        s->state = RS_DONE;
     } else {
         s->state = RS_FAILED;
         snprintf(s->error, sizeof(s->error), "%s", res->error);

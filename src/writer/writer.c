@@ -900,11 +900,21 @@ int writer_peek_key(struct xport *x, const struct s3c_config *cfg, uint64_t seq,
     }
     if (h.newer)
         return wopen_newer_object(&h, err, errlen);
+    if (!h.ok && strcmp(h.error, "v1") == 0) { /* as the chain walk says of one */
+        snprintf(err, errlen, "%s is a version-1 object inside a version-2 log; move it away", key);
+        return S3C_EFORMAT;
+    }
     if (!h.ok) { /* as the fence's read-back would say, after it took an epoch */
-        snprintf(err, errlen,
-                 "%s, where our fence goes, holds %s; it must be repaired or removed by hand", key,
-                 strcmp(h.error, "it is empty (0 bytes)") == 0 ? "an empty object (0 bytes)"
-                                                               : "no valid object header");
+        if (strcmp(h.error, "it is empty (0 bytes)") == 0)
+            snprintf(err, errlen,
+                     "%s, where our fence goes, holds an empty object (0 bytes); it must be "
+                     "repaired or removed by hand",
+                     key);
+        else
+            snprintf(err, errlen,
+                     "%s, where our fence goes, holds no valid object header: %s; it must be "
+                     "repaired or removed by hand",
+                     key, h.error);
         return S3C_ECORRUPT;
     }
     return 0;

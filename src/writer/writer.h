@@ -68,9 +68,10 @@ int writer_peek(struct xport *x, const struct s3c_config *cfg, struct writer_sta
 
 /* Reads the header at log/<seq> and writes nothing: where a fence past the chain's end
  * goes (after a local spool's seqs), which the peek's walk does not reach. Returns 0 when
- * the key is empty or holds a header of a known format (the fence's settle decides what
- * it is); S3C_ECORRUPT when it holds an empty object or no valid header, S3C_EFORMAT a
- * newer format's, or the read's error, each with its words in err. */
+ * nothing is there or it holds a valid header of this version (the fence's settle decides
+ * what it is); S3C_ECORRUPT when it holds an empty object or no valid header, S3C_EFORMAT
+ * a version-1 or a newer format's header, or the read's error, each with its words in
+ * err. */
 int writer_peek_key(struct xport *x, const struct s3c_config *cfg, uint64_t seq, char *err,
                     size_t errlen);
 

@@ -947,8 +947,13 @@ static void test_seek_among_objects_holding_a_seq(void)
     ASSERT_EQ(raw_http(&mock, "PUT", epath, "", 0, NULL), 200);
     sk_manifest("sk7/", 1, 250, 151, 1, 150);
     uint64_t froms7[] = {2, 101, 120, 150, 151, 200, 250};
-    for (size_t i = 0; i < sizeof(froms7) / sizeof(froms7[0]); i++)
-        ASSERT_UEQ(sk_read("sk7/", froms7[i], sk3_want), 250);
+    for (int ignore = 0; ignore < 2; ignore++) { /* and from a store that ignores Range */
+        mock_faults(&mock, ignore ? "{\"ignore_range\":true,\"key_prefix\":\"sk7/log/\"}"
+                                  : "{\"ignore_range\":false,\"key_prefix\":\"\"}");
+        for (size_t i = 0; i < sizeof(froms7) / sizeof(froms7[0]); i++)
+            ASSERT_UEQ(sk_read("sk7/", froms7[i], sk3_want), 250);
+    }
+    mock_faults(&mock, "{\"ignore_range\":false,\"key_prefix\":\"\"}");
 
     /* An uncontested seek costs what it did (one listing of the keys below it); where
      * objects disagree it lists further down. */

@@ -1183,24 +1183,51 @@ static void newer_formats_are_not_damage(void)
     sp_prefix = was;
 }
 
+/* Refused with code rc and words want, whether the store honours Range or ignores it for
+ * keys under prefix (a 200 of the whole object: for an empty one, nothing at byte 0, which
+ * the transport takes as S3's 416); nothing is written either way. */
+static void ed_refused_both_ways(long long spool, const char *prefix, int rc, const char *want)
+{
+    char err[1024], fault[300];
+    for (int ignore = 0; ignore < 2; ignore++) {
+        snprintf(fault, sizeof(fault), "{\"ignore_range\":%s,\"key_prefix\":\"%s\"}",
+                 ignore ? "true" : "false", ignore ? prefix : "");
+        mock_faults(&mock, fault);
+        sp_refused_untouched_at(spool, err, sizeof(err)); /* looked for before the epoch */
+        mock_faults(&mock, "{\"ignore_range\":false,\"key_prefix\":\"\"}");
+        ASSERT_EQ(sp_open_rc, rc);
+        if (!strstr(err, want) || (rc == S3C_ECORRUPT && !strstr(err, "by hand")))
+            TEST_FAIL_("want \"%s\"%s: %s", want, ignore ? " (Range ignored)" : "", err);
+    }
+}
+
 /* An empty object (0 bytes) where the log is read, made by something other than a writer
  * (a tool that touched the key): every ranged read of it is answered 416, which was taken
  * for a failed read (S3C_ES3: `s3commit run` exits 1 and the unit restarts it, to meet the
- * same object every time). It is damage (S3C_ECORRUPT, exit 4) with words that say so:
- * at the spool's fence key (read back after the 412), and where the chain goes on (the
- * walk: found by the look before writer_open, so nothing is written). With it deleted, the
- * open replays as ever. */
+ * same object every time). It is damage (S3C_ECORRUPT, exit 4) with words that say so: at
+ * the spool's fence key past the log's end, and where the chain goes on; both are found by
+ * the look before writer_open, so nothing is written. With it deleted, the open replays as
+ * ever. */
 static void empty_objects_are_damage(void)
 {
-    char err[1024], key[OBJ_KEY_MAX], path[OBJ_KEY_MAX + 100];
+    char key[OBJ_KEY_MAX], path[OBJ_KEY_MAX + 100];
     uint64_t f0 = sp_p_strands_200();
     obj_key(key, sizeof(key), "sp/", f0 + 300);
     snprintf(path, sizeof(path), "/commits/%s", key);
     ASSERT_EQ(raw_http(&mock, "PUT", path, "", 0, NULL), 200);
-    sp_refused_untouched(err, sizeof(err)); /* looked for before the epoch is taken */
-    ASSERT_EQ(sp_open_rc, S3C_ECORRUPT);    /* exit 4 */
-    if (!strstr(err, "empty object (0 bytes)") || !strstr(err, "by hand"))
-        TEST_FAIL_("the fence key's empty object not told as damage: %s", err);
+    ed_refused_both_ways(64LL << 20, key, S3C_ECORRUPT, "empty object (0 bytes)"); /* exit 4 */
+    /* The look's other verdicts at the fence's key: bytes that are no object header, and
+     * an object of a newer format (S3C_EFORMAT: continue with that version). */
+    const char *junk = "not an object of any s3commit, but long enough for a header's bytes";
+    ASSERT_EQ(raw_http(&mock, "PUT", path, junk, strlen(junk), NULL), 200);
+    ed_refused_both_ways(64LL << 20, key, S3C_ECORRUPT, "no valid object header: ");
+    const char *payload[] = {"from a later version"};
+    size_t len;
+    unsigned char *o = obj_build(f0 + 300, 1, 9, 0, payload, &len);
+    o[8] = 3, o[9] = 0; /* the header's version (little-endian) */
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+    ed_refused_both_ways(64LL << 20, key, S3C_EFORMAT, "format version 3");
     ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
     s3c_stage *again = sp_open_ok(64LL << 20);
     struct s3c_stage_info info;
@@ -1217,10 +1244,7 @@ static void empty_objects_are_damage(void)
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
     obj_path(path, sizeof(path), sp_prefix, 2); /* where the chain goes on */
     ASSERT_EQ(raw_http(&mock, "PUT", path, "", 0, NULL), 200);
-    sp_refused_untouched_at(0, err, sizeof(err)); /* found by the look: nothing written */
-    ASSERT_EQ(sp_open_rc, S3C_ECORRUPT);
-    if (!strstr(err, "empty (0 bytes)") || !strstr(err, "by hand"))
-        TEST_FAIL_("the chain's empty object not told as damage: %s", err);
+    ed_refused_both_ways(0, "sp-empty/log/", S3C_ECORRUPT, "empty (0 bytes)");
     ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
     st = sp_open_ok(0);
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);

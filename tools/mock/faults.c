@@ -74,7 +74,7 @@ static bool faults_any(const struct faults *f)
     return f->latency_ms > 0 || f->latency_jitter_ms > 0 || f->error_rate > 0 ||
            f->written_error_rate > 0 || f->reset_rate > 0 || f->reset_next >= 1 ||
            f->stall_rate > 0 || f->slow_close > 0 || f->bandwidth_bytes_per_s > 0 ||
-           f->conflict_rate > 0;
+           f->conflict_rate > 0 || f->ignore_range;
 }
 
 void faults_init(struct mock *m, uint64_t seed)
@@ -125,6 +125,7 @@ void faults_plan(struct mock *m, struct fault_plan *p, const char *key, size_t k
     double delay = f->latency_ms + d_jit * f->latency_jitter_ms;
     p->delay_ms = delay > 0 ? (uint32_t)llround(delay) : 0;
     p->bandwidth = f->bandwidth_bytes_per_s;
+    p->ignore_range = f->ignore_range;
     pthread_mutex_unlock(&m->fault_mu);
 }
 
@@ -208,13 +209,19 @@ int faults_apply_json(struct mock *m, const char *json, size_t len, char *err, s
                 goto out_free;
             }
             f.reads_only = cJSON_IsTrue(it);
+        } else if (strcmp(it->string, "ignore_range") == 0) {
+            if (!cJSON_IsBool(it)) {
+                snprintf(err, errlen, "faults: ignore_range must be true or false");
+                goto out_free;
+            }
+            f.ignore_range = cJSON_IsTrue(it);
         } else {
             snprintf(
                 err, errlen,
                 "faults: unknown setting \"%s\" (known: latency_ms, latency_jitter_ms, "
                 "error_rate, error_status, written_error_rate, reset_rate, reset_next, stall_rate, "
                 "slow_close, slow_close_ms, bandwidth_bytes_per_s, conflict_rate, key_prefix, "
-                "reads_only)",
+                "reads_only, ignore_range)",
                 it->string);
             goto out_free;
         }
@@ -240,6 +247,7 @@ char *faults_json(struct mock *m)
     cJSON_AddNumberToObject(o, "error_status", f.error_status);
     cJSON_AddStringToObject(o, "key_prefix", f.key_prefix);
     cJSON_AddBoolToObject(o, "reads_only", f.reads_only);
+    cJSON_AddBoolToObject(o, "ignore_range", f.ignore_range);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;

@@ -36,7 +36,8 @@ struct faults {
     double conflict_rate;         /* conditional PUT: 409 ConditionalRequestConflict, not done */
     char key_prefix[1025];        /* faults only for object keys starting so ("" = all) */
     size_t key_prefix_len;
-    bool reads_only; /* faults only for GET and HEAD of an object */
+    bool reads_only;   /* faults only for GET and HEAD of an object */
+    bool ignore_range; /* GETs answered whole (200), their Range ignored, as some proxies do */
 };
 
 struct mock_cfg {
@@ -208,7 +209,8 @@ extern struct mock g_mock;
 /* What the fault dice decided for one request. */
 struct fault_plan {
     bool error, written_error, reset, stall, slow_close;
-    bool conflict; /* answer a conditional PUT 409 ConditionalRequestConflict */
+    bool conflict;     /* answer a conditional PUT 409 ConditionalRequestConflict */
+    bool ignore_range; /* answer a GET with the whole object (200), as if without Range */
     uint32_t delay_ms;
     int error_status;
     uint32_t slow_close_ms;
