@@ -1089,6 +1089,32 @@ static void takeover_after_what_the_spool_knew_durable(void)
     sp_rm_dir();
 }
 
+/* PUTs an object of format version 3 (one record) at log/<first> under sp_prefix. */
+static void sp_put_newer_object(uint64_t first)
+{
+    char path[OBJ_KEY_MAX + 100];
+    const char *payload[] = {"from a later version"};
+    size_t len;
+    unsigned char *o = obj_build(first, 1, 9, 0, payload, &len);
+    o[8] = 3, o[9] = 0; /* the header's version (little-endian) */
+    obj_path(path, sizeof(path), sp_prefix, first);
+    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
+    free(o);
+}
+
+/* After sp_p_strands_200: the next open fences at F+300 and replays all 300 commits. */
+static void sp_replays_the_200(uint64_t f0)
+{
+    s3c_stage *again = sp_open_ok(64LL << 20);
+    struct s3c_stage_info info;
+    ASSERT_EQ(s3c_stage_info(again, &info), 0);
+    ASSERT_UEQ(info.control_seq, f0 + 300);
+    ASSERT_EQ(s3c_wait_durable(again, f0 + 300, 20000), 0);
+    ASSERT_EQ(s3c_stage_close(again, NULL), 0);
+    sp_read_back(f0, 300);
+    sp_rm_dir();
+}
+
 /* The fence's 412 read back with an answer that is not the object (a 403: a policy that
  * lets the stage write but not read): nothing is known about what stands there, so the
  * open fails as for any S3 error at open (S3C_ES3: `s3commit run` exits 1 and the unit
@@ -1135,15 +1161,7 @@ static void unreadable_fence_key_is_not_damage(void)
     if (!strstr(err, "back after a 412") || !strstr(err, "AccessDenied") ||
         strstr(err, "repaired or removed by hand"))
         TEST_FAIL_("want an S3 error reading the fence's key back, not damage: %s", err);
-
-    again = sp_open_ok(64LL << 20);
-    struct s3c_stage_info info;
-    ASSERT_EQ(s3c_stage_info(again, &info), 0);
-    ASSERT_UEQ(info.control_seq, f0 + 300);
-    ASSERT_EQ(s3c_wait_durable(again, f0 + 300, 20000), 0);
-    ASSERT_EQ(s3c_stage_close(again, NULL), 0);
-    sp_read_back(f0, 300);
-    sp_rm_dir();
+    sp_replays_the_200(f0);
 }
 
 /* A manifest or an object of a later format version is not damage: the open says which
@@ -1159,13 +1177,8 @@ static void newer_formats_are_not_damage(void)
     ASSERT_EQ(s3c_stage_close(st, NULL), 0);
 
     /* An object of format version 3 at seq 2, where the chain goes on. */
-    const char *payload[] = {"from a later version"};
-    size_t len;
-    unsigned char *o = obj_build(2, 1, 9, 0, payload, &len);
-    o[8] = 3, o[9] = 0; /* the header's version (little-endian) */
+    sp_put_newer_object(2);
     obj_path(path, sizeof(path), sp_prefix, 2);
-    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
-    free(o);
     sp_refused_untouched_at(0, err, sizeof(err)); /* found by the look: nothing written */
     ASSERT_EQ(sp_open_rc, S3C_EFORMAT);           /* exit 4 */
     if (!strstr(err, "format version 3") || !strstr(err, "newer s3commit") ||
@@ -1221,22 +1234,10 @@ static void empty_objects_are_damage(void)
     const char *junk = "not an object of any s3commit, but long enough for a header's bytes";
     ASSERT_EQ(raw_http(&mock, "PUT", path, junk, strlen(junk), NULL), 200);
     ed_refused_both_ways(64LL << 20, key, S3C_ECORRUPT, "no valid object header: ");
-    const char *payload[] = {"from a later version"};
-    size_t len;
-    unsigned char *o = obj_build(f0 + 300, 1, 9, 0, payload, &len);
-    o[8] = 3, o[9] = 0; /* the header's version (little-endian) */
-    ASSERT_EQ(raw_http(&mock, "PUT", path, o, len, NULL), 200);
-    free(o);
+    sp_put_newer_object(f0 + 300);
     ed_refused_both_ways(64LL << 20, key, S3C_EFORMAT, "format version 3");
     ASSERT_EQ(raw_http(&mock, "DELETE", path, NULL, 0, NULL), 204);
-    s3c_stage *again = sp_open_ok(64LL << 20);
-    struct s3c_stage_info info;
-    ASSERT_EQ(s3c_stage_info(again, &info), 0);
-    ASSERT_UEQ(info.control_seq, f0 + 300);
-    ASSERT_EQ(s3c_wait_durable(again, f0 + 300, 20000), 0);
-    ASSERT_EQ(s3c_stage_close(again, NULL), 0);
-    sp_read_back(f0, 300);
-    sp_rm_dir();
+    sp_replays_the_200(f0);
 
     const char *was = sp_prefix;
     sp_prefix = "sp-empty/";
@@ -1721,10 +1722,13 @@ static void skip_run(bool no_skip)
     s3c_stats_get(st, &s);
     fprintf(stderr, "   %" PRIu64 " of %" PRIu64 " commits skipped, %" PRIu64 " spool bytes\n",
             s.spool_skipped, n, s.spool_bytes);
+    /* How many depends on the mock outpacing the 20 ms writes: about 3,600 of the 4,000 on
+     * an idle machine, 10-200 with a full test run beside it on the same two cores (where
+     * more than n / 10 failed twice); none means chunks W passed were written anyway. */
     if (no_skip)
         ASSERT_UEQ(s.spool_skipped, 0);
     else
-        ASSERT_GT(s.spool_skipped, n / 10);
+        ASSERT_GT(s.spool_skipped, 0);
     ASSERT_LE(s.spool_skipped, n);
     mock_faults(&mock, OUTAGE);
     ASSERT_EQ(sp_submit(st, first, n, n + more, 20000), 0);
